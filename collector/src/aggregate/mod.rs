@@ -1,0 +1,588 @@
+//! Aggregate: samples -> per-series sliding windows of latency sketches.
+//!
+//! A series is (service, endpoint, extra dimensions, version). Each keeps a
+//! ring of time slots covering the baseline horizon; the judge reads the last
+//! `window` of it for a candidate and the whole horizon for a baseline. The
+//! series count is capped: samples of series beyond the cap go to a single
+//! overflow series (`otel.metric.overflow=true`, as the OpenTelemetry
+//! Collector marks it) and are counted. Series idle past the idle timeout are
+//! dropped, so memory follows live traffic, not history.
+//!
+//! The [`Aggregator`] is a plain struct owned by one task; time is always a
+//! parameter (`now_ms`, unix milliseconds). It must never read the clock,
+//! block, or grow without a bound.
+
+pub mod sketch;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::config::AggregateConfig;
+use crate::extract::{EndpointKey, Outcome, Sample, SampleKind};
+pub use sketch::Sketch;
+
+/// Database calls wait this long for their request span. A request span ends
+/// after its own database calls, so SDKs export it in the same batch or the
+/// next one; a minute is generous.
+const PENDING_DB_TTL_MS: u64 = 60_000;
+
+/// One slot of a series' window.
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    /// `now_ms / slot_ms` of the samples it holds.
+    index: u64,
+    latency: Sketch,
+    outcomes: [u64; 3],
+    db_calls: u64,
+}
+
+/// What a series did over a stretch of its window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowSummary {
+    /// Latency of every request (all outcomes: timeouts are the slow ones).
+    pub latency: Sketch,
+    /// Requests by [`Outcome::index`].
+    pub outcomes: [u64; 3],
+    /// Database calls joined to these requests.
+    pub db_calls: u64,
+}
+
+impl WindowSummary {
+    /// Requests.
+    pub fn count(&self) -> u64 {
+        self.latency.count()
+    }
+
+    /// Requests that timed out or failed.
+    pub fn failures(&self) -> u64 {
+        self.outcomes[Outcome::Error.index()] + self.outcomes[Outcome::Timeout.index()]
+    }
+
+    /// Fraction of requests with `outcome` (0 when there are none).
+    pub fn rate(&self, outcome: Outcome) -> f64 {
+        ratio(self.outcomes[outcome.index()], self.count())
+    }
+
+    /// Database calls per request (0 when there are no requests).
+    pub fn db_calls_per_request(&self) -> f64 {
+        ratio(self.db_calls, self.count())
+    }
+
+    fn add(&mut self, slot: &Slot) {
+        self.latency.merge(&slot.latency);
+        for (sum, n) in self.outcomes.iter_mut().zip(slot.outcomes) {
+            *sum += n;
+        }
+        self.db_calls += slot.db_calls;
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// A cumulative latency histogram with fixed bucket bounds, for Prometheus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cumulative {
+    /// Count per bucket; the last one is `+Inf`.
+    pub buckets: Vec<u64>,
+    /// Sum of all values, milliseconds.
+    pub sum_ms: f64,
+    /// All values.
+    pub count: u64,
+}
+
+impl Cumulative {
+    fn new(bounds: usize) -> Self {
+        Self {
+            buckets: vec![0; bounds + 1],
+            sum_ms: 0.0,
+            count: 0,
+        }
+    }
+
+    fn record(&mut self, bounds_ms: &[f64], value_ms: f64) {
+        // Prometheus buckets are upper-inclusive (`le`).
+        let i = bounds_ms.partition_point(|b| *b < value_ms);
+        self.buckets[i] += 1;
+        self.sum_ms += value_ms;
+        self.count += 1;
+    }
+}
+
+/// Everything kept about one series.
+#[derive(Debug, Clone)]
+pub struct Series {
+    slots: VecDeque<Slot>,
+    /// When its first sample arrived (unix ms).
+    pub first_seen_ms: u64,
+    /// When its latest sample arrived (unix ms).
+    pub last_seen_ms: u64,
+    /// Since the series was created, per outcome (`None` until one is seen).
+    pub histograms: [Option<Box<Cumulative>>; 3],
+}
+
+impl Series {
+    fn new(now_ms: u64) -> Self {
+        Self {
+            slots: VecDeque::new(),
+            first_seen_ms: now_ms,
+            last_seen_ms: now_ms,
+            histograms: [None, None, None],
+        }
+    }
+
+    fn slot_mut(&mut self, slot_index: u64) -> &mut Slot {
+        match self.slots.back() {
+            // Out-of-order arrival (a clock step back) lands in the newest slot.
+            Some(last) if last.index >= slot_index => {}
+            _ => self.slots.push_back(Slot {
+                index: slot_index,
+                ..Slot::default()
+            }),
+        }
+        // Just ensured non-empty.
+        let last = self.slots.len() - 1;
+        &mut self.slots[last]
+    }
+
+    /// Merged figures of the slots newer than `slots` slots before `now_ms`.
+    fn summary(&self, now_slot: u64, slots: u64) -> WindowSummary {
+        let mut summary = WindowSummary::default();
+        let oldest = (now_slot + 1).saturating_sub(slots);
+        for slot in self.slots.iter().rev().take_while(|s| s.index >= oldest) {
+            summary.add(slot);
+        }
+        summary
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.slots.iter().map(|s| s.latency.heap_bytes()).sum::<usize>()
+            + self
+                .histograms
+                .iter()
+                .flatten()
+                .map(|h| std::mem::size_of::<Cumulative>() + h.buckets.capacity() * 8)
+                .sum::<usize>()
+    }
+}
+
+/// Database calls waiting for the request span of their trace.
+#[derive(Debug, Clone)]
+struct PendingDb {
+    service: String,
+    calls: u64,
+    since_ms: u64,
+}
+
+/// Counters of limits hit, read by the emitter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AggregateCounters {
+    /// Samples routed to the overflow series because the cap was reached.
+    pub overflow_samples: u64,
+    /// Database calls dropped because too many traces were waiting.
+    pub db_pending_dropped: u64,
+    /// Database calls that never met their request span.
+    pub db_unmatched: u64,
+    /// Series forgotten after idling past the timeout.
+    pub series_expired: u64,
+}
+
+/// The series of one endpoint, by version.
+pub type Versions = BTreeMap<String, Series>;
+
+/// Owner of every series; see the module docs.
+#[derive(Debug)]
+pub struct Aggregator {
+    config: AggregateConfig,
+    bounds_ms: Vec<f64>,
+    slot_ms: u64,
+    window_slots: u64,
+    horizon_slots: u64,
+    endpoints: HashMap<EndpointKey, Versions>,
+    series: usize,
+    overflow: Series,
+    pending_db: HashMap<[u8; 16], Vec<PendingDb>>,
+    pending_traces: usize,
+    counters: AggregateCounters,
+}
+
+impl Aggregator {
+    /// An empty aggregator; `bounds_ms` are the Prometheus bucket bounds.
+    pub fn new(config: AggregateConfig, bounds_ms: Vec<f64>, now_ms: u64) -> Self {
+        let slot_ms = (config.slot.as_millis() as u64).max(1);
+        let window_slots = (config.window.as_millis() as u64).div_ceil(slot_ms).max(1);
+        let horizon_slots = (config.baseline_horizon.as_millis() as u64)
+            .div_ceil(slot_ms)
+            .max(window_slots);
+        Self {
+            config,
+            bounds_ms,
+            slot_ms,
+            window_slots,
+            horizon_slots,
+            endpoints: HashMap::new(),
+            series: 0,
+            overflow: Series::new(now_ms),
+            pending_db: HashMap::new(),
+            pending_traces: 0,
+            counters: AggregateCounters::default(),
+        }
+    }
+
+    /// Records a batch: database calls first, so a request in the same batch
+    /// finds the calls of its trace.
+    pub fn record_batch(&mut self, samples: &[Sample], now_ms: u64) {
+        for sample in samples {
+            if sample.kind == SampleKind::DbCall {
+                self.record_db_call(sample, now_ms);
+            }
+        }
+        for sample in samples {
+            if let SampleKind::Request {
+                endpoint,
+                duration,
+                outcome,
+            } = &sample.kind
+            {
+                let db_calls = self.take_pending_db(&sample.trace_id, &sample.service);
+                let duration_ms = duration.as_secs_f64() * 1e3;
+                self.record_request(endpoint, &sample.version, duration_ms, *outcome, db_calls, now_ms);
+            }
+        }
+    }
+
+    fn record_db_call(&mut self, sample: &Sample, now_ms: u64) {
+        if sample.trace_id == [0; 16] {
+            self.counters.db_unmatched += 1;
+            return;
+        }
+        let waiting = self.pending_db.get_mut(&sample.trace_id);
+        if let Some(entry) = waiting
+            .and_then(|list| list.iter_mut().find(|p| p.service == sample.service))
+        {
+            entry.calls += 1;
+            return;
+        }
+        if self.pending_traces >= self.config.max_pending_traces {
+            self.counters.db_pending_dropped += 1;
+            return;
+        }
+        self.pending_traces += 1;
+        self.pending_db.entry(sample.trace_id).or_default().push(PendingDb {
+            service: sample.service.clone(),
+            calls: 1,
+            since_ms: now_ms,
+        });
+    }
+
+    fn take_pending_db(&mut self, trace_id: &[u8; 16], service: &str) -> u64 {
+        let Some(list) = self.pending_db.get_mut(trace_id) else {
+            return 0;
+        };
+        let Some(pos) = list.iter().position(|p| p.service == service) else {
+            return 0;
+        };
+        let calls = list.swap_remove(pos).calls;
+        self.pending_traces -= 1;
+        if list.is_empty() {
+            self.pending_db.remove(trace_id);
+        }
+        calls
+    }
+
+    fn record_request(
+        &mut self,
+        endpoint: &EndpointKey,
+        version: &str,
+        duration_ms: f64,
+        outcome: Outcome,
+        db_calls: u64,
+        now_ms: u64,
+    ) {
+        let slot_index = now_ms / self.slot_ms;
+        let at_cap = self.series >= self.config.max_series;
+        let series = match self.endpoints.get_mut(endpoint) {
+            Some(versions) if versions.contains_key(version) => versions.get_mut(version),
+            _ if at_cap => None,
+            Some(versions) => {
+                self.series += 1;
+                Some(versions.entry(version.to_owned()).or_insert_with(|| Series::new(now_ms)))
+            }
+            None => {
+                self.series += 1;
+                let versions = self.endpoints.entry(endpoint.clone()).or_default();
+                Some(versions.entry(version.to_owned()).or_insert_with(|| Series::new(now_ms)))
+            }
+        };
+        let series = match series {
+            Some(series) => series,
+            None => {
+                self.counters.overflow_samples += 1;
+                &mut self.overflow
+            }
+        };
+        series.last_seen_ms = now_ms;
+        let slot = series.slot_mut(slot_index);
+        slot.latency.record(duration_ms);
+        slot.outcomes[outcome.index()] += 1;
+        slot.db_calls += db_calls;
+        let bounds = &self.bounds_ms;
+        series.histograms[outcome.index()]
+            .get_or_insert_with(|| Box::new(Cumulative::new(bounds.len())))
+            .record(bounds, duration_ms);
+    }
+
+    /// Drops slots older than the horizon, series idle past the timeout and
+    /// database calls that never met their request.
+    pub fn expire(&mut self, now_ms: u64) {
+        let now_slot = now_ms / self.slot_ms;
+        let oldest_kept = (now_slot + 1).saturating_sub(self.horizon_slots);
+        let idle_ms = self.config.series_idle_timeout.as_millis() as u64;
+        let mut removed = 0;
+        self.endpoints.retain(|_, versions| {
+            versions.retain(|_, series| {
+                while series.slots.front().is_some_and(|s| s.index < oldest_kept) {
+                    series.slots.pop_front();
+                }
+                let keep = series.last_seen_ms + idle_ms > now_ms;
+                removed += usize::from(!keep);
+                keep
+            });
+            !versions.is_empty()
+        });
+        while self.overflow.slots.front().is_some_and(|s| s.index < oldest_kept) {
+            self.overflow.slots.pop_front();
+        }
+        self.series -= removed;
+        self.counters.series_expired += removed as u64;
+        let mut unmatched = 0;
+        let mut pending = 0;
+        self.pending_db.retain(|_, list| {
+            list.retain(|p| {
+                let keep = p.since_ms + PENDING_DB_TTL_MS > now_ms;
+                if !keep {
+                    unmatched += p.calls;
+                }
+                keep
+            });
+            pending += list.len();
+            !list.is_empty()
+        });
+        self.pending_traces = pending;
+        self.counters.db_unmatched += unmatched;
+    }
+
+    /// The candidate window of `series` at `now_ms`.
+    pub fn window(&self, series: &Series, now_ms: u64) -> WindowSummary {
+        series.summary(now_ms / self.slot_ms, self.window_slots)
+    }
+
+    /// The baseline horizon of `series` at `now_ms`.
+    pub fn horizon(&self, series: &Series, now_ms: u64) -> WindowSummary {
+        series.summary(now_ms / self.slot_ms, self.horizon_slots)
+    }
+
+    /// Every endpoint and its versions.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&EndpointKey, &Versions)> {
+        self.endpoints.iter()
+    }
+
+    /// The versions of one endpoint.
+    pub fn versions(&self, endpoint: &EndpointKey) -> Option<&Versions> {
+        self.endpoints.get(endpoint)
+    }
+
+    /// The series that took the samples beyond the cap.
+    pub fn overflow(&self) -> &Series {
+        &self.overflow
+    }
+
+    /// Live series (the overflow series not included).
+    pub fn series_count(&self) -> usize {
+        self.series
+    }
+
+    /// Limits hit so far.
+    pub fn counters(&self) -> AggregateCounters {
+        self.counters
+    }
+
+    /// Approximate heap bytes held by series, for the memory benchmark.
+    pub fn heap_bytes(&self) -> usize {
+        self.endpoints
+            .iter()
+            .map(|(k, versions)| {
+                k.service.capacity()
+                    + k.endpoint.capacity()
+                    + versions
+                        .iter()
+                        .map(|(v, s)| v.capacity() + s.heap_bytes() + 64)
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::extract::UNKNOWN_VERSION;
+
+    const T0: u64 = 1_763_658_000_000;
+
+    fn config() -> AggregateConfig {
+        AggregateConfig {
+            window: Duration::from_secs(60),
+            baseline_horizon: Duration::from_secs(300),
+            slot: Duration::from_secs(10),
+            max_series: 100,
+            series_idle_timeout: Duration::from_secs(600),
+            max_pending_traces: 4,
+        }
+    }
+
+    fn aggregator(config: AggregateConfig) -> Aggregator {
+        Aggregator::new(config, vec![100.0, 150.0, 1000.0], T0)
+    }
+
+    fn endpoint(path: &str) -> EndpointKey {
+        EndpointKey {
+            service: "lending-api".into(),
+            endpoint: path.into(),
+            dims: Vec::new(),
+        }
+    }
+
+    fn request(path: &str, version: &str, ms: u64, outcome: Outcome, trace: u8) -> Sample {
+        Sample {
+            service: "lending-api".into(),
+            version: version.into(),
+            trace_id: [trace; 16],
+            kind: SampleKind::Request {
+                endpoint: endpoint(path),
+                duration: Duration::from_millis(ms),
+                outcome,
+            },
+        }
+    }
+
+    fn db_call(trace: u8) -> Sample {
+        Sample {
+            service: "lending-api".into(),
+            version: UNKNOWN_VERSION.into(),
+            trace_id: [trace; 16],
+            kind: SampleKind::DbCall,
+        }
+    }
+
+    fn window_of(agg: &Aggregator, path: &str, version: &str, now: u64) -> WindowSummary {
+        let series = &agg.versions(&endpoint(path)).unwrap()[version];
+        agg.window(series, now)
+    }
+
+    #[test]
+    fn requests_land_in_their_series_with_outcomes() {
+        let mut agg = aggregator(config());
+        agg.record_batch(
+            &[
+                request("/risk-score", "v1.2", 100, Outcome::Ok, 1),
+                request("/risk-score", "v1.3", 750, Outcome::Timeout, 2),
+                request("/risk-score", "v1.3", 700, Outcome::Ok, 3),
+            ],
+            T0,
+        );
+        let w = window_of(&agg, "/risk-score", "v1.3", T0);
+        assert_eq!(w.count(), 2);
+        assert_eq!(w.rate(Outcome::Timeout), 0.5);
+        assert_eq!(agg.series_count(), 2);
+        let h = agg.versions(&endpoint("/risk-score")).unwrap()["v1.3"].histograms
+            [Outcome::Timeout.index()]
+        .as_deref()
+        .unwrap();
+        assert_eq!(h.buckets, vec![0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn window_slides_and_horizon_keeps_more() {
+        let mut agg = aggregator(config());
+        agg.record_batch(&[request("/a", "v1", 100, Outcome::Ok, 1)], T0);
+        agg.record_batch(&[request("/a", "v1", 100, Outcome::Ok, 2)], T0 + 120_000);
+        let now = T0 + 120_000;
+        let series = &agg.versions(&endpoint("/a")).unwrap()["v1"];
+        assert_eq!(agg.window(series, now).count(), 1);
+        assert_eq!(agg.horizon(series, now).count(), 2);
+        agg.expire(T0 + 400_000);
+        let series = &agg.versions(&endpoint("/a")).unwrap()["v1"];
+        assert_eq!(agg.horizon(series, T0 + 400_000).count(), 1);
+    }
+
+    #[test]
+    fn idle_series_expire() {
+        let mut agg = aggregator(config());
+        agg.record_batch(&[request("/a", "v1", 100, Outcome::Ok, 1)], T0);
+        agg.expire(T0 + 599_000);
+        assert_eq!(agg.series_count(), 1);
+        agg.expire(T0 + 600_000);
+        assert_eq!(agg.series_count(), 0);
+        assert!(agg.versions(&endpoint("/a")).is_none());
+        assert_eq!(agg.counters().series_expired, 1);
+    }
+
+    #[test]
+    fn series_beyond_the_cap_go_to_overflow_and_are_counted() {
+        let mut agg = aggregator(AggregateConfig {
+            max_series: 3,
+            ..config()
+        });
+        let samples: Vec<_> = (0..10)
+            .map(|i| request(&format!("/e{i}"), "v1", 10, Outcome::Ok, 1))
+            .collect();
+        agg.record_batch(&samples, T0);
+        assert_eq!(agg.series_count(), 3);
+        assert_eq!(agg.counters().overflow_samples, 7);
+        assert_eq!(agg.window(agg.overflow(), T0).count(), 7);
+        // Known series still record at the cap.
+        agg.record_batch(&[request("/e0", "v1", 10, Outcome::Ok, 1)], T0);
+        assert_eq!(window_of(&agg, "/e0", "v1", T0).count(), 2);
+        assert_eq!(agg.counters().overflow_samples, 7);
+    }
+
+    #[test]
+    fn database_calls_join_their_request_by_trace() {
+        let mut agg = aggregator(config());
+        // Same batch, request listed first: still joined.
+        agg.record_batch(
+            &[
+                request("/checkout", "v2", 300, Outcome::Ok, 9),
+                db_call(9),
+                db_call(9),
+                db_call(9),
+            ],
+            T0,
+        );
+        // Calls in an earlier batch than their request.
+        agg.record_batch(&[db_call(8)], T0);
+        agg.record_batch(&[request("/checkout", "v2", 300, Outcome::Ok, 8)], T0 + 5);
+        let w = window_of(&agg, "/checkout", "v2", T0 + 5);
+        assert_eq!(w.db_calls, 4);
+        assert_eq!(w.db_calls_per_request(), 2.0);
+    }
+
+    #[test]
+    fn pending_database_calls_are_bounded_and_expire() {
+        let mut agg = aggregator(config());
+        let calls: Vec<_> = (1..=10).map(db_call).collect();
+        agg.record_batch(&calls, T0);
+        assert_eq!(agg.counters().db_pending_dropped, 6);
+        agg.expire(T0 + PENDING_DB_TTL_MS);
+        assert_eq!(agg.counters().db_unmatched, 4);
+        assert_eq!(agg.pending_traces, 0);
+    }
+}

@@ -1,0 +1,326 @@
+//! A mergeable latency sketch with bounded relative error.
+//!
+//! Values (milliseconds) fall into logarithmic buckets of the OpenTelemetry
+//! base-2 exponential histogram at scale 6: bucket `i` holds
+//! `(2^(i/64), 2^((i+1)/64)]`, so every quantile is reported within
+//! `(2^(1/64) - 1) / (2^(1/64) + 1)` = 0.5415% of a value that really occurred
+//! (the DDSketch guarantee, Masson et al., VLDB 2019). Sketches of the same
+//! mapping merge exactly by adding counts.
+//!
+//! Why not a crate: `sketches-ddsketch` exposes no buckets (the judge ranks
+//! the two distributions bucket by bucket) and stores `u64` counts densely;
+//! `hdrhistogram` needs about 6 KiB per histogram at 1% precision, too much
+//! for 100,000 series times window slots. This one keeps a dense `u32` run
+//! between the lowest and highest bucket seen, typically a few hundred bytes.
+//!
+//! It never allocates more than [`MAX_BUCKETS`] counts: past that the lowest
+//! buckets collapse into one, losing precision only on the fastest requests.
+
+/// Buckets per power of two: scale 6 of the OTel exponential mapping.
+const BUCKETS_PER_OCTAVE: f64 = 64.0;
+
+/// At most this many buckets (a range of 2^32, e.g. 1 µs to 70 minutes).
+pub const MAX_BUCKETS: usize = 2048;
+
+/// Values at or below this (ms) count as zero.
+const ZERO_THRESHOLD_MS: f64 = 1e-9;
+
+/// Relative error bound of every reported quantile.
+pub const RELATIVE_ERROR: f64 = 0.005_415_2;
+
+/// A latency distribution in logarithmic buckets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sketch {
+    /// Counts of buckets `offset .. offset + counts.len()`.
+    counts: Vec<u32>,
+    offset: i32,
+    zero: u32,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+/// The bucket index of a positive value.
+fn index_of(value_ms: f64) -> i32 {
+    // ceil(log2(v) * 64) - 1 puts exact powers of the base at a bucket's top.
+    let i = (value_ms.log2() * BUCKETS_PER_OCTAVE).ceil() - 1.0;
+    i.clamp(i32::MIN as f64 / 2.0, i32::MAX as f64 / 2.0) as i32
+}
+
+/// The value reported for bucket `i`: the harmonic mean of its bounds, which
+/// minimises the worst relative error over the bucket.
+fn value_of(index: i32) -> f64 {
+    let lower = (f64::from(index) / BUCKETS_PER_OCTAVE).exp2();
+    let upper = (f64::from(index + 1) / BUCKETS_PER_OCTAVE).exp2();
+    2.0 * lower * upper / (lower + upper)
+}
+
+impl Sketch {
+    /// An empty sketch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one value in milliseconds; negative and NaN values count as zero.
+    pub fn record(&mut self, value_ms: f64) {
+        self.record_n(value_ms, 1);
+    }
+
+    /// Records `n` equal values.
+    pub fn record_n(&mut self, value_ms: f64, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let v = if value_ms.is_finite() && value_ms > 0.0 { value_ms } else { 0.0 };
+        if self.count == 0 {
+            self.min = v;
+            self.max = v;
+        } else {
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
+        self.count += u64::from(n);
+        self.sum += v * f64::from(n);
+        if v <= ZERO_THRESHOLD_MS {
+            self.zero = self.zero.saturating_add(n);
+        } else {
+            self.add_to_bucket(index_of(v), n);
+        }
+    }
+
+    fn add_to_bucket(&mut self, index: i32, n: u32) {
+        if self.counts.is_empty() {
+            self.offset = index;
+            self.counts.push(n);
+            return;
+        }
+        let mut index = index;
+        if index < self.offset {
+            let grow = (self.offset - index) as usize;
+            if grow + self.counts.len() > MAX_BUCKETS {
+                // Too far below everything kept: it joins the lowest bucket.
+                index = self.offset;
+            } else {
+                self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+                self.offset = index;
+            }
+        } else if (index - self.offset) as usize >= self.counts.len() {
+            let len = (index - self.offset) as usize + 1;
+            if len > MAX_BUCKETS {
+                // Keep the slow end exact: the fast end collapses upward.
+                let new_offset = index - MAX_BUCKETS as i32 + 1;
+                self.collapse_below(new_offset);
+            }
+            let len = (index - self.offset) as usize + 1;
+            self.counts.resize(len, 0);
+        }
+        let slot = &mut self.counts[(index - self.offset) as usize];
+        *slot = slot.saturating_add(n);
+    }
+
+    /// Folds every bucket below `new_offset` into bucket `new_offset`.
+    fn collapse_below(&mut self, new_offset: i32) {
+        if new_offset <= self.offset {
+            return;
+        }
+        let cut = ((new_offset - self.offset) as usize).min(self.counts.len());
+        let folded: u32 = self.counts[..cut].iter().fold(0u32, |a, c| a.saturating_add(*c));
+        self.counts.drain(..cut);
+        self.offset = new_offset;
+        if self.counts.is_empty() {
+            self.counts.push(0);
+        }
+        self.counts[0] = self.counts[0].saturating_add(folded);
+    }
+
+    /// Adds every value of `other` to this sketch.
+    pub fn merge(&mut self, other: &Sketch) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            self.min = other.min;
+            self.max = other.max;
+        } else {
+            self.min = self.min.min(other.min);
+            self.max = self.max.max(other.max);
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.zero = self.zero.saturating_add(other.zero);
+        for (i, &c) in other.counts.iter().enumerate() {
+            if c > 0 {
+                self.add_to_bucket(other.offset + i as i32, c);
+            }
+        }
+    }
+
+    /// Number of values recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of the values recorded, in milliseconds.
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    /// Mean, or `None` when empty.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+
+    /// The `q`-quantile (nearest rank: the smallest value with at least
+    /// `q * count` values at or below it), within [`RELATIVE_ERROR`]; `None`
+    /// when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = u64::from(self.zero);
+        if seen >= rank {
+            return Some(0.0);
+        }
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += u64::from(c);
+            if seen >= rank {
+                let v = value_of(self.offset + i as i32);
+                return Some(v.clamp(self.min, self.max));
+            }
+        }
+        Some(self.max)
+    }
+
+    /// How many values exceed `limit_ms`; the bucket holding the limit counts
+    /// as above when its reported value is.
+    pub fn count_above(&self, limit_ms: f64) -> u64 {
+        self.buckets()
+            .filter(|(v, _)| *v > limit_ms)
+            .map(|(_, c)| c)
+            .sum()
+    }
+
+    /// Non-empty buckets in ascending order: (reported value in ms, count).
+    /// Both sketches' buckets line up, which the rank test relies on.
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let zero = (self.zero > 0).then_some((0.0, u64::from(self.zero)));
+        zero.into_iter().chain(
+            self.counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, c)| (value_of(self.offset + i as i32), u64::from(*c))),
+        )
+    }
+
+    /// Heap bytes held, for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.counts.capacity() * std::mem::size_of::<u32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Exact nearest-rank quantile of sorted data.
+    fn exact(sorted: &[f64], q: f64) -> f64 {
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+
+    #[test]
+    fn quantiles_are_within_the_relative_error_bound() {
+        // A deterministic spread over five decades (0.01 ms .. 1000 ms).
+        let mut values: Vec<f64> = (0..20_000u32)
+            .map(|i| {
+                let x = f64::from(i.wrapping_mul(2_654_435_761) % 100_000) / 100_000.0;
+                10f64.powf(-2.0 + 5.0 * x)
+            })
+            .collect();
+        let mut sketch = Sketch::new();
+        for v in &values {
+            sketch.record(*v);
+        }
+        values.sort_by(f64::total_cmp);
+        for q in [0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0] {
+            let want = exact(&values, q);
+            let got = sketch.quantile(q).unwrap();
+            let err = (got - want).abs() / want;
+            assert!(err <= RELATIVE_ERROR + 1e-12, "q={q} want={want} got={got} err={err}");
+            assert!(err <= 0.01);
+        }
+        assert_eq!(sketch.count(), 20_000);
+    }
+
+    #[test]
+    fn relative_error_constant_matches_the_mapping() {
+        let gamma = (1.0f64 / 64.0).exp2();
+        assert!(((gamma - 1.0) / (gamma + 1.0) - RELATIVE_ERROR).abs() < 1e-6);
+    }
+
+    #[test]
+    fn merge_equals_recording_everything_in_one() {
+        let mut a = Sketch::new();
+        let mut b = Sketch::new();
+        let mut all = Sketch::new();
+        for i in 1..=500u32 {
+            let v = f64::from(i) * 1.7;
+            if i % 3 == 0 {
+                a.record(v);
+            } else {
+                b.record(v * 40.0);
+            }
+            all.record(if i % 3 == 0 { v } else { v * 40.0 });
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), all.count());
+        for q in [0.1, 0.5, 0.9, 0.99] {
+            assert_eq!(a.quantile(q), all.quantile(q));
+        }
+        assert!((a.sum() - all.sum()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn zero_negative_and_nan_count_as_zero() {
+        let mut s = Sketch::new();
+        s.record(0.0);
+        s.record(-3.0);
+        s.record(f64::NAN);
+        s.record(10.0);
+        assert_eq!(s.count(), 4);
+        assert_eq!(s.quantile(0.5), Some(0.0));
+        assert!((s.quantile(1.0).unwrap() - 10.0).abs() / 10.0 < RELATIVE_ERROR);
+    }
+
+    #[test]
+    fn empty_sketch_has_no_quantile() {
+        assert_eq!(Sketch::new().quantile(0.5), None);
+        assert_eq!(Sketch::new().mean(), None);
+    }
+
+    #[test]
+    fn bucket_count_stays_bounded_over_a_huge_range() {
+        let mut s = Sketch::new();
+        s.record(1e-6);
+        s.record(1e12);
+        s.record(1e-8);
+        assert!(s.counts.len() <= MAX_BUCKETS);
+        // The slow end stays exact.
+        let top = s.quantile(1.0).unwrap();
+        assert!((top - 1e12).abs() / 1e12 < RELATIVE_ERROR);
+        assert_eq!(s.count(), 3);
+    }
+
+    #[test]
+    fn count_above_splits_at_the_limit() {
+        let mut s = Sketch::new();
+        for v in [100.0, 120.0, 140.0, 700.0, 820.0] {
+            s.record(v);
+        }
+        assert_eq!(s.count_above(150.0), 2);
+        assert_eq!(s.count_above(50.0), 5);
+    }
+}

@@ -1,0 +1,598 @@
+//! Configuration: serde structs with defaults that run without any file, an
+//! optional YAML file, and `MODELGATE_*` environment overrides.
+//!
+//! Layering (later wins): built-in defaults, the YAML file, then environment
+//! variables `MODELGATE_<SECTION>__<KEY>` (double underscore between levels,
+//! e.g. `MODELGATE_JUDGE__SLA__LIMIT=200ms`). Every struct denies unknown
+//! keys, so a typo is an error that names the key rather than a silently
+//! ignored setting. This module only describes and checks settings; it must
+//! never act on them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable could not be read or parsed; the
+    /// message names the key, the problem and the source.
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    /// A value parsed but makes no sense.
+    #[error("invalid configuration: key `{key}`: {problem}")]
+    Invalid {
+        /// Dotted path of the offending key, e.g. `judge.sla.quantile`.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(error: figment::Error) -> Self {
+        Self::Load(Box::new(error))
+    }
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// Everything modelgate can be told.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where OTLP arrives and how much of it is accepted.
+    pub receiver: ReceiverConfig,
+    /// How spans become samples.
+    pub extract: ExtractConfig,
+    /// How samples are kept.
+    pub aggregate: AggregateConfig,
+    /// How versions are judged.
+    pub judge: JudgeConfig,
+    /// Where the findings go.
+    pub emit: EmitConfig,
+    /// The admin HTTP port: /metrics, /api/v1, /healthz, /readyz.
+    pub admin: AdminConfig,
+}
+
+/// The OTLP receivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// OTLP/gRPC listen address; also serves the `modelgate.v1.Query` API.
+    pub grpc_listen: SocketAddr,
+    /// Largest accepted export request after decompression, in bytes; larger
+    /// ones get `RESOURCE_EXHAUSTED` (and are counted), as OTLP says.
+    pub max_message_bytes: usize,
+    /// Export batches waiting for the aggregator; when full, exporters get the
+    /// retryable `UNAVAILABLE` instead of their data being dropped.
+    pub queue_batches: usize,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            max_message_bytes: 4 * 1024 * 1024,
+            queue_batches: 1024,
+        }
+    }
+}
+
+/// Turning spans into samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtractConfig {
+    /// Attributes naming the version, first present wins (span, then resource,
+    /// for each key in turn).
+    pub version_attributes: Vec<String>,
+    /// A request lasting at least this long is a timeout even when nothing
+    /// else says so (unset: only attributes decide).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Extra attributes (span, then resource) that split series further, e.g.
+    /// `deployment.environment.name`. Each multiplies the series count.
+    pub dimensions: Vec<String>,
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        Self {
+            version_attributes: [
+                "model.version",
+                "ml.model.version",
+                "gen_ai.response.model",
+                "gen_ai.request.model",
+                "service.version",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            timeout: None,
+            dimensions: Vec::new(),
+        }
+    }
+}
+
+/// Keeping latency per series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregateConfig {
+    /// The candidate window: how much recent traffic a version is judged on.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How far back the baseline's traffic is kept and the baseline chosen;
+    /// at least `window`.
+    #[serde(with = "humantime_serde")]
+    pub baseline_horizon: Duration,
+    /// Width of one window slot: samples leave the window a slot at a time.
+    #[serde(with = "humantime_serde")]
+    pub slot: Duration,
+    /// Hard cap on series; samples of further series go to one overflow
+    /// series marked `otel.metric.overflow=true`, and are counted.
+    pub max_series: usize,
+    /// A series with no sample for this long is forgotten, so memory follows
+    /// live traffic; at least `baseline_horizon`.
+    #[serde(with = "humantime_serde")]
+    pub series_idle_timeout: Duration,
+    /// Traces whose database calls wait for their request span; beyond this,
+    /// such calls are dropped and counted.
+    pub max_pending_traces: usize,
+}
+
+impl Default for AggregateConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(300),
+            baseline_horizon: Duration::from_secs(1800),
+            slot: Duration::from_secs(10),
+            max_series: 100_000,
+            series_idle_timeout: Duration::from_secs(1800),
+            max_pending_traces: 100_000,
+        }
+    }
+}
+
+/// Judging versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JudgeConfig {
+    /// How often every endpoint is judged.
+    #[serde(with = "humantime_serde")]
+    pub evaluation_interval: Duration,
+    /// Fixed baselines; elsewhere the baseline is chosen by traffic.
+    pub baselines: Vec<BaselineConfig>,
+    /// Absolute latency limit on a quantile.
+    pub sla: SlaRule,
+    /// Candidate quantile against the baseline's.
+    pub relative: RelativeRule,
+    /// Candidate timeout and error rate against the baseline's.
+    pub errors: ErrorsRule,
+    /// Pending, firing, resolved.
+    pub alerts: AlertPolicy,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        Self {
+            evaluation_interval: Duration::from_secs(1),
+            baselines: Vec::new(),
+            sla: SlaRule::default(),
+            relative: RelativeRule::default(),
+            errors: ErrorsRule::default(),
+            alerts: AlertPolicy::default(),
+        }
+    }
+}
+
+/// A fixed baseline version for a service, or one endpoint of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineConfig {
+    /// `service.name`.
+    pub service: String,
+    /// Unset: every endpoint of the service.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The version every other version of that service is compared with.
+    pub version: String,
+}
+
+/// The `sla` rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlaRule {
+    /// Off: no absolute limit.
+    pub enabled: bool,
+    /// The quantile held to the limit (0.95 = p95).
+    pub quantile: f64,
+    /// The lending incident's SLA was 150 ms.
+    #[serde(with = "humantime_serde")]
+    pub limit: Duration,
+    /// Fewer requests than this are inconclusive.
+    pub min_samples: u64,
+    /// Significance of "more than (1 - quantile) of requests over the limit"
+    /// (exact binomial test), so one slow request never fires.
+    pub alpha: f64,
+}
+
+impl Default for SlaRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            quantile: 0.95,
+            limit: Duration::from_millis(150),
+            min_samples: 3,
+            alpha: 0.01,
+        }
+    }
+}
+
+/// The `relative` rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelativeRule {
+    /// Off: no comparison of latency with the baseline.
+    pub enabled: bool,
+    /// The quantile compared.
+    pub quantile: f64,
+    /// Candidate over baseline on that quantile, at least.
+    pub factor: f64,
+    /// And slower by at least this much, so a 2x shift of a 1 ms endpoint
+    /// does not page.
+    #[serde(with = "humantime_serde")]
+    pub min_difference: Duration,
+    /// Requests needed on each side.
+    pub min_samples: u64,
+    /// Significance of the rank test (candidate slower than baseline).
+    pub alpha: f64,
+}
+
+impl Default for RelativeRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            quantile: 0.95,
+            factor: 1.5,
+            min_difference: Duration::from_millis(20),
+            min_samples: 10,
+            alpha: 0.01,
+        }
+    }
+}
+
+/// The `errors` rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ErrorsRule {
+    /// Off: error and timeout rates are not compared.
+    pub enabled: bool,
+    /// Candidate's timeout+error rate above the baseline's by at least this
+    /// (absolute, 0.05 = 5 percentage points).
+    pub margin: f64,
+    /// Requests needed on each side.
+    pub min_samples: u64,
+    /// Significance of the rate difference (Fisher's exact test, one-sided).
+    pub alpha: f64,
+}
+
+impl Default for ErrorsRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            margin: 0.05,
+            min_samples: 10,
+            alpha: 0.01,
+        }
+    }
+}
+
+/// How conditions become alerts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertPolicy {
+    /// A condition must hold this long before it fires (pending until then).
+    #[serde(with = "humantime_serde")]
+    pub hold: Duration,
+    /// A firing alert resolves only after its condition has been clear this
+    /// long, so a flapping series does not page twice.
+    #[serde(with = "humantime_serde")]
+    pub resolve_hold: Duration,
+    /// Hysteresis: a firing alert clears only when its effect falls below
+    /// this fraction of the firing threshold (0.8: a 1.5x rule clears under
+    /// 1.4x).
+    pub clear_fraction: f64,
+}
+
+impl Default for AlertPolicy {
+    fn default() -> Self {
+        Self {
+            hold: Duration::from_secs(2),
+            resolve_hold: Duration::from_secs(60),
+            clear_fraction: 0.8,
+        }
+    }
+}
+
+/// Where the findings go besides the admin port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmitConfig {
+    /// OTLP/gRPC endpoint for metrics push, e.g. `http://127.0.0.1:4317`;
+    /// unset: no push (Prometheus scrape only).
+    pub otlp_endpoint: Option<String>,
+    /// How often metrics are pushed.
+    #[serde(with = "humantime_serde")]
+    pub otlp_interval: Duration,
+    /// Upper bounds of the Prometheus latency histogram buckets, in
+    /// milliseconds, ascending (OTLP uses an exponential histogram).
+    pub histogram_buckets_ms: Vec<f64>,
+}
+
+impl Default for EmitConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            otlp_interval: Duration::from_secs(10),
+            histogram_buckets_ms: vec![
+                5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 150.0, 250.0, 500.0, 750.0, 1000.0, 2500.0,
+                5000.0, 10000.0,
+            ],
+        }
+    }
+}
+
+/// The admin HTTP port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address of /metrics, /api/v1/*, /healthz and /readyz.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then `MODELGATE_*` variables, checked.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::figment(file, Env::prefixed("MODELGATE_").split("__"))
+    }
+
+    /// [`Config::load`] with the environment provider given, for tests.
+    fn figment(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(invalid(
+                    "--config",
+                    format!("no such file: {}", path.display()),
+                ));
+            }
+            figment = figment.merge(Yaml::file_exact(path));
+        }
+        // MODELGATE_CONFIG names the file; it is not a setting.
+        let config: Config = figment.merge(env.ignore(&["config"])).extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses YAML text on top of the defaults (no environment), checked.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Yaml::string(text))
+            .extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.receiver;
+        if r.max_message_bytes < 1024 {
+            return Err(invalid("receiver.max_message_bytes", "must be at least 1024"));
+        }
+        if r.queue_batches == 0 {
+            return Err(invalid("receiver.queue_batches", "must be at least 1"));
+        }
+        if self.extract.version_attributes.is_empty() {
+            return Err(invalid(
+                "extract.version_attributes",
+                "must name at least one attribute",
+            ));
+        }
+        let a = &self.aggregate;
+        if a.slot.is_zero() {
+            return Err(invalid("aggregate.slot", "must be more than 0s"));
+        }
+        if a.window < a.slot {
+            return Err(invalid("aggregate.window", "must be at least aggregate.slot"));
+        }
+        if a.baseline_horizon < a.window {
+            return Err(invalid(
+                "aggregate.baseline_horizon",
+                "must be at least aggregate.window",
+            ));
+        }
+        if a.baseline_horizon.as_millis() / a.slot.as_millis() > 10_000 {
+            return Err(invalid(
+                "aggregate.slot",
+                "too small for aggregate.baseline_horizon (more than 10000 slots)",
+            ));
+        }
+        if a.series_idle_timeout < a.baseline_horizon {
+            return Err(invalid(
+                "aggregate.series_idle_timeout",
+                "must be at least aggregate.baseline_horizon",
+            ));
+        }
+        if a.max_series == 0 {
+            return Err(invalid("aggregate.max_series", "must be at least 1"));
+        }
+        let j = &self.judge;
+        if j.evaluation_interval < Duration::from_millis(10) {
+            return Err(invalid("judge.evaluation_interval", "must be at least 10ms"));
+        }
+        check_quantile("judge.sla.quantile", j.sla.quantile)?;
+        check_quantile("judge.relative.quantile", j.relative.quantile)?;
+        check_alpha("judge.sla.alpha", j.sla.alpha)?;
+        check_alpha("judge.relative.alpha", j.relative.alpha)?;
+        check_alpha("judge.errors.alpha", j.errors.alpha)?;
+        if j.sla.limit.is_zero() {
+            return Err(invalid("judge.sla.limit", "must be more than 0s"));
+        }
+        if !(j.relative.factor > 1.0 && j.relative.factor.is_finite()) {
+            return Err(invalid("judge.relative.factor", "must be a number above 1"));
+        }
+        if !(j.errors.margin > 0.0 && j.errors.margin < 1.0) {
+            return Err(invalid("judge.errors.margin", "must be between 0 and 1"));
+        }
+        for (key, n) in [
+            ("judge.sla.min_samples", j.sla.min_samples),
+            ("judge.relative.min_samples", j.relative.min_samples),
+            ("judge.errors.min_samples", j.errors.min_samples),
+        ] {
+            if n == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if !(j.alerts.clear_fraction > 0.0 && j.alerts.clear_fraction <= 1.0) {
+            return Err(invalid("judge.alerts.clear_fraction", "must be in (0, 1]"));
+        }
+        for (i, b) in j.baselines.iter().enumerate() {
+            if b.service.is_empty() || b.version.is_empty() {
+                return Err(invalid(
+                    &format!("judge.baselines[{i}]"),
+                    "service and version must not be empty",
+                ));
+            }
+        }
+        let buckets = &self.emit.histogram_buckets_ms;
+        if buckets.is_empty()
+            || buckets.iter().any(|b| !(b.is_finite() && *b > 0.0))
+            || buckets.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(invalid(
+                "emit.histogram_buckets_ms",
+                "must be positive, finite and strictly ascending",
+            ));
+        }
+        if self.emit.otlp_interval < Duration::from_millis(100) {
+            return Err(invalid("emit.otlp_interval", "must be at least 100ms"));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as YAML, for `modelgate config`.
+    pub fn to_yaml(&self) -> String {
+        // Serializing plain structs of strings and numbers cannot fail; fall
+        // back to the debug form rather than panic if it ever does.
+        serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# {e}\n{self:#?}"))
+    }
+}
+
+fn check_quantile(key: &str, q: f64) -> Result<(), ConfigError> {
+    if q > 0.0 && q < 1.0 {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("must be between 0 and 1 (exclusive), got {q}")))
+    }
+}
+
+fn check_alpha(key: &str, alpha: f64) -> Result<(), ConfigError> {
+    if alpha > 0.0 && alpha < 0.5 {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("must be between 0 and 0.5, got {alpha}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bind_localhost() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert!(config.receiver.grpc_listen.ip().is_loopback());
+        assert!(config.admin.listen.ip().is_loopback());
+        assert_eq!(config.judge.sla.limit, Duration::from_millis(150));
+        assert_eq!(config.aggregate.max_series, 100_000);
+    }
+
+    #[test]
+    fn yaml_overrides_defaults() {
+        let config = Config::from_yaml(
+            "judge:\n  sla:\n    limit: 200ms\n  baselines:\n    - service: lending-api\n      version: v1.2\naggregate:\n  max_series: 10\n",
+        )
+        .unwrap();
+        assert_eq!(config.judge.sla.limit, Duration::from_millis(200));
+        assert_eq!(config.judge.sla.quantile, 0.95);
+        assert_eq!(config.aggregate.max_series, 10);
+        assert_eq!(config.judge.baselines[0].version, "v1.2");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_yaml("judge:\n  sla:\n    limt: 200ms\n").unwrap_err().to_string();
+        assert!(err.contains("limt"), "{err}");
+        assert!(err.contains("judge.sla"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named_with_its_key() {
+        let err = Config::from_yaml("judge:\n  sla:\n    limit: fast\n").unwrap_err().to_string();
+        assert!(err.contains("judge.sla.limit"), "{err}");
+        let err = Config::from_yaml("judge:\n  relative:\n    quantile: 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("judge.relative.quantile"), "{err}");
+        let err = Config::from_yaml("aggregate:\n  window: 1h\n").unwrap_err().to_string();
+        assert!(err.contains("aggregate.baseline_horizon"), "{err}");
+        let err = Config::from_yaml("receiver:\n  grpc_listen: nowhere\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("receiver.grpc_listen"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("mg.yaml", "judge:\n  sla:\n    limit: 200ms\n")?;
+            jail.set_env("MODELGATE_JUDGE__SLA__LIMIT", "300ms");
+            jail.set_env("MODELGATE_ADMIN__LISTEN", "127.0.0.1:0");
+            let config = Config::load(Some(Path::new("mg.yaml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.judge.sla.limit, Duration::from_millis(300));
+            assert_eq!(config.admin.listen.port(), 0);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Config::load(Some(Path::new("/nonexistent/mg.yaml")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/mg.yaml"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_parses_back() {
+        let config = Config::default();
+        assert_eq!(Config::from_yaml(&config.to_yaml()).unwrap(), config);
+    }
+}

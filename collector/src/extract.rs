@@ -1,0 +1,491 @@
+//! Extract: one OTLP span -> at most one [`Sample`], as `DESIGN.md` defines it.
+//!
+//! This stage is pure: it reads a decoded export request and appends samples
+//! to a buffer; it never touches time, locks or the network, so the receiver
+//! can call it inline and the tests can call it with literals. It must never
+//! drop a span silently: every span is either a sample, deliberately ignored
+//! (an internal or non-database client span), or rejected with a reason that
+//! goes back to the sender in `partial_success`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
+
+use crate::config::ExtractConfig;
+
+/// The version label of spans that carry none of the configured version
+/// attributes: they still count, under this name.
+pub const UNKNOWN_VERSION: &str = "unknown";
+
+/// `service.name` of resources that have none, as the OpenTelemetry SDKs do.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// How many rejection reasons are spelled out in one `partial_success`
+/// message; the rest are only counted, so one bad batch cannot produce a
+/// megabyte of error text.
+const MAX_REASONS: usize = 3;
+
+/// What one series is: the endpoint of a service (plus any configured extra
+/// dimensions) and the version that served it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointKey {
+    /// `service.name` of the span's resource.
+    pub service: String,
+    /// `http.route`, else `url.path` / `http.target`, else the span name.
+    pub endpoint: String,
+    /// Values of the configured extra dimensions, in configuration order
+    /// (empty string where a span lacks one).
+    pub dims: Vec<String>,
+}
+
+/// How a request ended, as the judge's error and timeout rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Neither an error nor a timeout.
+    Ok,
+    /// Span status ERROR or HTTP 5xx (other than 504).
+    Error,
+    /// `error.type` names a timeout, HTTP 408/504, gRPC DEADLINE_EXCEEDED, or
+    /// the duration reached the configured timeout.
+    Timeout,
+}
+
+impl Outcome {
+    /// Every outcome, in the order used for per-outcome arrays.
+    pub const ALL: [Outcome; 3] = [Outcome::Ok, Outcome::Error, Outcome::Timeout];
+
+    /// Index into per-outcome arrays.
+    pub const fn index(self) -> usize {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Error => 1,
+            Outcome::Timeout => 2,
+        }
+    }
+
+    /// The `outcome` attribute value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// What a span says about its service and version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SampleKind {
+    /// A request (SERVER or CONSUMER span, or a root span) and its latency.
+    Request {
+        /// The endpoint it hit.
+        endpoint: EndpointKey,
+        /// End minus start.
+        duration: Duration,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// A database call (CLIENT span with `db.system` or `db.system.name`),
+    /// attributed to the request of the same trace and service.
+    DbCall,
+}
+
+/// One span, reduced to what the aggregator needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// `service.name` of the span's resource.
+    pub service: String,
+    /// The version, or [`UNKNOWN_VERSION`].
+    pub version: String,
+    /// The trace, to join database calls to their request.
+    pub trace_id: [u8; 16],
+    /// Request or database call.
+    pub kind: SampleKind,
+}
+
+/// What extraction made of one export request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExtractReport {
+    /// Spans turned into samples.
+    pub samples: u64,
+    /// Spans that are neither requests nor database calls (internal work,
+    /// non-database client calls): accepted, not measured.
+    pub ignored: u64,
+    /// Spans that cannot be used; reported back in `partial_success`.
+    pub rejected: u64,
+    /// The first few rejection reasons, for the `partial_success` message.
+    pub message: String,
+}
+
+/// Appends one [`Sample`] per usable span of `request` to `out`.
+pub fn extract(
+    request: &ExportTraceServiceRequest,
+    config: &ExtractConfig,
+    out: &mut Vec<Sample>,
+) -> ExtractReport {
+    let mut report = ExtractReport::default();
+    for resource_spans in &request.resource_spans {
+        let resource_attrs: &[KeyValue] = resource_spans
+            .resource
+            .as_ref()
+            .map_or(&[], |r| r.attributes.as_slice());
+        let service = find_str(resource_attrs, "service.name").unwrap_or(UNKNOWN_SERVICE);
+        for scope_spans in &resource_spans.scope_spans {
+            for span in &scope_spans.spans {
+                match sample_of(span, service, resource_attrs, config) {
+                    Ok(Some(sample)) => {
+                        report.samples += 1;
+                        out.push(sample);
+                    }
+                    Ok(None) => report.ignored += 1,
+                    Err(reason) => {
+                        report.rejected += 1;
+                        note_rejection(&mut report, span, reason);
+                    }
+                }
+            }
+        }
+    }
+    if report.rejected as usize > MAX_REASONS {
+        let _ = write!(
+            report.message,
+            "; and {} more",
+            report.rejected as usize - MAX_REASONS
+        );
+    }
+    report
+}
+
+fn note_rejection(report: &mut ExtractReport, span: &Span, reason: &str) {
+    if report.rejected as usize > MAX_REASONS {
+        return;
+    }
+    if !report.message.is_empty() {
+        report.message.push_str("; ");
+    }
+    let _ = write!(
+        report.message,
+        "span {:?} (trace {}): {reason}",
+        truncate(&span.name, 64),
+        hex(&span.trace_id)
+    );
+}
+
+/// The sample of one span: `Ok(None)` when the span is not measured,
+/// `Err(reason)` when it cannot be used.
+fn sample_of(
+    span: &Span,
+    service: &str,
+    resource_attrs: &[KeyValue],
+    config: &ExtractConfig,
+) -> Result<Option<Sample>, &'static str> {
+    let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
+    let is_request = matches!(kind, SpanKind::Server | SpanKind::Consumer)
+        || span.parent_span_id.is_empty();
+    let is_db_call = kind == SpanKind::Client
+        && (find(&span.attributes, "db.system").is_some()
+            || find(&span.attributes, "db.system.name").is_some());
+    if !is_request && !is_db_call {
+        return Ok(None);
+    }
+    if span.start_time_unix_nano == 0 || span.end_time_unix_nano == 0 {
+        return Err("missing start_time_unix_nano or end_time_unix_nano");
+    }
+    if span.end_time_unix_nano < span.start_time_unix_nano {
+        return Err("end_time_unix_nano is before start_time_unix_nano");
+    }
+    let trace_id = span.trace_id.as_slice().try_into().unwrap_or([0; 16]);
+    let version = config
+        .version_attributes
+        .iter()
+        .find_map(|key| {
+            find_str(&span.attributes, key).or_else(|| find_str(resource_attrs, key))
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or(UNKNOWN_VERSION);
+    let kind = if is_request {
+        let duration = Duration::from_nanos(span.end_time_unix_nano - span.start_time_unix_nano);
+        SampleKind::Request {
+            endpoint: EndpointKey {
+                service: service.to_owned(),
+                endpoint: endpoint_of(span).to_owned(),
+                dims: config
+                    .dimensions
+                    .iter()
+                    .map(|key| {
+                        find(&span.attributes, key)
+                            .or_else(|| find(resource_attrs, key))
+                            .map(value_string)
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+            },
+            duration,
+            outcome: outcome_of(span, duration, config.timeout),
+        }
+    } else {
+        SampleKind::DbCall
+    };
+    Ok(Some(Sample {
+        service: service.to_owned(),
+        version: version.to_owned(),
+        trace_id,
+        kind,
+    }))
+}
+
+fn endpoint_of(span: &Span) -> &str {
+    ["http.route", "url.path", "http.target"]
+        .iter()
+        .find_map(|key| find_str(&span.attributes, key).filter(|v| !v.is_empty()))
+        .unwrap_or(&span.name)
+}
+
+fn outcome_of(span: &Span, duration: Duration, timeout: Option<Duration>) -> Outcome {
+    let status_code = ["http.response.status_code", "http.status_code"]
+        .iter()
+        .find_map(|key| find(&span.attributes, key).and_then(value_int));
+    let error_type_is_timeout = find_str(&span.attributes, "error.type").is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        t.contains("timeout") || t.contains("timed out") || t.contains("deadline")
+    });
+    // gRPC status 4 is DEADLINE_EXCEEDED.
+    let grpc_deadline = find(&span.attributes, "rpc.grpc.status_code").and_then(value_int) == Some(4);
+    if error_type_is_timeout
+        || matches!(status_code, Some(408 | 504))
+        || grpc_deadline
+        || timeout.is_some_and(|limit| duration >= limit)
+    {
+        return Outcome::Timeout;
+    }
+    let status_error = span
+        .status
+        .as_ref()
+        .is_some_and(|s| s.code == StatusCode::Error as i32);
+    if status_error || status_code.is_some_and(|c| (500..600).contains(&c)) {
+        return Outcome::Error;
+    }
+    Outcome::Ok
+}
+
+fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+}
+
+fn find_str<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match find(attributes, key)?.value.as_ref()? {
+        Value::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn value_int(value: &AnyValue) -> Option<i64> {
+    match value.value.as_ref()? {
+        Value::IntValue(i) => Some(*i),
+        // Some instrumentations send the status code as a string.
+        Value::StringValue(s) => s.trim().parse().ok(),
+        Value::DoubleValue(d) if d.fract() == 0.0 => Some(*d as i64),
+        _ => None,
+    }
+}
+
+fn value_string(value: &AnyValue) -> String {
+    match &value.value {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{attr_int, attr_str, SpanSpec};
+
+    fn config() -> ExtractConfig {
+        ExtractConfig::default()
+    }
+
+    fn one(spec: SpanSpec) -> (ExtractReport, Vec<Sample>) {
+        let mut out = Vec::new();
+        let report = extract(&spec.into_request(), &config(), &mut out);
+        (report, out)
+    }
+
+    fn request_of(sample: &Sample) -> (&EndpointKey, Duration, Outcome) {
+        match &sample.kind {
+            SampleKind::Request {
+                endpoint,
+                duration,
+                outcome,
+            } => (endpoint, *duration, *outcome),
+            SampleKind::DbCall => panic!("expected a request, got {sample:?}"),
+        }
+    }
+
+    #[test]
+    fn server_span_becomes_a_request_sample() {
+        let (report, out) = one(
+            SpanSpec::server("lending-api", "POST /risk-score", 120)
+                .attr(attr_str("http.route", "/risk-score"))
+                .attr(attr_str("model.version", "v1.2")),
+        );
+        assert_eq!(report.samples, 1);
+        let (endpoint, duration, outcome) = request_of(&out[0]);
+        assert_eq!(endpoint.service, "lending-api");
+        assert_eq!(endpoint.endpoint, "/risk-score");
+        assert_eq!(out[0].version, "v1.2");
+        assert_eq!(duration, Duration::from_millis(120));
+        assert_eq!(outcome, Outcome::Ok);
+    }
+
+    #[test]
+    fn version_lookup_follows_the_configured_order_span_before_resource() {
+        // service.version on the resource loses to a model attribute on the span.
+        let spec = SpanSpec::server("svc", "op", 5)
+            .resource_attr(attr_str("service.version", "2.0.0"))
+            .attr(attr_str("gen_ai.request.model", "gpt-x"));
+        assert_eq!(one(spec).1[0].version, "gpt-x");
+        // model.version on the resource wins over gen_ai.* on the span: the
+        // list's order decides, the span only breaks ties for one key.
+        let spec = SpanSpec::server("svc", "op", 5)
+            .resource_attr(attr_str("model.version", "m7"))
+            .attr(attr_str("gen_ai.request.model", "gpt-x"));
+        assert_eq!(one(spec).1[0].version, "m7");
+        let spec = SpanSpec::server("svc", "op", 5)
+            .resource_attr(attr_str("model.version", "m7"))
+            .attr(attr_str("model.version", "m8"));
+        assert_eq!(one(spec).1[0].version, "m8");
+    }
+
+    #[test]
+    fn span_without_version_counts_as_unknown() {
+        let (report, out) = one(SpanSpec::server("svc", "op", 5));
+        assert_eq!(report.samples, 1);
+        assert_eq!(out[0].version, UNKNOWN_VERSION);
+    }
+
+    #[test]
+    fn endpoint_falls_back_from_route_to_path_to_name() {
+        let spec = SpanSpec::server("svc", "GET", 5).attr(attr_str("url.path", "/a/1"));
+        assert_eq!(request_of(&one(spec).1[0]).0.endpoint, "/a/1");
+        let spec = SpanSpec::server("svc", "GET", 5).attr(attr_str("http.target", "/t?x=1"));
+        assert_eq!(request_of(&one(spec).1[0]).0.endpoint, "/t?x=1");
+        let spec = SpanSpec::server("svc", "GET /x", 5);
+        assert_eq!(request_of(&one(spec).1[0]).0.endpoint, "GET /x");
+    }
+
+    #[test]
+    fn outcomes_follow_design() {
+        let cases = [
+            (SpanSpec::server("s", "o", 5).attr(attr_str("error.type", "TimeoutError")), Outcome::Timeout),
+            (SpanSpec::server("s", "o", 5).attr(attr_int("http.response.status_code", 504)), Outcome::Timeout),
+            (SpanSpec::server("s", "o", 5).attr(attr_int("http.status_code", 408)), Outcome::Timeout),
+            (SpanSpec::server("s", "o", 5).attr(attr_int("rpc.grpc.status_code", 4)), Outcome::Timeout),
+            (SpanSpec::server("s", "o", 5).attr(attr_int("http.response.status_code", 503)), Outcome::Error),
+            (SpanSpec::server("s", "o", 5).status_error(), Outcome::Error),
+            (SpanSpec::server("s", "o", 5).attr(attr_int("http.response.status_code", 404)), Outcome::Ok),
+        ];
+        for (spec, want) in cases {
+            let (_, out) = one(spec);
+            assert_eq!(request_of(&out[0]).2, want, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn duration_reaching_the_configured_timeout_is_a_timeout() {
+        let config = ExtractConfig {
+            timeout: Some(Duration::from_millis(750)),
+            ..ExtractConfig::default()
+        };
+        let mut out = Vec::new();
+        extract(&SpanSpec::server("s", "o", 750).into_request(), &config, &mut out);
+        extract(&SpanSpec::server("s", "o", 749).into_request(), &config, &mut out);
+        assert_eq!(request_of(&out[0]).2, Outcome::Timeout);
+        assert_eq!(request_of(&out[1]).2, Outcome::Ok);
+    }
+
+    #[test]
+    fn only_requests_and_database_calls_are_measured() {
+        let internal_child = SpanSpec::internal("svc", "compute", 3);
+        let http_client = SpanSpec::client("svc", "GET upstream", 3);
+        let db_client = SpanSpec::client("svc", "SELECT", 3).attr(attr_str("db.system", "postgresql"));
+        let db_client_new = SpanSpec::client("svc", "SELECT", 3).attr(attr_str("db.system.name", "mysql"));
+        let root_internal = SpanSpec::internal("svc", "job", 3).root();
+        let (r, out) = one(internal_child);
+        assert_eq!((r.samples, r.ignored), (0, 1));
+        assert!(out.is_empty());
+        assert_eq!(one(http_client).0.ignored, 1);
+        assert_eq!(one(db_client).1[0].kind, SampleKind::DbCall);
+        assert_eq!(one(db_client_new).1[0].kind, SampleKind::DbCall);
+        assert!(matches!(one(root_internal).1[0].kind, SampleKind::Request { .. }));
+    }
+
+    #[test]
+    fn unusable_spans_are_rejected_with_a_reason() {
+        let (report, out) = one(SpanSpec::server("svc", "backwards", 5).end_before_start());
+        assert_eq!((report.samples, report.rejected), (0, 1));
+        assert!(out.is_empty());
+        assert!(report.message.contains("backwards"), "{}", report.message);
+        assert!(report.message.contains("before start"), "{}", report.message);
+        let (report, _) = one(SpanSpec::server("svc", "no-time", 5).no_timestamps());
+        assert_eq!(report.rejected, 1);
+        assert!(report.message.contains("missing"), "{}", report.message);
+    }
+
+    #[test]
+    fn rejection_message_stays_short_for_many_bad_spans() {
+        let request = crate::fixture::request_of(
+            (0..50).map(|i| SpanSpec::server("svc", &format!("bad{i}"), 5).end_before_start()),
+        );
+        let mut out = Vec::new();
+        let report = extract(&request, &config(), &mut out);
+        assert_eq!(report.rejected, 50);
+        assert!(report.message.ends_with("and 47 more"), "{}", report.message);
+    }
+
+    #[test]
+    fn extra_dimensions_are_read_in_order() {
+        let config = ExtractConfig {
+            dimensions: vec!["region".into(), "tier".into()],
+            ..ExtractConfig::default()
+        };
+        let spec = SpanSpec::server("s", "o", 5)
+            .resource_attr(attr_str("region", "eu"))
+            .attr(attr_int("tier", 2));
+        let mut out = Vec::new();
+        extract(&spec.into_request(), &config, &mut out);
+        assert_eq!(request_of(&out[0]).0.dims, vec!["eu".to_owned(), "2".to_owned()]);
+    }
+
+    #[test]
+    fn missing_service_name_is_unknown_service() {
+        let mut request = SpanSpec::server("x", "o", 5).into_request();
+        request.resource_spans[0].resource = None;
+        let mut out = Vec::new();
+        extract(&request, &config(), &mut out);
+        assert_eq!(out[0].service, UNKNOWN_SERVICE);
+    }
+}

@@ -1,0 +1,493 @@
+//! Judge: every endpoint's versions -> rule results -> alert transitions.
+//!
+//! Per endpoint, one version is the baseline: the configured one, else the
+//! version that carried most traffic over the baseline horizon and has been
+//! seen for at least a window, and that is not itself under an alert. The
+//! choice is sticky: it moves only when another version carries clearly more
+//! traffic (twice as much), so a canary never becomes its own baseline. Every
+//! other version is a candidate, judged by `relative` and `errors` against
+//! the baseline; `sla` judges every version, baseline included, since it
+//! needs no baseline at all.
+//!
+//! The judge owns its alert states and is driven by one task with `now`
+//! passed in; it never reads the clock and never touches the network.
+
+pub mod alert;
+pub mod rules;
+pub mod stats;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::aggregate::{Aggregator, Versions, WindowSummary};
+use crate::config::JudgeConfig;
+use crate::extract::EndpointKey;
+pub use alert::{AlertMachine, AlertState};
+pub use rules::{Condition, Evidence, Rule, RuleResult};
+
+/// A version moves an incumbent baseline only with this many times its
+/// traffic over the horizon.
+const BASELINE_SWITCH_FACTOR: u64 = 2;
+
+/// The version with most traffic; on a tie, the longest known.
+/// Items are (version, requests over the horizon, first seen).
+fn most_traffic<'a>(
+    versions: impl Iterator<Item = &'a (&'a str, u64, u64)>,
+) -> Option<(&'a str, u64, u64)> {
+    versions
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+        .copied()
+}
+
+/// Identity of one alert.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AlertKey {
+    /// The endpoint judged.
+    pub endpoint: EndpointKey,
+    /// The version judged.
+    pub candidate: String,
+    /// What it was compared with; empty when the candidate is the baseline.
+    pub baseline: String,
+    /// The rule.
+    pub rule: Rule,
+}
+
+/// One judged (endpoint, candidate, baseline, rule): the latest result and
+/// the alert it drives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    /// The latest evaluation.
+    pub result: RuleResult,
+    /// The alert state over time.
+    pub alert: AlertMachine,
+}
+
+/// An alert that changed state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// Which alert.
+    pub key: AlertKey,
+    /// Where it was.
+    pub previous: AlertState,
+    /// Where it is now, with the evidence.
+    pub judgement: Judgement,
+}
+
+/// Owner of baselines and alert states; see the module docs.
+#[derive(Debug)]
+pub struct Judge {
+    config: JudgeConfig,
+    /// Window length, for "seen for at least a window".
+    window_ms: u64,
+    baselines: HashMap<EndpointKey, String>,
+    judgements: HashMap<AlertKey, Judgement>,
+}
+
+impl Judge {
+    /// A judge with no history; `window_ms` is the candidate window.
+    pub fn new(config: JudgeConfig, window_ms: u64) -> Self {
+        Self {
+            config,
+            window_ms,
+            baselines: HashMap::new(),
+            judgements: HashMap::new(),
+        }
+    }
+
+    /// The configuration it judges with.
+    pub fn config(&self) -> &JudgeConfig {
+        &self.config
+    }
+
+    /// Judges every endpoint at `now_ms`; returns the alerts that changed.
+    pub fn evaluate(&mut self, agg: &Aggregator, now_ms: u64) -> Vec<Transition> {
+        let mut seen: HashSet<AlertKey> = HashSet::new();
+        let mut transitions = Vec::new();
+        let under_alert: HashSet<(&EndpointKey, &str)> = self
+            .judgements
+            .iter()
+            .filter(|(_, j)| matches!(j.alert.state, AlertState::Firing | AlertState::Pending))
+            .map(|(k, _)| (&k.endpoint, k.candidate.as_str()))
+            .collect();
+        let judged: HashSet<(&EndpointKey, &str)> = self
+            .judgements
+            .keys()
+            .map(|k| (&k.endpoint, k.candidate.as_str()))
+            .collect();
+        let mut new_baselines = Vec::new();
+        let mut results = Vec::new();
+        for (endpoint, versions) in agg.endpoints() {
+            let baseline = self.choose_baseline(agg, endpoint, versions, &under_alert, now_ms);
+            results.extend(self.judge_endpoint(
+                agg,
+                endpoint,
+                versions,
+                baseline.as_deref(),
+                &judged,
+                now_ms,
+            ));
+            if let Some(b) = baseline {
+                new_baselines.push((endpoint.clone(), b));
+            }
+        }
+        self.baselines = new_baselines.into_iter().collect();
+        for (key, result) in results {
+            let policy = &self.config.alerts;
+            let judgement = self.judgements.entry(key.clone()).or_insert_with(|| Judgement {
+                result: result.clone(),
+                alert: AlertMachine::new(now_ms),
+            });
+            let condition = result.condition;
+            judgement.result = result;
+            if let Some(previous) = judgement.alert.step(condition, now_ms, policy) {
+                transitions.push(Transition {
+                    key: key.clone(),
+                    previous,
+                    judgement: judgement.clone(),
+                });
+            }
+            seen.insert(key);
+        }
+        // Alerts whose subject is gone: firing ones resolve, then all go.
+        self.judgements.retain(|key, judgement| {
+            if seen.contains(key) {
+                return true;
+            }
+            if let Some(previous) = judgement.alert.retire(now_ms) {
+                judgement.result.evidence.detail =
+                    "no longer judged: the series expired or the baseline changed".into();
+                transitions.push(Transition {
+                    key: key.clone(),
+                    previous,
+                    judgement: judgement.clone(),
+                });
+            }
+            false
+        });
+        transitions.sort_by(|a, b| a.key.cmp(&b.key));
+        transitions
+    }
+
+    fn choose_baseline(
+        &self,
+        agg: &Aggregator,
+        endpoint: &EndpointKey,
+        versions: &Versions,
+        under_alert: &HashSet<(&EndpointKey, &str)>,
+        now_ms: u64,
+    ) -> Option<String> {
+        if let Some(configured) = self.configured_baseline(endpoint) {
+            return Some(configured.to_owned());
+        }
+        let traffic: Vec<(&str, u64, u64)> = versions
+            .iter()
+            .map(|(v, s)| (v.as_str(), agg.horizon(s, now_ms).count(), s.first_seen_ms))
+            .filter(|(_, n, _)| *n > 0)
+            .collect();
+        let eligible = traffic
+            .iter()
+            .filter(|(v, _, _)| !under_alert.contains(&(endpoint, *v)));
+        let established = most_traffic(
+            eligible
+                .clone()
+                .filter(|(_, _, first)| first + self.window_ms <= now_ms),
+        );
+        let current = self
+            .baselines
+            .get(endpoint)
+            .and_then(|b| traffic.iter().find(|(v, _, _)| v == b));
+        let chosen = match (current, established) {
+            (Some(cur), Some(challenger))
+                if challenger.0 != cur.0 && challenger.1 > BASELINE_SWITCH_FACTOR * cur.1 =>
+            {
+                challenger.0
+            }
+            (Some(cur), _) => cur.0,
+            (None, Some(challenger)) => challenger.0,
+            // A new endpoint: its first version is the baseline until another
+            // one is established.
+            (None, None) => most_traffic(eligible)?.0,
+        };
+        Some(chosen.to_owned())
+    }
+
+    fn configured_baseline(&self, endpoint: &EndpointKey) -> Option<&str> {
+        let matching = |b: &&crate::config::BaselineConfig| b.service == endpoint.service;
+        // An endpoint-specific entry wins over a service-wide one.
+        self.config
+            .baselines
+            .iter()
+            .filter(matching)
+            .find(|b| b.endpoint.as_deref() == Some(endpoint.endpoint.as_str()))
+            .or_else(|| {
+                self.config
+                    .baselines
+                    .iter()
+                    .filter(matching)
+                    .find(|b| b.endpoint.is_none())
+            })
+            .map(|b| b.version.as_str())
+    }
+
+    fn judge_endpoint(
+        &self,
+        agg: &Aggregator,
+        endpoint: &EndpointKey,
+        versions: &Versions,
+        baseline: Option<&str>,
+        judged: &HashSet<(&EndpointKey, &str)>,
+        now_ms: u64,
+    ) -> Vec<(AlertKey, RuleResult)> {
+        let base_summary = baseline
+            .and_then(|b| versions.get(b))
+            .map(|s| agg.horizon(s, now_ms))
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for (version, series) in versions {
+            let window = agg.window(series, now_ms);
+            // A version with no recent traffic is judged only while it has
+            // alerts: they must see `Inconclusive` (and stay firing) rather
+            // than be retired as if the version were gone.
+            if window.count() == 0 && !judged.contains(&(endpoint, version.as_str())) {
+                continue;
+            }
+            let is_baseline = baseline == Some(version.as_str());
+            let compare_with = if is_baseline { None } else { baseline };
+            for result in self.judge_pair(&window, compare_with.map(|b| (b, &base_summary))) {
+                let key = AlertKey {
+                    endpoint: endpoint.clone(),
+                    candidate: version.clone(),
+                    baseline: compare_with.unwrap_or_default().to_owned(),
+                    rule: result.rule,
+                };
+                out.push((key, result));
+            }
+        }
+        out
+    }
+
+    /// Applies every enabled rule to a candidate window and, when given, a
+    /// baseline `(version, horizon)`.
+    pub fn judge_pair(
+        &self,
+        candidate: &WindowSummary,
+        baseline: Option<(&str, &WindowSummary)>,
+    ) -> Vec<RuleResult> {
+        let c = &self.config;
+        let clear = c.alerts.clear_fraction;
+        let mut out = Vec::with_capacity(3);
+        if c.sla.enabled {
+            out.push(rules::sla(&c.sla, candidate));
+        }
+        if let Some((version, base)) = baseline {
+            if c.relative.enabled {
+                out.push(rules::relative(&c.relative, clear, candidate, base, version));
+            }
+            if c.errors.enabled {
+                out.push(rules::errors(&c.errors, clear, candidate, base, version));
+            }
+        }
+        out
+    }
+
+    /// The baseline of an endpoint after the latest evaluation.
+    pub fn baseline(&self, endpoint: &EndpointKey) -> Option<&str> {
+        self.baselines.get(endpoint).map(String::as_str)
+    }
+
+    /// Every judged (endpoint, candidate, baseline, rule).
+    pub fn judgements(&self) -> impl Iterator<Item = (&AlertKey, &Judgement)> {
+        self.judgements.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{AggregateConfig, BaselineConfig};
+    use crate::extract::{Outcome, Sample, SampleKind};
+
+    const T0: u64 = 1_763_658_000_000;
+
+    fn endpoint(path: &str) -> EndpointKey {
+        EndpointKey {
+            service: "lending-api".into(),
+            endpoint: path.into(),
+            dims: Vec::new(),
+        }
+    }
+
+    fn request(path: &str, version: &str, ms: f64, outcome: Outcome) -> Sample {
+        Sample {
+            service: "lending-api".into(),
+            version: version.into(),
+            trace_id: [1; 16],
+            kind: SampleKind::Request {
+                endpoint: endpoint(path),
+                duration: Duration::from_secs_f64(ms / 1e3),
+                outcome,
+            },
+        }
+    }
+
+    fn setup(config: JudgeConfig) -> (Aggregator, Judge) {
+        let agg = AggregateConfig::default();
+        let window_ms = agg.window.as_millis() as u64;
+        (Aggregator::new(agg, vec![100.0], T0), Judge::new(config, window_ms))
+    }
+
+    fn active(judge: &Judge) -> Vec<(String, String, String, Rule)> {
+        let mut v: Vec<_> = judge
+            .judgements()
+            .filter(|(_, j)| j.alert.state == AlertState::Firing)
+            .map(|(k, _)| (k.endpoint.endpoint.clone(), k.candidate.clone(), k.baseline.clone(), k.rule))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Minimal deterministic generator (SplitMix64) so tests need no seed crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next_f64(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    #[test]
+    fn lending_incident_fires_all_rules_for_v13_on_both_endpoints() {
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        // v1.2 alone for a while: becomes the baseline.
+        for i in 0..100 {
+            let ms = 85.0 + f64::from(i % 30);
+            agg.record_batch(&[request("/risk-score", "v1.2", ms, Outcome::Ok), request("/funding-approve", "v1.2", ms, Outcome::Ok)], t);
+            t += 100;
+            judge.evaluate(&agg, t);
+        }
+        // The rollout: v1.3 at 700-820 ms, 80% timeouts, beside v1.2.
+        for i in 0..40 {
+            let outcome = if i % 5 == 0 { Outcome::Ok } else { Outcome::Timeout };
+            let ms = 700.0 + f64::from(i * 3 % 120);
+            agg.record_batch(&[request("/risk-score", "v1.3", ms, outcome), request("/funding-approve", "v1.3", ms, outcome), request("/risk-score", "v1.2", 100.0, Outcome::Ok), request("/funding-approve", "v1.2", 100.0, Outcome::Ok)], t);
+            t += 250;
+            judge.evaluate(&agg, t);
+        }
+        let firing = active(&judge);
+        for ep in ["/funding-approve", "/risk-score"] {
+            for rule in [Rule::Sla, Rule::Relative, Rule::Errors] {
+                assert!(firing.contains(&(ep.into(), "v1.3".into(), "v1.2".into(), rule)), "{ep} {rule} missing from {firing:?}");
+            }
+        }
+        assert!(firing.iter().all(|(_, c, _, _)| c == "v1.3"), "{firing:?}");
+        assert_eq!(judge.baseline(&endpoint("/risk-score")), Some("v1.2"));
+    }
+
+    #[test]
+    fn one_slow_request_never_fires() {
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        for i in 0..300 {
+            let ms = if i == 150 { 9_000.0 } else { 100.0 };
+            agg.record_batch(&[request("/a", "v1", ms, Outcome::Ok), request("/a", "v2", 100.0, Outcome::Ok)], t);
+            t += 50;
+            assert!(judge.evaluate(&agg, t).is_empty() || active(&judge).is_empty());
+        }
+        // A new version whose very first request is slow.
+        agg.record_batch(&[request("/a", "v3", 9_000.0, Outcome::Timeout)], t);
+        for _ in 0..10 {
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        assert!(active(&judge).is_empty(), "{:?}", active(&judge));
+    }
+
+    #[test]
+    fn same_distribution_never_fires_over_thousands_of_requests() {
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut rng = Rng(7);
+        let mut t = T0;
+        let mut fired = 0;
+        for _ in 0..6_000 {
+            // Lognormal, median 60 ms, sigma 0.4 (p95 about 116 ms, inside the
+            // default SLA), 1% errors, the same for both versions.
+            let draw = |rng: &mut Rng| {
+                let u1 = rng.next_f64().max(1e-12);
+                let u2 = rng.next_f64();
+                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                let outcome = if rng.next_f64() < 0.01 { Outcome::Error } else { Outcome::Ok };
+                (60.0 * (0.4 * z).exp(), outcome)
+            };
+            let (a, oa) = draw(&mut rng);
+            let (b, ob) = draw(&mut rng);
+            agg.record_batch(&[request("/predict", "v1", a, oa), request("/predict", "v2", b, ob)], t);
+            t += 20;
+            if t % 1_000 == 0 {
+                fired += judge
+                    .evaluate(&agg, t)
+                    .iter()
+                    .filter(|tr| tr.judgement.alert.state == AlertState::Firing)
+                    .count();
+            }
+        }
+        assert_eq!(fired, 0, "{:?}", active(&judge));
+    }
+
+    #[test]
+    fn configured_baseline_wins_and_endpoint_entry_beats_service_entry() {
+        let config = JudgeConfig {
+            baselines: vec![
+                BaselineConfig { service: "lending-api".into(), endpoint: None, version: "v1.0".into() },
+                BaselineConfig { service: "lending-api".into(), endpoint: Some("/b".into()), version: "v0.9".into() },
+            ],
+            ..JudgeConfig::default()
+        };
+        let (mut agg, mut judge) = setup(config);
+        agg.record_batch(&[request("/a", "v2", 100.0, Outcome::Ok), request("/b", "v2", 100.0, Outcome::Ok)], T0);
+        judge.evaluate(&agg, T0);
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v1.0"));
+        assert_eq!(judge.baseline(&endpoint("/b")), Some("v0.9"));
+    }
+
+    #[test]
+    fn a_canary_with_more_traffic_does_not_take_over_while_alerting() {
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        for _ in 0..20 {
+            agg.record_batch(&[request("/a", "v1", 100.0, Outcome::Ok)], t);
+            t += 100;
+        }
+        judge.evaluate(&agg, t);
+        // v2 floods in, slow, long past a window.
+        for _ in 0..2_000 {
+            agg.record_batch(&[request("/a", "v2", 900.0, Outcome::Timeout)], t);
+            t += 200;
+            judge.evaluate(&agg, t);
+        }
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v1"));
+        assert!(active(&judge).iter().any(|(_, c, b, r)| c == "v2" && b == "v1" && *r == Rule::Relative));
+    }
+
+    #[test]
+    fn alerts_of_expired_series_resolve() {
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        for _ in 0..10 {
+            agg.record_batch(&[request("/a", "v1", 900.0, Outcome::Ok)], t);
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        assert_eq!(active(&judge).len(), 1);
+        t += 31 * 60 * 1_000;
+        agg.expire(t);
+        let transitions = judge.evaluate(&agg, t);
+        assert_eq!(transitions.len(), 1);
+        assert_eq!(transitions[0].judgement.alert.state, AlertState::Resolved);
+        assert_eq!(judge.judgements().count(), 0);
+    }
+}
