@@ -12,12 +12,19 @@
 //! - [`judge`]: windows -> rule results (sla, relative, errors) -> alert states.
 //! - [`emit`]: alerts and latency out: Prometheus `/metrics`, OTLP push, the query API.
 //! - [`pipeline`]: the one task that owns the aggregator and the judge, and its handle.
+//! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order.
 //! - [`telemetry`]: modelgate's own counters (accepted, refused, ...).
 //! - [`replay`]: scenario traffic sent through the real OTLP exporter.
 //! - [`fixture`]: OTLP payload builder for tests and benchmarks.
 
 pub mod config;
+pub mod receive;
 pub mod extract;
 pub mod aggregate;
 pub mod judge;
+pub mod emit;
+pub mod pipeline;
+pub mod serve;
+pub mod telemetry;
+pub mod replay;
 pub mod fixture;

@@ -1,1 +1,181 @@
-fn main(){}
+//! The `modelgate` binary: parse the command line, load the configuration,
+//! start logging, then run the collector (or a replay) until told to stop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use modelgate::config::Config;
+use modelgate::replay::{self, ReplayOptions, Scenario};
+use tracing_subscriber::EnvFilter;
+
+const AFTER_HELP: &str = "\
+CONFIGURATION
+  Defaults work without a file. Settings are layered, later wins:
+    1. built-in defaults          (print them: modelgate config)
+    2. the YAML file of --config  (or MODELGATE_CONFIG)
+    3. environment variables      MODELGATE_<SECTION>__<KEY>, e.g.
+                                  MODELGATE_JUDGE__SLA__LIMIT=200ms
+                                  MODELGATE_RECEIVER__GRPC_LISTEN=0.0.0.0:4317
+    4. the --grpc-listen / --admin-listen flags
+  Sections: receiver (grpc_listen, max_message_bytes, queue_batches),
+  extract (version_attributes, timeout, dimensions), aggregate (window,
+  baseline_horizon, slot, max_series, series_idle_timeout, max_pending_traces),
+  judge (evaluation_interval, baselines, sla, relative, errors, alerts),
+  emit (otlp_endpoint, otlp_interval, histogram_buckets_ms), admin (listen).
+  A bad key or value is refused with its name and the problem.
+
+ENDPOINTS (defaults)
+  127.0.0.1:4317  OTLP/gRPC TraceService/Export and the modelgate.v1.Query API
+  127.0.0.1:9464  /metrics, /api/v1/{versions,verdict,regressions,alerts}, /healthz, /readyz
+
+EXAMPLES
+  modelgate                                   run on the defaults
+  modelgate --config modelgate.yaml           run with a file
+  modelgate replay lending                    replay the lending incident
+  curl -s localhost:9464/api/v1/regressions   see what fires";
+
+/// Catch a slow new model or service version from its OpenTelemetry spans.
+///
+/// modelgate receives OTLP, keeps per-version latency for every service and
+/// endpoint, judges each new version against its baseline (sla, relative,
+/// errors rules) and emits regression alerts as metrics and a query API.
+#[derive(Debug, Parser)]
+#[command(name = "modelgate", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// YAML configuration file.
+    #[arg(long, short, global = true, env = "MODELGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// OTLP/gRPC listen address (overrides receiver.grpc_listen).
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
+
+    /// Admin HTTP listen address (overrides admin.listen).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the collector (the default).
+    Run,
+    /// Send a scenario's traffic to a collector, time-compressed.
+    Replay {
+        /// A built-in scenario (lending, aa) or a scenario YAML file.
+        scenario: String,
+        /// OTLP/gRPC endpoint of the collector.
+        #[arg(long, default_value = "http://127.0.0.1:4317")]
+        endpoint: String,
+        /// Requests per second (overrides the scenario's rate).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Random seed (overrides the scenario's seed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Print the effective configuration as YAML.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("MODELGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("modelgate: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let mut config = Config::load(cli.config.as_deref())?;
+            if let Some(addr) = cli.grpc_listen {
+                config.receiver.grpc_listen = addr;
+            }
+            if let Some(addr) = cli.admin_listen {
+                config.admin.listen = addr;
+            }
+            runtime.block_on(serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config => {
+            print!("{}", Config::load(cli.config.as_deref())?.to_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { scenario, endpoint, rate, seed } => {
+            let scenario = Scenario::load(&scenario)?;
+            let options = ReplayOptions { endpoint, rate, seed };
+            println!(
+                "replaying {:?} ({}): {} requests to {} at {}/s",
+                scenario.name,
+                scenario.description,
+                scenario.total_requests(),
+                options.endpoint,
+                options.rate.unwrap_or(scenario.rate)
+            );
+            let report = runtime.block_on(replay::replay(&scenario, &options))?;
+            for (phase, version, n, timeouts, errors) in &report.per_version {
+                println!("  {phase:<32} {version:<10} {n:>7} requests {timeouts:>6} timeouts {errors:>6} errors");
+            }
+            println!(
+                "sent {} requests ({} database spans) in {:.1}s, {} spans failed",
+                report.requests,
+                report.db_spans,
+                report.elapsed.as_secs_f64(),
+                report.failed
+            );
+            Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = modelgate::serve::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

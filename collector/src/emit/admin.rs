@@ -1,0 +1,176 @@
+//! The admin HTTP port: `/metrics`, the query API as JSON under `/api/v1/`,
+//! `/healthz` and `/readyz`.
+//!
+//! JSON bodies are the proto3 JSON mapping of `modelgate.v1` (proto field
+//! names; 64-bit integers as strings, enums by name), so a client can switch
+//! between gRPC and JSON without translating. Bad query parameters get a 400
+//! with a JSON body naming the problem. Handlers only ask the pipeline task;
+//! they never hold state.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::{Stream, StreamExt};
+use modelgate_proto::v1 as pb;
+use serde::Deserialize;
+
+use crate::emit::{api, prometheus};
+use crate::pipeline::PipelineHandle;
+
+/// How long `/readyz` waits for the pipeline task.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The admin routes.
+pub fn router(pipeline: PipelineHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/versions", get(versions))
+        .route("/api/v1/verdict", get(verdict))
+        .route("/api/v1/regressions", get(regressions))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see /api/v1/versions, /api/v1/verdict, /api/v1/regressions, /api/v1/alerts, /metrics") })
+        .with_state(pipeline)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+fn unavailable() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "the pipeline is not running")
+}
+
+async fn metrics(State(pipeline): State<PipelineHandle>) -> Response {
+    let Ok(snapshot) = pipeline.metrics().await else {
+        return unavailable();
+    };
+    // Encoding 100k series takes a while: keep it off the async workers.
+    match tokio::task::spawn_blocking(move || prometheus::encode(snapshot)).await {
+        Ok(Ok(text)) => ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response(),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed"),
+    }
+}
+
+/// Filters of `/api/v1/versions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionsParams {
+    #[serde(default)]
+    service: String,
+    #[serde(default)]
+    endpoint: String,
+}
+
+async fn versions(
+    State(pipeline): State<PipelineHandle>,
+    params: Result<Query<VersionsParams>, QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let request = pb::ListVersionsRequest {
+        service: p.service,
+        endpoint: p.endpoint,
+    };
+    match pipeline.versions(request).await {
+        Ok(r) => Json(r).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+/// Parameters of `/api/v1/verdict`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerdictParams {
+    service: String,
+    candidate: String,
+    #[serde(default)]
+    endpoint: String,
+    #[serde(default)]
+    baseline: String,
+}
+
+async fn verdict(
+    State(pipeline): State<PipelineHandle>,
+    params: Result<Query<VerdictParams>, QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{} (parameters: service, candidate, optional endpoint and baseline)", e.body_text()),
+            )
+        }
+    };
+    let request = pb::GetVerdictRequest {
+        service: p.service,
+        candidate_version: p.candidate,
+        endpoint: p.endpoint,
+        baseline_version: p.baseline,
+    };
+    match pipeline.verdict(request).await {
+        Ok(r) => Json(r).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+/// Filter of `/api/v1/regressions` and `/api/v1/alerts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceParam {
+    #[serde(default)]
+    service: String,
+}
+
+async fn regressions(
+    State(pipeline): State<PipelineHandle>,
+    params: Result<Query<ServiceParam>, QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match pipeline
+        .regressions(pb::ListRegressionsRequest { service: p.service })
+        .await
+    {
+        Ok(r) => Json(r).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+/// Server-sent events, one `alert` event per state change.
+async fn alerts(
+    State(pipeline): State<PipelineHandle>,
+    params: Result<Query<ServiceParam>, QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = Box::pin(
+        api::alert_events(&pipeline, p.service).filter_map(|e| {
+            // Serializing a generated message cannot fail; skip if it ever does.
+            std::future::ready(Event::default().event("alert").json_data(&e).ok().map(Ok))
+        }),
+    );
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+}
+
+async fn readyz(State(pipeline): State<PipelineHandle>) -> Response {
+    match tokio::time::timeout(READY_TIMEOUT, pipeline.ping()).await {
+        Ok(Ok(())) => "ready\n".into_response(),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "the pipeline task is not answering"),
+    }
+}

@@ -1,0 +1,89 @@
+//! Emit: what the judge found and what the aggregator measured, out.
+//!
+//! - [`prometheus`]: the `/metrics` text, from a [`MetricsSnapshot`].
+//! - [`otlp`]: OTLP metrics push through the OpenTelemetry SDK (optional).
+//! - [`api`]: the `modelgate.v1.Query` views and gRPC service.
+//! - [`admin`]: the admin HTTP port (`/metrics`, `/api/v1/*`, health).
+//!
+//! Emitters read state; they never change what is measured or judged.
+
+pub mod admin;
+pub mod api;
+pub mod otlp;
+pub mod prometheus;
+
+use crate::aggregate::Aggregator;
+use crate::extract::Outcome;
+use crate::judge::{AlertState, Judge};
+use crate::telemetry::{RefusedReason, Telemetry};
+use prometheus::{HistogramRow, MetricsSnapshot, RegressionRow};
+
+/// Copies what `/metrics` shows out of the pipeline's state.
+pub fn snapshot(agg: &Aggregator, judge: &Judge, telemetry: &Telemetry, bounds_ms: &[f64], now_ms: u64) -> MetricsSnapshot {
+    let mut histograms = Vec::new();
+    let mut db_calls = Vec::new();
+    for (endpoint, versions) in agg.endpoints() {
+        for (version, series) in versions {
+            for outcome in Outcome::ALL {
+                if let Some(h) = &series.histograms[outcome.index()] {
+                    histograms.push(HistogramRow {
+                        labels: vec![
+                            ("service.name", endpoint.service.clone()),
+                            ("endpoint", endpoint.endpoint.clone()),
+                            ("model.version", version.clone()),
+                            ("outcome", outcome.as_str().to_owned()),
+                        ],
+                        histogram: (**h).clone(),
+                    });
+                }
+            }
+            db_calls.push((
+                vec![
+                    ("service.name", endpoint.service.clone()),
+                    ("endpoint", endpoint.endpoint.clone()),
+                    ("model.version", version.clone()),
+                ],
+                agg.window(series, now_ms).db_calls_per_request(),
+            ));
+        }
+    }
+    histograms.sort_by(|a, b| a.labels.cmp(&b.labels));
+    db_calls.sort_by(|a, b| a.0.cmp(&b.0));
+    for outcome in Outcome::ALL {
+        if let Some(h) = &agg.overflow().histograms[outcome.index()] {
+            histograms.push(HistogramRow {
+                labels: vec![("otel.metric.overflow", "true".to_owned())],
+                histogram: (**h).clone(),
+            });
+        }
+    }
+    let mut regressions: Vec<RegressionRow> = judge
+        .judgements()
+        .map(|(k, j)| RegressionRow {
+            labels: vec![
+                ("service.name", k.endpoint.service.clone()),
+                ("endpoint", k.endpoint.endpoint.clone()),
+                ("candidate.version", k.candidate.clone()),
+                ("baseline.version", k.baseline.clone()),
+                ("rule", k.rule.as_str().to_owned()),
+            ],
+            active: j.alert.state == AlertState::Firing,
+            ratio: j.result.evidence.ratio,
+            firings: j.alert.firings,
+        })
+        .collect();
+    regressions.sort_by(|a, b| a.labels.cmp(&b.labels));
+    MetricsSnapshot {
+        bounds_ms: bounds_ms.to_vec(),
+        histograms,
+        regressions,
+        db_calls,
+        series_active: agg.series_count() as u64,
+        counters: agg.counters(),
+        accepted: telemetry.accepted_total(),
+        refused: RefusedReason::ALL
+            .iter()
+            .map(|r| (*r, telemetry.refused_total(*r)))
+            .collect(),
+    }
+}

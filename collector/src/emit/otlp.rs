@@ -1,0 +1,185 @@
+//! OTLP metrics push through the OpenTelemetry SDK and `opentelemetry-otlp`.
+//!
+//! Off unless `emit.otlp_endpoint` is set. The latency histogram is an
+//! exponential (base-2) histogram, as DESIGN.md promises for OTLP; the
+//! regression gauges and alert counter are recorded after every evaluation;
+//! modelgate's own counters are observed from the shared atomics at export.
+//! Recording never blocks: the SDK aggregates in memory and a periodic reader
+//! exports on its own thread, so a slow or absent backend cannot stall the
+//! pipeline.
+
+use std::sync::Arc;
+
+use opentelemetry::metrics::{Counter, Gauge, Histogram, MeterProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::metrics::{
+    Aggregation, Instrument, PeriodicReader, SdkMeterProvider, Stream,
+};
+use opentelemetry_sdk::Resource;
+
+use crate::config::EmitConfig;
+use crate::extract::{EndpointKey, Outcome};
+use crate::judge::{AlertKey, AlertState, Judgement};
+use crate::telemetry::{RefusedReason, Telemetry};
+
+/// Why the OTLP push could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("emit.otlp_endpoint {endpoint:?}: {source}")]
+pub struct OtlpError {
+    endpoint: String,
+    source: opentelemetry_otlp::ExporterBuildError,
+}
+
+/// The SDK instruments modelgate records into.
+#[derive(Debug)]
+pub struct OtlpEmitter {
+    provider: SdkMeterProvider,
+    duration: Histogram<f64>,
+    active: Gauge<u64>,
+    ratio: Gauge<f64>,
+    alerts: Counter<u64>,
+    db_calls: Gauge<f64>,
+}
+
+impl OtlpEmitter {
+    /// Starts the periodic push to `config.otlp_endpoint`; `None` when unset.
+    /// `series_cap` sizes the SDK's per-instrument cardinality limit so the
+    /// SDK does not fold series that modelgate itself keeps apart.
+    pub fn start(
+        config: &EmitConfig,
+        telemetry: Arc<Telemetry>,
+        series_cap: usize,
+    ) -> Result<Option<Self>, OtlpError> {
+        let Some(endpoint) = &config.otlp_endpoint else {
+            return Ok(None);
+        };
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()
+            .map_err(|source| OtlpError {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
+        let reader = PeriodicReader::builder(exporter)
+            .with_interval(config.otlp_interval)
+            .build();
+        // Outcome multiplies series by three.
+        let limit = series_cap.saturating_mul(3).saturating_add(1);
+        let provider = SdkMeterProvider::builder()
+            .with_resource(Resource::builder().with_service_name("modelgate").build())
+            .with_reader(reader)
+            .with_view(move |i: &Instrument| {
+                let stream = Stream::builder().with_cardinality_limit(limit);
+                let stream = if i.name() == "modelgate.request.duration" {
+                    stream.with_aggregation(Aggregation::Base2ExponentialHistogram {
+                        max_size: 160,
+                        max_scale: 20,
+                        record_min_max: true,
+                    })
+                } else {
+                    stream
+                };
+                stream.build().ok()
+            })
+            .build();
+        let meter = provider.meter("modelgate");
+        let t = telemetry.clone();
+        let _accepted = meter
+            .u64_observable_counter("modelgate.receiver.accepted")
+            .with_description("Spans accepted by the receivers.")
+            .with_callback(move |o| o.observe(t.accepted_total(), &[]))
+            .build();
+        let t = telemetry;
+        let _refused = meter
+            .u64_observable_counter("modelgate.receiver.refused")
+            .with_description("Spans refused, by reason.")
+            .with_callback(move |o| {
+                for reason in RefusedReason::ALL {
+                    o.observe(
+                        t.refused_total(reason),
+                        &[KeyValue::new("reason", reason.as_str())],
+                    );
+                }
+            })
+            .build();
+        Ok(Some(Self {
+            duration: meter
+                .f64_histogram("modelgate.request.duration")
+                .with_unit("s")
+                .with_description("Request latency per service, endpoint, model version and outcome.")
+                .build(),
+            active: meter
+                .u64_gauge("modelgate.regression.active")
+                .with_description("1 while a regression alert fires, else 0.")
+                .build(),
+            ratio: meter
+                .f64_gauge("modelgate.regression.ratio")
+                .with_description("Candidate over baseline on the rule's figure.")
+                .build(),
+            alerts: meter
+                .u64_counter("modelgate.alerts")
+                .with_description("Times a regression alert started firing.")
+                .build(),
+            db_calls: meter
+                .f64_gauge("modelgate.db.calls_per_request")
+                .with_description("Database calls per request over the candidate window.")
+                .build(),
+            provider,
+        }))
+    }
+
+    /// Records one request's latency.
+    pub fn record_request(&self, endpoint: &EndpointKey, version: &str, seconds: f64, outcome: Outcome) {
+        self.duration.record(
+            seconds,
+            &[
+                KeyValue::new("service.name", endpoint.service.clone()),
+                KeyValue::new("endpoint", endpoint.endpoint.clone()),
+                KeyValue::new("model.version", version.to_owned()),
+                KeyValue::new("outcome", outcome.as_str()),
+            ],
+        );
+    }
+
+    /// Records the state of one judgement after an evaluation.
+    pub fn record_judgement(&self, key: &AlertKey, judgement: &Judgement, fired_now: bool) {
+        let attrs = regression_attributes(key);
+        let firing = judgement.alert.state == AlertState::Firing;
+        self.active.record(u64::from(firing), &attrs);
+        self.ratio.record(judgement.result.evidence.ratio, &attrs);
+        if fired_now {
+            self.alerts.add(1, &attrs);
+        }
+    }
+
+    /// Records one series' database calls per request.
+    pub fn record_db_calls(&self, endpoint: &EndpointKey, version: &str, per_request: f64) {
+        self.db_calls.record(
+            per_request,
+            &[
+                KeyValue::new("service.name", endpoint.service.clone()),
+                KeyValue::new("endpoint", endpoint.endpoint.clone()),
+                KeyValue::new("model.version", version.to_owned()),
+            ],
+        );
+    }
+
+    /// Pushes what is pending and stops the reader.
+    pub fn shutdown(&self) {
+        if let Err(error) = self.provider.shutdown() {
+            tracing::warn!(%error, "OTLP metrics shutdown");
+        }
+    }
+}
+
+fn regression_attributes(key: &AlertKey) -> [KeyValue; 5] {
+    [
+        KeyValue::new("service.name", key.endpoint.service.clone()),
+        KeyValue::new("endpoint", key.endpoint.endpoint.clone()),
+        KeyValue::new("candidate.version", key.candidate.clone()),
+        KeyValue::new("baseline.version", key.baseline.clone()),
+        KeyValue::new("rule", key.rule.as_str()),
+    ]
+}

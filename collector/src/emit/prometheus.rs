@@ -1,0 +1,239 @@
+//! The Prometheus/OpenMetrics text of `/metrics`.
+//!
+//! The pipeline task copies what is to be shown into a [`MetricsSnapshot`]
+//! (cheap: counts, not sketches) and the HTTP handler encodes it here with
+//! `prometheus-client`, off the pipeline task. Names are the OTLP names of
+//! `DESIGN.md` in the usual translation: dots to underscores, the unit as a
+//! suffix, `_total` on counters.
+
+use std::borrow::Cow;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::aggregate::{AggregateCounters, Cumulative};
+use crate::telemetry::RefusedReason;
+
+/// The media type of what [`encode`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One series' latency histogram for one outcome.
+#[derive(Debug, Clone)]
+pub struct HistogramRow {
+    /// service.name, endpoint, model.version, outcome (or the overflow mark).
+    pub labels: Labels,
+    /// The counts.
+    pub histogram: Cumulative,
+}
+
+/// One judged (endpoint, candidate, baseline, rule).
+#[derive(Debug, Clone)]
+pub struct RegressionRow {
+    /// service.name, endpoint, candidate.version, baseline.version, rule.
+    pub labels: Labels,
+    /// Firing now.
+    pub active: bool,
+    /// Candidate over baseline (sla: over the limit).
+    pub ratio: f64,
+    /// Times fired.
+    pub firings: u64,
+}
+
+/// Everything `/metrics` shows, copied out of the pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSnapshot {
+    /// Histogram bucket bounds, milliseconds.
+    pub bounds_ms: Vec<f64>,
+    /// Latency histograms.
+    pub histograms: Vec<HistogramRow>,
+    /// Regression gauges and alert counters.
+    pub regressions: Vec<RegressionRow>,
+    /// (service.name, endpoint, model.version) and calls per request.
+    pub db_calls: Vec<(Labels, f64)>,
+    /// Live series.
+    pub series_active: u64,
+    /// Limits the aggregator hit.
+    pub counters: AggregateCounters,
+    /// Spans accepted.
+    pub accepted: u64,
+    /// Refused, by reason.
+    pub refused: Vec<(RefusedReason, u64)>,
+}
+
+/// Writes `snapshot` as OpenMetrics text.
+pub fn encode(snapshot: MetricsSnapshot) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+fn labels(pairs: &[(&'static str, String)]) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (Cow::Owned(k.replace('.', "_")), Cow::Owned(v.clone())))
+        .collect()
+}
+
+impl Collector for MetricsSnapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        {
+            let mut m = encoder.encode_descriptor(
+                "modelgate_request_duration",
+                "Request latency per service, endpoint, model version and outcome.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for row in &self.histograms {
+                let h = &row.histogram;
+                let mut cumulative = 0;
+                let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(h.buckets.len());
+                for (i, n) in h.buckets.iter().enumerate() {
+                    cumulative += n;
+                    let le = self.bounds_ms.get(i).map_or(f64::INFINITY, |ms| ms / 1e3);
+                    buckets.push((le, cumulative));
+                }
+                let set = labels(&row.labels);
+                m.encode_family(&set)?.encode_histogram::<NoLabelSet>(
+                    h.sum_ms / 1e3,
+                    h.count,
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+        gauge_family(
+            &mut encoder,
+            "modelgate_regression_active",
+            "1 while a regression alert fires for the candidate against the baseline under the rule, else 0.",
+            self.regressions
+                .iter()
+                .map(|r| (&r.labels, i64::from(r.active))),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "modelgate_regression_ratio",
+            "Candidate over baseline on the rule's figure (sla: over the limit).",
+            self.regressions.iter().map(|r| (&r.labels, r.ratio)),
+        )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "modelgate_alerts",
+                "Times a regression alert started firing.",
+                None,
+                MetricType::Counter,
+            )?;
+            for r in &self.regressions {
+                let set = labels(&r.labels);
+                m.encode_family(&set)?.encode_counter::<NoLabelSet, _, f64>(&r.firings, None)?;
+            }
+        }
+        gauge_family(
+            &mut encoder,
+            "modelgate_db_calls_per_request",
+            "Database calls per request over the candidate window.",
+            self.db_calls.iter().map(|(l, v)| (l, *v)),
+        )?;
+        let c = &self.counters;
+        simple(&mut encoder, "modelgate_receiver_accepted", "Spans accepted by the receivers.", MetricType::Counter, self.accepted)?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "modelgate_receiver_refused",
+                "Spans refused, by reason (a payload that could not be decoded counts once).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, n) in &self.refused {
+                let set = [("reason", reason.as_str())];
+                m.encode_family(&set)?.encode_counter::<NoLabelSet, _, f64>(n, None)?;
+            }
+        }
+        simple(&mut encoder, "modelgate_series_active", "Live series (service, endpoint, version).", MetricType::Gauge, self.series_active)?;
+        simple(&mut encoder, "modelgate_series_overflow", "Samples routed to the overflow series because aggregate.max_series was reached.", MetricType::Counter, c.overflow_samples)?;
+        simple(&mut encoder, "modelgate_series_expired", "Series forgotten after idling past aggregate.series_idle_timeout.", MetricType::Counter, c.series_expired)?;
+        simple(&mut encoder, "modelgate_db_pending_dropped", "Database calls dropped because aggregate.max_pending_traces traces were waiting.", MetricType::Counter, c.db_pending_dropped)?;
+        simple(&mut encoder, "modelgate_db_unmatched", "Database calls whose request span never arrived.", MetricType::Counter, c.db_unmatched)?;
+        Ok(())
+    }
+}
+
+fn gauge_family<'a, V: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl Iterator<Item = (&'a Labels, V)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (l, v) in rows {
+        let set = labels(l);
+        m.encode_family(&set)?.encode_gauge(&v)?;
+    }
+    Ok(())
+}
+
+fn simple(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let mut m = encoder.encode_descriptor(name, help, None, kind)?;
+    match kind {
+        MetricType::Counter => m.encode_counter::<NoLabelSet, _, f64>(&value, None),
+        _ => m.encode_gauge(&(value as i64)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_names_labels_and_buckets_as_prometheus_expects() {
+        let snapshot = MetricsSnapshot {
+            bounds_ms: vec![100.0, 150.0],
+            histograms: vec![HistogramRow {
+                labels: vec![
+                    ("service.name", "lending-api".into()),
+                    ("endpoint", "/risk-score".into()),
+                    ("model.version", "v1.3".into()),
+                    ("outcome", "timeout".into()),
+                ],
+                histogram: Cumulative {
+                    buckets: vec![0, 1, 2],
+                    sum_ms: 1_700.0,
+                    count: 3,
+                },
+            }],
+            regressions: vec![RegressionRow {
+                labels: vec![
+                    ("service.name", "lending-api".into()),
+                    ("endpoint", "/risk-score".into()),
+                    ("candidate.version", "v1.3".into()),
+                    ("baseline.version", "v1.2".into()),
+                    ("rule", "sla".into()),
+                ],
+                active: true,
+                ratio: 5.07,
+                firings: 1,
+            }],
+            refused: vec![(RefusedReason::TooLarge, 2)],
+            accepted: 10,
+            ..MetricsSnapshot::default()
+        };
+        let text = encode(snapshot).unwrap();
+        assert!(text.contains(r#"modelgate_request_duration_seconds_bucket{service_name="lending-api",endpoint="/risk-score",model_version="v1.3",outcome="timeout",le="0.15"} 1"#), "{text}");
+        assert!(text.contains(r#"le="+Inf"} 3"#), "{text}");
+        assert!(text.contains(r#"modelgate_regression_active{service_name="lending-api",endpoint="/risk-score",candidate_version="v1.3",baseline_version="v1.2",rule="sla"} 1"#), "{text}");
+        assert!(text.contains(r#"modelgate_alerts_total{"#), "{text}");
+        assert!(text.contains(r#"modelgate_receiver_refused_total{reason="too_large"} 2"#), "{text}");
+        assert!(text.contains("modelgate_receiver_accepted_total 10"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

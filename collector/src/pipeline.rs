@@ -1,0 +1,286 @@
+//! The pipeline task: the one owner of the aggregator and the judge.
+//!
+//! Receivers send batches of samples over a bounded channel; a tick drives
+//! expiry and judgement; the query API and `/metrics` ask questions over a
+//! second channel and get answers built from live state. All of it is one
+//! `select!` loop, so no lock guards the hot path and nothing else ever sees
+//! the state half-updated. Alert transitions are logged, pushed to OTLP and
+//! broadcast to alert-stream subscribers. The loop never blocks on a
+//! subscriber or an exporter.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use modelgate_proto::v1 as pb;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::aggregate::Aggregator;
+use crate::config::Config;
+use crate::emit::otlp::OtlpEmitter;
+use crate::emit::prometheus::MetricsSnapshot;
+use crate::emit::{api, snapshot};
+use crate::extract::{Sample, SampleKind};
+use crate::judge::{AlertState, Judge, Transition};
+use crate::telemetry::{RefusedReason, Telemetry};
+
+/// Alert events buffered for slow stream subscribers before they skip.
+const ALERT_BUFFER: usize = 1024;
+
+/// Questions waiting for the pipeline task.
+const QUERY_QUEUE: usize = 64;
+
+/// The wall clock, in unix milliseconds: read here, in the shell, and passed
+/// to the stages as a parameter.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A question for the pipeline task.
+#[derive(Debug)]
+enum Query {
+    Versions(pb::ListVersionsRequest, oneshot::Sender<pb::ListVersionsResponse>),
+    Verdict(pb::GetVerdictRequest, oneshot::Sender<pb::Verdict>),
+    Regressions(pb::ListRegressionsRequest, oneshot::Sender<pb::ListRegressionsResponse>),
+    Metrics(oneshot::Sender<MetricsSnapshot>),
+    Ping(oneshot::Sender<()>),
+}
+
+/// The pipeline task is gone (shutting down).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the pipeline is not running")]
+pub struct QueryError;
+
+/// Why a batch was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// `receiver.queue_batches` batches are waiting: retry later.
+    #[error("the aggregation queue is full")]
+    Full,
+    /// Shutting down.
+    #[error("the pipeline is not running")]
+    Closed,
+}
+
+/// Cheap, cloneable access to the pipeline task.
+#[derive(Debug, Clone)]
+pub struct PipelineHandle {
+    ingest: mpsc::Sender<Vec<Sample>>,
+    queries: mpsc::Sender<Query>,
+    alerts: broadcast::Sender<pb::AlertEvent>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl PipelineHandle {
+    /// Hands a batch to the aggregator without waiting; a full queue is
+    /// counted and reported so the receiver can tell the sender to retry.
+    pub fn try_ingest(&self, batch: Vec<Sample>) -> Result<(), IngestError> {
+        let n = batch.len() as u64;
+        self.ingest.try_send(batch).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.telemetry.refused(RefusedReason::QueueFull, n, "aggregation queue full");
+                IngestError::Full
+            }
+            mpsc::error::TrySendError::Closed(_) => IngestError::Closed,
+        })
+    }
+
+    /// The receivers' counters.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Query) -> Result<T, QueryError> {
+        let (tx, rx) = oneshot::channel();
+        self.queries.send(make(tx)).await.map_err(|_| QueryError)?;
+        rx.await.map_err(|_| QueryError)
+    }
+
+    /// See [`api::versions`].
+    pub async fn versions(&self, r: pb::ListVersionsRequest) -> Result<pb::ListVersionsResponse, QueryError> {
+        self.ask(|tx| Query::Versions(r, tx)).await
+    }
+
+    /// See [`api::verdict`].
+    pub async fn verdict(&self, r: pb::GetVerdictRequest) -> Result<pb::Verdict, QueryError> {
+        self.ask(|tx| Query::Verdict(r, tx)).await
+    }
+
+    /// See [`api::regressions`].
+    pub async fn regressions(&self, r: pb::ListRegressionsRequest) -> Result<pb::ListRegressionsResponse, QueryError> {
+        self.ask(|tx| Query::Regressions(r, tx)).await
+    }
+
+    /// What `/metrics` shows.
+    pub async fn metrics(&self) -> Result<MetricsSnapshot, QueryError> {
+        self.ask(Query::Metrics).await
+    }
+
+    /// Answers once the pipeline task is running and keeping up with questions.
+    pub async fn ping(&self) -> Result<(), QueryError> {
+        self.ask(Query::Ping).await
+    }
+
+    /// Alert events from now on.
+    pub fn subscribe_alerts(&self) -> broadcast::Receiver<pb::AlertEvent> {
+        self.alerts.subscribe()
+    }
+}
+
+/// The state the task owns.
+pub struct Pipeline {
+    aggregator: Aggregator,
+    judge: Judge,
+    otlp: Option<OtlpEmitter>,
+    telemetry: Arc<Telemetry>,
+    alerts: broadcast::Sender<pb::AlertEvent>,
+    bounds_ms: Vec<f64>,
+    evaluation_interval: Duration,
+    ingest: mpsc::Receiver<Vec<Sample>>,
+    queries: mpsc::Receiver<Query>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("series", &self.aggregator.series_count()).finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// The task's state and the handle to reach it.
+    pub fn new(config: &Config, telemetry: Arc<Telemetry>, otlp: Option<OtlpEmitter>) -> (Self, PipelineHandle) {
+        let (ingest_tx, ingest) = mpsc::channel(config.receiver.queue_batches);
+        let (query_tx, queries) = mpsc::channel(QUERY_QUEUE);
+        let (alerts, _) = broadcast::channel(ALERT_BUFFER);
+        let now = now_ms();
+        let window_ms = config.aggregate.window.as_millis() as u64;
+        let pipeline = Self {
+            aggregator: Aggregator::new(config.aggregate.clone(), config.emit.histogram_buckets_ms.clone(), now),
+            judge: Judge::new(config.judge.clone(), window_ms),
+            otlp,
+            telemetry: telemetry.clone(),
+            alerts: alerts.clone(),
+            bounds_ms: config.emit.histogram_buckets_ms.clone(),
+            evaluation_interval: config.judge.evaluation_interval,
+            ingest,
+            queries,
+        };
+        let handle = PipelineHandle {
+            ingest: ingest_tx,
+            queries: query_tx,
+            alerts,
+            telemetry,
+        };
+        (pipeline, handle)
+    }
+
+    /// Runs until `shutdown`, then drains what the receivers already handed
+    /// over, judges once more and flushes the OTLP push.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.evaluation_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                Some(batch) = self.ingest.recv() => self.record(&batch),
+                Some(query) = self.queries.recv() => self.answer(query),
+                _ = tick.tick() => self.evaluate(now_ms()),
+                () = shutdown.cancelled() => break,
+            }
+        }
+        // Accepted data is never thrown away unjudged.
+        self.ingest.close();
+        while let Some(batch) = self.ingest.recv().await {
+            self.record(&batch);
+        }
+        self.evaluate(now_ms());
+        if let Some(otlp) = &self.otlp {
+            otlp.shutdown();
+        }
+    }
+
+    fn record(&mut self, batch: &[Sample]) {
+        self.aggregator.record_batch(batch, now_ms());
+        if let Some(otlp) = &self.otlp {
+            for sample in batch {
+                if let SampleKind::Request { endpoint, duration, outcome } = &sample.kind {
+                    otlp.record_request(endpoint, &sample.version, duration.as_secs_f64(), *outcome);
+                }
+            }
+        }
+    }
+
+    fn evaluate(&mut self, now: u64) {
+        self.aggregator.expire(now);
+        let transitions = self.judge.evaluate(&self.aggregator, now);
+        for t in &transitions {
+            self.publish(t, now);
+        }
+        if let Some(otlp) = &self.otlp {
+            for (key, judgement) in self.judge.judgements() {
+                let fired_now = transitions.iter().any(|t| {
+                    t.key == *key && t.judgement.alert.state == AlertState::Firing
+                });
+                otlp.record_judgement(key, judgement, fired_now);
+            }
+            for (endpoint, versions) in self.aggregator.endpoints() {
+                for (version, series) in versions {
+                    let w = self.aggregator.window(series, now);
+                    otlp.record_db_calls(endpoint, version, w.db_calls_per_request());
+                }
+            }
+        }
+    }
+
+    fn publish(&self, t: &Transition, now: u64) {
+        let k = &t.key;
+        let e = &t.judgement.result.evidence;
+        let state = t.judgement.alert.state;
+        let message = match state {
+            AlertState::Firing => "regression alert firing",
+            AlertState::Resolved => "regression alert resolved",
+            AlertState::Pending => "regression alert pending",
+            AlertState::Inactive => "regression alert back to inactive",
+        };
+        tracing::info!(
+            service = %k.endpoint.service,
+            endpoint = %k.endpoint.endpoint,
+            candidate = %k.candidate,
+            baseline = %k.baseline,
+            rule = %k.rule,
+            from = t.previous.as_str(),
+            to = state.as_str(),
+            detail = %e.detail,
+            "{message}"
+        );
+        // No subscriber is fine: the event is also in the log and the API.
+        let _ = self.alerts.send(pb::AlertEvent {
+            time_unix_ms: now as i64,
+            previous_state: api::alert_state(t.previous) as i32,
+            regression: Some(api::regression(k, &t.judgement)),
+        });
+    }
+
+    fn answer(&self, query: Query) {
+        let now = now_ms();
+        // A dropped receiver means the asker gave up; nothing to do.
+        match query {
+            Query::Versions(r, tx) => {
+                let _ = tx.send(api::versions(&self.aggregator, &self.judge, &r, now));
+            }
+            Query::Verdict(r, tx) => {
+                let _ = tx.send(api::verdict(&self.aggregator, &self.judge, &r, now));
+            }
+            Query::Regressions(r, tx) => {
+                let _ = tx.send(api::regressions(&self.judge, &r));
+            }
+            Query::Metrics(tx) => {
+                let _ = tx.send(snapshot(&self.aggregator, &self.judge, &self.telemetry, &self.bounds_ms, now));
+            }
+            Query::Ping(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! Replay: send a scenario's traffic to a collector as OTLP spans, with time
+//! compressed.
+//!
+//! A scenario is data (YAML): a service, a send rate and phases, each a
+//! number of requests split by weight between versions, each version with its
+//! endpoints, latency distribution, timeout and error rates and database
+//! calls per request. The built-in scenarios are the files of
+//! `examples/scenarios/`, compiled in. Spans carry the real latencies but are
+//! sent at `rate` per second, ending "now"; they go through the real
+//! `opentelemetry-otlp` span exporter, batched here so that pacing is exact.
+//! Replay only sends: it never reads the collector's answers beyond success.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+use opentelemetry_sdk::Resource;
+use rand::distr::weighted::WeightedIndex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, LogNormal};
+use serde::{Deserialize, Serialize};
+
+/// Spans per export call, as the SDK's batch processor does by default.
+const BATCH: usize = 512;
+/// A partial batch waits at most this long.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// Export attempts per batch before replay gives up on it.
+const ATTEMPTS: u32 = 3;
+
+/// The built-in scenarios: (name, YAML).
+pub const BUILT_IN: [(&str, &str); 2] = [
+    ("lending", include_str!("../../examples/scenarios/lending.yaml")),
+    ("aa", include_str!("../../examples/scenarios/aa.yaml")),
+];
+
+/// Why a scenario cannot be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Neither a built-in name nor a readable file.
+    #[error("no scenario {0:?}: not a built-in ({built_in}) and not a readable file", built_in = BUILT_IN.map(|b| b.0).join(", "))]
+    NotFound(String),
+    /// The file is not a valid scenario.
+    #[error("scenario {source_name}: {message}")]
+    Invalid {
+        /// File or built-in name.
+        source_name: String,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// The OTLP exporter could not be built.
+    #[error("OTLP exporter for {endpoint}: {message}")]
+    Exporter {
+        /// Where it was to send.
+        endpoint: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A scenario: see the module docs and `examples/scenarios/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name.
+    pub name: String,
+    /// One line on what it shows.
+    #[serde(default)]
+    pub description: String,
+    /// `service.name` of every span.
+    pub service: String,
+    /// Requests sent per second.
+    #[serde(default = "default_rate")]
+    pub rate: f64,
+    /// Random seed: the same seed sends the same traffic.
+    #[serde(default)]
+    pub seed: u64,
+    /// In order.
+    pub phases: Vec<Phase>,
+}
+
+const fn default_rate() -> f64 {
+    200.0
+}
+
+/// A stretch of traffic with one mix of versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    /// For the report.
+    pub name: String,
+    /// Requests in this phase.
+    pub requests: u64,
+    /// The versions serving it.
+    pub traffic: Vec<Traffic>,
+}
+
+/// One version's share of a phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    /// `model.version` of its spans.
+    pub version: String,
+    /// Share of the phase's requests, relative to the other entries.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// `http.route` values, chosen uniformly.
+    pub endpoints: Vec<String>,
+    /// Latency of its requests.
+    pub latency_ms: Latency,
+    /// Fraction of requests that time out (HTTP 504, `error.type=timeout`).
+    #[serde(default)]
+    pub timeout_rate: f64,
+    /// Fraction of requests that fail (HTTP 500).
+    #[serde(default)]
+    pub error_rate: f64,
+    /// Database CLIENT spans per request.
+    #[serde(default)]
+    pub db_calls: u32,
+}
+
+const fn default_weight() -> f64 {
+    1.0
+}
+
+/// A latency distribution, in milliseconds, e.g.
+/// `{ dist: uniform, min: 85, max: 119 }` or `{ dist: lognormal, median: 60, p95: 110 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dist", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Latency {
+    /// Uniform between `min` and `max`.
+    Uniform {
+        /// Lowest.
+        min: f64,
+        /// Highest.
+        max: f64,
+    },
+    /// Lognormal with this median and 95th percentile.
+    Lognormal {
+        /// 50th percentile.
+        median: f64,
+        /// 95th percentile.
+        p95: f64,
+    },
+}
+
+impl Scenario {
+    /// A built-in scenario by name, or a YAML file by path.
+    pub fn load(name_or_path: &str) -> Result<Self, ReplayError> {
+        if let Some((name, text)) = BUILT_IN.iter().find(|(n, _)| *n == name_or_path) {
+            return Self::parse(name, text);
+        }
+        let path = Path::new(name_or_path);
+        let text = std::fs::read_to_string(path).map_err(|_| ReplayError::NotFound(name_or_path.to_owned()))?;
+        Self::parse(name_or_path, &text)
+    }
+
+    /// Parses and checks YAML text; `source_name` names it in errors.
+    pub fn parse(source_name: &str, text: &str) -> Result<Self, ReplayError> {
+        let invalid = |message: String| ReplayError::Invalid {
+            source_name: source_name.to_owned(),
+            message,
+        };
+        let scenario: Scenario = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        scenario.validate().map_err(invalid)?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.service.is_empty() {
+            return Err("service: must not be empty".into());
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return Err(format!("rate: must be a positive number, got {}", self.rate));
+        }
+        if self.phases.is_empty() {
+            return Err("phases: at least one is needed".into());
+        }
+        for (i, phase) in self.phases.iter().enumerate() {
+            let at = format!("phases[{i}]");
+            if phase.traffic.is_empty() {
+                return Err(format!("{at}.traffic: at least one entry is needed"));
+            }
+            for (j, t) in phase.traffic.iter().enumerate() {
+                let at = format!("{at}.traffic[{j}]");
+                if !(t.weight.is_finite() && t.weight > 0.0) {
+                    return Err(format!("{at}.weight: must be positive"));
+                }
+                if t.endpoints.is_empty() {
+                    return Err(format!("{at}.endpoints: at least one is needed"));
+                }
+                for (key, rate) in [("timeout_rate", t.timeout_rate), ("error_rate", t.error_rate)] {
+                    if !(0.0..=1.0).contains(&rate) {
+                        return Err(format!("{at}.{key}: must be between 0 and 1"));
+                    }
+                }
+                if t.timeout_rate + t.error_rate > 1.0 {
+                    return Err(format!("{at}: timeout_rate + error_rate exceed 1"));
+                }
+                let ok = match t.latency_ms {
+                    Latency::Uniform { min, max } => min >= 0.0 && max >= min && max.is_finite(),
+                    Latency::Lognormal { median, p95 } => median > 0.0 && p95 > median && p95.is_finite(),
+                };
+                if !ok {
+                    return Err(format!("{at}.latency_ms: uniform needs 0 <= min <= max; lognormal needs 0 < median < p95"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Requests over all phases.
+    pub fn total_requests(&self) -> u64 {
+        self.phases.iter().map(|p| p.requests).sum()
+    }
+}
+
+/// What a replay sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplayReport {
+    /// Request spans exported.
+    pub requests: u64,
+    /// Database spans exported.
+    pub db_spans: u64,
+    /// Spans whose export failed after retries.
+    pub failed: u64,
+    /// (phase, version, requests, timeouts, errors).
+    pub per_version: Vec<(String, String, u64, u64, u64)>,
+    /// Wall time taken.
+    pub elapsed: Duration,
+}
+
+/// Options of one replay run.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317`.
+    pub endpoint: String,
+    /// Overrides the scenario's rate.
+    pub rate: Option<f64>,
+    /// Overrides the scenario's seed.
+    pub seed: Option<u64>,
+}
+
+fn draw_latency(latency: Latency, rng: &mut StdRng) -> f64 {
+    match latency {
+        Latency::Uniform { min, max } if max > min => rng.random_range(min..=max),
+        Latency::Uniform { min, .. } => min,
+        Latency::Lognormal { median, p95 } => {
+            // p95 = median * exp(1.6449 sigma).
+            let sigma = (p95 / median).ln() / 1.644_853_626_951_472_2;
+            LogNormal::new(median.ln(), sigma).map_or(median, |d| d.sample(rng))
+        }
+    }
+}
+
+/// Sends `scenario` and reports what was sent.
+pub async fn replay(scenario: &Scenario, options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(options.endpoint.clone())
+        .with_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| ReplayError::Exporter {
+            endpoint: options.endpoint.clone(),
+            message: e.to_string(),
+        })?;
+    exporter.set_resource(&Resource::builder().with_service_name(scenario.service.clone()).build());
+    let rate = options.rate.unwrap_or(scenario.rate).max(0.001);
+    let mut rng = StdRng::seed_from_u64(options.seed.unwrap_or(scenario.seed));
+    let scope = InstrumentationScope::builder("modelgate-replay").build();
+    let start = Instant::now();
+    let mut report = ReplayReport::default();
+    let mut batch: Vec<SpanData> = Vec::with_capacity(BATCH);
+    let mut last_flush = Instant::now();
+    let mut sent = 0u64;
+    for phase in &scenario.phases {
+        let weights = WeightedIndex::new(phase.traffic.iter().map(|t| t.weight)).map_err(|e| ReplayError::Invalid {
+            source_name: scenario.name.clone(),
+            message: format!("phase {:?}: {e}", phase.name),
+        })?;
+        let mut counts = vec![(0u64, 0u64, 0u64); phase.traffic.len()];
+        for _ in 0..phase.requests {
+            let due = start + Duration::from_secs_f64(sent as f64 / rate);
+            if due > Instant::now() + Duration::from_millis(1) {
+                if !batch.is_empty() && last_flush.elapsed() >= FLUSH_EVERY {
+                    export(&exporter, &mut batch, &mut report).await;
+                    last_flush = Instant::now();
+                }
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let which = weights.sample(&mut rng);
+            let traffic = &phase.traffic[which];
+            let endpoint = &traffic.endpoints[rng.random_range(0..traffic.endpoints.len())];
+            let latency_ms = draw_latency(traffic.latency_ms, &mut rng);
+            let roll: f64 = rng.random();
+            let (status_code, error_type) = if roll < traffic.timeout_rate {
+                counts[which].1 += 1;
+                (504, Some("timeout"))
+            } else if roll < traffic.timeout_rate + traffic.error_rate {
+                counts[which].2 += 1;
+                (500, Some("500"))
+            } else {
+                (200, None)
+            };
+            counts[which].0 += 1;
+            request_spans(&mut batch, &mut rng, &scope, traffic, endpoint, latency_ms, status_code, error_type);
+            report.requests += 1;
+            report.db_spans += u64::from(traffic.db_calls);
+            sent += 1;
+            if batch.len() >= BATCH {
+                export(&exporter, &mut batch, &mut report).await;
+                last_flush = Instant::now();
+            }
+        }
+        for (t, (n, timeouts, errors)) in phase.traffic.iter().zip(counts) {
+            report.per_version.push((phase.name.clone(), t.version.clone(), n, timeouts, errors));
+        }
+    }
+    export(&exporter, &mut batch, &mut report).await;
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn request_spans(
+    batch: &mut Vec<SpanData>,
+    rng: &mut StdRng,
+    scope: &InstrumentationScope,
+    traffic: &Traffic,
+    endpoint: &str,
+    latency_ms: f64,
+    status_code: i64,
+    error_type: Option<&'static str>,
+) {
+    let end = SystemTime::now();
+    let start = end - Duration::from_secs_f64(latency_ms / 1e3);
+    let trace_id = TraceId::from(rng.random::<u128>().max(1));
+    let span_id = SpanId::from(rng.random::<u64>().max(1));
+    let context = |span_id| SpanContext::new(trace_id, span_id, TraceFlags::SAMPLED, false, TraceState::default());
+    // Database calls first: they end before their request does.
+    for i in 0..traffic.db_calls {
+        let slice = latency_ms / f64::from(traffic.db_calls + 1);
+        let db_start = start + Duration::from_secs_f64(slice * f64::from(i) / 1e3);
+        batch.push(SpanData {
+            span_context: context(SpanId::from(rng.random::<u64>().max(1))),
+            parent_span_id: span_id,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Client,
+            name: Cow::Borrowed("SELECT products"),
+            start_time: db_start,
+            end_time: db_start + Duration::from_secs_f64(slice * 0.8 / 1e3),
+            attributes: vec![
+                KeyValue::new("db.system.name", "postgresql"),
+                KeyValue::new("db.operation.name", "SELECT"),
+            ],
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: scope.clone(),
+        });
+    }
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", "POST"),
+        KeyValue::new("http.route", endpoint.to_owned()),
+        KeyValue::new("http.response.status_code", status_code),
+        KeyValue::new("model.version", traffic.version.clone()),
+    ];
+    if let Some(t) = error_type {
+        attributes.push(KeyValue::new("error.type", t));
+    }
+    batch.push(SpanData {
+        span_context: context(span_id),
+        parent_span_id: SpanId::INVALID,
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Server,
+        name: Cow::Owned(format!("POST {endpoint}")),
+        start_time: start,
+        end_time: end,
+        attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: if error_type.is_some() {
+            Status::error(error_type.unwrap_or_default())
+        } else {
+            Status::Unset
+        },
+        instrumentation_scope: scope.clone(),
+    });
+}
+
+async fn export(exporter: &opentelemetry_otlp::SpanExporter, batch: &mut Vec<SpanData>, report: &mut ReplayReport) {
+    if batch.is_empty() {
+        return;
+    }
+    let spans = std::mem::take(batch);
+    let n = spans.len() as u64;
+    for attempt in 1..=ATTEMPTS {
+        match exporter.export(spans.clone()).await {
+            Ok(()) => return,
+            Err(error) if attempt < ATTEMPTS => {
+                tracing::warn!(%error, attempt, "export failed, retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            Err(error) => {
+                tracing::error!(%error, spans = n, "export failed, giving up on this batch");
+                report.failed += n;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_scenarios_parse() {
+        for (name, _) in BUILT_IN {
+            let s = Scenario::load(name).unwrap();
+            assert_eq!(s.name, name);
+        }
+        let lending = Scenario::load("lending").unwrap();
+        assert_eq!(lending.service, "lending-api");
+        let v13 = &lending.phases[1].traffic[1];
+        assert_eq!(v13.version, "v1.3");
+        assert_eq!(v13.timeout_rate, 0.8);
+        assert_eq!(v13.latency_ms, Latency::Uniform { min: 700.0, max: 820.0 });
+    }
+
+    #[test]
+    fn bad_scenarios_name_the_key() {
+        let err = Scenario::parse("x.yaml", "name: x\nservice: s\nphases: []\n").unwrap_err().to_string();
+        assert!(err.contains("phases"), "{err}");
+        let err = Scenario::parse(
+            "x.yaml",
+            "name: x\nservice: s\nphases:\n  - name: p\n    requests: 1\n    traffic:\n      - version: v\n        endpoints: [/a]\n        latency_ms: { dist: uniform, min: 5, max: 1 }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("phases[0].traffic[0].latency_ms"), "{err}");
+        let err = Scenario::parse("x.yaml", "name: x\nservice: s\nphases: []\nrat: 3\n").unwrap_err().to_string();
+        assert!(err.contains("rat"), "{err}");
+        assert!(matches!(Scenario::load("/nonexistent.yaml"), Err(ReplayError::NotFound(_))));
+    }
+
+    #[test]
+    fn lognormal_draws_hit_the_configured_median_and_p95() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut v: Vec<f64> = (0..20_000)
+            .map(|_| draw_latency(Latency::Lognormal { median: 60.0, p95: 110.0 }, &mut rng))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        assert!((v[10_000] / 60.0 - 1.0).abs() < 0.03, "{}", v[10_000]);
+        assert!((v[19_000] / 110.0 - 1.0).abs() < 0.05, "{}", v[19_000]);
+    }
+}

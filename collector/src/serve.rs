@@ -1,0 +1,159 @@
+//! Starting and stopping the whole collector: bind the listeners, start the
+//! pipeline task and the servers, and shut down in flow order (receivers
+//! first, then the pipeline drains and flushes).
+//!
+//! Binding happens before anything is spawned, so a port in use is an error
+//! naming the setting, not a half-started process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use modelgate_proto::v1::query_server::QueryServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::emit::admin;
+use crate::emit::api::QueryService;
+use crate::emit::otlp::{OtlpEmitter, OtlpError};
+use crate::pipeline::Pipeline;
+use crate::receive::grpc::TraceReceiver;
+use crate::telemetry::Telemetry;
+
+/// Why the collector could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The setting that named the address.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The OTLP metrics push could not be set up.
+    #[error(transparent)]
+    Otlp(#[from] OtlpError),
+    /// A server failed while running.
+    #[error("{server} server failed: {message}")]
+    Server {
+        /// Which one.
+        server: &'static str,
+        /// Its error.
+        message: String,
+    },
+}
+
+/// A running collector.
+#[derive(Debug)]
+pub struct Running {
+    /// Where OTLP/gRPC (and the gRPC query API) is served.
+    pub grpc_addr: SocketAddr,
+    /// Where the admin HTTP port is served.
+    pub admin_addr: SocketAddr,
+    receivers: CancellationToken,
+    pipeline: CancellationToken,
+    grpc: JoinHandle<Result<(), ServeError>>,
+    admin: JoinHandle<Result<(), ServeError>>,
+    pipeline_task: JoinHandle<()>,
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { key, addr, source })
+}
+
+fn local_addr(key: &'static str, listener: &TcpListener, configured: SocketAddr) -> Result<SocketAddr, ServeError> {
+    listener.local_addr().map_err(|source| ServeError::Bind {
+        key,
+        addr: configured,
+        source,
+    })
+}
+
+/// Binds every listener and starts serving `config`.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let grpc_listener = bind("receiver.grpc_listen", config.receiver.grpc_listen).await?;
+    let admin_listener = bind("admin.listen", config.admin.listen).await?;
+    let grpc_addr = local_addr("receiver.grpc_listen", &grpc_listener, config.receiver.grpc_listen)?;
+    let admin_addr = local_addr("admin.listen", &admin_listener, config.admin.listen)?;
+
+    let telemetry = Arc::new(Telemetry::default());
+    let otlp = OtlpEmitter::start(&config.emit, telemetry.clone(), config.aggregate.max_series)?;
+    let (pipeline, handle) = Pipeline::new(&config, telemetry, otlp);
+
+    let receivers = CancellationToken::new();
+    let pipeline_token = CancellationToken::new();
+    let pipeline_task = tokio::spawn(pipeline.run(pipeline_token.clone()));
+
+    let trace_service = TraceReceiver::service(
+        handle.clone(),
+        config.extract.clone(),
+        config.receiver.max_message_bytes,
+    );
+    let grpc_shutdown = receivers.clone();
+    let query = QueryServer::new(QueryService::new(handle.clone()));
+    let grpc = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(trace_service)
+            .add_service(query)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_shutdown.cancelled_owned())
+            .await
+            .map_err(|e| ServeError::Server {
+                server: "OTLP/gRPC",
+                message: e.to_string(),
+            })
+    });
+    let admin_shutdown = receivers.clone();
+    let router = admin::router(handle);
+    let admin = tokio::spawn(async move {
+        axum::serve(admin_listener, router)
+            .with_graceful_shutdown(admin_shutdown.cancelled_owned())
+            .await
+            .map_err(|e| ServeError::Server {
+                server: "admin",
+                message: e.to_string(),
+            })
+    });
+    tracing::info!(otlp_grpc = %grpc_addr, admin = %admin_addr, "listening");
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        receivers,
+        pipeline: pipeline_token,
+        grpc,
+        admin,
+        pipeline_task,
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets the pipeline drain what was accepted and judge
+    /// it once more, flushes the OTLP push.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.receivers.cancel();
+        let grpc = self.grpc.await;
+        let admin = self.admin.await;
+        self.pipeline.cancel();
+        if let Err(e) = self.pipeline_task.await {
+            tracing::error!(error = %e, "pipeline task ended abnormally");
+        }
+        for (server, result) in [("OTLP/gRPC", grpc), ("admin", admin)] {
+            match result {
+                Ok(r) => r?,
+                Err(e) => {
+                    return Err(ServeError::Server {
+                        server,
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}
