@@ -91,13 +91,13 @@ impl Collector for MetricsSnapshot {
             )?;
             for row in &self.histograms {
                 let h = &row.histogram;
-                let mut cumulative = 0;
-                let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(h.buckets.len());
-                for (i, n) in h.buckets.iter().enumerate() {
-                    cumulative += n;
-                    let le = self.bounds_ms.get(i).map_or(f64::INFINITY, |ms| ms / 1e3);
-                    buckets.push((le, cumulative));
-                }
+                // Per-bucket counts: the encoder makes them cumulative.
+                let buckets: Vec<(f64, u64)> = h
+                    .buckets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (self.bounds_ms.get(i).map_or(f64::INFINITY, |ms| ms / 1e3), *n))
+                    .collect();
                 let set = labels(&row.labels);
                 m.encode_family(&set)?.encode_histogram::<NoLabelSet>(
                     h.sum_ms / 1e3,
@@ -228,8 +228,9 @@ mod tests {
             ..MetricsSnapshot::default()
         };
         let text = encode(snapshot).unwrap();
-        assert!(text.contains(r#"modelgate_request_duration_seconds_bucket{service_name="lending-api",endpoint="/risk-score",model_version="v1.3",outcome="timeout",le="0.15"} 1"#), "{text}");
-        assert!(text.contains(r#"le="+Inf"} 3"#), "{text}");
+        assert!(text.contains(r#"modelgate_request_duration_seconds_bucket{le="0.15",service_name="lending-api",endpoint="/risk-score",model_version="v1.3",outcome="timeout"} 1"#), "{text}");
+        assert!(text.contains(r#"le="+Inf",service_name="lending-api",endpoint="/risk-score",model_version="v1.3",outcome="timeout"} 3"#), "{text}");
+        assert!(text.contains(r#"modelgate_request_duration_seconds_count{service_name="lending-api",endpoint="/risk-score",model_version="v1.3",outcome="timeout"} 3"#), "{text}");
         assert!(text.contains(r#"modelgate_regression_active{service_name="lending-api",endpoint="/risk-score",candidate_version="v1.3",baseline_version="v1.2",rule="sla"} 1"#), "{text}");
         assert!(text.contains(r#"modelgate_alerts_total{"#), "{text}");
         assert!(text.contains(r#"modelgate_receiver_refused_total{reason="too_large"} 2"#), "{text}");
