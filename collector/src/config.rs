@@ -384,8 +384,9 @@ impl Config {
             }
             figment = figment.merge(Yaml::file_exact(path));
         }
-        // MODELGATE_CONFIG names the file; it is not a setting.
-        let config: Config = figment.merge(env.ignore(&["config"])).extract()?;
+        // MODELGATE_CONFIG names the file and MODELGATE_LOG the log filter;
+        // neither is a setting.
+        let config: Config = figment.merge(env.ignore(&["config", "log"])).extract()?;
         config.validate()?;
         Ok(config)
     }
@@ -403,7 +404,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let r = &self.receiver;
         if r.max_message_bytes < 1024 {
-            return Err(invalid("receiver.max_message_bytes", "must be at least 1024"));
+            return Err(invalid(
+                "receiver.max_message_bytes",
+                "must be at least 1024",
+            ));
         }
         if r.queue_batches == 0 {
             return Err(invalid("receiver.queue_batches", "must be at least 1"));
@@ -419,7 +423,10 @@ impl Config {
             return Err(invalid("aggregate.slot", "must be more than 0s"));
         }
         if a.window < a.slot {
-            return Err(invalid("aggregate.window", "must be at least aggregate.slot"));
+            return Err(invalid(
+                "aggregate.window",
+                "must be at least aggregate.slot",
+            ));
         }
         if a.baseline_horizon < a.window {
             return Err(invalid(
@@ -444,7 +451,10 @@ impl Config {
         }
         let j = &self.judge;
         if j.evaluation_interval < Duration::from_millis(10) {
-            return Err(invalid("judge.evaluation_interval", "must be at least 10ms"));
+            return Err(invalid(
+                "judge.evaluation_interval",
+                "must be at least 10ms",
+            ));
         }
         check_quantile("judge.sla.quantile", j.sla.quantile)?;
         check_quantile("judge.relative.quantile", j.relative.quantile)?;
@@ -508,7 +518,10 @@ fn check_quantile(key: &str, q: f64) -> Result<(), ConfigError> {
     if q > 0.0 && q < 1.0 {
         Ok(())
     } else {
-        Err(invalid(key, format!("must be between 0 and 1 (exclusive), got {q}")))
+        Err(invalid(
+            key,
+            format!("must be between 0 and 1 (exclusive), got {q}"),
+        ))
     }
 }
 
@@ -516,7 +529,10 @@ fn check_alpha(key: &str, alpha: f64) -> Result<(), ConfigError> {
     if alpha > 0.0 && alpha < 0.5 {
         Ok(())
     } else {
-        Err(invalid(key, format!("must be between 0 and 0.5, got {alpha}")))
+        Err(invalid(
+            key,
+            format!("must be between 0 and 0.5, got {alpha}"),
+        ))
     }
 }
 
@@ -548,20 +564,26 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::from_yaml("judge:\n  sla:\n    limt: 200ms\n").unwrap_err().to_string();
+        let err = Config::from_yaml("judge:\n  sla:\n    limt: 200ms\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("limt"), "{err}");
         assert!(err.contains("judge.sla"), "{err}");
     }
 
     #[test]
     fn bad_value_is_named_with_its_key() {
-        let err = Config::from_yaml("judge:\n  sla:\n    limit: fast\n").unwrap_err().to_string();
+        let err = Config::from_yaml("judge:\n  sla:\n    limit: fast\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("judge.sla.limit"), "{err}");
         let err = Config::from_yaml("judge:\n  relative:\n    quantile: 1.5\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("judge.relative.quantile"), "{err}");
-        let err = Config::from_yaml("aggregate:\n  window: 1h\n").unwrap_err().to_string();
+        let err = Config::from_yaml("aggregate:\n  window: 1h\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("aggregate.baseline_horizon"), "{err}");
         let err = Config::from_yaml("receiver:\n  grpc_listen: nowhere\n")
             .unwrap_err()
@@ -570,11 +592,14 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("mg.yaml", "judge:\n  sla:\n    limit: 200ms\n")?;
             jail.set_env("MODELGATE_JUDGE__SLA__LIMIT", "300ms");
             jail.set_env("MODELGATE_ADMIN__LISTEN", "127.0.0.1:0");
+            jail.set_env("MODELGATE_LOG", "debug");
+            jail.set_env("MODELGATE_CONFIG", "elsewhere.yaml");
             let config = Config::load(Some(Path::new("mg.yaml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.judge.sla.limit, Duration::from_millis(300));
             assert_eq!(config.admin.listen.port(), 0);

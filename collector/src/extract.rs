@@ -183,8 +183,8 @@ fn sample_of(
     config: &ExtractConfig,
 ) -> Result<Option<Sample>, &'static str> {
     let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
-    let is_request = matches!(kind, SpanKind::Server | SpanKind::Consumer)
-        || span.parent_span_id.is_empty();
+    let is_request =
+        matches!(kind, SpanKind::Server | SpanKind::Consumer) || span.parent_span_id.is_empty();
     let is_db_call = kind == SpanKind::Client
         && (find(&span.attributes, "db.system").is_some()
             || find(&span.attributes, "db.system.name").is_some());
@@ -201,9 +201,7 @@ fn sample_of(
     let version = config
         .version_attributes
         .iter()
-        .find_map(|key| {
-            find_str(&span.attributes, key).or_else(|| find_str(resource_attrs, key))
-        })
+        .find_map(|key| find_str(&span.attributes, key).or_else(|| find_str(resource_attrs, key)))
         .filter(|v| !v.is_empty())
         .unwrap_or(UNKNOWN_VERSION);
     let kind = if is_request {
@@ -253,7 +251,8 @@ fn outcome_of(span: &Span, duration: Duration, timeout: Option<Duration>) -> Out
         t.contains("timeout") || t.contains("timed out") || t.contains("deadline")
     });
     // gRPC status 4 is DEADLINE_EXCEEDED.
-    let grpc_deadline = find(&span.attributes, "rpc.grpc.status_code").and_then(value_int) == Some(4);
+    let grpc_deadline =
+        find(&span.attributes, "rpc.grpc.status_code").and_then(value_int) == Some(4);
     if error_type_is_timeout
         || matches!(status_code, Some(408 | 504))
         || grpc_deadline
@@ -347,11 +346,9 @@ mod tests {
 
     #[test]
     fn server_span_becomes_a_request_sample() {
-        let (report, out) = one(
-            SpanSpec::server("lending-api", "POST /risk-score", 120)
-                .attr(attr_str("http.route", "/risk-score"))
-                .attr(attr_str("model.version", "v1.2")),
-        );
+        let (report, out) = one(SpanSpec::server("lending-api", "POST /risk-score", 120)
+            .attr(attr_str("http.route", "/risk-score"))
+            .attr(attr_str("model.version", "v1.2")));
         assert_eq!(report.samples, 1);
         let (endpoint, duration, outcome) = request_of(&out[0]);
         assert_eq!(endpoint.service, "lending-api");
@@ -400,13 +397,31 @@ mod tests {
     #[test]
     fn outcomes_follow_design() {
         let cases = [
-            (SpanSpec::server("s", "o", 5).attr(attr_str("error.type", "TimeoutError")), Outcome::Timeout),
-            (SpanSpec::server("s", "o", 5).attr(attr_int("http.response.status_code", 504)), Outcome::Timeout),
-            (SpanSpec::server("s", "o", 5).attr(attr_int("http.status_code", 408)), Outcome::Timeout),
-            (SpanSpec::server("s", "o", 5).attr(attr_int("rpc.grpc.status_code", 4)), Outcome::Timeout),
-            (SpanSpec::server("s", "o", 5).attr(attr_int("http.response.status_code", 503)), Outcome::Error),
+            (
+                SpanSpec::server("s", "o", 5).attr(attr_str("error.type", "TimeoutError")),
+                Outcome::Timeout,
+            ),
+            (
+                SpanSpec::server("s", "o", 5).attr(attr_int("http.response.status_code", 504)),
+                Outcome::Timeout,
+            ),
+            (
+                SpanSpec::server("s", "o", 5).attr(attr_int("http.status_code", 408)),
+                Outcome::Timeout,
+            ),
+            (
+                SpanSpec::server("s", "o", 5).attr(attr_int("rpc.grpc.status_code", 4)),
+                Outcome::Timeout,
+            ),
+            (
+                SpanSpec::server("s", "o", 5).attr(attr_int("http.response.status_code", 503)),
+                Outcome::Error,
+            ),
             (SpanSpec::server("s", "o", 5).status_error(), Outcome::Error),
-            (SpanSpec::server("s", "o", 5).attr(attr_int("http.response.status_code", 404)), Outcome::Ok),
+            (
+                SpanSpec::server("s", "o", 5).attr(attr_int("http.response.status_code", 404)),
+                Outcome::Ok,
+            ),
         ];
         for (spec, want) in cases {
             let (_, out) = one(spec);
@@ -421,8 +436,16 @@ mod tests {
             ..ExtractConfig::default()
         };
         let mut out = Vec::new();
-        extract(&SpanSpec::server("s", "o", 750).into_request(), &config, &mut out);
-        extract(&SpanSpec::server("s", "o", 749).into_request(), &config, &mut out);
+        extract(
+            &SpanSpec::server("s", "o", 750).into_request(),
+            &config,
+            &mut out,
+        );
+        extract(
+            &SpanSpec::server("s", "o", 749).into_request(),
+            &config,
+            &mut out,
+        );
         assert_eq!(request_of(&out[0]).2, Outcome::Timeout);
         assert_eq!(request_of(&out[1]).2, Outcome::Ok);
     }
@@ -431,8 +454,10 @@ mod tests {
     fn only_requests_and_database_calls_are_measured() {
         let internal_child = SpanSpec::internal("svc", "compute", 3);
         let http_client = SpanSpec::client("svc", "GET upstream", 3);
-        let db_client = SpanSpec::client("svc", "SELECT", 3).attr(attr_str("db.system", "postgresql"));
-        let db_client_new = SpanSpec::client("svc", "SELECT", 3).attr(attr_str("db.system.name", "mysql"));
+        let db_client =
+            SpanSpec::client("svc", "SELECT", 3).attr(attr_str("db.system", "postgresql"));
+        let db_client_new =
+            SpanSpec::client("svc", "SELECT", 3).attr(attr_str("db.system.name", "mysql"));
         let root_internal = SpanSpec::internal("svc", "job", 3).root();
         let (r, out) = one(internal_child);
         assert_eq!((r.samples, r.ignored), (0, 1));
@@ -440,7 +465,10 @@ mod tests {
         assert_eq!(one(http_client).0.ignored, 1);
         assert_eq!(one(db_client).1[0].kind, SampleKind::DbCall);
         assert_eq!(one(db_client_new).1[0].kind, SampleKind::DbCall);
-        assert!(matches!(one(root_internal).1[0].kind, SampleKind::Request { .. }));
+        assert!(matches!(
+            one(root_internal).1[0].kind,
+            SampleKind::Request { .. }
+        ));
     }
 
     #[test]
@@ -449,7 +477,11 @@ mod tests {
         assert_eq!((report.samples, report.rejected), (0, 1));
         assert!(out.is_empty());
         assert!(report.message.contains("backwards"), "{}", report.message);
-        assert!(report.message.contains("before start"), "{}", report.message);
+        assert!(
+            report.message.contains("before start"),
+            "{}",
+            report.message
+        );
         let (report, _) = one(SpanSpec::server("svc", "no-time", 5).no_timestamps());
         assert_eq!(report.rejected, 1);
         assert!(report.message.contains("missing"), "{}", report.message);
@@ -463,7 +495,11 @@ mod tests {
         let mut out = Vec::new();
         let report = extract(&request, &config(), &mut out);
         assert_eq!(report.rejected, 50);
-        assert!(report.message.ends_with("and 47 more"), "{}", report.message);
+        assert!(
+            report.message.ends_with("and 47 more"),
+            "{}",
+            report.message
+        );
     }
 
     #[test]
@@ -477,7 +513,10 @@ mod tests {
             .attr(attr_int("tier", 2));
         let mut out = Vec::new();
         extract(&spec.into_request(), &config, &mut out);
-        assert_eq!(request_of(&out[0]).0.dims, vec!["eu".to_owned(), "2".to_owned()]);
+        assert_eq!(
+            request_of(&out[0]).0.dims,
+            vec!["eu".to_owned(), "2".to_owned()]
+        );
     }
 
     #[test]

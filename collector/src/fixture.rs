@@ -61,7 +61,11 @@ impl SpanSpec {
             span: Span {
                 trace_id: trace_id.to_vec(),
                 span_id: id.to_be_bytes().to_vec(),
-                parent_span_id: if parent { (id + 1).to_be_bytes().to_vec() } else { Vec::new() },
+                parent_span_id: if parent {
+                    (id + 1).to_be_bytes().to_vec()
+                } else {
+                    Vec::new()
+                },
                 name: name.to_owned(),
                 kind: kind as i32,
                 start_time_unix_nano: start,

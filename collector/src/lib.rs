@@ -17,14 +17,14 @@
 //! - [`replay`]: scenario traffic sent through the real OTLP exporter.
 //! - [`fixture`]: OTLP payload builder for tests and benchmarks.
 
-pub mod config;
-pub mod receive;
-pub mod extract;
 pub mod aggregate;
-pub mod judge;
+pub mod config;
 pub mod emit;
+pub mod extract;
+pub mod fixture;
+pub mod judge;
 pub mod pipeline;
+pub mod receive;
+pub mod replay;
 pub mod serve;
 pub mod telemetry;
-pub mod replay;
-pub mod fixture;

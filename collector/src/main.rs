@@ -46,7 +46,13 @@ EXAMPLES
 #[command(name = "modelgate", version, after_help = AFTER_HELP)]
 struct Cli {
     /// YAML configuration file.
-    #[arg(long, short, global = true, env = "MODELGATE_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "MODELGATE_CONFIG",
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
 
     /// OTLP/gRPC listen address (overrides receiver.grpc_listen).
@@ -87,7 +93,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("MODELGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("MODELGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
@@ -118,9 +126,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", Config::load(cli.config.as_deref())?.to_yaml());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { scenario, endpoint, rate, seed } => {
+        Command::Replay {
+            scenario,
+            endpoint,
+            rate,
+            seed,
+        } => {
             let scenario = Scenario::load(&scenario)?;
-            let options = ReplayOptions { endpoint, rate, seed };
+            let options = ReplayOptions {
+                endpoint,
+                rate,
+                seed,
+            };
             println!(
                 "replaying {:?} ({}): {} requests to {} at {}/s",
                 scenario.name,
@@ -140,7 +157,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.elapsed.as_secs_f64(),
                 report.failed
             );
-            Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

@@ -41,9 +41,15 @@ pub fn now_ms() -> u64 {
 /// A question for the pipeline task.
 #[derive(Debug)]
 enum Query {
-    Versions(pb::ListVersionsRequest, oneshot::Sender<pb::ListVersionsResponse>),
+    Versions(
+        pb::ListVersionsRequest,
+        oneshot::Sender<pb::ListVersionsResponse>,
+    ),
     Verdict(pb::GetVerdictRequest, oneshot::Sender<pb::Verdict>),
-    Regressions(pb::ListRegressionsRequest, oneshot::Sender<pb::ListRegressionsResponse>),
+    Regressions(
+        pb::ListRegressionsRequest,
+        oneshot::Sender<pb::ListRegressionsResponse>,
+    ),
     Metrics(oneshot::Sender<MetricsSnapshot>),
     Ping(oneshot::Sender<()>),
 }
@@ -71,6 +77,9 @@ pub struct PipelineHandle {
     queries: mpsc::Sender<Query>,
     alerts: broadcast::Sender<pb::AlertEvent>,
     telemetry: Arc<Telemetry>,
+    /// Cancelled when the servers stop: open alert streams end then, or a
+    /// graceful shutdown would wait for them forever.
+    stopping: CancellationToken,
 }
 
 impl PipelineHandle {
@@ -80,7 +89,8 @@ impl PipelineHandle {
         let n = batch.len() as u64;
         self.ingest.try_send(batch).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
-                self.telemetry.refused(RefusedReason::QueueFull, n, "aggregation queue full");
+                self.telemetry
+                    .refused(RefusedReason::QueueFull, n, "aggregation queue full");
                 IngestError::Full
             }
             mpsc::error::TrySendError::Closed(_) => IngestError::Closed,
@@ -92,14 +102,20 @@ impl PipelineHandle {
         &self.telemetry
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Query) -> Result<T, QueryError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Query,
+    ) -> Result<T, QueryError> {
         let (tx, rx) = oneshot::channel();
         self.queries.send(make(tx)).await.map_err(|_| QueryError)?;
         rx.await.map_err(|_| QueryError)
     }
 
     /// See [`api::versions`].
-    pub async fn versions(&self, r: pb::ListVersionsRequest) -> Result<pb::ListVersionsResponse, QueryError> {
+    pub async fn versions(
+        &self,
+        r: pb::ListVersionsRequest,
+    ) -> Result<pb::ListVersionsResponse, QueryError> {
         self.ask(|tx| Query::Versions(r, tx)).await
     }
 
@@ -109,7 +125,10 @@ impl PipelineHandle {
     }
 
     /// See [`api::regressions`].
-    pub async fn regressions(&self, r: pb::ListRegressionsRequest) -> Result<pb::ListRegressionsResponse, QueryError> {
+    pub async fn regressions(
+        &self,
+        r: pb::ListRegressionsRequest,
+    ) -> Result<pb::ListRegressionsResponse, QueryError> {
         self.ask(|tx| Query::Regressions(r, tx)).await
     }
 
@@ -126,6 +145,11 @@ impl PipelineHandle {
     /// Alert events from now on.
     pub fn subscribe_alerts(&self) -> broadcast::Receiver<pb::AlertEvent> {
         self.alerts.subscribe()
+    }
+
+    /// Cancelled when the servers begin to stop.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stopping
     }
 }
 
@@ -144,20 +168,32 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("series", &self.aggregator.series_count()).finish_non_exhaustive()
+        f.debug_struct("Pipeline")
+            .field("series", &self.aggregator.series_count())
+            .finish_non_exhaustive()
     }
 }
 
 impl Pipeline {
     /// The task's state and the handle to reach it.
-    pub fn new(config: &Config, telemetry: Arc<Telemetry>, otlp: Option<OtlpEmitter>) -> (Self, PipelineHandle) {
+    /// `stopping` is cancelled when the servers stop (see [`PipelineHandle::stopping`]).
+    pub fn new(
+        config: &Config,
+        telemetry: Arc<Telemetry>,
+        otlp: Option<OtlpEmitter>,
+        stopping: CancellationToken,
+    ) -> (Self, PipelineHandle) {
         let (ingest_tx, ingest) = mpsc::channel(config.receiver.queue_batches);
         let (query_tx, queries) = mpsc::channel(QUERY_QUEUE);
         let (alerts, _) = broadcast::channel(ALERT_BUFFER);
         let now = now_ms();
         let window_ms = config.aggregate.window.as_millis() as u64;
         let pipeline = Self {
-            aggregator: Aggregator::new(config.aggregate.clone(), config.emit.histogram_buckets_ms.clone(), now),
+            aggregator: Aggregator::new(
+                config.aggregate.clone(),
+                config.emit.histogram_buckets_ms.clone(),
+                now,
+            ),
             judge: Judge::new(config.judge.clone(), window_ms),
             otlp,
             telemetry: telemetry.clone(),
@@ -172,6 +208,7 @@ impl Pipeline {
             queries: query_tx,
             alerts,
             telemetry,
+            stopping,
         };
         (pipeline, handle)
     }
@@ -204,28 +241,44 @@ impl Pipeline {
         self.aggregator.record_batch(batch, now_ms());
         if let Some(otlp) = &self.otlp {
             for sample in batch {
-                if let SampleKind::Request { endpoint, duration, outcome } = &sample.kind {
-                    otlp.record_request(endpoint, &sample.version, duration.as_secs_f64(), *outcome);
+                if let SampleKind::Request {
+                    endpoint,
+                    duration,
+                    outcome,
+                } = &sample.kind
+                {
+                    otlp.record_request(
+                        endpoint,
+                        &sample.version,
+                        duration.as_secs_f64(),
+                        *outcome,
+                    );
                 }
             }
         }
     }
 
     fn evaluate(&mut self, now: u64) {
+        let started = std::time::Instant::now();
         self.aggregator.expire(now);
         let transitions = self.judge.evaluate(&self.aggregator, now);
+        tracing::debug!(
+            series = self.aggregator.series_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "evaluated"
+        );
         for t in &transitions {
             self.publish(t, now);
         }
         if let Some(otlp) = &self.otlp {
             for (key, judgement) in self.judge.judgements() {
-                let fired_now = transitions.iter().any(|t| {
-                    t.key == *key && t.judgement.alert.state == AlertState::Firing
-                });
+                let fired_now = transitions
+                    .iter()
+                    .any(|t| t.key == *key && t.judgement.alert.state == AlertState::Firing);
                 otlp.record_judgement(key, judgement, fired_now);
             }
             for (endpoint, versions) in self.aggregator.endpoints() {
-                for (version, series) in versions {
+                for (version, series) in versions.iter() {
                     let w = self.aggregator.window(series, now);
                     otlp.record_db_calls(endpoint, version, w.db_calls_per_request());
                 }
@@ -276,7 +329,13 @@ impl Pipeline {
                 let _ = tx.send(api::regressions(&self.judge, &r));
             }
             Query::Metrics(tx) => {
-                let _ = tx.send(snapshot(&self.aggregator, &self.judge, &self.telemetry, &self.bounds_ms, now));
+                let _ = tx.send(snapshot(
+                    &self.aggregator,
+                    &self.judge,
+                    &self.telemetry,
+                    &self.bounds_ms,
+                    now,
+                ));
             }
             Query::Ping(tx) => {
                 let _ = tx.send(());

@@ -36,7 +36,10 @@ const ATTEMPTS: u32 = 3;
 
 /// The built-in scenarios: (name, YAML).
 pub const BUILT_IN: [(&str, &str); 2] = [
-    ("lending", include_str!("../../examples/scenarios/lending.yaml")),
+    (
+        "lending",
+        include_str!("../../examples/scenarios/lending.yaml"),
+    ),
     ("aa", include_str!("../../examples/scenarios/aa.yaml")),
 ];
 
@@ -157,7 +160,8 @@ impl Scenario {
             return Self::parse(name, text);
         }
         let path = Path::new(name_or_path);
-        let text = std::fs::read_to_string(path).map_err(|_| ReplayError::NotFound(name_or_path.to_owned()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|_| ReplayError::NotFound(name_or_path.to_owned()))?;
         Self::parse(name_or_path, &text)
     }
 
@@ -167,7 +171,8 @@ impl Scenario {
             source_name: source_name.to_owned(),
             message,
         };
-        let scenario: Scenario = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let scenario: Scenario =
+            serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
         scenario.validate().map_err(invalid)?;
         Ok(scenario)
     }
@@ -177,7 +182,10 @@ impl Scenario {
             return Err("service: must not be empty".into());
         }
         if !(self.rate.is_finite() && self.rate > 0.0) {
-            return Err(format!("rate: must be a positive number, got {}", self.rate));
+            return Err(format!(
+                "rate: must be a positive number, got {}",
+                self.rate
+            ));
         }
         if self.phases.is_empty() {
             return Err("phases: at least one is needed".into());
@@ -195,7 +203,10 @@ impl Scenario {
                 if t.endpoints.is_empty() {
                     return Err(format!("{at}.endpoints: at least one is needed"));
                 }
-                for (key, rate) in [("timeout_rate", t.timeout_rate), ("error_rate", t.error_rate)] {
+                for (key, rate) in [
+                    ("timeout_rate", t.timeout_rate),
+                    ("error_rate", t.error_rate),
+                ] {
                     if !(0.0..=1.0).contains(&rate) {
                         return Err(format!("{at}.{key}: must be between 0 and 1"));
                     }
@@ -205,7 +216,9 @@ impl Scenario {
                 }
                 let ok = match t.latency_ms {
                     Latency::Uniform { min, max } => min >= 0.0 && max >= min && max.is_finite(),
-                    Latency::Lognormal { median, p95 } => median > 0.0 && p95 > median && p95.is_finite(),
+                    Latency::Lognormal { median, p95 } => {
+                        median > 0.0 && p95 > median && p95.is_finite()
+                    }
                 };
                 if !ok {
                     return Err(format!("{at}.latency_ms: uniform needs 0 <= min <= max; lognormal needs 0 < median < p95"));
@@ -260,7 +273,10 @@ fn draw_latency(latency: Latency, rng: &mut StdRng) -> f64 {
 }
 
 /// Sends `scenario` and reports what was sent.
-pub async fn replay(scenario: &Scenario, options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
+pub async fn replay(
+    scenario: &Scenario,
+    options: &ReplayOptions,
+) -> Result<ReplayReport, ReplayError> {
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(options.endpoint.clone())
@@ -270,7 +286,11 @@ pub async fn replay(scenario: &Scenario, options: &ReplayOptions) -> Result<Repl
             endpoint: options.endpoint.clone(),
             message: e.to_string(),
         })?;
-    exporter.set_resource(&Resource::builder().with_service_name(scenario.service.clone()).build());
+    exporter.set_resource(
+        &Resource::builder()
+            .with_service_name(scenario.service.clone())
+            .build(),
+    );
     let rate = options.rate.unwrap_or(scenario.rate).max(0.001);
     let mut rng = StdRng::seed_from_u64(options.seed.unwrap_or(scenario.seed));
     let scope = InstrumentationScope::builder("modelgate-replay").build();
@@ -280,9 +300,11 @@ pub async fn replay(scenario: &Scenario, options: &ReplayOptions) -> Result<Repl
     let mut last_flush = Instant::now();
     let mut sent = 0u64;
     for phase in &scenario.phases {
-        let weights = WeightedIndex::new(phase.traffic.iter().map(|t| t.weight)).map_err(|e| ReplayError::Invalid {
-            source_name: scenario.name.clone(),
-            message: format!("phase {:?}: {e}", phase.name),
+        let weights = WeightedIndex::new(phase.traffic.iter().map(|t| t.weight)).map_err(|e| {
+            ReplayError::Invalid {
+                source_name: scenario.name.clone(),
+                message: format!("phase {:?}: {e}", phase.name),
+            }
         })?;
         let mut counts = vec![(0u64, 0u64, 0u64); phase.traffic.len()];
         for _ in 0..phase.requests {
@@ -309,7 +331,16 @@ pub async fn replay(scenario: &Scenario, options: &ReplayOptions) -> Result<Repl
                 (200, None)
             };
             counts[which].0 += 1;
-            request_spans(&mut batch, &mut rng, &scope, traffic, endpoint, latency_ms, status_code, error_type);
+            request_spans(
+                &mut batch,
+                &mut rng,
+                &scope,
+                traffic,
+                endpoint,
+                latency_ms,
+                status_code,
+                error_type,
+            );
             report.requests += 1;
             report.db_spans += u64::from(traffic.db_calls);
             sent += 1;
@@ -319,7 +350,9 @@ pub async fn replay(scenario: &Scenario, options: &ReplayOptions) -> Result<Repl
             }
         }
         for (t, (n, timeouts, errors)) in phase.traffic.iter().zip(counts) {
-            report.per_version.push((phase.name.clone(), t.version.clone(), n, timeouts, errors));
+            report
+                .per_version
+                .push((phase.name.clone(), t.version.clone(), n, timeouts, errors));
         }
     }
     export(&exporter, &mut batch, &mut report).await;
@@ -342,7 +375,15 @@ fn request_spans(
     let start = end - Duration::from_secs_f64(latency_ms / 1e3);
     let trace_id = TraceId::from(rng.random::<u128>().max(1));
     let span_id = SpanId::from(rng.random::<u64>().max(1));
-    let context = |span_id| SpanContext::new(trace_id, span_id, TraceFlags::SAMPLED, false, TraceState::default());
+    let context = |span_id| {
+        SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        )
+    };
     // Database calls first: they end before their request does.
     for i in 0..traffic.db_calls {
         let slice = latency_ms / f64::from(traffic.db_calls + 1);
@@ -396,7 +437,11 @@ fn request_spans(
     });
 }
 
-async fn export(exporter: &opentelemetry_otlp::SpanExporter, batch: &mut Vec<SpanData>, report: &mut ReplayReport) {
+async fn export(
+    exporter: &opentelemetry_otlp::SpanExporter,
+    batch: &mut Vec<SpanData>,
+    report: &mut ReplayReport,
+) {
     if batch.is_empty() {
         return;
     }
@@ -432,12 +477,20 @@ mod tests {
         let v13 = &lending.phases[1].traffic[1];
         assert_eq!(v13.version, "v1.3");
         assert_eq!(v13.timeout_rate, 0.8);
-        assert_eq!(v13.latency_ms, Latency::Uniform { min: 700.0, max: 820.0 });
+        assert_eq!(
+            v13.latency_ms,
+            Latency::Uniform {
+                min: 700.0,
+                max: 820.0
+            }
+        );
     }
 
     #[test]
     fn bad_scenarios_name_the_key() {
-        let err = Scenario::parse("x.yaml", "name: x\nservice: s\nphases: []\n").unwrap_err().to_string();
+        let err = Scenario::parse("x.yaml", "name: x\nservice: s\nphases: []\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("phases"), "{err}");
         let err = Scenario::parse(
             "x.yaml",
@@ -446,16 +499,29 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("phases[0].traffic[0].latency_ms"), "{err}");
-        let err = Scenario::parse("x.yaml", "name: x\nservice: s\nphases: []\nrat: 3\n").unwrap_err().to_string();
+        let err = Scenario::parse("x.yaml", "name: x\nservice: s\nphases: []\nrat: 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("rat"), "{err}");
-        assert!(matches!(Scenario::load("/nonexistent.yaml"), Err(ReplayError::NotFound(_))));
+        assert!(matches!(
+            Scenario::load("/nonexistent.yaml"),
+            Err(ReplayError::NotFound(_))
+        ));
     }
 
     #[test]
     fn lognormal_draws_hit_the_configured_median_and_p95() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut v: Vec<f64> = (0..20_000)
-            .map(|_| draw_latency(Latency::Lognormal { median: 60.0, p95: 110.0 }, &mut rng))
+            .map(|_| {
+                draw_latency(
+                    Latency::Lognormal {
+                        median: 60.0,
+                        p95: 110.0,
+                    },
+                    &mut rng,
+                )
+            })
             .collect();
         v.sort_by(f64::total_cmp);
         assert!((v[10_000] / 60.0 - 1.0).abs() < 0.03, "{}", v[10_000]);

@@ -68,7 +68,11 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeE
         .map_err(|source| ServeError::Bind { key, addr, source })
 }
 
-fn local_addr(key: &'static str, listener: &TcpListener, configured: SocketAddr) -> Result<SocketAddr, ServeError> {
+fn local_addr(
+    key: &'static str,
+    listener: &TcpListener,
+    configured: SocketAddr,
+) -> Result<SocketAddr, ServeError> {
     listener.local_addr().map_err(|source| ServeError::Bind {
         key,
         addr: configured,
@@ -80,14 +84,18 @@ fn local_addr(key: &'static str, listener: &TcpListener, configured: SocketAddr)
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let grpc_listener = bind("receiver.grpc_listen", config.receiver.grpc_listen).await?;
     let admin_listener = bind("admin.listen", config.admin.listen).await?;
-    let grpc_addr = local_addr("receiver.grpc_listen", &grpc_listener, config.receiver.grpc_listen)?;
+    let grpc_addr = local_addr(
+        "receiver.grpc_listen",
+        &grpc_listener,
+        config.receiver.grpc_listen,
+    )?;
     let admin_addr = local_addr("admin.listen", &admin_listener, config.admin.listen)?;
 
     let telemetry = Arc::new(Telemetry::default());
     let otlp = OtlpEmitter::start(&config.emit, telemetry.clone(), config.aggregate.max_series)?;
-    let (pipeline, handle) = Pipeline::new(&config, telemetry, otlp);
-
     let receivers = CancellationToken::new();
+    let (pipeline, handle) = Pipeline::new(&config, telemetry, otlp, receivers.clone());
+
     let pipeline_token = CancellationToken::new();
     let pipeline_task = tokio::spawn(pipeline.run(pipeline_token.clone()));
 
@@ -102,7 +110,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tonic::transport::Server::builder()
             .add_service(trace_service)
             .add_service(query)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_shutdown.cancelled_owned())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                grpc_shutdown.cancelled_owned(),
+            )
             .await
             .map_err(|e| ServeError::Server {
                 server: "OTLP/gRPC",

@@ -14,7 +14,7 @@
 
 pub mod sketch;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crate::config::AggregateConfig;
 use crate::extract::{EndpointKey, Outcome, Sample, SampleKind};
@@ -139,6 +139,15 @@ impl Series {
         match self.slots.back() {
             // Out-of-order arrival (a clock step back) lands in the newest slot.
             Some(last) if last.index >= slot_index => {}
+            _ if self.slots.capacity() == 0 => {
+                // Most series of a wide fleet see one slot; VecDeque would
+                // reserve four.
+                self.slots = VecDeque::with_capacity(1);
+                self.slots.push_back(Slot {
+                    index: slot_index,
+                    ..Slot::default()
+                });
+            }
             _ => self.slots.push_back(Slot {
                 index: slot_index,
                 ..Slot::default()
@@ -161,7 +170,11 @@ impl Series {
 
     fn heap_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot>()
-            + self.slots.iter().map(|s| s.latency.heap_bytes()).sum::<usize>()
+            + self
+                .slots
+                .iter()
+                .map(|s| s.latency.heap_bytes())
+                .sum::<usize>()
             + self
                 .histograms
                 .iter()
@@ -192,8 +205,71 @@ pub struct AggregateCounters {
     pub series_expired: u64,
 }
 
-/// The series of one endpoint, by version.
-pub type Versions = BTreeMap<String, Series>;
+/// The series of one endpoint, by version, sorted by version.
+///
+/// A sorted vector, not a `BTreeMap`: endpoints have a handful of versions,
+/// and a B-tree leaf would reserve room for eleven in every endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Versions(Vec<(String, Series)>);
+
+impl Versions {
+    fn position(&self, version: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(v, _)| v.as_str().cmp(version))
+    }
+
+    /// The series of `version`.
+    pub fn get(&self, version: &str) -> Option<&Series> {
+        self.position(version).ok().map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, version: &str) -> Option<&mut Series> {
+        self.position(version).ok().map(|i| &mut self.0[i].1)
+    }
+
+    /// Whether `version` has a series.
+    pub fn contains_key(&self, version: &str) -> bool {
+        self.position(version).is_ok()
+    }
+
+    fn insert(&mut self, version: &str, series: Series) -> &mut Series {
+        let i = match self.position(version) {
+            Ok(i) => {
+                self.0[i].1 = series;
+                i
+            }
+            Err(i) => {
+                self.0.insert(i, (version.to_owned(), series));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    /// Versions and their series, by version.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Series)> {
+        self.0.iter().map(|(v, s)| (v, s))
+    }
+
+    /// Number of versions.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No versions.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::ops::Index<&str> for Versions {
+    type Output = Series;
+    fn index(&self, version: &str) -> &Series {
+        match self.get(version) {
+            Some(series) => series,
+            None => panic!("no version {version:?}"),
+        }
+    }
+}
 
 /// Owner of every series; see the module docs.
 #[derive(Debug)]
@@ -251,7 +327,14 @@ impl Aggregator {
             {
                 let db_calls = self.take_pending_db(&sample.trace_id, &sample.service);
                 let duration_ms = duration.as_secs_f64() * 1e3;
-                self.record_request(endpoint, &sample.version, duration_ms, *outcome, db_calls, now_ms);
+                self.record_request(
+                    endpoint,
+                    &sample.version,
+                    duration_ms,
+                    *outcome,
+                    db_calls,
+                    now_ms,
+                );
             }
         }
     }
@@ -262,8 +345,8 @@ impl Aggregator {
             return;
         }
         let waiting = self.pending_db.get_mut(&sample.trace_id);
-        if let Some(entry) = waiting
-            .and_then(|list| list.iter_mut().find(|p| p.service == sample.service))
+        if let Some(entry) =
+            waiting.and_then(|list| list.iter_mut().find(|p| p.service == sample.service))
         {
             entry.calls += 1;
             return;
@@ -273,11 +356,14 @@ impl Aggregator {
             return;
         }
         self.pending_traces += 1;
-        self.pending_db.entry(sample.trace_id).or_default().push(PendingDb {
-            service: sample.service.clone(),
-            calls: 1,
-            since_ms: now_ms,
-        });
+        self.pending_db
+            .entry(sample.trace_id)
+            .or_default()
+            .push(PendingDb {
+                service: sample.service.clone(),
+                calls: 1,
+                since_ms: now_ms,
+            });
     }
 
     fn take_pending_db(&mut self, trace_id: &[u8; 16], service: &str) -> u64 {
@@ -311,12 +397,12 @@ impl Aggregator {
             _ if at_cap => None,
             Some(versions) => {
                 self.series += 1;
-                Some(versions.entry(version.to_owned()).or_insert_with(|| Series::new(now_ms)))
+                Some(versions.insert(version, Series::new(now_ms)))
             }
             None => {
                 self.series += 1;
                 let versions = self.endpoints.entry(endpoint.clone()).or_default();
-                Some(versions.entry(version.to_owned()).or_insert_with(|| Series::new(now_ms)))
+                Some(versions.insert(version, Series::new(now_ms)))
             }
         };
         let series = match series {
@@ -345,7 +431,7 @@ impl Aggregator {
         let idle_ms = self.config.series_idle_timeout.as_millis() as u64;
         let mut removed = 0;
         self.endpoints.retain(|_, versions| {
-            versions.retain(|_, series| {
+            versions.0.retain_mut(|(_, series)| {
                 while series.slots.front().is_some_and(|s| s.index < oldest_kept) {
                     series.slots.pop_front();
                 }
@@ -355,7 +441,12 @@ impl Aggregator {
             });
             !versions.is_empty()
         });
-        while self.overflow.slots.front().is_some_and(|s| s.index < oldest_kept) {
+        while self
+            .overflow
+            .slots
+            .front()
+            .is_some_and(|s| s.index < oldest_kept)
+        {
             self.overflow.slots.pop_front();
         }
         self.series -= removed;

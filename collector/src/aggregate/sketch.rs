@@ -72,7 +72,11 @@ impl Sketch {
         if n == 0 {
             return;
         }
-        let v = if value_ms.is_finite() && value_ms > 0.0 { value_ms } else { 0.0 };
+        let v = if value_ms.is_finite() && value_ms > 0.0 {
+            value_ms
+        } else {
+            0.0
+        };
         if self.count == 0 {
             self.min = v;
             self.max = v;
@@ -125,7 +129,9 @@ impl Sketch {
             return;
         }
         let cut = ((new_offset - self.offset) as usize).min(self.counts.len());
-        let folded: u32 = self.counts[..cut].iter().fold(0u32, |a, c| a.saturating_add(*c));
+        let folded: u32 = self.counts[..cut]
+            .iter()
+            .fold(0u32, |a, c| a.saturating_add(*c));
         self.counts.drain(..cut);
         self.offset = new_offset;
         if self.counts.is_empty() {
@@ -249,7 +255,10 @@ mod tests {
             let want = exact(&values, q);
             let got = sketch.quantile(q).unwrap();
             let err = (got - want).abs() / want;
-            assert!(err <= RELATIVE_ERROR + 1e-12, "q={q} want={want} got={got} err={err}");
+            assert!(
+                err <= RELATIVE_ERROR + 1e-12,
+                "q={q} want={want} got={got} err={err}"
+            );
             assert!(err <= 0.01);
         }
         assert_eq!(sketch.count(), 20_000);

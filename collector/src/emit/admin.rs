@@ -46,18 +46,33 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 fn unavailable() -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "the pipeline is not running")
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the pipeline is not running",
+    )
 }
+
+/// Bytes per chunk of the streamed `/metrics` body.
+const METRICS_CHUNK: usize = 64 * 1024;
 
 async fn metrics(State(pipeline): State<PipelineHandle>) -> Response {
     let Ok(snapshot) = pipeline.metrics().await else {
         return unavailable();
     };
-    // Encoding 100k series takes a while: keep it off the async workers.
-    match tokio::task::spawn_blocking(move || prometheus::encode(snapshot)).await {
-        Ok(Ok(text)) => ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response(),
-        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed"),
-    }
+    // Encoding 100k series takes a while and hundreds of megabytes of text:
+    // encode on a blocking thread and stream it out chunk by chunk.
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut writer = prometheus::ChunkWriter::new(METRICS_CHUNK, tx);
+        // An error means the scraper went away; nothing else to do.
+        if prometheus::encode_into(snapshot, &mut writer).is_ok() {
+            let _ = writer.finish();
+        }
+    });
+    let body = axum::body::Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>),
+    );
+    ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], body).into_response()
 }
 
 /// Filters of `/api/v1/versions`.
@@ -109,7 +124,10 @@ async fn verdict(
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("{} (parameters: service, candidate, optional endpoint and baseline)", e.body_text()),
+                format!(
+                    "{} (parameters: service, candidate, optional endpoint and baseline)",
+                    e.body_text()
+                ),
             )
         }
     };
@@ -159,18 +177,22 @@ async fn alerts(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = Box::pin(
-        api::alert_events(&pipeline, p.service).filter_map(|e| {
+    let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
+        Box::pin(api::alert_events(&pipeline, p.service).filter_map(|e| {
             // Serializing a generated message cannot fail; skip if it ever does.
             std::future::ready(Event::default().event("alert").json_data(&e).ok().map(Ok))
-        }),
-    );
-    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+        }));
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn readyz(State(pipeline): State<PipelineHandle>) -> Response {
     match tokio::time::timeout(READY_TIMEOUT, pipeline.ping()).await {
         Ok(Ok(())) => "ready\n".into_response(),
-        _ => error(StatusCode::SERVICE_UNAVAILABLE, "the pipeline task is not answering"),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pipeline task is not answering",
+        ),
     }
 }

@@ -67,7 +67,9 @@ pub fn versions(
 ) -> pb::ListVersionsResponse {
     let mut endpoints: Vec<pb::EndpointVersions> = agg
         .endpoints()
-        .filter(|(k, _)| matches(&request.service, &k.service) && matches(&request.endpoint, &k.endpoint))
+        .filter(|(k, _)| {
+            matches(&request.service, &k.service) && matches(&request.endpoint, &k.endpoint)
+        })
         .map(|(key, versions)| {
             let baseline = judge.baseline(key).unwrap_or_default();
             pb::EndpointVersions {
@@ -107,15 +109,24 @@ fn matches(filter: &str, value: &str) -> bool {
 }
 
 /// Firing alerts matching the filter.
-pub fn regressions(judge: &Judge, request: &pb::ListRegressionsRequest) -> pb::ListRegressionsResponse {
+pub fn regressions(
+    judge: &Judge,
+    request: &pb::ListRegressionsRequest,
+) -> pb::ListRegressionsResponse {
     let mut regressions: Vec<pb::Regression> = judge
         .judgements()
-        .filter(|(k, j)| j.alert.state == AlertState::Firing && matches(&request.service, &k.endpoint.service))
+        .filter(|(k, j)| {
+            j.alert.state == AlertState::Firing && matches(&request.service, &k.endpoint.service)
+        })
         .map(|(k, j)| regression(k, j))
         .collect();
     regressions.sort_by(|a, b| {
-        (&a.service, &a.endpoint, &a.candidate_version, &a.rule)
-            .cmp(&(&b.service, &b.endpoint, &b.candidate_version, &b.rule))
+        (&a.service, &a.endpoint, &a.candidate_version, &a.rule).cmp(&(
+            &b.service,
+            &b.endpoint,
+            &b.candidate_version,
+            &b.rule,
+        ))
     });
     pb::ListRegressionsResponse { regressions }
 }
@@ -145,7 +156,12 @@ fn rule_outcome(result: &RuleResult, state: AlertState) -> pb::VerdictOutcome {
 /// The verdict on one candidate: per endpoint, each rule's outcome. With a
 /// baseline given that differs from the judge's own, the rules are applied
 /// on the spot (no alert history: state INACTIVE).
-pub fn verdict(agg: &Aggregator, judge: &Judge, request: &pb::GetVerdictRequest, now_ms: u64) -> pb::Verdict {
+pub fn verdict(
+    agg: &Aggregator,
+    judge: &Judge,
+    request: &pb::GetVerdictRequest,
+    now_ms: u64,
+) -> pb::Verdict {
     let mut endpoints = Vec::new();
     let mut keys: Vec<&EndpointKey> = agg
         .endpoints()
@@ -158,7 +174,9 @@ pub fn verdict(agg: &Aggregator, judge: &Judge, request: &pb::GetVerdictRequest,
         .collect();
     keys.sort();
     for key in keys {
-        let Some(versions) = agg.versions(key) else { continue };
+        let Some(versions) = agg.versions(key) else {
+            continue;
+        };
         let own_baseline = judge.baseline(key).unwrap_or_default();
         let baseline = if request.baseline_version.is_empty() {
             own_baseline
@@ -219,7 +237,9 @@ pub fn verdict(agg: &Aggregator, judge: &Judge, request: &pb::GetVerdictRequest,
     }
     let outcome = endpoints
         .iter()
-        .map(|e| pb::VerdictOutcome::try_from(e.outcome).unwrap_or(pb::VerdictOutcome::Inconclusive))
+        .map(|e| {
+            pb::VerdictOutcome::try_from(e.outcome).unwrap_or(pb::VerdictOutcome::Inconclusive)
+        })
         .reduce(worst)
         .unwrap_or(pb::VerdictOutcome::Inconclusive);
     pb::Verdict {
@@ -251,26 +271,30 @@ impl From<QueryError> for Status {
 
 type AlertStream = Pin<Box<dyn Stream<Item = Result<pb::AlertEvent, Status>> + Send>>;
 
-/// Alert events for `service` (all when empty) from now on; a subscriber
-/// that falls behind skips what it missed rather than stalling the judge.
+/// Alert events for `service` (all when empty) from now on, until the
+/// servers stop; a subscriber that falls behind skips what it missed rather
+/// than stalling the judge.
 pub fn alert_events(
     pipeline: &PipelineHandle,
     service: String,
 ) -> impl Stream<Item = pb::AlertEvent> + Send + 'static {
-    BroadcastStream::new(pipeline.subscribe_alerts()).filter_map(move |event| {
-        let keep = match event {
-            Ok(e) => e
-                .regression
-                .as_ref()
-                .is_some_and(|r| service.is_empty() || r.service == service)
-                .then_some(e),
-            Err(lagged) => {
-                tracing::warn!(%lagged, "alert stream subscriber fell behind");
-                None
-            }
-        };
-        std::future::ready(keep)
-    })
+    let stopping = pipeline.stopping().clone().cancelled_owned();
+    BroadcastStream::new(pipeline.subscribe_alerts())
+        .take_until(stopping)
+        .filter_map(move |event| {
+            let keep = match event {
+                Ok(e) => e
+                    .regression
+                    .as_ref()
+                    .is_some_and(|r| service.is_empty() || r.service == service)
+                    .then_some(e),
+                Err(lagged) => {
+                    tracing::warn!(%lagged, "alert stream subscriber fell behind");
+                    None
+                }
+            };
+            std::future::ready(keep)
+        })
 }
 
 #[tonic::async_trait]
@@ -279,13 +303,20 @@ impl Query for QueryService {
         &self,
         request: Request<pb::ListVersionsRequest>,
     ) -> Result<Response<pb::ListVersionsResponse>, Status> {
-        Ok(Response::new(self.pipeline.versions(request.into_inner()).await?))
+        Ok(Response::new(
+            self.pipeline.versions(request.into_inner()).await?,
+        ))
     }
 
-    async fn get_verdict(&self, request: Request<pb::GetVerdictRequest>) -> Result<Response<pb::Verdict>, Status> {
+    async fn get_verdict(
+        &self,
+        request: Request<pb::GetVerdictRequest>,
+    ) -> Result<Response<pb::Verdict>, Status> {
         let request = request.into_inner();
         if request.service.is_empty() || request.candidate_version.is_empty() {
-            return Err(Status::invalid_argument("service and candidate_version are required"));
+            return Err(Status::invalid_argument(
+                "service and candidate_version are required",
+            ));
         }
         Ok(Response::new(self.pipeline.verdict(request).await?))
     }
@@ -294,7 +325,9 @@ impl Query for QueryService {
         &self,
         request: Request<pb::ListRegressionsRequest>,
     ) -> Result<Response<pb::ListRegressionsResponse>, Status> {
-        Ok(Response::new(self.pipeline.regressions(request.into_inner()).await?))
+        Ok(Response::new(
+            self.pipeline.regressions(request.into_inner()).await?,
+        ))
     }
 
     type WatchAlertsStream = AlertStream;

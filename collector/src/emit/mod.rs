@@ -19,11 +19,17 @@ use crate::telemetry::{RefusedReason, Telemetry};
 use prometheus::{HistogramRow, MetricsSnapshot, RegressionRow};
 
 /// Copies what `/metrics` shows out of the pipeline's state.
-pub fn snapshot(agg: &Aggregator, judge: &Judge, telemetry: &Telemetry, bounds_ms: &[f64], now_ms: u64) -> MetricsSnapshot {
+pub fn snapshot(
+    agg: &Aggregator,
+    judge: &Judge,
+    telemetry: &Telemetry,
+    bounds_ms: &[f64],
+    now_ms: u64,
+) -> MetricsSnapshot {
     let mut histograms = Vec::new();
     let mut db_calls = Vec::new();
     for (endpoint, versions) in agg.endpoints() {
-        for (version, series) in versions {
+        for (version, series) in versions.iter() {
             for outcome in Outcome::ALL {
                 if let Some(h) = &series.histograms[outcome.index()] {
                     histograms.push(HistogramRow {

@@ -108,7 +108,9 @@ impl OtlpEmitter {
             duration: meter
                 .f64_histogram("modelgate.request.duration")
                 .with_unit("s")
-                .with_description("Request latency per service, endpoint, model version and outcome.")
+                .with_description(
+                    "Request latency per service, endpoint, model version and outcome.",
+                )
                 .build(),
             active: meter
                 .u64_gauge("modelgate.regression.active")
@@ -131,7 +133,13 @@ impl OtlpEmitter {
     }
 
     /// Records one request's latency.
-    pub fn record_request(&self, endpoint: &EndpointKey, version: &str, seconds: f64, outcome: Outcome) {
+    pub fn record_request(
+        &self,
+        endpoint: &EndpointKey,
+        version: &str,
+        seconds: f64,
+        outcome: Outcome,
+    ) {
         self.duration.record(
             seconds,
             &[

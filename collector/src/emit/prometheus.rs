@@ -64,13 +64,65 @@ pub struct MetricsSnapshot {
     pub refused: Vec<(RefusedReason, u64)>,
 }
 
-/// Writes `snapshot` as OpenMetrics text.
-pub fn encode(snapshot: MetricsSnapshot) -> Result<String, std::fmt::Error> {
+/// Writes `snapshot` as OpenMetrics text into `out`.
+pub fn encode_into(
+    snapshot: MetricsSnapshot,
+    out: &mut impl std::fmt::Write,
+) -> Result<(), std::fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));
+    prometheus_client::encoding::text::encode(out, &registry)
+}
+
+/// Writes `snapshot` as OpenMetrics text into a string.
+pub fn encode(snapshot: MetricsSnapshot) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    encode_into(snapshot, &mut out)?;
     Ok(out)
+}
+
+/// A `fmt::Write` that hands its text on in chunks, so a scrape of 100,000
+/// series (hundreds of megabytes of text) never sits in memory whole. A
+/// closed receiver (the scraper left) aborts the encoding.
+#[derive(Debug)]
+pub struct ChunkWriter {
+    buffer: String,
+    chunk: usize,
+    tx: tokio::sync::mpsc::Sender<String>,
+}
+
+impl ChunkWriter {
+    /// Chunks of about `chunk` bytes go to `tx`; call from a blocking thread.
+    pub fn new(chunk: usize, tx: tokio::sync::mpsc::Sender<String>) -> Self {
+        Self {
+            buffer: String::with_capacity(chunk),
+            chunk,
+            tx,
+        }
+    }
+
+    /// Sends what is left.
+    pub fn finish(mut self) -> Result<(), std::fmt::Error> {
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), std::fmt::Error> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, String::with_capacity(self.chunk));
+        self.tx.blocking_send(chunk).map_err(|_| std::fmt::Error)
+    }
+}
+
+impl std::fmt::Write for ChunkWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.buffer.push_str(s);
+        if self.buffer.len() >= self.chunk {
+            self.flush()?;
+        }
+        Ok(())
+    }
 }
 
 fn labels(pairs: &[(&'static str, String)]) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
@@ -96,7 +148,12 @@ impl Collector for MetricsSnapshot {
                     .buckets
                     .iter()
                     .enumerate()
-                    .map(|(i, n)| (self.bounds_ms.get(i).map_or(f64::INFINITY, |ms| ms / 1e3), *n))
+                    .map(|(i, n)| {
+                        (
+                            self.bounds_ms.get(i).map_or(f64::INFINITY, |ms| ms / 1e3),
+                            *n,
+                        )
+                    })
                     .collect();
                 let set = labels(&row.labels);
                 m.encode_family(&set)?.encode_histogram::<NoLabelSet>(
@@ -130,7 +187,8 @@ impl Collector for MetricsSnapshot {
             )?;
             for r in &self.regressions {
                 let set = labels(&r.labels);
-                m.encode_family(&set)?.encode_counter::<NoLabelSet, _, f64>(&r.firings, None)?;
+                m.encode_family(&set)?
+                    .encode_counter::<NoLabelSet, _, f64>(&r.firings, None)?;
             }
         }
         gauge_family(
@@ -140,7 +198,13 @@ impl Collector for MetricsSnapshot {
             self.db_calls.iter().map(|(l, v)| (l, *v)),
         )?;
         let c = &self.counters;
-        simple(&mut encoder, "modelgate_receiver_accepted", "Spans accepted by the receivers.", MetricType::Counter, self.accepted)?;
+        simple(
+            &mut encoder,
+            "modelgate_receiver_accepted",
+            "Spans accepted by the receivers.",
+            MetricType::Counter,
+            self.accepted,
+        )?;
         {
             let mut m = encoder.encode_descriptor(
                 "modelgate_receiver_refused",
@@ -150,14 +214,45 @@ impl Collector for MetricsSnapshot {
             )?;
             for (reason, n) in &self.refused {
                 let set = [("reason", reason.as_str())];
-                m.encode_family(&set)?.encode_counter::<NoLabelSet, _, f64>(n, None)?;
+                m.encode_family(&set)?
+                    .encode_counter::<NoLabelSet, _, f64>(n, None)?;
             }
         }
-        simple(&mut encoder, "modelgate_series_active", "Live series (service, endpoint, version).", MetricType::Gauge, self.series_active)?;
-        simple(&mut encoder, "modelgate_series_overflow", "Samples routed to the overflow series because aggregate.max_series was reached.", MetricType::Counter, c.overflow_samples)?;
-        simple(&mut encoder, "modelgate_series_expired", "Series forgotten after idling past aggregate.series_idle_timeout.", MetricType::Counter, c.series_expired)?;
-        simple(&mut encoder, "modelgate_db_pending_dropped", "Database calls dropped because aggregate.max_pending_traces traces were waiting.", MetricType::Counter, c.db_pending_dropped)?;
-        simple(&mut encoder, "modelgate_db_unmatched", "Database calls whose request span never arrived.", MetricType::Counter, c.db_unmatched)?;
+        simple(
+            &mut encoder,
+            "modelgate_series_active",
+            "Live series (service, endpoint, version).",
+            MetricType::Gauge,
+            self.series_active,
+        )?;
+        simple(
+            &mut encoder,
+            "modelgate_series_overflow",
+            "Samples routed to the overflow series because aggregate.max_series was reached.",
+            MetricType::Counter,
+            c.overflow_samples,
+        )?;
+        simple(
+            &mut encoder,
+            "modelgate_series_expired",
+            "Series forgotten after idling past aggregate.series_idle_timeout.",
+            MetricType::Counter,
+            c.series_expired,
+        )?;
+        simple(
+            &mut encoder,
+            "modelgate_db_pending_dropped",
+            "Database calls dropped because aggregate.max_pending_traces traces were waiting.",
+            MetricType::Counter,
+            c.db_pending_dropped,
+        )?;
+        simple(
+            &mut encoder,
+            "modelgate_db_unmatched",
+            "Database calls whose request span never arrived.",
+            MetricType::Counter,
+            c.db_unmatched,
+        )?;
         Ok(())
     }
 }
@@ -233,8 +328,14 @@ mod tests {
         assert!(text.contains(r#"modelgate_request_duration_seconds_count{service_name="lending-api",endpoint="/risk-score",model_version="v1.3",outcome="timeout"} 3"#), "{text}");
         assert!(text.contains(r#"modelgate_regression_active{service_name="lending-api",endpoint="/risk-score",candidate_version="v1.3",baseline_version="v1.2",rule="sla"} 1"#), "{text}");
         assert!(text.contains(r#"modelgate_alerts_total{"#), "{text}");
-        assert!(text.contains(r#"modelgate_receiver_refused_total{reason="too_large"} 2"#), "{text}");
-        assert!(text.contains("modelgate_receiver_accepted_total 10"), "{text}");
+        assert!(
+            text.contains(r#"modelgate_receiver_refused_total{reason="too_large"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("modelgate_receiver_accepted_total 10"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -58,7 +58,12 @@ impl AlertMachine {
     }
 
     /// Advances by one evaluation; returns the previous state when it changed.
-    pub fn step(&mut self, condition: Condition, now_ms: u64, policy: &AlertPolicy) -> Option<AlertState> {
+    pub fn step(
+        &mut self,
+        condition: Condition,
+        now_ms: u64,
+        policy: &AlertPolicy,
+    ) -> Option<AlertState> {
         let hold_ms = policy.hold.as_millis() as u64;
         let resolve_ms = policy.resolve_hold.as_millis() as u64;
         let next = match (self.state, condition) {
@@ -138,7 +143,10 @@ mod tests {
         assert_eq!(a.step(Condition::Breach, 0, &p), Some(AlertState::Inactive));
         assert_eq!(a.state, AlertState::Pending);
         assert_eq!(a.step(Condition::Breach, 1_000, &p), None);
-        assert_eq!(a.step(Condition::Breach, 2_000, &p), Some(AlertState::Pending));
+        assert_eq!(
+            a.step(Condition::Breach, 2_000, &p),
+            Some(AlertState::Pending)
+        );
         assert_eq!(a.state, AlertState::Firing);
         assert_eq!(a.firings, 1);
     }
@@ -166,7 +174,10 @@ mod tests {
         a.step(Condition::Marginal, 9_000, &p); // flaps back: timer restarts
         a.step(Condition::Clear, 10_000, &p);
         assert_eq!(a.step(Condition::Clear, 19_000, &p), None);
-        assert_eq!(a.step(Condition::Clear, 20_000, &p), Some(AlertState::Firing));
+        assert_eq!(
+            a.step(Condition::Clear, 20_000, &p),
+            Some(AlertState::Firing)
+        );
         assert_eq!(a.state, AlertState::Resolved);
     }
 

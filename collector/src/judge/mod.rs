@@ -132,10 +132,13 @@ impl Judge {
         self.baselines = new_baselines.into_iter().collect();
         for (key, result) in results {
             let policy = &self.config.alerts;
-            let judgement = self.judgements.entry(key.clone()).or_insert_with(|| Judgement {
-                result: result.clone(),
-                alert: AlertMachine::new(now_ms),
-            });
+            let judgement = self
+                .judgements
+                .entry(key.clone())
+                .or_insert_with(|| Judgement {
+                    result: result.clone(),
+                    alert: AlertMachine::new(now_ms),
+                });
             let condition = result.condition;
             judgement.result = result;
             if let Some(previous) = judgement.alert.step(condition, now_ms, policy) {
@@ -242,7 +245,7 @@ impl Judge {
             .map(|s| agg.horizon(s, now_ms))
             .unwrap_or_default();
         let mut out = Vec::new();
-        for (version, series) in versions {
+        for (version, series) in versions.iter() {
             let window = agg.window(series, now_ms);
             // A version with no recent traffic is judged only while it has
             // alerts: they must see `Inconclusive` (and stay firing) rather
@@ -280,7 +283,13 @@ impl Judge {
         }
         if let Some((version, base)) = baseline {
             if c.relative.enabled {
-                out.push(rules::relative(&c.relative, clear, candidate, base, version));
+                out.push(rules::relative(
+                    &c.relative,
+                    clear,
+                    candidate,
+                    base,
+                    version,
+                ));
             }
             if c.errors.enabled {
                 out.push(rules::errors(&c.errors, clear, candidate, base, version));
@@ -334,14 +343,24 @@ mod tests {
     fn setup(config: JudgeConfig) -> (Aggregator, Judge) {
         let agg = AggregateConfig::default();
         let window_ms = agg.window.as_millis() as u64;
-        (Aggregator::new(agg, vec![100.0], T0), Judge::new(config, window_ms))
+        (
+            Aggregator::new(agg, vec![100.0], T0),
+            Judge::new(config, window_ms),
+        )
     }
 
     fn active(judge: &Judge) -> Vec<(String, String, String, Rule)> {
         let mut v: Vec<_> = judge
             .judgements()
             .filter(|(_, j)| j.alert.state == AlertState::Firing)
-            .map(|(k, _)| (k.endpoint.endpoint.clone(), k.candidate.clone(), k.baseline.clone(), k.rule))
+            .map(|(k, _)| {
+                (
+                    k.endpoint.endpoint.clone(),
+                    k.candidate.clone(),
+                    k.baseline.clone(),
+                    k.rule,
+                )
+            })
             .collect();
         v.sort();
         v
@@ -366,22 +385,43 @@ mod tests {
         // v1.2 alone for a while: becomes the baseline.
         for i in 0..100 {
             let ms = 85.0 + f64::from(i % 30);
-            agg.record_batch(&[request("/risk-score", "v1.2", ms, Outcome::Ok), request("/funding-approve", "v1.2", ms, Outcome::Ok)], t);
+            agg.record_batch(
+                &[
+                    request("/risk-score", "v1.2", ms, Outcome::Ok),
+                    request("/funding-approve", "v1.2", ms, Outcome::Ok),
+                ],
+                t,
+            );
             t += 100;
             judge.evaluate(&agg, t);
         }
         // The rollout: v1.3 at 700-820 ms, 80% timeouts, beside v1.2.
         for i in 0..40 {
-            let outcome = if i % 5 == 0 { Outcome::Ok } else { Outcome::Timeout };
+            let outcome = if i % 5 == 0 {
+                Outcome::Ok
+            } else {
+                Outcome::Timeout
+            };
             let ms = 700.0 + f64::from(i * 3 % 120);
-            agg.record_batch(&[request("/risk-score", "v1.3", ms, outcome), request("/funding-approve", "v1.3", ms, outcome), request("/risk-score", "v1.2", 100.0, Outcome::Ok), request("/funding-approve", "v1.2", 100.0, Outcome::Ok)], t);
+            agg.record_batch(
+                &[
+                    request("/risk-score", "v1.3", ms, outcome),
+                    request("/funding-approve", "v1.3", ms, outcome),
+                    request("/risk-score", "v1.2", 100.0, Outcome::Ok),
+                    request("/funding-approve", "v1.2", 100.0, Outcome::Ok),
+                ],
+                t,
+            );
             t += 250;
             judge.evaluate(&agg, t);
         }
         let firing = active(&judge);
         for ep in ["/funding-approve", "/risk-score"] {
             for rule in [Rule::Sla, Rule::Relative, Rule::Errors] {
-                assert!(firing.contains(&(ep.into(), "v1.3".into(), "v1.2".into(), rule)), "{ep} {rule} missing from {firing:?}");
+                assert!(
+                    firing.contains(&(ep.into(), "v1.3".into(), "v1.2".into(), rule)),
+                    "{ep} {rule} missing from {firing:?}"
+                );
             }
         }
         assert!(firing.iter().all(|(_, c, _, _)| c == "v1.3"), "{firing:?}");
@@ -394,7 +434,13 @@ mod tests {
         let mut t = T0;
         for i in 0..300 {
             let ms = if i == 150 { 9_000.0 } else { 100.0 };
-            agg.record_batch(&[request("/a", "v1", ms, Outcome::Ok), request("/a", "v2", 100.0, Outcome::Ok)], t);
+            agg.record_batch(
+                &[
+                    request("/a", "v1", ms, Outcome::Ok),
+                    request("/a", "v2", 100.0, Outcome::Ok),
+                ],
+                t,
+            );
             t += 50;
             assert!(judge.evaluate(&agg, t).is_empty() || active(&judge).is_empty());
         }
@@ -420,14 +466,24 @@ mod tests {
                 let u1 = rng.next_f64().max(1e-12);
                 let u2 = rng.next_f64();
                 let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-                let outcome = if rng.next_f64() < 0.01 { Outcome::Error } else { Outcome::Ok };
+                let outcome = if rng.next_f64() < 0.01 {
+                    Outcome::Error
+                } else {
+                    Outcome::Ok
+                };
                 (60.0 * (0.4 * z).exp(), outcome)
             };
             let (a, oa) = draw(&mut rng);
             let (b, ob) = draw(&mut rng);
-            agg.record_batch(&[request("/predict", "v1", a, oa), request("/predict", "v2", b, ob)], t);
+            agg.record_batch(
+                &[
+                    request("/predict", "v1", a, oa),
+                    request("/predict", "v2", b, ob),
+                ],
+                t,
+            );
             t += 20;
-            if t % 1_000 == 0 {
+            if t.is_multiple_of(1_000) {
                 fired += judge
                     .evaluate(&agg, t)
                     .iter()
@@ -442,13 +498,27 @@ mod tests {
     fn configured_baseline_wins_and_endpoint_entry_beats_service_entry() {
         let config = JudgeConfig {
             baselines: vec![
-                BaselineConfig { service: "lending-api".into(), endpoint: None, version: "v1.0".into() },
-                BaselineConfig { service: "lending-api".into(), endpoint: Some("/b".into()), version: "v0.9".into() },
+                BaselineConfig {
+                    service: "lending-api".into(),
+                    endpoint: None,
+                    version: "v1.0".into(),
+                },
+                BaselineConfig {
+                    service: "lending-api".into(),
+                    endpoint: Some("/b".into()),
+                    version: "v0.9".into(),
+                },
             ],
             ..JudgeConfig::default()
         };
         let (mut agg, mut judge) = setup(config);
-        agg.record_batch(&[request("/a", "v2", 100.0, Outcome::Ok), request("/b", "v2", 100.0, Outcome::Ok)], T0);
+        agg.record_batch(
+            &[
+                request("/a", "v2", 100.0, Outcome::Ok),
+                request("/b", "v2", 100.0, Outcome::Ok),
+            ],
+            T0,
+        );
         judge.evaluate(&agg, T0);
         assert_eq!(judge.baseline(&endpoint("/a")), Some("v1.0"));
         assert_eq!(judge.baseline(&endpoint("/b")), Some("v0.9"));
@@ -470,7 +540,9 @@ mod tests {
             judge.evaluate(&agg, t);
         }
         assert_eq!(judge.baseline(&endpoint("/a")), Some("v1"));
-        assert!(active(&judge).iter().any(|(_, c, b, r)| c == "v2" && b == "v1" && *r == Rule::Relative));
+        assert!(active(&judge)
+            .iter()
+            .any(|(_, c, b, r)| c == "v2" && b == "v1" && *r == Rule::Relative));
     }
 
     #[test]

@@ -176,7 +176,10 @@ pub fn relative(
     let (condition, detail) = if nc < rule.min_samples || nb < rule.min_samples {
         (
             Condition::Inconclusive,
-            format!("{nc} candidate and {nb} baseline requests, {} needed on each side", rule.min_samples),
+            format!(
+                "{nc} candidate and {nb} baseline requests, {} needed on each side",
+                rule.min_samples
+            ),
         )
     } else if r >= rule.factor && diff >= min_diff && p_value <= rule.alpha {
         (
@@ -232,7 +235,10 @@ pub fn errors(
     let (condition, detail) = if nc < rule.min_samples || nb < rule.min_samples {
         (
             Condition::Inconclusive,
-            format!("{nc} candidate and {nb} baseline requests, {} needed on each side", rule.min_samples),
+            format!(
+                "{nc} candidate and {nb} baseline requests, {} needed on each side",
+                rule.min_samples
+            ),
         )
     } else if rc - rb >= rule.margin && p_value <= rule.alpha {
         (
@@ -247,7 +253,11 @@ pub fn errors(
     } else if rc - rb < rule.margin * clear_fraction {
         (
             Condition::Clear,
-            format!("timeouts+errors {:.1}% vs {:.1}% on {baseline_version}", rc * 100.0, rb * 100.0),
+            format!(
+                "timeouts+errors {:.1}% vs {:.1}% on {baseline_version}",
+                rc * 100.0,
+                rb * 100.0
+            ),
         )
     } else {
         (
@@ -293,7 +303,10 @@ mod tests {
     }
 
     fn v12(n: usize) -> WindowSummary {
-        summary(&(0..n).map(|i| 90.0 + (i % 30) as f64).collect::<Vec<_>>(), 0)
+        summary(
+            &(0..n).map(|i| 90.0 + (i % 30) as f64).collect::<Vec<_>>(),
+            0,
+        )
     }
 
     #[test]
@@ -303,7 +316,11 @@ mod tests {
         assert_eq!(three.condition, Condition::Breach, "{three:?}");
         assert!(three.evidence.detail.contains("3 of 3"));
         let one_of_three = sla(&rule, &summary(&[100.0, 820.0, 95.0], 1));
-        assert_ne!(one_of_three.condition, Condition::Breach, "{one_of_three:?}");
+        assert_ne!(
+            one_of_three.condition,
+            Condition::Breach,
+            "{one_of_three:?}"
+        );
         let two = sla(&rule, &summary(&[750.0, 820.0], 2));
         assert_eq!(two.condition, Condition::Inconclusive);
         // One slow request among many: p95 is fine.
@@ -315,7 +332,12 @@ mod tests {
     #[test]
     fn relative_fires_on_the_lending_shift() {
         let rule = RelativeRule::default();
-        let cand = summary(&[750.0, 820.0, 780.0, 700.0, 750.0, 760.0, 790.0, 710.0, 805.0, 730.0], 8);
+        let cand = summary(
+            &[
+                750.0, 820.0, 780.0, 700.0, 750.0, 760.0, 790.0, 710.0, 805.0, 730.0,
+            ],
+            8,
+        );
         let r = relative(&rule, 0.8, &cand, &v12(200), "v1.2");
         assert_eq!(r.condition, Condition::Breach, "{r:?}");
         assert!(r.evidence.ratio > 6.0);

@@ -162,7 +162,11 @@ mod tests {
         let y = [100.0, 90.0, 110.0, 150.0, 95.0, 105.0];
         let t = mann_whitney_greater(&sketch(&x), &sketch(&y)).unwrap();
         assert_eq!(t.u, 34.5);
-        assert!(close(t.p_value, 0.030_739_764_386_779_955, 1e-9), "p = {}", t.p_value);
+        assert!(
+            close(t.p_value, 0.030_739_764_386_779_955, 1e-9),
+            "p = {}",
+            t.p_value
+        );
     }
 
     #[test]

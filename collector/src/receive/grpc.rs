@@ -92,7 +92,9 @@ impl TraceService for TraceReceiver {
                 error_message: report.message,
             }
         });
-        Ok(Response::new(ExportTraceServiceResponse { partial_success }))
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success,
+        }))
     }
 }
 
@@ -136,8 +138,12 @@ where
             let rewrite = match code {
                 Some(Code::OutOfRange) => Some((Code::ResourceExhausted, RefusedReason::TooLarge)),
                 // A gzip bomb: tonic stops decompressing at the limit.
-                Some(Code::ResourceExhausted) => Some((Code::ResourceExhausted, RefusedReason::TooLarge)),
-                Some(Code::Internal) => Some((Code::InvalidArgument, RefusedReason::InvalidPayload)),
+                Some(Code::ResourceExhausted) => {
+                    Some((Code::ResourceExhausted, RefusedReason::TooLarge))
+                }
+                Some(Code::Internal) => {
+                    Some((Code::InvalidArgument, RefusedReason::InvalidPayload))
+                }
                 _ => None,
             };
             if let Some((code, reason)) = rewrite {

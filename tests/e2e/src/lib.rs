@@ -1,1 +1,224 @@
+//! Support for the end-to-end tests: start the real `modelgate` binary on
+//! ephemeral localhost ports, talk to it, read its metrics.
+//!
+//! The binary is the release build, `cargo build --release -p modelgate`
+//! (`scripts/test` builds it before running the tests), so the tests hold it
+//! to production figures such as 100,000 series. It is found in the
+//! workspace's target directory or at `$MODELGATE_BIN`. Every wait here is
+//! bounded in time.
 
+// Test support: a panic with a message is exactly the failure report wanted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long the binary may take to bind its ports.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `modelgate` binary under test.
+pub fn modelgate_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("MODELGATE_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    let path = target.join("release").join("modelgate");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build --release -p modelgate` (scripts/test does), or set MODELGATE_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A running `modelgate` child process; killed on drop.
+#[derive(Debug)]
+pub struct Collector {
+    child: Child,
+    /// OTLP/gRPC and query API address.
+    pub grpc: SocketAddr,
+    /// Admin HTTP address.
+    pub admin: SocketAddr,
+    log: Arc<Mutex<String>>,
+    http: reqwest::Client,
+}
+
+impl Collector {
+    /// Starts the binary with `env` added to its environment and waits until
+    /// it listens.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(modelgate_bin());
+        command
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .env("MODELGATE_LOG", "info,h2=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn modelgate");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("listening") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(line.clone());
+                    }
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let line = tokio::time::timeout(START_TIMEOUT, rx)
+            .await
+            .unwrap_or_else(|_| panic!("modelgate did not start; log:\n{}", log.lock().unwrap()))
+            .unwrap_or_else(|_| panic!("modelgate exited; log:\n{}", log.lock().unwrap()));
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        };
+        Self {
+            grpc: addr("otlp_grpc="),
+            admin: addr("admin="),
+            child,
+            log,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// `http://` URL of the gRPC port.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// GET on the admin port: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", self.admin))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                let log = self.log();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!(
+                    "GET {path}: {e:?}; last log lines, newest first:\n{}",
+                    tail.join("\n")
+                )
+            });
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    /// GET JSON on the admin port.
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.1
+    }
+
+    /// What the binary logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Resident memory of the process, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        rss_kib(pid)
+    }
+
+    /// Stops it with SIGTERM and waits (bounded) for a clean exit.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("modelgate did not stop within 20 s of SIGTERM")
+            .expect("wait")
+    }
+}
+
+/// VmRSS of a process, KiB (0 when unreadable).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The value of the sample `name{labels...}` in Prometheus text, where every
+/// given label matches (others may be present).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let Some(rest) = l.strip_prefix(name) else {
+                return false;
+            };
+            (rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

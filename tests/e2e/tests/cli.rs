@@ -1,0 +1,88 @@
+//! The command line: help, a bad configuration refused with its key, the
+//! effective configuration printed, replay of a scenario file.
+
+// Test code: a panic with a message is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use modelgate_e2e::modelgate_bin;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(modelgate_bin());
+    command.args(args).env_remove("MODELGATE_CONFIG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("modelgate-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn help_documents_configuration_and_commands() {
+    let (code, out, _) = run(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for needle in [
+        "replay",
+        "--config",
+        "MODELGATE_JUDGE__SLA__LIMIT",
+        "4317",
+        "/metrics",
+        "judge",
+    ] {
+        assert!(out.contains(needle), "{needle} missing from --help:\n{out}");
+    }
+}
+
+#[test]
+fn bad_config_file_is_refused_naming_key_and_problem() {
+    let path = temp_file("bad.yaml", "judge:\n  sla:\n    limit: soon\n");
+    let (code, _, err) = run(&["--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("judge.sla.limit"), "{err}");
+    let path = temp_file("typo.yaml", "aggregate:\n  max_seris: 10\n");
+    let (code, _, err) = run(&["--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("max_seris"), "{err}");
+    let (code, _, err) = run(&["config"], &[("MODELGATE_AGGREGATE__WINDOW", "2h")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("aggregate.baseline_horizon"), "{err}");
+    let (code, _, err) = run(&["--config", "/nonexistent/modelgate.yaml"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/modelgate.yaml"), "{err}");
+}
+
+#[test]
+fn config_prints_effective_settings() {
+    let path = temp_file("ok.yaml", "judge:\n  sla:\n    limit: 200ms\n");
+    let (code, out, err) = run(
+        &["--config", path.to_str().unwrap(), "config"],
+        &[("MODELGATE_AGGREGATE__MAX_SERIES", "500")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("limit: 200ms"), "{out}");
+    assert!(out.contains("max_series: 500"), "{out}");
+}
+
+#[test]
+fn replay_of_a_bad_scenario_names_the_key() {
+    let path = temp_file("scenario.yaml", "name: s\nservice: svc\nphases:\n  - name: p\n    requests: 3\n    traffic:\n      - version: v1\n        endpoints: []\n        latency_ms: { dist: uniform, min: 1, max: 2 }\n");
+    let (code, _, err) = run(&["replay", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("phases[0].traffic[0].endpoints"), "{err}");
+    let (code, _, err) = run(&["replay", "no-such-scenario"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("lending"), "{err}");
+}
