@@ -6,65 +6,13 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut};
 use modelgate::fixture::{request_of, SpanSpec};
-use modelgate_e2e::{eventually, metric, Collector};
+use modelgate_e2e::{eventually, metric, send_raw, Collector};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
-use tonic::{Code, Status};
-
-/// Sends and receives raw bytes, so a test can put anything on the wire.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
-}
-
-async fn send_raw(channel: &Channel, body: Vec<u8>, gzip: bool) -> Result<Vec<u8>, Status> {
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    if gzip {
-        grpc = grpc.send_compressed(CompressionEncoding::Gzip);
-    }
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unknown(e.to_string()))?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
-    grpc.unary(tonic::Request::new(body), path, RawCodec)
-        .await
-        .map(tonic::Response::into_inner)
-}
+use tonic::Code;
 
 fn valid_request(spans: usize) -> ExportTraceServiceRequest {
     request_of((0..spans).map(|i| SpanSpec::request("shop", &format!("/p{}", i % 3), "v1", 20)))
