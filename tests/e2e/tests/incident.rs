@@ -25,6 +25,14 @@ fn options(collector: &Collector) -> ReplayOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lending_incident_fires_for_v13_against_v12_on_both_endpoints() {
     let collector = Collector::start(&[]).await;
+    assert_eq!(collector.get("/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(collector.get("/readyz").await, (200, "ready\n".to_owned()));
+    assert_eq!(
+        collector.get("/api/v1/verdict?service=x").await.0,
+        400,
+        "candidate is required"
+    );
+    assert_eq!(collector.get("/nowhere").await.0, 404);
     let mut query = QueryClient::connect(collector.grpc_url()).await.unwrap();
     let mut alerts = query
         .watch_alerts(pb::WatchAlertsRequest {
