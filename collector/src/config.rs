@@ -176,6 +176,10 @@ pub struct JudgeConfig {
     pub relative: RelativeRule,
     /// Candidate timeout and error rate against the baseline's.
     pub errors: ErrorsRule,
+    /// Candidate database calls per request against the baseline's.
+    pub fanout: FanoutRule,
+    /// False-alarm control over time.
+    pub sequential: SequentialPolicy,
     /// Pending, firing, resolved.
     pub alerts: AlertPolicy,
 }
@@ -188,6 +192,8 @@ impl Default for JudgeConfig {
             sla: SlaRule::default(),
             relative: RelativeRule::default(),
             errors: ErrorsRule::default(),
+            fanout: FanoutRule::default(),
+            sequential: SequentialPolicy::default(),
             alerts: AlertPolicy::default(),
         }
     }
@@ -291,6 +297,69 @@ impl Default for ErrorsRule {
             margin: 0.05,
             min_samples: 10,
             alpha: 0.01,
+        }
+    }
+}
+
+/// The `fanout` rule (the e-commerce incident: a deployment that multiplied
+/// database queries per request).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FanoutRule {
+    /// Off: database calls are counted but not judged.
+    pub enabled: bool,
+    /// Candidate calls per request over the baseline's by this factor.
+    pub factor: f64,
+    /// And by at least this many calls per request.
+    pub min_difference: f64,
+    /// Requests needed on each side.
+    pub min_samples: u64,
+    /// Significance of the rate difference (exact conditional test of two
+    /// Poisson rates).
+    pub alpha: f64,
+}
+
+impl Default for FanoutRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            factor: 2.0,
+            min_difference: 1.0,
+            min_samples: 10,
+            alpha: 0.01,
+        }
+    }
+}
+
+/// False-alarm control of a judge that looks every second, forever.
+///
+/// Each rule keeps an e-value (an always-valid measure of evidence) over an
+/// epoch that starts when the candidate is first seen and restarts every
+/// `epoch`. By Ville's inequality a rule fires falsely within one epoch with
+/// probability at most its share of `alerts_per_series_hour * epoch / 1h`, so
+/// over any stretch of time false alerts stay under `alerts_per_series_hour`
+/// per judged series. The fixed-sample test of each rule (`alpha`) must
+/// agree as well, which keeps small samples exact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SequentialPolicy {
+    /// False alerts allowed per series and hour, over all rules.
+    pub alerts_per_series_hour: f64,
+    /// How long evidence accumulates before it restarts; at most
+    /// `aggregate.baseline_horizon`.
+    #[serde(with = "humantime_serde")]
+    pub epoch: Duration,
+    /// Scale of the effects the rank test's mixture expects: P(C > B) - 1/2
+    /// around this size (0.1: a candidate slower in 60% of pairs).
+    pub rank_effect_scale: f64,
+}
+
+impl Default for SequentialPolicy {
+    fn default() -> Self {
+        Self {
+            alerts_per_series_hour: 0.01,
+            epoch: Duration::from_secs(1800),
+            rank_effect_scale: 0.1,
         }
     }
 }
@@ -461,6 +530,32 @@ impl Config {
         check_alpha("judge.sla.alpha", j.sla.alpha)?;
         check_alpha("judge.relative.alpha", j.relative.alpha)?;
         check_alpha("judge.errors.alpha", j.errors.alpha)?;
+        check_alpha("judge.fanout.alpha", j.fanout.alpha)?;
+        if !(j.fanout.factor > 1.0 && j.fanout.factor.is_finite()) {
+            return Err(invalid("judge.fanout.factor", "must be a number above 1"));
+        }
+        if !(j.fanout.min_difference >= 0.0 && j.fanout.min_difference.is_finite()) {
+            return Err(invalid("judge.fanout.min_difference", "must be 0 or more"));
+        }
+        let q = &j.sequential;
+        if !(q.alerts_per_series_hour > 0.0 && q.alerts_per_series_hour < 1.0) {
+            return Err(invalid(
+                "judge.sequential.alerts_per_series_hour",
+                "must be between 0 and 1",
+            ));
+        }
+        if q.epoch < a.window || q.epoch > a.baseline_horizon {
+            return Err(invalid(
+                "judge.sequential.epoch",
+                "must be between aggregate.window and aggregate.baseline_horizon",
+            ));
+        }
+        if !(q.rank_effect_scale > 0.0 && q.rank_effect_scale <= 0.5) {
+            return Err(invalid(
+                "judge.sequential.rank_effect_scale",
+                "must be in (0, 0.5]",
+            ));
+        }
         if j.sla.limit.is_zero() {
             return Err(invalid("judge.sla.limit", "must be more than 0s"));
         }
@@ -474,6 +569,7 @@ impl Config {
             ("judge.sla.min_samples", j.sla.min_samples),
             ("judge.relative.min_samples", j.relative.min_samples),
             ("judge.errors.min_samples", j.errors.min_samples),
+            ("judge.fanout.min_samples", j.fanout.min_samples),
         ] {
             if n == 0 {
                 return Err(invalid(key, "must be at least 1"));

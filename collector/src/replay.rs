@@ -35,12 +35,16 @@ const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const ATTEMPTS: u32 = 3;
 
 /// The built-in scenarios: (name, YAML).
-pub const BUILT_IN: [(&str, &str); 2] = [
+pub const BUILT_IN: [(&str, &str); 3] = [
     (
         "lending",
         include_str!("../../examples/scenarios/lending.yaml"),
     ),
     ("aa", include_str!("../../examples/scenarios/aa.yaml")),
+    (
+        "ecommerce",
+        include_str!("../../examples/scenarios/ecommerce.yaml"),
+    ),
 ];
 
 /// Why a scenario cannot be replayed.

@@ -473,6 +473,14 @@ impl Aggregator {
         series.summary(now_ms / self.slot_ms, self.window_slots)
     }
 
+    /// What `series` did from `start_ms` (rounded down to its slot) to `now_ms`,
+    /// at most the baseline horizon.
+    pub fn since(&self, series: &Series, start_ms: u64, now_ms: u64) -> WindowSummary {
+        let now_slot = now_ms / self.slot_ms;
+        let slots = (now_slot + 1).saturating_sub(start_ms / self.slot_ms);
+        series.summary(now_slot, slots.clamp(1, self.horizon_slots))
+    }
+
     /// The baseline horizon of `series` at `now_ms`.
     pub fn horizon(&self, series: &Series, now_ms: u64) -> WindowSummary {
         series.summary(now_ms / self.slot_ms, self.horizon_slots)

@@ -41,6 +41,15 @@ fn evidence(e: &Evidence) -> pb::Evidence {
         p_value: e.p_value,
         unit: e.unit.to_owned(),
         detail: e.detail.clone(),
+        e_value: e.e_value,
+        e_threshold: e.e_threshold,
+        test: e.test.to_owned(),
+        candidate_events: e.candidate_events,
+        baseline_events: e.baseline_events,
+        has_shift: e.shift.is_some(),
+        shift_ms: e.shift.map_or(0.0, |s| s.estimate),
+        shift_low_ms: e.shift.map_or(0.0, |s| s.low),
+        shift_high_ms: e.shift.map_or(0.0, |s| s.high),
     }
 }
 

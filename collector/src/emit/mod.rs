@@ -14,9 +14,18 @@ pub mod prometheus;
 
 use crate::aggregate::Aggregator;
 use crate::extract::Outcome;
-use crate::judge::{AlertState, Judge};
+use crate::judge::{AlertState, Condition, Judge};
 use crate::telemetry::{RefusedReason, Telemetry};
 use prometheus::{HistogramRow, MetricsSnapshot, RegressionRow};
+
+/// The bounded `verdict` attribute of a rule's latest evaluation.
+pub fn verdict_of(condition: Condition) -> &'static str {
+    match condition {
+        Condition::Breach => "regression",
+        Condition::Clear => "pass",
+        Condition::Marginal | Condition::Inconclusive => "inconclusive",
+    }
+}
 
 /// Copies what `/metrics` shows out of the pipeline's state.
 pub fn snapshot(
@@ -76,6 +85,7 @@ pub fn snapshot(
             active: j.alert.state == AlertState::Firing,
             ratio: j.result.evidence.ratio,
             firings: j.alert.firings,
+            verdict: verdict_of(j.result.condition),
         })
         .collect();
     regressions.sort_by(|a, b| a.labels.cmp(&b.labels));

@@ -38,6 +38,7 @@ pub struct OtlpEmitter {
     duration: Histogram<f64>,
     active: Gauge<u64>,
     ratio: Gauge<f64>,
+    verdict: Gauge<u64>,
     alerts: Counter<u64>,
     db_calls: Gauge<f64>,
 }
@@ -120,6 +121,10 @@ impl OtlpEmitter {
                 .f64_gauge("modelgate.regression.ratio")
                 .with_description("Candidate over baseline on the rule's figure.")
                 .build(),
+            verdict: meter
+                .u64_gauge("modelgate.regression.verdict")
+                .with_description("State set of the latest evaluation: 1 for the current verdict.")
+                .build(),
             alerts: meter
                 .u64_counter("modelgate.alerts")
                 .with_description("Times a regression alert started firing.")
@@ -157,6 +162,13 @@ impl OtlpEmitter {
         let firing = judgement.alert.state == AlertState::Firing;
         self.active.record(u64::from(firing), &attrs);
         self.ratio.record(judgement.result.evidence.ratio, &attrs);
+        let current = super::verdict_of(judgement.result.condition);
+        for verdict in super::prometheus::VERDICTS {
+            let mut with_verdict = attrs.to_vec();
+            with_verdict.push(KeyValue::new("verdict", verdict));
+            self.verdict
+                .record(u64::from(current == verdict), &with_verdict);
+        }
         if fired_now {
             self.alerts.add(1, &attrs);
         }

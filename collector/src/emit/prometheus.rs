@@ -41,7 +41,12 @@ pub struct RegressionRow {
     pub ratio: f64,
     /// Times fired.
     pub firings: u64,
+    /// The latest evaluation: "pass", "regression" or "inconclusive".
+    pub verdict: &'static str,
 }
+
+/// The values of the `verdict` attribute: a bounded state set.
+pub const VERDICTS: [&str; 3] = ["pass", "regression", "inconclusive"];
 
 /// Everything `/metrics` shows, copied out of the pipeline.
 #[derive(Debug, Clone, Default)]
@@ -178,6 +183,22 @@ impl Collector for MetricsSnapshot {
             "Candidate over baseline on the rule's figure (sla: over the limit).",
             self.regressions.iter().map(|r| (&r.labels, r.ratio)),
         )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "modelgate_regression_verdict",
+                "The latest evaluation of the rule, as a state set: 1 for the current verdict (pass, regression, inconclusive = too little traffic or not yet significant), 0 for the others.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for r in &self.regressions {
+                for verdict in VERDICTS {
+                    let mut set = labels(&r.labels);
+                    set.push((Cow::Borrowed("verdict"), Cow::Borrowed(verdict)));
+                    m.encode_family(&set)?
+                        .encode_gauge(&i64::from(r.verdict == verdict))?;
+                }
+            }
+        }
         {
             let mut m = encoder.encode_descriptor(
                 "modelgate_alerts",
@@ -317,6 +338,7 @@ mod tests {
                 active: true,
                 ratio: 5.07,
                 firings: 1,
+                verdict: "inconclusive",
             }],
             refused: vec![(RefusedReason::TooLarge, 2)],
             accepted: 10,
@@ -328,6 +350,11 @@ mod tests {
         assert!(text.contains(r#"modelgate_request_duration_seconds_count{service_name="lending-api",endpoint="/risk-score",model_version="v1.3",outcome="timeout"} 3"#), "{text}");
         assert!(text.contains(r#"modelgate_regression_active{service_name="lending-api",endpoint="/risk-score",candidate_version="v1.3",baseline_version="v1.2",rule="sla"} 1"#), "{text}");
         assert!(text.contains(r#"modelgate_alerts_total{"#), "{text}");
+        assert!(
+            text.contains(r#"rule="sla",verdict="inconclusive"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"rule="sla",verdict="pass"} 0"#), "{text}");
         assert!(
             text.contains(r#"modelgate_receiver_refused_total{reason="too_large"} 2"#),
             "{text}"

@@ -22,11 +22,34 @@ use crate::aggregate::{Aggregator, Versions, WindowSummary};
 use crate::config::JudgeConfig;
 use crate::extract::EndpointKey;
 pub use alert::{AlertMachine, AlertState};
-pub use rules::{Condition, Evidence, Rule, RuleResult};
+pub use rules::{Baseline, Candidate, Condition, Evidence, Rule, RuleResult, Sequential};
 
 /// A version moves an incumbent baseline only with this many times its
 /// traffic over the horizon.
 const BASELINE_SWITCH_FACTOR: u64 = 2;
+
+/// The e-value each rule must reach: its share of the false-alarm budget
+/// per series-hour, spent over one epoch (Ville's inequality per epoch, a
+/// union bound over rules and epochs).
+fn sequential_thresholds(config: &JudgeConfig) -> Sequential {
+    let rules = [
+        config.sla.enabled,
+        config.relative.enabled,
+        config.errors.enabled,
+        config.fanout.enabled,
+    ]
+    .iter()
+    .filter(|on| **on)
+    .count()
+    .max(1) as f64;
+    let epoch_hours = config.sequential.epoch.as_secs_f64() / 3600.0;
+    let alpha = config.sequential.alerts_per_series_hour / rules * epoch_hours;
+    Sequential {
+        e_threshold: 1.0 / alpha,
+        rank_effect_scale: config.sequential.rank_effect_scale,
+        clear_fraction: config.alerts.clear_fraction,
+    }
+}
 
 /// The version with most traffic; on a tie, the longest known.
 /// Items are (version, requests over the horizon, first seen).
@@ -78,6 +101,7 @@ pub struct Judge {
     config: JudgeConfig,
     /// Window length, for "seen for at least a window".
     window_ms: u64,
+    sequential: Sequential,
     baselines: HashMap<EndpointKey, String>,
     judgements: HashMap<AlertKey, Judgement>,
 }
@@ -85,9 +109,11 @@ pub struct Judge {
 impl Judge {
     /// A judge with no history; `window_ms` is the candidate window.
     pub fn new(config: JudgeConfig, window_ms: u64) -> Self {
+        let sequential = sequential_thresholds(&config);
         Self {
             config,
             window_ms,
+            sequential,
             baselines: HashMap::new(),
             judgements: HashMap::new(),
         }
@@ -255,7 +281,20 @@ impl Judge {
             }
             let is_baseline = baseline == Some(version.as_str());
             let compare_with = if is_baseline { None } else { baseline };
-            for result in self.judge_pair(&window, compare_with.map(|b| (b, &base_summary))) {
+            let epoch = agg.since(
+                series,
+                self.epoch_start(series.first_seen_ms, now_ms),
+                now_ms,
+            );
+            let candidate = Candidate {
+                window: &window,
+                epoch: &epoch,
+            };
+            let base = compare_with.map(|version| Baseline {
+                version,
+                horizon: &base_summary,
+            });
+            for result in self.judge(candidate, base) {
                 let key = AlertKey {
                     endpoint: endpoint.clone(),
                     candidate: version.clone(),
@@ -268,34 +307,59 @@ impl Judge {
         out
     }
 
-    /// Applies every enabled rule to a candidate window and, when given, a
-    /// baseline `(version, horizon)`.
+    /// Where the current evidence epoch of a version first seen at
+    /// `first_seen_ms` began.
+    fn epoch_start(&self, first_seen_ms: u64, now_ms: u64) -> u64 {
+        let epoch_ms = (self.config.sequential.epoch.as_millis() as u64).max(1);
+        let age = now_ms.saturating_sub(first_seen_ms);
+        first_seen_ms + age / epoch_ms * epoch_ms
+    }
+
+    /// Applies every enabled rule to a candidate and, when given, a baseline.
+    pub fn judge(
+        &self,
+        candidate: Candidate<'_>,
+        baseline: Option<Baseline<'_>>,
+    ) -> Vec<RuleResult> {
+        let c = &self.config;
+        let seq = &self.sequential;
+        let mut out = Vec::with_capacity(4);
+        if c.sla.enabled {
+            out.push(rules::sla(&c.sla, seq, candidate));
+        }
+        if let Some(base) = baseline {
+            if c.relative.enabled {
+                out.push(rules::relative(&c.relative, seq, candidate, base));
+            }
+            if c.errors.enabled {
+                out.push(rules::errors(&c.errors, seq, candidate, base));
+            }
+            if c.fanout.enabled {
+                out.push(rules::fanout(&c.fanout, seq, candidate, base));
+            }
+        }
+        out
+    }
+
+    /// [`Judge::judge`] for one batch of data with no time in it (offline
+    /// analysis, ad-hoc verdicts): the window is the whole epoch.
     pub fn judge_pair(
         &self,
         candidate: &WindowSummary,
         baseline: Option<(&str, &WindowSummary)>,
     ) -> Vec<RuleResult> {
-        let c = &self.config;
-        let clear = c.alerts.clear_fraction;
-        let mut out = Vec::with_capacity(3);
-        if c.sla.enabled {
-            out.push(rules::sla(&c.sla, candidate));
-        }
-        if let Some((version, base)) = baseline {
-            if c.relative.enabled {
-                out.push(rules::relative(
-                    &c.relative,
-                    clear,
-                    candidate,
-                    base,
-                    version,
-                ));
-            }
-            if c.errors.enabled {
-                out.push(rules::errors(&c.errors, clear, candidate, base, version));
-            }
-        }
-        out
+        self.judge(
+            Candidate {
+                window: candidate,
+                epoch: candidate,
+            },
+            baseline.map(|(version, horizon)| Baseline { version, horizon }),
+        )
+    }
+
+    /// The e-value thresholds in force.
+    pub fn sequential(&self) -> Sequential {
+        self.sequential
     }
 
     /// The baseline of an endpoint after the latest evaluation.

@@ -4,11 +4,18 @@
 //! [`Evidence`] that decided it. Too little traffic is `Inconclusive`, never
 //! a pass; an effect between the firing and the clearing threshold is
 //! `Marginal`, which keeps an alert in whatever state it is (hysteresis).
+//!
+//! Every rule needs three things to breach: an effect large enough to matter
+//! (on the candidate window), a fixed-sample test on the window (exact on
+//! small samples), and an e-value over the candidate's evidence epoch that
+//! reaches the rule's threshold (see `config::SequentialPolicy`), which is
+//! what keeps false alarms rare although the judge looks every second.
 
 use std::fmt;
 
 use crate::aggregate::WindowSummary;
-use crate::config::{ErrorsRule, RelativeRule, SlaRule};
+use crate::config::{ErrorsRule, FanoutRule, RelativeRule, SlaRule};
+use crate::extract::Outcome;
 use crate::judge::stats;
 
 /// Which rule.
@@ -20,6 +27,8 @@ pub enum Rule {
     Relative,
     /// Candidate timeout+error rate over the baseline's by a margin, significant.
     Errors,
+    /// Candidate database calls per request over the baseline's by a factor.
+    Fanout,
 }
 
 impl Rule {
@@ -29,6 +38,7 @@ impl Rule {
             Rule::Sla => "sla",
             Rule::Relative => "relative",
             Rule::Errors => "errors",
+            Rule::Fanout => "fanout",
         }
     }
 }
@@ -69,12 +79,50 @@ pub struct Evidence {
     pub threshold: f64,
     /// Candidate over baseline (sla: over the limit).
     pub ratio: f64,
-    /// Significance; 1 when no test applies.
+    /// Fixed-sample significance on the window; 1 when no test applies.
     pub p_value: f64,
-    /// "ms" or "rate".
+    /// Evidence accumulated over the epoch (always valid); 1 when none.
+    pub e_value: f64,
+    /// The e-value needed to fire.
+    pub e_threshold: f64,
+    /// Which test decided: "binomial", "rank", "tail", "fisher", "poisson".
+    pub test: &'static str,
+    /// Events behind the rate: requests over the limit (sla), over the
+    /// baseline's quantile (relative), failures (errors), database calls
+    /// (fanout); candidate side.
+    pub candidate_events: u64,
+    /// The same on the baseline side.
+    pub baseline_events: u64,
+    /// Hodges-Lehmann shift of the candidate over the baseline, ms, with its
+    /// 95% interval (latency rules with a baseline).
+    pub shift: Option<stats::Shift>,
+    /// "ms", "rate" or "calls".
     pub unit: &'static str,
     /// One sentence.
     pub detail: String,
+}
+
+impl Evidence {
+    fn new(rule_unit: &'static str, test: &'static str) -> Self {
+        Self {
+            candidate_count: 0,
+            baseline_count: 0,
+            quantile: 0.0,
+            candidate_value: 0.0,
+            baseline_value: 0.0,
+            threshold: 0.0,
+            ratio: 1.0,
+            p_value: 1.0,
+            e_value: 1.0,
+            e_threshold: 1.0,
+            test,
+            candidate_events: 0,
+            baseline_events: 0,
+            shift: None,
+            unit: rule_unit,
+            detail: String::new(),
+        }
+    }
 }
 
 /// One rule's judgement of one candidate.
@@ -86,6 +134,36 @@ pub struct RuleResult {
     pub condition: Condition,
     /// Why.
     pub evidence: Evidence,
+}
+
+/// What a rule sees of the candidate: its recent window (effect sizes, the
+/// fixed-sample test) and everything since its epoch began (the e-value).
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// The candidate window.
+    pub window: &'a WindowSummary,
+    /// Since the start of the current evidence epoch.
+    pub epoch: &'a WindowSummary,
+}
+
+/// The baseline a candidate is compared with: its horizon.
+#[derive(Debug, Clone, Copy)]
+pub struct Baseline<'a> {
+    /// Its version.
+    pub version: &'a str,
+    /// Its traffic over the baseline horizon.
+    pub horizon: &'a WindowSummary,
+}
+
+/// Sequential thresholds shared by the rules.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sequential {
+    /// E-value a rule's evidence must reach (1 / its alpha per epoch).
+    pub e_threshold: f64,
+    /// Prior scale of the rank test's mixture.
+    pub rank_effect_scale: f64,
+    /// Hysteresis: fraction of the firing threshold under which it clears.
+    pub clear_fraction: f64,
 }
 
 /// Ratios are exported as gauges; keep them finite.
@@ -105,25 +183,81 @@ fn pct(q: f64) -> String {
     format!("p{}", (q * 100.0 * 10.0).round() / 10.0)
 }
 
-/// `sla`: the candidate's quantile over an absolute limit, with an exact
-/// binomial test that more than `1 - quantile` of requests exceed the limit
-/// (so one slow request among few never fires). Needs no baseline.
-pub fn sla(rule: &SlaRule, candidate: &WindowSummary) -> RuleResult {
-    let n = candidate.count();
+/// An upper confidence bound for a rate estimated as `k / n`: the estimate
+/// plus two standard errors plus one event, so that the baseline's own
+/// sampling noise (and a baseline with no events yet) cannot masquerade as
+/// the candidate's excess.
+fn rate_upper(k: u64, n: u64) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    let p = k as f64 / n as f64;
+    (p + 2.0 * (p * (1.0 - p) / n as f64).sqrt() + 1.0 / n as f64).min(1.0)
+}
+
+fn inconclusive(
+    rule: Rule,
+    mut evidence: Evidence,
+    nc: u64,
+    nb: Option<u64>,
+    min: u64,
+) -> RuleResult {
+    evidence.detail = match nb {
+        Some(nb) => format!(
+            "inconclusive: {nc} candidate and {nb} baseline requests, {min} needed on each side"
+        ),
+        None => format!("inconclusive: {nc} requests, {min} needed"),
+    };
+    RuleResult {
+        rule,
+        condition: Condition::Inconclusive,
+        evidence,
+    }
+}
+
+fn fmt_e(e: f64, threshold: f64) -> String {
+    format!("e={e:.3e} (fires at {threshold:.0})")
+}
+
+/// `sla`: the candidate's quantile over an absolute limit. The window's
+/// quantile must exceed the limit, an exact binomial test on the window must
+/// find more than `1 - quantile` of requests over it, and the epoch's
+/// e-value for that must reach the threshold: one slow request among few
+/// never fires. Needs no baseline.
+pub fn sla(rule: &SlaRule, seq: &Sequential, candidate: Candidate<'_>) -> RuleResult {
+    let w = candidate.window;
+    let n = w.count();
     let limit_ms = rule.limit.as_secs_f64() * 1e3;
-    let value = candidate.latency.quantile(rule.quantile).unwrap_or(0.0);
-    let above = candidate.latency.count_above(limit_ms);
-    let p_value = stats::binomial_at_least(above, n, 1.0 - rule.quantile);
+    let value = w.latency.quantile(rule.quantile).unwrap_or(0.0);
+    let above = w.latency.count_above(limit_ms);
+    let null_rate = 1.0 - rule.quantile;
+    let p_value = stats::binomial_at_least(above, n, null_rate);
+    let epoch_n = candidate.epoch.count();
+    let epoch_above = candidate.epoch.latency.count_above(limit_ms);
+    let e_value = stats::bernoulli_e_value(epoch_above, epoch_n, null_rate);
+    let mut evidence = Evidence {
+        candidate_count: n,
+        quantile: rule.quantile,
+        candidate_value: value,
+        threshold: limit_ms,
+        ratio: ratio(value, limit_ms),
+        p_value,
+        e_value,
+        e_threshold: seq.e_threshold,
+        candidate_events: above,
+        ..Evidence::new("ms", "binomial")
+    };
+    if n < rule.min_samples {
+        return inconclusive(Rule::Sla, evidence, n, None, rule.min_samples);
+    }
     let q = pct(rule.quantile);
-    let (condition, detail) = if n < rule.min_samples {
-        (
-            Condition::Inconclusive,
-            format!("{n} requests, {} needed", rule.min_samples),
-        )
-    } else if value > limit_ms && p_value <= rule.alpha {
+    let (condition, detail) = if value > limit_ms
+        && p_value <= rule.alpha
+        && e_value >= seq.e_threshold
+    {
         (
             Condition::Breach,
-            format!("{q} {value:.1} ms over the {limit_ms:.0} ms limit: {above} of {n} requests above it (binomial p={p_value:.2e})"),
+            format!("{q} {value:.1} ms over the {limit_ms:.0} ms limit: {above} of {n} requests above it (binomial p={p_value:.2e}, {})", fmt_e(e_value, seq.e_threshold)),
         )
     } else if value <= limit_ms {
         (
@@ -133,128 +267,176 @@ pub fn sla(rule: &SlaRule, candidate: &WindowSummary) -> RuleResult {
     } else {
         (
             Condition::Marginal,
-            format!("{q} {value:.1} ms over the {limit_ms:.0} ms limit but not significant: {above} of {n} above it (p={p_value:.2e})"),
+            format!("{q} {value:.1} ms over the {limit_ms:.0} ms limit, not yet conclusive: {above} of {n} above it (p={p_value:.2e}, {})", fmt_e(e_value, seq.e_threshold)),
         )
     };
+    evidence.detail = detail;
     RuleResult {
         rule: Rule::Sla,
         condition,
-        evidence: Evidence {
-            candidate_count: n,
-            baseline_count: 0,
-            quantile: rule.quantile,
-            candidate_value: value,
-            baseline_value: 0.0,
-            threshold: limit_ms,
-            ratio: ratio(value, limit_ms),
-            p_value,
-            unit: "ms",
-            detail,
-        },
+        evidence,
     }
 }
 
-/// `relative`: the candidate's quantile over the baseline's by `factor` and by
-/// at least `min_difference`, with a one-sided Mann-Whitney rank test.
+/// `relative`: the candidate's quantile over the baseline's by `factor` and
+/// by at least `min_difference` (effect sizes, on the window), with evidence
+/// from either of two tests on the epoch, each at half the rule's budget: a
+/// Mann-Whitney rank test (shifts of the whole distribution) or the share of
+/// candidate requests above the baseline's quantile (shifts of the tail).
 pub fn relative(
     rule: &RelativeRule,
-    clear_fraction: f64,
-    candidate: &WindowSummary,
-    baseline: &WindowSummary,
-    baseline_version: &str,
+    seq: &Sequential,
+    candidate: Candidate<'_>,
+    baseline: Baseline<'_>,
 ) -> RuleResult {
-    let (nc, nb) = (candidate.count(), baseline.count());
-    let qc = candidate.latency.quantile(rule.quantile).unwrap_or(0.0);
-    let qb = baseline.latency.quantile(rule.quantile).unwrap_or(0.0);
+    let (w, b) = (candidate.window, baseline.horizon);
+    let (nc, nb) = (w.count(), b.count());
+    let qc = w.latency.quantile(rule.quantile).unwrap_or(0.0);
+    let qb = b.latency.quantile(rule.quantile).unwrap_or(0.0);
     let r = ratio(qc, qb);
     let diff = qc - qb;
     let min_diff = rule.min_difference.as_secs_f64() * 1e3;
-    let p_value = stats::mann_whitney_greater(&candidate.latency, &baseline.latency)
-        .map_or(1.0, |t| t.p_value);
+    let e_needed = 2.0 * seq.e_threshold;
+    // Whole-distribution shift: the rank test.
+    let rank_fixed = stats::mann_whitney_greater(&w.latency, &b.latency);
+    let rank_epoch = stats::mann_whitney_greater(&candidate.epoch.latency, &b.latency);
+    let rank_p = rank_fixed.map_or(1.0, |t| t.p_value);
+    let rank_e = rank_epoch.map_or(1.0, |t| {
+        stats::rank_e_value(&t, candidate.epoch.count(), nb, seq.rank_effect_scale)
+    });
+    // Tail shift: requests above the baseline's quantile.
+    let tail_null = ((1.0 - rule.quantile)
+        + 2.0 * (rule.quantile * (1.0 - rule.quantile) / nb.max(1) as f64).sqrt())
+    .min(1.0);
+    let tail_k = w.latency.count_above(qb);
+    let tail_p = stats::binomial_at_least(tail_k, nc, tail_null);
+    let tail_e = stats::bernoulli_e_value(
+        candidate.epoch.latency.count_above(qb),
+        candidate.epoch.count(),
+        tail_null,
+    );
+    let rank_decides = rank_p <= rule.alpha && rank_e >= e_needed;
+    let tail_decides = tail_p <= rule.alpha && tail_e >= e_needed;
+    let (test, p_value, e_value) = if rank_decides || (!tail_decides && rank_e >= tail_e) {
+        ("rank", rank_p, rank_e)
+    } else {
+        ("tail", tail_p, tail_e)
+    };
+    let mut evidence = Evidence {
+        candidate_count: nc,
+        baseline_count: nb,
+        quantile: rule.quantile,
+        candidate_value: qc,
+        baseline_value: qb,
+        threshold: qb * rule.factor,
+        ratio: r,
+        p_value,
+        e_value,
+        e_threshold: e_needed,
+        candidate_events: tail_k,
+        baseline_events: b.latency.count_above(qb),
+        shift: stats::hodges_lehmann(&w.latency, &b.latency, 0.95),
+        ..Evidence::new("ms", test)
+    };
+    if nc < rule.min_samples || nb < rule.min_samples {
+        return inconclusive(Rule::Relative, evidence, nc, Some(nb), rule.min_samples);
+    }
     let q = pct(rule.quantile);
-    let clear_factor = 1.0 + (rule.factor - 1.0) * clear_fraction;
-    let (condition, detail) = if nc < rule.min_samples || nb < rule.min_samples {
-        (
-            Condition::Inconclusive,
-            format!(
-                "{nc} candidate and {nb} baseline requests, {} needed on each side",
-                rule.min_samples
-            ),
+    let version = baseline.version;
+    let shift = evidence.shift.map_or(String::new(), |s| {
+        format!(
+            ", shift {:+.1} ms [{:+.1}, {:+.1}]",
+            s.estimate, s.low, s.high
         )
-    } else if r >= rule.factor && diff >= min_diff && p_value <= rule.alpha {
+    });
+    let clear_factor = 1.0 + (rule.factor - 1.0) * seq.clear_fraction;
+    let (condition, detail) = if r >= rule.factor
+        && diff >= min_diff
+        && (rank_decides || tail_decides)
+    {
         (
             Condition::Breach,
-            format!("{q} {qc:.1} ms vs {qb:.1} ms on {baseline_version} ({r:.2}x, limit {:.2}x), rank test p={p_value:.2e}", rule.factor),
+            format!("{q} {qc:.1} ms vs {qb:.1} ms on {version} ({r:.2}x, limit {:.2}x){shift}; {test} test p={p_value:.2e}, {}; {tail_k} of {nc} above the baseline's {q}", rule.factor, fmt_e(e_value, e_needed)),
         )
-    } else if r < clear_factor || diff < min_diff * clear_fraction {
+    } else if r < clear_factor || diff < min_diff * seq.clear_fraction {
         (
             Condition::Clear,
-            format!("{q} {qc:.1} ms vs {qb:.1} ms on {baseline_version} ({r:.2}x)"),
+            format!("{q} {qc:.1} ms vs {qb:.1} ms on {version} ({r:.2}x){shift}"),
         )
     } else {
         (
             Condition::Marginal,
-            format!("{q} {qc:.1} ms vs {qb:.1} ms on {baseline_version} ({r:.2}x), rank test p={p_value:.2e}: not conclusive"),
+            format!("{q} {qc:.1} ms vs {qb:.1} ms on {version} ({r:.2}x){shift}, not yet conclusive: {test} test p={p_value:.2e}, {}", fmt_e(e_value, e_needed)),
         )
     };
+    evidence.detail = detail;
     RuleResult {
         rule: Rule::Relative,
         condition,
-        evidence: Evidence {
-            candidate_count: nc,
-            baseline_count: nb,
-            quantile: rule.quantile,
-            candidate_value: qc,
-            baseline_value: qb,
-            threshold: qb * rule.factor,
-            ratio: r,
-            p_value,
-            unit: "ms",
-            detail,
-        },
+        evidence,
     }
 }
 
 /// `errors`: the candidate's timeout+error rate over the baseline's by at
-/// least `margin`, with a one-sided exact test.
+/// least `margin` (window), Fisher's exact test on the window, and the
+/// epoch's e-value against the baseline's rate (upper bound).
 pub fn errors(
     rule: &ErrorsRule,
-    clear_fraction: f64,
-    candidate: &WindowSummary,
-    baseline: &WindowSummary,
-    baseline_version: &str,
+    seq: &Sequential,
+    candidate: Candidate<'_>,
+    baseline: Baseline<'_>,
 ) -> RuleResult {
-    let (nc, nb) = (candidate.count(), baseline.count());
-    let (fc, fb) = (candidate.failures(), baseline.failures());
+    let (w, b) = (candidate.window, baseline.horizon);
+    let (nc, nb) = (w.count(), b.count());
+    let (fc, fb) = (w.failures(), b.failures());
     let rc = if nc > 0 { fc as f64 / nc as f64 } else { 0.0 };
     let rb = if nb > 0 { fb as f64 / nb as f64 } else { 0.0 };
     // A baseline with no failures is floored at one in its sample, so the
     // ratio says "at least this many times worse" rather than infinity.
     let r = ratio(rc, rb.max(1.0 / nb.max(1) as f64));
     let p_value = stats::rate_greater(fc, nc, fb, nb);
-    let (condition, detail) = if nc < rule.min_samples || nb < rule.min_samples {
-        (
-            Condition::Inconclusive,
-            format!(
-                "{nc} candidate and {nb} baseline requests, {} needed on each side",
-                rule.min_samples
-            ),
-        )
-    } else if rc - rb >= rule.margin && p_value <= rule.alpha {
+    let e_value = stats::bernoulli_e_value(
+        candidate.epoch.failures(),
+        candidate.epoch.count(),
+        rate_upper(fb, nb),
+    );
+    let mut evidence = Evidence {
+        candidate_count: nc,
+        baseline_count: nb,
+        candidate_value: rc,
+        baseline_value: rb,
+        threshold: rb + rule.margin,
+        ratio: r,
+        p_value,
+        e_value,
+        e_threshold: seq.e_threshold,
+        candidate_events: fc,
+        baseline_events: fb,
+        ..Evidence::new("rate", "fisher")
+    };
+    if nc < rule.min_samples || nb < rule.min_samples {
+        return inconclusive(Rule::Errors, evidence, nc, Some(nb), rule.min_samples);
+    }
+    let version = baseline.version;
+    let timeouts = w.outcomes[Outcome::Timeout.index()];
+    let (condition, detail) = if rc - rb >= rule.margin
+        && p_value <= rule.alpha
+        && e_value >= seq.e_threshold
+    {
         (
             Condition::Breach,
             format!(
-                "timeouts+errors {:.1}% ({fc} of {nc}: {} timeouts) vs {:.1}% on {baseline_version}, exact test p={p_value:.2e}",
+                "timeouts+errors {:.1}% ({fc} of {nc}: {timeouts} timeouts) vs {:.1}% ({fb} of {nb}) on {version}, Fisher p={p_value:.2e}, {}",
                 rc * 100.0,
-                candidate.outcomes[crate::extract::Outcome::Timeout.index()],
-                rb * 100.0
+                rb * 100.0,
+                fmt_e(e_value, seq.e_threshold)
             ),
         )
-    } else if rc - rb < rule.margin * clear_fraction {
+    } else if rc - rb < rule.margin * seq.clear_fraction {
         (
             Condition::Clear,
             format!(
-                "timeouts+errors {:.1}% vs {:.1}% on {baseline_version}",
+                "timeouts+errors {:.1}% ({fc} of {nc}) vs {:.1}% ({fb} of {nb}) on {version}",
                 rc * 100.0,
                 rb * 100.0
             ),
@@ -262,24 +444,88 @@ pub fn errors(
     } else {
         (
             Condition::Marginal,
-            format!("timeouts+errors {:.1}% vs {:.1}% on {baseline_version}, p={p_value:.2e}: not conclusive", rc * 100.0, rb * 100.0),
+            format!("timeouts+errors {:.1}% vs {:.1}% on {version}, not yet conclusive: p={p_value:.2e}, {}", rc * 100.0, rb * 100.0, fmt_e(e_value, seq.e_threshold)),
         )
     };
+    evidence.detail = detail;
     RuleResult {
         rule: Rule::Errors,
         condition,
-        evidence: Evidence {
-            candidate_count: nc,
-            baseline_count: nb,
-            quantile: 0.0,
-            candidate_value: rc,
-            baseline_value: rb,
-            threshold: rb + rule.margin,
-            ratio: r,
-            p_value,
-            unit: "rate",
-            detail,
-        },
+        evidence,
+    }
+}
+
+/// `fanout`: the candidate's database calls per request over the baseline's
+/// by `factor` and `min_difference` (window), with the exact conditional test
+/// of two Poisson rates (given all calls, the candidate's share is binomial
+/// in its share of requests) on the window and its e-value on the epoch.
+pub fn fanout(
+    rule: &FanoutRule,
+    seq: &Sequential,
+    candidate: Candidate<'_>,
+    baseline: Baseline<'_>,
+) -> RuleResult {
+    let (w, b) = (candidate.window, baseline.horizon);
+    let (nc, nb) = (w.count(), b.count());
+    let (cc, cb) = (w.db_calls, b.db_calls);
+    let (dc, db) = (w.db_calls_per_request(), b.db_calls_per_request());
+    let r = ratio(dc, db.max(1.0 / nb.max(1) as f64));
+    let share = |n: u64| {
+        if n + nb > 0 {
+            n as f64 / (n + nb) as f64
+        } else {
+            0.5
+        }
+    };
+    let p_value = stats::binomial_at_least(cc, cc + cb, share(nc));
+    let epoch = candidate.epoch;
+    let e_value =
+        stats::bernoulli_e_value(epoch.db_calls, epoch.db_calls + cb, share(epoch.count()));
+    let mut evidence = Evidence {
+        candidate_count: nc,
+        baseline_count: nb,
+        candidate_value: dc,
+        baseline_value: db,
+        threshold: (db * rule.factor).max(db + rule.min_difference),
+        ratio: r,
+        p_value,
+        e_value,
+        e_threshold: seq.e_threshold,
+        candidate_events: cc,
+        baseline_events: cb,
+        ..Evidence::new("calls", "poisson")
+    };
+    if nc < rule.min_samples || nb < rule.min_samples {
+        return inconclusive(Rule::Fanout, evidence, nc, Some(nb), rule.min_samples);
+    }
+    let version = baseline.version;
+    let counts = format!("{dc:.1} database calls per request ({cc} calls / {nc} requests) vs {db:.1} ({cb} / {nb}) on {version}");
+    let clear_factor = 1.0 + (rule.factor - 1.0) * seq.clear_fraction;
+    let (condition, detail) = if r >= rule.factor
+        && dc - db >= rule.min_difference
+        && p_value <= rule.alpha
+        && e_value >= seq.e_threshold
+    {
+        (
+            Condition::Breach,
+            format!("{counts} ({r:.1}x, limit {:.1}x): the candidate queries the database more, exact test p={p_value:.2e}, {}", rule.factor, fmt_e(e_value, seq.e_threshold)),
+        )
+    } else if r < clear_factor || dc - db < rule.min_difference * seq.clear_fraction {
+        (Condition::Clear, counts)
+    } else {
+        (
+            Condition::Marginal,
+            format!(
+                "{counts} ({r:.1}x), not yet conclusive: p={p_value:.2e}, {}",
+                fmt_e(e_value, seq.e_threshold)
+            ),
+        )
+    };
+    evidence.detail = detail;
+    RuleResult {
+        rule: Rule::Fanout,
+        condition,
+        evidence,
     }
 }
 
@@ -287,7 +533,6 @@ pub fn errors(
 mod tests {
     use super::*;
     use crate::aggregate::Sketch;
-    use crate::extract::Outcome;
 
     fn summary(values: &[f64], timeouts: u64) -> WindowSummary {
         let mut latency = Sketch::new();
@@ -302,6 +547,30 @@ mod tests {
         }
     }
 
+    /// The default thresholds: 0.01 false alerts per series-hour over four
+    /// rules and a 30-minute epoch: 1 / (0.0025 * 0.5) = 800.
+    fn seq() -> Sequential {
+        Sequential {
+            e_threshold: 800.0,
+            rank_effect_scale: 0.1,
+            clear_fraction: 0.8,
+        }
+    }
+
+    fn cand(w: &WindowSummary) -> Candidate<'_> {
+        Candidate {
+            window: w,
+            epoch: w,
+        }
+    }
+
+    fn base(h: &WindowSummary) -> Baseline<'_> {
+        Baseline {
+            version: "v1.2",
+            horizon: h,
+        }
+    }
+
     fn v12(n: usize) -> WindowSummary {
         summary(
             &(0..n).map(|i| 90.0 + (i % 30) as f64).collect::<Vec<_>>(),
@@ -309,76 +578,190 @@ mod tests {
         )
     }
 
+    const V13: [f64; 10] = [
+        750.0, 820.0, 780.0, 700.0, 750.0, 760.0, 790.0, 710.0, 805.0, 730.0,
+    ];
+
     #[test]
-    fn sla_fires_on_three_slow_requests_not_on_one() {
+    fn sla_fires_on_the_third_slow_request_not_before() {
         let rule = SlaRule::default();
-        let three = sla(&rule, &summary(&[750.0, 820.0, 780.0], 3));
-        assert_eq!(three.condition, Condition::Breach, "{three:?}");
-        assert!(three.evidence.detail.contains("3 of 3"));
-        let one_of_three = sla(&rule, &summary(&[100.0, 820.0, 95.0], 1));
-        assert_ne!(
-            one_of_three.condition,
-            Condition::Breach,
-            "{one_of_three:?}"
-        );
-        let two = sla(&rule, &summary(&[750.0, 820.0], 2));
-        assert_eq!(two.condition, Condition::Inconclusive);
-        // One slow request among many: p95 is fine.
+        for n in 1..=3 {
+            let r = sla(&rule, &seq(), cand(&summary(&V13[..n], n as u64)));
+            let want = if n < 3 {
+                Condition::Inconclusive
+            } else {
+                Condition::Breach
+            };
+            assert_eq!(r.condition, want, "{n}: {r:?}");
+        }
+        let r = sla(&rule, &seq(), cand(&summary(&V13[..3], 3)));
+        assert!(r.evidence.detail.contains("3 of 3"));
+        assert!((r.evidence.e_value - 2105.25).abs() < 1e-6);
+        // One slow request among three is not enough, nor among many.
+        let one = sla(&rule, &seq(), cand(&summary(&[100.0, 820.0, 95.0], 1)));
+        assert_ne!(one.condition, Condition::Breach, "{one:?}");
         let mut values = vec![100.0; 99];
         values.push(5000.0);
-        assert_eq!(sla(&rule, &summary(&values, 0)).condition, Condition::Clear);
+        assert_eq!(
+            sla(&rule, &seq(), cand(&summary(&values, 0))).condition,
+            Condition::Clear
+        );
     }
 
     #[test]
-    fn relative_fires_on_the_lending_shift() {
-        let rule = RelativeRule::default();
-        let cand = summary(
-            &[
-                750.0, 820.0, 780.0, 700.0, 750.0, 760.0, 790.0, 710.0, 805.0, 730.0,
-            ],
-            8,
+    fn relative_and_errors_fire_on_the_tenth_lending_request_not_the_ninth() {
+        let baseline = v12(200);
+        for (n, want) in [(9, Condition::Inconclusive), (10, Condition::Breach)] {
+            let cand_w = summary(&V13[..n], (n as u64 * 8) / 10);
+            let r = relative(
+                &RelativeRule::default(),
+                &seq(),
+                cand(&cand_w),
+                base(&baseline),
+            );
+            assert_eq!(r.condition, want, "{n}: {r:?}");
+            let e = errors(
+                &ErrorsRule::default(),
+                &seq(),
+                cand(&cand_w),
+                base(&baseline),
+            );
+            assert_eq!(e.condition, want, "{n}: {e:?}");
+        }
+        let cand_w = summary(&V13, 8);
+        let r = relative(
+            &RelativeRule::default(),
+            &seq(),
+            cand(&cand_w),
+            base(&baseline),
         );
-        let r = relative(&rule, 0.8, &cand, &v12(200), "v1.2");
-        assert_eq!(r.condition, Condition::Breach, "{r:?}");
         assert!(r.evidence.ratio > 6.0);
-        assert!(r.evidence.p_value < 1e-6);
-        let e = errors(&ErrorsRule::default(), 0.8, &cand, &v12(200), "v1.2");
-        assert_eq!(e.condition, Condition::Breach, "{e:?}");
+        let shift = r.evidence.shift.unwrap();
+        assert!(shift.low > 550.0 && shift.high < 750.0, "{shift:?}");
+        assert!(r.evidence.e_value >= r.evidence.e_threshold);
+        let e = errors(
+            &ErrorsRule::default(),
+            &seq(),
+            cand(&cand_w),
+            base(&baseline),
+        );
         assert!((e.evidence.candidate_value - 0.8).abs() < 1e-12);
+        assert_eq!(
+            (e.evidence.candidate_events, e.evidence.baseline_events),
+            (8, 0)
+        );
     }
 
     #[test]
     fn same_distribution_does_not_breach() {
-        let rule = RelativeRule::default();
-        let r = relative(&rule, 0.8, &v12(300), &v12(300), "v1");
+        let r = relative(
+            &RelativeRule::default(),
+            &seq(),
+            cand(&v12(300)),
+            base(&v12(300)),
+        );
         assert_eq!(r.condition, Condition::Clear, "{r:?}");
-        let e = errors(&ErrorsRule::default(), 0.8, &v12(300), &v12(300), "v1");
+        let e = errors(
+            &ErrorsRule::default(),
+            &seq(),
+            cand(&v12(300)),
+            base(&v12(300)),
+        );
         assert_eq!(e.condition, Condition::Clear, "{e:?}");
+        let f = fanout(
+            &FanoutRule::default(),
+            &seq(),
+            cand(&v12(300)),
+            base(&v12(300)),
+        );
+        assert_eq!(f.condition, Condition::Clear, "{f:?}");
     }
 
     #[test]
     fn too_little_traffic_is_inconclusive_never_a_pass() {
-        let r = relative(&RelativeRule::default(), 0.8, &v12(5), &v12(300), "v1");
+        let r = relative(
+            &RelativeRule::default(),
+            &seq(),
+            cand(&v12(5)),
+            base(&v12(300)),
+        );
         assert_eq!(r.condition, Condition::Inconclusive);
-        let e = errors(&ErrorsRule::default(), 0.8, &v12(300), &v12(3), "v1");
+        assert!(r.evidence.detail.starts_with("inconclusive"));
+        let e = errors(
+            &ErrorsRule::default(),
+            &seq(),
+            cand(&v12(300)),
+            base(&v12(3)),
+        );
         assert_eq!(e.condition, Condition::Inconclusive);
     }
 
     #[test]
     fn big_ratio_on_a_tiny_endpoint_needs_the_minimum_difference() {
-        let cand = summary(&[4.0; 50], 0);
-        let base = summary(&[1.0; 50], 0);
-        let r = relative(&RelativeRule::default(), 0.8, &cand, &base, "v1");
+        let c = summary(&[4.0; 50], 0);
+        let b = summary(&[1.0; 50], 0);
+        let r = relative(&RelativeRule::default(), &seq(), cand(&c), base(&b));
         assert_eq!(r.condition, Condition::Clear, "{r:?}");
     }
 
     #[test]
     fn between_thresholds_is_marginal() {
         // 1.45x: under the 1.5x firing factor, over the 1.4x clearing one.
-        let cand = summary(&[145.0; 40], 0);
-        let base = summary(&[100.0; 40], 0);
-        let r = relative(&RelativeRule::default(), 0.8, &cand, &base, "v1");
+        let c = summary(&[145.0; 40], 0);
+        let b = summary(&[100.0; 40], 0);
+        let r = relative(&RelativeRule::default(), &seq(), cand(&c), base(&b));
         assert_eq!(r.condition, Condition::Marginal, "{r:?}");
-        assert_eq!(Outcome::ALL.len(), 3);
+    }
+
+    #[test]
+    fn a_tail_only_shift_is_caught_by_the_tail_test() {
+        // Same median; the slowest 12% of the candidate are 1.6x slower. The
+        // rank test barely moves; requests above the baseline's p95 double.
+        // At 300 requests the evidence (p = 6e-5, e = 102) is not yet
+        // always-valid evidence; at 600 it is.
+        let b: Vec<f64> = (0..2000).map(|i| 50.0 + f64::from(i % 100)).collect();
+        let c: Vec<f64> = (0..600)
+            .map(|i| {
+                let v = 50.0 + f64::from(i % 100);
+                if i % 100 >= 88 {
+                    v * 1.6
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let (c, b) = (summary(&c, 0), summary(&b, 0));
+        let r = relative(&RelativeRule::default(), &seq(), cand(&c), base(&b));
+        assert_eq!(r.condition, Condition::Breach, "{r:?}");
+        assert_eq!(r.evidence.test, "tail");
+    }
+
+    #[test]
+    fn fanout_fires_on_many_more_database_calls_and_names_the_counts() {
+        let mut c = v12(300);
+        c.db_calls = 3_600;
+        let mut b = v12(1_000);
+        b.db_calls = 2_000;
+        let f = fanout(&FanoutRule::default(), &seq(), cand(&c), base(&b));
+        assert_eq!(f.condition, Condition::Breach, "{f:?}");
+        assert!(
+            f.evidence.detail.contains("3600 calls / 300 requests"),
+            "{}",
+            f.evidence.detail
+        );
+        assert!(
+            f.evidence.detail.contains("2000 / 1000"),
+            "{}",
+            f.evidence.detail
+        );
+        assert_eq!(
+            (f.evidence.candidate_events, f.evidence.baseline_events),
+            (3_600, 2_000)
+        );
+        // A patched version back at two calls per request is clear.
+        let mut patched = v12(300);
+        patched.db_calls = 610;
+        let f = fanout(&FanoutRule::default(), &seq(), cand(&patched), base(&b));
+        assert_eq!(f.condition, Condition::Clear, "{f:?}");
     }
 }

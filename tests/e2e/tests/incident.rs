@@ -282,8 +282,9 @@ async fn aa_replay_of_thousands_of_requests_fires_nothing() {
         .lines()
         .filter(|l| l.starts_with("modelgate_regression_active{"))
         .collect();
-    // v1 and v2 on two endpoints: sla on both, relative and errors on the candidate.
-    assert_eq!(judged.len(), 8, "{text}");
+    // v1 and v2 on two endpoints: sla on both; relative, errors and fanout on
+    // the candidate.
+    assert_eq!(judged.len(), 10, "{text}");
     assert!(judged.iter().all(|l| l.ends_with(" 0")), "{text}");
     assert!(
         !text.contains("modelgate_alerts_total{")
@@ -305,5 +306,102 @@ async fn aa_replay_of_thousands_of_requests_fires_nothing() {
         .map(|v| v["count"].as_str().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(total, 6000);
+    assert!(collector.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecommerce_release_is_flagged_with_fanout_evidence_and_the_patch_is_not() {
+    let collector = Collector::start(&[]).await;
+    let scenario = Scenario::load("ecommerce").unwrap();
+    let report = replay(&scenario, &options(&collector)).await.unwrap();
+    assert_eq!(report.failed, 0);
+    let firing = |json: &serde_json::Value, endpoint: &str, version: &str, rule: &str| {
+        json["regressions"].as_array().unwrap().iter().any(|r| {
+            r["endpoint"] == endpoint
+                && r["candidate_version"] == version
+                && r["rule"] == rule
+                && r["baseline_version"] == "v2.7"
+        })
+    };
+    let json = eventually(Duration::from_secs(20), || async {
+        let json = collector.json("/api/v1/regressions?service=shop-api").await;
+        (firing(&json, "/recommendations", "v2.8", "fanout")
+            && firing(&json, "/product", "v2.8", "fanout"))
+        .then_some(json)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no fanout alert for v2.8; log:\n{}", collector.log()));
+    let fanout = json["regressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["endpoint"] == "/recommendations" && r["rule"] == "fanout")
+        .unwrap();
+    let evidence = &fanout["evidence"];
+    println!("ecommerce fanout evidence: {}", evidence["detail"]);
+    assert!(
+        evidence["candidate_value"].as_f64().unwrap() > 10.0,
+        "{evidence}"
+    );
+    assert!(
+        (evidence["baseline_value"].as_f64().unwrap() - 2.0).abs() < 0.01,
+        "{evidence}"
+    );
+    assert!(
+        evidence["candidate_events"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        evidence["detail"]
+            .as_str()
+            .unwrap()
+            .contains("database calls per request"),
+        "{evidence}"
+    );
+    // /cart was not slowed and its query count did not change.
+    assert!(!firing(&json, "/cart", "v2.8", "fanout"), "{json}");
+    // The patched version: judged against v2.7, nothing fires.
+    let regressions = json["regressions"].as_array().unwrap();
+    assert!(
+        regressions
+            .iter()
+            .all(|r| r["candidate_version"] != "v2.8.1"),
+        "{json}"
+    );
+    let verdict = collector
+        .json("/api/v1/verdict?service=shop-api&candidate=v2.8.1")
+        .await;
+    assert_ne!(
+        verdict["outcome"], "VERDICT_OUTCOME_REGRESSION",
+        "{verdict}"
+    );
+    let text = collector.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "modelgate_regression_verdict",
+            &[
+                ("endpoint", "/product"),
+                ("candidate_version", "v2.8.1"),
+                ("rule", "fanout"),
+                ("verdict", "pass")
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "modelgate_db_calls_per_request",
+            &[("endpoint", "/product"), ("model_version", "v2.8.1")]
+        )
+        .unwrap()
+            < 2.5
+    );
     assert!(collector.stop().await.success());
 }
