@@ -127,6 +127,9 @@ impl Default for ExtractConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AggregateConfig {
     /// The candidate window: how much recent traffic a version is judged on.
+    /// A version with fewer requests in it than the rules' `min_samples` is
+    /// judged on a longer stretch, up to `baseline_horizon`, so a low-traffic
+    /// endpoint waits for evidence instead of never having enough.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// How far back the baseline's traffic is kept and the baseline chosen;

@@ -168,6 +168,18 @@ impl Series {
         summary
     }
 
+    /// Requests in the slots newer than `slots` slots before `now_slot`,
+    /// without merging sketches.
+    fn count(&self, now_slot: u64, slots: u64) -> u64 {
+        let oldest = (now_slot + 1).saturating_sub(slots);
+        self.slots
+            .iter()
+            .rev()
+            .take_while(|s| s.index >= oldest)
+            .map(|s| s.outcomes.iter().sum::<u64>())
+            .sum()
+    }
+
     fn heap_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot>()
             + self
@@ -473,12 +485,36 @@ impl Aggregator {
         series.summary(now_ms / self.slot_ms, self.window_slots)
     }
 
+    /// The candidate window, stretched back (up to the baseline horizon)
+    /// until it holds at least `min_requests`: a low-traffic endpoint waits
+    /// for evidence instead of never having enough in one window.
+    pub fn recent(&self, series: &Series, now_ms: u64, min_requests: u64) -> WindowSummary {
+        let now_slot = now_ms / self.slot_ms;
+        let window_oldest = (now_slot + 1).saturating_sub(self.window_slots);
+        let horizon_oldest = (now_slot + 1).saturating_sub(self.horizon_slots);
+        let mut summary = WindowSummary::default();
+        for slot in series.slots.iter().rev() {
+            let in_window = slot.index >= window_oldest;
+            let needed = summary.count() < min_requests && slot.index >= horizon_oldest;
+            if !(in_window || needed) {
+                break;
+            }
+            summary.add(slot);
+        }
+        summary
+    }
+
     /// What `series` did from `start_ms` (rounded down to its slot) to `now_ms`,
     /// at most the baseline horizon.
     pub fn since(&self, series: &Series, start_ms: u64, now_ms: u64) -> WindowSummary {
         let now_slot = now_ms / self.slot_ms;
         let slots = (now_slot + 1).saturating_sub(start_ms / self.slot_ms);
         series.summary(now_slot, slots.clamp(1, self.horizon_slots))
+    }
+
+    /// Requests of `series` over the baseline horizon (cheap: no sketches).
+    pub fn horizon_count(&self, series: &Series, now_ms: u64) -> u64 {
+        series.count(now_ms / self.slot_ms, self.horizon_slots)
     }
 
     /// The baseline horizon of `series` at `now_ms`.
@@ -620,6 +656,21 @@ mod tests {
         agg.expire(T0 + 400_000);
         let series = &agg.versions(&endpoint("/a")).unwrap()["v1"];
         assert_eq!(agg.horizon(series, T0 + 400_000).count(), 1);
+    }
+
+    #[test]
+    fn recent_stretches_back_until_it_holds_enough_requests() {
+        let mut agg = aggregator(config());
+        // One request a minute: a 60 s window never holds more than one.
+        for i in 0..5 {
+            agg.record_batch(&[request("/a", "v1", 100, Outcome::Ok, 1)], T0 + i * 60_000);
+        }
+        let now = T0 + 4 * 60_000;
+        let series = &agg.versions(&endpoint("/a")).unwrap()["v1"];
+        assert_eq!(agg.window(series, now).count(), 1);
+        assert_eq!(agg.recent(series, now, 3).count(), 3);
+        assert_eq!(agg.recent(series, now, 10).count(), 5);
+        assert_eq!(agg.recent(series, now, 0).count(), 1);
     }
 
     #[test]

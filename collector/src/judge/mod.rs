@@ -102,6 +102,9 @@ pub struct Judge {
     /// Window length, for "seen for at least a window".
     window_ms: u64,
     sequential: Sequential,
+    /// The largest `min_samples` of the enabled rules: the candidate window
+    /// stretches back until it holds this many requests.
+    min_requests: u64,
     baselines: HashMap<EndpointKey, String>,
     judgements: HashMap<AlertKey, Judgement>,
 }
@@ -110,10 +113,22 @@ impl Judge {
     /// A judge with no history; `window_ms` is the candidate window.
     pub fn new(config: JudgeConfig, window_ms: u64) -> Self {
         let sequential = sequential_thresholds(&config);
+        let min_requests = [
+            (config.sla.enabled, config.sla.min_samples),
+            (config.relative.enabled, config.relative.min_samples),
+            (config.errors.enabled, config.errors.min_samples),
+            (config.fanout.enabled, config.fanout.min_samples),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .max()
+        .unwrap_or(0);
         Self {
             config,
             window_ms,
             sequential,
+            min_requests,
             baselines: HashMap::new(),
             judgements: HashMap::new(),
         }
@@ -209,7 +224,7 @@ impl Judge {
         }
         let traffic: Vec<(&str, u64, u64)> = versions
             .iter()
-            .map(|(v, s)| (v.as_str(), agg.horizon(s, now_ms).count(), s.first_seen_ms))
+            .map(|(v, s)| (v.as_str(), agg.horizon_count(s, now_ms), s.first_seen_ms))
             .filter(|(_, n, _)| *n > 0)
             .collect();
         let eligible = traffic
@@ -272,7 +287,7 @@ impl Judge {
             .unwrap_or_default();
         let mut out = Vec::new();
         for (version, series) in versions.iter() {
-            let window = agg.window(series, now_ms);
+            let window = agg.recent(series, now_ms, self.min_requests);
             // A version with no recent traffic is judged only while it has
             // alerts: they must see `Inconclusive` (and stay firing) rather
             // than be retired as if the version were gone.
@@ -490,6 +505,54 @@ mod tests {
         }
         assert!(firing.iter().all(|(_, c, _, _)| c == "v1.3"), "{firing:?}");
         assert_eq!(judge.baseline(&endpoint("/risk-score")), Some("v1.2"));
+    }
+
+    #[test]
+    fn lending_at_its_own_pace_fires_sla_on_the_third_request_and_the_rest_on_the_tenth() {
+        // v1.2 every 5 s for half an hour, then v1.3 a minute apart: the
+        // incident's pace. The window (5 min) never holds 10 v1.3 requests,
+        // so the judge stretches it back until it does.
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut v13 = 0u64;
+        let mut fired: Vec<(Rule, u64)> = Vec::new();
+        for s in 0..3_000u64 {
+            let now = T0 + s * 1_000;
+            let mut batch = Vec::new();
+            if s % 5 == 0 {
+                batch.push(request(
+                    "/risk-score",
+                    "v1.2",
+                    85.0 + (s % 34) as f64,
+                    Outcome::Ok,
+                ));
+            }
+            if s >= 1_800 && (s - 1_800) % 60 == 0 {
+                v13 += 1;
+                let outcome = if v13 % 5 == 0 {
+                    Outcome::Ok
+                } else {
+                    Outcome::Timeout
+                };
+                batch.push(request(
+                    "/risk-score",
+                    "v1.3",
+                    700.0 + (v13 * 37 % 120) as f64,
+                    outcome,
+                ));
+            }
+            agg.record_batch(&batch, now);
+            for t in judge.evaluate(&agg, now) {
+                if t.judgement.alert.state == AlertState::Firing {
+                    assert_eq!(t.key.candidate, "v1.3");
+                    fired.push((t.key.rule, v13));
+                }
+            }
+        }
+        fired.sort();
+        assert_eq!(
+            fired,
+            vec![(Rule::Sla, 3), (Rule::Relative, 10), (Rule::Errors, 10)]
+        );
     }
 
     #[test]

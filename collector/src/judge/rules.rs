@@ -335,7 +335,11 @@ pub fn relative(
         e_threshold: e_needed,
         candidate_events: tail_k,
         baseline_events: b.latency.count_above(qb),
-        shift: stats::hodges_lehmann(&w.latency, &b.latency, 0.95),
+        // The shift costs a pass over bucket pairs: only worth it when a
+        // latency effect is plausible.
+        shift: (r >= 1.0 + (rule.factor - 1.0) * seq.clear_fraction)
+            .then(|| stats::hodges_lehmann(&w.latency, &b.latency, 0.95))
+            .flatten(),
         ..Evidence::new("ms", test)
     };
     if nc < rule.min_samples || nb < rule.min_samples {
