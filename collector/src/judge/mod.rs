@@ -528,7 +528,7 @@ mod tests {
             }
             if s >= 1_800 && (s - 1_800) % 60 == 0 {
                 v13 += 1;
-                let outcome = if v13 % 5 == 0 {
+                let outcome = if v13.is_multiple_of(5) {
                     Outcome::Ok
                 } else {
                     Outcome::Timeout
