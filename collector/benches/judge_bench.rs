@@ -155,7 +155,8 @@ struct RunResult {
     raw: Vec<Raw>,
 }
 
-fn simulate(
+/// One simulation's parameters.
+struct Sim {
     seed: u64,
     endpoints: usize,
     base: Model,
@@ -165,7 +166,20 @@ fn simulate(
     stop_at_alert: bool,
     comparative_only: bool,
     keep_raw: usize,
-) -> RunResult {
+}
+
+fn simulate(sim: Sim) -> RunResult {
+    let Sim {
+        seed,
+        endpoints,
+        base,
+        cand,
+        warmup_s,
+        seconds,
+        stop_at_alert,
+        comparative_only,
+        keep_raw,
+    } = sim;
     let (mut agg, mut judge) = setup(comparative_only);
     let mut rng = StdRng::seed_from_u64(seed);
     let eps: Vec<EndpointKey> = (0..endpoints).map(endpoint).collect();
@@ -285,17 +299,17 @@ fn main() {
         ("drifting", Model::Drifting),
     ];
     for (k, (name, model)) in models.iter().enumerate() {
-        let r = simulate(
-            100 + k as u64,
-            endpoints,
-            *model,
-            *model,
-            600,
-            hours * 3600,
-            false,
-            true,
-            0,
-        );
+        let r = simulate(Sim {
+            seed: 100 + k as u64,
+            endpoints: endpoints,
+            base: *model,
+            cand: *model,
+            warmup_s: 600,
+            seconds: hours * 3600,
+            stop_at_alert: false,
+            comparative_only: true,
+            keep_raw: 0,
+        });
         let series_hours = (endpoints as u64 * hours) as f64;
         aa_alerts += r.alerts;
         aa_hours += series_hours;
@@ -352,17 +366,17 @@ fn main() {
         )
         .collect();
     for (k, (name, model)) in shifts.iter().enumerate() {
-        let r = simulate(
-            5000 + k as u64,
-            runs,
-            lognormal(0.01),
-            *model,
-            600,
-            limit_s,
-            true,
-            false,
-            1000,
-        );
+        let r = simulate(Sim {
+            seed: 5000 + k as u64,
+            endpoints: runs,
+            base: lognormal(0.01),
+            cand: *model,
+            warmup_s: 600,
+            seconds: limit_s,
+            stop_at_alert: true,
+            comparative_only: false,
+            keep_raw: 1000,
+        });
         let requests: Vec<u64> = r.first_alert.iter().flatten().map(|a| a.0).collect();
         let seconds: Vec<u64> = r.first_alert.iter().flatten().map(|a| a.1).collect();
         let by = |n: u64| requests.iter().filter(|q| **q <= n).count() as f64 / runs as f64;
