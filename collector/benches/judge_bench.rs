@@ -301,7 +301,7 @@ fn main() {
     for (k, (name, model)) in models.iter().enumerate() {
         let r = simulate(Sim {
             seed: 100 + k as u64,
-            endpoints: endpoints,
+            endpoints,
             base: *model,
             cand: *model,
             warmup_s: 600,
