@@ -168,9 +168,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let running = modelgate::serve::start(config).await?;
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    running.shutdown().await?;
+    running
+        .run_until(async {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+        })
+        .await?;
     Ok(())
 }
 

@@ -144,6 +144,39 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 }
 
 impl Running {
+    /// Waits for `stop`, or for a server to fail on its own (then returns
+    /// its error: a collector that lost a listener must not linger).
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let failed = tokio::select! {
+            () = stop => None,
+            r = &mut self.grpc => Some(("OTLP/gRPC", r)),
+            r = &mut self.admin => Some(("admin", r)),
+        };
+        match failed {
+            None => self.shutdown().await,
+            Some((server, result)) => {
+                let error = match result {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => ServeError::Server {
+                        server,
+                        message: "stopped unexpectedly".into(),
+                    },
+                    Err(e) => ServeError::Server {
+                        server,
+                        message: e.to_string(),
+                    },
+                };
+                self.receivers.cancel();
+                self.pipeline.cancel();
+                let _ = self.pipeline_task.await;
+                Err(error)
+            }
+        }
+    }
+
     /// Stops accepting, lets the pipeline drain what was accepted and judge
     /// it once more, flushes the OTLP push.
     pub async fn shutdown(self) -> Result<(), ServeError> {

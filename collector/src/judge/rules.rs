@@ -216,7 +216,11 @@ fn inconclusive(
 }
 
 fn fmt_e(e: f64, threshold: f64) -> String {
-    format!("e={e:.3e} (fires at {threshold:.0})")
+    if e >= 1e300 {
+        format!("e>1e300 (fires at {threshold:.0})")
+    } else {
+        format!("e={e:.3e} (fires at {threshold:.0})")
+    }
 }
 
 /// `sla`: the candidate's quantile over an absolute limit. The window's
