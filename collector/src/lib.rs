@@ -15,16 +15,18 @@
 //! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order.
 //! - [`telemetry`]: modelgate's own counters (accepted, refused, ...).
 //! - [`replay`]: scenario traffic sent through the real OTLP exporter.
+//! - [`loadgen`]: pre-encoded OTLP batches at full speed or a fixed rate, for benchmarks.
 //! - [`fixture`]: OTLP payload builder for tests and benchmarks.
 
-pub mod aggregate;
 pub mod config;
-pub mod emit;
-pub mod extract;
-pub mod fixture;
-pub mod judge;
-pub mod pipeline;
 pub mod receive;
-pub mod replay;
+pub mod extract;
+pub mod aggregate;
+pub mod judge;
+pub mod emit;
+pub mod pipeline;
 pub mod serve;
 pub mod telemetry;
+pub mod replay;
+pub mod loadgen;
+pub mod fixture;

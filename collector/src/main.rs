@@ -87,6 +87,24 @@ enum Command {
     },
     /// Print the effective configuration as YAML.
     Config,
+    /// Send pre-encoded OTLP batches to a collector and report throughput.
+    Loadgen {
+        /// OTLP/gRPC endpoint of the collector.
+        #[arg(long, default_value = "http://127.0.0.1:4317")]
+        endpoint: String,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// How long to send, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Spans per second over all connections (default: as fast as answered).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Spans per Export call.
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,6 +143,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config => {
             print!("{}", Config::load(cli.config.as_deref())?.to_yaml());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Loadgen {
+            endpoint,
+            connections,
+            duration,
+            rate,
+            batch,
+        } => {
+            let options = modelgate::loadgen::LoadOptions {
+                endpoint,
+                connections,
+                duration,
+                rate,
+                batch_spans: batch,
+                ..Default::default()
+            };
+            let report = runtime.block_on(modelgate::loadgen::run(&options))?;
+            let q = |q| report.latency_ms.quantile(q).unwrap_or(0.0);
+            println!("| measure | value |");
+            println!("|---|---|");
+            println!(
+                "| connections x batch | {connections} x {batch} spans ({} bytes) |",
+                report.batch_bytes
+            );
+            println!("| duration | {:.1} s |", report.elapsed.as_secs_f64());
+            println!(
+                "| export calls ok / failed | {} / {} |",
+                report.calls_ok, report.calls_failed
+            );
+            println!(
+                "| spans accepted / rejected | {} / {} |",
+                report.spans_accepted, report.spans_rejected
+            );
+            println!(
+                "| export latency p50 / p99 | {:.2} / {:.2} ms |",
+                q(0.5),
+                q(0.99)
+            );
+            println!(
+                "loadgen: spans_per_s={:.0} export_p50_ms={:.2} export_p99_ms={:.2}",
+                report.spans_per_second(),
+                q(0.5),
+                q(0.99)
+            );
+            Ok(if report.calls_failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Replay {
             scenario,

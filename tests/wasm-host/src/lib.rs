@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
-use wasmtime::{Caller, Engine, Extern, Instance, Linker, Memory, Module, Store, TypedFunc, Val};
+use wasmtime::{Caller, Engine, Instance, Linker, Memory, Module, Store, TypedFunc, Val};
 
 /// Where `scripts/build-wasm` puts the module, under the cargo target dir.
 pub const MODULE_SUBPATH: &str = "wasm32-wasip1/wasm/modelgate_wasm_filter.wasm";
@@ -288,7 +288,7 @@ struct StreamState {
 }
 
 /// Everything the host calls read and write.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     clock_nanos: u64,
     plugin_config: Vec<u8>,
@@ -307,12 +307,24 @@ struct State {
     failures: BTreeMap<String, u32>,
     calls: BTreeMap<String, u64>,
     rng: u64,
+    /// The guest's allocator, looked up once after instantiation.
+    alloc: Option<TypedFunc<u32, u32>>,
+    /// The guest's memory, looked up once after instantiation.
+    memory: Option<Memory>,
 }
 
 impl State {
     /// Counts the call, and answers it with the injected status if any.
     fn enter(&mut self, name: &str) -> Option<u32> {
-        *self.calls.entry(name.to_owned()).or_default() += 1;
+        match self.calls.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                self.calls.insert(name.to_owned(), 1);
+            }
+        }
+        if self.failures.is_empty() {
+            return None;
+        }
         self.failures.get(name).copied()
     }
 
@@ -339,8 +351,8 @@ const BAD_ARGUMENT: u32 = 2;
 
 fn memory(caller: &mut Ctx<'_>) -> wasmtime::Result<Memory> {
     caller
-        .get_export("memory")
-        .and_then(Extern::into_memory)
+        .data()
+        .memory
         .ok_or_else(|| wasmtime::format_err!("module exports no memory"))
 }
 
@@ -363,10 +375,10 @@ fn write(caller: &mut Ctx<'_>, ptr: u32, bytes: &[u8]) -> wasmtime::Result<()> {
 /// and size written to the out-parameters.
 fn give(caller: &mut Ctx<'_>, data: &[u8], ret_ptr: u32, ret_size: u32) -> wasmtime::Result<()> {
     let alloc = caller
-        .get_export("proxy_on_memory_allocate")
-        .and_then(Extern::into_func)
-        .ok_or_else(|| wasmtime::format_err!("no proxy_on_memory_allocate"))?
-        .typed::<u32, u32>(&*caller)?;
+        .data()
+        .alloc
+        .clone()
+        .ok_or_else(|| wasmtime::format_err!("no proxy_on_memory_allocate"))?;
     let len = u32::try_from(data.len())?;
     let ptr = alloc.call(&mut *caller, len)?;
     write(caller, ptr, data)?;
@@ -994,6 +1006,8 @@ impl Host {
             grpc_receive: func!("proxy_on_grpc_receive"),
             grpc_close: func!("proxy_on_grpc_close"),
         };
+        store.data_mut().alloc = Some(func!("proxy_on_memory_allocate"));
+        store.data_mut().memory = Some(memory);
         if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
             init.call(&mut store, ()).map_err(trap("_initialize"))?;
         }
@@ -1331,5 +1345,24 @@ impl Host {
     /// The size of the module's linear memory, bytes.
     pub fn memory_bytes(&self) -> usize {
         self.memory.data_size(&self.store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_module_names_the_build_script() {
+        let error = HostError::NotBuilt(PathBuf::from("/nowhere/x.wasm"));
+        assert!(error.to_string().contains("scripts/build-wasm"), "{error}");
+        assert!(built_module_path().ends_with(MODULE_SUBPATH));
+    }
+
+    #[test]
+    fn header_maps_round_trip() {
+        let pairs: Headers = vec![(":path".into(), b"/x".to_vec()), ("a".into(), Vec::new())];
+        assert_eq!(parse_pairs(&serialize_pairs(&pairs)), Some(pairs));
+        assert_eq!(parse_pairs(&[9, 0, 0, 0]), None);
     }
 }

@@ -5,6 +5,9 @@
 //! Needs `scripts/build-wasm` first. Every loop is bounded in count; the
 //! clock is the host's manual clock.
 
+// Helpers may unwrap: a panic in a test is the failure report we want.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use modelgate_wasm_host::{
     built_module, module_exports, module_imports, GrpcAnswer, Host, HttpAnswer, RequestSpec,
     Status, ENVOY_WASI_CALLS,
@@ -501,8 +504,7 @@ fn rolls_back_on_a_firing_regression_and_resumes_when_cleared() {
 
 #[test]
 fn without_auto_resume_the_rollback_stays() {
-    let mut host =
-        host(&format!("{ROLLBACK}").replace("\"resume_after_ms\":3000", "\"auto_resume\":false"));
+    let mut host = host(&ROLLBACK.replace("\"resume_after_ms\":3000", "\"auto_resume\":false"));
     for body in [FIRING, "{}", "{}", "{}", "{}", "{}"] {
         host.advance_tick(ms(1000)).unwrap();
         let token = host.take_http_calls()[0].token;
