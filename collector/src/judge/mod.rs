@@ -22,7 +22,7 @@ use crate::aggregate::{Aggregator, Versions, WindowSummary};
 use crate::config::JudgeConfig;
 use crate::extract::EndpointKey;
 pub use alert::{AlertMachine, AlertState};
-pub use rules::{Baseline, Candidate, Condition, Evidence, Rule, RuleResult, Sequential};
+pub use rules::{Baseline, Candidate, Condition, Epoch, Evidence, Rule, RuleResult, Sequential};
 
 /// A version moves an incumbent baseline only with this many times its
 /// traffic over the horizon.
@@ -296,11 +296,8 @@ impl Judge {
             }
             let is_baseline = baseline == Some(version.as_str());
             let compare_with = if is_baseline { None } else { baseline };
-            let epoch = agg.since(
-                series,
-                self.epoch_start(series.first_seen_ms, now_ms),
-                now_ms,
-            );
+            let epoch_start = self.epoch_start(series.first_seen_ms, now_ms);
+            let epoch = Epoch::lazy(|| agg.since(series, epoch_start, now_ms));
             let candidate = Candidate {
                 window: &window,
                 epoch: &epoch,
@@ -363,10 +360,11 @@ impl Judge {
         candidate: &WindowSummary,
         baseline: Option<(&str, &WindowSummary)>,
     ) -> Vec<RuleResult> {
+        let epoch = Epoch::of(candidate.clone());
         self.judge(
             Candidate {
                 window: candidate,
-                epoch: candidate,
+                epoch: &epoch,
             },
             baseline.map(|(version, horizon)| Baseline { version, horizon }),
         )

@@ -11,6 +11,7 @@
 //! reaches the rule's threshold (see `config::SequentialPolicy`), which is
 //! what keeps false alarms rare although the judge looks every second.
 
+use std::cell::OnceCell;
 use std::fmt;
 
 use crate::aggregate::WindowSummary;
@@ -142,8 +143,47 @@ pub struct RuleResult {
 pub struct Candidate<'a> {
     /// The candidate window.
     pub window: &'a WindowSummary,
-    /// Since the start of the current evidence epoch.
-    pub epoch: &'a WindowSummary,
+    /// Since the start of the current evidence epoch, summarized only when a
+    /// test needs it.
+    pub epoch: &'a Epoch<'a>,
+}
+
+/// The candidate's evidence epoch: merged from its slots on first use, since
+/// most evaluations end before any test needs it.
+pub struct Epoch<'a> {
+    summary: OnceCell<WindowSummary>,
+    make: Box<dyn Fn() -> WindowSummary + 'a>,
+}
+
+impl<'a> Epoch<'a> {
+    /// An epoch summarized by `make` when first needed.
+    pub fn lazy(make: impl Fn() -> WindowSummary + 'a) -> Self {
+        Self {
+            summary: OnceCell::new(),
+            make: Box::new(make),
+        }
+    }
+
+    /// An epoch already summarized.
+    pub fn of(summary: WindowSummary) -> Self {
+        Self {
+            summary: OnceCell::from(summary),
+            make: Box::new(WindowSummary::default),
+        }
+    }
+
+    /// The summary.
+    pub fn get(&self) -> &WindowSummary {
+        self.summary.get_or_init(|| (self.make)())
+    }
+}
+
+impl fmt::Debug for Epoch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Epoch")
+            .field("summary", &self.summary.get())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The baseline a candidate is compared with: its horizon.
@@ -227,46 +267,50 @@ fn fmt_e(e: f64, threshold: f64) -> String {
 /// quantile must exceed the limit, an exact binomial test on the window must
 /// find more than `1 - quantile` of requests over it, and the epoch's
 /// e-value for that must reach the threshold: one slow request among few
-/// never fires. Needs no baseline.
+/// never fires. Needs no baseline. The tests run only when the quantile is
+/// over the limit: a judge of 100,000 series spends nothing on healthy ones.
 pub fn sla(rule: &SlaRule, seq: &Sequential, candidate: Candidate<'_>) -> RuleResult {
     let w = candidate.window;
     let n = w.count();
     let limit_ms = rule.limit.as_secs_f64() * 1e3;
     let value = w.latency.quantile(rule.quantile).unwrap_or(0.0);
-    let above = w.latency.count_above(limit_ms);
-    let null_rate = 1.0 - rule.quantile;
-    let p_value = stats::binomial_at_least(above, n, null_rate);
-    let epoch_n = candidate.epoch.count();
-    let epoch_above = candidate.epoch.latency.count_above(limit_ms);
-    let e_value = stats::bernoulli_e_value(epoch_above, epoch_n, null_rate);
     let mut evidence = Evidence {
         candidate_count: n,
         quantile: rule.quantile,
         candidate_value: value,
         threshold: limit_ms,
         ratio: ratio(value, limit_ms),
-        p_value,
-        e_value,
         e_threshold: seq.e_threshold,
-        candidate_events: above,
         ..Evidence::new("ms", "binomial")
     };
     if n < rule.min_samples {
         return inconclusive(Rule::Sla, evidence, n, None, rule.min_samples);
     }
     let q = pct(rule.quantile);
-    let (condition, detail) = if value > limit_ms
-        && p_value <= rule.alpha
-        && e_value >= seq.e_threshold
-    {
+    if value <= limit_ms {
+        evidence.detail = format!("{q} {value:.1} ms within the {limit_ms:.0} ms limit");
+        return RuleResult {
+            rule: Rule::Sla,
+            condition: Condition::Clear,
+            evidence,
+        };
+    }
+    let above = w.latency.count_above(limit_ms);
+    let null_rate = 1.0 - rule.quantile;
+    let p_value = stats::binomial_at_least(above, n, null_rate);
+    let epoch = candidate.epoch.get();
+    let e_value = stats::bernoulli_e_value(
+        epoch.latency.count_above(limit_ms),
+        epoch.count(),
+        null_rate,
+    );
+    evidence.p_value = p_value;
+    evidence.e_value = e_value;
+    evidence.candidate_events = above;
+    let (condition, detail) = if p_value <= rule.alpha && e_value >= seq.e_threshold {
         (
             Condition::Breach,
             format!("{q} {value:.1} ms over the {limit_ms:.0} ms limit: {above} of {n} requests above it (binomial p={p_value:.2e}, {})", fmt_e(e_value, seq.e_threshold)),
-        )
-    } else if value <= limit_ms {
-        (
-            Condition::Clear,
-            format!("{q} {value:.1} ms within the {limit_ms:.0} ms limit"),
         )
     } else {
         (
@@ -287,6 +331,7 @@ pub fn sla(rule: &SlaRule, seq: &Sequential, candidate: Candidate<'_>) -> RuleRe
 /// from either of two tests on the epoch, each at half the rule's budget: a
 /// Mann-Whitney rank test (shifts of the whole distribution) or the share of
 /// candidate requests above the baseline's quantile (shifts of the tail).
+/// The tests run only when the effect is not clearly absent.
 pub fn relative(
     rule: &RelativeRule,
     seq: &Sequential,
@@ -301,31 +346,6 @@ pub fn relative(
     let diff = qc - qb;
     let min_diff = rule.min_difference.as_secs_f64() * 1e3;
     let e_needed = 2.0 * seq.e_threshold;
-    // Whole-distribution shift: the rank test.
-    let rank_fixed = stats::mann_whitney_greater(&w.latency, &b.latency);
-    let rank_epoch = stats::mann_whitney_greater(&candidate.epoch.latency, &b.latency);
-    let rank_p = rank_fixed.map_or(1.0, |t| t.p_value);
-    let rank_e = rank_epoch.map_or(1.0, |t| {
-        stats::rank_e_value(&t, candidate.epoch.count(), nb, seq.rank_effect_scale)
-    });
-    // Tail shift: requests above the baseline's quantile.
-    let tail_null = ((1.0 - rule.quantile)
-        + 2.0 * (rule.quantile * (1.0 - rule.quantile) / nb.max(1) as f64).sqrt())
-    .min(1.0);
-    let tail_k = w.latency.count_above(qb);
-    let tail_p = stats::binomial_at_least(tail_k, nc, tail_null);
-    let tail_e = stats::bernoulli_e_value(
-        candidate.epoch.latency.count_above(qb),
-        candidate.epoch.count(),
-        tail_null,
-    );
-    let rank_decides = rank_p <= rule.alpha && rank_e >= e_needed;
-    let tail_decides = tail_p <= rule.alpha && tail_e >= e_needed;
-    let (test, p_value, e_value) = if rank_decides || (!tail_decides && rank_e >= tail_e) {
-        ("rank", rank_p, rank_e)
-    } else {
-        ("tail", tail_p, tail_e)
-    };
     let mut evidence = Evidence {
         candidate_count: nc,
         baseline_count: nb,
@@ -334,30 +354,55 @@ pub fn relative(
         baseline_value: qb,
         threshold: qb * rule.factor,
         ratio: r,
-        p_value,
-        e_value,
         e_threshold: e_needed,
-        candidate_events: tail_k,
-        baseline_events: b.latency.count_above(qb),
-        // The shift costs a pass over bucket pairs: only worth it when a
-        // latency effect is plausible.
-        shift: (r >= 1.0 + (rule.factor - 1.0) * seq.clear_fraction)
-            .then(|| stats::hodges_lehmann(&w.latency, &b.latency, 0.95))
-            .flatten(),
-        ..Evidence::new("ms", test)
+        ..Evidence::new("ms", "rank")
     };
     if nc < rule.min_samples || nb < rule.min_samples {
         return inconclusive(Rule::Relative, evidence, nc, Some(nb), rule.min_samples);
     }
     let q = pct(rule.quantile);
     let version = baseline.version;
+    let clear_factor = 1.0 + (rule.factor - 1.0) * seq.clear_fraction;
+    if r < clear_factor || diff < min_diff * seq.clear_fraction {
+        evidence.detail = format!("{q} {qc:.1} ms vs {qb:.1} ms on {version} ({r:.2}x)");
+        return RuleResult {
+            rule: Rule::Relative,
+            condition: Condition::Clear,
+            evidence,
+        };
+    }
+    let epoch = candidate.epoch.get();
+    // Whole-distribution shift: the rank test.
+    let rank_p = stats::mann_whitney_greater(&w.latency, &b.latency).map_or(1.0, |t| t.p_value);
+    let rank_e = stats::mann_whitney_greater(&epoch.latency, &b.latency).map_or(1.0, |t| {
+        stats::rank_e_value(&t, epoch.count(), nb, seq.rank_effect_scale)
+    });
+    // Tail shift: requests above the baseline's quantile.
+    let tail_null = ((1.0 - rule.quantile)
+        + 2.0 * (rule.quantile * (1.0 - rule.quantile) / nb as f64).sqrt())
+    .min(1.0);
+    let tail_k = w.latency.count_above(qb);
+    let tail_p = stats::binomial_at_least(tail_k, nc, tail_null);
+    let tail_e = stats::bernoulli_e_value(epoch.latency.count_above(qb), epoch.count(), tail_null);
+    let rank_decides = rank_p <= rule.alpha && rank_e >= e_needed;
+    let tail_decides = tail_p <= rule.alpha && tail_e >= e_needed;
+    let (test, p_value, e_value) = if rank_decides || (!tail_decides && rank_e >= tail_e) {
+        ("rank", rank_p, rank_e)
+    } else {
+        ("tail", tail_p, tail_e)
+    };
+    evidence.test = test;
+    evidence.p_value = p_value;
+    evidence.e_value = e_value;
+    evidence.candidate_events = tail_k;
+    evidence.baseline_events = b.latency.count_above(qb);
+    evidence.shift = stats::hodges_lehmann(&w.latency, &b.latency, 0.95);
     let shift = evidence.shift.map_or(String::new(), |s| {
         format!(
             ", shift {:+.1} ms [{:+.1}, {:+.1}]",
             s.estimate, s.low, s.high
         )
     });
-    let clear_factor = 1.0 + (rule.factor - 1.0) * seq.clear_fraction;
     let (condition, detail) = if r >= rule.factor
         && diff >= min_diff
         && (rank_decides || tail_decides)
@@ -365,11 +410,6 @@ pub fn relative(
         (
             Condition::Breach,
             format!("{q} {qc:.1} ms vs {qb:.1} ms on {version} ({r:.2}x, limit {:.2}x){shift}; {test} test p={p_value:.2e}, {}; {tail_k} of {nc} above the baseline's {q}", rule.factor, fmt_e(e_value, e_needed)),
-        )
-    } else if r < clear_factor || diff < min_diff * seq.clear_fraction {
-        (
-            Condition::Clear,
-            format!("{q} {qc:.1} ms vs {qb:.1} ms on {version} ({r:.2}x){shift}"),
         )
     } else {
         (
@@ -402,12 +442,6 @@ pub fn errors(
     // A baseline with no failures is floored at one in its sample, so the
     // ratio says "at least this many times worse" rather than infinity.
     let r = ratio(rc, rb.max(1.0 / nb.max(1) as f64));
-    let p_value = stats::rate_greater(fc, nc, fb, nb);
-    let e_value = stats::bernoulli_e_value(
-        candidate.epoch.failures(),
-        candidate.epoch.count(),
-        rate_upper(fb, nb),
-    );
     let mut evidence = Evidence {
         candidate_count: nc,
         baseline_count: nb,
@@ -415,8 +449,6 @@ pub fn errors(
         baseline_value: rb,
         threshold: rb + rule.margin,
         ratio: r,
-        p_value,
-        e_value,
         e_threshold: seq.e_threshold,
         candidate_events: fc,
         baseline_events: fb,
@@ -426,6 +458,23 @@ pub fn errors(
         return inconclusive(Rule::Errors, evidence, nc, Some(nb), rule.min_samples);
     }
     let version = baseline.version;
+    if rc - rb < rule.margin * seq.clear_fraction {
+        evidence.detail = format!(
+            "timeouts+errors {:.1}% ({fc} of {nc}) vs {:.1}% ({fb} of {nb}) on {version}",
+            rc * 100.0,
+            rb * 100.0
+        );
+        return RuleResult {
+            rule: Rule::Errors,
+            condition: Condition::Clear,
+            evidence,
+        };
+    }
+    let epoch = candidate.epoch.get();
+    let p_value = stats::rate_greater(fc, nc, fb, nb);
+    let e_value = stats::bernoulli_e_value(epoch.failures(), epoch.count(), rate_upper(fb, nb));
+    evidence.p_value = p_value;
+    evidence.e_value = e_value;
     let timeouts = w.outcomes[Outcome::Timeout.index()];
     let (condition, detail) = if rc - rb >= rule.margin
         && p_value <= rule.alpha
@@ -438,15 +487,6 @@ pub fn errors(
                 rc * 100.0,
                 rb * 100.0,
                 fmt_e(e_value, seq.e_threshold)
-            ),
-        )
-    } else if rc - rb < rule.margin * seq.clear_fraction {
-        (
-            Condition::Clear,
-            format!(
-                "timeouts+errors {:.1}% ({fc} of {nc}) vs {:.1}% ({fb} of {nb}) on {version}",
-                rc * 100.0,
-                rb * 100.0
             ),
         )
     } else {
@@ -478,17 +518,6 @@ pub fn fanout(
     let (cc, cb) = (w.db_calls, b.db_calls);
     let (dc, db) = (w.db_calls_per_request(), b.db_calls_per_request());
     let r = ratio(dc, db.max(1.0 / nb.max(1) as f64));
-    let share = |n: u64| {
-        if n + nb > 0 {
-            n as f64 / (n + nb) as f64
-        } else {
-            0.5
-        }
-    };
-    let p_value = stats::binomial_at_least(cc, cc + cb, share(nc));
-    let epoch = candidate.epoch;
-    let e_value =
-        stats::bernoulli_e_value(epoch.db_calls, epoch.db_calls + cb, share(epoch.count()));
     let mut evidence = Evidence {
         candidate_count: nc,
         baseline_count: nb,
@@ -496,8 +525,6 @@ pub fn fanout(
         baseline_value: db,
         threshold: (db * rule.factor).max(db + rule.min_difference),
         ratio: r,
-        p_value,
-        e_value,
         e_threshold: seq.e_threshold,
         candidate_events: cc,
         baseline_events: cb,
@@ -509,6 +536,21 @@ pub fn fanout(
     let version = baseline.version;
     let counts = format!("{dc:.1} database calls per request ({cc} calls / {nc} requests) vs {db:.1} ({cb} / {nb}) on {version}");
     let clear_factor = 1.0 + (rule.factor - 1.0) * seq.clear_fraction;
+    if r < clear_factor || dc - db < rule.min_difference * seq.clear_fraction {
+        evidence.detail = counts;
+        return RuleResult {
+            rule: Rule::Fanout,
+            condition: Condition::Clear,
+            evidence,
+        };
+    }
+    let share = |n: u64| n as f64 / (n + nb).max(1) as f64;
+    let epoch = candidate.epoch.get();
+    let p_value = stats::binomial_at_least(cc, cc + cb, share(nc));
+    let e_value =
+        stats::bernoulli_e_value(epoch.db_calls, epoch.db_calls + cb, share(epoch.count()));
+    evidence.p_value = p_value;
+    evidence.e_value = e_value;
     let (condition, detail) = if r >= rule.factor
         && dc - db >= rule.min_difference
         && p_value <= rule.alpha
@@ -518,8 +560,6 @@ pub fn fanout(
             Condition::Breach,
             format!("{counts} ({r:.1}x, limit {:.1}x): the candidate queries the database more, exact test p={p_value:.2e}, {}", rule.factor, fmt_e(e_value, seq.e_threshold)),
         )
-    } else if r < clear_factor || dc - db < rule.min_difference * seq.clear_fraction {
-        (Condition::Clear, counts)
     } else {
         (
             Condition::Marginal,
@@ -566,10 +606,10 @@ mod tests {
     }
 
     fn cand(w: &WindowSummary) -> Candidate<'_> {
-        Candidate {
-            window: w,
-            epoch: w,
-        }
+        // One batch: the epoch is the window. Leaked so the epoch lives as
+        // long as the window it describes (a few bytes per test).
+        let epoch: &Epoch<'_> = Box::leak(Box::new(Epoch::of(w.clone())));
+        Candidate { window: w, epoch }
     }
 
     fn base(h: &WindowSummary) -> Baseline<'_> {
