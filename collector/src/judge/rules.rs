@@ -88,9 +88,9 @@ pub struct Evidence {
     pub e_threshold: f64,
     /// Which test decided: "binomial", "rank", "tail", "fisher", "poisson".
     pub test: &'static str,
-    /// Events behind the rate: requests over the limit (sla), over the
-    /// baseline's quantile (relative), failures (errors), database calls
-    /// (fanout); candidate side.
+    /// Events behind the rate: requests over the limit (sla), beyond
+    /// `factor` x the baseline's quantile (relative), failures (errors),
+    /// database calls (fanout); candidate side.
     pub candidate_events: u64,
     /// The same on the baseline side.
     pub baseline_events: u64,
@@ -330,7 +330,8 @@ pub fn sla(rule: &SlaRule, seq: &Sequential, candidate: Candidate<'_>) -> RuleRe
 /// by at least `min_difference` (effect sizes, on the window), with evidence
 /// from either of two tests on the epoch, each at half the rule's budget: a
 /// Mann-Whitney rank test (shifts of the whole distribution) or the share of
-/// candidate requests above the baseline's quantile (shifts of the tail).
+/// candidate requests beyond `factor` times the baseline's quantile against
+/// the baseline's own share there (shifts of the tail).
 /// The tests run only when the effect is not clearly absent.
 pub fn relative(
     rule: &RelativeRule,
@@ -377,13 +378,18 @@ pub fn relative(
     let rank_e = stats::mann_whitney_greater(&epoch.latency, &b.latency).map_or(1.0, |t| {
         stats::rank_e_value(&t, epoch.count(), nb, seq.rank_effect_scale)
     });
-    // Tail shift: requests above the baseline's quantile.
-    let tail_null = ((1.0 - rule.quantile)
-        + 2.0 * (rule.quantile * (1.0 - rule.quantile) / nb as f64).sqrt())
-    .min(1.0);
-    let tail_k = w.latency.count_above(qb);
+    // Tail shift: requests beyond the rule's own limit (factor x the
+    // baseline's quantile), against the baseline's rate there (upper bound).
+    let tail_limit = (qb * rule.factor).max(qb + min_diff);
+    let tail_base = b.latency.count_above(tail_limit);
+    let tail_null = rate_upper(tail_base, nb);
+    let tail_k = w.latency.count_above(tail_limit);
     let tail_p = stats::binomial_at_least(tail_k, nc, tail_null);
-    let tail_e = stats::bernoulli_e_value(epoch.latency.count_above(qb), epoch.count(), tail_null);
+    let tail_e = stats::bernoulli_e_value(
+        epoch.latency.count_above(tail_limit),
+        epoch.count(),
+        tail_null,
+    );
     let rank_decides = rank_p <= rule.alpha && rank_e >= e_needed;
     let tail_decides = tail_p <= rule.alpha && tail_e >= e_needed;
     let (test, p_value, e_value) = if rank_decides || (!tail_decides && rank_e >= tail_e) {
@@ -395,7 +401,7 @@ pub fn relative(
     evidence.p_value = p_value;
     evidence.e_value = e_value;
     evidence.candidate_events = tail_k;
-    evidence.baseline_events = b.latency.count_above(qb);
+    evidence.baseline_events = tail_base;
     evidence.shift = stats::hodges_lehmann(&w.latency, &b.latency, 0.95);
     let shift = evidence.shift.map_or(String::new(), |s| {
         format!(
@@ -409,7 +415,7 @@ pub fn relative(
     {
         (
             Condition::Breach,
-            format!("{q} {qc:.1} ms vs {qb:.1} ms on {version} ({r:.2}x, limit {:.2}x){shift}; {test} test p={p_value:.2e}, {}; {tail_k} of {nc} above the baseline's {q}", rule.factor, fmt_e(e_value, e_needed)),
+            format!("{q} {qc:.1} ms vs {qb:.1} ms on {version} ({r:.2}x, limit {:.2}x){shift}; {test} test p={p_value:.2e}, {}; {tail_k} of {nc} beyond {tail_limit:.1} ms ({tail_base} of {nb} on {version})", rule.factor, fmt_e(e_value, e_needed)),
         )
     } else {
         (
@@ -764,11 +770,10 @@ mod tests {
     #[test]
     fn a_tail_only_shift_is_caught_by_the_tail_test() {
         // Same median; the slowest 12% of the candidate are 1.6x slower. The
-        // rank test barely moves; requests above the baseline's p95 double.
-        // At 300 requests the evidence (p = 6e-5, e = 102) is not yet
-        // always-valid evidence; at 600 it is.
+        // rank test barely moves; requests beyond 1.5x the baseline's p95 go
+        // from none to one in ten.
         let b: Vec<f64> = (0..2000).map(|i| 50.0 + f64::from(i % 100)).collect();
-        let c: Vec<f64> = (0..600)
+        let c: Vec<f64> = (0..300)
             .map(|i| {
                 let v = 50.0 + f64::from(i % 100);
                 if i % 100 >= 88 {
