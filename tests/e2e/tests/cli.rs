@@ -22,12 +22,25 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("modelgate-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+/// A file in the temp directory, removed when the test ends.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn to_str(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn temp_file(name: &str, text: &str) -> TempFile {
+    let path = std::env::temp_dir().join(format!("modelgate-e2e-{}-{name}", std::process::id()));
     std::fs::write(&path, text).unwrap();
-    path
+    TempFile(path)
 }
 
 #[test]
@@ -49,11 +62,11 @@ fn help_documents_configuration_and_commands() {
 #[test]
 fn bad_config_file_is_refused_naming_key_and_problem() {
     let path = temp_file("bad.yaml", "judge:\n  sla:\n    limit: soon\n");
-    let (code, _, err) = run(&["--config", path.to_str().unwrap()], &[]);
+    let (code, _, err) = run(&["--config", path.to_str()], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("judge.sla.limit"), "{err}");
     let path = temp_file("typo.yaml", "aggregate:\n  max_seris: 10\n");
-    let (code, _, err) = run(&["--config", path.to_str().unwrap()], &[]);
+    let (code, _, err) = run(&["--config", path.to_str()], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("max_seris"), "{err}");
     let (code, _, err) = run(&["config"], &[("MODELGATE_AGGREGATE__WINDOW", "2h")]);
@@ -68,7 +81,7 @@ fn bad_config_file_is_refused_naming_key_and_problem() {
 fn config_prints_effective_settings() {
     let path = temp_file("ok.yaml", "judge:\n  sla:\n    limit: 200ms\n");
     let (code, out, err) = run(
-        &["--config", path.to_str().unwrap(), "config"],
+        &["--config", path.to_str(), "config"],
         &[("MODELGATE_AGGREGATE__MAX_SERIES", "500")],
     );
     assert_eq!(code, 0, "{err}");
@@ -79,7 +92,7 @@ fn config_prints_effective_settings() {
 #[test]
 fn replay_of_a_bad_scenario_names_the_key() {
     let path = temp_file("scenario.yaml", "name: s\nservice: svc\nphases:\n  - name: p\n    requests: 3\n    traffic:\n      - version: v1\n        endpoints: []\n        latency_ms: { dist: uniform, min: 1, max: 2 }\n");
-    let (code, _, err) = run(&["replay", path.to_str().unwrap()], &[]);
+    let (code, _, err) = run(&["replay", path.to_str()], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("phases[0].traffic[0].endpoints"), "{err}");
     let (code, _, err) = run(&["replay", "no-such-scenario"], &[]);
