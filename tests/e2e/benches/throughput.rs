@@ -1,46 +1,50 @@
-//! A first throughput figure: spans per second the release `modelgate`
-//! binary accepts over loopback OTLP/gRPC with the judge on, and its resident
-//! memory. Batches of 512 spans across 300 series (3 services x 20 endpoints
-//! x 5 versions) are encoded once and sent over 4 concurrent connections for
-//! a bounded time; the count accepted is read back from `/metrics`.
+//! Throughput of the collector, three ways in one run so the ratios hold on
+//! a noisy machine:
+//! (a) decode only: the `opentelemetry-proto` decode of the load batches, the
+//!     limit of a receiver that decodes full messages;
+//! (b) decode + extract + aggregate in process, no network, one thread;
+//! (c) end to end over loopback gRPC: the release `modelgate` (judge on) on
+//!     CPU 0 and `modelgate loadgen` on CPU 1 (`taskset`).
+//! Batches: 512 spans of ten attributes over a few hundred series and five
+//! versions (`modelgate::loadgen::batches`).
 //!
 //! Run: `cargo build --release -p modelgate && cargo bench -p modelgate-e2e --bench throughput`
-//! (`-- SECONDS` to change the duration, default 10).
+//! (`-- SECONDS` per measurement, default 10). The last line is
+//! `throughput: e2e_spans_per_s=X decode_only_spans_per_s=Y e2e_over_decode=R rss_mib=M`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use modelgate::fixture::{attr_int, attr_str, request_of, SpanSpec};
-use modelgate_e2e::{metric, send_raw, Collector};
+use modelgate::aggregate::Aggregator;
+use modelgate::config::{AggregateConfig, ExtractConfig};
+use modelgate::extract::extract;
+use modelgate::loadgen::{batches, LoadOptions};
+use modelgate_e2e::{metric, modelgate_bin, Collector};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use tonic::transport::Channel;
 
-const SPANS_PER_BATCH: usize = 512;
-const CONNECTIONS: usize = 4;
+/// Runs `step` over the batches for `seconds`; spans per second.
+fn in_process(batches: &[Vec<u8>], seconds: u64, mut step: impl FnMut(&[u8]) -> usize) -> f64 {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut spans = 0usize;
+    let mut i = 0;
+    while Instant::now() < deadline {
+        for _ in 0..16 {
+            spans += step(&batches[i % batches.len()]);
+            i += 1;
+        }
+    }
+    spans as f64 / started.elapsed().as_secs_f64()
+}
 
-fn batches() -> Vec<Vec<u8>> {
-    (0..16)
-        .map(|b| {
-            request_of((0..SPANS_PER_BATCH).map(|i| {
-                let n = b * SPANS_PER_BATCH + i;
-                let service = ["checkout", "lending-api", "search"][n % 3];
-                let route = format!("/api/v1/op{}", (n / 3) % 20);
-                let version = format!("v1.{}", (n / 60) % 5);
-                SpanSpec::request(service, &route, &version, 20 + (n % 90) as u64)
-                    .attr(attr_str("http.request.method", "POST"))
-                    .attr(attr_int("http.response.status_code", 200))
-                    .attr(attr_str("server.address", "api.internal"))
-                    .attr(attr_int("server.port", 8443))
-                    .attr(attr_str("url.scheme", "https"))
-                    .attr(attr_str("network.protocol.version", "2"))
-                    .attr(attr_str("user_agent.original", "lender-sdk/2.3"))
-            }))
-            .encode_to_vec()
-        })
-        .collect()
+fn span_count(r: &ExportTraceServiceRequest) -> usize {
+    r.resource_spans
+        .iter()
+        .flat_map(|rs| rs.scope_spans.iter())
+        .map(|ss| ss.spans.len())
+        .sum()
 }
 
 #[tokio::main]
@@ -49,58 +53,80 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(10);
-    let collector = Collector::start(&[]).await;
-    let batches = Arc::new(batches());
-    let bytes_per_batch = batches[0].len();
-    let sent = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let options = LoadOptions::default();
+    let encoded = batches(&options, 32);
+    let bytes = encoded[0].len();
+
+    // (a) Decode only.
+    let decode = in_process(&encoded, seconds, |b| {
+        span_count(&ExportTraceServiceRequest::decode(b).unwrap())
+    });
+
+    // (b) Decode, extract, aggregate.
+    let config = ExtractConfig::default();
+    let mut agg = Aggregator::new(AggregateConfig::default(), vec![100.0], 1_763_658_000_000);
+    let mut samples = Vec::with_capacity(options.batch_spans);
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..CONNECTIONS {
-        let channel = Channel::from_shared(collector.grpc_url())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let batches = batches.clone();
-        let sent = sent.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut i = c;
-            while Instant::now() < deadline {
-                if send_raw(&channel, batches[i % batches.len()].clone(), false)
-                    .await
-                    .is_ok()
-                {
-                    sent.fetch_add(SPANS_PER_BATCH as u64, Ordering::Relaxed);
-                }
-                i += 1;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let text = collector.metrics().await;
-    let accepted = metric(&text, "modelgate_receiver_accepted_total", &[]).unwrap_or(0.0);
-    let series = metric(&text, "modelgate_series_active", &[]).unwrap_or(0.0);
+    let aggregate = in_process(&encoded, seconds, |b| {
+        let request = ExportTraceServiceRequest::decode(b).unwrap();
+        samples.clear();
+        extract(&request, &config, &mut samples);
+        let now = 1_763_658_000_000 + started.elapsed().as_millis() as u64;
+        agg.record_batch(&samples, now);
+        samples.len()
+    });
+
+    // (c) End to end, one core each.
+    let collector = Collector::start_pinned(0, &[]).await;
+    let out = tokio::process::Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(modelgate_bin())
+        .args([
+            "loadgen",
+            "--endpoint",
+            &collector.grpc_url(),
+            "--connections",
+            "8",
+        ])
+        .args(["--duration", &format!("{seconds}s")])
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |key: &str| -> f64 {
+        report
+            .lines()
+            .last()
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix(key)))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let e2e = field("spans_per_s=");
+    let (p50, p99) = (field("export_p50_ms="), field("export_p99_ms="));
+    let counted = metric(
+        &collector.metrics().await,
+        "modelgate_receiver_accepted_total",
+        &[],
+    )
+    .unwrap_or(0.0);
     let rss_mib = collector.rss_kib() as f64 / 1024.0;
-    let rate = accepted / elapsed;
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!("| duration | {elapsed:.1} s |");
-    println!("| connections x batch | {CONNECTIONS} x {SPANS_PER_BATCH} spans ({bytes_per_batch} bytes) |");
-    println!(
-        "| spans sent (acknowledged) | {} |",
-        sent.load(Ordering::Relaxed)
-    );
-    println!("| spans accepted (modelgate_receiver_accepted_total) | {accepted} |");
-    println!("| series | {series} |");
-    println!("| accepted spans/s | {rate:.0} |");
-    println!("| collector RSS | {rss_mib:.0} MiB |");
-    println!(
-        "throughput: accepted_spans_per_s={rate:.0} rss_mib={rss_mib:.0} cores={}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
     collector.stop().await;
+
+    println!("| measurement | spans/s | vs decode only |");
+    println!("|---|---|---|");
+    println!("| (a) decode only, 1 thread | {decode:.0} | 1.00 |");
+    println!(
+        "| (b) decode + extract + aggregate, 1 thread | {aggregate:.0} | {:.2} |",
+        aggregate / decode
+    );
+    println!(
+        "| (c) end to end, loopback gRPC, collector on 1 core (judge on) | {e2e:.0} | {:.2} |",
+        e2e / decode
+    );
+    println!();
+    println!("batches of {} spans ({bytes} bytes); Export latency p50 {p50:.2} ms, p99 {p99:.2} ms; collector counted {counted} spans; collector RSS {rss_mib:.0} MiB", options.batch_spans);
+    println!(
+        "throughput: e2e_spans_per_s={e2e:.0} decode_only_spans_per_s={decode:.0} e2e_over_decode={:.2} rss_mib={rss_mib:.0}",
+        e2e / decode
+    );
 }

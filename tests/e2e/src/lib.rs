@@ -56,7 +56,18 @@ impl Collector {
     /// Starts the binary with `env` added to its environment and waits until
     /// it listens.
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(modelgate_bin());
+        Self::start_command(Command::new(modelgate_bin()), env).await
+    }
+
+    /// [`Collector::start`], pinned to one CPU with `taskset` (for
+    /// benchmarks that give the collector and the load one core each).
+    pub async fn start_pinned(cpu: usize, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new("taskset");
+        command.arg("-c").arg(cpu.to_string()).arg(modelgate_bin());
+        Self::start_command(command, env).await
+    }
+
+    async fn start_command(mut command: Command, env: &[(&str, &str)]) -> Self {
         command
             .args([
                 "--grpc-listen",
