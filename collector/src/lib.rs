@@ -15,6 +15,7 @@
 //! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order.
 //! - [`telemetry`]: modelgate's own counters (accepted, refused, ...).
 //! - [`replay`]: scenario traffic sent through the real OTLP exporter.
+//! - [`analyze`]: offline judgement of JSON log files (`modelgate analyze`).
 //! - [`loadgen`]: pre-encoded OTLP batches at full speed or a fixed rate, for benchmarks.
 //! - [`fixture`]: OTLP payload builder for tests and benchmarks.
 
@@ -28,5 +29,6 @@ pub mod pipeline;
 pub mod serve;
 pub mod telemetry;
 pub mod replay;
+pub mod analyze;
 pub mod loadgen;
 pub mod fixture;

@@ -35,6 +35,7 @@ EXAMPLES
   modelgate                                   run on the defaults
   modelgate --config modelgate.yaml           run with a file
   modelgate replay lending                    replay the lending incident
+  modelgate analyze incident.jsonl            judge a JSON log file offline
   curl -s localhost:9464/api/v1/regressions   see what fires";
 
 /// Catch a slow new model or service version from its OpenTelemetry spans.
@@ -87,6 +88,16 @@ enum Command {
     },
     /// Print the effective configuration as YAML.
     Config,
+    /// Judge JSON log files offline (the lending incident's format); exits 1
+    /// when a version regressed.
+    Analyze {
+        /// Files of JSON lines, one request per line.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
     /// Send pre-encoded OTLP batches to a collector and report throughput.
     Loadgen {
         /// OTLP/gRPC endpoint of the collector.
@@ -143,6 +154,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config => {
             print!("{}", Config::load(cli.config.as_deref())?.to_yaml());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Analyze { files, format } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let mapping = modelgate::analyze::LogMapping::lending();
+            let mut analysis = modelgate::analyze::Analysis::default();
+            for file in &files {
+                analysis
+                    .read_file(file, &mapping)
+                    .with_context(|| format!("reading {}", file.display()))?;
+            }
+            for m in &analysis.malformed {
+                eprintln!("{}:{}: skipped: {}", m.file, m.line, m.reason);
+            }
+            let reports = modelgate::analyze::judge(
+                &analysis,
+                &modelgate::analyze::offline_judge(config.judge),
+            );
+            if format == "json" {
+                println!("{}", analysis_json(&analysis, &reports));
+            } else {
+                print_analysis(&analysis, &reports);
+            }
+            Ok(if modelgate::analyze::any_regression(&reports) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Loadgen {
             endpoint,
@@ -231,6 +269,68 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn print_analysis(
+    analysis: &modelgate::analyze::Analysis,
+    reports: &[modelgate::analyze::EndpointReport],
+) {
+    println!(
+        "{} lines read, {} skipped",
+        analysis.lines,
+        analysis.malformed.len()
+    );
+    for report in reports {
+        println!();
+        println!("{} (baseline {})", report.endpoint, report.baseline);
+        println!(
+            "  {:<12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8}  verdict",
+            "version", "requests", "avg ms", "p50 ms", "p95 ms", "p99 ms", "timeouts"
+        );
+        for v in &report.versions {
+            println!(
+                "  {:<12} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8}  {}",
+                v.version,
+                v.requests,
+                v.mean_ms,
+                v.p50_ms,
+                v.p95_ms,
+                v.p99_ms,
+                v.timeouts,
+                v.verdict
+            );
+            if v.verdict != "baseline" {
+                for r in &v.rules {
+                    println!("      {:<9} {}", r.rule.as_str(), r.evidence.detail);
+                }
+            }
+        }
+    }
+}
+
+fn analysis_json(
+    analysis: &modelgate::analyze::Analysis,
+    reports: &[modelgate::analyze::EndpointReport],
+) -> serde_json::Value {
+    serde_json::json!({
+        "lines": analysis.lines,
+        "malformed": analysis.malformed.iter().map(|m| serde_json::json!({"file": m.file, "line": m.line, "reason": m.reason})).collect::<Vec<_>>(),
+        "endpoints": reports.iter().map(|r| serde_json::json!({
+            "endpoint": r.endpoint,
+            "baseline": r.baseline,
+            "versions": r.versions.iter().map(|v| serde_json::json!({
+                "version": v.version,
+                "requests": v.requests,
+                "mean_ms": v.mean_ms,
+                "p50_ms": v.p50_ms,
+                "p95_ms": v.p95_ms,
+                "p99_ms": v.p99_ms,
+                "timeouts": v.timeouts,
+                "verdict": v.verdict,
+                "rules": v.rules.iter().map(|r| serde_json::json!({"rule": r.rule.as_str(), "detail": r.evidence.detail})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -99,3 +99,31 @@ fn replay_of_a_bad_scenario_names_the_key() {
     assert_eq!(code, 2);
     assert!(err.contains("lending"), "{err}");
 }
+
+#[test]
+fn analyze_of_the_incident_log_flags_v13_and_reports_line_5() {
+    let log = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/logs/kenya-lending-incident.jsonl"
+    );
+    let (code, out, err) = run(&["analyze", log], &[]);
+    assert_eq!(code, 1, "a regression exits 1\n{out}\n{err}");
+    assert!(
+        err.contains("kenya-lending-incident.jsonl:5: skipped: not JSON"),
+        "{err}"
+    );
+    assert!(out.contains("(all endpoints) (baseline v1.2)"), "{out}");
+    let v13 = out
+        .lines()
+        .skip_while(|l| !l.starts_with("(all endpoints)"))
+        .find(|l| l.trim_start().starts_with("v1.3"))
+        .unwrap();
+    assert!(v13.ends_with("regression"), "{v13}");
+    let (code, out, _) = run(&["analyze", "--format", "json", log], &[]);
+    assert_eq!(code, 1);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["malformed"][0]["line"], 5);
+    let (code, _, err) = run(&["analyze", "/nonexistent.jsonl"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent.jsonl"), "{err}");
+}
