@@ -1092,6 +1092,17 @@ impl Host {
         Ok(context)
     }
 
+    /// A request header of a request in flight, as the filter left it (e.g.
+    /// the version it stamped at `proxy_on_request_headers`).
+    pub fn request_header(&self, context: u32, name: &str) -> Option<String> {
+        let stream = self.store.data().streams.get(&context)?;
+        stream
+            .request_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
     /// The upstream answered: response headers (with `:status`) and any
     /// per-request properties, then `proxy_on_response_headers`.
     pub fn respond(
