@@ -1,11 +1,16 @@
-//! Analyze: offline judgement of JSON log files, one request per line, with
-//! the same judge the collector runs.
+//! Analyze: offline judgement of files with the same extraction and judge
+//! the collector runs.
 //!
-//! A [`LogMapping`] says which fields hold the latency (and its unit), the
-//! version, the endpoint and the status, and which status values mean a
-//! timeout or an error; the lending incident's format is built in. Lines that
-//! are not JSON or lack a field are reported by file and line number and
-//! skipped: a bad line never stops the analysis. The judgement compares, per
+//! A file holds JSON lines of either kind, mixed freely:
+//! - a log line, one request, mapped by the configured
+//!   [`LogMapping`](crate::extract::logs::LogMapping) (the lending incident's
+//!   format by default);
+//! - an OTLP/JSON export request (`{"resourceSpans": ...}` or
+//!   `{"resourceLogs": ...}`), one per line, as the OpenTelemetry Collector's
+//!   file exporter writes them.
+//!
+//! Lines that are not JSON, lack a field or hold unusable spans are reported
+//! by file and line number and skipped: a bad line never stops the analysis. The judgement compares, per
 //! endpoint and over all endpoints together, every version with the one that
 //! appeared first (log files run forward in time). This module reads files
 //! and computes; printing is the binary's business.
@@ -13,96 +18,20 @@
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::Path;
+use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value;
 
 use crate::aggregate::WindowSummary;
-use crate::extract::Outcome;
+use crate::config::ExtractConfig;
+use crate::extract::logs::extract_logs;
+use crate::extract::{extract, Outcome, Sample, SampleKind, UNKNOWN_SERVICE};
 use crate::judge::{Condition, Judge, RuleResult};
 
 /// Name of the group that merges every endpoint.
 pub const ALL_ENDPOINTS: &str = "(all endpoints)";
-
-/// How a JSON log line maps to a request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogMapping {
-    /// Field holding the latency.
-    pub duration_field: String,
-    /// Milliseconds per unit of that field (1 for ms, 1000 for s).
-    pub duration_ms_per_unit: f64,
-    /// Field holding the version.
-    pub version_field: String,
-    /// Field holding the endpoint.
-    pub endpoint_field: String,
-    /// Field holding the status.
-    pub status_field: String,
-    /// Status values meaning a timeout (compared case-insensitively).
-    pub timeout_values: Vec<String>,
-    /// Status values meaning an error.
-    pub error_values: Vec<String>,
-}
-
-impl LogMapping {
-    /// The lending incident's logs: `responseTimeMs`, `modelVersion`,
-    /// `endpoint`, `status` (`OK` or `Timeout`).
-    pub fn lending() -> Self {
-        Self {
-            duration_field: "responseTimeMs".into(),
-            duration_ms_per_unit: 1.0,
-            version_field: "modelVersion".into(),
-            endpoint_field: "endpoint".into(),
-            status_field: "status".into(),
-            timeout_values: vec!["timeout".into()],
-            error_values: vec!["error".into(), "failed".into()],
-        }
-    }
-
-    /// One line as (endpoint, version, milliseconds, outcome), or why not.
-    fn map(&self, line: &str) -> Result<(String, String, f64, Outcome), String> {
-        let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-        let field = |name: &str| value.get(name).ok_or_else(|| format!("no field {name:?}"));
-        let text = |name: &str| -> Result<String, String> {
-            match field(name)? {
-                Value::String(s) => Ok(s.clone()),
-                Value::Number(n) => Ok(n.to_string()),
-                _ => Err(format!("field {name:?} is not a string")),
-            }
-        };
-        let duration = field(&self.duration_field)?
-            .as_f64()
-            .filter(|d| d.is_finite() && *d >= 0.0)
-            .ok_or_else(|| {
-                format!(
-                    "field {:?} is not a non-negative number",
-                    self.duration_field
-                )
-            })?;
-        let status = text(&self.status_field)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let outcome = if self
-            .timeout_values
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(&status))
-        {
-            Outcome::Timeout
-        } else if self
-            .error_values
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(&status))
-        {
-            Outcome::Error
-        } else {
-            Outcome::Ok
-        };
-        Ok((
-            text(&self.endpoint_field)?,
-            text(&self.version_field)?,
-            duration * self.duration_ms_per_unit,
-            outcome,
-        ))
-    }
-}
 
 /// A line that could not be used.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,13 +59,20 @@ pub struct Analysis {
 }
 
 impl Analysis {
-    /// Reads one file of JSON lines.
-    pub fn read_file(&mut self, path: &Path, mapping: &LogMapping) -> std::io::Result<()> {
+    /// Reads one file; `progress` is told how many bytes were read, as they
+    /// are.
+    pub fn read_file(
+        &mut self,
+        path: &Path,
+        config: &ExtractConfig,
+        progress: &mut dyn FnMut(u64),
+    ) -> std::io::Result<()> {
         let file = std::fs::File::open(path)?;
         self.read(
             &path.display().to_string(),
             std::io::BufReader::new(file),
-            mapping,
+            config,
+            progress,
         )
     }
 
@@ -144,40 +80,104 @@ impl Analysis {
     pub fn read(
         &mut self,
         name: &str,
-        reader: impl BufRead,
-        mapping: &LogMapping,
+        mut reader: impl BufRead,
+        config: &ExtractConfig,
+        progress: &mut dyn FnMut(u64),
     ) -> std::io::Result<()> {
-        for (i, line) in reader.lines().enumerate() {
-            let line = line?;
+        let mut line = String::new();
+        let mut number = 0;
+        let mut samples = Vec::new();
+        loop {
+            line.clear();
+            let read = reader.read_line(&mut line)?;
+            if read == 0 {
+                return Ok(());
+            }
+            progress(read as u64);
+            number += 1;
             if line.trim().is_empty() {
                 continue;
             }
             self.lines += 1;
-            match mapping.map(&line) {
-                Ok((endpoint, version, ms, outcome)) => {
-                    for group in [endpoint.as_str(), ALL_ENDPOINTS] {
-                        let order = self.order.entry(group.to_owned()).or_default();
-                        if !order.contains(&version) {
-                            order.push(version.clone());
-                        }
-                        let s = self
-                            .groups
-                            .entry(group.to_owned())
-                            .or_default()
-                            .entry(version.clone())
-                            .or_default();
-                        s.latency.record(ms);
-                        s.outcomes[outcome.index()] += 1;
-                    }
-                }
-                Err(reason) => self.malformed.push(Malformed {
+            samples.clear();
+            if let Err(reason) = self.read_line(&line, config, &mut samples) {
+                self.malformed.push(Malformed {
                     file: name.to_owned(),
-                    line: i + 1,
+                    line: number,
                     reason,
-                }),
+                });
             }
         }
+    }
+
+    /// One line: its samples are recorded even when some of its spans or
+    /// records were not usable (the error then says how many).
+    fn read_line(
+        &mut self,
+        line: &str,
+        config: &ExtractConfig,
+        samples: &mut Vec<Sample>,
+    ) -> Result<(), String> {
+        let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+        let report = if value.get("resourceSpans").is_some() {
+            let request: ExportTraceServiceRequest = serde_json::from_value(value)
+                .map_err(|e| format!("not an OTLP/JSON trace export: {e}"))?;
+            extract(&request, config, samples)
+        } else if value.get("resourceLogs").is_some() {
+            let request: ExportLogsServiceRequest = serde_json::from_value(value)
+                .map_err(|e| format!("not an OTLP/JSON logs export: {e}"))?;
+            extract_logs(&request, config, samples)
+        } else {
+            let mapped = config.logs.map_json(&value)?;
+            self.record(
+                &mapped.endpoint,
+                &mapped.version,
+                mapped.duration,
+                mapped.outcome,
+            );
+            return Ok(());
+        };
+        for sample in samples.iter() {
+            if let SampleKind::Request {
+                endpoint,
+                duration,
+                outcome,
+            } = &sample.kind
+            {
+                let group = if endpoint.service == UNKNOWN_SERVICE {
+                    endpoint.endpoint.clone()
+                } else {
+                    format!("{} {}", endpoint.service, endpoint.endpoint)
+                };
+                self.record(&group, &sample.version, *duration, *outcome);
+            }
+        }
+        if report.rejected > 0 {
+            return Err(format!(
+                "{} of {} not usable: {}",
+                report.rejected,
+                report.rejected + report.samples + report.ignored,
+                report.message
+            ));
+        }
         Ok(())
+    }
+
+    fn record(&mut self, endpoint: &str, version: &str, duration: Duration, outcome: Outcome) {
+        for group in [endpoint, ALL_ENDPOINTS] {
+            let order = self.order.entry(group.to_owned()).or_default();
+            if !order.iter().any(|v| v == version) {
+                order.push(version.to_owned());
+            }
+            let s = self
+                .groups
+                .entry(group.to_owned())
+                .or_default()
+                .entry(version.to_owned())
+                .or_default();
+            s.latency.record(duration.as_secs_f64() * 1000.0);
+            s.outcomes[outcome.index()] += 1;
+        }
     }
 }
 
@@ -286,6 +286,7 @@ pub fn offline_judge(config: crate::config::JudgeConfig) -> Judge {
 mod tests {
     use super::*;
     use crate::config::JudgeConfig;
+    use crate::fixture::{request_of, SpanSpec};
 
     const INCIDENT: &str = include_str!("../../examples/logs/kenya-lending-incident.jsonl");
 
@@ -296,7 +297,8 @@ mod tests {
             .read(
                 "incident.jsonl",
                 INCIDENT.as_bytes(),
-                &LogMapping::lending(),
+                &ExtractConfig::default(),
+                &mut |_| {},
             )
             .unwrap();
         assert_eq!(analysis.lines, 8);
@@ -336,7 +338,8 @@ mod tests {
             .read(
                 "x",
                 r#"{"endpoint":"/a","status":"OK","modelVersion":"v1"}"#.as_bytes(),
-                &LogMapping::lending(),
+                &ExtractConfig::default(),
+                &mut |_| {},
             )
             .unwrap();
         assert!(
@@ -345,5 +348,67 @@ mod tests {
             analysis.malformed
         );
         assert!(analysis.groups.is_empty());
+    }
+
+    #[test]
+    fn otlp_json_lines_of_the_file_exporter_are_read_with_their_spans() {
+        let slow = request_of(
+            (0..20).map(|_| SpanSpec::request("lending-api", "/risk-score", "v1.3", 750)),
+        );
+        let fast = request_of(
+            (0..20).map(|_| SpanSpec::request("lending-api", "/risk-score", "v1.2", 100)),
+        );
+        let bad = request_of([
+            SpanSpec::request("lending-api", "/risk-score", "v1.2", 100),
+            SpanSpec::request("lending-api", "/risk-score", "v1.2", 100).no_timestamps(),
+        ]);
+        let logs = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"lending-api"}}]},"scopeLogs":[{"logRecords":[{"body":{"stringValue":"x"},"attributes":[{"key":"endpoint","value":{"stringValue":"/risk-score"}},{"key":"responseTimeMs","value":{"intValue":"800"}},{"key":"status","value":{"stringValue":"Timeout"}},{"key":"modelVersion","value":{"stringValue":"v1.3"}}]}]}]}]}"#;
+        let file = [
+            serde_json::to_string(&fast).unwrap(),
+            serde_json::to_string(&slow).unwrap(),
+            serde_json::to_string(&bad).unwrap(),
+            logs.to_owned(),
+            r#"{"resourceSpans":"nope"}"#.to_owned(),
+        ]
+        .join("\n");
+        let mut analysis = Analysis::default();
+        let mut bytes = 0;
+        analysis
+            .read(
+                "otlp.json",
+                file.as_bytes(),
+                &ExtractConfig::default(),
+                &mut |n| bytes += n,
+            )
+            .unwrap();
+        assert_eq!(bytes as usize, file.len());
+        assert_eq!(analysis.malformed.len(), 2, "{:?}", analysis.malformed);
+        assert_eq!(analysis.malformed[0].line, 3);
+        assert!(
+            analysis.malformed[0]
+                .reason
+                .starts_with("1 of 2 not usable"),
+            "{:?}",
+            analysis.malformed
+        );
+        assert_eq!(analysis.malformed[1].line, 5);
+        assert!(
+            analysis.malformed[1]
+                .reason
+                .contains("OTLP/JSON trace export"),
+            "{:?}",
+            analysis.malformed
+        );
+        let group = &analysis.groups["lending-api /risk-score"];
+        assert_eq!(group["v1.2"].count(), 21);
+        assert_eq!(group["v1.3"].count(), 21);
+        let reports = judge(&analysis, &offline_judge(JudgeConfig::default()));
+        let risk = reports
+            .iter()
+            .find(|r| r.endpoint == "lending-api /risk-score")
+            .unwrap();
+        assert_eq!(risk.baseline, "v1.2");
+        let v13 = risk.versions.iter().find(|v| v.version == "v1.3").unwrap();
+        assert_eq!((v13.timeouts, v13.verdict), (1, "regression"));
     }
 }

@@ -16,6 +16,8 @@ use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::extract::logs::LogMapping;
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -70,6 +72,8 @@ pub struct Config {
 pub struct ReceiverConfig {
     /// OTLP/gRPC listen address; also serves the `modelgate.v1.Query` API.
     pub grpc_listen: SocketAddr,
+    /// OTLP/HTTP listen address (`/v1/traces`, `/v1/logs`; protobuf or JSON).
+    pub http_listen: SocketAddr,
     /// Largest accepted export request after decompression, in bytes; larger
     /// ones get `RESOURCE_EXHAUSTED` (and are counted), as OTLP says.
     pub max_message_bytes: usize,
@@ -82,6 +86,7 @@ impl Default for ReceiverConfig {
     fn default() -> Self {
         Self {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 4318)),
             max_message_bytes: 4 * 1024 * 1024,
             queue_batches: 1024,
         }
@@ -102,6 +107,9 @@ pub struct ExtractConfig {
     /// Extra attributes (span, then resource) that split series further, e.g.
     /// `deployment.environment.name`. Each multiplies the series count.
     pub dimensions: Vec<String>,
+    /// How log records (OTLP/HTTP `/v1/logs`, `modelgate analyze`) become
+    /// request samples; the default is the lending incident's format.
+    pub logs: LogMapping,
 }
 
 impl Default for ExtractConfig {
@@ -118,6 +126,7 @@ impl Default for ExtractConfig {
             .to_vec(),
             timeout: None,
             dimensions: Vec::new(),
+            logs: LogMapping::default(),
         }
     }
 }
@@ -490,6 +499,17 @@ impl Config {
                 "must name at least one attribute",
             ));
         }
+        let logs = &self.extract.logs;
+        for (key, field) in [
+            ("extract.logs.duration_field", &logs.duration_field),
+            ("extract.logs.version_field", &logs.version_field),
+            ("extract.logs.endpoint_field", &logs.endpoint_field),
+            ("extract.logs.status_field", &logs.status_field),
+        ] {
+            if field.trim().is_empty() {
+                return Err(invalid(key, "must name a field"));
+            }
+        }
         let a = &self.aggregate;
         if a.slot.is_zero() {
             return Err(invalid("aggregate.slot", "must be more than 0s"));
@@ -644,6 +664,8 @@ mod tests {
         let config = Config::default();
         config.validate().unwrap();
         assert!(config.receiver.grpc_listen.ip().is_loopback());
+        assert!(config.receiver.http_listen.ip().is_loopback());
+        assert_eq!(config.extract.logs, LogMapping::lending());
         assert!(config.admin.listen.ip().is_loopback());
         assert_eq!(config.judge.sla.limit, Duration::from_millis(150));
         assert_eq!(config.aggregate.max_series, 100_000);
@@ -704,6 +726,24 @@ mod tests {
             assert_eq!(config.admin.listen.port(), 0);
             Ok(())
         });
+    }
+
+    #[test]
+    fn log_mapping_is_configurable_and_checked() {
+        let config = Config::from_yaml(
+            "extract:\n  logs:\n    duration_field: latency\n    duration_unit: s\n    timeout_values: [\"504\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.extract.logs.duration_field, "latency");
+        assert_eq!(config.extract.logs.version_field, "modelVersion");
+        let err = Config::from_yaml("extract:\n  logs:\n    duration_unit: minutes\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("extract.logs.duration_unit"), "{err}");
+        let err = Config::from_yaml("extract:\n  logs:\n    endpoint_field: \"\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("extract.logs.endpoint_field"), "{err}");
     }
 
     #[test]

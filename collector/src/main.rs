@@ -19,9 +19,11 @@ CONFIGURATION
     3. environment variables      MODELGATE_<SECTION>__<KEY>, e.g.
                                   MODELGATE_JUDGE__SLA__LIMIT=200ms
                                   MODELGATE_RECEIVER__GRPC_LISTEN=0.0.0.0:4317
-    4. the --grpc-listen / --admin-listen flags
-  Sections: receiver (grpc_listen, max_message_bytes, queue_batches),
-  extract (version_attributes, timeout, dimensions), aggregate (window,
+    4. the --grpc-listen / --http-listen / --admin-listen flags
+  Sections: receiver (grpc_listen, http_listen, max_message_bytes,
+  queue_batches), extract (version_attributes, timeout, dimensions, logs:
+  duration_field, duration_unit, version_field, endpoint_field,
+  status_field, service_field, timeout_values, error_values), aggregate (window,
   baseline_horizon, slot, max_series, series_idle_timeout, max_pending_traces),
   judge (evaluation_interval, baselines, sla, relative, errors, alerts),
   emit (otlp_endpoint, otlp_interval, histogram_buckets_ms), admin (listen).
@@ -29,6 +31,7 @@ CONFIGURATION
 
 ENDPOINTS (defaults)
   127.0.0.1:4317  OTLP/gRPC TraceService/Export and the modelgate.v1.Query API
+  127.0.0.1:4318  OTLP/HTTP /v1/traces and /v1/logs (protobuf or JSON, gzip)
   127.0.0.1:9464  /metrics, /api/v1/{versions,verdict,regressions,alerts}, /healthz, /readyz
 
 EXAMPLES
@@ -59,6 +62,10 @@ struct Cli {
     /// OTLP/gRPC listen address (overrides receiver.grpc_listen).
     #[arg(long, value_name = "ADDR")]
     grpc_listen: Option<SocketAddr>,
+
+    /// OTLP/HTTP listen address (overrides receiver.http_listen).
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
 
     /// Admin HTTP listen address (overrides admin.listen).
     #[arg(long, value_name = "ADDR")]
@@ -91,7 +98,9 @@ enum Command {
     /// Judge JSON log files offline (the lending incident's format); exits 1
     /// when a version regressed.
     Analyze {
-        /// Files of JSON lines, one request per line.
+        /// Files of JSON lines: log lines (one request each, mapped by
+        /// extract.logs) or OTLP/JSON exports (the collector file exporter's
+        /// format), mixed freely.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// `table` or `json`.
@@ -145,6 +154,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(addr) = cli.grpc_listen {
                 config.receiver.grpc_listen = addr;
             }
+            if let Some(addr) = cli.http_listen {
+                config.receiver.http_listen = addr;
+            }
             if let Some(addr) = cli.admin_listen {
                 config.admin.listen = addr;
             }
@@ -157,13 +169,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Analyze { files, format } => {
             let config = Config::load(cli.config.as_deref())?;
-            let mapping = modelgate::analyze::LogMapping::lending();
             let mut analysis = modelgate::analyze::Analysis::default();
+            let progress = analyze_progress(&files);
             for file in &files {
                 analysis
-                    .read_file(file, &mapping)
+                    .read_file(file, &config.extract, &mut |n| progress.inc(n))
                     .with_context(|| format!("reading {}", file.display()))?;
             }
+            progress.finish_and_clear();
             for m in &analysis.malformed {
                 eprintln!("{}:{}: skipped: {}", m.file, m.line, m.reason);
             }
@@ -269,6 +282,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// A progress bar on stderr for inputs large enough to wait for (hidden
+/// when stderr is not a terminal, so logs and pipes stay clean).
+fn analyze_progress(files: &[PathBuf]) -> indicatif::ProgressBar {
+    const LARGE_INPUT_BYTES: u64 = 16 * 1024 * 1024;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    if total < LARGE_INPUT_BYTES {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} analyzing [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 fn print_analysis(

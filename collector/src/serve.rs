@@ -20,6 +20,7 @@ use crate::emit::api::QueryService;
 use crate::emit::otlp::{OtlpEmitter, OtlpError};
 use crate::pipeline::Pipeline;
 use crate::receive::grpc::TraceReceiver;
+use crate::receive::http;
 use crate::telemetry::Telemetry;
 
 /// Why the collector could not start or stopped with an error.
@@ -53,11 +54,14 @@ pub enum ServeError {
 pub struct Running {
     /// Where OTLP/gRPC (and the gRPC query API) is served.
     pub grpc_addr: SocketAddr,
+    /// Where OTLP/HTTP is served.
+    pub http_addr: SocketAddr,
     /// Where the admin HTTP port is served.
     pub admin_addr: SocketAddr,
     receivers: CancellationToken,
     pipeline: CancellationToken,
     grpc: JoinHandle<Result<(), ServeError>>,
+    http: JoinHandle<Result<(), ServeError>>,
     admin: JoinHandle<Result<(), ServeError>>,
     pipeline_task: JoinHandle<()>,
 }
@@ -83,11 +87,17 @@ fn local_addr(
 /// Binds every listener and starts serving `config`.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let grpc_listener = bind("receiver.grpc_listen", config.receiver.grpc_listen).await?;
+    let http_listener = bind("receiver.http_listen", config.receiver.http_listen).await?;
     let admin_listener = bind("admin.listen", config.admin.listen).await?;
     let grpc_addr = local_addr(
         "receiver.grpc_listen",
         &grpc_listener,
         config.receiver.grpc_listen,
+    )?;
+    let http_addr = local_addr(
+        "receiver.http_listen",
+        &http_listener,
+        config.receiver.http_listen,
     )?;
     let admin_addr = local_addr("admin.listen", &admin_listener, config.admin.listen)?;
 
@@ -120,26 +130,52 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 message: e.to_string(),
             })
     });
-    let admin_shutdown = receivers.clone();
-    let router = admin::router(handle);
-    let admin = tokio::spawn(async move {
-        axum::serve(admin_listener, router)
-            .with_graceful_shutdown(admin_shutdown.cancelled_owned())
-            .await
-            .map_err(|e| ServeError::Server {
-                server: "admin",
-                message: e.to_string(),
-            })
-    });
-    tracing::info!(otlp_grpc = %grpc_addr, admin = %admin_addr, "listening");
+    let http = serve_http(
+        "OTLP/HTTP",
+        http_listener,
+        http::router(
+            handle.clone(),
+            config.extract.clone(),
+            config.receiver.max_message_bytes,
+        ),
+        receivers.clone(),
+    );
+    let admin = serve_http(
+        "admin",
+        admin_listener,
+        admin::router(handle),
+        receivers.clone(),
+    );
+    tracing::info!(otlp_grpc = %grpc_addr, otlp_http = %http_addr, admin = %admin_addr, "listening");
     Ok(Running {
         grpc_addr,
+        http_addr,
         admin_addr,
         receivers,
         pipeline: pipeline_token,
         grpc,
+        http,
         admin,
         pipeline_task,
+    })
+}
+
+/// Serves `router` on `listener` until `shutdown`, then lets requests in
+/// flight finish.
+fn serve_http(
+    server: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> JoinHandle<Result<(), ServeError>> {
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(|e| ServeError::Server {
+                server,
+                message: e.to_string(),
+            })
     })
 }
 
@@ -153,6 +189,7 @@ impl Running {
         let failed = tokio::select! {
             () = stop => None,
             r = &mut self.grpc => Some(("OTLP/gRPC", r)),
+            r = &mut self.http => Some(("OTLP/HTTP", r)),
             r = &mut self.admin => Some(("admin", r)),
         };
         match failed {
@@ -182,12 +219,13 @@ impl Running {
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.receivers.cancel();
         let grpc = self.grpc.await;
+        let http = self.http.await;
         let admin = self.admin.await;
         self.pipeline.cancel();
         if let Err(e) = self.pipeline_task.await {
             tracing::error!(error = %e, "pipeline task ended abnormally");
         }
-        for (server, result) in [("OTLP/gRPC", grpc), ("admin", admin)] {
+        for (server, result) in [("OTLP/gRPC", grpc), ("OTLP/HTTP", http), ("admin", admin)] {
             match result {
                 Ok(r) => r?,
                 Err(e) => {

@@ -18,15 +18,18 @@ pub enum RefusedReason {
     InvalidSpan,
     /// The aggregator's queue was full; the sender was told to retry.
     QueueFull,
+    /// A log record the `extract.logs` mapping could not turn into a request.
+    UnmappedLog,
 }
 
 impl RefusedReason {
     /// Every reason, in counter order.
-    pub const ALL: [RefusedReason; 4] = [
+    pub const ALL: [RefusedReason; 5] = [
         RefusedReason::InvalidPayload,
         RefusedReason::TooLarge,
         RefusedReason::InvalidSpan,
         RefusedReason::QueueFull,
+        RefusedReason::UnmappedLog,
     ];
 
     /// The `reason` attribute value.
@@ -36,6 +39,7 @@ impl RefusedReason {
             RefusedReason::TooLarge => "too_large",
             RefusedReason::InvalidSpan => "invalid_span",
             RefusedReason::QueueFull => "queue_full",
+            RefusedReason::UnmappedLog => "unmapped_log",
         }
     }
 
@@ -48,16 +52,16 @@ impl RefusedReason {
 #[derive(Debug, Default)]
 pub struct Telemetry {
     accepted: AtomicU64,
-    refused: [AtomicU64; 4],
+    refused: [AtomicU64; RefusedReason::ALL.len()],
 }
 
 impl Telemetry {
-    /// Spans accepted (measured or deliberately ignored).
+    /// Spans and log records accepted (measured or deliberately ignored).
     pub fn spans_accepted(&self, n: u64) {
         self.accepted.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Spans (or requests, for payload-level reasons) refused.
+    /// Spans or log records (or requests, for payload-level reasons) refused.
     pub fn refused(&self, reason: RefusedReason, n: u64, detail: &str) {
         self.refused[reason.index()].fetch_add(n, Ordering::Relaxed);
         tracing::debug!(reason = reason.as_str(), count = n, detail, "refused");

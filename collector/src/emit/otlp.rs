@@ -89,13 +89,13 @@ impl OtlpEmitter {
         let t = telemetry.clone();
         let _accepted = meter
             .u64_observable_counter("modelgate.receiver.accepted")
-            .with_description("Spans accepted by the receivers.")
+            .with_description("Spans and log records accepted by the receivers.")
             .with_callback(move |o| o.observe(t.accepted_total(), &[]))
             .build();
         let t = telemetry;
         let _refused = meter
             .u64_observable_counter("modelgate.receiver.refused")
-            .with_description("Spans refused, by reason.")
+            .with_description("Spans and log records refused, by reason.")
             .with_callback(move |o| {
                 for reason in RefusedReason::ALL {
                     o.observe(

@@ -222,14 +222,14 @@ impl Collector for MetricsSnapshot {
         simple(
             &mut encoder,
             "modelgate_receiver_accepted",
-            "Spans accepted by the receivers.",
+            "Spans and log records accepted by the receivers.",
             MetricType::Counter,
             self.accepted,
         )?;
         {
             let mut m = encoder.encode_descriptor(
                 "modelgate_receiver_refused",
-                "Spans refused, by reason (a payload that could not be decoded counts once).",
+                "Spans and log records refused, by reason (a payload that could not be decoded counts once).",
                 None,
                 MetricType::Counter,
             )?;

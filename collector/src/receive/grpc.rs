@@ -35,6 +35,7 @@ use tower::Service;
 use crate::config::ExtractConfig;
 use crate::extract::extract;
 use crate::pipeline::{IngestError, PipelineHandle};
+use crate::receive::hand_over;
 use crate::telemetry::{RefusedReason, Telemetry};
 
 /// The `TraceService` implementation: decode (by tonic), extract, hand over.
@@ -75,22 +76,16 @@ impl TraceService for TraceReceiver {
         let request = request.into_inner();
         let mut samples = Vec::new();
         let report = extract(&request, &self.extract, &mut samples);
-        if !samples.is_empty() {
-            self.pipeline.try_ingest(samples).map_err(|e| match e {
+        let partial = hand_over(&self.pipeline, samples, report, RefusedReason::InvalidSpan)
+            .map_err(|e| match e {
                 IngestError::Full => Status::unavailable(
                     "modelgate's aggregation queue is full (receiver.queue_batches); retry with backoff",
                 ),
                 IngestError::Closed => Status::unavailable("modelgate is shutting down"),
             })?;
-        }
-        let telemetry = self.pipeline.telemetry();
-        telemetry.spans_accepted(report.samples + report.ignored);
-        let partial_success = (report.rejected > 0).then(|| {
-            telemetry.refused(RefusedReason::InvalidSpan, report.rejected, &report.message);
-            ExportTracePartialSuccess {
-                rejected_spans: report.rejected as i64,
-                error_message: report.message,
-            }
+        let partial_success = partial.map(|p| ExportTracePartialSuccess {
+            rejected_spans: p.rejected,
+            error_message: p.message,
         });
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success,

@@ -1,9 +1,50 @@
 //! Receive: where OTLP enters modelgate.
 //!
 //! - [`grpc`]: OTLP/gRPC `TraceService/Export` on `receiver.grpc_listen`.
+//! - [`http`]: OTLP/HTTP `/v1/traces` and `/v1/logs` on
+//!   `receiver.http_listen`, protobuf or JSON.
 //!
 //! Receivers decode, call [`crate::extract`] inline and hand the samples to
-//! the pipeline without waiting; they are the only place where protocol
-//! status codes are made. They never keep state of their own.
+//! the pipeline without waiting ([`hand_over`]); they are the only place
+//! where protocol status codes are made. They never keep state of their own.
+
+use crate::extract::{ExtractReport, Sample};
+use crate::pipeline::{IngestError, PipelineHandle};
+use crate::telemetry::RefusedReason;
 
 pub mod grpc;
+pub mod http;
+
+/// The `partial_success` of an export: how many spans or records could not
+/// be used, and the first reasons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    /// Rejected spans or log records.
+    pub rejected: i64,
+    /// Why, for the sender.
+    pub message: String,
+}
+
+/// Hands one export's samples to the pipeline and counts what extraction
+/// made of it; `unusable` is the reason its rejected items are counted
+/// under. A full queue refuses the whole export (the sender retries it), so
+/// nothing is counted as accepted then.
+pub fn hand_over(
+    pipeline: &PipelineHandle,
+    samples: Vec<Sample>,
+    report: ExtractReport,
+    unusable: RefusedReason,
+) -> Result<Option<Partial>, IngestError> {
+    if !samples.is_empty() {
+        pipeline.try_ingest(samples)?;
+    }
+    let telemetry = pipeline.telemetry();
+    telemetry.spans_accepted(report.samples + report.ignored);
+    Ok((report.rejected > 0).then(|| {
+        telemetry.refused(unusable, report.rejected, &report.message);
+        Partial {
+            rejected: i64::try_from(report.rejected).unwrap_or(i64::MAX),
+            message: report.message,
+        }
+    }))
+}

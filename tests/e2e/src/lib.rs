@@ -46,6 +46,8 @@ pub struct Collector {
     child: Child,
     /// OTLP/gRPC and query API address.
     pub grpc: SocketAddr,
+    /// OTLP/HTTP address.
+    pub http_addr: SocketAddr,
     /// Admin HTTP address.
     pub admin: SocketAddr,
     log: Arc<Mutex<String>>,
@@ -71,6 +73,8 @@ impl Collector {
         command
             .args([
                 "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
                 "127.0.0.1:0",
                 "--admin-listen",
                 "127.0.0.1:0",
@@ -114,6 +118,7 @@ impl Collector {
         };
         Self {
             grpc: addr("otlp_grpc="),
+            http_addr: addr("otlp_http="),
             admin: addr("admin="),
             child,
             log,
@@ -146,6 +151,41 @@ impl Collector {
             });
         let status = response.status().as_u16();
         (status, response.text().await.unwrap_or_default())
+    }
+
+    /// POST to the OTLP/HTTP port: (status, content type, body).
+    pub async fn post_otlp(
+        &self,
+        path: &str,
+        content_type: &str,
+        content_encoding: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, String, Vec<u8>) {
+        let mut request = self
+            .http
+            .post(format!("http://{}{path}", self.http_addr))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(encoding) = content_encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e:?}"));
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        (status, content_type, body)
     }
 
     /// GET JSON on the admin port.

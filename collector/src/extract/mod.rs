@@ -6,6 +6,9 @@
 //! drop a span silently: every span is either a sample, deliberately ignored
 //! (an internal or non-database client span), or rejected with a reason that
 //! goes back to the sender in `partial_success`.
+//!
+//! [`logs`] does the same for log records and JSON log lines that carry a
+//! request's duration.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -15,6 +18,8 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValu
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
 
 use crate::config::ExtractConfig;
+
+pub mod logs;
 
 /// The version label of spans that carry none of the configured version
 /// attributes: they still count, under this name.

@@ -1,0 +1,541 @@
+//! Logs as latency: one log record (OTLP) or one JSON log line -> at most one
+//! request [`Sample`], through a configurable [`LogMapping`].
+//!
+//! Many services never emit spans but log every request with its duration,
+//! version and status; the lending incident was found in such logs. A
+//! mapping names those fields; the lending format is the default (the
+//! built-in preset). A field is looked up in the record's attributes (where
+//! the OpenTelemetry Collector's `json_parser` puts a parsed line), then in a
+//! map body, then in a body that is itself a JSON object, then in the
+//! resource's attributes.
+//!
+//! Like the span extractor this stage is pure and never drops a record
+//! silently: a record that cannot be mapped is rejected with the field that
+//! was missing or wrong, and the receiver counts it.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    EndpointKey, ExtractReport, Outcome, Sample, SampleKind, MAX_REASONS, UNKNOWN_SERVICE,
+};
+use crate::config::ExtractConfig;
+
+/// The unit of a log's duration field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurationUnit {
+    /// Nanoseconds.
+    Ns,
+    /// Microseconds.
+    Us,
+    /// Milliseconds.
+    Ms,
+    /// Seconds.
+    S,
+}
+
+impl DurationUnit {
+    fn seconds(self, value: f64) -> f64 {
+        match self {
+            DurationUnit::Ns => value / 1e9,
+            DurationUnit::Us => value / 1e6,
+            DurationUnit::Ms => value / 1e3,
+            DurationUnit::S => value,
+        }
+    }
+}
+
+/// Which fields of a log record make a request sample. The defaults are the
+/// lending incident's format (`responseTimeMs`, `modelVersion`, `endpoint`,
+/// `status` = `OK` | `Timeout`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogMapping {
+    /// Field holding the request's duration (a number, or a numeric string).
+    pub duration_field: String,
+    /// Unit of that field.
+    pub duration_unit: DurationUnit,
+    /// Field holding the version.
+    pub version_field: String,
+    /// Field holding the endpoint.
+    pub endpoint_field: String,
+    /// Field holding the status; a record without it counts as `ok`.
+    pub status_field: String,
+    /// Field holding the service; unset or absent: the resource's
+    /// `service.name`.
+    pub service_field: Option<String>,
+    /// Status values meaning a timeout (compared case-insensitively).
+    pub timeout_values: Vec<String>,
+    /// Status values meaning an error (compared case-insensitively).
+    pub error_values: Vec<String>,
+}
+
+impl Default for LogMapping {
+    fn default() -> Self {
+        Self::lending()
+    }
+}
+
+/// A field's value as a mapping reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field<'a> {
+    /// A string.
+    Text(Cow<'a, str>),
+    /// A number.
+    Number(f64),
+}
+
+impl Field<'_> {
+    fn text(&self) -> Cow<'_, str> {
+        match self {
+            Field::Text(s) => Cow::Borrowed(s.as_ref()),
+            Field::Number(n) => Cow::Owned(n.to_string()),
+        }
+    }
+
+    fn number(&self) -> Option<f64> {
+        match self {
+            Field::Number(n) => Some(*n),
+            Field::Text(s) => s.trim().parse().ok(),
+        }
+    }
+}
+
+/// One mapped record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    /// The service, when the mapping's `service_field` found one.
+    pub service: Option<String>,
+    /// The endpoint.
+    pub endpoint: String,
+    /// The version.
+    pub version: String,
+    /// The request's duration.
+    pub duration: Duration,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl LogMapping {
+    /// The lending incident's format, the built-in preset.
+    pub fn lending() -> Self {
+        Self {
+            duration_field: "responseTimeMs".into(),
+            duration_unit: DurationUnit::Ms,
+            version_field: "modelVersion".into(),
+            endpoint_field: "endpoint".into(),
+            status_field: "status".into(),
+            service_field: None,
+            timeout_values: vec!["timeout".into()],
+            error_values: vec!["error".into(), "failed".into()],
+        }
+    }
+
+    /// Maps one record whose fields `get` looks up, or says which field was
+    /// missing or wrong.
+    pub fn map<'a>(&self, get: impl Fn(&str) -> Option<Field<'a>>) -> Result<Mapped, String> {
+        let text = |name: &str| -> Result<String, String> {
+            let value = get(name).ok_or_else(|| format!("no field {name:?}"))?;
+            let text = value.text().into_owned();
+            if text.is_empty() {
+                return Err(format!("field {name:?} is empty"));
+            }
+            Ok(text)
+        };
+        let millis = get(&self.duration_field)
+            .ok_or_else(|| format!("no field {:?}", self.duration_field))?
+            .number()
+            .map(|v| self.duration_unit.seconds(v))
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| {
+                format!(
+                    "field {:?} is not a non-negative number",
+                    self.duration_field
+                )
+            })?;
+        let status = get(&self.status_field).map(|s| s.text().into_owned());
+        let is = |values: &[String]| {
+            status
+                .as_deref()
+                .is_some_and(|s| values.iter().any(|v| v.eq_ignore_ascii_case(s.trim())))
+        };
+        let outcome = if is(&self.timeout_values) {
+            Outcome::Timeout
+        } else if is(&self.error_values) {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
+        Ok(Mapped {
+            service: self
+                .service_field
+                .as_deref()
+                .and_then(&get)
+                .map(|s| s.text().into_owned())
+                .filter(|s| !s.is_empty()),
+            endpoint: text(&self.endpoint_field)?,
+            version: text(&self.version_field)?,
+            duration: millis,
+            outcome,
+        })
+    }
+
+    /// Maps one JSON object (a log line).
+    pub fn map_json(&self, value: &serde_json::Value) -> Result<Mapped, String> {
+        let object = value.as_object().ok_or("not a JSON object".to_owned())?;
+        self.map(|name| json_field(object.get(name)?))
+    }
+}
+
+fn json_field(value: &serde_json::Value) -> Option<Field<'_>> {
+    match value {
+        serde_json::Value::String(s) => Some(Field::Text(Cow::Borrowed(s))),
+        serde_json::Value::Number(n) => n.as_f64().map(Field::Number),
+        serde_json::Value::Bool(b) => Some(Field::Text(Cow::Owned(b.to_string()))),
+        _ => None,
+    }
+}
+
+fn any_field(value: &AnyValue) -> Option<Field<'_>> {
+    match value.value.as_ref()? {
+        Value::StringValue(s) => Some(Field::Text(Cow::Borrowed(s))),
+        Value::IntValue(i) => Some(Field::Number(*i as f64)),
+        Value::DoubleValue(d) => Some(Field::Number(*d)),
+        Value::BoolValue(b) => Some(Field::Text(Cow::Owned(b.to_string()))),
+        _ => None,
+    }
+}
+
+fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+}
+
+/// Appends one request [`Sample`] per mappable log record of `request` to
+/// `out`, with `config.logs` as the mapping and `config.dimensions` looked
+/// up like the mapped fields.
+pub fn extract_logs(
+    request: &ExportLogsServiceRequest,
+    config: &ExtractConfig,
+    out: &mut Vec<Sample>,
+) -> ExtractReport {
+    let mut report = ExtractReport::default();
+    let mut index = 0_usize;
+    for resource_logs in &request.resource_logs {
+        let resource: &[KeyValue] = resource_logs
+            .resource
+            .as_ref()
+            .map_or(&[], |r| r.attributes.as_slice());
+        let resource_service = find(resource, "service.name").and_then(|v| match &v.value {
+            Some(Value::StringValue(s)) if !s.is_empty() => Some(s.as_str()),
+            _ => None,
+        });
+        for scope_logs in &resource_logs.scope_logs {
+            for record in &scope_logs.log_records {
+                index += 1;
+                match sample_of(record, resource, resource_service, config) {
+                    Ok(sample) => {
+                        report.samples += 1;
+                        out.push(sample);
+                    }
+                    Err(reason) => {
+                        report.rejected += 1;
+                        if report.rejected as usize <= MAX_REASONS {
+                            if !report.message.is_empty() {
+                                report.message.push_str("; ");
+                            }
+                            let _ = write!(report.message, "log record {index}: {reason}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if report.rejected as usize > MAX_REASONS {
+        let _ = write!(
+            report.message,
+            "; and {} more",
+            report.rejected as usize - MAX_REASONS
+        );
+    }
+    report
+}
+
+fn sample_of(
+    record: &LogRecord,
+    resource: &[KeyValue],
+    resource_service: Option<&str>,
+    config: &ExtractConfig,
+) -> Result<Sample, String> {
+    let body = record.body.as_ref().and_then(|b| b.value.as_ref());
+    let body_map: &[KeyValue] = match body {
+        Some(Value::KvlistValue(list)) => &list.values,
+        _ => &[],
+    };
+    // A body that is a JSON line is parsed once, only when the fields are
+    // not already attributes (a collector without `json_parser`).
+    let body_json = match body {
+        Some(Value::StringValue(s)) if s.trim_start().starts_with('{') => {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s).ok()
+        }
+        _ => None,
+    };
+    let get = |name: &str| -> Option<Field<'_>> {
+        find(&record.attributes, name)
+            .and_then(any_field)
+            .or_else(|| find(body_map, name).and_then(any_field))
+            .or_else(|| body_json.as_ref()?.get(name).and_then(json_field))
+            .or_else(|| find(resource, name).and_then(any_field))
+    };
+    let mapped = config.logs.map(get)?;
+    let service = mapped
+        .service
+        .or_else(|| resource_service.map(str::to_owned))
+        .unwrap_or_else(|| UNKNOWN_SERVICE.to_owned());
+    let dims = config
+        .dimensions
+        .iter()
+        .map(|key| get(key).map(|f| f.text().into_owned()).unwrap_or_default())
+        .collect();
+    Ok(Sample {
+        version: mapped.version,
+        trace_id: record.trace_id.as_slice().try_into().unwrap_or([0; 16]),
+        kind: SampleKind::Request {
+            endpoint: EndpointKey {
+                service: service.clone(),
+                endpoint: mapped.endpoint,
+                dims,
+            },
+            duration: mapped.duration,
+            outcome: mapped.outcome,
+        },
+        service,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::KeyValueList;
+    use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    fn kv(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..KeyValue::default()
+        }
+    }
+
+    fn s(v: &str) -> Value {
+        Value::StringValue(v.into())
+    }
+
+    fn request(service: Option<&str>, records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: service
+                        .map(|s| vec![kv("service.name", Value::StringValue(s.into()))])
+                        .unwrap_or_default(),
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn extract(
+        req: &ExportLogsServiceRequest,
+        config: &ExtractConfig,
+    ) -> (ExtractReport, Vec<Sample>) {
+        let mut out = Vec::new();
+        let report = extract_logs(req, config, &mut out);
+        (report, out)
+    }
+
+    fn request_of(sample: &Sample) -> (&str, Duration, Outcome) {
+        match &sample.kind {
+            SampleKind::Request {
+                endpoint,
+                duration,
+                outcome,
+            } => (endpoint.endpoint.as_str(), *duration, *outcome),
+            SampleKind::DbCall => panic!("a log is never a db call"),
+        }
+    }
+
+    #[test]
+    fn attributes_as_a_json_parser_leaves_them() {
+        let record = LogRecord {
+            attributes: vec![
+                kv("endpoint", s("/risk-score")),
+                kv("responseTimeMs", Value::IntValue(750)),
+                kv("status", s("Timeout")),
+                kv("modelVersion", s("v1.3")),
+            ],
+            body: Some(AnyValue {
+                value: Some(s("raw line")),
+            }),
+            ..Default::default()
+        };
+        let (report, samples) = extract(
+            &request(Some("lending-api"), vec![record]),
+            &ExtractConfig::default(),
+        );
+        assert_eq!(report.samples, 1, "{report:?}");
+        assert_eq!(samples[0].service, "lending-api");
+        assert_eq!(samples[0].version, "v1.3");
+        assert_eq!(
+            request_of(&samples[0]),
+            ("/risk-score", Duration::from_millis(750), Outcome::Timeout)
+        );
+    }
+
+    #[test]
+    fn a_json_body_and_a_map_body_both_work() {
+        let json = LogRecord {
+            body: Some(AnyValue {
+                value: Some(s(
+                    r#"{"endpoint":"/a","responseTimeMs":"96.5","status":"OK","modelVersion":"v1.2"}"#,
+                )),
+            }),
+            ..Default::default()
+        };
+        let map = LogRecord {
+            body: Some(AnyValue {
+                value: Some(Value::KvlistValue(KeyValueList {
+                    values: vec![
+                        kv("endpoint", s("/b")),
+                        kv("responseTimeMs", Value::DoubleValue(12.0)),
+                        kv("status", s("failed")),
+                        kv("modelVersion", s("v1.2")),
+                    ],
+                })),
+            }),
+            ..Default::default()
+        };
+        let (report, samples) = extract(&request(None, vec![json, map]), &ExtractConfig::default());
+        assert_eq!(report.samples, 2, "{report:?}");
+        assert_eq!(samples[0].service, UNKNOWN_SERVICE);
+        assert_eq!(
+            request_of(&samples[0]),
+            ("/a", Duration::from_micros(96_500), Outcome::Ok)
+        );
+        assert_eq!(
+            request_of(&samples[1]),
+            ("/b", Duration::from_millis(12), Outcome::Error)
+        );
+    }
+
+    #[test]
+    fn unmappable_records_are_rejected_with_the_field_named() {
+        let records = vec![
+            LogRecord {
+                body: Some(AnyValue {
+                    value: Some(s("GET / 200")),
+                }),
+                ..Default::default()
+            },
+            LogRecord {
+                attributes: vec![
+                    kv("endpoint", s("/a")),
+                    kv("responseTimeMs", Value::IntValue(-5)),
+                    kv("modelVersion", s("v1")),
+                ],
+                ..Default::default()
+            },
+            LogRecord {
+                attributes: vec![
+                    kv("endpoint", s("/a")),
+                    kv("responseTimeMs", Value::IntValue(5)),
+                ],
+                ..Default::default()
+            },
+        ];
+        let (report, samples) = extract(&request(Some("x"), records), &ExtractConfig::default());
+        assert!(samples.is_empty());
+        assert_eq!(report.rejected, 3);
+        assert!(
+            report
+                .message
+                .contains(r#"log record 1: no field "responseTimeMs""#)
+                && report.message.contains(
+                    "log record 2: field \"responseTimeMs\" is not a non-negative number"
+                )
+                && report
+                    .message
+                    .contains(r#"log record 3: no field "modelVersion""#),
+            "{}",
+            report.message
+        );
+    }
+
+    #[test]
+    fn a_custom_mapping_with_units_service_and_dimensions() {
+        let config: ExtractConfig = serde_json::from_value(serde_json::json!({
+            "dimensions": ["region"],
+            "logs": {
+                "duration_field": "latency_s",
+                "duration_unit": "s",
+                "version_field": "build",
+                "endpoint_field": "route",
+                "status_field": "code",
+                "service_field": "app",
+                "timeout_values": ["504"],
+                "error_values": ["500"]
+            }
+        }))
+        .unwrap();
+        let record = LogRecord {
+            attributes: vec![
+                kv("latency_s", Value::DoubleValue(0.25)),
+                kv("build", s("b7")),
+                kv("route", s("/x")),
+                kv("code", Value::IntValue(504)),
+                kv("app", s("checkout")),
+                kv("region", s("eu")),
+            ],
+            ..Default::default()
+        };
+        let (_, samples) = extract(&request(Some("ignored"), vec![record]), &config);
+        assert_eq!(samples[0].service, "checkout");
+        assert_eq!(
+            request_of(&samples[0]),
+            ("/x", Duration::from_millis(250), Outcome::Timeout)
+        );
+        let SampleKind::Request { endpoint, .. } = &samples[0].kind else {
+            unreachable!()
+        };
+        assert_eq!(endpoint.dims, vec!["eu".to_owned()]);
+    }
+
+    #[test]
+    fn json_lines_map_with_the_same_rules() {
+        let mapping = LogMapping::lending();
+        let line: serde_json::Value = serde_json::from_str(
+            r#"{"endpoint":"/risk-score","responseTimeMs":120,"status":"OK","modelVersion":"v1.2"}"#,
+        )
+        .unwrap();
+        let mapped = mapping.map_json(&line).unwrap();
+        assert_eq!(mapped.duration, Duration::from_millis(120));
+        assert_eq!(
+            mapping.map_json(&serde_json::json!([1])).unwrap_err(),
+            "not a JSON object"
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! OTLP/HTTP: `POST /v1/traces` and `POST /v1/logs`, answering as the OTLP
+//! specification says.
+//!
+//! - Bodies are binary protobuf (`application/x-protobuf`) or OTLP/JSON
+//!   (`application/json`); the answer uses the request's encoding. Any
+//!   other content type gets `415`.
+//! - `Content-Encoding: gzip` is accepted; the body is capped at
+//!   `receiver.max_message_bytes` before and after decompression, and a
+//!   larger one gets `413` (retrying cannot help).
+//! - A body that does not decode gets `400` with a `google.rpc.Status`.
+//! - A full aggregation queue gets the retryable `503` with `Retry-After`.
+//! - Spans or log records that cannot be used are reported in
+//!   `partial_success`, and counted.
+//!
+//! Like the gRPC receiver it never waits for the aggregator and keeps no
+//! state; every refusal is counted in [`crate::telemetry`].
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::ExtractConfig;
+use crate::extract::logs::extract_logs;
+use crate::extract::{extract, ExtractReport, Sample};
+use crate::pipeline::{IngestError, PipelineHandle};
+use crate::receive::{hand_over, Partial};
+use crate::telemetry::RefusedReason;
+
+/// Seconds a sender is asked to wait when the queue is full.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// gRPC code `INVALID_ARGUMENT`, for the `google.rpc.Status` of a `400`.
+const INVALID_ARGUMENT: i32 = 3;
+/// gRPC code `RESOURCE_EXHAUSTED`, for a `413`.
+const RESOURCE_EXHAUSTED: i32 = 8;
+/// gRPC code `UNAVAILABLE`, for a `503`.
+const UNAVAILABLE: i32 = 14;
+
+/// `google.rpc.Status`, the body of every OTLP/HTTP error answer.
+#[derive(Clone, PartialEq, prost::Message, Serialize)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// How a body is encoded; the answer is encoded the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn of(headers: &HeaderMap) -> Option<Self> {
+        let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+        let media = content_type.split(';').next()?.trim();
+        if media.eq_ignore_ascii_case("application/x-protobuf") {
+            Some(Encoding::Protobuf)
+        } else if media.eq_ignore_ascii_case("application/json") {
+            Some(Encoding::Json)
+        } else {
+            None
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+
+    fn decode<T: prost::Message + Default + DeserializeOwned>(
+        self,
+        body: &[u8],
+    ) -> Result<T, String> {
+        match self {
+            Encoding::Protobuf => T::decode(body).map_err(|e| format!("invalid protobuf: {e}")),
+            Encoding::Json => {
+                serde_json::from_slice(body).map_err(|e| format!("invalid OTLP/JSON: {e}"))
+            }
+        }
+    }
+
+    fn respond<T: prost::Message + Serialize>(self, status: StatusCode, message: &T) -> Response {
+        let body = match self {
+            Encoding::Protobuf => message.encode_to_vec(),
+            // Serializing a generated OTLP message cannot fail; an empty
+            // object is still a valid (empty) answer.
+            Encoding::Json => serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec()),
+        };
+        (
+            status,
+            [(header::CONTENT_TYPE, self.content_type())],
+            Bytes::from(body),
+        )
+            .into_response()
+    }
+
+    fn error(self, status: StatusCode, code: i32, message: String) -> Response {
+        self.respond(status, &RpcStatus { code, message })
+    }
+}
+
+/// What the handlers share.
+#[derive(Debug)]
+struct Receiver {
+    pipeline: PipelineHandle,
+    extract: ExtractConfig,
+    max_message_bytes: usize,
+}
+
+/// The OTLP/HTTP routes.
+pub fn router(
+    pipeline: PipelineHandle,
+    extract: ExtractConfig,
+    max_message_bytes: usize,
+) -> Router {
+    Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/logs", post(logs))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "modelgate's OTLP/HTTP receiver serves POST /v1/traces and POST /v1/logs\n",
+            )
+        })
+        .with_state(Arc::new(Receiver {
+            pipeline,
+            extract,
+            max_message_bytes,
+        }))
+}
+
+async fn traces(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+    receive(
+        &receiver,
+        &headers,
+        body,
+        RefusedReason::InvalidSpan,
+        |request: &ExportTraceServiceRequest, config, out| extract(request, config, out),
+        |partial| ExportTraceServiceResponse {
+            partial_success: partial.map(|p| ExportTracePartialSuccess {
+                rejected_spans: p.rejected,
+                error_message: p.message,
+            }),
+        },
+    )
+    .await
+}
+
+async fn logs(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+    receive(
+        &receiver,
+        &headers,
+        body,
+        RefusedReason::UnmappedLog,
+        |request: &ExportLogsServiceRequest, config, out| extract_logs(request, config, out),
+        |partial| ExportLogsServiceResponse {
+            partial_success: partial.map(|p| ExportLogsPartialSuccess {
+                rejected_log_records: p.rejected,
+                error_message: p.message,
+            }),
+        },
+    )
+    .await
+}
+
+/// One export of either signal: read, decode, extract, hand over, answer.
+async fn receive<Req, Resp>(
+    receiver: &Receiver,
+    headers: &HeaderMap,
+    body: Body,
+    unusable: RefusedReason,
+    extract: impl Fn(&Req, &ExtractConfig, &mut Vec<Sample>) -> ExtractReport,
+    response: impl Fn(Option<Partial>) -> Resp,
+) -> Response
+where
+    Req: prost::Message + Default + DeserializeOwned,
+    Resp: prost::Message + Serialize,
+{
+    let telemetry = receiver.pipeline.telemetry();
+    let Some(encoding) = Encoding::of(headers) else {
+        telemetry.refused(RefusedReason::InvalidPayload, 1, "unsupported content type");
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/x-protobuf or application/json\n",
+        )
+            .into_response();
+    };
+    let body = match read_body(body, headers, receiver.max_message_bytes).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            let message = format!(
+                "the request exceeds receiver.max_message_bytes ({} bytes)",
+                receiver.max_message_bytes
+            );
+            telemetry.refused(RefusedReason::TooLarge, 1, &message);
+            return encoding.error(StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED, message);
+        }
+        Err(BodyError::Invalid(message)) => {
+            telemetry.refused(RefusedReason::InvalidPayload, 1, &message);
+            return encoding.error(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message);
+        }
+    };
+    let request: Req = match encoding.decode(&body) {
+        Ok(request) => request,
+        Err(message) => {
+            telemetry.refused(RefusedReason::InvalidPayload, 1, &message);
+            return encoding.error(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message);
+        }
+    };
+    let mut samples = Vec::new();
+    let report = extract(&request, &receiver.extract, &mut samples);
+    match hand_over(&receiver.pipeline, samples, report, unusable) {
+        Ok(partial) => encoding.respond(StatusCode::OK, &response(partial)),
+        Err(e) => {
+            let message = match e {
+                IngestError::Full => {
+                    "modelgate's aggregation queue is full (receiver.queue_batches); retry with backoff"
+                }
+                IngestError::Closed => "modelgate is shutting down",
+            };
+            let mut answer =
+                encoding.error(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, message.into());
+            answer.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+            answer
+        }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Invalid(String),
+}
+
+/// The body, gunzipped when it says so, never more than `limit` bytes either
+/// way (a small gzip bomb stays small).
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // to_bytes fails on the limit or on a broken connection; a body that
+        // stopped arriving is not the sender's encoding mistake, but it is
+        // not something to retry with the same bytes either.
+        let length_limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if length_limit {
+            BodyError::TooLarge
+        } else {
+            BodyError::Invalid(format!("reading the body: {e}"))
+        }
+    })?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("" | "identity") => Ok(raw.to_vec()),
+        Some("gzip") => {
+            let mut out = Vec::new();
+            let read = flate2::read::GzDecoder::new(raw.as_ref())
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| BodyError::Invalid(format!("invalid gzip body: {e}")))?;
+            if read > limit {
+                return Err(BodyError::TooLarge);
+            }
+            Ok(out)
+        }
+        Some(other) => Err(BodyError::Invalid(format!(
+            "unsupported Content-Encoding {other:?} (gzip or none)"
+        ))),
+    }
+}
