@@ -59,7 +59,10 @@ fn check(tool_name: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "{tool_name} {args:?} failed:\n{text}");
+    assert!(
+        output.status.success(),
+        "{tool_name} {args:?} failed:\n{text}"
+    );
     text
 }
 
@@ -129,7 +132,10 @@ impl Prometheus {
         let log = dir.0.join("prometheus.log");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -293,9 +299,7 @@ fn example_files_pass_promtool_amtool_and_json() {
 async fn prometheus_fires_the_example_regression_alert_for_lending_v13() {
     let collector = Collector::start(&[]).await;
     // The example rules, unchanged: their `for: 15s` fits in FIRE_TIMEOUT.
-    let rules = example("prometheus/rules.yml")
-        .canonicalize()
-        .unwrap();
+    let rules = example("prometheus/rules.yml").canonicalize().unwrap();
     let prometheus = Prometheus::start(collector.admin, &rules).await;
 
     // Prometheus scrapes modelgate before anything is sent.
@@ -342,7 +346,10 @@ async fn prometheus_fires_the_example_regression_alert_for_lending_v13() {
             if pending_seen.get().is_none() && !ours.is_empty() {
                 pending_seen.set(Some(started.elapsed()));
             }
-            let firing: Vec<Value> = ours.into_iter().filter(|a| a["state"] == "firing").collect();
+            let firing: Vec<Value> = ours
+                .into_iter()
+                .filter(|a| a["state"] == "firing")
+                .collect();
             ENDPOINTS
                 .iter()
                 .all(|ep| firing.iter().any(|a| label(a, "endpoint") == *ep))
@@ -396,6 +403,48 @@ async fn prometheus_fires_the_example_regression_alert_for_lending_v13() {
 
     let report = sender.await.unwrap().unwrap();
     assert_eq!(report.failed, 0);
+
+    // The relative and errors rules fire too (they need about ten requests,
+    // then the same 15 s), with their own reading of the ratio.
+    let all = eventually(Duration::from_secs(60), || async {
+        let alerts = prometheus.alerts().await;
+        let firing: Vec<Value> = alerts
+            .into_iter()
+            .filter(|a| {
+                label(a, "alertname") == "ModelgateRegression"
+                    && label(a, "candidate_version") == "v1.3"
+                    && a["state"] == "firing"
+            })
+            .collect();
+        ENDPOINTS
+            .iter()
+            .all(|ep| {
+                ["sla", "relative", "errors"].iter().all(|rule| {
+                    firing
+                        .iter()
+                        .any(|a| label(a, "endpoint") == *ep && label(a, "rule") == *rule)
+                })
+            })
+            .then_some(firing)
+    })
+    .await;
+    let all = all.unwrap_or_else(|| panic!("not all six alerts fire for v1.3"));
+    println!(
+        "all six (2 endpoints x sla, relative, errors) firing {:.1} s after the replay started",
+        started.elapsed().as_secs_f64()
+    );
+    for alert in &all {
+        let description = alert["annotations"]["description"].as_str().unwrap_or("");
+        let reading = match label(alert, "rule") {
+            "relative" => "x the baseline's",
+            "errors" => "timeout and error rate at",
+            _ => "x the SLA limit",
+        };
+        assert!(description.contains(reading), "{description}");
+        if label(alert, "rule") != "sla" {
+            println!("    {description}");
+        }
+    }
 
     // Nothing, not even pending, for v1.2.
     let alerts = prometheus.alerts().await;
