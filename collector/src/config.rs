@@ -711,7 +711,6 @@ fn check_alpha(key: &str, alpha: f64) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-
     #[test]
     fn overrides_are_checked_and_applied_to_a_copy() {
         let base = JudgeConfig::default();

@@ -396,7 +396,12 @@ fn state_name(state: i32) -> &'static str {
 }
 
 fn evidence_line(e: &pb::Evidence, rule: &str) -> String {
-    let mut line = format!(
+    let mut line = String::new();
+    if e.quantile > 0.0 {
+        let _ = write!(line, "p{} ", (e.quantile * 1000.0).round() / 10.0);
+    }
+    let _ = write!(
+        line,
         "candidate {} (n={})",
         format_value(e.candidate_value, &e.unit),
         e.candidate_count
@@ -415,13 +420,11 @@ fn evidence_line(e: &pb::Evidence, rule: &str) -> String {
         format_value(e.threshold, &e.unit),
         e.ratio
     );
-    if e.quantile > 0.0 {
-        let _ = write!(line, ", p{}", (e.quantile * 1000.0).round() / 10.0);
-    }
-    if !e.test.is_empty() {
+    // p = 1 and e = 1 mean no test ran (the effect was clearly absent).
+    if !e.test.is_empty() && (e.p_value < 1.0 || e.e_value != 1.0) {
         let _ = write!(
             line,
-            "; {} test p={:.2e}, e={:.2e} (needs {:.0})",
+            "; {} test p={:.2e}, e={:.2e} (fires at {:.0})",
             e.test, e.p_value, e.e_value, e.e_threshold
         );
     }
@@ -701,7 +704,11 @@ mod tests {
             verdict: verdict(
                 O::Regression,
                 vec![
-                    rule("relative", O::Regression, "p95 781.2 ms vs 117.5 ms on v1.2"),
+                    rule(
+                        "relative",
+                        O::Regression,
+                        "p95 781.2 ms vs 117.5 ms on v1.2",
+                    ),
                     rule("sla", O::Regression, "p95 781.2 ms over the 150 ms limit"),
                 ],
             ),
@@ -714,10 +721,10 @@ mod tests {
         assert_eq!(lines[1], "  /risk-score (baseline v1.2): REGRESSION");
         assert!(lines[2].starts_with("    relative  REGRESSION   alert inactive"));
         assert!(
-            lines[2].contains("candidate 781.2 ms (n=150) vs baseline 117.5 ms (n=350)"),
+            lines[2].contains("p95 candidate 781.2 ms (n=150) vs baseline 117.5 ms (n=350)"),
             "{text}"
         );
-        assert!(lines[2].contains("binomial test p=1.00e-40, e=3.00e30 (needs 200)"));
+        assert!(lines[2].contains("binomial test p=1.00e-40, e=3.00e30 (fires at 200)"));
         assert_eq!(lines[3].trim(), "p95 781.2 ms vs 117.5 ms on v1.2");
         // sla has no baseline: none shown.
         assert!(!lines[4].contains("baseline"), "{text}");
@@ -853,7 +860,7 @@ mod tests {
     async fn a_hanging_collector_is_bounded() {
         let started = Instant::now();
         let err = poll(
-            || std::future::pending::<Result<pb::Verdict, GateError>>(),
+            std::future::pending::<Result<pb::Verdict, GateError>>,
             &GateOptions {
                 wait: Duration::from_secs(1),
                 ..options()

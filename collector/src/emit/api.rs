@@ -165,7 +165,9 @@ fn rule_outcome(result: &RuleResult, state: AlertState) -> pb::VerdictOutcome {
 
 /// The threshold overrides of a verdict request, checked; the error names
 /// the offending field.
-pub fn overrides(request: &pb::GetVerdictRequest) -> Result<JudgeOverrides, (&'static str, OverrideError)> {
+pub fn overrides(
+    request: &pb::GetVerdictRequest,
+) -> Result<JudgeOverrides, (&'static str, OverrideError)> {
     JudgeOverrides::new(request.sla_limit_ms, request.min_samples).map_err(|e| {
         let field = match e {
             OverrideError::SlaLimit(_) => "sla_limit_ms",

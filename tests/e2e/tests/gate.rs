@@ -140,7 +140,8 @@ async fn lending_v13_fails_the_gate_and_too_little_traffic_is_inconclusive() {
     .await;
     assert_eq!(run.code, 1, "{run}");
     assert!(
-        run.stdout.starts_with("lending-api v1.3: REGRESSION (exit 1)"),
+        run.stdout
+            .starts_with("lending-api v1.3: REGRESSION (exit 1)"),
         "{run}"
     );
     for needle in [
@@ -210,7 +211,8 @@ async fn lending_v13_fails_the_gate_and_too_little_traffic_is_inconclusive() {
     .await;
     assert_eq!(run.code, 2, "{run}");
     assert!(
-        run.stderr.contains("modelgate gate: inconclusive: not enough evidence within 2s"),
+        run.stderr
+            .contains("modelgate gate: inconclusive: not enough evidence within 2s"),
         "{run}"
     );
     assert!(run.stderr.contains("20 needed"), "{run}");
@@ -266,7 +268,10 @@ async fn lending_v13_fails_the_gate_and_too_little_traffic_is_inconclusive() {
     let sla = rules.iter().find(|r| r["rule"] == "sla").unwrap();
     assert_eq!(sla["evidence"]["threshold"], 10000.0, "{v}");
     assert_eq!(sla["outcome"], "VERDICT_OUTCOME_PASS", "{v}");
-    assert_eq!(v["outcome"], "VERDICT_OUTCOME_REGRESSION", "relative still fires: {v}");
+    assert_eq!(
+        v["outcome"], "VERDICT_OUTCOME_REGRESSION",
+        "relative still fires: {v}"
+    );
     for (query, name) in [
         ("sla=0ms", "sla:"),
         ("sla=fast", "sla:"),
@@ -309,24 +314,22 @@ async fn aa_candidate_passes_the_gate() {
     .unwrap();
     assert_eq!(report.failed, 0);
     all_accepted(&collector, 6000.0).await;
-    // The candidate is whichever version the collector did not take as the
-    // baseline.
+    // Each endpoint chose its own baseline (v1 or v2, by traffic): the JSON
+    // run names v1 as the baseline of both; the text run below takes the
+    // collector's baseline of /predict.
     let versions = eventually(Duration::from_secs(10), || async {
-        let v = collector.json("/api/v1/versions?service=aa-api").await;
-        v["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["baseline_version"] != "")
-            .then_some(v)
+        let v = collector
+            .json("/api/v1/versions?service=aa-api&endpoint=/predict")
+            .await;
+        (v["endpoints"][0]["baseline_version"] != "").then_some(v)
     })
     .await
-    .expect("a baseline on every endpoint");
-    let baseline = versions["endpoints"][0]["baseline_version"]
+    .expect("a baseline on /predict");
+    let own_baseline = versions["endpoints"][0]["baseline_version"]
         .as_str()
         .unwrap()
         .to_owned();
-    let candidate = if baseline == "v1" { "v2" } else { "v1" };
+    let (baseline, candidate) = ("v1", "v2");
 
     let run = gate(&[
         "--url",
@@ -335,6 +338,8 @@ async fn aa_candidate_passes_the_gate() {
         "aa-api",
         "--candidate",
         candidate,
+        "--baseline",
+        baseline,
         "--sla",
         "150ms",
         "--min-samples",
@@ -354,7 +359,7 @@ async fn aa_candidate_passes_the_gate() {
     let endpoints = doc["verdict"]["endpoints"].as_array().unwrap();
     assert_eq!(endpoints.len(), 2, "{doc}");
     for e in endpoints {
-        assert_eq!(e["baseline_version"], baseline.as_str());
+        assert_eq!(e["baseline_version"], baseline);
         let rules = e["rules"].as_array().unwrap();
         assert_eq!(rules.len(), 4, "{e}");
         for r in rules {
@@ -368,7 +373,9 @@ async fn aa_candidate_passes_the_gate() {
         }
     }
 
-    // The collector's own thresholds and stored judgements, as text.
+    // The collector's own thresholds, baseline and stored judgements, as
+    // text, on one endpoint.
+    let candidate = if own_baseline == "v1" { "v2" } else { "v1" };
     let run = gate(&[
         "--url",
         &url,
@@ -376,8 +383,6 @@ async fn aa_candidate_passes_the_gate() {
         "aa-api",
         "--candidate",
         candidate,
-        "--baseline",
-        &baseline,
         "--endpoint",
         "/predict",
         "--wait",
@@ -390,8 +395,13 @@ async fn aa_candidate_passes_the_gate() {
             .starts_with(&format!("aa-api {candidate}: PASS (exit 0)")),
         "{run}"
     );
-    assert!(run.stdout.contains("/predict (baseline"), "{run}");
+    assert!(
+        run.stdout
+            .contains(&format!("/predict (baseline {own_baseline}): PASS")),
+        "{run}"
+    );
     assert!(!run.stdout.contains("/embed"), "{run}");
+    println!("gate on the A/A candidate:\n{}", run.stdout);
     assert!(collector.stop().await.success());
 }
 
@@ -417,8 +427,9 @@ async fn unreachable_collector_is_inconclusive() {
     .await;
     assert_eq!(run.code, 2, "{run}");
     assert!(
-        run.stderr
-            .contains(&format!("modelgate gate: inconclusive: collector unreachable at {url}")),
+        run.stderr.contains(&format!(
+            "modelgate gate: inconclusive: collector unreachable at {url}"
+        )),
         "{run}"
     );
     assert!(run.stdout.is_empty(), "{run}");
@@ -441,7 +452,10 @@ async fn unreachable_collector_is_inconclusive() {
     assert_eq!(doc["decision"], "inconclusive");
     assert!(doc["verdict"].is_null());
     assert!(
-        doc["error"].as_str().unwrap().contains("collector unreachable"),
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("collector unreachable"),
         "{doc}"
     );
 }
