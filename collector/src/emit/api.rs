@@ -373,3 +373,31 @@ impl Query for QueryService {
         Ok(Response::new(Box::pin(events.map(Ok))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_overrides_name_their_field() {
+        let request = |sla_limit_ms, min_samples| pb::GetVerdictRequest {
+            service: "s".into(),
+            candidate_version: "c".into(),
+            sla_limit_ms,
+            min_samples,
+            ..Default::default()
+        };
+        assert!(overrides(&request(None, None)).unwrap().is_empty());
+        let o = overrides(&request(Some(150.0), Some(20))).unwrap();
+        assert_eq!(o.sla_limit, Some(std::time::Duration::from_millis(150)));
+        assert_eq!(o.min_samples, Some(20));
+        assert_eq!(
+            overrides(&request(Some(-5.0), None)).unwrap_err().0,
+            "sla_limit_ms"
+        );
+        assert_eq!(
+            overrides(&request(None, Some(0))).unwrap_err().0,
+            "min_samples"
+        );
+    }
+}
