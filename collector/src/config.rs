@@ -211,6 +211,78 @@ impl Default for JudgeConfig {
     }
 }
 
+/// The longest SLA limit a single verdict may ask for: beyond it the number
+/// is a mistake (a unit error), not a limit.
+pub const MAX_SLA_OVERRIDE: Duration = Duration::from_secs(86_400);
+
+/// Thresholds one verdict may judge with instead of the configured ones: a
+/// release gate's own SLA and its own minimum of requests. Applied to a copy
+/// of [`JudgeConfig`] for that verdict only; the running judge and its
+/// alerts never see them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JudgeOverrides {
+    /// Replaces `judge.sla.limit`.
+    pub sla_limit: Option<Duration>,
+    /// Replaces the `min_samples` of every rule.
+    pub min_samples: Option<u64>,
+}
+
+/// Why an override was refused; the caller names the parameter (its names
+/// differ between gRPC fields and JSON query parameters).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OverrideError {
+    /// The SLA limit is not a positive number of milliseconds up to a day.
+    #[error("must be more than 0 and at most 1 day, got {0} ms")]
+    SlaLimit(f64),
+    /// `min_samples` of 0 would let an empty window pass.
+    #[error("must be at least 1")]
+    MinSamples,
+}
+
+impl JudgeOverrides {
+    /// Checked overrides from raw values: an SLA limit in milliseconds and a
+    /// sample minimum, each optional.
+    pub fn new(sla_limit_ms: Option<f64>, min_samples: Option<u64>) -> Result<Self, OverrideError> {
+        let sla_limit = match sla_limit_ms {
+            None => None,
+            Some(ms) => {
+                let max_ms = MAX_SLA_OVERRIDE.as_secs_f64() * 1e3;
+                if !(ms > 0.0 && ms <= max_ms) {
+                    return Err(OverrideError::SlaLimit(ms));
+                }
+                Some(Duration::from_secs_f64(ms / 1e3))
+            }
+        };
+        if min_samples == Some(0) {
+            return Err(OverrideError::MinSamples);
+        }
+        Ok(Self {
+            sla_limit,
+            min_samples,
+        })
+    }
+
+    /// Nothing overridden: the judge's own results (and alert states) apply.
+    pub const fn is_empty(&self) -> bool {
+        self.sla_limit.is_none() && self.min_samples.is_none()
+    }
+
+    /// `config` with the overrides applied.
+    pub fn apply(&self, config: &JudgeConfig) -> JudgeConfig {
+        let mut c = config.clone();
+        if let Some(limit) = self.sla_limit {
+            c.sla.limit = limit;
+        }
+        if let Some(n) = self.min_samples {
+            c.sla.min_samples = n;
+            c.relative.min_samples = n;
+            c.errors.min_samples = n;
+            c.fanout.min_samples = n;
+        }
+        c
+    }
+}
+
 /// A fixed baseline version for a service, or one endpoint of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -658,6 +730,40 @@ fn check_alpha(key: &str, alpha: f64) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_are_checked_and_applied_to_a_copy() {
+        let base = JudgeConfig::default();
+        let none = JudgeOverrides::new(None, None).unwrap();
+        assert!(none.is_empty());
+        assert_eq!(none.apply(&base), base);
+        let o = JudgeOverrides::new(Some(200.0), Some(50)).unwrap();
+        let c = o.apply(&base);
+        assert_eq!(c.sla.limit, Duration::from_millis(200));
+        assert_eq!(
+            [
+                c.sla.min_samples,
+                c.relative.min_samples,
+                c.errors.min_samples,
+                c.fanout.min_samples
+            ],
+            [50; 4]
+        );
+        assert_eq!(c.relative.factor, base.relative.factor);
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 86_400_001.0] {
+            assert!(
+                matches!(
+                    JudgeOverrides::new(Some(bad), None),
+                    Err(OverrideError::SlaLimit(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            JudgeOverrides::new(None, Some(0)),
+            Err(OverrideError::MinSamples)
+        );
+    }
 
     #[test]
     fn defaults_are_valid_and_bind_localhost() {

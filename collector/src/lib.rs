@@ -16,6 +16,7 @@
 //! - [`telemetry`]: modelgate's own counters (accepted, refused, ...).
 //! - [`replay`]: scenario traffic sent through the real OTLP exporter.
 //! - [`analyze`]: offline judgement of JSON log files (`modelgate analyze`).
+//! - [`gate`]: a CI/CD release gate asking a running collector for its verdict (`modelgate gate`).
 //! - [`loadgen`]: pre-encoded OTLP batches at full speed or a fixed rate, for benchmarks.
 //! - [`fixture`]: OTLP payload builder for tests and benchmarks.
 
@@ -30,5 +31,6 @@ pub mod serve;
 pub mod telemetry;
 pub mod replay;
 pub mod analyze;
+pub mod gate;
 pub mod loadgen;
 pub mod fixture;

@@ -39,6 +39,11 @@ EXAMPLES
   modelgate --config modelgate.yaml           run with a file
   modelgate replay lending                    replay the lending incident
   modelgate analyze incident.jsonl            judge a JSON log file offline
+  modelgate gate --service lending-api --candidate v1.3 --sla 150ms \
+      --min-samples 200 --wait 5m            release gate: exit 0 pass,
+                                              1 regression, 2 inconclusive
+  modelgate gate --service lending-api --candidate v1.3 --format json \
+      --url http://collector:4317            the verdict as JSON for CI
   curl -s localhost:9464/api/v1/regressions   see what fires";
 
 /// Catch a slow new model or service version from its OpenTelemetry spans.
@@ -105,6 +110,41 @@ enum Command {
         files: Vec<PathBuf>,
         /// `table` or `json`.
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+    /// Release gate: ask a running collector for its verdict on a candidate
+    /// version; exits 0 pass, 1 regression, 2 inconclusive (too little
+    /// traffic within --wait, unknown candidate, collector unreachable).
+    Gate {
+        /// `service.name` of the service released.
+        #[arg(long)]
+        service: String,
+        /// The version under test.
+        #[arg(long)]
+        candidate: String,
+        /// Compare with this version (default: the collector's baseline of
+        /// each endpoint).
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Judge only this endpoint (default: every endpoint of the candidate).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Hold the candidate to this SLA limit (e.g. 150ms) instead of the
+        /// collector's judge.sla.limit.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        sla: Option<std::time::Duration>,
+        /// Requests each rule needs (on each side) instead of the collector's
+        /// min_samples.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        min_samples: Option<u64>,
+        /// How long to keep asking while the verdict is inconclusive.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+        /// The collector's gRPC (query API) address.
+        #[arg(long, default_value = modelgate::gate::DEFAULT_URL)]
+        url: String,
+        /// `text` or `json`.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
     },
     /// Send pre-encoded OTLP batches to a collector and report throughput.
@@ -194,6 +234,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Gate {
+            service,
+            candidate,
+            baseline,
+            endpoint,
+            sla,
+            min_samples,
+            wait,
+            url,
+            format,
+        } => {
+            use modelgate::gate;
+            let options = gate::GateOptions {
+                url,
+                service,
+                candidate,
+                baseline,
+                endpoint,
+                sla,
+                min_samples,
+                wait,
+                poll_interval: gate::POLL_INTERVAL,
+            };
+            let result = runtime.block_on(gate::run(&options));
+            if format == "json" {
+                println!("{}", gate::render_json(&options, &result));
+            } else if let Ok(report) = &result {
+                print!("{}", gate::render_text(report));
+            }
+            match &result {
+                Err(error) => eprintln!("modelgate gate: inconclusive: {error}"),
+                Ok(report) => {
+                    if let Some(reason) = &report.reason {
+                        eprintln!("modelgate gate: inconclusive: {reason}");
+                    }
+                }
+            }
+            Ok(ExitCode::from(gate::exit_code(&result)))
         }
         Command::Loadgen {
             endpoint,

@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::Aggregator;
-use crate::config::Config;
+use crate::config::{Config, JudgeOverrides};
 use crate::emit::otlp::OtlpEmitter;
 use crate::emit::prometheus::MetricsSnapshot;
 use crate::emit::{api, snapshot};
@@ -45,7 +45,11 @@ enum Query {
         pb::ListVersionsRequest,
         oneshot::Sender<pb::ListVersionsResponse>,
     ),
-    Verdict(pb::GetVerdictRequest, oneshot::Sender<pb::Verdict>),
+    Verdict(
+        pb::GetVerdictRequest,
+        JudgeOverrides,
+        oneshot::Sender<pb::Verdict>,
+    ),
     Regressions(
         pb::ListRegressionsRequest,
         oneshot::Sender<pb::ListRegressionsResponse>,
@@ -119,9 +123,14 @@ impl PipelineHandle {
         self.ask(|tx| Query::Versions(r, tx)).await
     }
 
-    /// See [`api::verdict`].
-    pub async fn verdict(&self, r: pb::GetVerdictRequest) -> Result<pb::Verdict, QueryError> {
-        self.ask(|tx| Query::Verdict(r, tx)).await
+    /// See [`api::verdict`]; `overrides` were checked by the caller
+    /// ([`api::overrides`]).
+    pub async fn verdict(
+        &self,
+        r: pb::GetVerdictRequest,
+        overrides: JudgeOverrides,
+    ) -> Result<pb::Verdict, QueryError> {
+        self.ask(|tx| Query::Verdict(r, overrides, tx)).await
     }
 
     /// See [`api::regressions`].
@@ -322,8 +331,14 @@ impl Pipeline {
             Query::Versions(r, tx) => {
                 let _ = tx.send(api::versions(&self.aggregator, &self.judge, &r, now));
             }
-            Query::Verdict(r, tx) => {
-                let _ = tx.send(api::verdict(&self.aggregator, &self.judge, &r, now));
+            Query::Verdict(r, overrides, tx) => {
+                let _ = tx.send(api::verdict(
+                    &self.aggregator,
+                    &self.judge,
+                    &r,
+                    &overrides,
+                    now,
+                ));
             }
             Query::Regressions(r, tx) => {
                 let _ = tx.send(api::regressions(&self.judge, &r));

@@ -113,6 +113,18 @@ struct VerdictParams {
     endpoint: String,
     #[serde(default)]
     baseline: String,
+    /// Overrides `judge.sla.limit` for this verdict: a duration, `150ms`.
+    sla: Option<String>,
+    /// Overrides every rule's `min_samples` for this verdict.
+    min_samples: Option<u64>,
+}
+
+/// The JSON name of a `GetVerdictRequest` override field.
+fn param_name(field: &str) -> &str {
+    match field {
+        "sla_limit_ms" => "sla",
+        other => other,
+    }
 }
 
 async fn verdict(
@@ -125,9 +137,19 @@ async fn verdict(
             return error(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "{} (parameters: service, candidate, optional endpoint and baseline)",
+                    "{} (parameters: service, candidate, optional endpoint, baseline, sla and min_samples)",
                     e.body_text()
                 ),
+            )
+        }
+    };
+    let sla_limit_ms = match p.sla.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d.as_secs_f64() * 1e3),
+        Some(Err(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("sla: {e} (a duration such as 150ms)"),
             )
         }
     };
@@ -136,8 +158,19 @@ async fn verdict(
         candidate_version: p.candidate,
         endpoint: p.endpoint,
         baseline_version: p.baseline,
+        sla_limit_ms,
+        min_samples: p.min_samples,
     };
-    match pipeline.verdict(request).await {
+    let overrides = match api::overrides(&request) {
+        Ok(o) => o,
+        Err((field, e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{}: {e}", param_name(field)),
+            )
+        }
+    };
+    match pipeline.verdict(request, overrides).await {
         Ok(r) => Json(r).into_response(),
         Err(_) => unavailable(),
     }

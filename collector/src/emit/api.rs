@@ -15,6 +15,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tonic::{Request, Response, Status};
 
 use crate::aggregate::Aggregator;
+use crate::config::{JudgeOverrides, OverrideError};
 use crate::extract::{EndpointKey, Outcome};
 use crate::judge::{AlertKey, AlertState, Condition, Evidence, Judge, Judgement, RuleResult};
 use crate::pipeline::{PipelineHandle, QueryError};
@@ -162,15 +163,33 @@ fn rule_outcome(result: &RuleResult, state: AlertState) -> pb::VerdictOutcome {
     }
 }
 
+/// The threshold overrides of a verdict request, checked; the error names
+/// the offending field.
+pub fn overrides(
+    request: &pb::GetVerdictRequest,
+) -> Result<JudgeOverrides, (&'static str, OverrideError)> {
+    JudgeOverrides::new(request.sla_limit_ms, request.min_samples).map_err(|e| {
+        let field = match e {
+            OverrideError::SlaLimit(_) => "sla_limit_ms",
+            OverrideError::MinSamples => "min_samples",
+        };
+        (field, e)
+    })
+}
+
 /// The verdict on one candidate: per endpoint, each rule's outcome. With a
-/// baseline given that differs from the judge's own, the rules are applied
-/// on the spot (no alert history: state INACTIVE).
+/// baseline given that differs from the judge's own, or with `overrides`,
+/// the rules are applied on the spot (no alert history: state INACTIVE),
+/// the latter by a judge with a copy of the configuration, overridden.
 pub fn verdict(
     agg: &Aggregator,
     judge: &Judge,
     request: &pb::GetVerdictRequest,
+    overrides: &JudgeOverrides,
     now_ms: u64,
 ) -> pb::Verdict {
+    let adhoc = (!overrides.is_empty()).then(|| judge.with_config(overrides.apply(judge.config())));
+    let rules = adhoc.as_ref().unwrap_or(judge);
     let mut endpoints = Vec::new();
     let mut keys: Vec<&EndpointKey> = agg
         .endpoints()
@@ -202,18 +221,19 @@ pub fn verdict(
             })
             .map(|(_, j)| (j.result.clone(), j.alert.state))
             .collect();
-        let results = if !stored.is_empty() && baseline == own_baseline {
+        let results = if adhoc.is_none() && !stored.is_empty() && baseline == own_baseline {
             stored
         } else {
+            // Like the judge: the window stretches back for enough requests.
             let cand = versions
                 .get(&request.candidate_version)
-                .map(|s| agg.window(s, now_ms))
+                .map(|s| agg.recent(s, now_ms, rules.min_requests()))
                 .unwrap_or_default();
             let base = compared
                 .and_then(|b| versions.get(b))
                 .map(|s| agg.horizon(s, now_ms))
                 .unwrap_or_default();
-            judge
+            rules
                 .judge_pair(&cand, compared.map(|b| (b, &base)))
                 .into_iter()
                 .map(|r| (r, AlertState::Inactive))
@@ -327,7 +347,11 @@ impl Query for QueryService {
                 "service and candidate_version are required",
             ));
         }
-        Ok(Response::new(self.pipeline.verdict(request).await?))
+        let overrides = overrides(&request)
+            .map_err(|(field, e)| Status::invalid_argument(format!("{field}: {e}")))?;
+        Ok(Response::new(
+            self.pipeline.verdict(request, overrides).await?,
+        ))
     }
 
     async fn list_regressions(
@@ -347,5 +371,33 @@ impl Query for QueryService {
     ) -> Result<Response<Self::WatchAlertsStream>, Status> {
         let events = alert_events(&self.pipeline, request.into_inner().service);
         Ok(Response::new(Box::pin(events.map(Ok))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_overrides_name_their_field() {
+        let request = |sla_limit_ms, min_samples| pb::GetVerdictRequest {
+            service: "s".into(),
+            candidate_version: "c".into(),
+            sla_limit_ms,
+            min_samples,
+            ..Default::default()
+        };
+        assert!(overrides(&request(None, None)).unwrap().is_empty());
+        let o = overrides(&request(Some(150.0), Some(20))).unwrap();
+        assert_eq!(o.sla_limit, Some(std::time::Duration::from_millis(150)));
+        assert_eq!(o.min_samples, Some(20));
+        assert_eq!(
+            overrides(&request(Some(-5.0), None)).unwrap_err().0,
+            "sla_limit_ms"
+        );
+        assert_eq!(
+            overrides(&request(None, Some(0))).unwrap_err().0,
+            "min_samples"
+        );
     }
 }

@@ -139,6 +139,19 @@ impl Judge {
         &self.config
     }
 
+    /// A judge with `config` instead, the same candidate window and no
+    /// history (no baselines, no alerts): for judging one verdict on the
+    /// spot with overridden thresholds, never for [`Judge::evaluate`].
+    pub fn with_config(&self, config: JudgeConfig) -> Self {
+        Self::new(config, self.window_ms)
+    }
+
+    /// How many requests the candidate window stretches back for (the
+    /// largest `min_samples` of the enabled rules).
+    pub fn min_requests(&self) -> u64 {
+        self.min_requests
+    }
+
     /// Judges every endpoint at `now_ms`; returns the alerts that changed.
     pub fn evaluate(&mut self, agg: &Aggregator, now_ms: u64) -> Vec<Transition> {
         let mut seen: HashSet<AlertKey> = HashSet::new();
