@@ -5,7 +5,8 @@
 //! second channel and get answers built from live state. All of it is one
 //! `select!` loop, so no lock guards the hot path and nothing else ever sees
 //! the state half-updated. Alert transitions are logged, pushed to OTLP and
-//! broadcast to alert-stream subscribers. The loop never blocks on a
+//! broadcast to alert-stream subscribers; each tick also adds a point per
+//! series to the dashboard's bounded history. The loop never blocks on a
 //! subscriber or an exporter.
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::aggregate::Aggregator;
 use crate::config::Config;
 use crate::emit::otlp::OtlpEmitter;
 use crate::emit::prometheus::MetricsSnapshot;
+use crate::emit::history::{History, HistoryLimits, HistoryView};
 use crate::emit::{api, snapshot};
 use crate::extract::{Sample, SampleKind};
 use crate::judge::{AlertState, Judge, Transition};
@@ -51,6 +53,8 @@ enum Query {
         oneshot::Sender<pb::ListRegressionsResponse>,
     ),
     Metrics(oneshot::Sender<MetricsSnapshot>),
+    /// The dashboard's history of one service (all when empty).
+    History(String, oneshot::Sender<HistoryView>),
     Ping(oneshot::Sender<()>),
 }
 
@@ -137,6 +141,12 @@ impl PipelineHandle {
         self.ask(Query::Metrics).await
     }
 
+    /// See [`History::view`]: the history of `service` (every service when
+    /// empty) for the dashboard.
+    pub async fn history(&self, service: String) -> Result<HistoryView, QueryError> {
+        self.ask(|tx| Query::History(service, tx)).await
+    }
+
     /// Answers once the pipeline task is running and keeping up with questions.
     pub async fn ping(&self) -> Result<(), QueryError> {
         self.ask(Query::Ping).await
@@ -157,11 +167,14 @@ impl PipelineHandle {
 pub struct Pipeline {
     aggregator: Aggregator,
     judge: Judge,
+    /// What the dashboard charts: recorded after each judgement.
+    history: History,
     otlp: Option<OtlpEmitter>,
     telemetry: Arc<Telemetry>,
     alerts: broadcast::Sender<pb::AlertEvent>,
     bounds_ms: Vec<f64>,
     evaluation_interval: Duration,
+    window_ms: u64,
     ingest: mpsc::Receiver<Vec<Sample>>,
     queries: mpsc::Receiver<Query>,
 }
@@ -195,11 +208,13 @@ impl Pipeline {
                 now,
             ),
             judge: Judge::new(config.judge.clone(), window_ms),
+            history: History::new(HistoryLimits::from_config(&config.admin)),
             otlp,
             telemetry: telemetry.clone(),
             alerts: alerts.clone(),
             bounds_ms: config.emit.histogram_buckets_ms.clone(),
             evaluation_interval: config.judge.evaluation_interval,
+            window_ms,
             ingest,
             queries,
         };
@@ -270,6 +285,13 @@ impl Pipeline {
         for t in &transitions {
             self.publish(t, now);
         }
+        self.history.record(
+            &self.aggregator,
+            &self.judge,
+            &transitions,
+            self.evaluation_interval.as_millis() as u64,
+            now,
+        );
         if let Some(otlp) = &self.otlp {
             for (key, judgement) in self.judge.judgements() {
                 let fired_now = transitions
@@ -334,6 +356,15 @@ impl Pipeline {
                     &self.judge,
                     &self.telemetry,
                     &self.bounds_ms,
+                    now,
+                ));
+            }
+            Query::History(service, tx) => {
+                let _ = tx.send(self.history.view(
+                    &self.judge,
+                    &service,
+                    self.evaluation_interval.as_millis() as u64,
+                    self.window_ms,
                     now,
                 ));
             }
