@@ -268,39 +268,62 @@
     );
   }
 
-  function evidenceFigures(r) {
+  // The candidate's figure and what it was held to, per rule.
+  function evidenceCells(r) {
     const e = r.evidence;
-    const q = e.quantile ? "p" + Math.round(e.quantile * 100) : "";
-    const figs = [];
-    const fig = (k, v, bad) => h("div", { class: "figure" }, h("div", { class: "k" }, k), h("div", { class: "v" + (bad ? " bad" : "") }, v));
-    figs.push(fig(r.candidate_version + (q ? " " + q : ""), fmtValue(e.candidate_value, e.unit), true));
-    if (r.rule === "sla") figs.push(fig("limit", fmtValue(e.threshold, e.unit)));
-    else figs.push(fig((r.baseline_version || "baseline") + (q ? " " + q : ""), fmtValue(e.baseline_value, e.unit)));
-    figs.push(fig("ratio", "×" + (isFinite(e.ratio) ? e.ratio.toFixed(1) : "∞"), true));
-    figs.push(fig("requests", fmtInt(e.candidate_count) + (e.baseline_count ? " vs " + fmtInt(e.baseline_count) : "")));
-    figs.push(fig("p-value · e-value", fmtSci(e.p_value) + " · " + fmtSci(e.e_value)));
-    return h("div", { class: "figures" }, figs);
+    const q = e.quantile ? " p" + Math.round(e.quantile * 100) : "";
+    const against = r.rule === "sla"
+      ? fmtValue(e.threshold, e.unit) + " limit"
+      : fmtValue(e.baseline_value, e.unit) + (r.baseline_version ? " on " + r.baseline_version : "");
+    return [
+      h("td", { class: "text" }, h("span", { class: "badge rule" }, r.rule)),
+      h("td", { class: "bad" }, fmtValue(e.candidate_value, e.unit) + q),
+      h("td", null, against),
+      h("td", { class: "bad" }, "×" + (isFinite(e.ratio) ? e.ratio.toFixed(1) : "∞")),
+      h("td", null, fmtInt(e.candidate_count) + (e.baseline_count ? " / " + fmtInt(e.baseline_count) : "")),
+      h("td", null, fmtSci(e.p_value)),
+      h("td", null, fmtSci(e.e_value)),
+    ];
   }
 
+  const EVIDENCE_HEAD = ["rule", "candidate", "held to", "ratio", "requests", "p-value", "e-value"];
+
+  // Firing alerts, one card per endpoint and candidate, a row per rule.
   function renderActive(data) {
     const box = document.getElementById("active");
     if (!data.active.length) {
       box.replaceChildren(h("div", { class: "calm-banner" }, "No regression is firing."));
       return;
     }
-    box.replaceChildren(...data.active.map((r) => h("article", {
-      class: "regression firing",
-      data: { rule: r.rule, candidate: r.candidate_version, baseline: r.baseline_version, endpoint: r.endpoint, service: r.service },
-    },
-    h("div", { class: "head" },
-      h("span", { class: "badge firing" }, "firing"),
-      h("span", { class: "badge rule" }, r.rule),
-      h("span", { class: "where" }, r.service + " " + r.endpoint + (r.dims.length ? " [" + r.dims.join(", ") + "]" : "")),
-      h("span", { class: "version" }, swatch(colorOf(r.candidate_version)), r.candidate_version),
-      r.baseline_version ? h("span", { class: "vs" }, "vs " + r.baseline_version) : null,
-      h("span", { class: "since" }, "since " + clock(r.fired_unix_ms) + " (" + ago(r.fired_unix_ms, data.now_unix_ms) + ")")),
-    evidenceFigures(r),
-    h("div", { class: "detail" }, r.evidence.detail))));
+    const groups = new Map();
+    for (const r of data.active) {
+      const k = regressionKey(r);
+      if (!groups.has(k)) groups.set(k, []);
+      groups.get(k).push(r);
+    }
+    const order = { sla: 0, relative: 1, errors: 2, fanout: 3 };
+    box.replaceChildren(...[...groups.values()].map((rules) => {
+      rules.sort((a, b) => (order[a.rule] ?? 9) - (order[b.rule] ?? 9));
+      const r = rules[0];
+      const since = Math.min(...rules.map((x) => x.fired_unix_ms));
+      return h("article", { class: "alert-group", data: { service: r.service, endpoint: r.endpoint, candidate: r.candidate_version } },
+        h("div", { class: "head" },
+          h("span", { class: "badge firing" }, "firing"),
+          h("span", { class: "where" }, r.endpoint),
+          h("span", { class: "service" }, r.service + (r.dims.length ? " · " + r.dims.join(", ") : "")),
+          h("span", { class: "version" }, swatch(colorOf(r.candidate_version)), r.candidate_version),
+          r.baseline_version ? h("span", { class: "vs" }, "vs " + r.baseline_version) : null,
+          h("span", { class: "since" }, "since " + clock(since) + " · " + ago(since, data.now_unix_ms))),
+        h("table", { class: "evidence" },
+          h("thead", null, h("tr", null, EVIDENCE_HEAD.map((c, i) => h("th", { class: i === 0 ? "text" : "" }, c)))),
+          h("tbody", null, rules.flatMap((x) => [
+            h("tr", {
+              class: "regression firing",
+              data: { rule: x.rule, candidate: x.candidate_version, baseline: x.baseline_version, endpoint: x.endpoint, service: x.service },
+            }, evidenceCells(x)),
+            h("tr", { class: "detail-row" }, h("td", { class: "text detail", colspan: EVIDENCE_HEAD.length }, x.evidence.detail)),
+          ]))));
+    }));
   }
 
   function renderEndpoints(data, width) {
@@ -349,15 +372,14 @@
         const p = v.points[v.points.length - 1] || { requests: 0, timeouts: 0, errors: 0 };
         const rules = firing.get(regressionKey({ ...ep, candidate_version: v.version })) || [];
         const status = v.is_baseline ? h("span", { class: "badge baseline" }, "baseline")
-          : rules.length ? h("span", { class: "badge regressed" }, "regressed: " + rules.join(", "))
+          : rules.length ? h("span", { class: "badge regressed", title: "firing: " + rules.join(", ") }, "regressed")
             : h("span", { class: "badge healthy" }, "ok");
         const slow = (val) => sla && val !== null && val > sla.limit_ms;
         return h("tr", { data: { version: v.version } },
           h("td", null, h("span", { class: "version" }, swatch(colorOf(v.version)), v.version)),
           h("td", null, status),
           h("td", null, fmtInt(p.requests)),
-          h("td", { class: p.timeouts ? "bad" : "" }, fmtInt(p.timeouts)),
-          h("td", { class: p.timeouts ? "bad" : "" }, fmtPct(p.timeouts, p.requests)),
+          h("td", { class: p.timeouts ? "bad" : "" }, fmtInt(p.timeouts) + (p.requests ? " · " + fmtPct(p.timeouts, p.requests) : "")),
           h("td", null, fmtInt(p.errors)),
           h("td", null, fmtMs(p.p50_ms)),
           h("td", { class: slow(p.p95_ms) ? "bad" : "" }, fmtMs(p.p95_ms)),
@@ -376,10 +398,10 @@
         latency,
         h("div", { class: "chart-title" }, h("span", null, "requests in window (solid) and timeouts (dashed)")),
         traffic,
-        h("table", { class: "versions" },
-          h("thead", null, h("tr", null, ["version", "status", "requests", "timeouts", "timeout rate", "errors", "p50", "p95", "p99"]
+        h("div", { class: "scroll" }, h("table", { class: "versions" },
+          h("thead", null, h("tr", null, ["version", "status", "requests", "timeouts", "errors", "p50", "p95", "p99"]
             .map((c, i) => h("th", { class: i < 2 ? "text" : "" }, c)))),
-          h("tbody", null, rows)));
+          h("tbody", null, rows))));
     }));
   }
 
@@ -428,6 +450,10 @@
     const data = state.data;
     if (!data) return;
     renderServices(data);
+    const names = new Set();
+    for (const ep of data.endpoints) for (const v of ep.versions) names.add(v.version);
+    for (const r of data.active.concat(data.resolved)) names.add(r.candidate_version);
+    for (const v of [...names].sort()) colorOf(v);
     renderSummary(data);
     renderActive(data);
     renderEndpoints(data, chartWidth());
