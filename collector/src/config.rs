@@ -763,7 +763,10 @@ mod tests {
             ("admin:\n  history_points: 1\n", "admin.history_points"),
             ("admin:\n  history_points: 100001\n", "admin.history_points"),
             ("admin:\n  history_series: 0\n", "admin.history_series"),
-            ("admin:\n  history_regressions: 0\n", "admin.history_regressions"),
+            (
+                "admin:\n  history_regressions: 0\n",
+                "admin.history_regressions",
+            ),
         ] {
             let err = Config::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(key), "{yaml}: {err}");

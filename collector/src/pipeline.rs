@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::Aggregator;
 use crate::config::Config;
+use crate::emit::history::{History, HistoryLimits, HistoryView};
 use crate::emit::otlp::OtlpEmitter;
 use crate::emit::prometheus::MetricsSnapshot;
-use crate::emit::history::{History, HistoryLimits, HistoryView};
 use crate::emit::{api, snapshot};
 use crate::extract::{Sample, SampleKind};
 use crate::judge::{AlertState, Judge, Transition};

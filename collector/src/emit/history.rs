@@ -442,11 +442,7 @@ impl History {
             .judgements()
             .filter(|(k, j)| j.alert.state == AlertState::Firing && wanted(&k.endpoint.service))
             .map(|(k, j)| {
-                regression_view(
-                    k,
-                    j.alert.since_ms,
-                    EvidenceView::new(&j.result.evidence),
-                )
+                regression_view(k, j.alert.since_ms, EvidenceView::new(&j.result.evidence))
             })
             .collect();
         active.sort_by(|a, b| {
@@ -464,7 +460,7 @@ impl History {
             points_limit: self.limits.points,
             window_ms,
             untracked_series: self.untracked,
-            sla: config.sla.enabled.then(|| SlaView {
+            sla: config.sla.enabled.then_some(SlaView {
                 quantile: config.sla.quantile,
                 limit_ms: config.sla.limit.as_secs_f64() * 1e3,
             }),
@@ -613,7 +609,10 @@ mod tests {
         assert_eq!(sla.candidate_version, "v1.3");
         assert_eq!(sla.state, "firing");
         assert!(sla.evidence.candidate_value > 150.0, "{sla:?}");
-        assert!(history.view(&judge, "other", TICK, 0, now).active.is_empty());
+        assert!(history
+            .view(&judge, "other", TICK, 0, now)
+            .active
+            .is_empty());
 
         // The series expire: every firing alert resolves, one is remembered.
         let later = now + 3_600_000;
@@ -674,6 +673,9 @@ mod tests {
             p95_ms: None,
             p99_ms: None,
         };
-        assert_eq!(serde_json::to_value(empty).unwrap()["p95_ms"], serde_json::Value::Null);
+        assert_eq!(
+            serde_json::to_value(empty).unwrap()["p95_ms"],
+            serde_json::Value::Null
+        );
     }
 }

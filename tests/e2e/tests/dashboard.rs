@@ -171,8 +171,17 @@ async fn dashboard_shows_the_lending_regression() {
         url.clone(),
     ])
     .await;
-    for text in ["v1.2", "v1.3", "/risk-score", "/funding-approve", "lending-api"] {
-        assert!(dom.contains(text), "{text} not in the rendered page:\n{dom}");
+    for text in [
+        "v1.2",
+        "v1.3",
+        "/risk-score",
+        "/funding-approve",
+        "lending-api",
+    ] {
+        assert!(
+            dom.contains(text),
+            "{text} not in the rendered page:\n{dom}"
+        );
     }
     assert!(
         dom.contains("class=\"regression firing\"")
@@ -193,8 +202,18 @@ async fn dashboard_shows_the_lending_regression() {
     ])
     .await;
     let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
-    assert!(bytes.len() > 1000, "{} is {} bytes", png.display(), bytes.len());
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", png.display());
+    assert!(
+        bytes.len() > 1000,
+        "{} is {} bytes",
+        png.display(),
+        bytes.len()
+    );
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        png.display()
+    );
     println!("dashboard screenshot: {}", png.display());
 
     collector.stop().await;
