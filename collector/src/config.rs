@@ -62,7 +62,7 @@ pub struct Config {
     pub judge: JudgeConfig,
     /// Where the findings go.
     pub emit: EmitConfig,
-    /// The admin HTTP port: /metrics, /api/v1, /healthz, /readyz.
+    /// The admin HTTP port: the dashboard, /metrics, /api/v1, /healthz, /readyz.
     pub admin: AdminConfig,
 }
 
@@ -507,14 +507,33 @@ impl Default for EmitConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Listen address of /metrics, /api/v1/*, /healthz and /readyz.
+    /// Listen address of the dashboard (`/`), /metrics, /api/v1/*, /healthz
+    /// and /readyz.
     pub listen: SocketAddr,
+    /// Points kept per series for the dashboard's charts, one per
+    /// `judge.evaluation_interval` (360 at 1s: the last six minutes), so a
+    /// page opened late still shows how a version got where it is. Memory is
+    /// about 60 bytes per point and series.
+    pub history_points: usize,
+    /// Series (service, endpoint, version) whose history is kept; series
+    /// beyond it are left out of the charts and counted, so 100,000 series
+    /// cannot turn the history into gigabytes.
+    pub history_series: usize,
+    /// Resolved regressions remembered, newest first, with the evidence they
+    /// fired on.
+    pub history_regressions: usize,
 }
+
+/// Most points per series `admin.history_points` may ask for.
+pub const MAX_HISTORY_POINTS: usize = 100_000;
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            history_points: 360,
+            history_series: 1000,
+            history_regressions: 100,
         }
     }
 }
@@ -694,6 +713,22 @@ impl Config {
         if self.emit.otlp_interval < Duration::from_millis(100) {
             return Err(invalid("emit.otlp_interval", "must be at least 100ms"));
         }
+        let h = &self.admin;
+        if !(2..=MAX_HISTORY_POINTS).contains(&h.history_points) {
+            return Err(invalid(
+                "admin.history_points",
+                format!(
+                    "must be between 2 and {MAX_HISTORY_POINTS} (a chart needs two points), got {}",
+                    h.history_points
+                ),
+            ));
+        }
+        if h.history_series == 0 {
+            return Err(invalid("admin.history_series", "must be at least 1"));
+        }
+        if h.history_regressions == 0 {
+            return Err(invalid("admin.history_regressions", "must be at least 1"));
+        }
         Ok(())
     }
 
@@ -858,6 +893,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/mg.yaml"), "{err}");
+    }
+
+    #[test]
+    fn history_limits_are_checked() {
+        let config = Config::from_yaml(
+            "admin:\n  history_points: 720\n  history_series: 50\n  history_regressions: 5\n",
+        )
+        .unwrap();
+        assert_eq!(config.admin.history_points, 720);
+        assert_eq!(config.admin.history_series, 50);
+        assert_eq!(config.admin.history_regressions, 5);
+        assert_eq!(Config::default().admin.history_points, 360);
+        for (yaml, key) in [
+            ("admin:\n  history_points: 1\n", "admin.history_points"),
+            ("admin:\n  history_points: 100001\n", "admin.history_points"),
+            ("admin:\n  history_series: 0\n", "admin.history_series"),
+            (
+                "admin:\n  history_regressions: 0\n",
+                "admin.history_regressions",
+            ),
+        ] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+        let err = Config::from_yaml("admin:\n  history_points: many\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin.history_points"), "{err}");
     }
 
     #[test]

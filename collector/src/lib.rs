@@ -10,7 +10,7 @@
 //! - [`extract`]: span -> [`extract::Sample`] (service, endpoint, version, duration, outcome). Pure.
 //! - [`aggregate`]: samples -> per-series sliding windows of latency sketches, capped and expiring.
 //! - [`judge`]: windows -> rule results (sla, relative, errors) -> alert states.
-//! - [`emit`]: alerts and latency out: Prometheus `/metrics`, OTLP push, the query API.
+//! - [`emit`]: alerts and latency out: Prometheus `/metrics`, OTLP push, the query API, the dashboard and its history.
 //! - [`pipeline`]: the one task that owns the aggregator and the judge, and its handle.
 //! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order.
 //! - [`telemetry`]: modelgate's own counters (accepted, refused, ...).

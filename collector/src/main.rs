@@ -26,13 +26,15 @@ CONFIGURATION
   status_field, service_field, timeout_values, error_values), aggregate (window,
   baseline_horizon, slot, max_series, series_idle_timeout, max_pending_traces),
   judge (evaluation_interval, baselines, sla, relative, errors, alerts),
-  emit (otlp_endpoint, otlp_interval, histogram_buckets_ms), admin (listen).
+  emit (otlp_endpoint, otlp_interval, histogram_buckets_ms), admin (listen,
+  history_points, history_series, history_regressions).
   A bad key or value is refused with its name and the problem.
 
 ENDPOINTS (defaults)
   127.0.0.1:4317  OTLP/gRPC TraceService/Export and the modelgate.v1.Query API
   127.0.0.1:4318  OTLP/HTTP /v1/traces and /v1/logs (protobuf or JSON, gzip)
-  127.0.0.1:9464  /metrics, /api/v1/{versions,verdict,regressions,alerts}, /healthz, /readyz
+  127.0.0.1:9464  / (dashboard), /metrics, /api/v1/{versions,verdict,regressions,alerts},
+                  /api/v1/history (the dashboard's data), /healthz, /readyz
 
 EXAMPLES
   modelgate                                   run on the defaults

@@ -5,7 +5,8 @@
 //! second channel and get answers built from live state. All of it is one
 //! `select!` loop, so no lock guards the hot path and nothing else ever sees
 //! the state half-updated. Alert transitions are logged, pushed to OTLP and
-//! broadcast to alert-stream subscribers. The loop never blocks on a
+//! broadcast to alert-stream subscribers; each tick also adds a point per
+//! series to the dashboard's bounded history. The loop never blocks on a
 //! subscriber or an exporter.
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::Aggregator;
 use crate::config::{Config, JudgeOverrides};
+use crate::emit::history::{History, HistoryLimits, HistoryView};
 use crate::emit::otlp::OtlpEmitter;
 use crate::emit::prometheus::MetricsSnapshot;
 use crate::emit::{api, snapshot};
@@ -55,6 +57,8 @@ enum Query {
         oneshot::Sender<pb::ListRegressionsResponse>,
     ),
     Metrics(oneshot::Sender<MetricsSnapshot>),
+    /// The dashboard's history of one service (all when empty).
+    History(String, oneshot::Sender<HistoryView>),
     Ping(oneshot::Sender<()>),
 }
 
@@ -146,6 +150,12 @@ impl PipelineHandle {
         self.ask(Query::Metrics).await
     }
 
+    /// See [`History::view`]: the history of `service` (every service when
+    /// empty) for the dashboard.
+    pub async fn history(&self, service: String) -> Result<HistoryView, QueryError> {
+        self.ask(|tx| Query::History(service, tx)).await
+    }
+
     /// Answers once the pipeline task is running and keeping up with questions.
     pub async fn ping(&self) -> Result<(), QueryError> {
         self.ask(Query::Ping).await
@@ -166,11 +176,14 @@ impl PipelineHandle {
 pub struct Pipeline {
     aggregator: Aggregator,
     judge: Judge,
+    /// What the dashboard charts: recorded after each judgement.
+    history: History,
     otlp: Option<OtlpEmitter>,
     telemetry: Arc<Telemetry>,
     alerts: broadcast::Sender<pb::AlertEvent>,
     bounds_ms: Vec<f64>,
     evaluation_interval: Duration,
+    window_ms: u64,
     ingest: mpsc::Receiver<Vec<Sample>>,
     queries: mpsc::Receiver<Query>,
 }
@@ -204,11 +217,13 @@ impl Pipeline {
                 now,
             ),
             judge: Judge::new(config.judge.clone(), window_ms),
+            history: History::new(HistoryLimits::from_config(&config.admin)),
             otlp,
             telemetry: telemetry.clone(),
             alerts: alerts.clone(),
             bounds_ms: config.emit.histogram_buckets_ms.clone(),
             evaluation_interval: config.judge.evaluation_interval,
+            window_ms,
             ingest,
             queries,
         };
@@ -279,6 +294,13 @@ impl Pipeline {
         for t in &transitions {
             self.publish(t, now);
         }
+        self.history.record(
+            &self.aggregator,
+            &self.judge,
+            &transitions,
+            self.evaluation_interval.as_millis() as u64,
+            now,
+        );
         if let Some(otlp) = &self.otlp {
             for (key, judgement) in self.judge.judgements() {
                 let fired_now = transitions
@@ -349,6 +371,15 @@ impl Pipeline {
                     &self.judge,
                     &self.telemetry,
                     &self.bounds_ms,
+                    now,
+                ));
+            }
+            Query::History(service, tx) => {
+                let _ = tx.send(self.history.view(
+                    &self.judge,
+                    &service,
+                    self.evaluation_interval.as_millis() as u64,
+                    self.window_ms,
                     now,
                 ));
             }

@@ -1,9 +1,10 @@
-//! The admin HTTP port: `/metrics`, the query API as JSON under `/api/v1/`,
-//! `/healthz` and `/readyz`.
+//! The admin HTTP port: the dashboard at `/`, `/metrics`, the query API as
+//! JSON under `/api/v1/`, `/healthz` and `/readyz`.
 //!
 //! JSON bodies are the proto3 JSON mapping of `modelgate.v1` (proto field
 //! names; 64-bit integers as strings, enums by name), so a client can switch
-//! between gRPC and JSON without translating. Bad query parameters get a 400
+//! between gRPC and JSON without translating; the one exception is
+//! `/api/v1/history`, the dashboard's own view (see [`super::history`]). Bad query parameters get a 400
 //! with a JSON body naming the problem. Handlers only ask the pipeline task;
 //! they never hold state.
 
@@ -21,23 +22,25 @@ use futures_util::{Stream, StreamExt};
 use modelgate_proto::v1 as pb;
 use serde::Deserialize;
 
-use crate::emit::{api, prometheus};
+use crate::emit::{api, dashboard, prometheus};
 use crate::pipeline::PipelineHandle;
 
 /// How long `/readyz` waits for the pipeline task.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The admin routes.
+/// The admin routes, the dashboard's among them.
 pub fn router(pipeline: PipelineHandle) -> Router {
     Router::new()
+        .merge(dashboard::routes())
         .route("/metrics", get(metrics))
         .route("/api/v1/versions", get(versions))
         .route("/api/v1/verdict", get(verdict))
         .route("/api/v1/regressions", get(regressions))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/history", get(history))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see /api/v1/versions, /api/v1/verdict, /api/v1/regressions, /api/v1/alerts, /metrics") })
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see / (dashboard), /api/v1/versions, /api/v1/verdict, /api/v1/regressions, /api/v1/alerts, /api/v1/history, /metrics") })
         .with_state(pipeline)
 }
 
@@ -197,6 +200,22 @@ async fn regressions(
         .await
     {
         Ok(r) => Json(r).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+/// The dashboard's history: per endpoint and version, the points of the last
+/// evaluation ticks; regressions firing and past.
+async fn history(
+    State(pipeline): State<PipelineHandle>,
+    params: Result<Query<ServiceParam>, QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match pipeline.history(p.service).await {
+        Ok(view) => Json(view).into_response(),
         Err(_) => unavailable(),
     }
 }

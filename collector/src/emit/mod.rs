@@ -3,12 +3,17 @@
 //! - [`prometheus`]: the `/metrics` text, from a [`MetricsSnapshot`].
 //! - [`otlp`]: OTLP metrics push through the OpenTelemetry SDK (optional).
 //! - [`api`]: the `modelgate.v1.Query` views and gRPC service.
-//! - [`admin`]: the admin HTTP port (`/metrics`, `/api/v1/*`, health).
+//! - [`history`]: the bounded per-series history and past regressions the
+//!   dashboard draws, kept by the pipeline task.
+//! - [`dashboard`]: the dashboard page and its assets, built into the binary.
+//! - [`admin`]: the admin HTTP port (`/`, `/metrics`, `/api/v1/*`, health).
 //!
 //! Emitters read state; they never change what is measured or judged.
 
 pub mod admin;
 pub mod api;
+pub mod dashboard;
+pub mod history;
 pub mod otlp;
 pub mod prometheus;
 
