@@ -57,7 +57,11 @@ fn incident_log() -> String {
         )
     };
     for i in 0..300_u64 {
-        let endpoint = if i % 2 == 0 { "/risk-score" } else { "/funding-approve" };
+        let endpoint = if i % 2 == 0 {
+            "/risk-score"
+        } else {
+            "/funding-approve"
+        };
         log.push_str(&line(endpoint, 85 + i % 35, "OK", "v1.2"));
         if i >= 100 {
             let status = if i % 5 == 0 { "OK" } else { "Timeout" };
@@ -68,9 +72,21 @@ fn incident_log() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stock_collector_ships_the_incident_logs_and_v13_fires() {
+async fn a_stock_collector_ships_the_incident_logs_in_protobuf_and_v13_fires() {
+    ship_the_incident("proto").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_collector_ships_the_incident_logs_in_otlp_json_and_v13_fires() {
+    ship_the_incident("json").await;
+}
+
+async fn ship_the_incident(encoding: &str) {
     let collector = Collector::start(&[]).await;
-    let dir = std::env::temp_dir().join(format!("modelgate-otelcol-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "modelgate-otelcol-{encoding}-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let log_path = dir.join("lending.jsonl");
     std::fs::File::create(&log_path)
@@ -88,6 +104,7 @@ async fn a_stock_collector_ships_the_incident_logs_and_v13_fires() {
             .env("LOG_FILE", &log_path)
             .env("MODELGATE_HTTP", format!("http://{}", collector.http_addr))
             .env("SERVICE_NAME", "lending-api")
+            .env("OTLP_ENCODING", encoding)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -112,7 +129,7 @@ async fn a_stock_collector_ships_the_incident_logs_and_v13_fires() {
         )
     });
     println!(
-        "v1.3 firing from logs shipped by the OpenTelemetry Collector {:.1} s after it started",
+        "v1.3 firing from logs shipped by the OpenTelemetry Collector ({encoding}) {:.1} s after it started",
         started.elapsed().as_secs_f64()
     );
     assert!(fired.to_string().contains("v1.2"), "{fired}");
