@@ -561,8 +561,8 @@ pub struct ForwardConfig {
     pub endpoint: Option<String>,
     /// OTLP/gRPC or OTLP/HTTP (`grpc` or `http/protobuf`).
     pub protocol: ForwardProtocol,
-    /// Export requests waiting for the downstream (the one being sent
-    /// included); when full, senders get the retryable `UNAVAILABLE` / `503`
+    /// Export requests waiting for the downstream (one more may be in
+    /// flight); when full, senders get the retryable `UNAVAILABLE` / `503`
     /// instead of their data being dropped here.
     pub queue_items: usize,
     /// First wait before a retry; doubles up to `max_backoff`.
