@@ -888,6 +888,129 @@ mod tests {
         assert_eq!(f.dropped[2], (DroppedReason::Shutdown, 3));
     }
 
+    /// A tiny OTLP/HTTP downstream: answers from `statuses` in turn (then
+    /// 200), recording the path and body of each request.
+    async fn http_downstream(
+        statuses: Vec<(u16, Option<&'static str>)>,
+    ) -> (String, Arc<Mutex<Vec<(String, Bytes)>>>) {
+        use axum::http::{StatusCode, Uri};
+        let seen: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+        let script = Arc::new(Mutex::new(VecDeque::from(statuses)));
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, body: Bytes| {
+            let record = record.clone();
+            let script = script.clone();
+            async move {
+                record.lock().unwrap().push((uri.path().to_owned(), body));
+                let (status, retry_after) =
+                    script.lock().unwrap().pop_front().unwrap_or((200, None));
+                let mut response = axum::response::IntoResponse::into_response(
+                    StatusCode::from_u16(status).unwrap(),
+                );
+                if let Some(v) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert("retry-after", v.parse().unwrap());
+                }
+                response
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    #[tokio::test]
+    async fn http_downstream_gets_the_bytes_and_its_retry_after_is_honoured() {
+        let (endpoint, seen) = http_downstream(vec![(503, Some("1")), (400, None)]).await;
+        let telemetry = Arc::new(Telemetry::default());
+        let mut cfg = config(10);
+        cfg.endpoint = Some(endpoint.clone());
+        cfg.initial_backoff = Duration::from_millis(10);
+        let downstream = HttpDownstream::new(&endpoint, Duration::from_secs(5)).unwrap();
+        let (handle, forwarder) = Forwarder::new(&cfg, downstream, telemetry.clone());
+        handle
+            .reserve()
+            .unwrap()
+            .send(Signal::Traces, Bytes::from_static(b"traces"));
+        handle
+            .reserve()
+            .unwrap()
+            .send(Signal::Logs, Bytes::from_static(b"logs"));
+        let started = std::time::Instant::now();
+        let drain = CancellationToken::new();
+        drain.cancel();
+        forwarder.run(drain).await;
+        // 503 + Retry-After: 1 -> a 1 s wait, then 400 -> rejected (the
+        // logs request), then nothing more.
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        let seen = seen.lock().unwrap().clone();
+        let seen: Vec<(&str, &[u8])> = seen.iter().map(|(p, b)| (p.as_str(), b.as_ref())).collect();
+        assert_eq!(
+            seen,
+            [
+                ("/v1/traces", &b"traces"[..]),
+                ("/v1/traces", b"traces"),
+                ("/v1/logs", b"logs")
+            ]
+        );
+        let f = telemetry.forward();
+        assert_eq!((f.sent, f.queue), (1, 0));
+        assert_eq!(f.dropped[0], (DroppedReason::Rejected, 1));
+    }
+
+    #[tokio::test]
+    async fn grpc_downstream_retry_info_survives_the_wire() {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+            TraceService, TraceServiceServer,
+        };
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+        #[derive(Debug, Clone, Default)]
+        struct Busy(Arc<Mutex<u32>>);
+        #[tonic::async_trait]
+        impl TraceService for Busy {
+            async fn export(
+                &self,
+                _: tonic::Request<ExportTraceServiceRequest>,
+            ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+                let mut calls = self.0.lock().unwrap();
+                *calls += 1;
+                if *calls == 1 {
+                    return Err(Status::with_error_details(
+                        Code::ResourceExhausted,
+                        "slow down",
+                        ErrorDetails::with_retry_info(Some(Duration::from_millis(700))),
+                    ));
+                }
+                Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+            }
+        }
+        let busy = Busy::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = TraceServiceServer::new(busy.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+        });
+        let mut downstream =
+            GrpcDownstream::new(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
+        let export = Export {
+            signal: Signal::Traces,
+            body: ExportTraceServiceRequest::default().encode_to_vec().into(),
+        };
+        assert!(matches!(
+            downstream.send(&export).await,
+            Delivery::Retry { after: Some(d), .. } if d == Duration::from_millis(700)
+        ));
+        assert_eq!(downstream.send(&export).await, Delivery::Delivered);
+        assert_eq!(*busy.0.lock().unwrap(), 2);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn shutdown_with_a_healthy_downstream_delivers_everything() {
         let telemetry = Arc::new(Telemetry::default());
