@@ -64,6 +64,8 @@ pub struct Config {
     pub emit: EmitConfig,
     /// The admin HTTP port: the dashboard, /metrics, /api/v1, /healthz, /readyz.
     pub admin: AdminConfig,
+    /// Passing everything received on to the next OTLP hop (off by default).
+    pub forward: ForwardConfig,
 }
 
 /// The OTLP receivers.
@@ -538,6 +540,66 @@ impl Default for AdminConfig {
     }
 }
 
+/// How forwarded export requests travel to the downstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardProtocol {
+    /// OTLP/gRPC (`TraceService/Export`, `LogsService/Export`).
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with binary protobuf bodies (`/v1/traces`, `/v1/logs`).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// Forwarding what was received, unchanged, to a downstream OTLP endpoint,
+/// so modelgate can sit anywhere in a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Downstream base URL, `http://host:port`; unset: nothing is forwarded.
+    pub endpoint: Option<String>,
+    /// OTLP/gRPC or OTLP/HTTP (`grpc` or `http/protobuf`).
+    pub protocol: ForwardProtocol,
+    /// Export requests waiting for the downstream (one more may be in
+    /// flight); when full, senders get the retryable `UNAVAILABLE` / `503`
+    /// instead of their data being dropped here.
+    pub queue_items: usize,
+    /// First wait before a retry; doubles up to `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest wait between two retries (unless the downstream asks for more).
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// An export request still undelivered this long after its first attempt
+    /// is dropped (and counted), so a dead downstream cannot pin the queue.
+    #[serde(with = "humantime_serde")]
+    pub max_elapsed: Duration,
+    /// Deadline of one export call.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// On shutdown, how long the queue may take to drain; what is left then
+    /// is counted as dropped.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        // The retry figures are the OpenTelemetry Collector exporters'.
+        Self {
+            endpoint: None,
+            protocol: ForwardProtocol::Grpc,
+            queue_items: 1000,
+            initial_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(300),
+            timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 impl Config {
     /// Defaults, then `file` if given, then `MODELGATE_*` variables, checked.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -729,9 +791,56 @@ impl Config {
         if h.history_regressions == 0 {
             return Err(invalid("admin.history_regressions", "must be at least 1"));
         }
+        self.forward.validate()
+    }
+}
+
+impl ForwardConfig {
+    /// The `forward` section's checks; see [`Config::validate`].
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(endpoint) = &self.endpoint {
+            let uri: Result<axum::http::Uri, _> = endpoint.parse();
+            match uri {
+                Ok(uri)
+                    if uri.scheme_str() == Some("http")
+                        && uri.host().is_some_and(|h| !h.is_empty())
+                        && uri.path_and_query().is_none_or(|p| p.as_str() == "/") => {}
+                _ => {
+                    return Err(invalid(
+                        "forward.endpoint",
+                        format!("must be http://host:port, got {endpoint:?}"),
+                    ))
+                }
+            }
+        }
+        if self.queue_items == 0 {
+            return Err(invalid("forward.queue_items", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("forward.initial_backoff", self.initial_backoff),
+            ("forward.timeout", self.timeout),
+        ] {
+            if d < Duration::from_millis(1) {
+                return Err(invalid(key, "must be at least 1ms"));
+            }
+        }
+        if self.max_backoff < self.initial_backoff {
+            return Err(invalid(
+                "forward.max_backoff",
+                "must be at least forward.initial_backoff",
+            ));
+        }
+        if self.max_elapsed < self.initial_backoff {
+            return Err(invalid(
+                "forward.max_elapsed",
+                "must be at least forward.initial_backoff",
+            ));
+        }
         Ok(())
     }
+}
 
+impl Config {
     /// The effective configuration as YAML, for `modelgate config`.
     pub fn to_yaml(&self) -> String {
         // Serializing plain structs of strings and numbers cannot fail; fall
@@ -921,6 +1030,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("admin.history_points"), "{err}");
+    }
+
+    #[test]
+    fn forward_is_off_by_default_and_checked() {
+        let config = Config::default();
+        assert_eq!(config.forward.endpoint, None);
+        assert_eq!(config.forward.queue_items, 1000);
+        assert_eq!(config.forward.drain_timeout, Duration::from_secs(10));
+        let config = Config::from_yaml(
+            "forward:\n  endpoint: http://127.0.0.1:4317\n  protocol: http/protobuf\n  queue_items: 5\n  initial_backoff: 100ms\n  max_backoff: 2s\n  max_elapsed: 1m\n  timeout: 3s\n  drain_timeout: 1s\n",
+        )
+        .unwrap();
+        let f = &config.forward;
+        assert_eq!(f.endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(f.protocol, ForwardProtocol::HttpProtobuf);
+        assert_eq!(f.queue_items, 5);
+        assert_eq!(f.initial_backoff, Duration::from_millis(100));
+        assert_eq!(f.max_backoff, Duration::from_secs(2));
+        assert_eq!(f.max_elapsed, Duration::from_secs(60));
+        assert_eq!(f.timeout, Duration::from_secs(3));
+        assert_eq!(f.drain_timeout, Duration::from_secs(1));
+        for (yaml, key) in [
+            ("forward:\n  endpoint: 127.0.0.1:4317\n", "forward.endpoint"),
+            ("forward:\n  endpoint: https://x:4317\n", "forward.endpoint"),
+            (
+                "forward:\n  endpoint: http://x:4318/v1/traces\n",
+                "forward.endpoint",
+            ),
+            ("forward:\n  protocol: http/json\n", "forward.protocol"),
+            ("forward:\n  queue_items: 0\n", "forward.queue_items"),
+            ("forward:\n  timeout: 0s\n", "forward.timeout"),
+            (
+                "forward:\n  initial_backoff: 0s\n",
+                "forward.initial_backoff",
+            ),
+            ("forward:\n  max_backoff: 1s\n", "forward.max_backoff"),
+            ("forward:\n  max_elapsed: 1s\n", "forward.max_elapsed"),
+            ("forward:\n  max_elapsed: soon\n", "forward.max_elapsed"),
+            ("forward:\n  endpont: http://x:1\n", "forward"),
+        ] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`aggregate`]: samples -> per-series sliding windows of latency sketches, capped and expiring.
 //! - [`judge`]: windows -> rule results (sla, relative, errors) -> alert states.
 //! - [`emit`]: alerts and latency out: Prometheus `/metrics`, OTLP push, the query API, the dashboard and its history.
+//! - [`forward`]: everything received, unchanged, to the next OTLP hop: a bounded queue, retries with backoff.
 //! - [`pipeline`]: the one task that owns the aggregator and the judge, and its handle.
 //! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order.
 //! - [`telemetry`]: modelgate's own counters (accepted, refused, ...).
@@ -26,6 +27,7 @@ pub mod extract;
 pub mod aggregate;
 pub mod judge;
 pub mod emit;
+pub mod forward;
 pub mod pipeline;
 pub mod serve;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! Starting and stopping the whole collector: bind the listeners, start the
-//! pipeline task and the servers, and shut down in flow order (receivers
-//! first, then the pipeline drains and flushes).
+//! pipeline task, the forwarder and the servers, and shut down in flow order
+//! (receivers first, then the pipeline drains and flushes, then the forward
+//! queue drains within `forward.drain_timeout`).
 //!
 //! Binding happens before anything is spawned, so a port in use is an error
 //! naming the setting, not a half-started process.
@@ -18,6 +19,7 @@ use crate::config::Config;
 use crate::emit::admin;
 use crate::emit::api::QueryService;
 use crate::emit::otlp::{OtlpEmitter, OtlpError};
+use crate::forward::{self, ForwardSetupError};
 use crate::pipeline::Pipeline;
 use crate::receive::grpc::TraceReceiver;
 use crate::receive::http;
@@ -39,6 +41,9 @@ pub enum ServeError {
     /// The OTLP metrics push could not be set up.
     #[error(transparent)]
     Otlp(#[from] OtlpError),
+    /// Forwarding could not be set up.
+    #[error(transparent)]
+    Forward(#[from] ForwardSetupError),
     /// A server failed while running.
     #[error("{server} server failed: {message}")]
     Server {
@@ -64,6 +69,9 @@ pub struct Running {
     http: JoinHandle<Result<(), ServeError>>,
     admin: JoinHandle<Result<(), ServeError>>,
     pipeline_task: JoinHandle<()>,
+    /// Cancelled to make the forwarder drain and stop.
+    forward: CancellationToken,
+    forward_task: Option<JoinHandle<()>>,
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -104,6 +112,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let telemetry = Arc::new(Telemetry::default());
     let otlp = OtlpEmitter::start(&config.emit, telemetry.clone(), config.aggregate.max_series)?;
     let receivers = CancellationToken::new();
+    let forward_token = CancellationToken::new();
+    let (forward, forward_task) = match forward::start(&config.forward, telemetry.clone())? {
+        Some((handle, forwarder)) => (
+            Some(handle),
+            Some(tokio::spawn(forwarder.run(forward_token.clone()))),
+        ),
+        None => (None, None),
+    };
     let (pipeline, handle) = Pipeline::new(&config, telemetry, otlp, receivers.clone());
 
     let pipeline_token = CancellationToken::new();
@@ -113,6 +129,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         handle.clone(),
         config.extract.clone(),
         config.receiver.max_message_bytes,
+        forward.clone(),
     );
     let grpc_shutdown = receivers.clone();
     let query = QueryServer::new(QueryService::new(handle.clone()));
@@ -137,6 +154,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             handle.clone(),
             config.extract.clone(),
             config.receiver.max_message_bytes,
+            forward,
         ),
         receivers.clone(),
     );
@@ -157,6 +175,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         http,
         admin,
         pipeline_task,
+        forward: forward_token,
+        forward_task,
     })
 }
 
@@ -209,13 +229,18 @@ impl Running {
                 self.receivers.cancel();
                 self.pipeline.cancel();
                 let _ = self.pipeline_task.await;
+                self.forward.cancel();
+                if let Some(task) = self.forward_task {
+                    let _ = task.await;
+                }
                 Err(error)
             }
         }
     }
 
     /// Stops accepting, lets the pipeline drain what was accepted and judge
-    /// it once more, flushes the OTLP push.
+    /// it once more, flushes the OTLP push, then drains the forward queue
+    /// (bounded by `forward.drain_timeout`; what is left is counted).
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.receivers.cancel();
         let grpc = self.grpc.await;
@@ -224,6 +249,12 @@ impl Running {
         self.pipeline.cancel();
         if let Err(e) = self.pipeline_task.await {
             tracing::error!(error = %e, "pipeline task ended abnormally");
+        }
+        self.forward.cancel();
+        if let Some(task) = self.forward_task {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "forward task ended abnormally");
+            }
         }
         for (server, result) in [("OTLP/gRPC", grpc), ("OTLP/HTTP", http), ("admin", admin)] {
             match result {

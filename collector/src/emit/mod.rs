@@ -106,5 +106,6 @@ pub fn snapshot(
             .iter()
             .map(|r| (*r, telemetry.refused_total(*r)))
             .collect(),
+        forward: telemetry.forward(),
     }
 }

@@ -92,7 +92,7 @@ impl OtlpEmitter {
             .with_description("Spans and log records accepted by the receivers.")
             .with_callback(move |o| o.observe(t.accepted_total(), &[]))
             .build();
-        let t = telemetry;
+        let t = telemetry.clone();
         let _refused = meter
             .u64_observable_counter("modelgate.receiver.refused")
             .with_description("Spans and log records refused, by reason.")
@@ -102,6 +102,36 @@ impl OtlpEmitter {
                         t.refused_total(reason),
                         &[KeyValue::new("reason", reason.as_str())],
                     );
+                }
+            })
+            .build();
+        let t = telemetry.clone();
+        let _forward_queue = meter
+            .u64_observable_gauge("modelgate.forward.queue")
+            .with_description("Export requests waiting for the forward downstream or being sent.")
+            .with_callback(move |o| o.observe(t.forward().queue, &[]))
+            .build();
+        let t = telemetry.clone();
+        let _forward_sent = meter
+            .u64_observable_counter("modelgate.forward.sent")
+            .with_description("Export requests delivered to the forward downstream.")
+            .with_callback(move |o| o.observe(t.forward().sent, &[]))
+            .build();
+        let t = telemetry.clone();
+        let _forward_refused = meter
+            .u64_observable_counter("modelgate.forward.refused")
+            .with_description(
+                "Export requests refused to senders (retryable) because the forward queue was full.",
+            )
+            .with_callback(move |o| o.observe(t.forward().refused, &[]))
+            .build();
+        let t = telemetry;
+        let _forward_dropped = meter
+            .u64_observable_counter("modelgate.forward.dropped")
+            .with_description("Accepted export requests the forwarder gave up on, by reason.")
+            .with_callback(move |o| {
+                for (reason, n) in t.forward().dropped {
+                    o.observe(n, &[KeyValue::new("reason", reason.as_str())]);
                 }
             })
             .build();

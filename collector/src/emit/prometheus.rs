@@ -14,7 +14,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::aggregate::{AggregateCounters, Cumulative};
-use crate::telemetry::RefusedReason;
+use crate::telemetry::{ForwardCounters, RefusedReason};
 
 /// The media type of what [`encode`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -67,6 +67,8 @@ pub struct MetricsSnapshot {
     pub accepted: u64,
     /// Refused, by reason.
     pub refused: Vec<(RefusedReason, u64)>,
+    /// The forwarder's queue and counters (zero when forwarding is off).
+    pub forward: ForwardCounters,
 }
 
 /// Writes `snapshot` as OpenMetrics text into `out`.
@@ -239,6 +241,41 @@ impl Collector for MetricsSnapshot {
                     .encode_counter::<NoLabelSet, _, f64>(n, None)?;
             }
         }
+        let f = &self.forward;
+        simple(
+            &mut encoder,
+            "modelgate_forward_queue",
+            "Export requests waiting for the forward downstream or being sent.",
+            MetricType::Gauge,
+            f.queue,
+        )?;
+        simple(
+            &mut encoder,
+            "modelgate_forward_sent",
+            "Export requests delivered to the forward downstream.",
+            MetricType::Counter,
+            f.sent,
+        )?;
+        simple(
+            &mut encoder,
+            "modelgate_forward_refused",
+            "Export requests refused to senders (retryable) because the forward queue was full.",
+            MetricType::Counter,
+            f.refused,
+        )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "modelgate_forward_dropped",
+                "Accepted export requests the forwarder gave up on, by reason.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, n) in &f.dropped {
+                let set = [("reason", reason.as_str())];
+                m.encode_family(&set)?
+                    .encode_counter::<NoLabelSet, _, f64>(n, None)?;
+            }
+        }
         simple(
             &mut encoder,
             "modelgate_series_active",
@@ -309,6 +346,7 @@ fn simple(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::DroppedReason;
 
     #[test]
     fn renders_names_labels_and_buckets_as_prometheus_expects() {
@@ -342,6 +380,12 @@ mod tests {
             }],
             refused: vec![(RefusedReason::TooLarge, 2)],
             accepted: 10,
+            forward: ForwardCounters {
+                queue: 3,
+                sent: 7,
+                refused: 1,
+                dropped: vec![(DroppedReason::Rejected, 2)],
+            },
             ..MetricsSnapshot::default()
         };
         let text = encode(snapshot).unwrap();
@@ -359,6 +403,14 @@ mod tests {
             text.contains(r#"modelgate_receiver_refused_total{reason="too_large"} 2"#),
             "{text}"
         );
+        for line in [
+            "modelgate_forward_queue 3",
+            "modelgate_forward_sent_total 7",
+            "modelgate_forward_refused_total 1",
+            r#"modelgate_forward_dropped_total{reason="rejected"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
         assert!(
             text.contains("modelgate_receiver_accepted_total 10"),
             "{text}"

@@ -7,6 +7,9 @@
 //! - An empty request is a success.
 //! - Spans that cannot be used are counted in `partial_success`.
 //! - A full aggregation queue gets `UNAVAILABLE`, which OTLP clients retry.
+//! - With forwarding on, a full forward queue gets `UNAVAILABLE` with
+//!   `RetryInfo`; an accepted request is re-encoded from tonic's decoded
+//!   message and queued for [`crate::forward`].
 //!
 //! tonic's decoder answers an oversized message with `OUT_OF_RANGE` and an
 //! undecodable one with `INTERNAL`; [`OtlpStatus`] rewrites those two codes
@@ -25,15 +28,18 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use prost::Message as _;
 use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
 use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 use tower::Service;
 
 use crate::config::ExtractConfig;
 use crate::extract::extract;
+use crate::forward::{ForwardError, ForwardHandle, Signal, REFUSAL_RETRY_DELAY};
 use crate::pipeline::{IngestError, PipelineHandle};
 use crate::receive::hand_over;
 use crate::telemetry::{RefusedReason, Telemetry};
@@ -43,6 +49,7 @@ use crate::telemetry::{RefusedReason, Telemetry};
 pub struct TraceReceiver {
     pipeline: PipelineHandle,
     extract: Arc<ExtractConfig>,
+    forward: Option<ForwardHandle>,
 }
 
 impl TraceReceiver {
@@ -51,11 +58,13 @@ impl TraceReceiver {
         pipeline: PipelineHandle,
         extract: ExtractConfig,
         max_message_bytes: usize,
+        forward: Option<ForwardHandle>,
     ) -> OtlpStatus<TraceServiceServer<TraceReceiver>> {
         let telemetry = pipeline.telemetry().clone();
         let server = TraceServiceServer::new(TraceReceiver {
             pipeline,
             extract: Arc::new(extract),
+            forward,
         })
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
@@ -76,6 +85,14 @@ impl TraceService for TraceReceiver {
         let request = request.into_inner();
         let mut samples = Vec::new();
         let report = extract(&request, &self.extract, &mut samples);
+        // The slot is taken first and filled only once the pipeline took the
+        // samples, so an export is forwarded exactly when it is accepted.
+        let slot = self
+            .forward
+            .as_ref()
+            .map(ForwardHandle::reserve)
+            .transpose()
+            .map_err(forward_refused)?;
         let partial = hand_over(&self.pipeline, samples, report, RefusedReason::InvalidSpan)
             .map_err(|e| match e {
                 IngestError::Full => Status::unavailable(
@@ -83,6 +100,9 @@ impl TraceService for TraceReceiver {
                 ),
                 IngestError::Closed => Status::unavailable("modelgate is shutting down"),
             })?;
+        if let Some(slot) = slot {
+            slot.send(Signal::Traces, request.encode_to_vec().into());
+        }
         let partial_success = partial.map(|p| ExportTracePartialSuccess {
             rejected_spans: p.rejected,
             error_message: p.message,
@@ -90,6 +110,18 @@ impl TraceService for TraceReceiver {
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success,
         }))
+    }
+}
+
+/// The retryable answer to an export the forward queue cannot take.
+fn forward_refused(e: ForwardError) -> Status {
+    match e {
+        ForwardError::Full => Status::with_error_details(
+            Code::Unavailable,
+            "modelgate's forward queue is full (forward.queue_items); retry with backoff",
+            ErrorDetails::with_retry_info(Some(REFUSAL_RETRY_DELAY)),
+        ),
+        ForwardError::Closed => Status::unavailable("modelgate is shutting down"),
     }
 }
 

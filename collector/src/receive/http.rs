@@ -9,6 +9,9 @@
 //!   larger one gets `413` (retrying cannot help).
 //! - A body that does not decode gets `400` with a `google.rpc.Status`.
 //! - A full aggregation queue gets the retryable `503` with `Retry-After`.
+//! - With forwarding on, a full forward queue gets the same `503`; an
+//!   accepted request is queued for [`crate::forward`] as the received
+//!   protobuf bytes (after gunzip), or re-encoded from OTLP/JSON.
 //! - Spans or log records that cannot be used are reported in
 //!   `partial_success`, and counted.
 //!
@@ -36,6 +39,7 @@ use serde::Serialize;
 use crate::config::ExtractConfig;
 use crate::extract::logs::extract_logs;
 use crate::extract::{extract, ExtractReport, Sample};
+use crate::forward::{ForwardError, ForwardHandle, Signal};
 use crate::pipeline::{IngestError, PipelineHandle};
 use crate::receive::{hand_over, Partial};
 use crate::telemetry::RefusedReason;
@@ -124,6 +128,7 @@ struct Receiver {
     pipeline: PipelineHandle,
     extract: ExtractConfig,
     max_message_bytes: usize,
+    forward: Option<ForwardHandle>,
 }
 
 /// The OTLP/HTTP routes.
@@ -131,6 +136,7 @@ pub fn router(
     pipeline: PipelineHandle,
     extract: ExtractConfig,
     max_message_bytes: usize,
+    forward: Option<ForwardHandle>,
 ) -> Router {
     Router::new()
         .route("/v1/traces", post(traces))
@@ -145,6 +151,7 @@ pub fn router(
             pipeline,
             extract,
             max_message_bytes,
+            forward,
         }))
 }
 
@@ -153,6 +160,7 @@ async fn traces(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body:
         &receiver,
         &headers,
         body,
+        Signal::Traces,
         RefusedReason::InvalidSpan,
         |request: &ExportTraceServiceRequest, config, out| extract(request, config, out),
         |partial| ExportTraceServiceResponse {
@@ -170,6 +178,7 @@ async fn logs(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: B
         &receiver,
         &headers,
         body,
+        Signal::Logs,
         RefusedReason::UnmappedLog,
         |request: &ExportLogsServiceRequest, config, out| extract_logs(request, config, out),
         |partial| ExportLogsServiceResponse {
@@ -187,6 +196,7 @@ async fn receive<Req, Resp>(
     receiver: &Receiver,
     headers: &HeaderMap,
     body: Body,
+    signal: Signal,
     unusable: RefusedReason,
     extract: impl Fn(&Req, &ExtractConfig, &mut Vec<Sample>) -> ExtractReport,
     response: impl Fn(Option<Partial>) -> Resp,
@@ -228,8 +238,36 @@ where
     };
     let mut samples = Vec::new();
     let report = extract(&request, &receiver.extract, &mut samples);
+    // Take the forward slot first and fill it only once the pipeline took
+    // the samples: an export is forwarded exactly when it is accepted.
+    let slot = match receiver
+        .forward
+        .as_ref()
+        .map(ForwardHandle::reserve)
+        .transpose()
+    {
+        Ok(slot) => slot,
+        Err(e) => {
+            let message = match e {
+                ForwardError::Full => {
+                    "modelgate's forward queue is full (forward.queue_items); retry with backoff"
+                }
+                ForwardError::Closed => "modelgate is shutting down",
+            };
+            return unavailable(encoding, message);
+        }
+    };
     match hand_over(&receiver.pipeline, samples, report, unusable) {
-        Ok(partial) => encoding.respond(StatusCode::OK, &response(partial)),
+        Ok(partial) => {
+            if let Some(slot) = slot {
+                let bytes = match encoding {
+                    Encoding::Protobuf => Bytes::from(body),
+                    Encoding::Json => Bytes::from(request.encode_to_vec()),
+                };
+                slot.send(signal, bytes);
+            }
+            encoding.respond(StatusCode::OK, &response(partial))
+        }
         Err(e) => {
             let message = match e {
                 IngestError::Full => {
@@ -237,15 +275,19 @@ where
                 }
                 IngestError::Closed => "modelgate is shutting down",
             };
-            let mut answer =
-                encoding.error(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, message.into());
-            answer.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECONDS),
-            );
-            answer
+            unavailable(encoding, message)
         }
     }
+}
+
+/// The retryable `503` with `Retry-After`.
+fn unavailable(encoding: Encoding, message: &str) -> Response {
+    let mut answer = encoding.error(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, message.into());
+    answer.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECONDS),
+    );
+    answer
 }
 
 enum BodyError {

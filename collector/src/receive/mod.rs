@@ -5,7 +5,8 @@
 //!   `receiver.http_listen`, protobuf or JSON.
 //!
 //! Receivers decode, call [`crate::extract`] inline and hand the samples to
-//! the pipeline without waiting ([`hand_over`]); they are the only place
+//! the pipeline without waiting ([`hand_over`]), and with forwarding on
+//! queue the accepted export for [`crate::forward`]; they are the only place
 //! where protocol status codes are made. They never keep state of their own.
 
 use crate::extract::{ExtractReport, Sample};
