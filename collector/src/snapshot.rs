@@ -512,3 +512,336 @@ fn write_logged(dir: &Path, bytes: &[u8], encode_time: Duration) {
         Err(e) => tracing::warn!("{e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{AggregateConfig, JudgeConfig};
+    use crate::extract::{EndpointKey, Outcome, Sample, SampleKind};
+
+    const T0: u64 = 1_763_658_000_000;
+
+    fn endpoint(path: &str) -> EndpointKey {
+        EndpointKey {
+            service: "lending-api".into(),
+            endpoint: path.into(),
+            dims: Vec::new(),
+        }
+    }
+
+    fn request(path: &str, version: &str, ms: f64, outcome: Outcome) -> Sample {
+        Sample {
+            service: "lending-api".into(),
+            version: version.into(),
+            trace_id: [1; 16],
+            kind: SampleKind::Request {
+                endpoint: endpoint(path),
+                duration: Duration::from_secs_f64(ms / 1e3),
+                outcome,
+            },
+        }
+    }
+
+    fn empty() -> (Aggregator, Judge) {
+        let agg = AggregateConfig::default();
+        let window_ms = agg.window.as_millis() as u64;
+        (
+            Aggregator::new(agg, vec![100.0, 150.0, 1000.0], T0),
+            Judge::new(JudgeConfig::default(), window_ms),
+        )
+    }
+
+    /// The lending incident, condensed: v1.2 becomes the baseline, then v1.3
+    /// at 700-820 ms with timeouts fires. Returns the time reached.
+    fn incident() -> (Aggregator, Judge, u64) {
+        let (mut agg, mut judge) = empty();
+        let mut t = T0;
+        for i in 0..100 {
+            let ms = 85.0 + f64::from(i % 30);
+            agg.record_batch(
+                &[
+                    request("/risk-score", "v1.2", ms, Outcome::Ok),
+                    request("/funding-approve", "v1.2", ms, Outcome::Ok),
+                ],
+                t,
+            );
+            t += 100;
+            judge.evaluate(&agg, t);
+        }
+        for i in 0..40 {
+            let outcome = if i % 5 == 0 {
+                Outcome::Ok
+            } else {
+                Outcome::Timeout
+            };
+            let ms = 700.0 + f64::from(i * 3 % 120);
+            agg.record_batch(
+                &[
+                    request("/risk-score", "v1.3", ms, outcome),
+                    request("/funding-approve", "v1.3", ms, outcome),
+                    request("/risk-score", "v1.2", 100.0, Outcome::Ok),
+                ],
+                t,
+            );
+            t += 250;
+            judge.evaluate(&agg, t);
+        }
+        (agg, judge, t)
+    }
+
+    /// Every alert: key, state, since, firings, condition.
+    fn alerts(judge: &Judge) -> Vec<(AlertKey, AlertState, u64, u64)> {
+        let mut v: Vec<_> = judge
+            .judgements()
+            .map(|(k, j)| (k.clone(), j.alert.state, j.alert.since_ms, j.alert.firings))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    use crate::judge::AlertKey;
+
+    fn firing(judge: &Judge) -> usize {
+        judge
+            .judgements()
+            .filter(|(_, j)| j.alert.state == AlertState::Firing)
+            .count()
+    }
+
+    #[test]
+    fn round_trip_keeps_series_baselines_and_firing_alerts() {
+        let (agg, judge, t) = incident();
+        assert!(firing(&judge) >= 6, "{:?}", alerts(&judge));
+        let bytes = encode(&agg, &judge, t).unwrap();
+        assert_eq!(&bytes[..8], &MAGIC);
+
+        let (mut agg2, mut judge2) = empty();
+        let snap = decode(Path::new("/x/modelgate.snapshot"), &bytes).unwrap();
+        assert_eq!(snap.written_at_ms(), t);
+        let summary = snap.apply(&mut agg2, &mut judge2).unwrap();
+        assert_eq!(summary.series, 4);
+        assert_eq!(summary.firing, firing(&judge));
+        assert_eq!(summary.baselines, 2);
+        assert_eq!(alerts(&judge2), alerts(&judge));
+        let full = |j: &Judge| {
+            let mut v: Vec<_> = j
+                .judgements()
+                .map(|(k, j)| (k.clone(), j.clone()))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        assert_eq!(full(&judge2), full(&judge), "evidence kept too");
+        for path in ["/risk-score", "/funding-approve"] {
+            assert_eq!(judge2.baseline(&endpoint(path)), Some("v1.2"));
+            for v in ["v1.2", "v1.3"] {
+                let a = &agg.versions(&endpoint(path)).unwrap()[v];
+                let b = &agg2.versions(&endpoint(path)).unwrap()[v];
+                assert_eq!(agg.horizon(a, t), agg2.horizon(b, t), "{path} {v}");
+                assert_eq!(a.first_seen_ms, b.first_seen_ms);
+                assert_eq!(a.histograms, b.histograms);
+            }
+        }
+        assert_eq!(agg2.series_count(), agg.series_count());
+        assert_eq!(agg2.counters(), agg.counters());
+
+        // Time went on while it was down: the alerts stay firing, with no
+        // transition and no hold to wait through again.
+        let later = t + 30_000;
+        let transitions = judge2.evaluate(&agg2, later);
+        assert!(transitions.is_empty(), "{transitions:?}");
+        assert_eq!(firing(&judge2), firing(&judge));
+        assert_eq!(judge2.baseline(&endpoint("/risk-score")), Some("v1.2"));
+    }
+
+    #[test]
+    fn a_pending_alert_keeps_its_hold_progress() {
+        let (mut agg, mut judge) = empty();
+        // sla only needs the candidate: v1.2 alone, always slow.
+        let mut t = T0;
+        let mut pending_since = None;
+        for _ in 0..40 {
+            agg.record_batch(&[request("/a", "v1.2", 900.0, Outcome::Ok)], t);
+            judge.evaluate(&agg, t);
+            pending_since = judge
+                .judgements()
+                .find(|(_, j)| j.alert.state == AlertState::Pending)
+                .map(|(_, j)| j.alert.since_ms);
+            if pending_since.is_some() {
+                break;
+            }
+            t += 100;
+        }
+        let since = pending_since.expect("an sla alert pending");
+        let bytes = encode(&agg, &judge, t).unwrap();
+        let (mut agg2, mut judge2) = empty();
+        decode(Path::new("s"), &bytes)
+            .unwrap()
+            .apply(&mut agg2, &mut judge2)
+            .unwrap();
+        // The hold (2 s) counts from before the restart.
+        let hold = JudgeConfig::default().alerts.hold.as_millis() as u64;
+        let transitions = judge2.evaluate(&agg2, since + hold);
+        assert!(
+            transitions
+                .iter()
+                .any(|t| t.judgement.alert.state == AlertState::Firing),
+            "{transitions:?}"
+        );
+    }
+
+    fn refused(bytes: &[u8]) -> SnapshotError {
+        decode(Path::new("/data/modelgate.snapshot"), bytes).unwrap_err()
+    }
+
+    #[test]
+    fn damaged_foreign_and_other_version_files_are_refused_by_name() {
+        let (agg, judge, t) = incident();
+        let good = encode(&agg, &judge, t).unwrap();
+
+        let mut flipped = good.clone();
+        let mid = HEADER_LEN + (good.len() - HEADER_LEN) / 2;
+        flipped[mid] ^= 0x40;
+        let e = refused(&flipped);
+        assert!(matches!(e, SnapshotError::Checksum { .. }), "{e}");
+        assert!(e.to_string().contains("checksum mismatch"), "{e}");
+
+        let e = refused(&good[..good.len() - 7]);
+        assert!(matches!(e, SnapshotError::Truncated { .. }), "{e}");
+        assert!(e.to_string().contains("truncated"), "{e}");
+        let e = refused(&good[..HEADER_LEN - 1]);
+        assert!(matches!(e, SnapshotError::Truncated { .. }), "{e}");
+        let e = refused(&good[..3]);
+        assert!(matches!(e, SnapshotError::Truncated { .. }), "{e}");
+
+        let e = refused(b"{\"series\": []}\n garbage garbage garbage");
+        assert!(matches!(e, SnapshotError::Foreign { .. }), "{e}");
+        assert!(e.to_string().contains("not a modelgate snapshot"), "{e}");
+        let e = refused(b"");
+        assert!(matches!(e, SnapshotError::Truncated { .. }), "{e}");
+
+        let mut v2 = good.clone();
+        v2[8..10].copy_from_slice(&2u16.to_le_bytes());
+        let e = refused(&v2);
+        assert!(matches!(e, SnapshotError::Version { found: 2, .. }), "{e}");
+        assert!(e.to_string().contains("format version 2"), "{e}");
+
+        let mut long = good.clone();
+        long.extend_from_slice(b"xx");
+        assert!(matches!(refused(&long), SnapshotError::Corrupt { .. }));
+
+        // A checksum that matches garbage: the decoder refuses it.
+        let mut junk = good[..HEADER_LEN].to_vec();
+        let body = [0xffu8; 16];
+        junk[12..20].copy_from_slice(&(body.len() as u64).to_le_bytes());
+        junk[20..24].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        junk.extend_from_slice(&body);
+        assert!(matches!(refused(&junk), SnapshotError::Corrupt { .. }));
+
+        for e in [refused(&flipped), refused(&v2), refused(b"nope")] {
+            assert!(
+                e.to_string().contains("/data/modelgate.snapshot"),
+                "names the file: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_slot_length_is_incompatible_and_changes_nothing() {
+        let (agg, judge, t) = incident();
+        let bytes = encode(&agg, &judge, t).unwrap();
+        let config = AggregateConfig {
+            slot: Duration::from_secs(7),
+            ..AggregateConfig::default()
+        };
+        let mut agg2 = Aggregator::new(config, vec![100.0, 150.0, 1000.0], T0);
+        let mut judge2 = Judge::new(JudgeConfig::default(), 60_000);
+        let e = decode(Path::new("s"), &bytes)
+            .unwrap()
+            .apply(&mut agg2, &mut judge2)
+            .unwrap_err();
+        assert!(matches!(e, SnapshotError::Incompatible { .. }), "{e}");
+        assert!(e.to_string().contains("aggregate.slot"), "{e}");
+        assert_eq!(agg2.series_count(), 0);
+        assert_eq!(judge2.judgements().count(), 0);
+    }
+
+    #[test]
+    fn changed_buckets_only_drop_the_cumulative_histograms() {
+        let (agg, judge, t) = incident();
+        let bytes = encode(&agg, &judge, t).unwrap();
+        let mut agg2 = Aggregator::new(AggregateConfig::default(), vec![50.0], T0);
+        let (_, mut judge2) = empty();
+        decode(Path::new("s"), &bytes)
+            .unwrap()
+            .apply(&mut agg2, &mut judge2)
+            .unwrap();
+        let s = &agg2.versions(&endpoint("/risk-score")).unwrap()["v1.3"];
+        assert!(s.histograms.iter().all(Option::is_none));
+        assert_eq!(agg2.horizon(s, t).count(), 40);
+        // Recording still works with the new layout.
+        agg2.record_batch(&[request("/risk-score", "v1.3", 10.0, Outcome::Ok)], t);
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_files_and_leaves_no_partial_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap_dir = dir.path().join("state");
+        write_atomic(&snap_dir, b"first").unwrap();
+        write_atomic(&snap_dir, b"second").unwrap();
+        assert_eq!(fs::read(snap_dir.join(FILE_NAME)).unwrap(), b"second");
+        assert!(!snap_dir.join(TEMP_NAME).exists());
+
+        // The rename fails (the target is a non-empty directory): the error
+        // names the file, no temporary file is left behind.
+        let blocked = dir.path().join("blocked");
+        fs::create_dir_all(blocked.join(FILE_NAME).join("inside")).unwrap();
+        let e = write_atomic(&blocked, b"new state").unwrap_err();
+        assert!(matches!(e, SnapshotError::Write { .. }), "{e}");
+        assert!(e.to_string().contains(FILE_NAME), "{e}");
+        assert!(!blocked.join(TEMP_NAME).exists());
+        assert!(blocked.join(FILE_NAME).join("inside").is_dir());
+
+        // The directory cannot be created: nothing anywhere.
+        let file = dir.path().join("a-file");
+        fs::write(&file, b"x").unwrap();
+        assert!(write_atomic(&file.join("sub"), b"state").is_err());
+        assert_eq!(fs::read(&file).unwrap(), b"x");
+    }
+
+    #[test]
+    fn restore_at_start_is_fresh_on_nothing_and_moves_a_bad_file_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agg, mut judge) = empty();
+        restore_at_start(dir.path(), &mut agg, &mut judge, T0);
+        assert_eq!(agg.series_count(), 0);
+
+        fs::write(dir.path().join(FILE_NAME), b"garbage bytes, not a snapshot").unwrap();
+        restore_at_start(dir.path(), &mut agg, &mut judge, T0);
+        assert_eq!(agg.series_count(), 0);
+        assert!(!dir.path().join(FILE_NAME).exists());
+        assert_eq!(
+            fs::read(dir.path().join(REFUSED_NAME)).unwrap(),
+            b"garbage bytes, not a snapshot"
+        );
+
+        let (a, j, t) = incident();
+        write_atomic(dir.path(), &encode(&a, &j, t).unwrap()).unwrap();
+        restore_at_start(dir.path(), &mut agg, &mut judge, t + 1_000);
+        assert_eq!(agg.series_count(), 4);
+        assert_eq!(firing(&judge), firing(&j));
+    }
+
+    #[tokio::test]
+    async fn snapshotter_keeps_one_write_in_flight_and_finishes_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Snapshotter::new(dir.path().to_owned());
+        assert!(s.ready());
+        s.spawn_write(b"one".to_vec(), Duration::ZERO);
+        s.finish(b"two".to_vec(), Duration::ZERO).await;
+        assert_eq!(fs::read(dir.path().join(FILE_NAME)).unwrap(), b"two");
+        assert!(s.ready());
+    }
+}
