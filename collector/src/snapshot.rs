@@ -233,8 +233,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
             expected: HEADER_LEN as u64,
         });
     };
-    let field = |range: std::ops::Range<usize>| -> &[u8] { &header[range] };
-    let version = u16::from_le_bytes([field(8..10)[0], field(8..10)[1]]);
+    let version = u16::from_le_bytes([header[8], header[9]]);
     if version != FORMAT_VERSION {
         return Err(SnapshotError::Version {
             path,
@@ -242,11 +241,9 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
         });
     }
     let mut len = [0u8; 8];
-    len.copy_from_slice(field(12..20));
+    len.copy_from_slice(&header[12..20]);
     let len = u64::from_le_bytes(len);
-    let mut crc = [0u8; 4];
-    crc.copy_from_slice(field(20..24));
-    let stored = u32::from_le_bytes(crc);
+    let stored = u32::from_le_bytes([header[20], header[21], header[22], header[23]]);
     let expected = (HEADER_LEN as u64).saturating_add(len);
     if found < expected {
         return Err(SnapshotError::Truncated {
