@@ -190,6 +190,8 @@ pub struct Pipeline {
     window_ms: u64,
     ingest: mpsc::Receiver<Vec<Sample>>,
     queries: mpsc::Receiver<Query>,
+    /// To build an empty history when restoring.
+    history_limits: HistoryLimits,
     /// Writes snapshots when `snapshot.dir` is set.
     snapshots: Option<Snapshotter>,
     snapshot_interval: Duration,
@@ -233,6 +235,7 @@ impl Pipeline {
             window_ms,
             ingest,
             queries,
+            history_limits: HistoryLimits::from_config(&config.admin),
             snapshots: config.snapshot.dir.clone().map(Snapshotter::new),
             snapshot_interval: config.snapshot.interval,
         };
@@ -296,19 +299,22 @@ impl Pipeline {
         );
         let bounds = self.bounds_ms.clone();
         let window_ms = self.window_ms;
+        let limits = self.history_limits;
         // The state is built on the blocking thread and moved back whole.
         let restored = tokio::task::spawn_blocking(move || {
             let now = now_ms();
             let mut aggregator = Aggregator::new(config.0, bounds, now);
             let mut judge = Judge::new(config.1, window_ms);
-            snapshots::restore_at_start(&dir, &mut aggregator, &mut judge, now);
-            (aggregator, judge)
+            let mut history = History::new(limits);
+            snapshots::restore_at_start(&dir, &mut aggregator, &mut judge, &mut history, now);
+            (aggregator, judge, history)
         })
         .await;
         match restored {
-            Ok((aggregator, judge)) => {
+            Ok((aggregator, judge, history)) => {
                 self.aggregator = aggregator;
                 self.judge = judge;
+                self.history = history;
             }
             Err(e) => {
                 tracing::error!(error = %e, "snapshot restore ended abnormally: starting empty")
@@ -319,7 +325,7 @@ impl Pipeline {
     /// Encodes the state; `None` (logged) when it cannot be.
     fn encode(&self) -> Option<(Vec<u8>, Duration)> {
         let started = std::time::Instant::now();
-        match snapshots::encode(&self.aggregator, &self.judge, now_ms()) {
+        match snapshots::encode(&self.aggregator, &self.judge, &self.history, now_ms()) {
             Ok(bytes) => Some((bytes, started.elapsed())),
             Err(e) => {
                 tracing::error!("{e}");

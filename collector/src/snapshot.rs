@@ -8,7 +8,8 @@
 //! timer, firing count and latest evidence. Times are unix milliseconds, so
 //! after a restore windows slide and hold timers run on from the wall clock:
 //! a firing alert stays firing and a pending one keeps the time it waited.
-//! Not kept: the dashboard's chart history (it starts empty again) and
+//! The dashboard's history (chart points, firing and resolved regressions)
+//! is kept too, within the limits configured at restore. Not kept:
 //! modelgate's own receiver counters (they are process counters).
 //!
 //! # Format (version 1)
@@ -56,6 +57,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::aggregate::{Aggregator, AggregatorStateOwned, RestoreError};
+use crate::emit::history::{History, HistoryStateOwned};
 use crate::judge::{AlertState, Judge, JudgeStateOwned};
 
 /// The snapshot's file name inside `snapshot.dir`.
@@ -164,20 +166,21 @@ pub enum SnapshotError {
 /// The payload: generic so that writing borrows and reading owns with one
 /// field list.
 #[derive(Debug, Serialize, Deserialize)]
-struct Payload<Writer, A, J> {
+struct Payload<Writer, A, J, H> {
     /// When it was taken (unix ms).
     written_at_ms: u64,
     /// The `modelgate` version that wrote it, for the restore log.
     writer: Writer,
     aggregator: A,
     judge: J,
+    history: H,
 }
 
 /// A snapshot read and checked, not yet applied.
 #[derive(Debug)]
 pub struct Snapshot {
     path: PathBuf,
-    payload: Payload<String, AggregatorStateOwned, JudgeStateOwned>,
+    payload: Payload<String, AggregatorStateOwned, JudgeStateOwned, HistoryStateOwned>,
 }
 
 /// What a restore brought back, for the log.
@@ -195,13 +198,19 @@ pub struct RestoreSummary {
     pub baselines: usize,
 }
 
-/// The whole file for the state of `agg` and `judge` at `now_ms`.
-pub fn encode(agg: &Aggregator, judge: &Judge, now_ms: u64) -> Result<Vec<u8>, SnapshotError> {
+/// The whole file for the state of `agg`, `judge` and `history` at `now_ms`.
+pub fn encode(
+    agg: &Aggregator,
+    judge: &Judge,
+    history: &History,
+    now_ms: u64,
+) -> Result<Vec<u8>, SnapshotError> {
     let payload = Payload {
         written_at_ms: now_ms,
         writer: env!("CARGO_PKG_VERSION"),
         aggregator: agg.state(),
         judge: judge.state(),
+        history: history.state(),
     };
     let mut out = vec![0u8; HEADER_LEN];
     out = postcard::to_extend(&payload, out).map_err(SnapshotError::Encode)?;
@@ -287,17 +296,19 @@ impl Snapshot {
         &self.payload.writer
     }
 
-    /// Replaces the state of `agg` and `judge` with this snapshot's. On an
-    /// error neither is changed.
+    /// Replaces the state of `agg`, `judge` and `history` with this
+    /// snapshot's. On an error none is changed.
     pub fn apply(
         self,
         agg: &mut Aggregator,
         judge: &mut Judge,
+        history: &mut History,
     ) -> Result<RestoreSummary, SnapshotError> {
         let Payload {
             written_at_ms,
             aggregator,
             judge: judged,
+            history: charts,
             ..
         } = self.payload;
         let restored = agg.restore(aggregator).map_err(|e| match e {
@@ -317,6 +328,7 @@ impl Snapshot {
             );
         }
         judge.restore(judged);
+        history.restore(charts);
         let (alerts, firing) = judge.judgements().fold((0, 0), |(n, f), (_, j)| {
             (n + 1, f + usize::from(j.alert.state == AlertState::Firing))
         });
@@ -388,12 +400,19 @@ pub fn write_atomic(dir: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
 /// logging what happened. A missing file is a fresh start; a refused one is
 /// logged with its problem, moved aside and the collector starts empty.
 /// Never fails.
-pub fn restore_at_start(dir: &Path, agg: &mut Aggregator, judge: &mut Judge, now_ms: u64) {
+pub fn restore_at_start(
+    dir: &Path,
+    agg: &mut Aggregator,
+    judge: &mut Judge,
+    history: &mut History,
+    now_ms: u64,
+) {
     let path = dir.join(FILE_NAME);
     let outcome = read(dir).and_then(|s| {
         s.map(|s| {
             let writer = s.writer().to_owned();
-            s.apply(agg, judge).map(|summary| (summary, writer))
+            s.apply(agg, judge, history)
+                .map(|summary| (summary, writer))
         })
         .transpose()
     });
@@ -515,7 +534,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{AggregateConfig, JudgeConfig};
+    use crate::config::{AdminConfig, AggregateConfig, JudgeConfig};
+    use crate::emit::history::HistoryLimits;
     use crate::extract::{EndpointKey, Outcome, Sample, SampleKind};
 
     const T0: u64 = 1_763_658_000_000;
@@ -548,6 +568,15 @@ mod tests {
             Aggregator::new(agg, vec![100.0, 150.0, 1000.0], T0),
             Judge::new(JudgeConfig::default(), window_ms),
         )
+    }
+
+    fn history() -> History {
+        History::new(HistoryLimits::from_config(&AdminConfig::default()))
+    }
+
+    /// `encode` with an empty history.
+    fn encode2(agg: &Aggregator, judge: &Judge, now_ms: u64) -> Vec<u8> {
+        encode(agg, judge, &history(), now_ms).unwrap()
     }
 
     /// The lending incident, condensed: v1.2 becomes the baseline, then v1.3
@@ -611,13 +640,13 @@ mod tests {
     fn round_trip_keeps_series_baselines_and_firing_alerts() {
         let (agg, judge, t) = incident();
         assert!(firing(&judge) >= 6, "{:?}", alerts(&judge));
-        let bytes = encode(&agg, &judge, t).unwrap();
+        let bytes = encode2(&agg, &judge, t);
         assert_eq!(&bytes[..8], &MAGIC);
 
         let (mut agg2, mut judge2) = empty();
         let snap = decode(Path::new("/x/modelgate.snapshot"), &bytes).unwrap();
         assert_eq!(snap.written_at_ms(), t);
-        let summary = snap.apply(&mut agg2, &mut judge2).unwrap();
+        let summary = snap.apply(&mut agg2, &mut judge2, &mut history()).unwrap();
         assert_eq!(summary.series, 4);
         assert_eq!(summary.firing, firing(&judge));
         assert_eq!(summary.baselines, 2);
@@ -654,6 +683,44 @@ mod tests {
     }
 
     #[test]
+    fn the_dashboard_history_comes_back_within_the_limits_in_force() {
+        let (agg, judge, t) = incident();
+        let mut charts = history();
+        for i in 0..5 {
+            charts.record(&agg, &judge, &[], 1_000, t + i * 1_000);
+        }
+        let now = t + 5_000;
+        let bytes = encode(&agg, &judge, &charts, now).unwrap();
+        let (mut agg2, mut judge2) = empty();
+        let mut charts2 = history();
+        decode(Path::new("s"), &bytes)
+            .unwrap()
+            .apply(&mut agg2, &mut judge2, &mut charts2)
+            .unwrap();
+        let view = |h: &History, j: &Judge| h.view(j, "", 1_000, 300_000, now);
+        assert_eq!(view(&charts2, &judge2), view(&charts, &judge));
+        assert_eq!(view(&charts2, &judge2).endpoints.len(), 2);
+
+        // Smaller limits now: rings and series are cut to them.
+        let mut small = History::new(HistoryLimits {
+            points: 2,
+            series: 3,
+            regressions: 1,
+        });
+        decode(Path::new("s"), &bytes)
+            .unwrap()
+            .apply(&mut agg2, &mut judge2, &mut small)
+            .unwrap();
+        let v = view(&small, &judge2);
+        let rings: Vec<usize> = v
+            .endpoints
+            .iter()
+            .flat_map(|e| e.versions.iter().map(|v| v.points.len()))
+            .collect();
+        assert_eq!(rings, vec![2, 2, 2]);
+    }
+
+    #[test]
     fn a_pending_alert_keeps_its_hold_progress() {
         let (mut agg, mut judge) = empty();
         // sla only needs the candidate: v1.2 alone, always slow.
@@ -672,11 +739,11 @@ mod tests {
             t += 100;
         }
         let since = pending_since.expect("an sla alert pending");
-        let bytes = encode(&agg, &judge, t).unwrap();
+        let bytes = encode2(&agg, &judge, t);
         let (mut agg2, mut judge2) = empty();
         decode(Path::new("s"), &bytes)
             .unwrap()
-            .apply(&mut agg2, &mut judge2)
+            .apply(&mut agg2, &mut judge2, &mut history())
             .unwrap();
         // The hold (2 s) counts from before the restart.
         let hold = JudgeConfig::default().alerts.hold.as_millis() as u64;
@@ -696,7 +763,7 @@ mod tests {
     #[test]
     fn damaged_foreign_and_other_version_files_are_refused_by_name() {
         let (agg, judge, t) = incident();
-        let good = encode(&agg, &judge, t).unwrap();
+        let good = encode2(&agg, &judge, t);
 
         let mut flipped = good.clone();
         let mid = HEADER_LEN + (good.len() - HEADER_LEN) / 2;
@@ -748,7 +815,7 @@ mod tests {
     #[test]
     fn another_slot_length_is_incompatible_and_changes_nothing() {
         let (agg, judge, t) = incident();
-        let bytes = encode(&agg, &judge, t).unwrap();
+        let bytes = encode2(&agg, &judge, t);
         let config = AggregateConfig {
             slot: Duration::from_secs(7),
             ..AggregateConfig::default()
@@ -757,7 +824,7 @@ mod tests {
         let mut judge2 = Judge::new(JudgeConfig::default(), 60_000);
         let e = decode(Path::new("s"), &bytes)
             .unwrap()
-            .apply(&mut agg2, &mut judge2)
+            .apply(&mut agg2, &mut judge2, &mut history())
             .unwrap_err();
         assert!(matches!(e, SnapshotError::Incompatible { .. }), "{e}");
         assert!(e.to_string().contains("aggregate.slot"), "{e}");
@@ -768,12 +835,12 @@ mod tests {
     #[test]
     fn changed_buckets_only_drop_the_cumulative_histograms() {
         let (agg, judge, t) = incident();
-        let bytes = encode(&agg, &judge, t).unwrap();
+        let bytes = encode2(&agg, &judge, t);
         let mut agg2 = Aggregator::new(AggregateConfig::default(), vec![50.0], T0);
         let (_, mut judge2) = empty();
         decode(Path::new("s"), &bytes)
             .unwrap()
-            .apply(&mut agg2, &mut judge2)
+            .apply(&mut agg2, &mut judge2, &mut history())
             .unwrap();
         let s = &agg2.versions(&endpoint("/risk-score")).unwrap()["v1.3"];
         assert!(s.histograms.iter().all(Option::is_none));
@@ -812,11 +879,11 @@ mod tests {
     fn restore_at_start_is_fresh_on_nothing_and_moves_a_bad_file_aside() {
         let dir = tempfile::tempdir().unwrap();
         let (mut agg, mut judge) = empty();
-        restore_at_start(dir.path(), &mut agg, &mut judge, T0);
+        restore_at_start(dir.path(), &mut agg, &mut judge, &mut history(), T0);
         assert_eq!(agg.series_count(), 0);
 
         fs::write(dir.path().join(FILE_NAME), b"garbage bytes, not a snapshot").unwrap();
-        restore_at_start(dir.path(), &mut agg, &mut judge, T0);
+        restore_at_start(dir.path(), &mut agg, &mut judge, &mut history(), T0);
         assert_eq!(agg.series_count(), 0);
         assert!(!dir.path().join(FILE_NAME).exists());
         assert_eq!(
@@ -825,8 +892,8 @@ mod tests {
         );
 
         let (a, j, t) = incident();
-        write_atomic(dir.path(), &encode(&a, &j, t).unwrap()).unwrap();
-        restore_at_start(dir.path(), &mut agg, &mut judge, t + 1_000);
+        write_atomic(dir.path(), &encode2(&a, &j, t)).unwrap();
+        restore_at_start(dir.path(), &mut agg, &mut judge, &mut history(), t + 1_000);
         assert_eq!(agg.series_count(), 4);
         assert_eq!(firing(&judge), firing(&j));
     }

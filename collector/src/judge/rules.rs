@@ -112,15 +112,17 @@ pub struct Evidence {
 /// snapshot to a `'static` buffer); [`static_name`] reads it back.
 type StaticName = &'static str;
 
-/// Every value [`Evidence::test`] and [`Evidence::unit`] take.
-const STATIC_NAMES: [&str; 8] = [
-    "binomial", "rank", "tail", "fisher", "poisson", "ms", "rate", "calls",
+/// Every fixed name a snapshot holds: [`Evidence::test`] and
+/// [`Evidence::unit`] values, rule and alert state names.
+const STATIC_NAMES: [&str; 16] = [
+    "binomial", "rank", "tail", "fisher", "poisson", "ms", "rate", "calls", "sla", "relative",
+    "errors", "fanout", "inactive", "pending", "firing", "resolved",
 ];
 
 /// Reads a test or unit name back (from a snapshot) as the `'static` name
 /// the rules use; a name this build does not know reads as `"unknown"`
 /// rather than leaking a string or refusing the whole snapshot.
-fn static_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+pub(crate) fn static_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
     let name = String::deserialize(d)?;
     Ok(STATIC_NAMES
         .iter()
