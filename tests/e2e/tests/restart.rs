@@ -174,6 +174,25 @@ async fn kill9_mid_incident_keeps_the_alert_firing_and_the_baseline() {
     let later = regressions(&second).await;
     assert!(all_firing(&later, &rules), "{later:?}");
     assert_eq!(baselines(&second).await, baselines_before);
+    // The dashboard's history came back with its points from before the crash.
+    let history = second.json("/api/v1/history?service=lending-api").await;
+    let oldest = history["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["versions"].as_array().unwrap().iter())
+        .filter_map(|v| v["points"][0]["unix_ms"].as_u64())
+        .min()
+        .expect("history points");
+    let crash_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - spawned.elapsed().as_millis() as u64;
+    assert!(
+        oldest < crash_ms,
+        "history starts at {oldest}, restart at {crash_ms}"
+    );
     let log = second.log();
     assert!(log.contains("restored snapshot"), "{log}");
     assert!(!log.contains("regression alert pending"), "{log}");
