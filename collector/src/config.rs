@@ -9,7 +9,7 @@
 //! never act on them.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Yaml};
@@ -66,6 +66,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Passing everything received on to the next OTLP hop (off by default).
     pub forward: ForwardConfig,
+    /// Saving the state to disk so a restart does not forget an incident.
+    pub snapshot: SnapshotConfig,
 }
 
 /// The OTLP receivers.
@@ -526,6 +528,38 @@ pub struct AdminConfig {
     pub history_regressions: usize,
 }
 
+/// Snapshots of the collector's state (series windows, baselines, alert
+/// states), so a restart in the middle of an incident keeps the alert firing
+/// and the baseline known. See `crate::snapshot`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Directory holding the snapshot file (`modelgate.snapshot`); created
+    /// if missing. Unset (the default): no snapshots, every start is empty,
+    /// as before snapshots existed; a data directory is a deployment
+    /// decision (a volume that outlives the process), not something to
+    /// guess.
+    pub dir: Option<PathBuf>,
+    /// How often the state is written while running (also once at a
+    /// graceful shutdown). A crash loses at most this much of history;
+    /// writing more often costs a serialization pass in the pipeline task.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Shortest `snapshot.interval`: a write per 100 ms is already far more
+/// than a restart needs.
+pub const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Most points per series `admin.history_points` may ask for.
 pub const MAX_HISTORY_POINTS: usize = 100_000;
 
@@ -790,6 +824,23 @@ impl Config {
         }
         if h.history_regressions == 0 {
             return Err(invalid("admin.history_regressions", "must be at least 1"));
+        }
+        let snap = &self.snapshot;
+        if snap.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(invalid(
+                "snapshot.dir",
+                "must name a directory (leave it unset to disable snapshots)",
+            ));
+        }
+        if snap.interval < MIN_SNAPSHOT_INTERVAL {
+            return Err(invalid(
+                "snapshot.interval",
+                format!(
+                    "must be at least {}, got {}",
+                    humantime::format_duration(MIN_SNAPSHOT_INTERVAL),
+                    humantime::format_duration(snap.interval)
+                ),
+            ));
         }
         self.forward.validate()
     }
@@ -1073,6 +1124,45 @@ mod tests {
             let err = Config::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(key), "{yaml}: {err}");
         }
+    }
+
+    #[test]
+    fn snapshot_settings_default_off_and_are_checked() {
+        let config = Config::default();
+        assert_eq!(config.snapshot.dir, None);
+        assert_eq!(config.snapshot.interval, Duration::from_secs(5));
+        let config =
+            Config::from_yaml("snapshot:\n  dir: /var/lib/modelgate\n  interval: 2s\n").unwrap();
+        assert_eq!(
+            config.snapshot.dir.as_deref(),
+            Some(Path::new("/var/lib/modelgate"))
+        );
+        assert_eq!(config.snapshot.interval, Duration::from_secs(2));
+        for (yaml, key) in [
+            ("snapshot:\n  interval: 10ms\n", "snapshot.interval"),
+            ("snapshot:\n  interval: soon\n", "snapshot.interval"),
+            ("snapshot:\n  dir: \"\"\n", "snapshot.dir"),
+            ("snapshot:\n  path: /tmp\n", "path"),
+        ] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error
+    fn snapshot_dir_comes_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MODELGATE_SNAPSHOT__DIR", "/tmp/mg-state");
+            jail.set_env("MODELGATE_SNAPSHOT__INTERVAL", "1s");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.snapshot.dir.as_deref(),
+                Some(Path::new("/tmp/mg-state"))
+            );
+            assert_eq!(config.snapshot.interval, Duration::from_secs(1));
+            Ok(())
+        });
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`emit`]: alerts and latency out: Prometheus `/metrics`, OTLP push, the query API, the dashboard and its history.
 //! - [`forward`]: everything received, unchanged, to the next OTLP hop: a bounded queue, retries with backoff.
 //! - [`pipeline`]: the one task that owns the aggregator and the judge, and its handle.
+//! - [`snapshot`]: the pipeline's state on disk (atomic, checksummed, versioned), restored at start.
 //! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order.
 //! - [`telemetry`]: modelgate's own counters (accepted, refused, ...).
 //! - [`replay`]: scenario traffic sent through the real OTLP exporter.
@@ -29,6 +30,7 @@ pub mod judge;
 pub mod emit;
 pub mod forward;
 pub mod pipeline;
+pub mod snapshot;
 pub mod serve;
 pub mod telemetry;
 pub mod replay;

@@ -27,7 +27,8 @@ CONFIGURATION
   baseline_horizon, slot, max_series, series_idle_timeout, max_pending_traces),
   judge (evaluation_interval, baselines, sla, relative, errors, alerts),
   emit (otlp_endpoint, otlp_interval, histogram_buckets_ms), admin (listen,
-  history_points, history_series, history_regressions).
+  history_points, history_series, history_regressions), snapshot (dir,
+  interval; unset dir: no snapshots).
   A bad key or value is refused with its name and the problem.
 
 ENDPOINTS (defaults)

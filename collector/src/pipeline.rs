@@ -7,7 +7,10 @@
 //! the state half-updated. Alert transitions are logged, pushed to OTLP and
 //! broadcast to alert-stream subscribers; each tick also adds a point per
 //! series to the dashboard's bounded history. The loop never blocks on a
-//! subscriber or an exporter.
+//! subscriber or an exporter. With `snapshot.dir` set, the task restores the
+//! state from its snapshot before taking any batch, encodes a snapshot every
+//! `snapshot.interval` (the file is written on a blocking thread, see
+//! [`crate::snapshot`]) and a last one after the final drain.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +27,7 @@ use crate::emit::prometheus::MetricsSnapshot;
 use crate::emit::{api, snapshot};
 use crate::extract::{Sample, SampleKind};
 use crate::judge::{AlertState, Judge, Transition};
+use crate::snapshot::{self as snapshots, Snapshotter};
 use crate::telemetry::{RefusedReason, Telemetry};
 
 /// Alert events buffered for slow stream subscribers before they skip.
@@ -186,6 +190,11 @@ pub struct Pipeline {
     window_ms: u64,
     ingest: mpsc::Receiver<Vec<Sample>>,
     queries: mpsc::Receiver<Query>,
+    /// To build an empty history when restoring.
+    history_limits: HistoryLimits,
+    /// Writes snapshots when `snapshot.dir` is set.
+    snapshots: Option<Snapshotter>,
+    snapshot_interval: Duration,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -226,6 +235,9 @@ impl Pipeline {
             window_ms,
             ingest,
             queries,
+            history_limits: HistoryLimits::from_config(&config.admin),
+            snapshots: config.snapshot.dir.clone().map(Snapshotter::new),
+            snapshot_interval: config.snapshot.interval,
         };
         let handle = PipelineHandle {
             ingest: ingest_tx,
@@ -240,13 +252,20 @@ impl Pipeline {
     /// Runs until `shutdown`, then drains what the receivers already handed
     /// over, judges once more and flushes the OTLP push.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        self.restore().await;
         let mut tick = tokio::time::interval(self.evaluation_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut snapshot_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.snapshot_interval,
+            self.snapshot_interval,
+        );
+        snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(batch) = self.ingest.recv() => self.record(&batch),
                 Some(query) = self.queries.recv() => self.answer(query),
                 _ = tick.tick() => self.evaluate(now_ms()),
+                _ = snapshot_tick.tick(), if self.snapshots.is_some() => self.snapshot(),
                 () = shutdown.cancelled() => break,
             }
         }
@@ -256,8 +275,75 @@ impl Pipeline {
             self.record(&batch);
         }
         self.evaluate(now_ms());
+        if self.snapshots.is_some() {
+            if let Some((bytes, took)) = self.encode() {
+                if let Some(s) = &mut self.snapshots {
+                    s.finish(bytes, took).await;
+                }
+            }
+        }
         if let Some(otlp) = &self.otlp {
             otlp.shutdown();
+        }
+    }
+
+    /// Takes over the state of the snapshot, if there is a usable one.
+    /// Reading the file happens on a blocking thread; nothing else runs yet.
+    async fn restore(&mut self) {
+        let Some(dir) = self.snapshots.as_ref().map(|s| s.dir().to_owned()) else {
+            return;
+        };
+        let config = (
+            self.aggregator.config().clone(),
+            self.judge.config().clone(),
+        );
+        let bounds = self.bounds_ms.clone();
+        let window_ms = self.window_ms;
+        let limits = self.history_limits;
+        // The state is built on the blocking thread and moved back whole.
+        let restored = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            let mut aggregator = Aggregator::new(config.0, bounds, now);
+            let mut judge = Judge::new(config.1, window_ms);
+            let mut history = History::new(limits);
+            snapshots::restore_at_start(&dir, &mut aggregator, &mut judge, &mut history, now);
+            (aggregator, judge, history)
+        })
+        .await;
+        match restored {
+            Ok((aggregator, judge, history)) => {
+                self.aggregator = aggregator;
+                self.judge = judge;
+                self.history = history;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot restore ended abnormally: starting empty")
+            }
+        }
+    }
+
+    /// Encodes the state; `None` (logged) when it cannot be.
+    fn encode(&self) -> Option<(Vec<u8>, Duration)> {
+        let started = std::time::Instant::now();
+        match snapshots::encode(&self.aggregator, &self.judge, &self.history, now_ms()) {
+            Ok(bytes) => Some((bytes, started.elapsed())),
+            Err(e) => {
+                tracing::error!("{e}");
+                None
+            }
+        }
+    }
+
+    /// Encodes the state here (the task owns it) and hands the bytes to a
+    /// blocking thread, unless the previous write is still running.
+    fn snapshot(&mut self) {
+        if !self.snapshots.as_mut().is_some_and(Snapshotter::ready) {
+            return;
+        }
+        if let Some((bytes, took)) = self.encode() {
+            if let Some(s) = &mut self.snapshots {
+                s.spawn_write(bytes, took);
+            }
         }
     }
 

@@ -16,6 +16,8 @@ pub mod sketch;
 
 use std::collections::{HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::AggregateConfig;
 use crate::extract::{EndpointKey, Outcome, Sample, SampleKind};
 pub use sketch::Sketch;
@@ -26,7 +28,7 @@ pub use sketch::Sketch;
 const PENDING_DB_TTL_MS: u64 = 60_000;
 
 /// One slot of a series' window.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Slot {
     /// `now_ms / slot_ms` of the samples it holds.
     index: u64,
@@ -85,7 +87,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 /// A cumulative latency histogram with fixed bucket bounds, for Prometheus.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cumulative {
     /// Count per bucket; the last one is `+Inf`.
     pub buckets: Vec<u64>,
@@ -114,7 +116,7 @@ impl Cumulative {
 }
 
 /// Everything kept about one series.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Series {
     slots: VecDeque<Slot>,
     /// When its first sample arrived (unix ms).
@@ -197,15 +199,15 @@ impl Series {
 }
 
 /// Database calls waiting for the request span of their trace.
-#[derive(Debug, Clone)]
-struct PendingDb {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PendingDb {
     service: String,
     calls: u64,
     since_ms: u64,
 }
 
 /// Counters of limits hit, read by the emitter.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggregateCounters {
     /// Samples routed to the overflow series because the cap was reached.
     pub overflow_samples: u64,
@@ -221,7 +223,7 @@ pub struct AggregateCounters {
 ///
 /// A sorted vector, not a `BTreeMap`: endpoints have a handful of versions,
 /// and a B-tree leaf would reserve room for eleven in every endpoint.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Versions(Vec<(String, Series)>);
 
 impl Versions {
@@ -281,6 +283,65 @@ impl std::ops::Index<&str> for Versions {
             None => panic!("no version {version:?}"),
         }
     }
+}
+
+/// What a snapshot keeps of an [`Aggregator`]. Generic so that writing
+/// borrows the live state ([`AggregatorStateRef`]) and reading owns it
+/// ([`AggregatorStateOwned`]) with one field list, hence one wire layout.
+/// Settings are not kept, except the two the stored data depends on.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct AggregatorState<Bounds, Endpoints, Overflow, Pending> {
+    /// `aggregate.slot` in ms: slot indexes are `now_ms / slot_ms`.
+    slot_ms: u64,
+    /// `emit.histogram_buckets_ms`: the cumulative histograms' layout.
+    bounds_ms: Bounds,
+    endpoints: Endpoints,
+    overflow: Overflow,
+    pending_db: Pending,
+    counters: AggregateCounters,
+}
+
+/// The live state, borrowed for writing.
+pub(crate) type AggregatorStateRef<'a> = AggregatorState<
+    &'a [f64],
+    &'a HashMap<EndpointKey, Versions>,
+    &'a Series,
+    &'a HashMap<[u8; 16], Vec<PendingDb>>,
+>;
+
+/// A state read back.
+pub(crate) type AggregatorStateOwned = AggregatorState<
+    Vec<f64>,
+    HashMap<EndpointKey, Versions>,
+    Series,
+    HashMap<[u8; 16], Vec<PendingDb>>,
+>;
+
+/// Why [`Aggregator::restore`] refused a state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RestoreError {
+    /// Slot indexes of another slot length mean other times.
+    #[error(
+        "it was written with aggregate.slot = {stored} ms, this configuration has {configured} ms"
+    )]
+    SlotChanged {
+        /// The slot length it was written with.
+        stored: u64,
+        /// The slot length configured now.
+        configured: u64,
+    },
+    /// Data the recording code could not work with.
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+/// What [`Aggregator::restore`] did with a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Restored {
+    /// Series taken over.
+    pub(crate) series: usize,
+    /// The cumulative histograms were dropped: the bucket bounds changed.
+    pub(crate) histograms_dropped: bool,
 }
 
 /// Owner of every series; see the module docs.
@@ -545,6 +606,85 @@ impl Aggregator {
     /// Limits hit so far.
     pub fn counters(&self) -> AggregateCounters {
         self.counters
+    }
+
+    /// The settings it keeps series by.
+    pub fn config(&self) -> &AggregateConfig {
+        &self.config
+    }
+
+    /// The state a snapshot keeps, borrowed.
+    pub(crate) fn state(&self) -> AggregatorStateRef<'_> {
+        AggregatorState {
+            slot_ms: self.slot_ms,
+            bounds_ms: &self.bounds_ms,
+            endpoints: &self.endpoints,
+            overflow: &self.overflow,
+            pending_db: &self.pending_db,
+            counters: self.counters,
+        }
+    }
+
+    /// Replaces every series with those of `state` (read from a snapshot),
+    /// checking what the recording code relies on. An error names the
+    /// problem and leaves `self` untouched; a changed bucket layout only
+    /// drops the cumulative (Prometheus) histograms, which scrapers see as a
+    /// counter reset.
+    pub(crate) fn restore(
+        &mut self,
+        state: AggregatorStateOwned,
+    ) -> Result<Restored, RestoreError> {
+        if state.slot_ms != self.slot_ms {
+            return Err(RestoreError::SlotChanged {
+                stored: state.slot_ms,
+                configured: self.slot_ms,
+            });
+        }
+        let histograms_dropped = state.bounds_ms != self.bounds_ms;
+        let mut endpoints = state.endpoints;
+        let mut overflow = state.overflow;
+        let all = endpoints
+            .values_mut()
+            .flat_map(|v| v.0.iter_mut().map(|(_, s)| s))
+            .chain(std::iter::once(&mut overflow));
+        for s in all {
+            if histograms_dropped {
+                s.histograms = [None, None, None];
+            }
+            for h in s.histograms.iter().flatten() {
+                if h.buckets.len() != self.bounds_ms.len() + 1 {
+                    return Err(RestoreError::Invalid(
+                        "a histogram does not match its bucket bounds",
+                    ));
+                }
+            }
+            if !s
+                .slots
+                .iter()
+                .zip(s.slots.iter().skip(1))
+                .all(|(a, b)| a.index < b.index)
+            {
+                return Err(RestoreError::Invalid("a series' slots are out of order"));
+            }
+            for slot in &s.slots {
+                slot.latency.check().map_err(RestoreError::Invalid)?;
+            }
+        }
+        for versions in endpoints.values_mut() {
+            versions.0.sort_by(|a, b| a.0.cmp(&b.0));
+            versions.0.dedup_by(|a, b| a.0 == b.0);
+        }
+        endpoints.retain(|_, v| !v.is_empty());
+        self.series = endpoints.values().map(Versions::len).sum();
+        self.endpoints = endpoints;
+        self.overflow = overflow;
+        self.pending_traces = state.pending_db.values().map(Vec::len).sum();
+        self.pending_db = state.pending_db;
+        self.counters = state.counters;
+        Ok(Restored {
+            series: self.series,
+            histograms_dropped,
+        })
     }
 
     /// Approximate heap bytes held by series, for the memory benchmark.

@@ -16,6 +16,8 @@
 //! It never allocates more than [`MAX_BUCKETS`] counts: past that the lowest
 //! buckets collapse into one, losing precision only on the fastest requests.
 
+use serde::{Deserialize, Serialize};
+
 /// Buckets per power of two: scale 6 of the OTel exponential mapping.
 const BUCKETS_PER_OCTAVE: f64 = 64.0;
 
@@ -29,7 +31,7 @@ const ZERO_THRESHOLD_MS: f64 = 1e-9;
 pub const RELATIVE_ERROR: f64 = 0.005_415_2;
 
 /// A latency distribution in logarithmic buckets.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sketch {
     /// Counts of buckets `offset .. offset + counts.len()`.
     counts: Vec<u32>,
@@ -219,6 +221,25 @@ impl Sketch {
                 .filter(|(_, c)| **c > 0)
                 .map(|(i, c)| (value_of(self.offset + i as i32), u64::from(*c))),
         )
+    }
+
+    /// Checks the invariants the recording code relies on, for a sketch
+    /// that did not come from [`Sketch::record`] (one read from a snapshot):
+    /// at most [`MAX_BUCKETS`] buckets, indexes far from `i32` overflow, and
+    /// a count that covers the buckets.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.counts.len() > MAX_BUCKETS {
+            return Err("sketch has more buckets than the maximum");
+        }
+        let limit = i32::MAX / 2;
+        if self.offset < -limit || self.offset > limit - MAX_BUCKETS as i32 {
+            return Err("sketch bucket offset out of range");
+        }
+        let held = self.counts.iter().map(|c| u64::from(*c)).sum::<u64>() + u64::from(self.zero);
+        if held > self.count {
+            return Err("sketch buckets hold more values than its count");
+        }
+        Ok(())
     }
 
     /// Heap bytes held, for memory accounting.

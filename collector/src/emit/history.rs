@@ -16,12 +16,17 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregator;
 use crate::config::AdminConfig;
 use crate::extract::{EndpointKey, Outcome};
+use crate::judge::rules::static_name;
 use crate::judge::{AlertKey, AlertState, Condition, Evidence, Judge, Transition};
+
+/// A name fixed at build time; an alias so that serde does not take the
+/// field for one borrowed from its input when reading a snapshot.
+type StaticName = &'static str;
 
 /// How much history is kept; see [`AdminConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +52,7 @@ impl HistoryLimits {
 
 /// One series at one evaluation tick: its candidate window
 /// (`aggregate.window`), the figures the judge saw.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     /// When it was recorded.
     pub unix_ms: u64,
@@ -67,8 +72,8 @@ pub struct Point {
 }
 
 /// The last points of one series, oldest first, never more than its limit.
-#[derive(Debug, Clone, PartialEq)]
-struct Ring {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Ring {
     points: VecDeque<Point>,
 }
 
@@ -93,7 +98,7 @@ impl Ring {
 }
 
 /// What a rule found, as the dashboard shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvidenceView {
     /// Candidate requests in its window.
     pub candidate_count: u64,
@@ -116,9 +121,11 @@ pub struct EvidenceView {
     /// The e-value needed to fire.
     pub e_threshold: f64,
     /// Which test decided.
-    pub test: &'static str,
+    #[serde(deserialize_with = "static_name")]
+    pub test: StaticName,
     /// "ms", "rate" or "calls".
-    pub unit: &'static str,
+    #[serde(deserialize_with = "static_name")]
+    pub unit: StaticName,
     /// Hodges-Lehmann shift of the candidate over the baseline, ms, when
     /// there is one.
     pub shift_ms: Option<f64>,
@@ -148,7 +155,7 @@ impl EvidenceView {
 }
 
 /// One regression alert, firing or past.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegressionView {
     /// `service.name`.
     pub service: String,
@@ -161,9 +168,11 @@ pub struct RegressionView {
     /// What it was compared with (empty for `sla` without a baseline).
     pub baseline_version: String,
     /// `sla`, `relative`, `errors` or `fanout`.
-    pub rule: &'static str,
+    #[serde(deserialize_with = "static_name")]
+    pub rule: StaticName,
     /// `firing` or `resolved`.
-    pub state: &'static str,
+    #[serde(deserialize_with = "static_name")]
+    pub state: StaticName,
     /// When it started firing.
     pub fired_unix_ms: u64,
     /// When it resolved; `None` while firing.
@@ -251,11 +260,36 @@ pub struct HistoryView {
 
 /// A firing alert as history remembers it: when it fired and the last
 /// evidence that breached.
-#[derive(Debug, Clone, PartialEq)]
-struct Open {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Open {
     fired_ms: u64,
     evidence: EvidenceView,
 }
+
+/// What a snapshot keeps of a [`History`]: the charts' rings, the firing
+/// alerts' fire times and evidence, the resolved ones. Generic so that
+/// writing borrows ([`HistoryStateRef`]) and reading owns
+/// ([`HistoryStateOwned`]) with one wire layout.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct HistoryState<Series, Opened, Past> {
+    series: Series,
+    open: Opened,
+    past: Past,
+}
+
+/// The live history, borrowed for writing.
+pub(crate) type HistoryStateRef<'a> = HistoryState<
+    &'a BTreeMap<EndpointKey, BTreeMap<String, Ring>>,
+    &'a HashMap<AlertKey, Open>,
+    &'a VecDeque<RegressionView>,
+>;
+
+/// A history read back.
+pub(crate) type HistoryStateOwned = HistoryState<
+    BTreeMap<EndpointKey, BTreeMap<String, Ring>>,
+    HashMap<AlertKey, Open>,
+    VecDeque<RegressionView>,
+>;
 
 /// The bounded history; see the module docs.
 #[derive(Debug)]
@@ -398,6 +432,42 @@ impl History {
                 }
             }
         }
+    }
+
+    /// The state a snapshot keeps, borrowed.
+    pub(crate) fn state(&self) -> HistoryStateRef<'_> {
+        HistoryState {
+            series: &self.series,
+            open: &self.open,
+            past: &self.past,
+        }
+    }
+
+    /// Takes over `state` (read from a snapshot) within this history's
+    /// limits, which may be smaller than those it was written with.
+    pub(crate) fn restore(&mut self, state: HistoryStateOwned) {
+        let limits = self.limits;
+        let mut series = state.series;
+        let mut tracked = 0;
+        for versions in series.values_mut() {
+            versions.retain(|_, ring| {
+                if tracked >= limits.series || ring.points.is_empty() {
+                    return false;
+                }
+                tracked += 1;
+                while ring.points.len() > limits.points {
+                    ring.points.pop_front();
+                }
+                true
+            });
+        }
+        series.retain(|_, versions| !versions.is_empty());
+        let mut past = state.past;
+        past.truncate(limits.regressions);
+        self.series = series;
+        self.tracked = tracked;
+        self.open = state.open;
+        self.past = past;
     }
 
     /// Live series the history leaves out (`admin.history_series` reached).

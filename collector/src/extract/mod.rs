@@ -17,6 +17,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::ExtractConfig;
 
 pub mod logs;
@@ -35,7 +37,7 @@ const MAX_REASONS: usize = 3;
 
 /// What one series is: the endpoint of a service (plus any configured extra
 /// dimensions) and the version that served it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EndpointKey {
     /// `service.name` of the span's resource.
     pub service: String,

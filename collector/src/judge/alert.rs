@@ -5,11 +5,13 @@
 //! for `resolve_hold` before it resolves, and `Marginal` or `Inconclusive`
 //! evaluations keep it firing (no traffic is no proof of a fix).
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::AlertPolicy;
 use crate::judge::rules::Condition;
 
 /// Where an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AlertState {
     /// The condition does not hold.
     Inactive,
@@ -34,7 +36,11 @@ impl AlertState {
 }
 
 /// One alert's state over time.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its times are unix milliseconds, so a machine restored from a snapshot
+/// keeps its hold progress against the wall clock: a firing alert stays
+/// firing, a pending one keeps the time it already waited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertMachine {
     /// Current state.
     pub state: AlertState,

@@ -18,6 +18,8 @@ pub mod stats;
 
 use std::collections::{HashMap, HashSet};
 
+use serde::{Deserialize, Serialize};
+
 use crate::aggregate::{Aggregator, Versions, WindowSummary};
 use crate::config::JudgeConfig;
 use crate::extract::EndpointKey;
@@ -62,7 +64,7 @@ fn most_traffic<'a>(
 }
 
 /// Identity of one alert.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AlertKey {
     /// The endpoint judged.
     pub endpoint: EndpointKey,
@@ -76,7 +78,7 @@ pub struct AlertKey {
 
 /// One judged (endpoint, candidate, baseline, rule): the latest result and
 /// the alert it drives.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Judgement {
     /// The latest evaluation.
     pub result: RuleResult,
@@ -94,6 +96,24 @@ pub struct Transition {
     /// Where it is now, with the evidence.
     pub judgement: Judgement,
 }
+
+/// What a snapshot keeps of a [`Judge`]: the sticky baselines and every
+/// alert with its state, times and latest evidence. Generic so that
+/// writing borrows ([`JudgeStateRef`]) and reading owns
+/// ([`JudgeStateOwned`]) with one wire layout.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct JudgeState<Baselines, Judgements> {
+    baselines: Baselines,
+    judgements: Judgements,
+}
+
+/// The live state, borrowed for writing.
+pub(crate) type JudgeStateRef<'a> =
+    JudgeState<&'a HashMap<EndpointKey, String>, &'a HashMap<AlertKey, Judgement>>;
+
+/// A state read back.
+pub(crate) type JudgeStateOwned =
+    JudgeState<HashMap<EndpointKey, String>, HashMap<AlertKey, Judgement>>;
 
 /// Owner of baselines and alert states; see the module docs.
 #[derive(Debug)]
@@ -381,6 +401,22 @@ impl Judge {
             },
             baseline.map(|(version, horizon)| Baseline { version, horizon }),
         )
+    }
+
+    /// The state a snapshot keeps, borrowed.
+    pub(crate) fn state(&self) -> JudgeStateRef<'_> {
+        JudgeState {
+            baselines: &self.baselines,
+            judgements: &self.judgements,
+        }
+    }
+
+    /// Takes over the baselines and alerts of `state` (read from a
+    /// snapshot). Their times are unix ms, so hold timers simply continue
+    /// against the wall clock at the next [`Judge::evaluate`].
+    pub(crate) fn restore(&mut self, state: JudgeStateOwned) {
+        self.baselines = state.baselines;
+        self.judgements = state.judgements;
     }
 
     /// The e-value thresholds in force.

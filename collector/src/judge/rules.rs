@@ -14,13 +14,15 @@
 use std::cell::OnceCell;
 use std::fmt;
 
+use serde::{Deserialize, Deserializer, Serialize};
+
 use crate::aggregate::WindowSummary;
 use crate::config::{ErrorsRule, FanoutRule, RelativeRule, SlaRule};
 use crate::extract::Outcome;
 use crate::judge::stats;
 
 /// Which rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Rule {
     /// Candidate quantile over an absolute limit.
     Sla,
@@ -51,7 +53,7 @@ impl fmt::Display for Rule {
 }
 
 /// What a rule concluded at one evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Condition {
     /// Over the threshold and significant.
     Breach,
@@ -64,7 +66,7 @@ pub enum Condition {
 }
 
 /// What decided a result (mirrors `modelgate.v1.Evidence`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     /// Requests of the candidate in its window.
     pub candidate_count: u64,
@@ -87,7 +89,8 @@ pub struct Evidence {
     /// The e-value needed to fire.
     pub e_threshold: f64,
     /// Which test decided: "binomial", "rank", "tail", "fisher", "poisson".
-    pub test: &'static str,
+    #[serde(deserialize_with = "static_name")]
+    pub test: StaticName,
     /// Events behind the rate: requests over the limit (sla), beyond
     /// `factor` x the baseline's quantile (relative), failures (errors),
     /// database calls (fanout); candidate side.
@@ -98,9 +101,34 @@ pub struct Evidence {
     /// 95% interval (latency rules with a baseline).
     pub shift: Option<stats::Shift>,
     /// "ms", "rate" or "calls".
-    pub unit: &'static str,
+    #[serde(deserialize_with = "static_name")]
+    pub unit: StaticName,
     /// One sentence.
     pub detail: String,
+}
+
+/// A name fixed at build time. An alias so that serde does not take the
+/// field for one borrowed from the input (which would tie reading a
+/// snapshot to a `'static` buffer); [`static_name`] reads it back.
+type StaticName = &'static str;
+
+/// Every fixed name a snapshot holds: [`Evidence::test`] and
+/// [`Evidence::unit`] values, rule and alert state names.
+const STATIC_NAMES: [&str; 16] = [
+    "binomial", "rank", "tail", "fisher", "poisson", "ms", "rate", "calls", "sla", "relative",
+    "errors", "fanout", "inactive", "pending", "firing", "resolved",
+];
+
+/// Reads a test or unit name back (from a snapshot) as the `'static` name
+/// the rules use; a name this build does not know reads as `"unknown"`
+/// rather than leaking a string or refusing the whole snapshot.
+pub(crate) fn static_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let name = String::deserialize(d)?;
+    Ok(STATIC_NAMES
+        .iter()
+        .find(|n| **n == name)
+        .copied()
+        .unwrap_or("unknown"))
 }
 
 impl Evidence {
@@ -127,7 +155,7 @@ impl Evidence {
 }
 
 /// One rule's judgement of one candidate.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleResult {
     /// The rule.
     pub rule: Rule,

@@ -25,6 +25,8 @@ use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, Hypergeometric,
 use statrs::function::beta::{beta_reg, ln_beta};
 use statrs::function::erf::erfc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::aggregate::Sketch;
 
 /// Above this many requests in total, the rate test uses the normal
@@ -197,7 +199,7 @@ fn exact_rank_sum_tail(groups: &[(f64, f64)], n1: usize) -> f64 {
 }
 
 /// A location shift with its confidence interval.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Shift {
     /// Hodges-Lehmann estimate: median of candidate - baseline differences.
     pub estimate: f64,

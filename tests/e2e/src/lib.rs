@@ -211,6 +211,20 @@ impl Collector {
         rss_kib(pid)
     }
 
+    /// Kills it with SIGKILL, as a crash or the OOM killer would (no
+    /// shutdown, no last snapshot), waits (bounded) until it is gone and
+    /// returns what it logged. Start another with the same environment
+    /// (e.g. the same `MODELGATE_SNAPSHOT__DIR`) to restart it.
+    pub async fn kill9(mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(10), self.child.kill())
+            .await
+            .expect("modelgate still running 10 s after SIGKILL")
+            .expect("kill");
+        // Let the stderr reader take the last lines.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.log()
+    }
+
     /// Stops it with SIGTERM and waits (bounded) for a clean exit.
     pub async fn stop(mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {
