@@ -13,6 +13,8 @@
 //! - [`emit`]: alerts and latency out: Prometheus `/metrics`, OTLP push, the query API, the dashboard and its history.
 //! - [`pipeline`]: the one task that owns the aggregator and the judge, and its handle.
 //! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order.
+//! - [`tls`]: rustls on the three listeners; certificate files checked at start.
+//! - [`auth`]: the bearer token guarding receivers and API; writes always need one.
 //! - [`telemetry`]: modelgate's own counters (accepted, refused, ...).
 //! - [`replay`]: scenario traffic sent through the real OTLP exporter.
 //! - [`analyze`]: offline judgement of JSON log files (`modelgate analyze`).
@@ -28,6 +30,8 @@ pub mod judge;
 pub mod emit;
 pub mod pipeline;
 pub mod serve;
+pub mod tls;
+pub mod auth;
 pub mod telemetry;
 pub mod replay;
 pub mod analyze;
