@@ -23,7 +23,7 @@ use crate::emit::otlp::OtlpEmitter;
 use crate::emit::prometheus::MetricsSnapshot;
 use crate::emit::{api, snapshot};
 use crate::extract::{Sample, SampleKind};
-use crate::judge::{AlertState, Judge, Transition};
+use crate::judge::{ActionError, AlertState, Judge, Transition};
 use crate::telemetry::{RefusedReason, Telemetry};
 
 /// Alert events buffered for slow stream subscribers before they skip.
@@ -59,6 +59,14 @@ enum Query {
     Metrics(oneshot::Sender<MetricsSnapshot>),
     /// The dashboard's history of one service (all when empty).
     History(String, oneshot::Sender<HistoryView>),
+    SetBaseline(
+        pb::SetBaselineRequest,
+        oneshot::Sender<Result<pb::SetBaselineResponse, ActionError>>,
+    ),
+    Acknowledge(
+        pb::AcknowledgeAlertRequest,
+        oneshot::Sender<Result<pb::AcknowledgeAlertResponse, ActionError>>,
+    ),
     Ping(oneshot::Sender<()>),
 }
 
@@ -154,6 +162,25 @@ impl PipelineHandle {
     /// empty) for the dashboard.
     pub async fn history(&self, service: String) -> Result<HistoryView, QueryError> {
         self.ask(|tx| Query::History(service, tx)).await
+    }
+
+    /// Pins a baseline ([`Judge::set_baseline`]) and judges at once, so
+    /// the answer (the endpoints now known under that baseline) and every
+    /// later question already see it. Callers check authorization first.
+    pub async fn set_baseline(
+        &self,
+        r: pb::SetBaselineRequest,
+    ) -> Result<Result<pb::SetBaselineResponse, ActionError>, QueryError> {
+        self.ask(|tx| Query::SetBaseline(r, tx)).await
+    }
+
+    /// Acknowledges an alert ([`Judge::acknowledge`]). Callers check
+    /// authorization first.
+    pub async fn acknowledge(
+        &self,
+        r: pb::AcknowledgeAlertRequest,
+    ) -> Result<Result<pb::AcknowledgeAlertResponse, ActionError>, QueryError> {
+        self.ask(|tx| Query::Acknowledge(r, tx)).await
     }
 
     /// Answers once the pipeline task is running and keeping up with questions.
@@ -292,7 +319,7 @@ impl Pipeline {
             "evaluated"
         );
         for t in &transitions {
-            self.publish(t, now);
+            self.publish(t, now, self.judge.is_acknowledged(&t.key));
         }
         self.history.record(
             &self.aggregator,
@@ -317,7 +344,10 @@ impl Pipeline {
         }
     }
 
-    fn publish(&self, t: &Transition, now: u64) {
+    /// Logs a transition and sends it to alert-stream subscribers, unless
+    /// the alert is `acknowledged` and still pending or firing: an operator
+    /// who acknowledged it is not told again (a resolution is still sent).
+    fn publish(&self, t: &Transition, now: u64, acknowledged: bool) {
         let k = &t.key;
         let e = &t.judgement.result.evidence;
         let state = t.judgement.alert.state;
@@ -336,17 +366,21 @@ impl Pipeline {
             from = t.previous.as_str(),
             to = state.as_str(),
             detail = %e.detail,
+            acknowledged,
             "{message}"
         );
+        if acknowledged && matches!(state, AlertState::Pending | AlertState::Firing) {
+            return;
+        }
         // No subscriber is fine: the event is also in the log and the API.
         let _ = self.alerts.send(pb::AlertEvent {
             time_unix_ms: now as i64,
             previous_state: api::alert_state(t.previous) as i32,
-            regression: Some(api::regression(k, &t.judgement)),
+            regression: Some(api::regression(k, &t.judgement, acknowledged)),
         });
     }
 
-    fn answer(&self, query: Query) {
+    fn answer(&mut self, query: Query) {
         let now = now_ms();
         // A dropped receiver means the asker gave up; nothing to do.
         match query {
@@ -385,6 +419,38 @@ impl Pipeline {
             }
             Query::Ping(tx) => {
                 let _ = tx.send(());
+            }
+            Query::SetBaseline(r, tx) => {
+                let endpoint = (!r.endpoint.is_empty()).then_some(r.endpoint.as_str());
+                let result = self.judge.set_baseline(&r.service, endpoint, &r.version);
+                let answer = result.map(|()| {
+                    self.evaluate(now);
+                    let view = api::versions(
+                        &self.aggregator,
+                        &self.judge,
+                        &pb::ListVersionsRequest {
+                            service: r.service.clone(),
+                            endpoint: r.endpoint.clone(),
+                        },
+                        now,
+                    );
+                    pb::SetBaselineResponse {
+                        endpoints: view.endpoints,
+                    }
+                });
+                let _ = tx.send(answer);
+            }
+            Query::Acknowledge(r, tx) => {
+                let answer = self
+                    .judge
+                    .acknowledge(&r.service, &r.endpoint, &r.candidate_version, &r.rule)
+                    .map(|alerts| pb::AcknowledgeAlertResponse {
+                        regressions: alerts
+                            .into_iter()
+                            .map(|(k, j)| api::regression(k, j, true))
+                            .collect(),
+                    });
+                let _ = tx.send(answer);
             }
         }
     }
