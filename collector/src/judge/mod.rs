@@ -851,4 +851,103 @@ mod tests {
         assert_eq!(transitions[0].judgement.alert.state, AlertState::Resolved);
         assert_eq!(judge.judgements().count(), 0);
     }
+
+    #[test]
+    fn a_set_baseline_replaces_the_sticky_one() {
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        for _ in 0..20 {
+            agg.record_batch(
+                &[
+                    request("/a", "v1", 100.0, Outcome::Ok),
+                    request("/b", "v1", 100.0, Outcome::Ok),
+                ],
+                t,
+            );
+            t += 100;
+        }
+        judge.evaluate(&agg, t);
+        agg.record_batch(
+            &[
+                request("/a", "v2", 100.0, Outcome::Ok),
+                request("/b", "v2", 100.0, Outcome::Ok),
+            ],
+            t,
+        );
+        judge.evaluate(&agg, t);
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v1"));
+        // Service-wide.
+        judge.set_baseline("lending-api", None, "v2").unwrap();
+        judge.evaluate(&agg, t);
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v2"));
+        assert_eq!(judge.baseline(&endpoint("/b")), Some("v2"));
+        // An endpoint pin beats the service pin...
+        judge.set_baseline("lending-api", Some("/b"), "v1").unwrap();
+        judge.evaluate(&agg, t);
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v2"));
+        assert_eq!(judge.baseline(&endpoint("/b")), Some("v1"));
+        // ...until a newer service-wide pin replaces it.
+        judge.set_baseline("lending-api", None, "v1").unwrap();
+        judge.evaluate(&agg, t);
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v1"));
+        assert_eq!(judge.baseline(&endpoint("/b")), Some("v1"));
+        // Pins beat the configuration, and other services are untouched.
+        judge.config.baselines.push(BaselineConfig {
+            service: "lending-api".into(),
+            endpoint: Some("/a".into()),
+            version: "v0".into(),
+        });
+        judge.evaluate(&agg, t);
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v1"));
+        assert_eq!(
+            judge.set_baseline("", None, "v1"),
+            Err(ActionError::Missing("service"))
+        );
+        assert_eq!(
+            judge.set_baseline("lending-api", None, ""),
+            Err(ActionError::Missing("version"))
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_holds_while_the_alert_fires() {
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        assert!(matches!(
+            judge.acknowledge("lending-api", "/a", "v1", "sla"),
+            Err(ActionError::NoSuchAlert { .. })
+        ));
+        for _ in 0..10 {
+            agg.record_batch(&[request("/a", "v1", 900.0, Outcome::Ok)], t);
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        assert_eq!(active(&judge).len(), 1);
+        let key = judge.judgements().next().unwrap().0.clone();
+        assert!(!judge.is_acknowledged(&key));
+        assert_eq!(
+            judge.acknowledge("lending-api", "/a", "v1", "slow"),
+            Err(ActionError::UnknownRule("slow".into()))
+        );
+        assert_eq!(
+            judge.acknowledge("lending-api", "", "v1", "sla"),
+            Err(ActionError::Missing("endpoint"))
+        );
+        assert!(matches!(
+            judge.acknowledge("lending-api", "/a", "v2", "sla"),
+            Err(ActionError::NoSuchAlert { .. })
+        ));
+        let acked = judge.acknowledge("lending-api", "/a", "v1", "sla").unwrap();
+        assert_eq!(acked.len(), 1);
+        assert!(judge.is_acknowledged(&key));
+        // Still firing: still acknowledged.
+        agg.record_batch(&[request("/a", "v1", 900.0, Outcome::Ok)], t);
+        judge.evaluate(&agg, t + 1_000);
+        assert!(judge.is_acknowledged(&key));
+        // Resolved (the series expired): the mark goes with it.
+        t += 31 * 60 * 1_000;
+        agg.expire(t);
+        judge.evaluate(&agg, t);
+        assert!(!judge.is_acknowledged(&key));
+    }
 }
