@@ -179,9 +179,7 @@ pub fn receiver_access(_: &Method, _: &str) -> Access {
 /// The gRPC policy: the query API's writes, and the token for the rest.
 pub fn grpc_access(path: &str) -> Access {
     match path {
-        "/modelgate.v1.Query/SetBaseline" | "/modelgate.v1.Query/AcknowledgeAlert" => {
-            Access::Write
-        }
+        "/modelgate.v1.Query/SetBaseline" | "/modelgate.v1.Query/AcknowledgeAlert" => Access::Write,
         _ => Access::Token,
     }
 }
@@ -223,7 +221,10 @@ fn http_refusal(denied: Denied) -> Response {
         Denied::WritesDisabled => (StatusCode::FORBIDDEN, body).into_response(),
         Denied::Missing => (
             StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE))],
+            [(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(CHALLENGE),
+            )],
             body,
         )
             .into_response(),
@@ -351,7 +352,10 @@ mod tests {
             token_file: Some(path.clone()),
         })
         .unwrap();
-        assert_eq!(auth.check(Access::Token, &headers(Some("Bearer tok"))), Ok(()));
+        assert_eq!(
+            auth.check(Access::Token, &headers(Some("Bearer tok"))),
+            Ok(())
+        );
         std::fs::write(&path, "\n").unwrap();
         let err = Auth::load(&AuthConfig {
             token: None,
@@ -381,15 +385,30 @@ mod tests {
         assert_eq!(admin_access(&Method::GET, "/readyz"), Access::Open);
         assert_eq!(admin_access(&Method::GET, "/"), Access::Open);
         assert_eq!(admin_access(&Method::GET, "/metrics"), Access::Token);
-        assert_eq!(admin_access(&Method::GET, "/api/v1/versions"), Access::Token);
-        assert_eq!(admin_access(&Method::POST, "/api/v1/baseline"), Access::Write);
-        assert_eq!(admin_access(&Method::POST, "/api/v1/alerts/ack"), Access::Write);
-        assert_eq!(grpc_access("/modelgate.v1.Query/SetBaseline"), Access::Write);
+        assert_eq!(
+            admin_access(&Method::GET, "/api/v1/versions"),
+            Access::Token
+        );
+        assert_eq!(
+            admin_access(&Method::POST, "/api/v1/baseline"),
+            Access::Write
+        );
+        assert_eq!(
+            admin_access(&Method::POST, "/api/v1/alerts/ack"),
+            Access::Write
+        );
+        assert_eq!(
+            grpc_access("/modelgate.v1.Query/SetBaseline"),
+            Access::Write
+        );
         assert_eq!(
             grpc_access("/modelgate.v1.Query/AcknowledgeAlert"),
             Access::Write
         );
-        assert_eq!(grpc_access("/modelgate.v1.Query/ListVersions"), Access::Token);
+        assert_eq!(
+            grpc_access("/modelgate.v1.Query/ListVersions"),
+            Access::Token
+        );
         assert_eq!(
             grpc_access("/opentelemetry.proto.collector.trace.v1.TraceService/Export"),
             Access::Token
@@ -405,7 +424,10 @@ mod tests {
             http_refusal(Denied::WritesDisabled).status(),
             StatusCode::FORBIDDEN
         );
-        assert_eq!(grpc_status(Denied::Wrong).code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            grpc_status(Denied::Wrong).code(),
+            tonic::Code::Unauthenticated
+        );
         assert_eq!(
             grpc_status(Denied::WritesDisabled).code(),
             tonic::Code::PermissionDenied

@@ -999,10 +999,7 @@ mod tests {
         let tls = config.tls.unwrap();
         assert_eq!(tls.cert, PathBuf::from("/etc/mg/cert.pem"));
         assert_eq!(tls.client_ca, None);
-        assert_eq!(
-            config.auth.token_file,
-            Some(PathBuf::from("/etc/mg/token"))
-        );
+        assert_eq!(config.auth.token_file, Some(PathBuf::from("/etc/mg/token")));
         let err = Config::from_yaml("tls:\n  cert: /etc/mg/cert.pem\n")
             .unwrap_err()
             .to_string();

@@ -131,10 +131,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let query = QueryServer::new(QueryService::new(handle.clone()));
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
-        builder = builder.tls_config(tls.grpc()).map_err(|e| ServeError::Server {
-            server: "OTLP/gRPC",
-            message: format!("TLS: {e}"),
-        })?;
+        builder = builder
+            .tls_config(tls.grpc())
+            .map_err(|e| ServeError::Server {
+                server: "OTLP/gRPC",
+                message: format!("TLS: {e}"),
+            })?;
     }
     let grpc = tokio::spawn(async move {
         builder

@@ -285,7 +285,10 @@ mod tests {
         let err = Tls::load(&config(&dir, "not a certificate", "not a key"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("tls.cert") && err.contains("cert.pem"), "{err}");
+        assert!(
+            err.contains("tls.cert") && err.contains("cert.pem"),
+            "{err}"
+        );
         assert!(err.contains("no certificate"), "{err}");
     }
 

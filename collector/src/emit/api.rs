@@ -20,7 +20,9 @@ use tonic::{Request, Response, Status};
 use crate::aggregate::Aggregator;
 use crate::config::{JudgeOverrides, OverrideError};
 use crate::extract::{EndpointKey, Outcome};
-use crate::judge::{ActionError, AlertKey, AlertState, Condition, Evidence, Judge, Judgement, RuleResult};
+use crate::judge::{
+    ActionError, AlertKey, AlertState, Condition, Evidence, Judge, Judgement, RuleResult,
+};
 use crate::pipeline::{PipelineHandle, QueryError};
 
 /// An alert state in API terms.

@@ -208,14 +208,20 @@ impl Judge {
             return Err(ActionError::Missing("version"));
         }
         // The latest word wins: drop older pins it covers.
-        self.pinned
-            .retain(|p| !(p.service == service && (endpoint.is_none() || p.endpoint.as_deref() == endpoint)));
+        self.pinned.retain(|p| {
+            !(p.service == service && (endpoint.is_none() || p.endpoint.as_deref() == endpoint))
+        });
         self.pinned.push(BaselineConfig {
             service: service.to_owned(),
             endpoint: endpoint.map(str::to_owned),
             version: version.to_owned(),
         });
-        tracing::info!(service, endpoint = endpoint.unwrap_or("*"), version, "baseline set");
+        tracing::info!(
+            service,
+            endpoint = endpoint.unwrap_or("*"),
+            version,
+            "baseline set"
+        );
         Ok(())
     }
 
@@ -239,7 +245,12 @@ impl Judge {
             }
         }
         let rule = rule_named(rule).ok_or_else(|| ActionError::UnknownRule(rule.to_owned()))?;
-        let key = (service.to_owned(), endpoint.to_owned(), candidate.to_owned(), rule);
+        let key = (
+            service.to_owned(),
+            endpoint.to_owned(),
+            candidate.to_owned(),
+            rule,
+        );
         let mut matching: Vec<(&AlertKey, &Judgement)> = self
             .judgements
             .iter()
