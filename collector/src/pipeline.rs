@@ -455,3 +455,108 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::{EndpointKey, Outcome};
+
+    fn sample(version: &str, ms: u64) -> Sample {
+        Sample {
+            service: "lending-api".into(),
+            version: version.into(),
+            trace_id: [1; 16],
+            kind: SampleKind::Request {
+                endpoint: EndpointKey {
+                    service: "lending-api".into(),
+                    endpoint: "/a".into(),
+                    dims: Vec::new(),
+                },
+                duration: Duration::from_millis(ms),
+                outcome: Outcome::Ok,
+            },
+        }
+    }
+
+    fn ask<T>(pipeline: &mut Pipeline, make: impl FnOnce(oneshot::Sender<T>) -> Query) -> T {
+        let (tx, mut rx) = oneshot::channel();
+        pipeline.answer(make(tx));
+        rx.try_recv().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_acknowledged_alert_is_not_announced_again() {
+        let config = Config::from_yaml("judge:\n  alerts:\n    hold: 0s\n").unwrap();
+        let (mut pipeline, handle) = Pipeline::new(
+            &config,
+            Arc::new(Telemetry::default()),
+            None,
+            CancellationToken::new(),
+        );
+        let mut alerts = handle.subscribe_alerts();
+        pipeline.record(&vec![sample("v1", 20); 30]);
+        pipeline.record(&vec![sample("v2", 900); 30]);
+        pipeline.evaluate(now_ms());
+        let fired = std::iter::from_fn(|| alerts.try_recv().ok())
+            .filter_map(|e| e.regression)
+            .find(|r| r.candidate_version == "v2" && r.rule == "sla")
+            .unwrap();
+        assert_eq!(fired.state, pb::AlertState::Firing as i32);
+        assert!(!fired.acknowledged);
+
+        let acked = ask(&mut pipeline, |tx| {
+            Query::Acknowledge(
+                pb::AcknowledgeAlertRequest {
+                    service: "lending-api".into(),
+                    endpoint: "/a".into(),
+                    candidate_version: "v2".into(),
+                    rule: "sla".into(),
+                },
+                tx,
+            )
+        })
+        .unwrap();
+        assert!(acked.regressions.iter().all(|r| r.acknowledged));
+        let listed = api::regressions(&pipeline.judge, &pb::ListRegressionsRequest::default());
+        assert!(listed
+            .regressions
+            .iter()
+            .any(|r| r.rule == "sla" && r.candidate_version == "v2" && r.acknowledged));
+
+        // A new baseline re-judges v2: the old alert resolves (announced),
+        // the same alert against the new baseline fires (not announced).
+        let answer = ask(&mut pipeline, |tx| {
+            Query::SetBaseline(
+                pb::SetBaselineRequest {
+                    service: "lending-api".into(),
+                    endpoint: String::new(),
+                    version: "v0".into(),
+                },
+                tx,
+            )
+        })
+        .unwrap();
+        assert_eq!(answer.endpoints[0].baseline_version, "v0");
+        let events: Vec<pb::Regression> = std::iter::from_fn(|| alerts.try_recv().ok())
+            .filter_map(|e| e.regression)
+            .filter(|r| r.candidate_version == "v2" && r.rule == "sla")
+            .collect();
+        assert!(
+            events
+                .iter()
+                .any(|r| r.baseline_version == "v1" && r.state == pb::AlertState::Resolved as i32),
+            "{events:?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|r| r.state == pb::AlertState::Firing as i32),
+            "{events:?}"
+        );
+        let listed = api::regressions(&pipeline.judge, &pb::ListRegressionsRequest::default());
+        assert!(listed.regressions.iter().any(|r| r.rule == "sla"
+            && r.candidate_version == "v2"
+            && r.baseline_version == "v0"
+            && r.acknowledged));
+    }
+}
