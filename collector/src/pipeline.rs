@@ -494,7 +494,8 @@ mod tests {
             CancellationToken::new(),
         );
         let mut alerts = handle.subscribe_alerts();
-        pipeline.record(&vec![sample("v1", 20); 30]);
+        // v1 carries most traffic: the baseline.
+        pipeline.record(&vec![sample("v1", 20); 60]);
         pipeline.record(&vec![sample("v2", 900); 30]);
         pipeline.evaluate(now_ms());
         let fired = std::iter::from_fn(|| alerts.try_recv().ok())
