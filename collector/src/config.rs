@@ -68,6 +68,54 @@ pub struct Config {
     pub forward: ForwardConfig,
     /// Saving the state to disk so a restart does not forget an incident.
     pub snapshot: SnapshotConfig,
+    /// TLS on all three listeners (OTLP/gRPC, OTLP/HTTP, admin) at once;
+    /// unset: plaintext. One section rather than one per listener: the three
+    /// ports are one host with one name, so one certificate serves them.
+    pub tls: Option<TlsConfig>,
+    /// Bearer-token authentication of the receivers and the query API; write
+    /// operations of the API are refused while no token is configured.
+    pub auth: AuthConfig,
+}
+
+/// TLS for every listener (rustls, TLS 1.2 and 1.3, PEM files). The files
+/// are read once, at start; a missing or unusable one stops the start with
+/// its key and path named.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// The private key of `cert`, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to; set:
+    /// every listener requires a client certificate (mutual TLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Bearer-token authentication. With a token configured, OTLP exports,
+/// the gRPC query API, `/api/*` and `/metrics` need `Authorization: Bearer
+/// <token>`; `/healthz`, `/readyz` and the dashboard's static files stay
+/// open. Without one, everything but the API's write operations is open.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The token itself (or `MODELGATE_AUTH__TOKEN`); prefer `token_file`,
+    /// which keeps it out of the configuration and the process environment.
+    pub token: Option<Secret>,
+    /// A file holding the token (surrounding whitespace ignored), read at start.
+    pub token_file: Option<PathBuf>,
+}
+
+/// A string never shown by `Debug` (nor by `modelgate config`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// The OTLP receivers.
@@ -842,6 +890,18 @@ impl Config {
                 ),
             ));
         }
+        match (&self.auth.token, &self.auth.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "auth",
+                    "set either auth.token or auth.token_file, not both",
+                ))
+            }
+            (Some(t), None) if t.0.trim().is_empty() => {
+                return Err(invalid("auth.token", "must not be empty"))
+            }
+            _ => {}
+        }
         self.forward.validate()
     }
 }
@@ -896,7 +956,11 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         // Serializing plain structs of strings and numbers cannot fail; fall
         // back to the debug form rather than panic if it ever does.
-        serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# {e}\n{self:#?}"))
+        let mut shown = self.clone();
+        if shown.auth.token.is_some() {
+            shown.auth.token = Some(Secret("<redacted>".into()));
+        }
+        serde_yaml_ng::to_string(&shown).unwrap_or_else(|e| format!("# {e}\n{shown:#?}"))
     }
 }
 
@@ -1150,6 +1214,40 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_auth_are_optional_and_checked() {
+        let config = Config::default();
+        assert!(config.tls.is_none());
+        assert_eq!(config.auth, AuthConfig::default());
+        let config = Config::from_yaml(
+            "tls:\n  cert: /etc/mg/cert.pem\n  key: /etc/mg/key.pem\nauth:\n  token_file: /etc/mg/token\n",
+        )
+        .unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/mg/cert.pem"));
+        assert_eq!(tls.client_ca, None);
+        assert_eq!(config.auth.token_file, Some(PathBuf::from("/etc/mg/token")));
+        let err = Config::from_yaml("tls:\n  cert: /etc/mg/cert.pem\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key") && err.contains("tls"), "{err}");
+        let err = Config::from_yaml("auth:\n  token: abc\n  token_file: /t\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.token_file"), "{err}");
+        let err = Config::from_yaml("auth:\n  token: \" \"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.token"), "{err}");
+    }
+
+    #[test]
+    fn the_token_is_never_shown() {
+        let config = Config::from_yaml("auth:\n  token: hunter2\n").unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!config.to_yaml().contains("hunter2"));
+    }
+
+    #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API returns its own error
     fn snapshot_dir_comes_from_the_environment() {
         figment::Jail::expect_with(|jail| {
@@ -1161,6 +1259,20 @@ mod tests {
                 Some(Path::new("/tmp/mg-state"))
             );
             assert_eq!(config.snapshot.interval, Duration::from_secs(1));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error
+    fn token_and_tls_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MODELGATE_AUTH__TOKEN", "s3cret");
+            jail.set_env("MODELGATE_TLS__CERT", "c.pem");
+            jail.set_env("MODELGATE_TLS__KEY", "k.pem");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.auth.token, Some(Secret("s3cret".into())));
+            assert_eq!(config.tls.map(|t| t.key), Some(PathBuf::from("k.pem")));
             Ok(())
         });
     }

@@ -15,6 +15,8 @@
 //! - [`pipeline`]: the one task that owns the aggregator and the judge, and its handle.
 //! - [`snapshot`]: the pipeline's state on disk (atomic, checksummed, versioned), restored at start.
 //! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order.
+//! - [`tls`]: rustls on the three listeners; certificate files checked at start.
+//! - [`auth`]: the bearer token guarding receivers and API; writes always need one.
 //! - [`telemetry`]: modelgate's own counters (accepted, refused, ...).
 //! - [`replay`]: scenario traffic sent through the real OTLP exporter.
 //! - [`analyze`]: offline judgement of JSON log files (`modelgate analyze`).
@@ -32,6 +34,8 @@ pub mod forward;
 pub mod pipeline;
 pub mod snapshot;
 pub mod serve;
+pub mod tls;
+pub mod auth;
 pub mod telemetry;
 pub mod replay;
 pub mod analyze;

@@ -26,7 +26,7 @@ use crate::emit::otlp::OtlpEmitter;
 use crate::emit::prometheus::MetricsSnapshot;
 use crate::emit::{api, snapshot};
 use crate::extract::{Sample, SampleKind};
-use crate::judge::{AlertState, Judge, Transition};
+use crate::judge::{ActionError, AlertState, Judge, Transition};
 use crate::snapshot::{self as snapshots, Snapshotter};
 use crate::telemetry::{RefusedReason, Telemetry};
 
@@ -63,6 +63,14 @@ enum Query {
     Metrics(oneshot::Sender<MetricsSnapshot>),
     /// The dashboard's history of one service (all when empty).
     History(String, oneshot::Sender<HistoryView>),
+    SetBaseline(
+        pb::SetBaselineRequest,
+        oneshot::Sender<Result<pb::SetBaselineResponse, ActionError>>,
+    ),
+    Acknowledge(
+        pb::AcknowledgeAlertRequest,
+        oneshot::Sender<Result<pb::AcknowledgeAlertResponse, ActionError>>,
+    ),
     Ping(oneshot::Sender<()>),
 }
 
@@ -158,6 +166,25 @@ impl PipelineHandle {
     /// empty) for the dashboard.
     pub async fn history(&self, service: String) -> Result<HistoryView, QueryError> {
         self.ask(|tx| Query::History(service, tx)).await
+    }
+
+    /// Pins a baseline ([`Judge::set_baseline`]) and judges at once, so
+    /// the answer (the endpoints now known under that baseline) and every
+    /// later question already see it. Callers check authorization first.
+    pub async fn set_baseline(
+        &self,
+        r: pb::SetBaselineRequest,
+    ) -> Result<Result<pb::SetBaselineResponse, ActionError>, QueryError> {
+        self.ask(|tx| Query::SetBaseline(r, tx)).await
+    }
+
+    /// Acknowledges an alert ([`Judge::acknowledge`]). Callers check
+    /// authorization first.
+    pub async fn acknowledge(
+        &self,
+        r: pb::AcknowledgeAlertRequest,
+    ) -> Result<Result<pb::AcknowledgeAlertResponse, ActionError>, QueryError> {
+        self.ask(|tx| Query::Acknowledge(r, tx)).await
     }
 
     /// Answers once the pipeline task is running and keeping up with questions.
@@ -378,7 +405,7 @@ impl Pipeline {
             "evaluated"
         );
         for t in &transitions {
-            self.publish(t, now);
+            self.publish(t, now, self.judge.is_acknowledged(&t.key));
         }
         self.history.record(
             &self.aggregator,
@@ -403,7 +430,10 @@ impl Pipeline {
         }
     }
 
-    fn publish(&self, t: &Transition, now: u64) {
+    /// Logs a transition and sends it to alert-stream subscribers, unless
+    /// the alert is `acknowledged` and still pending or firing: an operator
+    /// who acknowledged it is not told again (a resolution is still sent).
+    fn publish(&self, t: &Transition, now: u64, acknowledged: bool) {
         let k = &t.key;
         let e = &t.judgement.result.evidence;
         let state = t.judgement.alert.state;
@@ -422,17 +452,21 @@ impl Pipeline {
             from = t.previous.as_str(),
             to = state.as_str(),
             detail = %e.detail,
+            acknowledged,
             "{message}"
         );
+        if acknowledged && matches!(state, AlertState::Pending | AlertState::Firing) {
+            return;
+        }
         // No subscriber is fine: the event is also in the log and the API.
         let _ = self.alerts.send(pb::AlertEvent {
             time_unix_ms: now as i64,
             previous_state: api::alert_state(t.previous) as i32,
-            regression: Some(api::regression(k, &t.judgement)),
+            regression: Some(api::regression(k, &t.judgement, acknowledged)),
         });
     }
 
-    fn answer(&self, query: Query) {
+    fn answer(&mut self, query: Query) {
         let now = now_ms();
         // A dropped receiver means the asker gave up; nothing to do.
         match query {
@@ -472,6 +506,144 @@ impl Pipeline {
             Query::Ping(tx) => {
                 let _ = tx.send(());
             }
+            Query::SetBaseline(r, tx) => {
+                let endpoint = (!r.endpoint.is_empty()).then_some(r.endpoint.as_str());
+                let result = self.judge.set_baseline(&r.service, endpoint, &r.version);
+                let answer = result.map(|()| {
+                    self.evaluate(now);
+                    let view = api::versions(
+                        &self.aggregator,
+                        &self.judge,
+                        &pb::ListVersionsRequest {
+                            service: r.service.clone(),
+                            endpoint: r.endpoint.clone(),
+                        },
+                        now,
+                    );
+                    pb::SetBaselineResponse {
+                        endpoints: view.endpoints,
+                    }
+                });
+                let _ = tx.send(answer);
+            }
+            Query::Acknowledge(r, tx) => {
+                let answer = self
+                    .judge
+                    .acknowledge(&r.service, &r.endpoint, &r.candidate_version, &r.rule)
+                    .map(|alerts| pb::AcknowledgeAlertResponse {
+                        regressions: alerts
+                            .into_iter()
+                            .map(|(k, j)| api::regression(k, j, true))
+                            .collect(),
+                    });
+                let _ = tx.send(answer);
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::{EndpointKey, Outcome};
+
+    fn sample(version: &str, ms: u64) -> Sample {
+        Sample {
+            service: "lending-api".into(),
+            version: version.into(),
+            trace_id: [1; 16],
+            kind: SampleKind::Request {
+                endpoint: EndpointKey {
+                    service: "lending-api".into(),
+                    endpoint: "/a".into(),
+                    dims: Vec::new(),
+                },
+                duration: Duration::from_millis(ms),
+                outcome: Outcome::Ok,
+            },
+        }
+    }
+
+    fn ask<T>(pipeline: &mut Pipeline, make: impl FnOnce(oneshot::Sender<T>) -> Query) -> T {
+        let (tx, mut rx) = oneshot::channel();
+        pipeline.answer(make(tx));
+        rx.try_recv().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_acknowledged_alert_is_not_announced_again() {
+        let config = Config::from_yaml("judge:\n  alerts:\n    hold: 0s\n").unwrap();
+        let (mut pipeline, handle) = Pipeline::new(
+            &config,
+            Arc::new(Telemetry::default()),
+            None,
+            CancellationToken::new(),
+        );
+        let mut alerts = handle.subscribe_alerts();
+        // v1 carries most traffic: the baseline.
+        pipeline.record(&vec![sample("v1", 20); 60]);
+        pipeline.record(&vec![sample("v2", 900); 30]);
+        pipeline.evaluate(now_ms());
+        let fired = std::iter::from_fn(|| alerts.try_recv().ok())
+            .filter_map(|e| e.regression)
+            .find(|r| r.candidate_version == "v2" && r.rule == "sla")
+            .unwrap();
+        assert_eq!(fired.state, pb::AlertState::Firing as i32);
+        assert!(!fired.acknowledged);
+
+        let acked = ask(&mut pipeline, |tx| {
+            Query::Acknowledge(
+                pb::AcknowledgeAlertRequest {
+                    service: "lending-api".into(),
+                    endpoint: "/a".into(),
+                    candidate_version: "v2".into(),
+                    rule: "sla".into(),
+                },
+                tx,
+            )
+        })
+        .unwrap();
+        assert!(acked.regressions.iter().all(|r| r.acknowledged));
+        let listed = api::regressions(&pipeline.judge, &pb::ListRegressionsRequest::default());
+        assert!(listed
+            .regressions
+            .iter()
+            .any(|r| r.rule == "sla" && r.candidate_version == "v2" && r.acknowledged));
+
+        // A new baseline re-judges v2: the old alert resolves (announced),
+        // the same alert against the new baseline fires (not announced).
+        let answer = ask(&mut pipeline, |tx| {
+            Query::SetBaseline(
+                pb::SetBaselineRequest {
+                    service: "lending-api".into(),
+                    endpoint: String::new(),
+                    version: "v0".into(),
+                },
+                tx,
+            )
+        })
+        .unwrap();
+        assert_eq!(answer.endpoints[0].baseline_version, "v0");
+        let events: Vec<pb::Regression> = std::iter::from_fn(|| alerts.try_recv().ok())
+            .filter_map(|e| e.regression)
+            .filter(|r| r.candidate_version == "v2" && r.rule == "sla")
+            .collect();
+        assert!(
+            events
+                .iter()
+                .any(|r| r.baseline_version == "v1" && r.state == pb::AlertState::Resolved as i32),
+            "{events:?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|r| r.state == pb::AlertState::Firing as i32),
+            "{events:?}"
+        );
+        let listed = api::regressions(&pipeline.judge, &pb::ListRegressionsRequest::default());
+        assert!(listed.regressions.iter().any(|r| r.rule == "sla"
+            && r.candidate_version == "v2"
+            && r.baseline_version == "v0"
+            && r.acknowledged));
     }
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{self, Auth, Authenticated, HttpGuard};
 use crate::config::Config;
 use crate::emit::admin;
 use crate::emit::api::QueryService;
@@ -24,6 +25,7 @@ use crate::pipeline::Pipeline;
 use crate::receive::grpc::TraceReceiver;
 use crate::receive::http;
 use crate::telemetry::Telemetry;
+use crate::tls::{Tls, TlsError};
 
 /// Why the collector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,12 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// A `tls` file is missing or unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// `auth.token_file` cannot be read.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
     /// The OTLP metrics push could not be set up.
     #[error(transparent)]
     Otlp(#[from] OtlpError),
@@ -94,6 +102,10 @@ fn local_addr(
 
 /// Binds every listener and starts serving `config`.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
+    // Files first: a bad certificate or token file is named before any port
+    // is taken.
+    let tls = config.tls.as_ref().map(Tls::load).transpose()?;
+    let auth = Auth::load(&config.auth)?;
     let grpc_listener = bind("receiver.grpc_listen", config.receiver.grpc_listen).await?;
     let http_listener = bind("receiver.http_listen", config.receiver.http_listen).await?;
     let admin_listener = bind("admin.listen", config.admin.listen).await?;
@@ -132,11 +144,21 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         forward.clone(),
     );
     let grpc_shutdown = receivers.clone();
+    let (auth_grpc, auth_query) = (auth.clone(), auth.clone());
     let query = QueryServer::new(QueryService::new(handle.clone()));
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.grpc())
+            .map_err(|e| ServeError::Server {
+                server: "OTLP/gRPC",
+                message: format!("TLS: {e}"),
+            })?;
+    }
     let grpc = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(trace_service)
-            .add_service(query)
+        builder
+            .add_service(Authenticated::new(trace_service, auth_grpc))
+            .add_service(Authenticated::new(query, auth_query))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(grpc_listener),
                 grpc_shutdown.cancelled_owned(),
@@ -150,21 +172,30 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let http = serve_http(
         "OTLP/HTTP",
         http_listener,
-        http::router(
+        tls.as_ref(),
+        HttpGuard::new(auth.clone(), auth::receiver_access).protect(http::router(
             handle.clone(),
             config.extract.clone(),
             config.receiver.max_message_bytes,
             forward,
-        ),
+        )),
         receivers.clone(),
-    );
+    )?;
     let admin = serve_http(
         "admin",
         admin_listener,
-        admin::router(handle),
+        tls.as_ref(),
+        HttpGuard::new(auth.clone(), auth::admin_access).protect(admin::router(handle)),
         receivers.clone(),
+    )?;
+    tracing::info!(
+        otlp_grpc = %grpc_addr,
+        otlp_http = %http_addr,
+        admin = %admin_addr,
+        tls = tls.is_some(),
+        auth = auth.enabled(),
+        "listening"
     );
-    tracing::info!(otlp_grpc = %grpc_addr, otlp_http = %http_addr, admin = %admin_addr, "listening");
     Ok(Running {
         grpc_addr,
         http_addr,
@@ -180,22 +211,35 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })
 }
 
-/// Serves `router` on `listener` until `shutdown`, then lets requests in
-/// flight finish.
+/// Serves `router` on `listener` (with `tls` when given) until `shutdown`,
+/// then lets requests in flight finish.
 fn serve_http(
     server: &'static str,
     listener: TcpListener,
+    tls: Option<&Tls>,
     router: axum::Router,
     shutdown: CancellationToken,
-) -> JoinHandle<Result<(), ServeError>> {
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(|e| ServeError::Server {
-                server,
-                message: e.to_string(),
+) -> Result<JoinHandle<Result<(), ServeError>>, ServeError> {
+    let failed = move |e: std::io::Error| ServeError::Server {
+        server,
+        message: e.to_string(),
+    };
+    Ok(match tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .map_err(failed)
+        }),
+        Some(tls) => {
+            let listener = tls.listener(listener).map_err(failed)?;
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+                    .map_err(failed)
             })
+        }
     })
 }
 

@@ -1,6 +1,10 @@
 //! The admin HTTP port: the dashboard at `/`, `/metrics`, the query API as
 //! JSON under `/api/v1/`, `/healthz` and `/readyz`.
 //!
+//! Two routes write: `POST /api/v1/baseline` and `POST /api/v1/alerts/ack`
+//! (JSON bodies; they reach these handlers only with the token, see
+//! [`crate::auth`]).
+//!
 //! JSON bodies are the proto3 JSON mapping of `modelgate.v1` (proto field
 //! names; 64-bit integers as strings, enums by name), so a client can switch
 //! between gRPC and JSON without translating; the one exception is
@@ -11,18 +15,19 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
 use modelgate_proto::v1 as pb;
 use serde::Deserialize;
 
 use crate::emit::{api, dashboard, prometheus};
+use crate::judge::ActionError;
 use crate::pipeline::PipelineHandle;
 
 /// How long `/readyz` waits for the pipeline task.
@@ -38,6 +43,8 @@ pub fn router(pipeline: PipelineHandle) -> Router {
         .route("/api/v1/regressions", get(regressions))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/history", get(history))
+        .route("/api/v1/baseline", post(set_baseline))
+        .route("/api/v1/alerts/ack", post(acknowledge))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see / (dashboard), /api/v1/versions, /api/v1/verdict, /api/v1/regressions, /api/v1/alerts, /api/v1/history, /metrics") })
@@ -237,6 +244,90 @@ async fn alerts(
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// Body of `POST /api/v1/baseline`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BaselineBody {
+    service: String,
+    /// Unset or empty: every endpoint of the service.
+    #[serde(default)]
+    endpoint: Option<String>,
+    version: String,
+}
+
+/// The answer of a write: 200 with the result, 400 for a bad request, 404
+/// when there is nothing to act on.
+fn action<T: serde::Serialize>(
+    answer: Result<Result<T, ActionError>, crate::pipeline::QueryError>,
+) -> Response {
+    match answer {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(e @ ActionError::NoSuchAlert { .. })) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn set_baseline(
+    State(pipeline): State<PipelineHandle>,
+    body: Result<Json<BaselineBody>, JsonRejection>,
+) -> Response {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} (body: {{\"service\", \"endpoint\" (optional), \"version\"}})",
+                    e.body_text()
+                ),
+            )
+        }
+    };
+    let request = pb::SetBaselineRequest {
+        service: b.service,
+        endpoint: b.endpoint.unwrap_or_default(),
+        version: b.version,
+    };
+    action(pipeline.set_baseline(request).await)
+}
+
+/// Body of `POST /api/v1/alerts/ack`: an alert as `/api/v1/regressions`
+/// names it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    service: String,
+    endpoint: String,
+    candidate: String,
+    rule: String,
+}
+
+async fn acknowledge(
+    State(pipeline): State<PipelineHandle>,
+    body: Result<Json<AckBody>, JsonRejection>,
+) -> Response {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} (body: {{\"service\", \"endpoint\", \"candidate\", \"rule\"}})",
+                    e.body_text()
+                ),
+            )
+        }
+    };
+    let request = pb::AcknowledgeAlertRequest {
+        service: b.service,
+        endpoint: b.endpoint,
+        candidate_version: b.candidate,
+        rule: b.rule,
+    };
+    action(pipeline.acknowledge(request).await)
 }
 
 async fn readyz(State(pipeline): State<PipelineHandle>) -> Response {

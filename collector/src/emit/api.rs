@@ -4,7 +4,10 @@
 //! The view builders are pure functions of the aggregator and the judge, run
 //! by the pipeline task when asked; the gRPC service here and the JSON routes
 //! in [`super::admin`] only forward questions to it and answer with what
-//! comes back. Nothing here mutates state.
+//! comes back. Nothing here mutates state: the two write operations
+//! (`SetBaseline`, `AcknowledgeAlert`) are carried out by the pipeline task
+//! on its [`Judge`], and reach this service only with the token
+//! ([`crate::auth`]).
 
 use std::pin::Pin;
 
@@ -17,7 +20,9 @@ use tonic::{Request, Response, Status};
 use crate::aggregate::Aggregator;
 use crate::config::{JudgeOverrides, OverrideError};
 use crate::extract::{EndpointKey, Outcome};
-use crate::judge::{AlertKey, AlertState, Condition, Evidence, Judge, Judgement, RuleResult};
+use crate::judge::{
+    ActionError, AlertKey, AlertState, Condition, Evidence, Judge, Judgement, RuleResult,
+};
 use crate::pipeline::{PipelineHandle, QueryError};
 
 /// An alert state in API terms.
@@ -54,8 +59,8 @@ fn evidence(e: &Evidence) -> pb::Evidence {
     }
 }
 
-/// One alert in API terms.
-pub fn regression(key: &AlertKey, judgement: &Judgement) -> pb::Regression {
+/// One alert in API terms; `acknowledged` as [`Judge::is_acknowledged`] says.
+pub fn regression(key: &AlertKey, judgement: &Judgement, acknowledged: bool) -> pb::Regression {
     pb::Regression {
         service: key.endpoint.service.clone(),
         endpoint: key.endpoint.endpoint.clone(),
@@ -65,6 +70,7 @@ pub fn regression(key: &AlertKey, judgement: &Judgement) -> pb::Regression {
         state: alert_state(judgement.alert.state) as i32,
         since_unix_ms: judgement.alert.since_ms as i64,
         evidence: Some(evidence(&judgement.result.evidence)),
+        acknowledged,
     }
 }
 
@@ -128,7 +134,7 @@ pub fn regressions(
         .filter(|(k, j)| {
             j.alert.state == AlertState::Firing && matches(&request.service, &k.endpoint.service)
         })
-        .map(|(k, j)| regression(k, j))
+        .map(|(k, j)| regression(k, j, judge.is_acknowledged(k)))
         .collect();
     regressions.sort_by(|a, b| {
         (&a.service, &a.endpoint, &a.candidate_version, &a.rule).cmp(&(
@@ -298,6 +304,16 @@ impl From<QueryError> for Status {
     }
 }
 
+/// The gRPC status of a refused operator action.
+fn action_status(e: ActionError) -> Status {
+    match e {
+        ActionError::NoSuchAlert { .. } => Status::not_found(e.to_string()),
+        ActionError::Missing(_) | ActionError::UnknownRule(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+    }
+}
+
 type AlertStream = Pin<Box<dyn Stream<Item = Result<pb::AlertEvent, Status>> + Send>>;
 
 /// Alert events for `service` (all when empty) from now on, until the
@@ -361,6 +377,24 @@ impl Query for QueryService {
         Ok(Response::new(
             self.pipeline.regressions(request.into_inner()).await?,
         ))
+    }
+
+    async fn set_baseline(
+        &self,
+        request: Request<pb::SetBaselineRequest>,
+    ) -> Result<Response<pb::SetBaselineResponse>, Status> {
+        // Authorization was checked by `auth::Authenticated` before this.
+        let answer = self.pipeline.set_baseline(request.into_inner()).await?;
+        answer.map(Response::new).map_err(action_status)
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        request: Request<pb::AcknowledgeAlertRequest>,
+    ) -> Result<Response<pb::AcknowledgeAlertResponse>, Status> {
+        // Authorization was checked by `auth::Authenticated` before this.
+        let answer = self.pipeline.acknowledge(request.into_inner()).await?;
+        answer.map(Response::new).map_err(action_status)
     }
 
     type WatchAlertsStream = AlertStream;

@@ -9,6 +9,16 @@
 //! the baseline; `sla` judges every version, baseline included, since it
 //! needs no baseline at all.
 //!
+//! Two operator actions change it at run time (the API's write operations):
+//! [`Judge::set_baseline`] pins an endpoint's (or a whole service's)
+//! baseline, above the configured and the chosen one, until restart; the
+//! latest pin wins, and a service-wide pin replaces that service's
+//! endpoint pins. [`Judge::acknowledge`] marks a firing alert acknowledged:
+//! the mark holds, whatever the baseline, while an alert of that service,
+//! endpoint, candidate and rule is pending or firing, and is dropped once
+//! none is; [`Judge::is_acknowledged`] tells the pipeline which events not to
+//! send again.
+//!
 //! The judge owns its alert states and is driven by one task with `now`
 //! passed in; it never reads the clock and never touches the network.
 
@@ -21,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Aggregator, Versions, WindowSummary};
-use crate::config::JudgeConfig;
+use crate::config::{BaselineConfig, JudgeConfig};
 use crate::extract::EndpointKey;
 pub use alert::{AlertMachine, AlertState};
 pub use rules::{Baseline, Candidate, Condition, Epoch, Evidence, Rule, RuleResult, Sequential};
@@ -76,6 +86,49 @@ pub struct AlertKey {
     pub rule: Rule,
 }
 
+/// What an acknowledgement names: an alert whatever its baseline and
+/// dimensions (service, endpoint, candidate, rule).
+type AckKey = (String, String, String, Rule);
+
+fn ack_key(key: &AlertKey) -> AckKey {
+    (
+        key.endpoint.service.clone(),
+        key.endpoint.endpoint.clone(),
+        key.candidate.clone(),
+        key.rule,
+    )
+}
+
+/// Why an operator action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// A required field is empty.
+    #[error("{0} is required")]
+    Missing(&'static str),
+    /// `rule` names no rule.
+    #[error("unknown rule {0:?}: one of sla, relative, errors, fanout")]
+    UnknownRule(String),
+    /// Nothing to acknowledge.
+    #[error("no pending or firing alert matches service {service:?}, endpoint {endpoint:?}, candidate {candidate:?}, rule {rule}")]
+    NoSuchAlert {
+        /// The service asked for.
+        service: String,
+        /// The endpoint asked for.
+        endpoint: String,
+        /// The candidate asked for.
+        candidate: String,
+        /// The rule asked for.
+        rule: Rule,
+    },
+}
+
+/// The rule called `name` (`sla`, `relative`, `errors`, `fanout`).
+pub fn rule_named(name: &str) -> Option<Rule> {
+    [Rule::Sla, Rule::Relative, Rule::Errors, Rule::Fanout]
+        .into_iter()
+        .find(|r| r.as_str() == name)
+}
+
 /// One judged (endpoint, candidate, baseline, rule): the latest result and
 /// the alert it drives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +180,10 @@ pub struct Judge {
     min_requests: u64,
     baselines: HashMap<EndpointKey, String>,
     judgements: HashMap<AlertKey, Judgement>,
+    /// Baselines pinned through the API, oldest first; see the module docs.
+    pinned: Vec<BaselineConfig>,
+    /// Acknowledged alerts; see the module docs.
+    acknowledged: HashSet<AckKey>,
 }
 
 impl Judge {
@@ -151,7 +208,91 @@ impl Judge {
             min_requests,
             baselines: HashMap::new(),
             judgements: HashMap::new(),
+            pinned: Vec::new(),
+            acknowledged: HashSet::new(),
         }
+    }
+
+    /// Pins `version` as the baseline of `service`'s `endpoint` (every
+    /// endpoint when `None`); takes effect at the next [`Judge::evaluate`].
+    pub fn set_baseline(
+        &mut self,
+        service: &str,
+        endpoint: Option<&str>,
+        version: &str,
+    ) -> Result<(), ActionError> {
+        if service.is_empty() {
+            return Err(ActionError::Missing("service"));
+        }
+        if version.is_empty() {
+            return Err(ActionError::Missing("version"));
+        }
+        // The latest word wins: drop older pins it covers.
+        self.pinned.retain(|p| {
+            !(p.service == service && (endpoint.is_none() || p.endpoint.as_deref() == endpoint))
+        });
+        self.pinned.push(BaselineConfig {
+            service: service.to_owned(),
+            endpoint: endpoint.map(str::to_owned),
+            version: version.to_owned(),
+        });
+        tracing::info!(
+            service,
+            endpoint = endpoint.unwrap_or("*"),
+            version,
+            "baseline set"
+        );
+        Ok(())
+    }
+
+    /// Acknowledges the pending or firing alerts of `candidate` on
+    /// `service`'s `endpoint` under `rule`; returns them.
+    pub fn acknowledge(
+        &mut self,
+        service: &str,
+        endpoint: &str,
+        candidate: &str,
+        rule: &str,
+    ) -> Result<Vec<(&AlertKey, &Judgement)>, ActionError> {
+        for (value, field) in [
+            (service, "service"),
+            (endpoint, "endpoint"),
+            (candidate, "candidate"),
+            (rule, "rule"),
+        ] {
+            if value.is_empty() {
+                return Err(ActionError::Missing(field));
+            }
+        }
+        let rule = rule_named(rule).ok_or_else(|| ActionError::UnknownRule(rule.to_owned()))?;
+        let key = (
+            service.to_owned(),
+            endpoint.to_owned(),
+            candidate.to_owned(),
+            rule,
+        );
+        let mut matching: Vec<(&AlertKey, &Judgement)> = self
+            .judgements
+            .iter()
+            .filter(|(k, j)| ack_key(k) == key && is_live(j))
+            .collect();
+        if matching.is_empty() {
+            return Err(ActionError::NoSuchAlert {
+                service: key.0,
+                endpoint: key.1,
+                candidate: key.2,
+                rule,
+            });
+        }
+        matching.sort_by(|a, b| a.0.cmp(b.0));
+        tracing::info!(service, endpoint, candidate, %rule, "alert acknowledged");
+        self.acknowledged.insert(key);
+        Ok(matching)
+    }
+
+    /// Whether the alert `key` is acknowledged.
+    pub fn is_acknowledged(&self, key: &AlertKey) -> bool {
+        !self.acknowledged.is_empty() && self.acknowledged.contains(&ack_key(key))
     }
 
     /// The configuration it judges with.
@@ -240,6 +381,15 @@ impl Judge {
             }
             false
         });
+        if !self.acknowledged.is_empty() {
+            let live: HashSet<AckKey> = self
+                .judgements
+                .iter()
+                .filter(|(_, j)| is_live(j))
+                .map(|(k, _)| ack_key(k))
+                .collect();
+            self.acknowledged.retain(|k| live.contains(k));
+        }
         transitions.sort_by(|a, b| a.key.cmp(&b.key));
         transitions
     }
@@ -288,21 +438,11 @@ impl Judge {
     }
 
     fn configured_baseline(&self, endpoint: &EndpointKey) -> Option<&str> {
-        let matching = |b: &&crate::config::BaselineConfig| b.service == endpoint.service;
-        // An endpoint-specific entry wins over a service-wide one.
-        self.config
-            .baselines
-            .iter()
-            .filter(matching)
-            .find(|b| b.endpoint.as_deref() == Some(endpoint.endpoint.as_str()))
-            .or_else(|| {
-                self.config
-                    .baselines
-                    .iter()
-                    .filter(matching)
-                    .find(|b| b.endpoint.is_none())
-            })
-            .map(|b| b.version.as_str())
+        // A pin through the API wins over the configuration; in each, an
+        // endpoint-specific entry wins over a service-wide one (the newest
+        // pin first: set_baseline keeps one per scope anyway).
+        baseline_in(self.pinned.iter().rev(), endpoint)
+            .or_else(|| baseline_in(self.config.baselines.iter(), endpoint))
     }
 
     fn judge_endpoint(
@@ -433,6 +573,28 @@ impl Judge {
     pub fn judgements(&self) -> impl Iterator<Item = (&AlertKey, &Judgement)> {
         self.judgements.iter()
     }
+}
+
+/// The baseline `entries` give `endpoint`: its own entry, else its
+/// service's (the first of each).
+fn baseline_in<'a>(
+    entries: impl Iterator<Item = &'a BaselineConfig> + Clone,
+    endpoint: &EndpointKey,
+) -> Option<&'a str> {
+    let mut of_service = entries.filter(|b| b.service == endpoint.service);
+    of_service
+        .clone()
+        .find(|b| b.endpoint.as_deref() == Some(endpoint.endpoint.as_str()))
+        .or_else(|| of_service.find(|b| b.endpoint.is_none()))
+        .map(|b| b.version.as_str())
+}
+
+/// Pending or firing: what an acknowledgement is about.
+fn is_live(judgement: &Judgement) -> bool {
+    matches!(
+        judgement.alert.state,
+        AlertState::Pending | AlertState::Firing
+    )
 }
 
 #[cfg(test)]
@@ -735,5 +897,104 @@ mod tests {
         assert_eq!(transitions.len(), 1);
         assert_eq!(transitions[0].judgement.alert.state, AlertState::Resolved);
         assert_eq!(judge.judgements().count(), 0);
+    }
+
+    #[test]
+    fn a_set_baseline_replaces_the_sticky_one() {
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        for _ in 0..20 {
+            agg.record_batch(
+                &[
+                    request("/a", "v1", 100.0, Outcome::Ok),
+                    request("/b", "v1", 100.0, Outcome::Ok),
+                ],
+                t,
+            );
+            t += 100;
+        }
+        judge.evaluate(&agg, t);
+        agg.record_batch(
+            &[
+                request("/a", "v2", 100.0, Outcome::Ok),
+                request("/b", "v2", 100.0, Outcome::Ok),
+            ],
+            t,
+        );
+        judge.evaluate(&agg, t);
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v1"));
+        // Service-wide.
+        judge.set_baseline("lending-api", None, "v2").unwrap();
+        judge.evaluate(&agg, t);
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v2"));
+        assert_eq!(judge.baseline(&endpoint("/b")), Some("v2"));
+        // An endpoint pin beats the service pin...
+        judge.set_baseline("lending-api", Some("/b"), "v1").unwrap();
+        judge.evaluate(&agg, t);
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v2"));
+        assert_eq!(judge.baseline(&endpoint("/b")), Some("v1"));
+        // ...until a newer service-wide pin replaces it.
+        judge.set_baseline("lending-api", None, "v1").unwrap();
+        judge.evaluate(&agg, t);
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v1"));
+        assert_eq!(judge.baseline(&endpoint("/b")), Some("v1"));
+        // Pins beat the configuration, and other services are untouched.
+        judge.config.baselines.push(BaselineConfig {
+            service: "lending-api".into(),
+            endpoint: Some("/a".into()),
+            version: "v0".into(),
+        });
+        judge.evaluate(&agg, t);
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v1"));
+        assert_eq!(
+            judge.set_baseline("", None, "v1"),
+            Err(ActionError::Missing("service"))
+        );
+        assert_eq!(
+            judge.set_baseline("lending-api", None, ""),
+            Err(ActionError::Missing("version"))
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_holds_while_the_alert_fires() {
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        assert!(matches!(
+            judge.acknowledge("lending-api", "/a", "v1", "sla"),
+            Err(ActionError::NoSuchAlert { .. })
+        ));
+        for _ in 0..10 {
+            agg.record_batch(&[request("/a", "v1", 900.0, Outcome::Ok)], t);
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        assert_eq!(active(&judge).len(), 1);
+        let key = judge.judgements().next().unwrap().0.clone();
+        assert!(!judge.is_acknowledged(&key));
+        assert_eq!(
+            judge.acknowledge("lending-api", "/a", "v1", "slow"),
+            Err(ActionError::UnknownRule("slow".into()))
+        );
+        assert_eq!(
+            judge.acknowledge("lending-api", "", "v1", "sla"),
+            Err(ActionError::Missing("endpoint"))
+        );
+        assert!(matches!(
+            judge.acknowledge("lending-api", "/a", "v2", "sla"),
+            Err(ActionError::NoSuchAlert { .. })
+        ));
+        let acked = judge.acknowledge("lending-api", "/a", "v1", "sla").unwrap();
+        assert_eq!(acked.len(), 1);
+        assert!(judge.is_acknowledged(&key));
+        // Still firing: still acknowledged.
+        agg.record_batch(&[request("/a", "v1", 900.0, Outcome::Ok)], t);
+        judge.evaluate(&agg, t + 1_000);
+        assert!(judge.is_acknowledged(&key));
+        // Resolved (the series expired): the mark goes with it.
+        t += 31 * 60 * 1_000;
+        agg.expire(t);
+        judge.evaluate(&agg, t);
+        assert!(!judge.is_acknowledged(&key));
     }
 }

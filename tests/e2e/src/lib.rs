@@ -6,6 +6,10 @@
 //! to production figures such as 100,000 series. It is found in the
 //! workspace's target directory or at `$MODELGATE_BIN`. Every wait here is
 //! bounded in time.
+//!
+//! A collector started with [`Collector::start_tls`] is reached over TLS
+//! (https, gRPC over TLS) trusting the given CA; [`Collector::set_token`]
+//! makes every helper here send `authorization: Bearer <token>`.
 
 // Test support: a panic with a message is exactly the failure report wanted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -52,6 +56,12 @@ pub struct Collector {
     pub admin: SocketAddr,
     log: Arc<Mutex<String>>,
     http: reqwest::Client,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// The CA the TLS clients trust, PEM.
+    ca_pem: Option<String>,
+    /// Sent as a bearer token when set.
+    token: Option<String>,
 }
 
 impl Collector {
@@ -59,6 +69,85 @@ impl Collector {
     /// it listens.
     pub async fn start(env: &[(&str, &str)]) -> Self {
         Self::start_command(Command::new(modelgate_bin()), env).await
+    }
+
+    /// [`Collector::start`] for a collector serving TLS (configured through
+    /// `env`) with a certificate that `ca_pem` (PEM) issued or is.
+    pub async fn start_tls(env: &[(&str, &str)], ca_pem: &str) -> Self {
+        let mut collector = Self::start(env).await;
+        collector.scheme = "https";
+        collector.ca_pem = Some(ca_pem.to_owned());
+        collector.http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        collector
+    }
+
+    /// The bearer token the helpers send from now on (`None`: none).
+    pub fn set_token(&mut self, token: Option<&str>) {
+        self.token = token.map(str::to_owned);
+    }
+
+    /// The HTTP client the helpers use (trusting the test CA under TLS).
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// URL of `path` on the admin port (`http` or `https`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.admin)
+    }
+
+    /// URL of `path` on the OTLP/HTTP port (`http` or `https`).
+    pub fn http_url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.http_addr)
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// A channel to the gRPC port: TLS (trusting the test CA, server name
+    /// `localhost`) when started with [`Collector::start_tls`].
+    pub async fn grpc_channel(&self) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.grpc_url())?
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(ca) = &self.ca_pem {
+            endpoint = endpoint.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                    .domain_name("localhost"),
+            )?;
+        }
+        endpoint.connect().await
+    }
+
+    /// `message` as a request carrying the token, if one is set.
+    pub fn grpc_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        request
+    }
+
+    /// POST of a JSON body on the admin port: (status, body).
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
+        let response = self
+            .authorized(self.http.post(self.admin_url(path)).json(body))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e:?}"));
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
     }
 
     /// [`Collector::start`], pinned to one CPU with `taskset` (for
@@ -126,19 +215,21 @@ impl Collector {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
+            scheme: "http",
+            ca_pem: None,
+            token: None,
         }
     }
 
-    /// `http://` URL of the gRPC port.
+    /// URL of the gRPC port (`http://`, or `https://` under TLS).
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc)
+        format!("{}://{}", self.scheme, self.grpc)
     }
 
     /// GET on the admin port: (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
         let response = self
-            .http
-            .get(format!("http://{}{path}", self.admin))
+            .authorized(self.http.get(self.admin_url(path)))
             .send()
             .await
             .unwrap_or_else(|e| {
@@ -162,8 +253,7 @@ impl Collector {
         body: Vec<u8>,
     ) -> (u16, String, Vec<u8>) {
         let mut request = self
-            .http
-            .post(format!("http://{}{path}", self.http_addr))
+            .authorized(self.http.post(self.http_url(path)))
             .header("content-type", content_type)
             .body(body);
         if let Some(encoding) = content_encoding {

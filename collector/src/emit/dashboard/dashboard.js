@@ -471,10 +471,19 @@
     el.className = "status " + cls;
   }
 
+  // With auth.token set, open the page as /#token=<token>: the fragment
+  // never leaves the browser, and the token goes along as a bearer header.
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  const headers = token ? { Authorization: "Bearer " + token } : {};
+
   async function refresh() {
     const url = "/api/v1/history" + (state.service ? "?service=" + encodeURIComponent(state.service) : "");
     try {
-      const response = await fetch(url, { cache: "no-store" });
+      const response = await fetch(url, { cache: "no-store", headers });
+      if (response.status === 401) {
+        setStatus("this collector needs a token: open the page as /#token=<token>", "down");
+        return;
+      }
       if (!response.ok) throw new Error("HTTP " + response.status);
       state.data = await response.json();
       render();
