@@ -360,7 +360,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
+            #![proptest_config(ProptestConfig::with_cases(128))]
 
             #[test]
             fn every_quantile_is_within_the_relative_error_bound(
@@ -407,7 +407,7 @@ mod tests {
             fn every_value_is_counted_once(
                 values in prop::collection::vec(
                     prop_oneof![latency(), Just(-1.0), Just(f64::NAN), Just(f64::INFINITY)],
-                    0..1000,
+                    0..500,
                 ),
                 repeat in 1u32..5,
             ) {
