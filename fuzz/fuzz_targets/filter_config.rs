@@ -12,6 +12,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(config) = Config::parse(data) {
         assert!(config.canary_basis_points() <= 10_000);
         let stats = VersionStats::new(&config.stats_prefix, config.max_versions);
-        let _ = stats.name(&config.baseline_version, modelgate_wasm_filter::stats::MetricKind::Counter);
+        let _ = stats.name(
+            &config.baseline_version,
+            modelgate_wasm_filter::stats::MetricKind::Counter,
+        );
     }
 });
