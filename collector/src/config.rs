@@ -746,8 +746,10 @@ impl Config {
             }
         }
         let a = &self.aggregate;
-        if a.slot.is_zero() {
-            return Err(invalid("aggregate.slot", "must be more than 0s"));
+        // Slots are whole milliseconds (the aggregator keys them by
+        // `now_ms / slot_ms`); a shorter one would also divide by zero below.
+        if a.slot < Duration::from_millis(1) {
+            return Err(invalid("aggregate.slot", "must be at least 1ms"));
         }
         if a.window < a.slot {
             return Err(invalid(
@@ -1046,6 +1048,18 @@ mod tests {
         assert_eq!(config.judge.sla.quantile, 0.95);
         assert_eq!(config.aggregate.max_series, 10);
         assert_eq!(config.judge.baselines[0].version, "v1.2");
+    }
+
+    #[test]
+    fn sub_millisecond_slot_is_refused_not_a_division_by_zero() {
+        // Found while writing the `config` fuzz target: `slot.as_millis()` was 0.
+        for slot in ["500us", "1ns", "0s"] {
+            let err = Config::from_yaml(&format!("aggregate:\n  slot: {slot}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("aggregate.slot"), "{slot}: {err}");
+        }
+        Config::from_yaml("aggregate:\n  slot: 1ms\n  window: 1s\n  baseline_horizon: 10s\n  series_idle_timeout: 10s\njudge:\n  sequential:\n    epoch: 5s\n").unwrap();
     }
 
     #[test]

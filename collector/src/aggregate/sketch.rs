@@ -353,4 +353,94 @@ mod tests {
         assert_eq!(s.count_above(150.0), 2);
         assert_eq!(s.count_above(50.0), 5);
     }
+
+    /// Properties over random data: the documented error bound, exact
+    /// merging and conservation of counts. Values span 1 µs to 1000 s, a
+    /// range of 2^30, inside [`MAX_BUCKETS`], so no bucket ever collapses
+    /// (collapsing trades precision on the fastest requests by design).
+    mod properties {
+        use super::super::*;
+        use super::exact;
+        use proptest::prelude::*;
+
+        /// A latency in ms, log-uniform over nine decades, or zero now and
+        /// then.
+        fn latency() -> impl Strategy<Value = f64> {
+            prop_oneof![
+                1 => Just(0.0),
+                20 => (-3.0f64..6.0).prop_map(|e| 10f64.powf(e)),
+            ]
+        }
+
+        fn sketch_of(values: &[f64]) -> Sketch {
+            let mut s = Sketch::new();
+            for v in values {
+                s.record(*v);
+            }
+            s
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            #[test]
+            fn every_quantile_is_within_the_relative_error_bound(
+                mut values in prop::collection::vec(latency(), 1..2000),
+                q in 0.0f64..=1.0,
+            ) {
+                let sketch = sketch_of(&values);
+                values.sort_by(f64::total_cmp);
+                let want = exact(&values, q);
+                let got = sketch.quantile(q).unwrap();
+                if want == 0.0 {
+                    prop_assert_eq!(got, 0.0);
+                } else {
+                    let err = (got - want).abs() / want;
+                    prop_assert!(
+                        err <= RELATIVE_ERROR + 1e-9,
+                        "q={} want={} got={} err={}", q, want, got, err
+                    );
+                }
+            }
+
+            #[test]
+            fn merging_equals_recording_everything_in_one(
+                a in prop::collection::vec(latency(), 0..500),
+                b in prop::collection::vec(latency(), 0..500),
+            ) {
+                let mut merged = sketch_of(&a);
+                merged.merge(&sketch_of(&b));
+                let all: Vec<f64> = a.iter().chain(&b).copied().collect();
+                let direct = sketch_of(&all);
+                prop_assert_eq!(merged.count(), direct.count());
+                prop_assert_eq!(
+                    merged.buckets().collect::<Vec<_>>(),
+                    direct.buckets().collect::<Vec<_>>()
+                );
+                for q in [0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0] {
+                    prop_assert_eq!(merged.quantile(q), direct.quantile(q));
+                }
+                // Only the sum depends on the order of additions.
+                prop_assert!((merged.sum() - direct.sum()).abs() <= 1e-9 * direct.sum().max(1.0));
+            }
+
+            #[test]
+            fn every_value_is_counted_once(
+                values in prop::collection::vec(
+                    prop_oneof![latency(), Just(-1.0), Just(f64::NAN), Just(f64::INFINITY)],
+                    0..500,
+                ),
+                repeat in 1u32..5,
+            ) {
+                let mut s = Sketch::new();
+                for v in &values {
+                    s.record_n(*v, repeat);
+                }
+                let n = values.len() as u64 * u64::from(repeat);
+                prop_assert_eq!(s.count(), n);
+                prop_assert_eq!(s.buckets().map(|(_, c)| c).sum::<u64>(), n);
+                prop_assert!(s.counts.len() <= MAX_BUCKETS);
+            }
+        }
+    }
 }

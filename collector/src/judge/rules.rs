@@ -845,4 +845,74 @@ mod tests {
         let f = fanout(&FanoutRule::default(), &seq(), cand(&patched), base(&b));
         assert_eq!(f.condition, Condition::Clear, "{f:?}");
     }
+
+    /// Properties of the `relative` rule over random log-normal latencies
+    /// (median 20 ms to 500 ms, sigma 0.1 to 1): no false alarm between two
+    /// draws of one distribution, and no miss of a 3x slowdown once both
+    /// sides have a few hundred requests. The runner's seed is fixed so a
+    /// run is reproducible; each case draws its own data from `seed`.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::RngSeed;
+        use rand::{rngs::StdRng, SeedableRng};
+        use rand_distr::{Distribution, LogNormal};
+
+        fn draw(rng: &mut StdRng, median_ms: f64, sigma: f64, n: usize, scale: f64) -> Vec<f64> {
+            let dist = LogNormal::new(median_ms.ln(), sigma).unwrap();
+            (0..n).map(|_| dist.sample(rng) * scale).collect()
+        }
+
+        fn judge(candidate: &[f64], baseline: &[f64]) -> RuleResult {
+            let (c, b) = (summary(candidate, 0), summary(baseline, 0));
+            let epoch = Epoch::of(c.clone());
+            relative(
+                &RelativeRule::default(),
+                &seq(),
+                Candidate {
+                    window: &c,
+                    epoch: &epoch,
+                },
+                base(&b),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 200,
+                rng_seed: RngSeed::Fixed(0x6d6f_6465_6c67_6174),
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn one_distribution_never_breaches(
+                seed in any::<u64>(),
+                median_ms in 20.0f64..500.0,
+                sigma in 0.1f64..1.0,
+                nc in 10usize..400,
+                nb in 10usize..1000,
+            ) {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let baseline = draw(&mut rng, median_ms, sigma, nb, 1.0);
+                let candidate = draw(&mut rng, median_ms, sigma, nc, 1.0);
+                let r = judge(&candidate, &baseline);
+                prop_assert_ne!(r.condition, Condition::Breach, "{:?}", r);
+            }
+
+            #[test]
+            fn three_times_slower_always_breaches(
+                seed in any::<u64>(),
+                median_ms in 20.0f64..500.0,
+                sigma in 0.1f64..1.0,
+                nc in 200usize..400,
+                nb in 300usize..1000,
+            ) {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let baseline = draw(&mut rng, median_ms, sigma, nb, 1.0);
+                let candidate = draw(&mut rng, median_ms, sigma, nc, 3.0);
+                let r = judge(&candidate, &baseline);
+                prop_assert_eq!(r.condition, Condition::Breach, "{:?}", r);
+            }
+        }
+    }
 }
