@@ -571,6 +571,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_full_aggregation_queue_refuses_and_counts() {
+        let config = Config::from_yaml("receiver:\n  queue_batches: 2\n").unwrap();
+        let telemetry = Arc::new(Telemetry::default());
+        // The pipeline task is not running: nothing drains the queue.
+        let (_pipeline, handle) =
+            Pipeline::new(&config, telemetry.clone(), None, CancellationToken::new());
+        for _ in 0..2 {
+            handle.try_ingest(vec![sample("v1", 20); 3]).unwrap();
+        }
+        let refused = handle.try_ingest(vec![sample("v1", 20); 5]);
+        assert!(matches!(refused, Err(IngestError::Full)), "{refused:?}");
+        assert_eq!(telemetry.refused_total(RefusedReason::QueueFull), 5);
+        assert_eq!(
+            telemetry.accepted_total(),
+            0,
+            "counted by the receiver, not here"
+        );
+    }
+
+    #[tokio::test]
     async fn an_acknowledged_alert_is_not_announced_again() {
         let config = Config::from_yaml("judge:\n  alerts:\n    hold: 0s\n").unwrap();
         let (mut pipeline, handle) = Pipeline::new(
