@@ -566,6 +566,58 @@ fn a_bad_configuration_is_refused_with_the_field_named() {
         .unwrap());
 }
 
+/// The first value under `key` anywhere in a YAML document.
+fn find_key<'a>(doc: &'a serde_yaml_ng::Value, key: &str) -> Option<&'a serde_yaml_ng::Value> {
+    match doc {
+        serde_yaml_ng::Value::Mapping(map) => map
+            .get(key)
+            .or_else(|| map.values().find_map(|v| find_key(v, key))),
+        serde_yaml_ng::Value::Sequence(items) => items.iter().find_map(|v| find_key(v, key)),
+        _ => None,
+    }
+}
+
+fn example(path: &str) -> serde_yaml_ng::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(path);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What the examples hand the filter is accepted as it is: Envoy's
+/// `StringValue` (JSON text) and Istio's `pluginConfig` (a Struct, which
+/// Istio passes on as JSON).
+#[test]
+fn the_example_configurations_are_accepted() {
+    let envoy = example("envoy/envoy.yaml");
+    let envoy_json = find_key(&envoy, "configuration")
+        .and_then(|c| c.get("value"))
+        .and_then(|v| v.as_str())
+        .expect("envoy.yaml: the filter's configuration.value")
+        .to_owned();
+    let istio = example("istio/wasmplugin.yaml");
+    let plugin_config = find_key(&istio, "pluginConfig").expect("wasmplugin.yaml: pluginConfig");
+    let istio_json = serde_json::to_string(plugin_config).unwrap();
+    for (name, config) in [("envoy.yaml", envoy_json), ("wasmplugin.yaml", istio_json)] {
+        let mut host = Host::new().unwrap();
+        assert!(
+            host.configure(&config).unwrap(),
+            "{name}: refused {config}: {:?}",
+            host.logs()
+        );
+        let ex = host.request(&get("/risk-score")).unwrap();
+        assert!(
+            matches!(
+                ex.header("x-model-version").as_deref(),
+                Some("v1.2" | "v1.3")
+            ),
+            "{name}: {:?}",
+            ex.header("x-model-version")
+        );
+    }
+}
+
 /// Every `proxy_*` call the module imports, answering NotFound and then
 /// InternalFailure, through a whole lifecycle: configure, requests, timer,
 /// dispatched calls answered. The filter must not trap.
