@@ -245,7 +245,7 @@ fn scan_resource_spans<'a>(
                     match tag {
                         2 => {
                             let span = scope_spans.bytes(wire, "ScopeSpans.spans")?;
-                            let (fields, attrs) = read_span(span, span_attrs)?;
+                            let fields = read_span(span, span_attrs)?;
                             let span = SpanFields {
                                 kind: fields.kind,
                                 name: fields.name,
@@ -255,7 +255,7 @@ fn scan_resource_spans<'a>(
                                 status_error: fields.status_error,
                                 trace_id: fields.trace_id,
                                 attributes: WireAttrs {
-                                    list: attrs,
+                                    list: span_attrs,
                                     bad_utf8: &bad_utf8,
                                 },
                             };
@@ -278,10 +278,10 @@ fn scan_resource_spans<'a>(
 }
 
 /// One span's fields; its attributes go to `attrs` (cleared first).
-fn read_span<'a, 's>(
+fn read_span<'a>(
     bytes: &'a [u8],
-    attrs: &'s mut RawAttrs<'a>,
-) -> Result<(SpanFields<'a, ()>, &'s [(&'a [u8], RawVal<'a>)]), WireError> {
+    attrs: &mut RawAttrs<'a>,
+) -> Result<SpanFields<'a, ()>, WireError> {
     attrs.clear();
     let mut span = SpanFields {
         kind: 0,
@@ -321,7 +321,7 @@ fn read_span<'a, 's>(
     }
     span.name = utf8(name, "Span.name")?;
     span.status_error = status_code == 2;
-    Ok((span, attrs))
+    Ok(span)
 }
 
 /// Appends one `KeyValue`'s key and value to `attrs`.
@@ -391,14 +391,13 @@ mod tests {
     use crate::extract::{extract, Sample};
     use crate::fixture::{attr_str, SpanSpec};
 
+    type Read = (ExtractReport, Vec<Sample>);
+
     /// Both readers on the same request: (report, samples) each.
     fn both(
         request: &ExportTraceServiceRequest,
         config: &ExtractConfig,
-    ) -> (
-        (ExtractReport, Vec<Sample>),
-        Result<(ExtractReport, Vec<Sample>), WireError>,
-    ) {
+    ) -> (Read, Result<Read, WireError>) {
         let mut decoded = Vec::new();
         let reference = extract(request, config, &mut decoded);
         let bytes = request.encode_to_vec();
