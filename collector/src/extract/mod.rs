@@ -22,8 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ExtractConfig;
 
+pub mod intern;
 pub mod logs;
 pub mod wire;
+
+pub use intern::{Interner, SeriesName};
 
 /// The version label of spans that carry none of the configured version
 /// attributes: they still count, under this name.
@@ -113,6 +116,33 @@ pub struct Sample {
     pub trace_id: [u8; 16],
     /// Request or database call.
     pub kind: SampleKind,
+}
+
+/// A [`Sample`] whose series is named by a shared [`SeriesName`] (see
+/// [`intern`]): what the fast path hands to the pipeline, with no string
+/// of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InternedSample {
+    /// Service, endpoint, dimensions and version.
+    pub series: std::sync::Arc<SeriesName>,
+    /// The trace, to join database calls to their request.
+    pub trace_id: [u8; 16],
+    /// Request or database call.
+    pub kind: InternedKind,
+}
+
+/// [`SampleKind`] of an [`InternedSample`]: the endpoint is in the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternedKind {
+    /// A request and its latency.
+    Request {
+        /// End minus start.
+        duration: Duration,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// A database call.
+    DbCall,
 }
 
 /// What extraction made of one export request.

@@ -9,8 +9,8 @@
 //! queue the accepted export for [`crate::forward`]; they are the only place
 //! where protocol status codes are made. They never keep state of their own.
 
-use crate::extract::{ExtractReport, Sample};
-use crate::pipeline::{IngestError, PipelineHandle};
+use crate::extract::ExtractReport;
+use crate::pipeline::{Batch, IngestError, PipelineHandle};
 use crate::telemetry::RefusedReason;
 
 pub mod grpc;
@@ -32,10 +32,11 @@ pub struct Partial {
 /// nothing is counted as accepted then.
 pub fn hand_over(
     pipeline: &PipelineHandle,
-    samples: Vec<Sample>,
+    samples: impl Into<Batch>,
     report: ExtractReport,
     unusable: RefusedReason,
 ) -> Result<Option<Partial>, IngestError> {
+    let samples = samples.into();
     if !samples.is_empty() {
         pipeline.try_ingest(samples)?;
     }
