@@ -52,8 +52,8 @@ pub enum WireError {
     Utf8(&'static str),
 }
 
-/// A borrowed attribute value as it is on the wire; strings are checked for
-/// UTF-8 only when a rule reads them.
+/// A borrowed attribute value, read from its `AnyValue` bytes; strings are
+/// checked for UTF-8 only when a rule reads them.
 #[derive(Debug, Clone, Copy)]
 enum RawVal<'a> {
     Str(&'a [u8]),
@@ -63,27 +63,74 @@ enum RawVal<'a> {
     Other,
 }
 
-/// Attributes of one span or resource: (key, value) in wire order.
-type RawAttrs<'a> = Vec<(&'a [u8], RawVal<'a>)>;
+/// Attributes of one span or resource in wire order: the key and the
+/// bytes of every `value` field of it (one, unless a sender repeated it).
+/// Values are parsed only when a rule looks one up: most attributes never
+/// are.
+type RawAttrs<'a> = Vec<(&'a [u8], RawValue<'a>)>;
 
-/// [`Attrs`] over wire attributes. A string value that is not UTF-8 reads
-/// as no value and sets `bad_utf8`, which fails the whole request afterwards
-/// as the full decode would.
+/// The `value` of a `KeyValue`, unparsed.
+#[derive(Debug, Clone, Copy)]
+enum RawValue<'a> {
+    /// No `value` field.
+    None,
+    /// One `value` field (the usual case).
+    One(&'a [u8]),
+    /// Several: they merge, so the whole `KeyValue` is parsed again.
+    Repeated(&'a [u8]),
+}
+
+impl<'a> RawValue<'a> {
+    fn parse(self) -> Result<RawVal<'a>, WireError> {
+        let mut value = RawVal::Other;
+        match self {
+            RawValue::None => {}
+            RawValue::One(bytes) => read_any_value(bytes, &mut value)?,
+            RawValue::Repeated(key_value) => {
+                let mut fields = Reader::new(key_value);
+                while let Some((tag, wire)) = fields.field()? {
+                    match tag {
+                        2 => read_any_value(fields.bytes(wire, "KeyValue.value")?, &mut value)?,
+                        _ => fields.skip(wire, tag)?,
+                    }
+                }
+            }
+        }
+        Ok(value)
+    }
+}
+
+/// [`Attrs`] over wire attributes. A value that does not parse, or a
+/// string that is not UTF-8, reads as no value and sets `bad`, which fails
+/// the whole request afterwards as the full decode would.
 struct WireAttrs<'s, 'a> {
-    list: &'s [(&'a [u8], RawVal<'a>)],
-    bad_utf8: &'s Cell<bool>,
+    list: &'s [(&'a [u8], RawValue<'a>)],
+    bad: &'s Cell<Option<WireError>>,
+}
+
+impl WireAttrs<'_, '_> {
+    fn fail(&self, e: WireError) -> Option<Val<'static>> {
+        self.bad.set(Some(e));
+        Some(Val::Other)
+    }
 }
 
 impl<'a> Attrs<'a> for WireAttrs<'_, 'a> {
+    #[inline]
     fn find(&self, key: &str) -> Option<Val<'a>> {
-        let (_, value) = self.list.iter().find(|(k, _)| *k == key.as_bytes())?;
-        Some(match *value {
+        let key = key.as_bytes();
+        let (_, value) = self
+            .list
+            .iter()
+            .find(|(k, _)| k.len() == key.len() && k.first() == key.first() && *k == key)?;
+        let value = match value.parse() {
+            Ok(value) => value,
+            Err(e) => return self.fail(e),
+        };
+        Some(match value {
             RawVal::Str(bytes) => match std::str::from_utf8(bytes) {
                 Ok(s) => Val::Str(s),
-                Err(_) => {
-                    self.bad_utf8.set(true);
-                    Val::Other
-                }
+                Err(_) => return self.fail(WireError::Utf8("AnyValue.string_value")),
             },
             RawVal::Int(i) => Val::Int(i),
             RawVal::Double(d) => Val::Double(d),
@@ -104,16 +151,36 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field's (tag, wire type), `None` at the end.
+    #[inline]
     fn field(&mut self) -> Result<Option<(u32, WireType)>, WireError> {
-        if self.buf.is_empty() {
-            return Ok(None);
+        match self.buf.first() {
+            None => Ok(None),
+            // Tags 1..=15: the key is one byte (every field read here).
+            Some(&key) if key < 0x80 && key >= 0x08 => {
+                self.buf = &self.buf[1..];
+                let wire = WireType::try_from(u64::from(key & 7))?;
+                Ok(Some((u32::from(key >> 3), wire)))
+            }
+            Some(_) => Ok(Some(decode_key(&mut self.buf)?)),
         }
-        Ok(Some(decode_key(&mut self.buf)?))
     }
 
+    /// A varint; one-byte ones without a call.
+    #[inline]
+    fn raw_varint(&mut self) -> Result<u64, WireError> {
+        match self.buf.first() {
+            Some(&b) if b < 0x80 => {
+                self.buf = &self.buf[1..];
+                Ok(u64::from(b))
+            }
+            _ => Ok(decode_varint(&mut self.buf)?),
+        }
+    }
+
+    #[inline]
     fn bytes(&mut self, wire: WireType, field: &'static str) -> Result<&'a [u8], WireError> {
         expect(wire, WireType::LengthDelimited, field)?;
-        let len = decode_varint(&mut self.buf)?;
+        let len = self.raw_varint()?;
         let len = usize::try_from(len).map_err(|_| WireError::Truncated(field))?;
         if len > self.buf.len() {
             return Err(WireError::Truncated(field));
@@ -125,7 +192,7 @@ impl<'a> Reader<'a> {
 
     fn varint(&mut self, wire: WireType, field: &'static str) -> Result<u64, WireError> {
         expect(wire, WireType::Varint, field)?;
-        Ok(decode_varint(&mut self.buf)?)
+        self.raw_varint()
     }
 
     fn fixed64(&mut self, wire: WireType, field: &'static str) -> Result<u64, WireError> {
@@ -227,14 +294,14 @@ fn scan_resource_spans<'a>(
             _ => fields.skip(wire, tag)?,
         }
     }
-    let bad_utf8 = Cell::new(false);
+    let bad = Cell::new(None);
     let resource = WireAttrs {
         list: resource_attrs,
-        bad_utf8: &bad_utf8,
+        bad: &bad,
     };
     let service = service_of(&resource);
-    if bad_utf8.get() {
-        return Err(WireError::Utf8("AnyValue.string_value"));
+    if let Some(e) = bad.take() {
+        return Err(e);
     }
     let mut fields = Reader::new(bytes);
     while let Some((tag, wire)) = fields.field()? {
@@ -256,12 +323,12 @@ fn scan_resource_spans<'a>(
                                 trace_id: fields.trace_id,
                                 attributes: WireAttrs {
                                     list: span_attrs,
-                                    bad_utf8: &bad_utf8,
+                                    bad: &bad,
                                 },
                             };
                             let result = sample_of(&span, service, &resource, config);
-                            if bad_utf8.get() {
-                                return Err(WireError::Utf8("AnyValue.string_value"));
+                            if let Some(e) = bad.take() {
+                                return Err(e);
                             }
                             if let Some(sample) = tally.count(&span, result) {
                                 sink(sample);
@@ -324,18 +391,29 @@ fn read_span<'a>(
     Ok(span)
 }
 
-/// Appends one `KeyValue`'s key and value to `attrs`.
+/// Appends one `KeyValue`'s key and (unparsed) value to `attrs`.
+#[inline]
 fn read_key_value<'a>(bytes: &'a [u8], attrs: &mut RawAttrs<'a>) -> Result<(), WireError> {
     let mut key: &[u8] = &[];
-    let mut value = RawVal::Other;
+    let mut value = RawValue::None;
     let mut fields = Reader::new(bytes);
     while let Some((tag, wire)) = fields.field()? {
         match tag {
             1 => key = fields.bytes(wire, "KeyValue.key")?,
             // Repeated occurrences merge: the last variant seen wins.
-            2 => read_any_value(fields.bytes(wire, "KeyValue.value")?, &mut value)?,
+            2 => {
+                let bytes = fields.bytes(wire, "KeyValue.value")?;
+                value = match value {
+                    RawValue::None => RawValue::One(bytes),
+                    // Parsed from the whole KeyValue below.
+                    _ => RawValue::Repeated(&[]),
+                };
+            }
             _ => fields.skip(wire, tag)?,
         }
+    }
+    if let RawValue::Repeated(_) = value {
+        value = RawValue::Repeated(bytes);
     }
     attrs.push((key, value));
     Ok(())
@@ -631,6 +709,46 @@ mod tests {
             (got[0].service.as_str(), got[0].version.as_str()),
             ("late", "m1")
         );
+    }
+
+    #[test]
+    fn a_repeated_attribute_value_merges_as_in_a_decode() {
+        let string = |v: &str| AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        };
+        let int = AnyValue {
+            value: Some(any_value::Value::IntValue(3)),
+        };
+        for values in [
+            vec![string("a"), int.clone()],
+            vec![string("a"), AnyValue { value: None }],
+            vec![int, string("b")],
+        ] {
+            let mut key_value = Vec::new();
+            prost::encoding::string::encode(1, &"model.version".to_owned(), &mut key_value);
+            for v in &values {
+                prost::encoding::message::encode(2, v, &mut key_value);
+            }
+            let request = SpanSpec::server("svc", "op", 5).into_request();
+            let span = &request.resource_spans[0].scope_spans[0].spans[0];
+            let mut span_bytes = span.encode_to_vec();
+            prost::encoding::bytes::encode(9, &key_value, &mut span_bytes);
+            let mut scope = Vec::new();
+            prost::encoding::bytes::encode(2, &span_bytes, &mut scope);
+            let mut resource_spans = Vec::new();
+            prost::encoding::bytes::encode(2, &scope, &mut resource_spans);
+            let mut bytes = Vec::new();
+            prost::encoding::bytes::encode(1, &resource_spans, &mut bytes);
+            let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+            let mut want = Vec::new();
+            extract(&decoded, &ExtractConfig::default(), &mut want);
+            let mut got = Vec::new();
+            scan(&bytes, &ExtractConfig::default(), |s| {
+                got.push(s.to_sample())
+            })
+            .unwrap();
+            assert_eq!(got, want, "{values:?}");
+        }
     }
 
     #[test]

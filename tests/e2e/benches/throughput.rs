@@ -2,7 +2,10 @@
 //! a noisy machine:
 //! (a) decode only: the `opentelemetry-proto` decode of the load batches, the
 //!     limit of a receiver that decodes full messages;
-//! (b) decode + extract + aggregate in process, no network, one thread;
+//! (b) decode + extract + aggregate in process, no network, one thread (the
+//!     old receive path, for reference);
+//! (b2) the receive path now: wire scan + intern + aggregate in process, no
+//!     network, one thread: the collector's own cost per span;
 //! (c) end to end over loopback gRPC: the release `modelgate` (judge on) on
 //!     CPU 0 and `modelgate loadgen` on CPU 1 (`taskset`).
 //! Batches: 512 spans of ten attributes over a few hundred series and five
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use modelgate::aggregate::Aggregator;
 use modelgate::config::{AggregateConfig, ExtractConfig};
-use modelgate::extract::extract;
+use modelgate::extract::{extract, wire, Interner};
 use modelgate::loadgen::{batches, LoadOptions};
 use modelgate_e2e::{metric, modelgate_bin, Collector};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -76,6 +79,20 @@ async fn main() {
         samples.len()
     });
 
+    // (b2) Wire scan, intern, aggregate: what the receiver and the pipeline
+    // task do per export now.
+    let mut agg = Aggregator::new(AggregateConfig::default(), vec![100.0], 1_763_658_000_000);
+    let mut interner = Interner::new(1 << 16);
+    let mut interned = Vec::with_capacity(options.batch_spans);
+    let started = Instant::now();
+    let fast = in_process(&encoded, seconds, |b| {
+        interned.clear();
+        wire::scan(b, &config, |s| interned.push(interner.intern(&s))).unwrap();
+        let now = 1_763_658_000_000 + started.elapsed().as_millis() as u64;
+        agg.record_interned(&interned, now);
+        interned.len()
+    });
+
     // (c) End to end, one core each.
     let collector = Collector::start_pinned(0, &[]).await;
     let out = tokio::process::Command::new("taskset")
@@ -118,6 +135,10 @@ async fn main() {
     println!(
         "| (b) decode + extract + aggregate, 1 thread | {aggregate:.0} | {:.2} |",
         aggregate / decode
+    );
+    println!(
+        "| (b2) wire scan + intern + aggregate, 1 thread | {fast:.0} | {:.2} |",
+        fast / decode
     );
     println!(
         "| (c) end to end, loopback gRPC, collector on 1 core (judge on) | {e2e:.0} | {:.2} |",
