@@ -619,6 +619,11 @@ impl Aggregator {
         self.endpoints.iter()
     }
 
+    /// Number of endpoints (with at least one series).
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
     /// The versions of one endpoint.
     pub fn versions(&self, endpoint: &EndpointKey) -> Option<&Versions> {
         self.endpoints.get(endpoint)

@@ -156,7 +156,7 @@ impl<'a> Reader<'a> {
         match self.buf.first() {
             None => Ok(None),
             // Tags 1..=15: the key is one byte (every field read here).
-            Some(&key) if key < 0x80 && key >= 0x08 => {
+            Some(&key) if (0x08..0x80).contains(&key) => {
                 self.buf = &self.buf[1..];
                 let wire = WireType::try_from(u64::from(key & 7))?;
                 Ok(Some((u32::from(key >> 3), wire)))

@@ -328,7 +328,10 @@ impl Judge {
             .keys()
             .map(|k| (&k.endpoint, k.candidate.as_str()))
             .collect();
-        let mut new_baselines = Vec::new();
+        // Baselines change rarely: only changes are written (no clone of
+        // every endpoint key each evaluation), and endpoints without one go.
+        let mut changed_baselines = Vec::new();
+        let mut without_baseline = Vec::new();
         let mut results = Vec::new();
         for (endpoint, versions) in agg.endpoints() {
             let baseline = self.choose_baseline(agg, endpoint, versions, &under_alert, now_ms);
@@ -340,11 +343,27 @@ impl Judge {
                 &judged,
                 now_ms,
             ));
-            if let Some(b) = baseline {
-                new_baselines.push((endpoint.clone(), b));
+            match baseline {
+                Some(b) if self.baselines.get(endpoint) != Some(&b) => {
+                    changed_baselines.push((endpoint.clone(), b));
+                }
+                Some(_) => {}
+                None if self.baselines.contains_key(endpoint) => {
+                    without_baseline.push(endpoint.clone());
+                }
+                None => {}
             }
         }
-        self.baselines = new_baselines.into_iter().collect();
+        drop(under_alert);
+        drop(judged);
+        for endpoint in &without_baseline {
+            self.baselines.remove(endpoint);
+        }
+        self.baselines.extend(changed_baselines);
+        if self.baselines.len() > agg.endpoint_count() {
+            // Endpoints the aggregator expired.
+            self.baselines.retain(|e, _| agg.versions(e).is_some());
+        }
         for (key, result) in results {
             let policy = &self.config.alerts;
             let judgement = self

@@ -55,9 +55,10 @@ use crate::telemetry::{RefusedReason, Telemetry};
 /// The gRPC path of OTLP trace export.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// Series names each receiving thread keeps before it starts over
-/// (about 10 MiB at most per thread).
-const INTERNED_NAMES: usize = 1 << 16;
+/// Series names each receiving thread keeps before it starts over (a few
+/// MiB per thread at most): enough for the hot series of a fleet; beyond
+/// it, spans of series not cached cost an allocation, as before interning.
+const INTERNED_NAMES: usize = 1 << 14;
 
 thread_local! {
     /// Per thread, so no lock is ever taken on the receive path.
