@@ -315,7 +315,6 @@ impl Judge {
 
     /// Judges every endpoint at `now_ms`; returns the alerts that changed.
     pub fn evaluate(&mut self, agg: &Aggregator, now_ms: u64) -> Vec<Transition> {
-        let mut seen: HashSet<AlertKey> = HashSet::new();
         let mut transitions = Vec::new();
         let under_alert: HashSet<(&EndpointKey, &str)> = self
             .judgements
@@ -364,16 +363,23 @@ impl Judge {
             // Endpoints the aggregator expired.
             self.baselines.retain(|e, _| agg.versions(e).is_some());
         }
-        for (key, result) in results {
-            let policy = &self.config.alerts;
-            let judgement = self
-                .judgements
-                .entry(key.clone())
-                .or_insert_with(|| Judgement {
-                    result: result.clone(),
-                    alert: AlertMachine::new(now_ms),
-                });
+        // Keys are cloned only for new judgements (and transitions): every
+        // evaluation sees every series, so a clone per key per evaluation
+        // was most of the judge's allocation.
+        let policy = &self.config.alerts;
+        let (keys, results): (Vec<AlertKey>, Vec<RuleResult>) = results.into_iter().unzip();
+        for (key, result) in keys.iter().zip(results) {
             let condition = result.condition;
+            let judgement = match self.judgements.get_mut(key) {
+                Some(judgement) => judgement,
+                None => self
+                    .judgements
+                    .entry(key.clone())
+                    .or_insert_with(|| Judgement {
+                        result: result.clone(),
+                        alert: AlertMachine::new(now_ms),
+                    }),
+            };
             judgement.result = result;
             if let Some(previous) = judgement.alert.step(condition, now_ms, policy) {
                 transitions.push(Transition {
@@ -382,8 +388,8 @@ impl Judge {
                     judgement: judgement.clone(),
                 });
             }
-            seen.insert(key);
         }
+        let seen: HashSet<&AlertKey> = keys.iter().collect();
         // Alerts whose subject is gone: firing ones resolve, then all go.
         self.judgements.retain(|key, judgement| {
             if seen.contains(key) {
