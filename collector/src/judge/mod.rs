@@ -162,11 +162,11 @@ pub(crate) struct JudgeState<Baselines, Judgements> {
 
 /// The live state, borrowed for writing.
 pub(crate) type JudgeStateRef<'a> =
-    JudgeState<&'a HashMap<EndpointKey, String>, &'a HashMap<AlertKey, Judgement>>;
+    JudgeState<&'a HashMap<EndpointKey, String>, &'a HashMap<AlertKey, Box<Judgement>>>;
 
 /// A state read back.
 pub(crate) type JudgeStateOwned =
-    JudgeState<HashMap<EndpointKey, String>, HashMap<AlertKey, Judgement>>;
+    JudgeState<HashMap<EndpointKey, String>, HashMap<AlertKey, Box<Judgement>>>;
 
 /// Owner of baselines and alert states; see the module docs.
 #[derive(Debug)]
@@ -179,7 +179,9 @@ pub struct Judge {
     /// stretches back until it holds this many requests.
     min_requests: u64,
     baselines: HashMap<EndpointKey, String>,
-    judgements: HashMap<AlertKey, Judgement>,
+    /// Boxed: one per (endpoint, version, rule), so at 100,000 series the
+    /// map's spare slots would otherwise cost ~230 bytes each.
+    judgements: HashMap<AlertKey, Box<Judgement>>,
     /// Baselines pinned through the API, oldest first; see the module docs.
     pinned: Vec<BaselineConfig>,
     /// Acknowledged alerts; see the module docs.
@@ -274,6 +276,7 @@ impl Judge {
         let mut matching: Vec<(&AlertKey, &Judgement)> = self
             .judgements
             .iter()
+            .map(|(k, j)| (k, &**j))
             .filter(|(k, j)| ack_key(k) == key && is_live(j))
             .collect();
         if matching.is_empty() {
@@ -331,7 +334,8 @@ impl Judge {
         // every endpoint key each evaluation), and endpoints without one go.
         let mut changed_baselines = Vec::new();
         let mut without_baseline = Vec::new();
-        let mut results = Vec::new();
+        // Sized up front: growing by doubling would hold two copies at the peak.
+        let mut results = Vec::with_capacity(self.judgements.len() + 64);
         for (endpoint, versions) in agg.endpoints() {
             let baseline = self.choose_baseline(agg, endpoint, versions, &under_alert, now_ms);
             results.extend(self.judge_endpoint(
@@ -372,20 +376,19 @@ impl Judge {
             let condition = result.condition;
             let judgement = match self.judgements.get_mut(key) {
                 Some(judgement) => judgement,
-                None => self
-                    .judgements
-                    .entry(key.clone())
-                    .or_insert_with(|| Judgement {
+                None => self.judgements.entry(key.clone()).or_insert_with(|| {
+                    Box::new(Judgement {
                         result: result.clone(),
                         alert: AlertMachine::new(now_ms),
-                    }),
+                    })
+                }),
             };
             judgement.result = result;
             if let Some(previous) = judgement.alert.step(condition, now_ms, policy) {
                 transitions.push(Transition {
                     key: key.clone(),
                     previous,
-                    judgement: judgement.clone(),
+                    judgement: Judgement::clone(judgement),
                 });
             }
         }
@@ -401,7 +404,7 @@ impl Judge {
                 transitions.push(Transition {
                     key: key.clone(),
                     previous,
-                    judgement: judgement.clone(),
+                    judgement: Judgement::clone(judgement),
                 });
             }
             false
@@ -596,7 +599,7 @@ impl Judge {
 
     /// Every judged (endpoint, candidate, baseline, rule).
     pub fn judgements(&self) -> impl Iterator<Item = (&AlertKey, &Judgement)> {
-        self.judgements.iter()
+        self.judgements.iter().map(|(k, j)| (k, &**j))
     }
 }
 

@@ -58,7 +58,7 @@ pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceServ
 /// Series names each receiving thread keeps before it starts over (a few
 /// MiB per thread at most): enough for the hot series of a fleet; beyond
 /// it, spans of series not cached cost an allocation, as before interning.
-const INTERNED_NAMES: usize = 1 << 14;
+const INTERNED_NAMES: usize = 1 << 13;
 
 thread_local! {
     /// Per thread, so no lock is ever taken on the receive path.
