@@ -151,22 +151,35 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field's (tag, wire type), `None` at the end.
-    #[inline]
+    #[inline(always)]
     fn field(&mut self) -> Result<Option<(u32, WireType)>, WireError> {
-        match self.buf.first() {
-            None => Ok(None),
-            // Tags 1..=15: the key is one byte (every field read here).
-            Some(&key) if (0x08..0x80).contains(&key) => {
-                self.buf = &self.buf[1..];
-                let wire = WireType::try_from(u64::from(key & 7))?;
-                Ok(Some((u32::from(key >> 3), wire)))
-            }
-            Some(_) => Ok(Some(decode_key(&mut self.buf)?)),
+        let Some(&key) = self.buf.first() else {
+            return Ok(None);
+        };
+        // Tags 1..=15 with a valid wire type: the key is one byte (every
+        // field read here); anything else goes the general way.
+        let wire = match key & 7 {
+            0 => WireType::Varint,
+            1 => WireType::SixtyFourBit,
+            2 => WireType::LengthDelimited,
+            5 => WireType::ThirtyTwoBit,
+            _ => return self.field_slow(),
+        };
+        if !(0x08..0x80).contains(&key) {
+            return self.field_slow();
         }
+        self.buf = &self.buf[1..];
+        Ok(Some((u32::from(key >> 3), wire)))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn field_slow(&mut self) -> Result<Option<(u32, WireType)>, WireError> {
+        Ok(Some(decode_key(&mut self.buf)?))
     }
 
     /// A varint; one-byte ones without a call.
-    #[inline]
+    #[inline(always)]
     fn raw_varint(&mut self) -> Result<u64, WireError> {
         match self.buf.first() {
             Some(&b) if b < 0x80 => {
@@ -177,7 +190,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn bytes(&mut self, wire: WireType, field: &'static str) -> Result<&'a [u8], WireError> {
         expect(wire, WireType::LengthDelimited, field)?;
         let len = self.raw_varint()?;
@@ -190,11 +203,13 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    #[inline(always)]
     fn varint(&mut self, wire: WireType, field: &'static str) -> Result<u64, WireError> {
         expect(wire, WireType::Varint, field)?;
         self.raw_varint()
     }
 
+    #[inline(always)]
     fn fixed64(&mut self, wire: WireType, field: &'static str) -> Result<u64, WireError> {
         expect(wire, WireType::SixtyFourBit, field)?;
         let Some((head, rest)) = self.buf.split_first_chunk::<8>() else {
@@ -214,6 +229,7 @@ impl<'a> Reader<'a> {
     }
 }
 
+#[inline(always)]
 fn expect(actual: WireType, expected: WireType, field: &'static str) -> Result<(), WireError> {
     if actual == expected {
         Ok(())
@@ -394,6 +410,20 @@ fn read_span<'a>(
 /// Appends one `KeyValue`'s key and (unparsed) value to `attrs`.
 #[inline]
 fn read_key_value<'a>(bytes: &'a [u8], attrs: &mut RawAttrs<'a>) -> Result<(), WireError> {
+    // What every encoder writes for a short attribute: key (field 1), then
+    // one value (field 2) filling the rest, both with one-byte lengths.
+    if let [0x0a, key_len, rest @ ..] = bytes {
+        let key_len = usize::from(*key_len);
+        if key_len < 0x80 && key_len <= rest.len() {
+            let (key, rest) = rest.split_at(key_len);
+            if let [0x12, value_len, value @ ..] = rest {
+                if usize::from(*value_len) < 0x80 && usize::from(*value_len) == value.len() {
+                    attrs.push((key, RawValue::One(value)));
+                    return Ok(());
+                }
+            }
+        }
+    }
     let mut key: &[u8] = &[];
     let mut value = RawValue::None;
     let mut fields = Reader::new(bytes);
