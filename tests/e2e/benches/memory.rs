@@ -87,8 +87,11 @@ async fn soak(env: &[(&str, &str)], seconds: u64, rate: f64) {
     let last = warm.last().map_or(0.0, |s| s.1);
     let max = warm.iter().map(|s| s.1).fold(0.0, f64::max);
     println!(
-        "soak: seconds={seconds} rate={rate:.0} spans_accepted={} calls_failed={} rss_mib_after_1min={first:.1} rss_mib_last={last:.1} rss_mib_max={max:.1}",
-        report.spans_accepted, report.calls_failed
+        "soak: seconds={seconds} rate={rate:.0} spans_accepted={} calls_failed={} export_p50_ms={:.2} export_p99_ms={:.2} rss_mib_after_1min={first:.1} rss_mib_last={last:.1} rss_mib_max={max:.1}",
+        report.spans_accepted,
+        report.calls_failed,
+        report.latency_ms.quantile(0.5).unwrap_or(0.0),
+        report.latency_ms.quantile(0.99).unwrap_or(0.0)
     );
     collector.stop().await;
 }
