@@ -161,7 +161,7 @@ pub struct ExtractReport {
 
 /// One span's sample with every string borrowed from the request: what
 /// both readers ([`extract`] on a decoded message, [`wire::scan`] on the
-/// protobuf bytes) produce, so the rules exist once ([`sample_of`]).
+/// protobuf bytes) produce, so the rules exist once (`sample_of`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleRef<'a> {
     /// `service.name` of the span's resource.

@@ -7,8 +7,8 @@
 //! fields the rules need (the resource's attributes, and per span its kind,
 //! name, parent, times, status code, trace id and attributes) and skips
 //! everything else by wire type. The rules themselves are not here: it fills
-//! the same [`SpanFields`] the decoded path fills and calls the same
-//! [`sample_of`], so the two cannot drift apart (a property test in this
+//! the same `SpanFields` the decoded path fills and calls the same
+//! `sample_of`, so the two cannot drift apart (a property test in this
 //! module checks that they agree on random requests).
 //!
 //! It must never panic on any input and never copy a string: bad bytes are a
