@@ -7,7 +7,7 @@
 //! # Layout (in the order a span travels)
 //! - [`config`]: every setting, its default, and the checks that name a bad key.
 //! - [`receive`]: OTLP/gRPC `TraceService/Export`; the only place protocol status codes are made.
-//! - [`extract`]: span -> [`extract::Sample`] (service, endpoint, version, duration, outcome). Pure.
+//! - [`extract`]: span -> [`extract::Sample`] (service, endpoint, version, duration, outcome). Pure. [`extract::wire`] applies the same rules to protobuf bytes without decoding; [`extract::intern`] names series without a `String` per span.
 //! - [`aggregate`]: samples -> per-series sliding windows of latency sketches, capped and expiring.
 //! - [`judge`]: windows -> rule results (sla, relative, errors) -> alert states.
 //! - [`emit`]: alerts and latency out: Prometheus `/metrics`, OTLP push, the query API, the dashboard and its history.

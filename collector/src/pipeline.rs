@@ -25,7 +25,7 @@ use crate::emit::history::{History, HistoryLimits, HistoryView};
 use crate::emit::otlp::OtlpEmitter;
 use crate::emit::prometheus::MetricsSnapshot;
 use crate::emit::{api, snapshot};
-use crate::extract::{Sample, SampleKind};
+use crate::extract::{InternedKind, InternedSample, Sample, SampleKind};
 use crate::judge::{ActionError, AlertState, Judge, Transition};
 use crate::snapshot::{self as snapshots, Snapshotter};
 use crate::telemetry::{RefusedReason, Telemetry};
@@ -74,6 +74,42 @@ enum Query {
     Ping(oneshot::Sender<()>),
 }
 
+/// One export's samples, as a receiver hands them over.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Batch {
+    /// Owned samples (OTLP/JSON, logs, tests).
+    Samples(Vec<Sample>),
+    /// Samples naming their series by a shared name (the protobuf fast path).
+    Interned(Vec<InternedSample>),
+}
+
+impl Batch {
+    /// Samples in the batch.
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Samples(s) => s.len(),
+            Batch::Interned(s) => s.len(),
+        }
+    }
+
+    /// No samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Vec<Sample>> for Batch {
+    fn from(samples: Vec<Sample>) -> Self {
+        Batch::Samples(samples)
+    }
+}
+
+impl From<Vec<InternedSample>> for Batch {
+    fn from(samples: Vec<InternedSample>) -> Self {
+        Batch::Interned(samples)
+    }
+}
+
 /// The pipeline task is gone (shutting down).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the pipeline is not running")]
@@ -93,7 +129,7 @@ pub enum IngestError {
 /// Cheap, cloneable access to the pipeline task.
 #[derive(Debug, Clone)]
 pub struct PipelineHandle {
-    ingest: mpsc::Sender<Vec<Sample>>,
+    ingest: mpsc::Sender<Batch>,
     queries: mpsc::Sender<Query>,
     alerts: broadcast::Sender<pb::AlertEvent>,
     telemetry: Arc<Telemetry>,
@@ -105,7 +141,8 @@ pub struct PipelineHandle {
 impl PipelineHandle {
     /// Hands a batch to the aggregator without waiting; a full queue is
     /// counted and reported so the receiver can tell the sender to retry.
-    pub fn try_ingest(&self, batch: Vec<Sample>) -> Result<(), IngestError> {
+    pub fn try_ingest(&self, batch: impl Into<Batch>) -> Result<(), IngestError> {
+        let batch = batch.into();
         let n = batch.len() as u64;
         self.ingest.try_send(batch).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
@@ -215,7 +252,7 @@ pub struct Pipeline {
     bounds_ms: Vec<f64>,
     evaluation_interval: Duration,
     window_ms: u64,
-    ingest: mpsc::Receiver<Vec<Sample>>,
+    ingest: mpsc::Receiver<Batch>,
     queries: mpsc::Receiver<Query>,
     /// To build an empty history when restoring.
     history_limits: HistoryLimits,
@@ -374,7 +411,11 @@ impl Pipeline {
         }
     }
 
-    fn record(&mut self, batch: &[Sample]) {
+    fn record(&mut self, batch: &Batch) {
+        let batch = match batch {
+            Batch::Samples(samples) => samples,
+            Batch::Interned(samples) => return self.record_interned(samples),
+        };
         self.aggregator.record_batch(batch, now_ms());
         if let Some(otlp) = &self.otlp {
             for sample in batch {
@@ -389,6 +430,22 @@ impl Pipeline {
                         &sample.version,
                         duration.as_secs_f64(),
                         *outcome,
+                    );
+                }
+            }
+        }
+    }
+
+    fn record_interned(&mut self, batch: &[InternedSample]) {
+        self.aggregator.record_interned(batch, now_ms());
+        if let Some(otlp) = &self.otlp {
+            for sample in batch {
+                if let InternedKind::Request { duration, outcome } = sample.kind {
+                    otlp.record_request(
+                        &sample.series.endpoint,
+                        &sample.series.version,
+                        duration.as_secs_f64(),
+                        outcome,
                     );
                 }
             }
@@ -601,8 +658,8 @@ mod tests {
         );
         let mut alerts = handle.subscribe_alerts();
         // v1 carries most traffic: the baseline.
-        pipeline.record(&vec![sample("v1", 20); 60]);
-        pipeline.record(&vec![sample("v2", 900); 30]);
+        pipeline.record(&vec![sample("v1", 20); 60].into());
+        pipeline.record(&vec![sample("v2", 900); 30].into());
         pipeline.evaluate(now_ms());
         let fired = std::iter::from_fn(|| alerts.try_recv().ok())
             .filter_map(|e| e.regression)

@@ -19,8 +19,13 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AggregateConfig;
-use crate::extract::{EndpointKey, Outcome, Sample, SampleKind};
+use crate::extract::{EndpointKey, InternedKind, InternedSample, Outcome, Sample, SampleKind};
 pub use sketch::Sketch;
+
+/// The hasher of the series map: foldhash (through hashbrown's default),
+/// several times faster than SipHash on short keys; the keys are not chosen
+/// by an attacker who sees the seed (it is random per process).
+pub(crate) type FastHash = hashbrown::DefaultHashBuilder;
 
 /// Database calls wait this long for their request span. A request span ends
 /// after its own database calls, so SDKs export it in the same batch or the
@@ -304,7 +309,7 @@ pub(crate) struct AggregatorState<Bounds, Endpoints, Overflow, Pending> {
 /// The live state, borrowed for writing.
 pub(crate) type AggregatorStateRef<'a> = AggregatorState<
     &'a [f64],
-    &'a HashMap<EndpointKey, Versions>,
+    &'a HashMap<EndpointKey, Versions, FastHash>,
     &'a Series,
     &'a HashMap<[u8; 16], Vec<PendingDb>>,
 >;
@@ -312,7 +317,7 @@ pub(crate) type AggregatorStateRef<'a> = AggregatorState<
 /// A state read back.
 pub(crate) type AggregatorStateOwned = AggregatorState<
     Vec<f64>,
-    HashMap<EndpointKey, Versions>,
+    HashMap<EndpointKey, Versions, FastHash>,
     Series,
     HashMap<[u8; 16], Vec<PendingDb>>,
 >;
@@ -352,7 +357,7 @@ pub struct Aggregator {
     slot_ms: u64,
     window_slots: u64,
     horizon_slots: u64,
-    endpoints: HashMap<EndpointKey, Versions>,
+    endpoints: HashMap<EndpointKey, Versions, FastHash>,
     series: usize,
     overflow: Series,
     pending_db: HashMap<[u8; 16], Vec<PendingDb>>,
@@ -374,7 +379,7 @@ impl Aggregator {
             slot_ms,
             window_slots,
             horizon_slots,
-            endpoints: HashMap::new(),
+            endpoints: HashMap::default(),
             series: 0,
             overflow: Series::new(now_ms),
             pending_db: HashMap::new(),
@@ -388,7 +393,7 @@ impl Aggregator {
     pub fn record_batch(&mut self, samples: &[Sample], now_ms: u64) {
         for sample in samples {
             if sample.kind == SampleKind::DbCall {
-                self.record_db_call(sample, now_ms);
+                self.record_db_call(&sample.trace_id, &sample.service, now_ms);
             }
         }
         for sample in samples {
@@ -412,14 +417,37 @@ impl Aggregator {
         }
     }
 
-    fn record_db_call(&mut self, sample: &Sample, now_ms: u64) {
-        if sample.trace_id == [0; 16] {
+    /// [`Aggregator::record_batch`] for interned samples, the same way.
+    pub fn record_interned(&mut self, samples: &[InternedSample], now_ms: u64) {
+        for sample in samples {
+            if sample.kind == InternedKind::DbCall {
+                self.record_db_call(&sample.trace_id, &sample.series.endpoint.service, now_ms);
+            }
+        }
+        for sample in samples {
+            if let InternedKind::Request { duration, outcome } = sample.kind {
+                let series = &sample.series;
+                let db_calls = self.take_pending_db(&sample.trace_id, &series.endpoint.service);
+                let duration_ms = duration.as_secs_f64() * 1e3;
+                self.record_request(
+                    &series.endpoint,
+                    &series.version,
+                    duration_ms,
+                    outcome,
+                    db_calls,
+                    now_ms,
+                );
+            }
+        }
+    }
+
+    fn record_db_call(&mut self, trace_id: &[u8; 16], service: &str, now_ms: u64) {
+        if *trace_id == [0; 16] {
             self.counters.db_unmatched += 1;
             return;
         }
-        let waiting = self.pending_db.get_mut(&sample.trace_id);
-        if let Some(entry) =
-            waiting.and_then(|list| list.iter_mut().find(|p| p.service == sample.service))
+        let waiting = self.pending_db.get_mut(trace_id);
+        if let Some(entry) = waiting.and_then(|list| list.iter_mut().find(|p| p.service == service))
         {
             entry.calls += 1;
             return;
@@ -430,16 +458,19 @@ impl Aggregator {
         }
         self.pending_traces += 1;
         self.pending_db
-            .entry(sample.trace_id)
+            .entry(*trace_id)
             .or_default()
             .push(PendingDb {
-                service: sample.service.clone(),
+                service: service.to_owned(),
                 calls: 1,
                 since_ms: now_ms,
             });
     }
 
     fn take_pending_db(&mut self, trace_id: &[u8; 16], service: &str) -> u64 {
+        if self.pending_db.is_empty() {
+            return 0;
+        }
         let Some(list) = self.pending_db.get_mut(trace_id) else {
             return 0;
         };
@@ -586,6 +617,11 @@ impl Aggregator {
     /// Every endpoint and its versions.
     pub fn endpoints(&self) -> impl Iterator<Item = (&EndpointKey, &Versions)> {
         self.endpoints.iter()
+    }
+
+    /// Number of endpoints (with at least one series).
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
     }
 
     /// The versions of one endpoint.

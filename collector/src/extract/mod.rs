@@ -10,18 +10,23 @@
 //! [`logs`] does the same for log records and JSON log lines that carry a
 //! request's duration.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::ExtractConfig;
 
+pub mod intern;
 pub mod logs;
+pub mod wire;
+
+pub use intern::{Interner, SeriesName};
 
 /// The version label of spans that carry none of the configured version
 /// attributes: they still count, under this name.
@@ -113,6 +118,33 @@ pub struct Sample {
     pub kind: SampleKind,
 }
 
+/// A [`Sample`] whose series is named by a shared [`SeriesName`] (see
+/// [`intern`]): what the fast path hands to the pipeline, with no string
+/// of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InternedSample {
+    /// Service, endpoint, dimensions and version.
+    pub series: std::sync::Arc<SeriesName>,
+    /// The trace, to join database calls to their request.
+    pub trace_id: [u8; 16],
+    /// Request or database call.
+    pub kind: InternedKind,
+}
+
+/// [`SampleKind`] of an [`InternedSample`]: the endpoint is in the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternedKind {
+    /// A request and its latency.
+    Request {
+        /// End minus start.
+        duration: Duration,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// A database call.
+    DbCall,
+}
+
 /// What extraction made of one export request.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ExtractReport {
@@ -127,46 +159,221 @@ pub struct ExtractReport {
     pub message: String,
 }
 
+/// One span's sample with every string borrowed from the request: what
+/// both readers ([`extract`] on a decoded message, [`wire::scan`] on the
+/// protobuf bytes) produce, so the rules exist once (`sample_of`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRef<'a> {
+    /// `service.name` of the span's resource.
+    pub service: &'a str,
+    /// The version, or [`UNKNOWN_VERSION`].
+    pub version: &'a str,
+    /// The trace, to join database calls to their request.
+    pub trace_id: [u8; 16],
+    /// Request or database call.
+    pub kind: SampleRefKind<'a>,
+}
+
+/// [`SampleKind`], borrowed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SampleRefKind<'a> {
+    /// See [`SampleKind::Request`].
+    Request {
+        /// `http.route`, else `url.path` / `http.target`, else the span name.
+        endpoint: &'a str,
+        /// Values of the configured extra dimensions (owned only when a value
+        /// is not a string attribute).
+        dims: Vec<Cow<'a, str>>,
+        /// End minus start.
+        duration: Duration,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// See [`SampleKind::DbCall`].
+    DbCall,
+}
+
+impl SampleRef<'_> {
+    /// The owned [`Sample`].
+    pub fn to_sample(&self) -> Sample {
+        let kind = match &self.kind {
+            SampleRefKind::Request {
+                endpoint,
+                dims,
+                duration,
+                outcome,
+            } => SampleKind::Request {
+                endpoint: EndpointKey {
+                    service: self.service.to_owned(),
+                    endpoint: (*endpoint).to_owned(),
+                    dims: dims.iter().map(|d| d.clone().into_owned()).collect(),
+                },
+                duration: *duration,
+                outcome: *outcome,
+            },
+            SampleRefKind::DbCall => SampleKind::DbCall,
+        };
+        Sample {
+            service: self.service.to_owned(),
+            version: self.version.to_owned(),
+            trace_id: self.trace_id,
+            kind,
+        }
+    }
+}
+
+/// An attribute value as the rules read it, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Val<'a> {
+    Str(&'a str),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    /// Bytes, arrays, key-value lists, or no value: never read by the rules.
+    Other,
+}
+
+/// A list of attributes: `find` is the value of the FIRST attribute named
+/// `key` (`None` when there is none, `Some(Val::Other)` when it has no usable
+/// value), the lookup every rule uses.
+pub(crate) trait Attrs<'a> {
+    fn find(&self, key: &str) -> Option<Val<'a>>;
+
+    fn find_str(&self, key: &str) -> Option<&'a str> {
+        match self.find(key)? {
+            Val::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> Attrs<'a> for &'a [KeyValue] {
+    fn find(&self, key: &str) -> Option<Val<'a>> {
+        let kv = self.iter().find(|kv| kv.key == key)?;
+        Some(match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(s)) => Val::Str(s),
+            Some(Value::IntValue(i)) => Val::Int(*i),
+            Some(Value::DoubleValue(d)) => Val::Double(*d),
+            Some(Value::BoolValue(b)) => Val::Bool(*b),
+            _ => Val::Other,
+        })
+    }
+}
+
+/// The fields of one span the rules read, borrowed from either reader.
+#[derive(Debug, Clone)]
+pub(crate) struct SpanFields<'a, A> {
+    /// The raw `SpanKind` number.
+    pub(crate) kind: i32,
+    pub(crate) name: &'a str,
+    pub(crate) has_parent: bool,
+    pub(crate) start_time_unix_nano: u64,
+    pub(crate) end_time_unix_nano: u64,
+    /// Status present with code ERROR.
+    pub(crate) status_error: bool,
+    pub(crate) trace_id: &'a [u8],
+    pub(crate) attributes: A,
+}
+
+impl<'a> SpanFields<'a, &'a [KeyValue]> {
+    fn of(span: &'a Span) -> Self {
+        Self {
+            kind: span.kind,
+            name: &span.name,
+            has_parent: !span.parent_span_id.is_empty(),
+            start_time_unix_nano: span.start_time_unix_nano,
+            end_time_unix_nano: span.end_time_unix_nano,
+            status_error: span
+                .status
+                .as_ref()
+                .is_some_and(|s| s.code == StatusCode::Error as i32),
+            trace_id: &span.trace_id,
+            attributes: span.attributes.as_slice(),
+        }
+    }
+}
+
+/// Counts what became of each span of one request: the one place the
+/// report is written, for both readers.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    report: ExtractReport,
+}
+
+impl Tally {
+    /// Counts one span's outcome; the sample when there is one.
+    pub(crate) fn count<'a, A>(
+        &mut self,
+        span: &SpanFields<'a, A>,
+        result: Result<Option<SampleRef<'a>>, &'static str>,
+    ) -> Option<SampleRef<'a>> {
+        match result {
+            Ok(Some(sample)) => {
+                self.report.samples += 1;
+                Some(sample)
+            }
+            Ok(None) => {
+                self.report.ignored += 1;
+                None
+            }
+            Err(reason) => {
+                self.report.rejected += 1;
+                note_rejection(&mut self.report, span.name, span.trace_id, reason);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> ExtractReport {
+        let report = &mut self.report;
+        if report.rejected as usize > MAX_REASONS {
+            let _ = write!(
+                report.message,
+                "; and {} more",
+                report.rejected as usize - MAX_REASONS
+            );
+        }
+        self.report
+    }
+}
+
 /// Appends one [`Sample`] per usable span of `request` to `out`.
+///
+/// The reference reader: [`wire::scan`] must agree with it on every request
+/// (a property test checks it); the JSON paths use it.
 pub fn extract(
     request: &ExportTraceServiceRequest,
     config: &ExtractConfig,
     out: &mut Vec<Sample>,
 ) -> ExtractReport {
-    let mut report = ExtractReport::default();
+    let mut tally = Tally::default();
     for resource_spans in &request.resource_spans {
         let resource_attrs: &[KeyValue] = resource_spans
             .resource
             .as_ref()
             .map_or(&[], |r| r.attributes.as_slice());
-        let service = find_str(resource_attrs, "service.name").unwrap_or(UNKNOWN_SERVICE);
+        let service = service_of(&resource_attrs);
         for scope_spans in &resource_spans.scope_spans {
             for span in &scope_spans.spans {
-                match sample_of(span, service, resource_attrs, config) {
-                    Ok(Some(sample)) => {
-                        report.samples += 1;
-                        out.push(sample);
-                    }
-                    Ok(None) => report.ignored += 1,
-                    Err(reason) => {
-                        report.rejected += 1;
-                        note_rejection(&mut report, span, reason);
-                    }
+                let fields = SpanFields::of(span);
+                let result = sample_of(&fields, service, &resource_attrs, config);
+                if let Some(sample) = tally.count(&fields, result) {
+                    out.push(sample.to_sample());
                 }
             }
         }
     }
-    if report.rejected as usize > MAX_REASONS {
-        let _ = write!(
-            report.message,
-            "; and {} more",
-            report.rejected as usize - MAX_REASONS
-        );
-    }
-    report
+    tally.finish()
 }
 
-fn note_rejection(report: &mut ExtractReport, span: &Span, reason: &str) {
+/// `service.name` of a resource, or [`UNKNOWN_SERVICE`].
+pub(crate) fn service_of<'a>(resource_attrs: &impl Attrs<'a>) -> &'a str {
+    resource_attrs
+        .find_str("service.name")
+        .unwrap_or(UNKNOWN_SERVICE)
+}
+
+fn note_rejection(report: &mut ExtractReport, name: &str, trace_id: &[u8], reason: &str) {
     if report.rejected as usize > MAX_REASONS {
         return;
     }
@@ -176,25 +383,24 @@ fn note_rejection(report: &mut ExtractReport, span: &Span, reason: &str) {
     let _ = write!(
         report.message,
         "span {:?} (trace {}): {reason}",
-        truncate(&span.name, 64),
-        hex(&span.trace_id)
+        truncate(name, 64),
+        hex(trace_id)
     );
 }
 
 /// The sample of one span: `Ok(None)` when the span is not measured,
-/// `Err(reason)` when it cannot be used.
-fn sample_of(
-    span: &Span,
-    service: &str,
-    resource_attrs: &[KeyValue],
+/// `Err(reason)` when it cannot be used. The rules of `DESIGN.md`, once.
+pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
+    span: &SpanFields<'a, A>,
+    service: &'a str,
+    resource_attrs: &R,
     config: &ExtractConfig,
-) -> Result<Option<Sample>, &'static str> {
+) -> Result<Option<SampleRef<'a>>, &'static str> {
+    let attrs = &span.attributes;
     let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
-    let is_request =
-        matches!(kind, SpanKind::Server | SpanKind::Consumer) || span.parent_span_id.is_empty();
+    let is_request = matches!(kind, SpanKind::Server | SpanKind::Consumer) || !span.has_parent;
     let is_db_call = kind == SpanKind::Client
-        && (find(&span.attributes, "db.system").is_some()
-            || find(&span.attributes, "db.system.name").is_some());
+        && (attrs.find("db.system").is_some() || attrs.find("db.system.name").is_some());
     if !is_request && !is_db_call {
         return Ok(None);
     }
@@ -204,62 +410,64 @@ fn sample_of(
     if span.end_time_unix_nano < span.start_time_unix_nano {
         return Err("end_time_unix_nano is before start_time_unix_nano");
     }
-    let trace_id = span.trace_id.as_slice().try_into().unwrap_or([0; 16]);
+    let trace_id = span.trace_id.try_into().unwrap_or([0; 16]);
     let version = config
         .version_attributes
         .iter()
-        .find_map(|key| find_str(&span.attributes, key).or_else(|| find_str(resource_attrs, key)))
+        .find_map(|key| attrs.find_str(key).or_else(|| resource_attrs.find_str(key)))
         .filter(|v| !v.is_empty())
         .unwrap_or(UNKNOWN_VERSION);
     let kind = if is_request {
         let duration = Duration::from_nanos(span.end_time_unix_nano - span.start_time_unix_nano);
-        SampleKind::Request {
-            endpoint: EndpointKey {
-                service: service.to_owned(),
-                endpoint: endpoint_of(span).to_owned(),
-                dims: config
-                    .dimensions
-                    .iter()
-                    .map(|key| {
-                        find(&span.attributes, key)
-                            .or_else(|| find(resource_attrs, key))
-                            .map(value_string)
-                            .unwrap_or_default()
-                    })
-                    .collect(),
-            },
+        SampleRefKind::Request {
+            endpoint: endpoint_of(span),
+            dims: config
+                .dimensions
+                .iter()
+                .map(|key| {
+                    attrs
+                        .find(key)
+                        .or_else(|| resource_attrs.find(key))
+                        .map(value_string)
+                        .unwrap_or_default()
+                })
+                .collect(),
             duration,
-            outcome: outcome_of(span, duration, config.timeout),
+            outcome: outcome_of(attrs, span.status_error, duration, config.timeout),
         }
     } else {
-        SampleKind::DbCall
+        SampleRefKind::DbCall
     };
-    Ok(Some(Sample {
-        service: service.to_owned(),
-        version: version.to_owned(),
+    Ok(Some(SampleRef {
+        service,
+        version,
         trace_id,
         kind,
     }))
 }
 
-fn endpoint_of(span: &Span) -> &str {
+fn endpoint_of<'a, A: Attrs<'a>>(span: &SpanFields<'a, A>) -> &'a str {
     ["http.route", "url.path", "http.target"]
         .iter()
-        .find_map(|key| find_str(&span.attributes, key).filter(|v| !v.is_empty()))
-        .unwrap_or(&span.name)
+        .find_map(|key| span.attributes.find_str(key).filter(|v| !v.is_empty()))
+        .unwrap_or(span.name)
 }
 
-fn outcome_of(span: &Span, duration: Duration, timeout: Option<Duration>) -> Outcome {
+fn outcome_of<'a>(
+    attrs: &impl Attrs<'a>,
+    status_error: bool,
+    duration: Duration,
+    timeout: Option<Duration>,
+) -> Outcome {
     let status_code = ["http.response.status_code", "http.status_code"]
         .iter()
-        .find_map(|key| find(&span.attributes, key).and_then(value_int));
-    let error_type_is_timeout = find_str(&span.attributes, "error.type").is_some_and(|t| {
+        .find_map(|key| attrs.find(key).and_then(value_int));
+    let error_type_is_timeout = attrs.find_str("error.type").is_some_and(|t| {
         let t = t.to_ascii_lowercase();
         t.contains("timeout") || t.contains("timed out") || t.contains("deadline")
     });
     // gRPC status 4 is DEADLINE_EXCEEDED.
-    let grpc_deadline =
-        find(&span.attributes, "rpc.grpc.status_code").and_then(value_int) == Some(4);
+    let grpc_deadline = attrs.find("rpc.grpc.status_code").and_then(value_int) == Some(4);
     if error_type_is_timeout
         || matches!(status_code, Some(408 | 504))
         || grpc_deadline
@@ -267,47 +475,29 @@ fn outcome_of(span: &Span, duration: Duration, timeout: Option<Duration>) -> Out
     {
         return Outcome::Timeout;
     }
-    let status_error = span
-        .status
-        .as_ref()
-        .is_some_and(|s| s.code == StatusCode::Error as i32);
     if status_error || status_code.is_some_and(|c| (500..600).contains(&c)) {
         return Outcome::Error;
     }
     Outcome::Ok
 }
 
-fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-}
-
-fn find_str<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match find(attributes, key)?.value.as_ref()? {
-        Value::StringValue(s) => Some(s),
-        _ => None,
-    }
-}
-
-fn value_int(value: &AnyValue) -> Option<i64> {
-    match value.value.as_ref()? {
-        Value::IntValue(i) => Some(*i),
+fn value_int(value: Val<'_>) -> Option<i64> {
+    match value {
+        Val::Int(i) => Some(i),
         // Some instrumentations send the status code as a string.
-        Value::StringValue(s) => s.trim().parse().ok(),
-        Value::DoubleValue(d) if d.fract() == 0.0 => Some(*d as i64),
+        Val::Str(s) => s.trim().parse().ok(),
+        Val::Double(d) if d.fract() == 0.0 => Some(d as i64),
         _ => None,
     }
 }
 
-fn value_string(value: &AnyValue) -> String {
-    match &value.value {
-        Some(Value::StringValue(s)) => s.clone(),
-        Some(Value::IntValue(i)) => i.to_string(),
-        Some(Value::DoubleValue(d)) => d.to_string(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        _ => String::new(),
+fn value_string(value: Val<'_>) -> Cow<'_, str> {
+    match value {
+        Val::Str(s) => Cow::Borrowed(s),
+        Val::Int(i) => Cow::Owned(i.to_string()),
+        Val::Double(d) => Cow::Owned(d.to_string()),
+        Val::Bool(b) => Cow::Owned(b.to_string()),
+        Val::Other => Cow::Borrowed(""),
     }
 }
 

@@ -162,11 +162,11 @@ pub(crate) struct JudgeState<Baselines, Judgements> {
 
 /// The live state, borrowed for writing.
 pub(crate) type JudgeStateRef<'a> =
-    JudgeState<&'a HashMap<EndpointKey, String>, &'a HashMap<AlertKey, Judgement>>;
+    JudgeState<&'a HashMap<EndpointKey, String>, &'a HashMap<AlertKey, Box<Judgement>>>;
 
 /// A state read back.
 pub(crate) type JudgeStateOwned =
-    JudgeState<HashMap<EndpointKey, String>, HashMap<AlertKey, Judgement>>;
+    JudgeState<HashMap<EndpointKey, String>, HashMap<AlertKey, Box<Judgement>>>;
 
 /// Owner of baselines and alert states; see the module docs.
 #[derive(Debug)]
@@ -179,7 +179,9 @@ pub struct Judge {
     /// stretches back until it holds this many requests.
     min_requests: u64,
     baselines: HashMap<EndpointKey, String>,
-    judgements: HashMap<AlertKey, Judgement>,
+    /// Boxed: one per (endpoint, version, rule), so at 100,000 series the
+    /// map's spare slots would otherwise cost ~230 bytes each.
+    judgements: HashMap<AlertKey, Box<Judgement>>,
     /// Baselines pinned through the API, oldest first; see the module docs.
     pinned: Vec<BaselineConfig>,
     /// Acknowledged alerts; see the module docs.
@@ -274,6 +276,7 @@ impl Judge {
         let mut matching: Vec<(&AlertKey, &Judgement)> = self
             .judgements
             .iter()
+            .map(|(k, j)| (k, &**j))
             .filter(|(k, j)| ack_key(k) == key && is_live(j))
             .collect();
         if matching.is_empty() {
@@ -315,7 +318,6 @@ impl Judge {
 
     /// Judges every endpoint at `now_ms`; returns the alerts that changed.
     pub fn evaluate(&mut self, agg: &Aggregator, now_ms: u64) -> Vec<Transition> {
-        let mut seen: HashSet<AlertKey> = HashSet::new();
         let mut transitions = Vec::new();
         let under_alert: HashSet<(&EndpointKey, &str)> = self
             .judgements
@@ -328,8 +330,12 @@ impl Judge {
             .keys()
             .map(|k| (&k.endpoint, k.candidate.as_str()))
             .collect();
-        let mut new_baselines = Vec::new();
-        let mut results = Vec::new();
+        // Baselines change rarely: only changes are written (no clone of
+        // every endpoint key each evaluation), and endpoints without one go.
+        let mut changed_baselines = Vec::new();
+        let mut without_baseline = Vec::new();
+        // Sized up front: growing by doubling would hold two copies at the peak.
+        let mut results = Vec::with_capacity(self.judgements.len() + 64);
         for (endpoint, versions) in agg.endpoints() {
             let baseline = self.choose_baseline(agg, endpoint, versions, &under_alert, now_ms);
             results.extend(self.judge_endpoint(
@@ -340,31 +346,53 @@ impl Judge {
                 &judged,
                 now_ms,
             ));
-            if let Some(b) = baseline {
-                new_baselines.push((endpoint.clone(), b));
+            match baseline {
+                Some(b) if self.baselines.get(endpoint) != Some(&b) => {
+                    changed_baselines.push((endpoint.clone(), b));
+                }
+                Some(_) => {}
+                None if self.baselines.contains_key(endpoint) => {
+                    without_baseline.push(endpoint.clone());
+                }
+                None => {}
             }
         }
-        self.baselines = new_baselines.into_iter().collect();
-        for (key, result) in results {
-            let policy = &self.config.alerts;
-            let judgement = self
-                .judgements
-                .entry(key.clone())
-                .or_insert_with(|| Judgement {
-                    result: result.clone(),
-                    alert: AlertMachine::new(now_ms),
-                });
+        drop(under_alert);
+        drop(judged);
+        for endpoint in &without_baseline {
+            self.baselines.remove(endpoint);
+        }
+        self.baselines.extend(changed_baselines);
+        if self.baselines.len() > agg.endpoint_count() {
+            // Endpoints the aggregator expired.
+            self.baselines.retain(|e, _| agg.versions(e).is_some());
+        }
+        // Keys are cloned only for new judgements (and transitions): every
+        // evaluation sees every series, so a clone per key per evaluation
+        // was most of the judge's allocation.
+        let policy = &self.config.alerts;
+        let (keys, results): (Vec<AlertKey>, Vec<RuleResult>) = results.into_iter().unzip();
+        for (key, result) in keys.iter().zip(results) {
             let condition = result.condition;
+            let judgement = match self.judgements.get_mut(key) {
+                Some(judgement) => judgement,
+                None => self.judgements.entry(key.clone()).or_insert_with(|| {
+                    Box::new(Judgement {
+                        result: result.clone(),
+                        alert: AlertMachine::new(now_ms),
+                    })
+                }),
+            };
             judgement.result = result;
             if let Some(previous) = judgement.alert.step(condition, now_ms, policy) {
                 transitions.push(Transition {
                     key: key.clone(),
                     previous,
-                    judgement: judgement.clone(),
+                    judgement: Judgement::clone(judgement),
                 });
             }
-            seen.insert(key);
         }
+        let seen: HashSet<&AlertKey> = keys.iter().collect();
         // Alerts whose subject is gone: firing ones resolve, then all go.
         self.judgements.retain(|key, judgement| {
             if seen.contains(key) {
@@ -376,7 +404,7 @@ impl Judge {
                 transitions.push(Transition {
                     key: key.clone(),
                     previous,
-                    judgement: judgement.clone(),
+                    judgement: Judgement::clone(judgement),
                 });
             }
             false
@@ -571,7 +599,7 @@ impl Judge {
 
     /// Every judged (endpoint, candidate, baseline, rule).
     pub fn judgements(&self) -> impl Iterator<Item = (&AlertKey, &Judgement)> {
-        self.judgements.iter()
+        self.judgements.iter().map(|(k, j)| (k, &**j))
     }
 }
 

@@ -8,48 +8,135 @@
 //! - Spans that cannot be used are counted in `partial_success`.
 //! - A full aggregation queue gets `UNAVAILABLE`, which OTLP clients retry.
 //! - With forwarding on, a full forward queue gets `UNAVAILABLE` with
-//!   `RetryInfo`; an accepted request is re-encoded from tonic's decoded
-//!   message and queued for [`crate::forward`].
+//!   `RetryInfo`; an accepted request is queued for [`crate::forward`] as
+//!   the bytes that arrived (after gunzip), never re-encoded.
 //!
-//! tonic's decoder answers an oversized message with `OUT_OF_RANGE` and an
-//! undecodable one with `INTERNAL`; [`OtlpStatus`] rewrites those two codes
+//! The fast path: tonic hands the service the request's bytes as they are
+//! ([`BytesCodec`], a `tonic::codec::Codec` whose decoder yields the
+//! `Bytes` of the frame without copying), [`crate::extract::wire::scan`]
+//! reads only the fields the rules need from them, and the samples name
+//! their series through this thread's [`Interner`], so a span of a known
+//! series allocates nothing. Undecodable bytes get `INVALID_ARGUMENT` from
+//! the handler itself.
+//!
+//! tonic's decoder answers an oversized message with `OUT_OF_RANGE` (and a
+//! gzip bomb with `RESOURCE_EXHAUSTED`); [`OtlpStatus`] rewrites those codes
 //! (which the export handler itself never returns) to the OTLP ones and
-//! counts the refusal. This is the only module that makes gRPC status codes
-//! for OTLP; it must never hold a request waiting for the aggregator.
+//! counts the refusal, and would do the same for an `INTERNAL` decode error.
+//! This is the only module that makes gRPC status codes for OTLP; it must
+//! never hold a request waiting for the aggregator.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::{Buf, Bytes};
 use futures_util::future::BoxFuture;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message as _;
 use tonic::body::Body;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
-use tonic::server::NamedService;
+use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::Service;
 
 use crate::config::ExtractConfig;
-use crate::extract::extract;
+use crate::extract::{wire, ExtractReport, InternedSample, Interner};
 use crate::forward::{ForwardError, ForwardHandle, Signal, REFUSAL_RETRY_DELAY};
 use crate::pipeline::{IngestError, PipelineHandle};
 use crate::receive::hand_over;
 use crate::telemetry::{RefusedReason, Telemetry};
 
-/// The `TraceService` implementation: decode (by tonic), extract, hand over.
+/// The gRPC path of OTLP trace export.
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Series names each receiving thread keeps before it starts over (a few
+/// MiB per thread at most): enough for the hot series of a fleet; beyond
+/// it, spans of series not cached cost an allocation, as before interning.
+const INTERNED_NAMES: usize = 1 << 13;
+
+thread_local! {
+    /// Per thread, so no lock is ever taken on the receive path.
+    static INTERNER: RefCell<Interner> = RefCell::new(Interner::new(INTERNED_NAMES));
+}
+
+/// Reads an export's protobuf bytes into interned samples, on this thread's
+/// interner. Shared by the gRPC and the OTLP/HTTP protobuf receivers.
+pub(crate) fn read_traces(
+    bytes: &[u8],
+    config: &ExtractConfig,
+) -> Result<(Vec<InternedSample>, ExtractReport), wire::WireError> {
+    INTERNER.with(|interner| {
+        let mut interner = interner.borrow_mut();
+        let mut samples = Vec::new();
+        let report = wire::scan(bytes, config, |s| samples.push(interner.intern(&s)))?;
+        Ok((samples, report))
+    })
+}
+
+/// Encodes export responses and decodes requests into the `Bytes` of the
+/// frame as tonic received them (no copy, no parse).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesCodec;
+
+impl Codec for BytesCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = BytesCodec;
+    type Decoder = BytesCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        BytesCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        BytesCodec
+    }
+}
+
+impl Encoder for BytesCodec {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+    fn encode(
+        &mut self,
+        item: ExportTraceServiceResponse,
+        dst: &mut EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the response: {e}")))
+    }
+}
+
+impl Decoder for BytesCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        // DecodeBuf over tonic's BytesMut: split off, not copied.
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// The `TraceService/Export` handler: scan, hand over, forward the bytes.
 #[derive(Debug, Clone)]
 pub struct TraceReceiver {
     pipeline: PipelineHandle,
     extract: Arc<ExtractConfig>,
     forward: Option<ForwardHandle>,
+}
+
+/// [`TraceReceiver`] as a tonic service: the generated `TraceServiceServer`'s
+/// routing, with [`BytesCodec`] in place of the prost codec.
+#[derive(Debug, Clone)]
+pub struct TraceServer {
+    receiver: Arc<TraceReceiver>,
+    max_message_bytes: usize,
+}
+
+impl NamedService for TraceServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
 impl TraceReceiver {
@@ -59,32 +146,30 @@ impl TraceReceiver {
         extract: ExtractConfig,
         max_message_bytes: usize,
         forward: Option<ForwardHandle>,
-    ) -> OtlpStatus<TraceServiceServer<TraceReceiver>> {
+    ) -> OtlpStatus<TraceServer> {
         let telemetry = pipeline.telemetry().clone();
-        let server = TraceServiceServer::new(TraceReceiver {
-            pipeline,
-            extract: Arc::new(extract),
-            forward,
-        })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max_message_bytes);
+        let server = TraceServer {
+            receiver: Arc::new(TraceReceiver {
+                pipeline,
+                extract: Arc::new(extract),
+                forward,
+            }),
+            max_message_bytes,
+        };
         OtlpStatus {
             inner: server,
             telemetry,
         }
     }
-}
 
-#[tonic::async_trait]
-impl TraceService for TraceReceiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let request = request.into_inner();
-        let mut samples = Vec::new();
-        let report = extract(&request, &self.extract, &mut samples);
+    fn export(&self, bytes: Bytes) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let (samples, report) = read_traces(&bytes, &self.extract).map_err(|e| {
+            let message = e.to_string();
+            self.pipeline
+                .telemetry()
+                .refused(RefusedReason::InvalidPayload, 1, &message);
+            Status::invalid_argument(message)
+        })?;
         // The slot is taken first and filled only once the pipeline took the
         // samples, so an export is forwarded exactly when it is accepted.
         let slot = self
@@ -101,7 +186,7 @@ impl TraceService for TraceReceiver {
                 IngestError::Closed => Status::unavailable("modelgate is shutting down"),
             })?;
         if let Some(slot) = slot {
-            slot.send(Signal::Traces, request.encode_to_vec().into());
+            slot.send(Signal::Traces, bytes);
         }
         let partial_success = partial.map(|p| ExportTracePartialSuccess {
             rejected_spans: p.rejected,
@@ -110,6 +195,53 @@ impl TraceService for TraceReceiver {
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success,
         }))
+    }
+}
+
+/// One Export call.
+struct ExportCall(Arc<TraceReceiver>);
+
+impl UnaryService<Bytes> for ExportCall {
+    type Response = ExportTraceServiceResponse;
+    type Future = std::future::Ready<Result<Response<ExportTraceServiceResponse>, Status>>;
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        // Synchronous on purpose: nothing here waits.
+        std::future::ready(self.0.export(request.into_inner()))
+    }
+}
+
+impl<B> Service<HttpRequest<B>> for TraceServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = HttpResponse<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<HttpResponse<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: HttpRequest<B>) -> Self::Future {
+        if request.uri().path() != EXPORT_PATH {
+            return Box::pin(async move {
+                let mut response = HttpResponse::new(Body::default());
+                let headers = response.headers_mut();
+                headers.insert(Status::GRPC_STATUS, (Code::Unimplemented as i32).into());
+                headers.insert(
+                    tonic::codegen::http::header::CONTENT_TYPE,
+                    tonic::metadata::GRPC_CONTENT_TYPE,
+                );
+                Ok(response)
+            });
+        }
+        let method = ExportCall(self.receiver.clone());
+        let mut grpc = tonic::server::Grpc::new(BytesCodec)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(self.max_message_bytes);
+        Box::pin(async move { Ok(grpc.unary(method, request).await) })
     }
 }
 

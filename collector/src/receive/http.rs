@@ -12,6 +12,9 @@
 //! - With forwarding on, a full forward queue gets the same `503`; an
 //!   accepted request is queued for [`crate::forward`] as the received
 //!   protobuf bytes (after gunzip), or re-encoded from OTLP/JSON.
+//! - Protobuf traces take the gRPC receiver's fast path
+//!   ([`crate::extract::wire::scan`], interned series names); JSON and logs
+//!   are decoded in full.
 //! - Spans or log records that cannot be used are reported in
 //!   `partial_success`, and counted.
 //!
@@ -40,7 +43,9 @@ use crate::config::ExtractConfig;
 use crate::extract::logs::extract_logs;
 use crate::extract::{extract, ExtractReport, Sample};
 use crate::forward::{ForwardError, ForwardHandle, Signal};
+use crate::pipeline::Batch;
 use crate::pipeline::{IngestError, PipelineHandle};
+use crate::receive::grpc::read_traces;
 use crate::receive::{hand_over, Partial};
 use crate::telemetry::RefusedReason;
 
@@ -162,7 +167,20 @@ async fn traces(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body:
         body,
         Signal::Traces,
         RefusedReason::InvalidSpan,
-        |request: &ExportTraceServiceRequest, config, out| extract(request, config, out),
+        |encoding, body, config, forwarding| match encoding {
+            // The fast path, as on gRPC: scanned, never decoded.
+            Encoding::Protobuf => {
+                let (samples, report) = read_traces(body, config).map_err(|e| e.to_string())?;
+                Ok((Batch::from(samples), report, None))
+            }
+            Encoding::Json => decoded(
+                encoding,
+                body,
+                config,
+                forwarding,
+                |r: &ExportTraceServiceRequest, c, out| extract(r, c, out),
+            ),
+        },
         |partial| ExportTraceServiceResponse {
             partial_success: partial.map(|p| ExportTracePartialSuccess {
                 rejected_spans: p.rejected,
@@ -180,7 +198,15 @@ async fn logs(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: B
         body,
         Signal::Logs,
         RefusedReason::UnmappedLog,
-        |request: &ExportLogsServiceRequest, config, out| extract_logs(request, config, out),
+        |encoding, body, config, forwarding| {
+            decoded(
+                encoding,
+                body,
+                config,
+                forwarding,
+                |r: &ExportLogsServiceRequest, c, out| extract_logs(r, c, out),
+            )
+        },
         |partial| ExportLogsServiceResponse {
             partial_success: partial.map(|p| ExportLogsPartialSuccess {
                 rejected_log_records: p.rejected,
@@ -191,18 +217,37 @@ async fn logs(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: B
     .await
 }
 
+/// What reading a body made of it: the samples, the report, and the
+/// protobuf bytes to forward when they are not the body itself (`None`).
+type Read = (Batch, ExtractReport, Option<Vec<u8>>);
+
+/// Decodes `body` fully and extracts with `extract`; with `forwarding`, the
+/// protobuf encoding of a JSON body for the next hop.
+fn decoded<Req: prost::Message + Default + DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+    config: &ExtractConfig,
+    forwarding: bool,
+    extract: impl Fn(&Req, &ExtractConfig, &mut Vec<Sample>) -> ExtractReport,
+) -> Result<Read, String> {
+    let request: Req = encoding.decode(body)?;
+    let mut samples = Vec::new();
+    let report = extract(&request, config, &mut samples);
+    let reencoded = (forwarding && encoding == Encoding::Json).then(|| request.encode_to_vec());
+    Ok((Batch::from(samples), report, reencoded))
+}
+
 /// One export of either signal: read, decode, extract, hand over, answer.
-async fn receive<Req, Resp>(
+async fn receive<Resp>(
     receiver: &Receiver,
     headers: &HeaderMap,
     body: Body,
     signal: Signal,
     unusable: RefusedReason,
-    extract: impl Fn(&Req, &ExtractConfig, &mut Vec<Sample>) -> ExtractReport,
+    read: impl Fn(Encoding, &[u8], &ExtractConfig, bool) -> Result<Read, String>,
     response: impl Fn(Option<Partial>) -> Resp,
 ) -> Response
 where
-    Req: prost::Message + Default + DeserializeOwned,
     Resp: prost::Message + Serialize,
 {
     let telemetry = receiver.pipeline.telemetry();
@@ -229,15 +274,14 @@ where
             return encoding.error(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message);
         }
     };
-    let request: Req = match encoding.decode(&body) {
-        Ok(request) => request,
+    let forwarding = receiver.forward.is_some();
+    let (samples, report, reencoded) = match read(encoding, &body, &receiver.extract, forwarding) {
+        Ok(read) => read,
         Err(message) => {
             telemetry.refused(RefusedReason::InvalidPayload, 1, &message);
             return encoding.error(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message);
         }
     };
-    let mut samples = Vec::new();
-    let report = extract(&request, &receiver.extract, &mut samples);
     // Take the forward slot first and fill it only once the pipeline took
     // the samples: an export is forwarded exactly when it is accepted.
     let slot = match receiver
@@ -260,11 +304,7 @@ where
     match hand_over(&receiver.pipeline, samples, report, unusable) {
         Ok(partial) => {
             if let Some(slot) = slot {
-                let bytes = match encoding {
-                    Encoding::Protobuf => Bytes::from(body),
-                    Encoding::Json => Bytes::from(request.encode_to_vec()),
-                };
-                slot.send(signal, bytes);
+                slot.send(signal, Bytes::from(reencoded.unwrap_or(body)));
             }
             encoding.respond(StatusCode::OK, &response(partial))
         }

@@ -4,13 +4,16 @@
 //! - [`http`]: OTLP/HTTP `/v1/traces` and `/v1/logs` on
 //!   `receiver.http_listen`, protobuf or JSON.
 //!
-//! Receivers decode, call [`crate::extract`] inline and hand the samples to
-//! the pipeline without waiting ([`hand_over`]), and with forwarding on
-//! queue the accepted export for [`crate::forward`]; they are the only place
-//! where protocol status codes are made. They never keep state of their own.
+//! Receivers read the export inline (protobuf traces with
+//! [`crate::extract::wire::scan`], everything else decoded and passed to
+//! [`crate::extract`]), hand the samples to the pipeline without waiting
+//! ([`hand_over`]), and with forwarding on queue the accepted export for
+//! [`crate::forward`] as the bytes received; they are the only place where
+//! protocol status codes are made. They keep no state of their own beyond a
+//! per-thread cache of interned series names (see [`grpc`]).
 
-use crate::extract::{ExtractReport, Sample};
-use crate::pipeline::{IngestError, PipelineHandle};
+use crate::extract::ExtractReport;
+use crate::pipeline::{Batch, IngestError, PipelineHandle};
 use crate::telemetry::RefusedReason;
 
 pub mod grpc;
@@ -32,10 +35,11 @@ pub struct Partial {
 /// nothing is counted as accepted then.
 pub fn hand_over(
     pipeline: &PipelineHandle,
-    samples: Vec<Sample>,
+    samples: impl Into<Batch>,
     report: ExtractReport,
     unusable: RefusedReason,
 ) -> Result<Option<Partial>, IngestError> {
+    let samples = samples.into();
     if !samples.is_empty() {
         pipeline.try_ingest(samples)?;
     }

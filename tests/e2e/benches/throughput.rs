@@ -2,7 +2,10 @@
 //! a noisy machine:
 //! (a) decode only: the `opentelemetry-proto` decode of the load batches, the
 //!     limit of a receiver that decodes full messages;
-//! (b) decode + extract + aggregate in process, no network, one thread;
+//! (b) decode + extract + aggregate in process, no network, one thread (the
+//!     old receive path, for reference);
+//! (b2) the receive path now: wire scan + intern + aggregate in process, no
+//!     network, one thread: the collector's own cost per span;
 //! (c) end to end over loopback gRPC: the release `modelgate` (judge on) on
 //!     CPU 0 and `modelgate loadgen` on CPU 1 (`taskset`).
 //! Batches: 512 spans of ten attributes over a few hundred series and five
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use modelgate::aggregate::Aggregator;
 use modelgate::config::{AggregateConfig, ExtractConfig};
-use modelgate::extract::extract;
+use modelgate::extract::{extract, wire, Interner};
 use modelgate::loadgen::{batches, LoadOptions};
 use modelgate_e2e::{metric, modelgate_bin, Collector};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -37,6 +40,22 @@ fn in_process(batches: &[Vec<u8>], seconds: u64, mut step: impl FnMut(&[u8]) -> 
         }
     }
     spans as f64 / started.elapsed().as_secs_f64()
+}
+
+/// User + system CPU seconds of process `pid` (`/proc/PID/stat`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn span_count(r: &ExportTraceServiceRequest) -> usize {
@@ -76,24 +95,44 @@ async fn main() {
         samples.len()
     });
 
+    // (b2) Wire scan, intern, aggregate: what the receiver and the pipeline
+    // task do per export now.
+    let mut agg = Aggregator::new(AggregateConfig::default(), vec![100.0], 1_763_658_000_000);
+    let mut interner = Interner::new(1 << 16);
+    let mut interned = Vec::with_capacity(options.batch_spans);
+    let started = Instant::now();
+    let fast = in_process(&encoded, seconds, |b| {
+        interned.clear();
+        wire::scan(b, &config, |s| interned.push(interner.intern(&s))).unwrap();
+        let now = 1_763_658_000_000 + started.elapsed().as_millis() as u64;
+        agg.record_interned(&interned, now);
+        interned.len()
+    });
+
     // (c) End to end, one core each.
     let collector = Collector::start_pinned(0, &[]).await;
-    let out = tokio::process::Command::new("taskset")
-        .args(["-c", "1"])
-        .arg(modelgate_bin())
-        .args([
-            "loadgen",
-            "--endpoint",
-            &collector.grpc_url(),
-            "--connections",
-            "8",
-        ])
-        .args(["--duration", &format!("{seconds}s")])
-        .output()
-        .await
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    let field = |key: &str| -> f64 {
+    let loadgen = |rate: Option<f64>| {
+        let mut command = tokio::process::Command::new("taskset");
+        command
+            .args(["-c", "1"])
+            .arg(modelgate_bin())
+            .args([
+                "loadgen",
+                "--endpoint",
+                &collector.grpc_url(),
+                "--connections",
+                "8",
+            ])
+            .args(["--duration", &format!("{seconds}s")]);
+        if let Some(rate) = rate {
+            command.args(["--rate", &format!("{rate:.0}")]);
+        }
+        async move {
+            let out = command.output().await.unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let field = |report: &str, key: &str| -> f64 {
         report
             .lines()
             .last()
@@ -101,8 +140,24 @@ async fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    let e2e = field("spans_per_s=");
-    let (p50, p99) = (field("export_p50_ms="), field("export_p99_ms="));
+    let cpu_before = cpu_seconds(collector.pid());
+    let report = loadgen(None).await;
+    let cpu_used = cpu_seconds(collector.pid()) - cpu_before;
+    let e2e = field(&report, "spans_per_s=");
+    let (p50, p99) = (
+        field(&report, "export_p50_ms="),
+        field(&report, "export_p99_ms="),
+    );
+    // The collector's own CPU time: spans per CPU-second of the collector
+    // is its capacity per core even when a neighbour steals some of CPU 0.
+    let per_cpu_s = e2e * seconds as f64 / cpu_used.max(1e-9);
+    // (d) Half the maximum rate: the latency a sender sees with headroom.
+    let half = loadgen(Some(e2e / 2.0)).await;
+    let (half_rate, half_p50, half_p99) = (
+        field(&half, "spans_per_s="),
+        field(&half, "export_p50_ms="),
+        field(&half, "export_p99_ms="),
+    );
     let counted = metric(
         &collector.metrics().await,
         "modelgate_receiver_accepted_total",
@@ -120,10 +175,21 @@ async fn main() {
         aggregate / decode
     );
     println!(
+        "| (b2) wire scan + intern + aggregate, 1 thread | {fast:.0} | {:.2} |",
+        fast / decode
+    );
+    println!(
         "| (c) end to end, loopback gRPC, collector on 1 core (judge on) | {e2e:.0} | {:.2} |",
         e2e / decode
     );
+    println!(
+        "| (d) end to end at half that rate: Export p50 {half_p50:.2} ms, p99 {half_p99:.2} ms | {half_rate:.0} | {:.2} |",
+        half_rate / decode
+    );
     println!();
+    println!(
+        "collector CPU time during (c): {cpu_used:.2} s of {seconds} s, so {per_cpu_s:.0} spans per collector CPU-second"
+    );
     println!("batches of {} spans ({bytes} bytes); Export latency p50 {p50:.2} ms, p99 {p99:.2} ms; collector counted {counted} spans; collector RSS {rss_mib:.0} MiB", options.batch_spans);
     println!(
         "throughput: e2e_spans_per_s={e2e:.0} decode_only_spans_per_s={decode:.0} e2e_over_decode={:.2} rss_mib={rss_mib:.0}",

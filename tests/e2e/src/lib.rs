@@ -295,7 +295,12 @@ impl Collector {
         self.log.lock().unwrap().clone()
     }
 
-    /// Resident memory of the process, KiB.
+    /// The collector's process id (under `taskset` too: it execs).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Resident memory of the collector, KiB.
     pub fn rss_kib(&self) -> u64 {
         let pid = self.child.id().expect("running");
         rss_kib(pid)

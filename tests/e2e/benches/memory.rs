@@ -1,0 +1,113 @@
+//! Resident memory of the release collector by number of active series, and
+//! over a soak at a fixed rate.
+//!
+//! Run: `cargo build --release -p modelgate && cargo bench -p modelgate-e2e --bench memory`
+//! prints RSS at 1k, 10k and 100k series (one service, distinct endpoints,
+//! one version, sent in 5,000-span batches; measured before any `/metrics`
+//! scrape). `-- --soak-secs 600 [--rate 250000]` instead runs
+//! `modelgate loadgen`'s load (900 series) at a fixed rate for that long,
+//! sampling RSS every 10 s, and prints the first sample after a one-minute
+//! warm-up, the last and the largest: a flat line means no growth.
+//! Extra `KEY=VALUE` arguments go to the collector's environment.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use modelgate::fixture::{request_of, SpanSpec};
+use modelgate::loadgen::{self, send_raw, LoadOptions};
+use modelgate_e2e::{eventually, Collector};
+use prost::Message;
+use tonic::transport::Channel;
+
+const BATCH: usize = 5_000;
+
+async fn by_series(env: &[(&str, &str)]) {
+    let collector = Collector::start(env).await;
+    let channel = Channel::from_shared(collector.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    println!("| active series | RSS MiB |");
+    println!("|---|---|");
+    println!("| 0 | {:.0} |", collector.rss_kib() as f64 / 1024.0);
+    let mut sent = 0;
+    for target in [1_000usize, 10_000, 100_000] {
+        while sent < target {
+            let n = BATCH.min(target - sent);
+            let body = request_of(
+                (sent..sent + n)
+                    .map(|i| SpanSpec::request("wide", &format!("/item/{i}"), "v1", 30)),
+            )
+            .encode_to_vec();
+            send_raw(&channel, body, false).await.unwrap();
+            sent += n;
+        }
+        let last = format!(
+            "/api/v1/versions?service=wide&endpoint=/item/{}",
+            target - 1
+        );
+        let seen = eventually(Duration::from_secs(60), || async {
+            let json = collector.json(&last).await;
+            json["endpoints"]
+                .as_array()
+                .map(Vec::len)
+                .filter(|n| *n == 1)
+        })
+        .await;
+        assert!(seen.is_some(), "series {target} never arrived");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        println!("| {target} | {:.0} |", collector.rss_kib() as f64 / 1024.0);
+    }
+    collector.stop().await;
+}
+
+async fn soak(env: &[(&str, &str)], seconds: u64, rate: f64) {
+    let collector = Collector::start(env).await;
+    let options = LoadOptions {
+        endpoint: collector.grpc_url(),
+        connections: 4,
+        duration: Duration::from_secs(seconds),
+        rate: Some(rate),
+        ..LoadOptions::default()
+    };
+    let load = tokio::spawn(async move { loadgen::run(&options).await });
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let rss = collector.rss_kib() as f64 / 1024.0;
+        samples.push((started.elapsed().as_secs(), rss));
+        println!("soak t={}s rss_mib={rss:.1}", started.elapsed().as_secs());
+    }
+    let report = load.await.unwrap().unwrap();
+    let warm: Vec<_> = samples.iter().filter(|(t, _)| *t >= 60).collect();
+    let first = warm.first().map_or(0.0, |s| s.1);
+    let last = warm.last().map_or(0.0, |s| s.1);
+    let max = warm.iter().map(|s| s.1).fold(0.0, f64::max);
+    println!(
+        "soak: seconds={seconds} rate={rate:.0} spans_accepted={} calls_failed={} export_p50_ms={:.2} export_p99_ms={:.2} rss_mib_after_1min={first:.1} rss_mib_last={last:.1} rss_mib_max={max:.1}",
+        report.spans_accepted,
+        report.calls_failed,
+        report.latency_ms.quantile(0.5).unwrap_or(0.0),
+        report.latency_ms.quantile(0.99).unwrap_or(0.0)
+    );
+    collector.stop().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let env: Vec<(&str, &str)> = args.iter().filter_map(|a| a.split_once('=')).collect();
+    match value("--soak-secs") {
+        Some(seconds) => soak(&env, seconds as u64, value("--rate").unwrap_or(250_000.0)).await,
+        None => by_series(&env).await,
+    }
+}
