@@ -25,6 +25,7 @@
 //! - [`fixture`]: OTLP payload builder for tests and benchmarks.
 
 pub mod config;
+pub mod codec;
 pub mod receive;
 pub mod extract;
 pub mod aggregate;

@@ -4,60 +4,23 @@
 //!
 //! Batches are built with [`crate::fixture`] (about ten attributes a span,
 //! a few hundred series, several versions) and sent as raw bytes through
-//! [`RawCodec`], so the generator spends its time on the network, not on
+//! [`BytesCodec`], so the generator spends its time on the network, not on
 //! encoding. It only sends to the endpoint it is given.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut};
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::aggregate::Sketch;
+use crate::codec::{BytesCodec, TRACE_EXPORT_PATH};
 use crate::fixture::{attr_int, attr_str, request_of, SpanSpec};
-
-/// The OTLP trace export method.
-pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-
-/// Sends and receives raw bytes over gRPC: pre-encoded requests, and any
-/// bytes at all in tests.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
-}
 
 /// One OTLP trace Export of `body` as it is (gzip-compressed on the wire
 /// when `gzip`); the raw response bytes or the status.
@@ -69,10 +32,10 @@ pub async fn send_raw(channel: &Channel, body: Vec<u8>, gzip: bool) -> Result<Ve
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
-    grpc.unary(tonic::Request::new(body), path, RawCodec)
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(TRACE_EXPORT_PATH);
+    grpc.unary(tonic::Request::new(Bytes::from(body)), path, BytesCodec)
         .await
-        .map(tonic::Response::into_inner)
+        .map(|r| r.into_inner().to_vec())
 }
 
 /// What to send.

@@ -1,6 +1,9 @@
 //! Arbitrary bytes as an OTLP export request, traces and logs, protobuf and
 //! JSON, through the extractors the receivers call. Decoding may fail;
-//! extraction must never panic on anything that decodes.
+//! extraction must never panic on anything that decodes. The receivers'
+//! zero-copy reader (`extract::wire::scan`) reads the same bytes: it must
+//! never panic, and wherever the full decode succeeds it must give exactly
+//! the samples and report of `extract` on the decoded message.
 
 #![no_main]
 
@@ -8,7 +11,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use modelgate::config::ExtractConfig;
-use modelgate::extract::{extract, logs::extract_logs};
+use modelgate::extract::{extract, logs::extract_logs, wire};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -33,6 +36,20 @@ fn traces(request: &ExportTraceServiceRequest) {
     }
 }
 
+/// The wire reader on the raw bytes; `decoded` is the full decode, if any.
+fn wire_traces(data: &[u8], decoded: Option<&ExportTraceServiceRequest>) {
+    for config in &configs() {
+        let mut scanned = Vec::new();
+        let report = wire::scan(data, config, |s| scanned.push(s.to_sample()));
+        if let Some(request) = decoded {
+            let mut out = Vec::new();
+            let reference = extract(request, config, &mut out);
+            assert_eq!(report, Ok(reference), "wire scan disagrees with the full decode");
+            assert_eq!(scanned, out, "wire samples differ from the full decode's");
+        }
+    }
+}
+
 fn logs(request: &ExportLogsServiceRequest) {
     for config in &configs() {
         let mut out = Vec::new();
@@ -42,9 +59,11 @@ fn logs(request: &ExportLogsServiceRequest) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(request) = ExportTraceServiceRequest::decode(data) {
-        traces(&request);
+    let decoded = ExportTraceServiceRequest::decode(data).ok();
+    if let Some(request) = &decoded {
+        traces(request);
     }
+    wire_traces(data, decoded.as_ref());
     if let Ok(request) = ExportLogsServiceRequest::decode(data) {
         logs(&request);
     }

@@ -31,29 +31,27 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message as _;
 use tonic::body::Body;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::codegen::http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::Service;
 
+use crate::codec::{BytesCodec, TRACE_EXPORT_PATH};
 use crate::config::ExtractConfig;
 use crate::extract::{wire, ExtractReport, InternedSample, Interner};
 use crate::forward::{ForwardError, ForwardHandle, Signal, REFUSAL_RETRY_DELAY};
 use crate::pipeline::{IngestError, PipelineHandle};
 use crate::receive::hand_over;
 use crate::telemetry::{RefusedReason, Telemetry};
-
-/// The gRPC path of OTLP trace export.
-pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// Series names each receiving thread keeps before it starts over (a few
 /// MiB per thread at most): enough for the hot series of a fleet; beyond
@@ -77,46 +75,6 @@ pub(crate) fn read_traces(
         let report = wire::scan(bytes, config, |s| samples.push(interner.intern(&s)))?;
         Ok((samples, report))
     })
-}
-
-/// Encodes export responses and decodes requests into the `Bytes` of the
-/// frame as tonic received them (no copy, no parse).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BytesCodec;
-
-impl Codec for BytesCodec {
-    type Encode = ExportTraceServiceResponse;
-    type Decode = Bytes;
-    type Encoder = BytesCodec;
-    type Decoder = BytesCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        BytesCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        BytesCodec
-    }
-}
-
-impl Encoder for BytesCodec {
-    type Item = ExportTraceServiceResponse;
-    type Error = Status;
-    fn encode(
-        &mut self,
-        item: ExportTraceServiceResponse,
-        dst: &mut EncodeBuf<'_>,
-    ) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding the response: {e}")))
-    }
-}
-
-impl Decoder for BytesCodec {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        // DecodeBuf over tonic's BytesMut: split off, not copied.
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
 }
 
 /// The `TraceService/Export` handler: scan, hand over, forward the bytes.
@@ -202,11 +160,12 @@ impl TraceReceiver {
 struct ExportCall(Arc<TraceReceiver>);
 
 impl UnaryService<Bytes> for ExportCall {
-    type Response = ExportTraceServiceResponse;
-    type Future = std::future::Ready<Result<Response<ExportTraceServiceResponse>, Status>>;
+    type Response = Bytes;
+    type Future = std::future::Ready<Result<Response<Bytes>, Status>>;
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         // Synchronous on purpose: nothing here waits.
-        std::future::ready(self.0.export(request.into_inner()))
+        let answer = self.0.export(request.into_inner());
+        std::future::ready(answer.map(|r| r.map(|m| m.encode_to_vec().into())))
     }
 }
 
@@ -224,7 +183,7 @@ where
     }
 
     fn call(&mut self, request: HttpRequest<B>) -> Self::Future {
-        if request.uri().path() != EXPORT_PATH {
+        if request.uri().path() != TRACE_EXPORT_PATH {
             return Box::pin(async move {
                 let mut response = HttpResponse::new(Body::default());
                 let headers = response.headers_mut();
