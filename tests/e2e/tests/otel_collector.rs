@@ -181,7 +181,14 @@ async fn ship_the_incident(encoding: &str) {
         received(&collector).await,
         collector.metrics().await
     );
-    assert!(v13_firing(&backend).await.is_some());
+    // The backend judges what it got on its own clock (evaluation tick and
+    // alert hold): wait for it, bounded.
+    assert!(
+        eventually(Duration::from_secs(30), || v13_firing(&backend))
+            .await
+            .is_some(),
+        "the backend did not fire for v1.3 on what was forwarded"
+    );
     let metrics = collector.metrics().await;
     assert_eq!(
         metric(&metrics, "modelgate_forward_refused_total", &[]),
