@@ -212,6 +212,8 @@ async fn accept_loop(
                 continue;
             }
         };
+        // As for the plain listeners: answers go out without Nagle's wait.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {

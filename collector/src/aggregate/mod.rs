@@ -15,17 +15,45 @@
 pub mod sketch;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::AggregateConfig;
-use crate::extract::{EndpointKey, InternedKind, InternedSample, Outcome, Sample, SampleKind};
+use crate::extract::{
+    EndpointKey, InternedKind, InternedSample, Outcome, Sample, SampleKind, SeriesName,
+};
 pub use sketch::Sketch;
 
 /// The hasher of the series map: foldhash (through hashbrown's default),
 /// several times faster than SipHash on short keys; the keys are not chosen
 /// by an attacker who sees the seed (it is random per process).
 pub(crate) type FastHash = hashbrown::DefaultHashBuilder;
+
+/// Every endpoint's versions. An `IndexMap`, so a series has a position
+/// (endpoint index, version index) that [`Aggregator::record_interned`]
+/// can remember per interned name instead of hashing and comparing the
+/// name's strings for every span.
+type Endpoints = IndexMap<EndpointKey, Versions, FastHash>;
+
+/// Interned names whose series position is remembered, at most (twice what
+/// two receiving threads intern; each entry keeps its name alive, a few
+/// MiB in all); past it the memory starts over (a cache: forgetting costs
+/// one lookup by name).
+const MAX_LOCATED: usize = 1 << 14;
+
+/// Where a series lives: (endpoint index, version index) in
+/// [`Aggregator::endpoints`], or `None` for the overflow series.
+type Location = Option<(usize, usize)>;
+
+/// A remembered [`Location`] of one interned name. Holding the name keeps
+/// its address, the key it is remembered by, from being reused for another.
+#[derive(Debug)]
+struct Located {
+    _name: Arc<SeriesName>,
+    at: Location,
+}
 
 /// Database calls wait this long for their request span. A request span ends
 /// after its own database calls, so SDKs export it in the same batch or the
@@ -241,27 +269,9 @@ impl Versions {
         self.position(version).ok().map(|i| &self.0[i].1)
     }
 
-    fn get_mut(&mut self, version: &str) -> Option<&mut Series> {
-        self.position(version).ok().map(|i| &mut self.0[i].1)
-    }
-
     /// Whether `version` has a series.
     pub fn contains_key(&self, version: &str) -> bool {
         self.position(version).is_ok()
-    }
-
-    fn insert(&mut self, version: &str, series: Series) -> &mut Series {
-        let i = match self.position(version) {
-            Ok(i) => {
-                self.0[i].1 = series;
-                i
-            }
-            Err(i) => {
-                self.0.insert(i, (version.to_owned(), series));
-                i
-            }
-        };
-        &mut self.0[i].1
     }
 
     /// Versions and their series, by version.
@@ -307,20 +317,12 @@ pub(crate) struct AggregatorState<Bounds, Endpoints, Overflow, Pending> {
 }
 
 /// The live state, borrowed for writing.
-pub(crate) type AggregatorStateRef<'a> = AggregatorState<
-    &'a [f64],
-    &'a HashMap<EndpointKey, Versions, FastHash>,
-    &'a Series,
-    &'a HashMap<[u8; 16], Vec<PendingDb>>,
->;
+pub(crate) type AggregatorStateRef<'a> =
+    AggregatorState<&'a [f64], &'a Endpoints, &'a Series, &'a HashMap<[u8; 16], Vec<PendingDb>>>;
 
 /// A state read back.
-pub(crate) type AggregatorStateOwned = AggregatorState<
-    Vec<f64>,
-    HashMap<EndpointKey, Versions, FastHash>,
-    Series,
-    HashMap<[u8; 16], Vec<PendingDb>>,
->;
+pub(crate) type AggregatorStateOwned =
+    AggregatorState<Vec<f64>, Endpoints, Series, HashMap<[u8; 16], Vec<PendingDb>>>;
 
 /// Why [`Aggregator::restore`] refused a state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -357,7 +359,11 @@ pub struct Aggregator {
     slot_ms: u64,
     window_slots: u64,
     horizon_slots: u64,
-    endpoints: HashMap<EndpointKey, Versions, FastHash>,
+    endpoints: Endpoints,
+    /// Positions of series by the address of their interned name; valid
+    /// until a position moves (a version inserted before others, a series
+    /// expired, a restore), when it is cleared.
+    located: hashbrown::HashMap<usize, Located, FastHash>,
     series: usize,
     overflow: Series,
     pending_db: HashMap<[u8; 16], Vec<PendingDb>>,
@@ -379,7 +385,8 @@ impl Aggregator {
             slot_ms,
             window_slots,
             horizon_slots,
-            endpoints: HashMap::default(),
+            endpoints: Endpoints::default(),
+            located: hashbrown::HashMap::default(),
             series: 0,
             overflow: Series::new(now_ms),
             pending_db: HashMap::new(),
@@ -426,17 +433,60 @@ impl Aggregator {
         }
         for sample in samples {
             if let InternedKind::Request { duration, outcome } = sample.kind {
-                let series = &sample.series;
-                let db_calls = self.take_pending_db(&sample.trace_id, &series.endpoint.service);
-                let duration_ms = duration.as_secs_f64() * 1e3;
-                self.record_request(
-                    &series.endpoint,
-                    &series.version,
-                    duration_ms,
-                    outcome,
-                    db_calls,
-                    now_ms,
-                );
+                let name = &sample.series;
+                let db_calls = self.take_pending_db(&sample.trace_id, &name.endpoint.service);
+                let at = self.located(name, now_ms);
+                self.record_at(at, duration.as_secs_f64() * 1e3, outcome, db_calls, now_ms);
+            }
+        }
+    }
+
+    /// The location of `name`'s series (created if there is room): a hash
+    /// of its address when remembered, else a lookup by its strings.
+    fn located(&mut self, name: &Arc<SeriesName>, now_ms: u64) -> Location {
+        let key = Arc::as_ptr(name) as usize;
+        if let Some(located) = self.located.get(&key) {
+            return located.at;
+        }
+        let at = self.locate(&name.endpoint, &name.version, now_ms);
+        if self.located.len() >= MAX_LOCATED {
+            self.located.clear();
+        }
+        self.located.insert(
+            key,
+            Located {
+                _name: name.clone(),
+                at,
+            },
+        );
+        at
+    }
+
+    /// The location of a series, created if there is room under the cap;
+    /// `None` (the overflow series) when there is not.
+    fn locate(&mut self, endpoint: &EndpointKey, version: &str, now_ms: u64) -> Location {
+        let at_cap = self.series >= self.config.max_series;
+        match self.endpoints.get_full_mut(endpoint) {
+            Some((e, _, versions)) => match versions.position(version) {
+                Ok(v) => Some((e, v)),
+                Err(_) if at_cap => None,
+                Err(v) => {
+                    versions
+                        .0
+                        .insert(v, (version.to_owned(), Series::new(now_ms)));
+                    self.series += 1;
+                    // The endpoint's later versions moved.
+                    self.located.clear();
+                    Some((e, v))
+                }
+            },
+            None if at_cap => None,
+            None => {
+                // Appended last: no other position moves.
+                let versions = Versions(vec![(version.to_owned(), Series::new(now_ms))]);
+                let (e, _) = self.endpoints.insert_full(endpoint.clone(), versions);
+                self.series += 1;
+                Some((e, 0))
             }
         }
     }
@@ -494,24 +544,27 @@ impl Aggregator {
         db_calls: u64,
         now_ms: u64,
     ) {
+        let at = self.locate(endpoint, version, now_ms);
+        self.record_at(at, duration_ms, outcome, db_calls, now_ms);
+    }
+
+    fn record_at(
+        &mut self,
+        at: Location,
+        duration_ms: f64,
+        outcome: Outcome,
+        db_calls: u64,
+        now_ms: u64,
+    ) {
         let slot_index = now_ms / self.slot_ms;
-        let at_cap = self.series >= self.config.max_series;
-        let series = match self.endpoints.get_mut(endpoint) {
-            Some(versions) if versions.contains_key(version) => versions.get_mut(version),
-            _ if at_cap => None,
-            Some(versions) => {
-                self.series += 1;
-                Some(versions.insert(version, Series::new(now_ms)))
-            }
-            None => {
-                self.series += 1;
-                let versions = self.endpoints.entry(endpoint.clone()).or_default();
-                Some(versions.insert(version, Series::new(now_ms)))
-            }
-        };
+        let series = at.and_then(|(e, v)| {
+            let (_, versions) = self.endpoints.get_index_mut(e)?;
+            versions.0.get_mut(v).map(|(_, series)| series)
+        });
         let series = match series {
             Some(series) => series,
             None => {
+                debug_assert!(at.is_none(), "a remembered location {at:?} is stale");
                 self.counters.overflow_samples += 1;
                 &mut self.overflow
             }
@@ -555,6 +608,10 @@ impl Aggregator {
         }
         self.series -= removed;
         self.counters.series_expired += removed as u64;
+        if removed > 0 {
+            // Positions after the removed series moved.
+            self.located.clear();
+        }
         let mut unmatched = 0;
         let mut pending = 0;
         self.pending_db.retain(|_, list| {
@@ -713,6 +770,7 @@ impl Aggregator {
         endpoints.retain(|_, v| !v.is_empty());
         self.series = endpoints.values().map(Versions::len).sum();
         self.endpoints = endpoints;
+        self.located.clear();
         self.overflow = overflow;
         self.pending_traces = state.pending_db.values().map(Vec::len).sum();
         self.pending_db = state.pending_db;
@@ -910,5 +968,69 @@ mod tests {
         agg.expire(T0 + PENDING_DB_TTL_MS);
         assert_eq!(agg.counters().db_unmatched, 4);
         assert_eq!(agg.pending_traces, 0);
+    }
+
+    fn interned(name: &Arc<SeriesName>, ms: u64) -> InternedSample {
+        InternedSample {
+            series: name.clone(),
+            trace_id: [0; 16],
+            kind: InternedKind::Request {
+                duration: Duration::from_millis(ms),
+                outcome: Outcome::Ok,
+            },
+        }
+    }
+
+    #[test]
+    fn interned_names_find_their_series_while_positions_move() {
+        let mut agg = aggregator(AggregateConfig {
+            max_series: 3,
+            ..config()
+        });
+        let mut interner = crate::extract::Interner::new(16);
+        let mut name = |path: &str, version: &str| interner.name("lending-api", path, &[], version);
+        let (a2, a3, b1, a1, c1) = (
+            name("/a", "v2"),
+            name("/a", "v3"),
+            name("/b", "v1"),
+            name("/a", "v1"),
+            name("/c", "v1"),
+        );
+        agg.record_interned(
+            &[interned(&a2, 10), interned(&a3, 10), interned(&b1, 10)],
+            T0,
+        );
+        // v1 sorts first: v2 and v3 of /a move, and the cap is reached.
+        agg.record_batch(&[request("/a", "v1", 10, Outcome::Ok, 1)], T0);
+        agg.record_interned(
+            &[interned(&a2, 10), interned(&a3, 10), interned(&a1, 10)],
+            T0,
+        );
+        agg.record_interned(&[interned(&a3, 10), interned(&c1, 10)], T0);
+        // The cap was 3: v1 of /a and /c went to the overflow series.
+        let count = |path, version| window_of(&agg, path, version, T0).count();
+        assert_eq!(
+            (count("/a", "v2"), count("/a", "v3"), count("/b", "v1")),
+            (2, 3, 1)
+        );
+        assert!(agg.versions(&endpoint("/a")).unwrap().get("v1").is_none());
+        assert_eq!(agg.counters().overflow_samples, 3);
+        // /b idles out (the others are fresher): everything after it moves,
+        // and a remembered overflow name gets a series of its own.
+        agg.record_interned(&[interned(&a2, 10), interned(&a3, 10)], T0 + 300_000);
+        agg.expire(T0 + 600_000);
+        assert_eq!(agg.series_count(), 2);
+        let later = T0 + 600_000;
+        agg.record_interned(
+            &[interned(&c1, 10), interned(&a3, 10), interned(&a1, 10)],
+            later,
+        );
+        let count = |path, version| window_of(&agg, path, version, later).count();
+        assert_eq!((count("/c", "v1"), count("/a", "v3")), (1, 1));
+        assert_eq!(
+            agg.counters().overflow_samples,
+            4,
+            "/a v1 still over the cap"
+        );
     }
 }

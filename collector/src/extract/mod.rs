@@ -35,6 +35,33 @@ pub const UNKNOWN_VERSION: &str = "unknown";
 /// `service.name` of resources that have none, as the OpenTelemetry SDKs do.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
+/// The attribute keys the rules read, besides the configured version
+/// attributes and dimensions. [`wire`] keeps only attributes that may be
+/// one of these or a configured one, so a rule must name its keys here.
+pub(crate) mod keys {
+    /// The resource's service.
+    pub(crate) const SERVICE_NAME: &str = "service.name";
+    /// Any of these on a CLIENT span makes it a database call.
+    pub(crate) const DB_SYSTEM: [&str; 2] = ["db.system", "db.system.name"];
+    /// The endpoint, first non-empty one wins (else the span name).
+    pub(crate) const ENDPOINT: [&str; 3] = ["http.route", "url.path", "http.target"];
+    /// The HTTP status code, new name first.
+    pub(crate) const STATUS_CODE: [&str; 2] = ["http.response.status_code", "http.status_code"];
+    /// A timeout when it names one.
+    pub(crate) const ERROR_TYPE: &str = "error.type";
+    /// A timeout when it is 4 (DEADLINE_EXCEEDED).
+    pub(crate) const GRPC_STATUS: &str = "rpc.grpc.status_code";
+
+    /// Every key above.
+    pub(crate) fn all() -> impl Iterator<Item = &'static str> {
+        [SERVICE_NAME, ERROR_TYPE, GRPC_STATUS]
+            .into_iter()
+            .chain(DB_SYSTEM)
+            .chain(ENDPOINT)
+            .chain(STATUS_CODE)
+    }
+}
+
 /// How many rejection reasons are spelled out in one `partial_success`
 /// message; the rest are only counted, so one bad batch cannot produce a
 /// megabyte of error text.
@@ -369,7 +396,7 @@ pub fn extract(
 /// `service.name` of a resource, or [`UNKNOWN_SERVICE`].
 pub(crate) fn service_of<'a>(resource_attrs: &impl Attrs<'a>) -> &'a str {
     resource_attrs
-        .find_str("service.name")
+        .find_str(keys::SERVICE_NAME)
         .unwrap_or(UNKNOWN_SERVICE)
 }
 
@@ -399,8 +426,8 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
     let attrs = &span.attributes;
     let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
     let is_request = matches!(kind, SpanKind::Server | SpanKind::Consumer) || !span.has_parent;
-    let is_db_call = kind == SpanKind::Client
-        && (attrs.find("db.system").is_some() || attrs.find("db.system.name").is_some());
+    let is_db_call =
+        kind == SpanKind::Client && keys::DB_SYSTEM.iter().any(|key| attrs.find(key).is_some());
     if !is_request && !is_db_call {
         return Ok(None);
     }
@@ -421,17 +448,22 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
         let duration = Duration::from_nanos(span.end_time_unix_nano - span.start_time_unix_nano);
         SampleRefKind::Request {
             endpoint: endpoint_of(span),
-            dims: config
-                .dimensions
-                .iter()
-                .map(|key| {
-                    attrs
-                        .find(key)
-                        .or_else(|| resource_attrs.find(key))
-                        .map(value_string)
-                        .unwrap_or_default()
-                })
-                .collect(),
+            dims: if config.dimensions.is_empty() {
+                // Not even the call that collects nothing, once per span.
+                Vec::new()
+            } else {
+                config
+                    .dimensions
+                    .iter()
+                    .map(|key| {
+                        attrs
+                            .find(key)
+                            .or_else(|| resource_attrs.find(key))
+                            .map(value_string)
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            },
             duration,
             outcome: outcome_of(attrs, span.status_error, duration, config.timeout),
         }
@@ -447,7 +479,7 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
 }
 
 fn endpoint_of<'a, A: Attrs<'a>>(span: &SpanFields<'a, A>) -> &'a str {
-    ["http.route", "url.path", "http.target"]
+    keys::ENDPOINT
         .iter()
         .find_map(|key| span.attributes.find_str(key).filter(|v| !v.is_empty()))
         .unwrap_or(span.name)
@@ -459,15 +491,15 @@ fn outcome_of<'a>(
     duration: Duration,
     timeout: Option<Duration>,
 ) -> Outcome {
-    let status_code = ["http.response.status_code", "http.status_code"]
+    let status_code = keys::STATUS_CODE
         .iter()
         .find_map(|key| attrs.find(key).and_then(value_int));
-    let error_type_is_timeout = attrs.find_str("error.type").is_some_and(|t| {
+    let error_type_is_timeout = attrs.find_str(keys::ERROR_TYPE).is_some_and(|t| {
         let t = t.to_ascii_lowercase();
         t.contains("timeout") || t.contains("timed out") || t.contains("deadline")
     });
     // gRPC status 4 is DEADLINE_EXCEEDED.
-    let grpc_deadline = attrs.find("rpc.grpc.status_code").and_then(value_int) == Some(4);
+    let grpc_deadline = attrs.find(keys::GRPC_STATUS).and_then(value_int) == Some(4);
     if error_type_is_timeout
         || matches!(status_code, Some(408 | 504))
         || grpc_deadline

@@ -25,7 +25,7 @@ use std::cell::Cell;
 
 use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
 
-use super::{sample_of, service_of, Attrs, ExtractReport, SampleRef, SpanFields, Tally, Val};
+use super::{keys, sample_of, service_of, Attrs, ExtractReport, SampleRef, SpanFields, Tally, Val};
 use crate::config::ExtractConfig;
 
 /// Why bytes are not an `ExportTraceServiceRequest`.
@@ -47,6 +47,9 @@ pub enum WireError {
     /// A length running past the end of its enclosing message.
     #[error("invalid protobuf: {0} runs past the end of the buffer")]
     Truncated(&'static str),
+    /// A field not read (skipped) running past the end of its message.
+    #[error("invalid protobuf: field {0} runs past the end of its message")]
+    SkippedTruncated(u32),
     /// A string field the rules read is not UTF-8.
     #[error("invalid protobuf: {0} is not valid UTF-8")]
     Utf8(&'static str),
@@ -100,12 +103,43 @@ impl<'a> RawValue<'a> {
     }
 }
 
+/// A filter of the attribute keys the rules may read ([`keys`] and the
+/// configured ones): only attributes that pass it are kept of a span or a
+/// resource, so a lookup scans a few instead of every attribute. One bit
+/// per key, from its length and its first and last bytes: no byte
+/// comparison, and some other keys pass too (they are only kept).
+#[derive(Debug, Clone, Copy)]
+struct Wanted(u64);
+
+impl Wanted {
+    fn new(config: &ExtractConfig) -> Self {
+        let configured = config.version_attributes.iter().chain(&config.dimensions);
+        let mask = configured.fold(0, |mask, key| mask | Self::bit(key.as_bytes()));
+        Self(keys::all().fold(mask, |mask, key| mask | Self::bit(key.as_bytes())))
+    }
+
+    #[inline(always)]
+    fn bit(key: &[u8]) -> u64 {
+        let (first, last) = (key.first().copied(), key.last().copied());
+        let spread =
+            key.len() * 7 + usize::from(first.unwrap_or(0)) + usize::from(last.unwrap_or(0)) * 3;
+        1 << (spread % 64)
+    }
+
+    #[inline(always)]
+    fn may_contain(self, key: &[u8]) -> bool {
+        self.0 & Self::bit(key) != 0
+    }
+}
+
 /// [`Attrs`] over wire attributes. A value that does not parse, or a
 /// string that is not UTF-8, reads as no value and sets `bad`, which fails
 /// the whole request afterwards as the full decode would.
 struct WireAttrs<'s, 'a> {
     list: &'s [(&'a [u8], RawValue<'a>)],
     bad: &'s Cell<Option<WireError>>,
+    /// Only to check, in debug builds, that the rules ask for kept keys.
+    wanted: Wanted,
 }
 
 impl WireAttrs<'_, '_> {
@@ -118,6 +152,10 @@ impl WireAttrs<'_, '_> {
 impl<'a> Attrs<'a> for WireAttrs<'_, 'a> {
     #[inline]
     fn find(&self, key: &str) -> Option<Val<'a>> {
+        debug_assert!(
+            self.wanted.may_contain(key.as_bytes()),
+            "the rules read {key:?}, which is not in extract::keys"
+        );
         let key = key.as_bytes();
         let (_, value) = self
             .list
@@ -219,7 +257,30 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(*head))
     }
 
+    /// Skips a field: the common wire types here, groups (long deprecated)
+    /// through prost.
+    #[inline(always)]
     fn skip(&mut self, wire: WireType, tag: u32) -> Result<(), WireError> {
+        let len = match wire {
+            WireType::Varint => return self.raw_varint().map(drop),
+            WireType::LengthDelimited => {
+                usize::try_from(self.raw_varint()?).map_err(|_| WireError::SkippedTruncated(tag))?
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::StartGroup | WireType::EndGroup => return self.skip_group(wire, tag),
+        };
+        match self.buf.get(len..) {
+            Some(rest) => {
+                self.buf = rest;
+                Ok(())
+            }
+            None => Err(WireError::SkippedTruncated(tag)),
+        }
+    }
+
+    #[cold]
+    fn skip_group(&mut self, wire: WireType, tag: u32) -> Result<(), WireError> {
         Ok(skip_field(
             wire,
             tag,
@@ -258,6 +319,7 @@ pub fn scan<'a>(
     mut sink: impl FnMut(SampleRef<'a>),
 ) -> Result<ExtractReport, WireError> {
     let mut tally = Tally::default();
+    let wanted = Wanted::new(config);
     let mut resource_attrs: RawAttrs<'a> = Vec::new();
     let mut span_attrs: RawAttrs<'a> = Vec::new();
     let mut request = Reader::new(bytes);
@@ -269,6 +331,7 @@ pub fn scan<'a>(
                 scan_resource_spans(
                     resource_spans,
                     config,
+                    wanted,
                     &mut tally,
                     &mut resource_attrs,
                     &mut span_attrs,
@@ -284,6 +347,7 @@ pub fn scan<'a>(
 fn scan_resource_spans<'a>(
     bytes: &'a [u8],
     config: &ExtractConfig,
+    wanted: Wanted,
     tally: &mut Tally,
     resource_attrs: &mut RawAttrs<'a>,
     span_attrs: &mut RawAttrs<'a>,
@@ -302,6 +366,7 @@ fn scan_resource_spans<'a>(
                         1 => read_key_value(
                             resource.bytes(wire, "Resource.attributes")?,
                             resource_attrs,
+                            wanted,
                         )?,
                         _ => resource.skip(wire, tag)?,
                     }
@@ -314,6 +379,7 @@ fn scan_resource_spans<'a>(
     let resource = WireAttrs {
         list: resource_attrs,
         bad: &bad,
+        wanted,
     };
     let service = service_of(&resource);
     if let Some(e) = bad.take() {
@@ -328,7 +394,7 @@ fn scan_resource_spans<'a>(
                     match tag {
                         2 => {
                             let span = scope_spans.bytes(wire, "ScopeSpans.spans")?;
-                            let fields = read_span(span, span_attrs)?;
+                            let fields = read_span(span, span_attrs, wanted)?;
                             let span = SpanFields {
                                 kind: fields.kind,
                                 name: fields.name,
@@ -340,6 +406,7 @@ fn scan_resource_spans<'a>(
                                 attributes: WireAttrs {
                                     list: span_attrs,
                                     bad: &bad,
+                                    wanted,
                                 },
                             };
                             let result = sample_of(&span, service, &resource, config);
@@ -360,10 +427,11 @@ fn scan_resource_spans<'a>(
     Ok(())
 }
 
-/// One span's fields; its attributes go to `attrs` (cleared first).
+/// One span's fields; its `wanted` attributes go to `attrs` (cleared first).
 fn read_span<'a>(
     bytes: &'a [u8],
     attrs: &mut RawAttrs<'a>,
+    wanted: Wanted,
 ) -> Result<SpanFields<'a, ()>, WireError> {
     attrs.clear();
     let mut span = SpanFields {
@@ -388,7 +456,7 @@ fn read_span<'a>(
             6 => span.kind = fields.varint(wire, "Span.kind")? as i32,
             7 => span.start_time_unix_nano = fields.fixed64(wire, "Span.start_time_unix_nano")?,
             8 => span.end_time_unix_nano = fields.fixed64(wire, "Span.end_time_unix_nano")?,
-            9 => read_key_value(fields.bytes(wire, "Span.attributes")?, attrs)?,
+            9 => read_key_value(fields.bytes(wire, "Span.attributes")?, attrs, wanted)?,
             15 => {
                 // Repeated occurrences merge: the last code seen wins.
                 let mut status = Reader::new(fields.bytes(wire, "Span.status")?);
@@ -407,9 +475,14 @@ fn read_span<'a>(
     Ok(span)
 }
 
-/// Appends one `KeyValue`'s key and (unparsed) value to `attrs`.
+/// Appends one `KeyValue`'s key and (unparsed) value to `attrs` if the
+/// key may be `wanted`; the framing of every attribute is checked the same.
 #[inline]
-fn read_key_value<'a>(bytes: &'a [u8], attrs: &mut RawAttrs<'a>) -> Result<(), WireError> {
+fn read_key_value<'a>(
+    bytes: &'a [u8],
+    attrs: &mut RawAttrs<'a>,
+    wanted: Wanted,
+) -> Result<(), WireError> {
     // What every encoder writes for a short attribute: key (field 1), then
     // one value (field 2) filling the rest, both with one-byte lengths.
     if let [0x0a, key_len, rest @ ..] = bytes {
@@ -418,7 +491,9 @@ fn read_key_value<'a>(bytes: &'a [u8], attrs: &mut RawAttrs<'a>) -> Result<(), W
             let (key, rest) = rest.split_at(key_len);
             if let [0x12, value_len, value @ ..] = rest {
                 if usize::from(*value_len) < 0x80 && usize::from(*value_len) == value.len() {
-                    attrs.push((key, RawValue::One(value)));
+                    if wanted.may_contain(key) {
+                        attrs.push((key, RawValue::One(value)));
+                    }
                     return Ok(());
                 }
             }
@@ -445,11 +520,36 @@ fn read_key_value<'a>(bytes: &'a [u8], attrs: &mut RawAttrs<'a>) -> Result<(), W
     if let RawValue::Repeated(_) = value {
         value = RawValue::Repeated(bytes);
     }
-    attrs.push((key, value));
+    if wanted.may_contain(key) {
+        attrs.push((key, value));
+    }
     Ok(())
 }
 
+#[inline]
 fn read_any_value<'a>(bytes: &'a [u8], value: &mut RawVal<'a>) -> Result<(), WireError> {
+    // What every encoder writes for a short string or a small integer: the
+    // one field filling the value, with a one-byte length or varint.
+    match bytes {
+        [0x0a, len, string @ ..] if usize::from(*len) == string.len() && *len < 0x80 => {
+            *value = RawVal::Str(string);
+            return Ok(());
+        }
+        [0x18, int] if *int < 0x80 => {
+            *value = RawVal::Int(i64::from(*int));
+            return Ok(());
+        }
+        // Up to 16383: HTTP and gRPC status codes.
+        [0x18, low, high] if *low >= 0x80 && *high < 0x80 => {
+            *value = RawVal::Int(i64::from(*low & 0x7f) | i64::from(*high) << 7);
+            return Ok(());
+        }
+        _ => {}
+    }
+    read_any_value_fields(bytes, value)
+}
+
+fn read_any_value_fields<'a>(bytes: &'a [u8], value: &mut RawVal<'a>) -> Result<(), WireError> {
     let mut fields = Reader::new(bytes);
     while let Some((tag, wire)) = fields.field()? {
         *value = match tag {
@@ -791,6 +891,11 @@ mod tests {
             scan(cut, &ExtractConfig::default(), |_| {}),
             Err(WireError::Truncated(_))
         ));
+        // An unread field 2 claiming 5 bytes of the 1 there are.
+        assert_eq!(
+            scan(&[0x12, 0x05, 0x01], &ExtractConfig::default(), |_| {}),
+            Err(WireError::SkippedTruncated(2))
+        );
         // Field 1 as a varint.
         assert!(matches!(
             scan(&[0x08, 0x01], &ExtractConfig::default(), |_| {}),
