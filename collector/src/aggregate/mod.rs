@@ -269,6 +269,11 @@ impl Versions {
         self.position(version).ok().map(|i| &self.0[i].1)
     }
 
+    /// The stored name equal to `version`, borrowed from `self`.
+    pub fn name(&self, version: &str) -> Option<&str> {
+        self.position(version).ok().map(|i| self.0[i].0.as_str())
+    }
+
     /// Whether `version` has a series.
     pub fn contains_key(&self, version: &str) -> bool {
         self.position(version).is_ok()

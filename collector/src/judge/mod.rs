@@ -26,7 +26,9 @@ pub mod alert;
 pub mod rules;
 pub mod stats;
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+
+use hashbrown::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -65,9 +67,9 @@ fn sequential_thresholds(config: &JudgeConfig) -> Sequential {
 
 /// The version with most traffic; on a tie, the longest known.
 /// Items are (version, requests over the horizon, first seen).
-fn most_traffic<'a>(
-    versions: impl Iterator<Item = &'a (&'a str, u64, u64)>,
-) -> Option<(&'a str, u64, u64)> {
+fn most_traffic<'t, 'v: 't>(
+    versions: impl Iterator<Item = &'t (&'v str, u64, u64)>,
+) -> Option<(&'v str, u64, u64)> {
     versions
         .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
         .copied()
@@ -85,6 +87,55 @@ pub struct AlertKey {
     /// The rule.
     pub rule: Rule,
 }
+
+/// An [`AlertKey`] borrowed from the aggregator for one evaluation: every
+/// series is judged every evaluation, so building owned keys (five strings
+/// per result) was most of an evaluation's allocation and, at 100,000
+/// series, tens of MiB of transient memory. Hashes exactly as the
+/// [`AlertKey`] it stands for (same fields, same order; `&str` hashes as
+/// `String`), so it looks judgements up without building one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct KeyRef<'a> {
+    endpoint: &'a EndpointKey,
+    candidate: &'a str,
+    /// Borrowed from the aggregator's version names; owned only for a
+    /// configured baseline that has no traffic.
+    baseline: Cow<'a, str>,
+    rule: Rule,
+}
+
+impl<'a> KeyRef<'a> {
+    fn of(key: &'a AlertKey) -> Self {
+        Self {
+            endpoint: &key.endpoint,
+            candidate: &key.candidate,
+            baseline: Cow::Borrowed(&key.baseline),
+            rule: key.rule,
+        }
+    }
+
+    fn to_key(&self) -> AlertKey {
+        AlertKey {
+            endpoint: self.endpoint.clone(),
+            candidate: self.candidate.to_owned(),
+            baseline: self.baseline.clone().into_owned(),
+            rule: self.rule,
+        }
+    }
+}
+
+impl hashbrown::Equivalent<AlertKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &AlertKey) -> bool {
+        *self == KeyRef::of(key)
+    }
+}
+
+/// Judgements by key. hashbrown (here and for every map of the judge) for
+/// lookups by [`KeyRef`] and for foldhash: an evaluation hashes every
+/// series' key several times, and SipHash was an eighth of it at 100,000
+/// series. The keys come from spans, but not from anyone who sees the
+/// per-process seed (as for the aggregator's series map).
+type Judgements = HashMap<AlertKey, Box<Judgement>>;
 
 /// What an acknowledgement names: an alert whatever its baseline and
 /// dimensions (service, endpoint, candidate, rule).
@@ -161,12 +212,10 @@ pub(crate) struct JudgeState<Baselines, Judgements> {
 }
 
 /// The live state, borrowed for writing.
-pub(crate) type JudgeStateRef<'a> =
-    JudgeState<&'a HashMap<EndpointKey, String>, &'a HashMap<AlertKey, Box<Judgement>>>;
+pub(crate) type JudgeStateRef<'a> = JudgeState<&'a HashMap<EndpointKey, String>, &'a Judgements>;
 
 /// A state read back.
-pub(crate) type JudgeStateOwned =
-    JudgeState<HashMap<EndpointKey, String>, HashMap<AlertKey, Box<Judgement>>>;
+pub(crate) type JudgeStateOwned = JudgeState<HashMap<EndpointKey, String>, Judgements>;
 
 /// Owner of baselines and alert states; see the module docs.
 #[derive(Debug)]
@@ -181,7 +230,7 @@ pub struct Judge {
     baselines: HashMap<EndpointKey, String>,
     /// Boxed: one per (endpoint, version, rule), so at 100,000 series the
     /// map's spare slots would otherwise cost ~230 bytes each.
-    judgements: HashMap<AlertKey, Box<Judgement>>,
+    judgements: Judgements,
     /// Baselines pinned through the API, oldest first; see the module docs.
     pinned: Vec<BaselineConfig>,
     /// Acknowledged alerts; see the module docs.
@@ -209,7 +258,7 @@ impl Judge {
             sequential,
             min_requests,
             baselines: HashMap::new(),
-            judgements: HashMap::new(),
+            judgements: Judgements::default(),
             pinned: Vec::new(),
             acknowledged: HashSet::new(),
         }
@@ -338,17 +387,18 @@ impl Judge {
         let mut results = Vec::with_capacity(self.judgements.len() + 64);
         for (endpoint, versions) in agg.endpoints() {
             let baseline = self.choose_baseline(agg, endpoint, versions, &under_alert, now_ms);
-            results.extend(self.judge_endpoint(
+            self.judge_endpoint(
                 agg,
                 endpoint,
                 versions,
-                baseline.as_deref(),
+                baseline.clone(),
                 &judged,
                 now_ms,
-            ));
+                &mut results,
+            );
             match baseline {
-                Some(b) if self.baselines.get(endpoint) != Some(&b) => {
-                    changed_baselines.push((endpoint.clone(), b));
+                Some(b) if self.baselines.get(endpoint).map(String::as_str) != Some(&*b) => {
+                    changed_baselines.push((endpoint.clone(), b.into_owned()));
                 }
                 Some(_) => {}
                 None if self.baselines.contains_key(endpoint) => {
@@ -367,16 +417,15 @@ impl Judge {
             // Endpoints the aggregator expired.
             self.baselines.retain(|e, _| agg.versions(e).is_some());
         }
-        // Keys are cloned only for new judgements (and transitions): every
-        // evaluation sees every series, so a clone per key per evaluation
-        // was most of the judge's allocation.
+        // Owned keys are built only for new judgements and transitions.
         let policy = &self.config.alerts;
-        let (keys, results): (Vec<AlertKey>, Vec<RuleResult>) = results.into_iter().unzip();
-        for (key, result) in keys.iter().zip(results) {
+        let judged_now = results.len();
+        let mut keys = Vec::with_capacity(judged_now);
+        for (key, result) in results {
             let condition = result.condition;
-            let judgement = match self.judgements.get_mut(key) {
+            let judgement = match self.judgements.get_mut(&key) {
                 Some(judgement) => judgement,
-                None => self.judgements.entry(key.clone()).or_insert_with(|| {
+                None => self.judgements.entry(key.to_key()).or_insert_with(|| {
                     Box::new(Judgement {
                         result: result.clone(),
                         alert: AlertMachine::new(now_ms),
@@ -386,29 +435,33 @@ impl Judge {
             judgement.result = result;
             if let Some(previous) = judgement.alert.step(condition, now_ms, policy) {
                 transitions.push(Transition {
-                    key: key.clone(),
+                    key: key.to_key(),
                     previous,
                     judgement: Judgement::clone(judgement),
                 });
             }
+            keys.push(key);
         }
-        let seen: HashSet<&AlertKey> = keys.iter().collect();
-        // Alerts whose subject is gone: firing ones resolve, then all go.
-        self.judgements.retain(|key, judgement| {
-            if seen.contains(key) {
-                return true;
-            }
-            if let Some(previous) = judgement.alert.retire(now_ms) {
-                judgement.result.evidence.detail =
-                    "no longer judged: the series expired or the baseline changed".into();
-                transitions.push(Transition {
-                    key: key.clone(),
-                    previous,
-                    judgement: Judgement::clone(judgement),
-                });
-            }
-            false
-        });
+        // Every key judged now is in the map, once: a larger map holds
+        // alerts whose subject is gone. Firing ones resolve, then all go.
+        if self.judgements.len() > judged_now {
+            let seen: HashSet<KeyRef<'_>> = keys.into_iter().collect();
+            self.judgements.retain(|key, judgement| {
+                if seen.contains(&KeyRef::of(key)) {
+                    return true;
+                }
+                if let Some(previous) = judgement.alert.retire(now_ms) {
+                    judgement.result.evidence.detail =
+                        "no longer judged: the series expired or the baseline changed".into();
+                    transitions.push(Transition {
+                        key: key.clone(),
+                        previous,
+                        judgement: Judgement::clone(judgement),
+                    });
+                }
+                false
+            });
+        }
         if !self.acknowledged.is_empty() {
             let live: HashSet<AckKey> = self
                 .judgements
@@ -422,16 +475,21 @@ impl Judge {
         transitions
     }
 
-    fn choose_baseline(
+    /// The baseline of `endpoint`, borrowed from its version names unless
+    /// it is a configured version without traffic.
+    fn choose_baseline<'a>(
         &self,
         agg: &Aggregator,
         endpoint: &EndpointKey,
-        versions: &Versions,
+        versions: &'a Versions,
         under_alert: &HashSet<(&EndpointKey, &str)>,
         now_ms: u64,
-    ) -> Option<String> {
+    ) -> Option<Cow<'a, str>> {
         if let Some(configured) = self.configured_baseline(endpoint) {
-            return Some(configured.to_owned());
+            return Some(match versions.name(configured) {
+                Some(name) => Cow::Borrowed(name),
+                None => Cow::Owned(configured.to_owned()),
+            });
         }
         let traffic: Vec<(&str, u64, u64)> = versions
             .iter()
@@ -462,7 +520,7 @@ impl Judge {
             // one is established.
             (None, None) => most_traffic(eligible)?.0,
         };
-        Some(chosen.to_owned())
+        Some(Cow::Borrowed(chosen))
     }
 
     fn configured_baseline(&self, endpoint: &EndpointKey) -> Option<&str> {
@@ -473,20 +531,23 @@ impl Judge {
             .or_else(|| baseline_in(self.config.baselines.iter(), endpoint))
     }
 
-    fn judge_endpoint(
+    /// Judges every version of `endpoint` against `baseline` into `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn judge_endpoint<'a>(
         &self,
         agg: &Aggregator,
-        endpoint: &EndpointKey,
-        versions: &Versions,
-        baseline: Option<&str>,
+        endpoint: &'a EndpointKey,
+        versions: &'a Versions,
+        baseline: Option<Cow<'a, str>>,
         judged: &HashSet<(&EndpointKey, &str)>,
         now_ms: u64,
-    ) -> Vec<(AlertKey, RuleResult)> {
+        out: &mut Vec<(KeyRef<'a>, RuleResult)>,
+    ) {
         let base_summary = baseline
+            .as_deref()
             .and_then(|b| versions.get(b))
             .map(|s| agg.horizon(s, now_ms))
             .unwrap_or_default();
-        let mut out = Vec::new();
         for (version, series) in versions.iter() {
             let window = agg.recent(series, now_ms, self.min_requests);
             // A version with no recent traffic is judged only while it has
@@ -495,8 +556,12 @@ impl Judge {
             if window.count() == 0 && !judged.contains(&(endpoint, version.as_str())) {
                 continue;
             }
-            let is_baseline = baseline == Some(version.as_str());
-            let compare_with = if is_baseline { None } else { baseline };
+            let is_baseline = baseline.as_deref() == Some(version.as_str());
+            let compare_with = if is_baseline {
+                None
+            } else {
+                baseline.as_deref()
+            };
             let epoch_start = self.epoch_start(series.first_seen_ms, now_ms);
             let epoch = Epoch::lazy(|| agg.since(series, epoch_start, now_ms));
             let candidate = Candidate {
@@ -507,17 +572,20 @@ impl Judge {
                 version,
                 horizon: &base_summary,
             });
+            let compared_with = match (&baseline, is_baseline) {
+                (Some(b), false) => b.clone(),
+                _ => Cow::Borrowed(""),
+            };
             for result in self.judge(candidate, base) {
-                let key = AlertKey {
-                    endpoint: endpoint.clone(),
-                    candidate: version.clone(),
-                    baseline: compare_with.unwrap_or_default().to_owned(),
+                let key = KeyRef {
+                    endpoint,
+                    candidate: version,
+                    baseline: compared_with.clone(),
                     rule: result.rule,
                 };
                 out.push((key, result));
             }
         }
-        out
     }
 
     /// Where the current evidence epoch of a version first seen at
@@ -886,6 +954,43 @@ mod tests {
         judge.evaluate(&agg, T0);
         assert_eq!(judge.baseline(&endpoint("/a")), Some("v1.0"));
         assert_eq!(judge.baseline(&endpoint("/b")), Some("v0.9"));
+        // Configured baselines without traffic still name the alerts.
+        let mut compared: Vec<_> = judge
+            .judgements()
+            .filter(|(k, _)| k.rule == Rule::Relative)
+            .map(|(k, _)| (k.endpoint.endpoint.as_str(), k.baseline.as_str()))
+            .collect();
+        compared.sort();
+        assert_eq!(compared, [("/a", "v1.0"), ("/b", "v0.9")]);
+    }
+
+    #[test]
+    fn borrowed_keys_find_their_judgements() {
+        let key = AlertKey {
+            endpoint: EndpointKey {
+                service: "lending-api".into(),
+                endpoint: "/a".into(),
+                dims: vec!["eu".into(), String::new()],
+            },
+            candidate: "v2".into(),
+            baseline: "v1".into(),
+            rule: Rule::Errors,
+        };
+        let mut map: HashMap<AlertKey, u8> = HashMap::new();
+        map.insert(key.clone(), 1);
+        let borrowed = KeyRef::of(&key);
+        assert_eq!(map.get(&borrowed), Some(&1));
+        let owned_baseline = KeyRef {
+            baseline: Cow::Owned("v1".into()),
+            ..borrowed.clone()
+        };
+        assert_eq!(map.get(&owned_baseline), Some(&1));
+        assert_eq!(owned_baseline.to_key(), key);
+        let other = KeyRef {
+            candidate: "v3",
+            ..borrowed
+        };
+        assert_eq!(map.get(&other), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use modelgate::aggregate::Aggregator;
 use modelgate::config::{AggregateConfig, ExtractConfig};
 use modelgate::extract::{extract, wire, Interner};
 use modelgate::loadgen::{batches, LoadOptions};
-use modelgate_e2e::{metric, modelgate_bin, Collector};
+use modelgate_e2e::{metric, modelgate_command, Collector};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
@@ -112,10 +112,8 @@ async fn main() {
     // (c) End to end, one core each.
     let collector = Collector::start_pinned(0, &[]).await;
     let loadgen = |rate: Option<f64>| {
-        let mut command = tokio::process::Command::new("taskset");
+        let mut command = tokio::process::Command::from(modelgate_command(Some(1)));
         command
-            .args(["-c", "1"])
-            .arg(modelgate_bin())
             .args([
                 "loadgen",
                 "--endpoint",

@@ -4,7 +4,9 @@
 //! The binary is the release build, `cargo build --release -p modelgate`
 //! (`scripts/test` builds it before running the tests), so the tests hold it
 //! to production figures such as 100,000 series. It is found in the
-//! workspace's target directory or at `$MODELGATE_BIN`. Every wait here is
+//! workspace's target directory or at `$MODELGATE_BIN`, and always started
+//! through [`modelgate_command`], with none of the caller's `MODELGATE_*`
+//! variables: a test sets the configuration it means. Every wait here is
 //! bounded in time.
 //!
 //! A collector started with [`Collector::start_tls`] is reached over TLS
@@ -26,8 +28,29 @@ use tokio::process::{Child, Command};
 /// How long the binary may take to bind its ports.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The `modelgate` binary under test.
-pub fn modelgate_bin() -> PathBuf {
+/// The `modelgate` binary under test, run on `cpu` with `taskset` when
+/// given (for benchmarks that give the collector and the load one core
+/// each). The caller's `MODELGATE_*` variables are removed: the collector
+/// refuses unknown ones (`MODELGATE_BIN` is this harness's), and a
+/// developer's own settings must not change what a test measures.
+pub fn modelgate_command(cpu: Option<usize>) -> std::process::Command {
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut taskset = std::process::Command::new("taskset");
+            taskset.arg("-c").arg(cpu.to_string()).arg(modelgate_bin());
+            taskset
+        }
+        None => std::process::Command::new(modelgate_bin()),
+    };
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MODELGATE_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn modelgate_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("MODELGATE_BIN") {
         return PathBuf::from(path);
     }
@@ -68,7 +91,7 @@ impl Collector {
     /// Starts the binary with `env` added to its environment and waits until
     /// it listens.
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        Self::start_command(Command::new(modelgate_bin()), env).await
+        Self::start_command(modelgate_command(None).into(), env).await
     }
 
     /// [`Collector::start`] for a collector serving TLS (configured through
@@ -153,9 +176,7 @@ impl Collector {
     /// [`Collector::start`], pinned to one CPU with `taskset` (for
     /// benchmarks that give the collector and the load one core each).
     pub async fn start_pinned(cpu: usize, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new("taskset");
-        command.arg("-c").arg(cpu.to_string()).arg(modelgate_bin());
-        Self::start_command(command, env).await
+        Self::start_command(modelgate_command(Some(cpu)).into(), env).await
     }
 
     async fn start_command(mut command: Command, env: &[(&str, &str)]) -> Self {

@@ -4,13 +4,11 @@
 // Test code: a panic with a message is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
-
-use modelgate_e2e::modelgate_bin;
+use modelgate_e2e::modelgate_command;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut command = Command::new(modelgate_bin());
-    command.args(args).env_remove("MODELGATE_CONFIG");
+    let mut command = modelgate_command(None);
+    command.args(args);
     for (k, v) in env {
         command.env(k, v);
     }

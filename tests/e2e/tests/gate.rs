@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use modelgate::replay::{replay, ReplayOptions, Scenario};
-use modelgate_e2e::{eventually, metric, modelgate_bin, Collector};
+use modelgate_e2e::{eventually, metric, modelgate_command, Collector};
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::query_client::QueryClient;
 
@@ -41,10 +41,9 @@ impl std::fmt::Display for Gate {
 /// Runs `modelgate gate <args>` to completion (bounded).
 async fn gate(args: &[&str]) -> Gate {
     let started = Instant::now();
-    let child = tokio::process::Command::new(modelgate_bin())
+    let child = tokio::process::Command::from(modelgate_command(None))
         .arg("gate")
         .args(args)
-        .env_remove("MODELGATE_CONFIG")
         .env("MODELGATE_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

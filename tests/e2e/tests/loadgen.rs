@@ -4,15 +4,14 @@
 // Test code: a panic with a message is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
-use modelgate_e2e::{eventually, metric, modelgate_bin, Collector};
+use modelgate_e2e::{eventually, metric, modelgate_command, Collector};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_smoke_every_acknowledged_span_is_counted() {
     let collector = Collector::start(&[]).await;
-    let out = Command::new(modelgate_bin())
+    let out = modelgate_command(None)
         .args([
             "loadgen",
             "--endpoint",

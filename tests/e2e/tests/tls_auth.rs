@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use modelgate::fixture::{request_of, SpanSpec};
-use modelgate_e2e::{eventually, modelgate_bin, Collector};
+use modelgate_e2e::{eventually, modelgate_command, Collector};
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::query_client::QueryClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -393,7 +393,7 @@ async fn bad_certificate_files_are_refused_at_start_and_named() {
     ] {
         let output = tokio::time::timeout(
             Duration::from_secs(20),
-            tokio::process::Command::new(modelgate_bin())
+            tokio::process::Command::from(modelgate_command(None))
                 .args([
                     "--grpc-listen",
                     "127.0.0.1:0",
@@ -401,7 +401,6 @@ async fn bad_certificate_files_are_refused_at_start_and_named() {
                     "127.0.0.1:0",
                 ])
                 .args(["--admin-listen", "127.0.0.1:0"])
-                .env_remove("MODELGATE_CONFIG")
                 .env("MODELGATE_TLS__CERT", cert)
                 .env("MODELGATE_TLS__KEY", key)
                 .output(),
@@ -418,11 +417,7 @@ async fn bad_certificate_files_are_refused_at_start_and_named() {
 
 #[test]
 fn default_listeners_bind_localhost() {
-    let output = std::process::Command::new(modelgate_bin())
-        .arg("config")
-        .env_remove("MODELGATE_CONFIG")
-        .output()
-        .unwrap();
+    let output = modelgate_command(None).arg("config").output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
     for addr in ["127.0.0.1:4317", "127.0.0.1:4318", "127.0.0.1:9464"] {
