@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::serve::ListenerExt as _;
 use modelgate_proto::v1::query_server::QueryServer;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
@@ -33,17 +33,30 @@ use crate::tls::{Tls, TlsError};
 /// 16 KiB). An export of 512 spans is about 230 KiB: in 16 KiB frames it
 /// costs fifteen frames, reads and wake-ups instead of one; with this (and
 /// the windows below) the receiver takes about 15% more spans per second
-/// on one core (`BENCHMARKS.md`). A frame
-/// is buffered whole before it is handed on, so this is also the most one
-/// connection holds in a partial frame.
+/// on one core (`BENCHMARKS.md`). A frame is buffered whole before it is
+/// handed on, so this is also the most one connection holds in a partial
+/// frame.
 const GRPC_MAX_FRAME_BYTES: u32 = 1 << 20;
 
-/// HTTP/2 flow-control windows: how much a client may send before the
-/// receiver acknowledges it, per request and per connection. Larger than
-/// one export, so a sender is not paused mid-request waiting for a window
-/// update; bounded, as they are what a connection may have in flight.
+/// HTTP/2 flow-control window per request: how much a client may send
+/// before the receiver acknowledges it. Larger than one export, so a sender
+/// is not paused mid-request waiting for a window update; bounded, as it is
+/// what a request may have in flight.
 const GRPC_STREAM_WINDOW_BYTES: u32 = 2 << 20;
+
+/// The same per connection, for several exports in flight at once.
 const GRPC_CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
+
+/// Sets `TCP_NODELAY` on an accepted connection, as every listener here
+/// does: without it, Nagle holds small answers (an Export's, a query's)
+/// until the client's delayed ACK, 40 ms on Linux, at moderate rates. A
+/// connection where it fails is served anyway, only slower.
+pub(crate) fn no_delay(tcp: &TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+}
+
 /// Why the collector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -180,12 +193,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             .add_service(Authenticated::new(trace_service, auth_grpc))
             .add_service(Authenticated::new(query, auth_query))
             .serve_with_incoming_shutdown(
-                // tonic's `tcp_nodelay` does not apply to an incoming stream:
-                // without it, Nagle holds small Export answers until the
-                // client's delayed ACK (40 ms on Linux) at moderate rates.
+                // tonic's `tcp_nodelay` does not apply to an incoming stream.
                 TcpListenerStream::new(grpc_listener).map(|stream| {
                     if let Ok(stream) = &stream {
-                        let _ = stream.set_nodelay(true);
+                        no_delay(stream);
                     }
                     stream
                 }),
@@ -254,11 +265,7 @@ fn serve_http(
     };
     Ok(match tls {
         None => tokio::spawn(async move {
-            // Without it, Nagle holds small answers until the client's
-            // delayed ACK (40 ms on Linux), as on the gRPC listener.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
+            let listener = listener.tap_io(|tcp| no_delay(tcp));
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await

@@ -212,8 +212,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        // As for the plain listeners: answers go out without Nagle's wait.
-        let _ = tcp.set_nodelay(true);
+        crate::serve::no_delay(&tcp);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
