@@ -145,6 +145,12 @@ impl Default for ReceiverConfig {
     }
 }
 
+/// At most this many `extract.version_attributes`.
+pub const MAX_VERSION_ATTRIBUTES: usize = 16;
+
+/// At most this many `extract.dimensions` (each multiplies the series).
+pub const MAX_DIMENSIONS: usize = 16;
+
 /// Turning spans into samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -734,6 +740,29 @@ impl Config {
                 "must name at least one attribute",
             ));
         }
+        // The wire reader gives each attribute key the rules read one bit.
+        for (key, list, most) in [
+            (
+                "extract.version_attributes",
+                &self.extract.version_attributes,
+                MAX_VERSION_ATTRIBUTES,
+            ),
+            (
+                "extract.dimensions",
+                &self.extract.dimensions,
+                MAX_DIMENSIONS,
+            ),
+        ] {
+            if list.len() > most {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "names {} attributes; at most {most} are allowed",
+                        list.len()
+                    ),
+                ));
+            }
+        }
         let logs = &self.extract.logs;
         for (key, field) in [
             ("extract.logs.duration_field", &logs.duration_field),
@@ -1060,6 +1089,19 @@ mod tests {
             assert!(err.contains("aggregate.slot"), "{slot}: {err}");
         }
         Config::from_yaml("aggregate:\n  slot: 1ms\n  window: 1s\n  baseline_horizon: 10s\n  series_idle_timeout: 10s\njudge:\n  sequential:\n    epoch: 5s\n").unwrap();
+    }
+
+    #[test]
+    fn too_many_attribute_keys_are_refused_with_the_limit() {
+        let keys = |n: usize| (0..n).map(|i| format!("    - k{i}\n")).collect::<String>();
+        for list in ["version_attributes", "dimensions"] {
+            Config::from_yaml(&format!("extract:\n  {list}:\n{}", keys(16))).unwrap();
+            let err = Config::from_yaml(&format!("extract:\n  {list}:\n{}", keys(17)))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("extract.{list}")), "{err}");
+            assert!(err.contains("at most 16"), "{err}");
+        }
     }
 
     #[test]

@@ -140,9 +140,14 @@ impl Cumulative {
     }
 
     fn record(&mut self, bounds_ms: &[f64], value_ms: f64) {
-        // Prometheus buckets are upper-inclusive (`le`).
-        let i = bounds_ms.partition_point(|b| *b < value_ms);
-        self.buckets[i] += 1;
+        // Prometheus buckets are upper-inclusive (`le`). The bounds are
+        // strictly ascending (configuration checks it), so counting those
+        // below is the binary search's answer, without its unpredictable
+        // branches (every span lands here).
+        let i = bounds_ms.iter().filter(|b| **b < value_ms).count();
+        if let Some(bucket) = self.buckets.get_mut(i) {
+            *bucket += 1;
+        }
         self.sum_ms += value_ms;
         self.count += 1;
     }

@@ -36,21 +36,23 @@ pub const UNKNOWN_VERSION: &str = "unknown";
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
 /// The attribute keys the rules read, besides the configured version
-/// attributes and dimensions. [`wire`] keeps only attributes that may be
-/// one of these or a configured one, so a rule must name its keys here.
+/// attributes and dimensions. [`wire`] keeps only attributes that are one
+/// of these or a configured one, so a rule must name its keys here. They
+/// are statics, not constants, so that every use is the same address
+/// (which the wire reader's lookup compares first).
 pub(crate) mod keys {
     /// The resource's service.
-    pub(crate) const SERVICE_NAME: &str = "service.name";
+    pub(crate) static SERVICE_NAME: &str = "service.name";
     /// Any of these on a CLIENT span makes it a database call.
-    pub(crate) const DB_SYSTEM: [&str; 2] = ["db.system", "db.system.name"];
+    pub(crate) static DB_SYSTEM: [&str; 2] = ["db.system", "db.system.name"];
     /// The endpoint, first non-empty one wins (else the span name).
-    pub(crate) const ENDPOINT: [&str; 3] = ["http.route", "url.path", "http.target"];
+    pub(crate) static ENDPOINT: [&str; 3] = ["http.route", "url.path", "http.target"];
     /// The HTTP status code, new name first.
-    pub(crate) const STATUS_CODE: [&str; 2] = ["http.response.status_code", "http.status_code"];
+    pub(crate) static STATUS_CODE: [&str; 2] = ["http.response.status_code", "http.status_code"];
     /// A timeout when it names one.
-    pub(crate) const ERROR_TYPE: &str = "error.type";
+    pub(crate) static ERROR_TYPE: &str = "error.type";
     /// A timeout when it is 4 (DEADLINE_EXCEEDED).
-    pub(crate) const GRPC_STATUS: &str = "rpc.grpc.status_code";
+    pub(crate) static GRPC_STATUS: &str = "rpc.grpc.status_code";
 
     /// Every key above.
     pub(crate) fn all() -> impl Iterator<Item = &'static str> {

@@ -66,12 +66,6 @@ enum RawVal<'a> {
     Other,
 }
 
-/// Attributes of one span or resource in wire order: the key and the
-/// bytes of every `value` field of it (one, unless a sender repeated it).
-/// Values are parsed only when a rule looks one up: most attributes never
-/// are.
-type RawAttrs<'a> = Vec<(&'a [u8], RawValue<'a>)>;
-
 /// The `value` of a `KeyValue`, unparsed.
 #[derive(Debug, Clone, Copy)]
 enum RawValue<'a> {
@@ -84,51 +78,155 @@ enum RawValue<'a> {
 }
 
 impl<'a> RawValue<'a> {
+    #[inline(always)]
     fn parse(self) -> Result<RawVal<'a>, WireError> {
-        let mut value = RawVal::Other;
         match self {
-            RawValue::None => {}
-            RawValue::One(bytes) => read_any_value(bytes, &mut value)?,
-            RawValue::Repeated(key_value) => {
-                let mut fields = Reader::new(key_value);
-                while let Some((tag, wire)) = fields.field()? {
-                    match tag {
-                        2 => read_any_value(fields.bytes(wire, "KeyValue.value")?, &mut value)?,
-                        _ => fields.skip(wire, tag)?,
-                    }
-                }
-            }
+            RawValue::None => Ok(RawVal::Other),
+            RawValue::One(bytes) => read_any_value(bytes),
+            RawValue::Repeated(key_value) => parse_repeated(key_value),
         }
-        Ok(value)
     }
 }
 
-/// A filter of the attribute keys the rules may read ([`keys`] and the
-/// configured ones): only attributes that pass it are kept of a span or a
-/// resource, so a lookup scans a few instead of every attribute. One bit
-/// per key, from its length and its first and last bytes: no byte
-/// comparison, and some other keys pass too (they are only kept).
-#[derive(Debug, Clone, Copy)]
-struct Wanted(u64);
+#[cold]
+fn parse_repeated(key_value: &[u8]) -> Result<RawVal<'_>, WireError> {
+    let mut value = RawVal::Other;
+    let mut fields = Reader::new(key_value);
+    while let Some((tag, wire)) = fields.field()? {
+        match tag {
+            2 => value = read_any_value_fields(fields.bytes(wire, "KeyValue.value")?, value)?,
+            _ => fields.skip(wire, tag)?,
+        }
+    }
+    Ok(value)
+}
 
-impl Wanted {
-    fn new(config: &ExtractConfig) -> Self {
-        let configured = config.version_attributes.iter().chain(&config.dimensions);
-        let mask = configured.fold(0, |mask, key| mask | Self::bit(key.as_bytes()));
-        Self(keys::all().fold(mask, |mask, key| mask | Self::bit(key.as_bytes())))
+/// At most this many distinct attribute keys may be read by the rules
+/// ([`keys`] and the configured ones; [`crate::config`] caps the
+/// configured ones well below): one bit each in [`Found::present`].
+const MAX_WANTED: usize = 64;
+
+/// The attribute keys the rules may read ([`keys`] and the configured
+/// ones), each with an index. Reading a span keeps the first value of each
+/// in a [`Found`] by that index, so a rule's lookup is an index, never a
+/// scan of the span's attributes. A key read from the wire is first
+/// filtered by a 6-bit hash of its length and first and last bytes (most
+/// attributes stop there, with no byte comparison), then compared.
+#[derive(Debug)]
+struct Wanted<'c> {
+    keys: Vec<&'c str>,
+    /// Per hash, the indices of the keys with that hash, as bits.
+    by_hash: [u64; 64],
+}
+
+impl<'c> Wanted<'c> {
+    fn new(config: &'c ExtractConfig) -> Self {
+        let mut wanted = Self {
+            keys: Vec::new(),
+            by_hash: [0; 64],
+        };
+        for key in rule_keys(config) {
+            if wanted.keys.len() == MAX_WANTED || wanted.index(key.as_bytes()).is_some() {
+                continue;
+            }
+            wanted.by_hash[Self::hash(key.as_bytes())] |= 1 << wanted.keys.len();
+            wanted.keys.push(key);
+        }
+        wanted
     }
 
+    /// Which of 64 lists of keys `key` is in.
     #[inline(always)]
-    fn bit(key: &[u8]) -> u64 {
+    fn hash(key: &[u8]) -> usize {
         let (first, last) = (key.first().copied(), key.last().copied());
         let spread =
             key.len() * 7 + usize::from(first.unwrap_or(0)) + usize::from(last.unwrap_or(0)) * 3;
-        1 << (spread % 64)
+        spread % 64
+    }
+
+    /// The index of `key` if the rules may read it.
+    #[inline(always)]
+    fn index(&self, key: &[u8]) -> Option<usize> {
+        let mut candidates = self.by_hash[Self::hash(key)];
+        while candidates != 0 {
+            let i = candidates.trailing_zeros() as usize;
+            if self.keys.get(i).is_some_and(|k| k.as_bytes() == key) {
+                return Some(i);
+            }
+            candidates &= candidates - 1;
+        }
+        None
+    }
+
+    /// The index of a key the rules ask for: they pass the very strings
+    /// the index was built from ([`keys`] are statics for this), so an
+    /// address comparison settles it.
+    #[inline(always)]
+    fn index_of_rule(&self, key: &str) -> Option<usize> {
+        let mut candidates = self.by_hash[Self::hash(key.as_bytes())];
+        while candidates != 0 {
+            let i = candidates.trailing_zeros() as usize;
+            if self
+                .keys
+                .get(i)
+                .is_some_and(|k| std::ptr::eq(*k, key) || *k == key)
+            {
+                return Some(i);
+            }
+            candidates &= candidates - 1;
+        }
+        None
+    }
+}
+
+/// Every attribute key the rules may read: [`keys`], then the configured.
+fn rule_keys(config: &ExtractConfig) -> impl Iterator<Item = &str> {
+    let configured = config.version_attributes.iter().chain(&config.dimensions);
+    keys::all()
+        .map(|key| -> &str { key })
+        .chain(configured.map(String::as_str))
+}
+
+/// The wanted attributes of one span or resource: the first value of each
+/// wanted key (as a decode's lookup finds the first), by its [`Wanted`]
+/// index. Cleared by one store per span.
+#[derive(Debug)]
+struct Found<'a> {
+    /// Bit `i` is set when `values[i]` holds this span's value.
+    present: u64,
+    values: Vec<RawValue<'a>>,
+}
+
+impl<'a> Found<'a> {
+    fn new(wanted: &Wanted<'_>) -> Self {
+        Self {
+            present: 0,
+            values: vec![RawValue::None; wanted.keys.len()],
+        }
+    }
+
+    fn clear(&mut self) {
+        self.present = 0;
+    }
+
+    /// Keeps `value` for key `i` unless an earlier attribute had that key.
+    #[inline(always)]
+    fn keep(&mut self, i: usize, value: RawValue<'a>) {
+        let bit = 1 << i;
+        if self.present & bit == 0 {
+            if let Some(slot) = self.values.get_mut(i) {
+                *slot = value;
+                self.present |= bit;
+            }
+        }
     }
 
     #[inline(always)]
-    fn may_contain(self, key: &[u8]) -> bool {
-        self.0 & Self::bit(key) != 0
+    fn get(&self, i: usize) -> Option<RawValue<'a>> {
+        if self.present & 1 << i == 0 {
+            return None;
+        }
+        self.values.get(i).copied()
     }
 }
 
@@ -136,13 +234,13 @@ impl Wanted {
 /// string that is not UTF-8, reads as no value and sets `bad`, which fails
 /// the whole request afterwards as the full decode would.
 struct WireAttrs<'s, 'a> {
-    list: &'s [(&'a [u8], RawValue<'a>)],
+    wanted: &'s Wanted<'s>,
+    found: &'s Found<'a>,
     bad: &'s Cell<Option<WireError>>,
-    /// Only to check, in debug builds, that the rules ask for kept keys.
-    wanted: Wanted,
 }
 
 impl WireAttrs<'_, '_> {
+    #[cold]
     fn fail(&self, e: WireError) -> Option<Val<'static>> {
         self.bad.set(Some(e));
         Some(Val::Other)
@@ -150,18 +248,16 @@ impl WireAttrs<'_, '_> {
 }
 
 impl<'a> Attrs<'a> for WireAttrs<'_, 'a> {
-    #[inline]
+    #[inline(always)]
     fn find(&self, key: &str) -> Option<Val<'a>> {
-        debug_assert!(
-            self.wanted.may_contain(key.as_bytes()),
-            "the rules read {key:?}, which is not in extract::keys"
-        );
-        let key = key.as_bytes();
-        let (_, value) = self
-            .list
-            .iter()
-            .find(|(k, _)| k.len() == key.len() && k.first() == key.first() && *k == key)?;
-        let value = match value.parse() {
+        let Some(i) = self.wanted.index_of_rule(key) else {
+            debug_assert!(
+                false,
+                "the rules read {key:?}, which is not in extract::keys"
+            );
+            return None;
+        };
+        let value = match self.found.get(i)?.parse() {
             Ok(value) => value,
             Err(e) => return self.fail(e),
         };
@@ -320,8 +416,8 @@ pub fn scan<'a>(
 ) -> Result<ExtractReport, WireError> {
     let mut tally = Tally::default();
     let wanted = Wanted::new(config);
-    let mut resource_attrs: RawAttrs<'a> = Vec::new();
-    let mut span_attrs: RawAttrs<'a> = Vec::new();
+    let mut resource_attrs = Found::new(&wanted);
+    let mut span_attrs = Found::new(&wanted);
     let mut request = Reader::new(bytes);
     while let Some((tag, wire)) = request.field()? {
         match tag {
@@ -331,7 +427,7 @@ pub fn scan<'a>(
                 scan_resource_spans(
                     resource_spans,
                     config,
-                    wanted,
+                    &wanted,
                     &mut tally,
                     &mut resource_attrs,
                     &mut span_attrs,
@@ -347,10 +443,10 @@ pub fn scan<'a>(
 fn scan_resource_spans<'a>(
     bytes: &'a [u8],
     config: &ExtractConfig,
-    wanted: Wanted,
+    wanted: &Wanted<'_>,
     tally: &mut Tally,
-    resource_attrs: &mut RawAttrs<'a>,
-    span_attrs: &mut RawAttrs<'a>,
+    resource_attrs: &mut Found<'a>,
+    span_attrs: &mut Found<'a>,
     sink: &mut impl FnMut(SampleRef<'a>),
 ) -> Result<(), WireError> {
     // Fields may come in any order: the resource first (every occurrence
@@ -377,9 +473,9 @@ fn scan_resource_spans<'a>(
     }
     let bad = Cell::new(None);
     let resource = WireAttrs {
-        list: resource_attrs,
-        bad: &bad,
         wanted,
+        found: resource_attrs,
+        bad: &bad,
     };
     let service = service_of(&resource);
     if let Some(e) = bad.take() {
@@ -404,9 +500,9 @@ fn scan_resource_spans<'a>(
                                 status_error: fields.status_error,
                                 trace_id: fields.trace_id,
                                 attributes: WireAttrs {
-                                    list: span_attrs,
-                                    bad: &bad,
                                     wanted,
+                                    found: span_attrs,
+                                    bad: &bad,
                                 },
                             };
                             let result = sample_of(&span, service, &resource, config);
@@ -430,8 +526,8 @@ fn scan_resource_spans<'a>(
 /// One span's fields; its `wanted` attributes go to `attrs` (cleared first).
 fn read_span<'a>(
     bytes: &'a [u8],
-    attrs: &mut RawAttrs<'a>,
-    wanted: Wanted,
+    attrs: &mut Found<'a>,
+    wanted: &Wanted<'_>,
 ) -> Result<SpanFields<'a, ()>, WireError> {
     attrs.clear();
     let mut span = SpanFields {
@@ -475,13 +571,13 @@ fn read_span<'a>(
     Ok(span)
 }
 
-/// Appends one `KeyValue`'s key and (unparsed) value to `attrs` if the
-/// key may be `wanted`; the framing of every attribute is checked the same.
+/// Keeps one `KeyValue`'s (unparsed) value in `attrs` if its key is
+/// `wanted`; the framing of every attribute is checked the same.
 #[inline]
 fn read_key_value<'a>(
     bytes: &'a [u8],
-    attrs: &mut RawAttrs<'a>,
-    wanted: Wanted,
+    attrs: &mut Found<'a>,
+    wanted: &Wanted<'_>,
 ) -> Result<(), WireError> {
     // What every encoder writes for a short attribute: key (field 1), then
     // one value (field 2) filling the rest, both with one-byte lengths.
@@ -491,8 +587,8 @@ fn read_key_value<'a>(
             let (key, rest) = rest.split_at(key_len);
             if let [0x12, value_len, value @ ..] = rest {
                 if usize::from(*value_len) < 0x80 && usize::from(*value_len) == value.len() {
-                    if wanted.may_contain(key) {
-                        attrs.push((key, RawValue::One(value)));
+                    if let Some(i) = wanted.index(key) {
+                        attrs.keep(i, RawValue::One(value));
                     }
                     return Ok(());
                 }
@@ -520,39 +616,39 @@ fn read_key_value<'a>(
     if let RawValue::Repeated(_) = value {
         value = RawValue::Repeated(bytes);
     }
-    if wanted.may_contain(key) {
-        attrs.push((key, value));
+    if let Some(i) = wanted.index(key) {
+        attrs.keep(i, value);
     }
     Ok(())
 }
 
-#[inline]
-fn read_any_value<'a>(bytes: &'a [u8], value: &mut RawVal<'a>) -> Result<(), WireError> {
+/// The value in an `AnyValue`'s bytes.
+#[inline(always)]
+fn read_any_value(bytes: &[u8]) -> Result<RawVal<'_>, WireError> {
     // What every encoder writes for a short string or a small integer: the
     // one field filling the value, with a one-byte length or varint.
     match bytes {
         [0x0a, len, string @ ..] if usize::from(*len) == string.len() && *len < 0x80 => {
-            *value = RawVal::Str(string);
-            return Ok(());
+            Ok(RawVal::Str(string))
         }
-        [0x18, int] if *int < 0x80 => {
-            *value = RawVal::Int(i64::from(*int));
-            return Ok(());
-        }
+        [0x18, int] if *int < 0x80 => Ok(RawVal::Int(i64::from(*int))),
         // Up to 16383: HTTP and gRPC status codes.
         [0x18, low, high] if *low >= 0x80 && *high < 0x80 => {
-            *value = RawVal::Int(i64::from(*low & 0x7f) | i64::from(*high) << 7);
-            return Ok(());
+            Ok(RawVal::Int(i64::from(*low & 0x7f) | i64::from(*high) << 7))
         }
-        _ => {}
+        _ => read_any_value_fields(bytes, RawVal::Other),
     }
-    read_any_value_fields(bytes, value)
 }
 
-fn read_any_value_fields<'a>(bytes: &'a [u8], value: &mut RawVal<'a>) -> Result<(), WireError> {
+/// The value in an `AnyValue`'s bytes, field by field; `value` is what an
+/// earlier occurrence of the `AnyValue` left (they merge).
+fn read_any_value_fields<'a>(
+    bytes: &'a [u8],
+    mut value: RawVal<'a>,
+) -> Result<RawVal<'a>, WireError> {
     let mut fields = Reader::new(bytes);
     while let Some((tag, wire)) = fields.field()? {
-        *value = match tag {
+        value = match tag {
             1 => RawVal::Str(fields.bytes(wire, "AnyValue.string_value")?),
             2 => RawVal::Bool(fields.varint(wire, "AnyValue.bool_value")? != 0),
             3 => RawVal::Int(fields.varint(wire, "AnyValue.int_value")? as i64),
@@ -581,7 +677,7 @@ fn read_any_value_fields<'a>(bytes: &'a [u8], value: &mut RawVal<'a>) -> Result<
             }
         };
     }
-    Ok(())
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -801,6 +897,33 @@ mod tests {
                 prop_assert_eq!(scanned, decoded);
             }
         }
+    }
+
+    #[test]
+    fn every_key_a_valid_configuration_names_has_an_index() {
+        use crate::config::{MAX_DIMENSIONS, MAX_VERSION_ATTRIBUTES};
+        let config = ExtractConfig {
+            version_attributes: (0..MAX_VERSION_ATTRIBUTES)
+                .map(|i| format!("v{i}.version"))
+                .collect(),
+            // One of them a key the rules read anyway: it has one index.
+            dimensions: (1..MAX_DIMENSIONS)
+                .map(|i| format!("dim.{i}"))
+                .chain(["http.route".to_owned()])
+                .collect(),
+            ..ExtractConfig::default()
+        };
+        let wanted = Wanted::new(&config);
+        let all: Vec<&str> = rule_keys(&config).collect();
+        assert_eq!(wanted.keys.len(), all.len() - 1);
+        for key in all {
+            let i = wanted.index_of_rule(key);
+            assert!(i.is_some(), "{key}");
+            // A copy of the key, as read from a request, finds the same.
+            assert_eq!(wanted.index(key.to_owned().as_bytes()), i, "{key}");
+        }
+        assert_eq!(wanted.index(b"http.rout"), None);
+        assert_eq!(wanted.index(b"dim.0"), None);
     }
 
     #[test]
