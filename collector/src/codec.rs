@@ -1,11 +1,11 @@
 //! gRPC messages as raw bytes: a `tonic` codec that neither encodes nor
 //! decodes.
 //!
-//! The receiver hands the bytes of an OTLP export to
-//! [`crate::extract::wire`] and forwards them unchanged, the forwarder sends
-//! them on as they came, and the load generator sends batches encoded once.
-//! tonic's framing, compression and size limits still apply; this codec
-//! never looks inside a message and must never copy one.
+//! The clients use it: the forwarder sends exports on as they came, and
+//! the load generator sends batches encoded once (the receiver reads its
+//! unary calls itself, [`crate::receive::grpc`]). tonic's framing,
+//! compression and size limits still apply; this codec never looks inside
+//! a message and must never copy one.
 
 use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};

@@ -11,47 +11,49 @@
 //!   `RetryInfo`; an accepted request is queued for [`crate::forward`] as
 //!   the bytes that arrived (after gunzip), never re-encoded.
 //!
-//! The fast path: tonic hands the service the request's bytes as they are
-//! ([`BytesCodec`], a `tonic::codec::Codec` whose decoder yields the
-//! `Bytes` of the frame without copying), [`crate::extract::wire::scan`]
-//! reads only the fields the rules need from them, and the samples name
-//! their series through this thread's [`Interner`], so a span of a known
-//! series allocates nothing. Undecodable bytes get `INVALID_ARGUMENT` from
-//! the handler itself.
+//! The fast path: the export is one unary call, so this service reads the
+//! gRPC message out of the HTTP/2 body itself ([`unary_message`]) instead
+//! of going through tonic's codec, which copies every message into a
+//! buffer of its own: a message that came in one DATA frame (senders honour
+//! the 1 MiB frames [`crate::serve`] allows) is the very `Bytes` h2 read.
+//! [`crate::extract::wire::scan`] reads only the fields the rules need from
+//! them, and the samples name their series through this thread's
+//! [`Interner`], so a span of a known series allocates nothing.
 //!
-//! tonic's decoder answers an oversized message with `OUT_OF_RANGE` (and a
-//! gzip bomb with `RESOURCE_EXHAUSTED`); [`OtlpStatus`] rewrites those codes
-//! (which the export handler itself never returns) to the OTLP ones and
-//! counts the refusal, and would do the same for an `INTERNAL` decode error.
-//! This is the only module that makes gRPC status codes for OTLP; it must
-//! never hold a request waiting for the aggregator.
+//! This is the only module that makes gRPC status codes for OTLP, and it
+//! counts every refusal; it must never hold a request waiting for the
+//! aggregator.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
+use http_body_util::{BodyExt, StreamBody};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message as _;
 use tonic::body::Body;
-use tonic::codec::CompressionEncoding;
-use tonic::codegen::http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
-use tonic::server::{NamedService, UnaryService};
-use tonic::{Code, Request, Response, Status};
+use tonic::codegen::http::header::CONTENT_TYPE;
+use tonic::codegen::http::{
+    HeaderMap, HeaderValue, Request as HttpRequest, Response as HttpResponse,
+};
+use tonic::metadata::GRPC_CONTENT_TYPE;
+use tonic::server::NamedService;
+use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::Service;
 
-use crate::codec::{BytesCodec, TRACE_EXPORT_PATH};
+use crate::codec::TRACE_EXPORT_PATH;
 use crate::config::ExtractConfig;
 use crate::extract::{wire, ExtractReport, InternedSample, Interner};
 use crate::forward::{ForwardError, ForwardHandle, Signal, REFUSAL_RETRY_DELAY};
 use crate::pipeline::{IngestError, PipelineHandle};
-use crate::receive::hand_over;
-use crate::telemetry::{RefusedReason, Telemetry};
+use crate::receive::{gunzip, hand_over, BodyError};
+use crate::telemetry::RefusedReason;
 
 /// Series names each receiving thread keeps before it starts over (a few
 /// MiB per thread at most): enough for the hot series of a fleet; beyond
@@ -92,7 +94,7 @@ pub struct TraceReceiver {
 }
 
 /// [`TraceReceiver`] as a tonic service: the generated `TraceServiceServer`'s
-/// routing, with [`BytesCodec`] in place of the prost codec.
+/// routing, with the unary call read by [`unary_message`].
 #[derive(Debug, Clone)]
 pub struct TraceServer {
     receiver: Arc<TraceReceiver>,
@@ -110,23 +112,39 @@ impl TraceReceiver {
         extract: ExtractConfig,
         max_message_bytes: usize,
         forward: Option<ForwardHandle>,
-    ) -> OtlpStatus<TraceServer> {
-        let telemetry = pipeline.telemetry().clone();
-        let server = TraceServer {
+    ) -> TraceServer {
+        TraceServer {
             receiver: Arc::new(TraceReceiver {
                 pipeline,
                 extract: Arc::new(extract),
                 forward,
             }),
             max_message_bytes,
-        };
-        OtlpStatus {
-            inner: server,
-            telemetry,
         }
     }
 
-    fn export(&self, bytes: Bytes) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    /// One Export call: its message read, exported, answered.
+    async fn call<B>(&self, request: HttpRequest<B>, limit: usize) -> HttpResponse<Body>
+    where
+        B: tonic::codegen::Body,
+        B::Error: Into<tonic::codegen::StdError>,
+    {
+        let bytes = match unary_message(request, limit).await {
+            Ok(bytes) => bytes,
+            Err(refusal) => {
+                let (status, reason) = refusal.status(limit);
+                let telemetry = self.pipeline.telemetry();
+                telemetry.refused(reason, 1, status.message());
+                return status.into_http();
+            }
+        };
+        match self.export(bytes) {
+            Ok(response) => grpc_ok(&response),
+            Err(status) => status.into_http(),
+        }
+    }
+
+    fn export(&self, bytes: Bytes) -> Result<ExportTraceServiceResponse, Status> {
         let (samples, report) = read_traces(&bytes, &self.extract).map_err(|e| {
             let message = e.to_string();
             self.pipeline
@@ -156,23 +174,171 @@ impl TraceReceiver {
             rejected_spans: p.rejected,
             error_message: p.message,
         });
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success,
-        }))
+        Ok(ExportTraceServiceResponse { partial_success })
     }
 }
 
-/// One Export call.
-struct ExportCall(Arc<TraceReceiver>);
+/// The flag byte and big-endian length before every gRPC message.
+const GRPC_PREFIX_BYTES: usize = 5;
 
-impl UnaryService<Bytes> for ExportCall {
-    type Response = Bytes;
-    type Future = std::future::Ready<Result<Response<Bytes>, Status>>;
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        // Synchronous on purpose: nothing here waits.
-        let answer = self.0.export(request.into_inner());
-        std::future::ready(answer.map(|r| r.map(|m| m.encode_to_vec().into())))
+/// Why a unary request's body does not hold one acceptable message.
+#[derive(Debug)]
+enum Refusal {
+    /// Over the limit, compressed or not.
+    TooLarge,
+    /// Not one well-formed gRPC message.
+    Invalid(String),
+    /// Compressed with something other than gzip.
+    Unsupported(String),
+}
+
+impl Refusal {
+    /// The answer and the reason it is counted under.
+    fn status(self, limit: usize) -> (Status, RefusedReason) {
+        match self {
+            // Retrying cannot help: no RetryInfo.
+            Refusal::TooLarge => (
+                Status::resource_exhausted(format!(
+                    "the message exceeds receiver.max_message_bytes ({limit} bytes)"
+                )),
+                RefusedReason::TooLarge,
+            ),
+            Refusal::Invalid(message) => (
+                Status::invalid_argument(message),
+                RefusedReason::InvalidPayload,
+            ),
+            Refusal::Unsupported(encoding) => {
+                let mut status = Status::unimplemented(format!(
+                    "grpc-encoding {encoding:?} is not supported (gzip or identity)"
+                ));
+                status.metadata_mut().insert(
+                    "grpc-accept-encoding",
+                    tonic::metadata::MetadataValue::from_static("gzip"),
+                );
+                (status, RefusedReason::InvalidPayload)
+            }
+        }
     }
+}
+
+impl From<BodyError> for Refusal {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge => Refusal::TooLarge,
+            BodyError::Invalid(message) => Refusal::Invalid(message),
+        }
+    }
+}
+
+/// The one message of a unary gRPC request: the bytes h2 read when one DATA
+/// frame holds it (later frames, from senders with small frames, are
+/// gathered into one copy), gunzipped when flagged so, never more than
+/// `limit` bytes either way; the declared length is checked before the
+/// rest of the body is read.
+async fn unary_message<B>(request: HttpRequest<B>, limit: usize) -> Result<Bytes, Refusal>
+where
+    B: tonic::codegen::Body,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    let gzip = match request.headers().get("grpc-encoding").map(|v| v.as_bytes()) {
+        None | Some(b"identity") => false,
+        Some(b"gzip") => true,
+        Some(other) => {
+            return Err(Refusal::Unsupported(
+                String::from_utf8_lossy(other).into_owned(),
+            ))
+        }
+    };
+    let mut body = std::pin::pin!(request.into_body());
+    let mut first = Bytes::new();
+    let mut gathered: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| Refusal::Invalid(format!("reading the request: {}", e.into())))?;
+        // Request trailers carry nothing for a unary call.
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        let chunk = data.copy_to_bytes(data.remaining());
+        if chunk.is_empty() {
+            // The END_STREAM frame of a sender that learnt late that the
+            // body was over.
+            continue;
+        }
+        let so_far = match &mut gathered {
+            None if first.is_empty() => {
+                first = chunk;
+                &first[..]
+            }
+            None => {
+                let all = gathered.insert(BytesMut::from(&first[..]));
+                all.extend_from_slice(&chunk);
+                &all[..]
+            }
+            Some(all) => {
+                all.extend_from_slice(&chunk);
+                &all[..]
+            }
+        };
+        if so_far.len() > GRPC_PREFIX_BYTES + limit
+            || declared_len(so_far).is_some_and(|n| n > limit)
+        {
+            return Err(Refusal::TooLarge);
+        }
+    }
+    let body = gathered.map_or(first, BytesMut::freeze);
+    let Some(len) = declared_len(&body) else {
+        return Err(Refusal::Invalid("the request holds no gRPC message".into()));
+    };
+    let held = body.len() - GRPC_PREFIX_BYTES;
+    if held != len {
+        return Err(Refusal::Invalid(format!(
+            "the gRPC message declares {len} bytes and {held} came (a unary call holds exactly one message)"
+        )));
+    }
+    let message = body.slice(GRPC_PREFIX_BYTES..);
+    match (body.first(), gzip) {
+        (Some(0), _) => Ok(message),
+        (Some(1), true) => Ok(Bytes::from(gunzip(&message, limit)?)),
+        (Some(1), false) => Err(Refusal::Invalid(
+            "the gRPC message is flagged compressed but the call has no grpc-encoding".into(),
+        )),
+        (flag, _) => Err(Refusal::Invalid(format!(
+            "invalid gRPC compression flag {flag:?} (0 or 1)"
+        ))),
+    }
+}
+
+/// The length a gRPC message prefix declares, once all of it has come.
+fn declared_len(body: &[u8]) -> Option<usize> {
+    let prefix: &[u8; GRPC_PREFIX_BYTES] = body.first_chunk()?;
+    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
+    usize::try_from(len).ok()
+}
+
+/// The successful answer: the message, uncompressed (a few bytes), then
+/// `grpc-status: 0` in the trailers.
+fn grpc_ok(response: &ExportTraceServiceResponse) -> HttpResponse<Body> {
+    let len = response.encoded_len();
+    let mut message = BytesMut::with_capacity(GRPC_PREFIX_BYTES + len);
+    message.put_u8(0);
+    // An answer holds a count and at most a few reasons: far below 4 GiB.
+    message.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    response.encode_raw(&mut message);
+    let mut trailers = HeaderMap::new();
+    trailers.insert(Status::GRPC_STATUS, HeaderValue::from_static("0"));
+    let frames = [
+        Ok::<_, Infallible>(http_body::Frame::data(message.freeze())),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    let mut answer = HttpResponse::new(Body::new(StreamBody::new(futures_util::stream::iter(
+        frames,
+    ))));
+    answer.headers_mut().insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    answer
+        .headers_mut()
+        .insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
+    answer
 }
 
 impl<B> Service<HttpRequest<B>> for TraceServer
@@ -201,12 +367,9 @@ where
                 Ok(response)
             });
         }
-        let method = ExportCall(self.receiver.clone());
-        let mut grpc = tonic::server::Grpc::new(BytesCodec)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(self.max_message_bytes);
-        Box::pin(async move { Ok(grpc.unary(method, request).await) })
+        let receiver = self.receiver.clone();
+        let limit = self.max_message_bytes;
+        Box::pin(async move { Ok(receiver.call(request, limit).await) })
     }
 }
 
@@ -222,67 +385,163 @@ fn forward_refused(e: ForwardError) -> Status {
     }
 }
 
-/// Wraps an OTLP tonic service to answer decode failures with the codes the
-/// OTLP specification requires, counting each; see the module docs.
-#[derive(Debug, Clone)]
-pub struct OtlpStatus<S> {
-    inner: S,
-    telemetry: Arc<Telemetry>,
-}
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
 
-impl<S: NamedService> NamedService for OtlpStatus<S> {
-    const NAME: &'static str = S::NAME;
-}
+    use flate2::write::GzEncoder;
+    use http_body::Frame;
 
-impl<S> Service<HttpRequest<Body>> for OtlpStatus<S>
-where
-    S: Service<HttpRequest<Body>, Response = HttpResponse<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = HttpResponse<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+    use super::*;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+    /// A request whose body arrives as `chunks`, one DATA frame each.
+    fn request(chunks: &[Bytes], encoding: Option<&'static str>) -> HttpRequest<Body> {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+            chunks.iter().cloned().map(|c| Ok(Frame::data(c))).collect();
+        let mut request = HttpRequest::new(Body::new(StreamBody::new(futures_util::stream::iter(
+            frames,
+        ))));
+        if let Some(encoding) = encoding {
+            request
+                .headers_mut()
+                .insert("grpc-encoding", HeaderValue::from_static(encoding));
+        }
+        request
     }
 
-    fn call(&mut self, request: HttpRequest<Body>) -> Self::Future {
-        let telemetry = self.telemetry.clone();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = response.await?;
-            // Decode errors come back trailers-only: the status is a header.
-            let code = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i32>().ok())
-                .map(Code::from_i32);
-            let rewrite = match code {
-                Some(Code::OutOfRange) => Some((Code::ResourceExhausted, RefusedReason::TooLarge)),
-                // A gzip bomb: tonic stops decompressing at the limit.
-                Some(Code::ResourceExhausted) => {
-                    Some((Code::ResourceExhausted, RefusedReason::TooLarge))
-                }
-                Some(Code::Internal) => {
-                    Some((Code::InvalidArgument, RefusedReason::InvalidPayload))
-                }
-                _ => None,
-            };
-            if let Some((code, reason)) = rewrite {
-                let detail = response
-                    .headers()
-                    .get("grpc-message")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                telemetry.refused(reason, 1, &detail);
-                response
-                    .headers_mut()
-                    .insert("grpc-status", HeaderValue::from(code as i32));
+    /// `message` behind a gRPC prefix with compression flag `flag`.
+    fn framed(flag: u8, message: &[u8]) -> Bytes {
+        let mut bytes = vec![flag];
+        bytes.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(message);
+        bytes.into()
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    async fn read(chunks: &[Bytes], encoding: Option<&'static str>) -> Result<Bytes, Refusal> {
+        unary_message(request(chunks, encoding), 1024).await
+    }
+
+    #[tokio::test]
+    async fn a_message_in_one_frame_is_the_bytes_that_came() {
+        let body = framed(0, b"hello");
+        let message = read(std::slice::from_ref(&body), None).await.unwrap();
+        assert_eq!(&message[..], b"hello");
+        assert_eq!(message.as_ptr(), body[GRPC_PREFIX_BYTES..].as_ptr());
+        // The empty END_STREAM frame some senders add changes nothing.
+        let message = read(&[body.clone(), Bytes::new()], None).await.unwrap();
+        assert_eq!(message.as_ptr(), body[GRPC_PREFIX_BYTES..].as_ptr());
+    }
+
+    #[tokio::test]
+    async fn a_message_in_many_frames_is_gathered() {
+        let body = framed(0, b"hello world");
+        let chunks: Vec<Bytes> = body.chunks(3).map(Bytes::copy_from_slice).collect();
+        let message = read(&chunks, Some("identity")).await.unwrap();
+        assert_eq!(&message[..], b"hello world");
+    }
+
+    #[tokio::test]
+    async fn gzip_is_inflated_within_the_limit() {
+        let message = read(&[framed(1, &gzip(b"hello"))], Some("gzip")).await;
+        assert_eq!(&message.unwrap()[..], b"hello");
+        // A bomb: 512 KiB of zeros in half a kilobyte.
+        let bomb = framed(1, &gzip(&[0; 1 << 19]));
+        assert!(bomb.len() < 1024 + GRPC_PREFIX_BYTES);
+        let refusal = read(&[bomb], Some("gzip")).await.unwrap_err();
+        assert!(matches!(refusal, Refusal::TooLarge), "{refusal:?}");
+        let refusal = read(&[framed(1, b"not gzip")], Some("gzip"))
+            .await
+            .unwrap_err();
+        assert!(matches!(refusal, Refusal::Invalid(_)), "{refusal:?}");
+    }
+
+    #[tokio::test]
+    async fn too_large_is_refused_from_the_prefix_or_the_bytes() {
+        // Declared too large: refused from the first frame's prefix.
+        let mut prefix = vec![0];
+        prefix.extend_from_slice(&2000u32.to_be_bytes());
+        let refusal = read(&[prefix.into()], None).await.unwrap_err();
+        assert!(matches!(refusal, Refusal::TooLarge), "{refusal:?}");
+        // Declared small, but more bytes keep coming.
+        let mut lying = framed(0, b"x").to_vec();
+        lying.extend_from_slice(&[0; 2000]);
+        let refusal = read(&[lying.into()], None).await.unwrap_err();
+        assert!(matches!(refusal, Refusal::TooLarge), "{refusal:?}");
+        let (status, reason) = Refusal::TooLarge.status(1024);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status
+            .message()
+            .contains("receiver.max_message_bytes (1024 bytes)"));
+        assert_eq!(reason, RefusedReason::TooLarge);
+    }
+
+    #[tokio::test]
+    async fn malformed_calls_are_invalid_and_say_why() {
+        let cases: [(Vec<Bytes>, Option<&'static str>, &str); 6] = [
+            (vec![], None, "no gRPC message"),
+            (
+                vec![Bytes::from_static(&[0, 0, 0])],
+                None,
+                "no gRPC message",
+            ),
+            (
+                vec![framed(0, b"hello").slice(..7)],
+                None,
+                "declares 5 bytes and 2 came",
+            ),
+            (
+                vec![framed(0, b"one"), framed(0, b"two")],
+                None,
+                "exactly one message",
+            ),
+            (vec![framed(1, b"hello")], None, "no grpc-encoding"),
+            (vec![framed(2, b"hello")], None, "compression flag Some(2)"),
+        ];
+        for (chunks, encoding, why) in cases {
+            match read(&chunks, encoding).await {
+                Err(Refusal::Invalid(message)) => assert!(message.contains(why), "{message}"),
+                other => panic!("{chunks:?}: {other:?}"),
             }
-            Ok(response)
-        })
+        }
+        let refusal = read(&[framed(1, b"hello")], Some("zstd"))
+            .await
+            .unwrap_err();
+        let (status, reason) = refusal.status(1024);
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert!(
+            status.message().contains("\"zstd\""),
+            "{}",
+            status.message()
+        );
+        assert_eq!(
+            status.metadata().get("grpc-accept-encoding").unwrap(),
+            "gzip"
+        );
+        assert_eq!(reason, RefusedReason::InvalidPayload);
+    }
+
+    #[tokio::test]
+    async fn the_answer_is_one_message_then_an_ok_status() {
+        let response = ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 2,
+                error_message: "two bad spans".into(),
+            }),
+        };
+        let answer = grpc_ok(&response);
+        assert_eq!(answer.headers()[CONTENT_TYPE], "application/grpc");
+        let collected = answer.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()[Status::GRPC_STATUS], "0");
+        let body = collected.to_bytes();
+        assert_eq!(body[0], 0);
+        assert_eq!(declared_len(&body), Some(body.len() - GRPC_PREFIX_BYTES));
+        let decoded = ExportTraceServiceResponse::decode(&body[GRPC_PREFIX_BYTES..]).unwrap();
+        assert_eq!(decoded, response);
     }
 }

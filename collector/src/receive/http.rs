@@ -21,7 +21,6 @@
 //! Like the gRPC receiver it never waits for the aggregator and keeps no
 //! state; every refusal is counted in [`crate::telemetry`].
 
-use std::io::Read as _;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -46,7 +45,7 @@ use crate::forward::{ForwardError, ForwardHandle, Signal};
 use crate::pipeline::Batch;
 use crate::pipeline::{IngestError, PipelineHandle};
 use crate::receive::grpc::read_traces;
-use crate::receive::{hand_over, Partial};
+use crate::receive::{gunzip, hand_over, BodyError, Partial};
 use crate::telemetry::RefusedReason;
 
 /// Seconds a sender is asked to wait when the queue is full.
@@ -330,11 +329,6 @@ fn unavailable(encoding: Encoding, message: &str) -> Response {
     answer
 }
 
-enum BodyError {
-    TooLarge,
-    Invalid(String),
-}
-
 /// The body, gunzipped when it says so, never more than `limit` bytes either
 /// way (a small gzip bomb stays small).
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, BodyError> {
@@ -355,17 +349,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     match encoding.as_deref() {
         None | Some("" | "identity") => Ok(raw.to_vec()),
-        Some("gzip") => {
-            let mut out = Vec::new();
-            let read = flate2::read::GzDecoder::new(raw.as_ref())
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| BodyError::Invalid(format!("invalid gzip body: {e}")))?;
-            if read > limit {
-                return Err(BodyError::TooLarge);
-            }
-            Ok(out)
-        }
+        Some("gzip") => gunzip(&raw, limit),
         Some(other) => Err(BodyError::Invalid(format!(
             "unsupported Content-Encoding {other:?} (gzip or none)"
         ))),

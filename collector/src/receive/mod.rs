@@ -19,6 +19,30 @@ use crate::telemetry::RefusedReason;
 pub mod grpc;
 pub mod http;
 
+/// Why a request body cannot be read (either protocol).
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// Over `receiver.max_message_bytes`, compressed or not.
+    TooLarge,
+    /// Not readable: broken off, or not the encoding it says.
+    Invalid(String),
+}
+
+/// `gzipped` inflated, never past `limit` bytes (a small gzip bomb stays
+/// small).
+pub(crate) fn gunzip(gzipped: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let read = flate2::read::GzDecoder::new(gzipped)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| BodyError::Invalid(format!("invalid gzip body: {e}")))?;
+    if read > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(out)
+}
+
 /// The `partial_success` of an export: how many spans or records could not
 /// be used, and the first reasons.
 #[derive(Debug, Clone, PartialEq, Eq)]
