@@ -156,14 +156,15 @@ pub const MAX_DIMENSIONS: usize = 16;
 #[serde(default, deny_unknown_fields)]
 pub struct ExtractConfig {
     /// Attributes naming the version, first present wins (span, then resource,
-    /// for each key in turn).
+    /// for each key in turn); at most [`MAX_VERSION_ATTRIBUTES`].
     pub version_attributes: Vec<String>,
     /// A request lasting at least this long is a timeout even when nothing
     /// else says so (unset: only attributes decide).
     #[serde(with = "humantime_serde")]
     pub timeout: Option<Duration>,
     /// Extra attributes (span, then resource) that split series further, e.g.
-    /// `deployment.environment.name`. Each multiplies the series count.
+    /// `deployment.environment.name`. Each multiplies the series count; at
+    /// most [`MAX_DIMENSIONS`].
     pub dimensions: Vec<String>,
     /// How log records (OTLP/HTTP `/v1/logs`, `modelgate analyze`) become
     /// request samples; the default is the lending incident's format.

@@ -147,15 +147,7 @@ impl<'c> Wanted<'c> {
     /// The index of `key` if the rules may read it.
     #[inline(always)]
     fn index(&self, key: &[u8]) -> Option<usize> {
-        let mut candidates = self.by_hash[Self::hash(key)];
-        while candidates != 0 {
-            let i = candidates.trailing_zeros() as usize;
-            if self.keys.get(i).is_some_and(|k| k.as_bytes() == key) {
-                return Some(i);
-            }
-            candidates &= candidates - 1;
-        }
-        None
+        self.find(Self::hash(key), |wanted| wanted.as_bytes() == key)
     }
 
     /// The index of a key the rules ask for: they pass the very strings
@@ -163,14 +155,18 @@ impl<'c> Wanted<'c> {
     /// address comparison settles it.
     #[inline(always)]
     fn index_of_rule(&self, key: &str) -> Option<usize> {
-        let mut candidates = self.by_hash[Self::hash(key.as_bytes())];
+        self.find(Self::hash(key.as_bytes()), |wanted| {
+            std::ptr::eq(wanted, key) || wanted == key
+        })
+    }
+
+    /// The first key with this `hash` that `is` the one sought.
+    #[inline(always)]
+    fn find(&self, hash: usize, is: impl Fn(&str) -> bool) -> Option<usize> {
+        let mut candidates = self.by_hash[hash];
         while candidates != 0 {
             let i = candidates.trailing_zeros() as usize;
-            if self
-                .keys
-                .get(i)
-                .is_some_and(|k| std::ptr::eq(*k, key) || *k == key)
-            {
+            if self.keys.get(i).is_some_and(|wanted| is(wanted)) {
                 return Some(i);
             }
             candidates &= candidates - 1;

@@ -124,7 +124,7 @@ impl TraceReceiver {
     }
 
     /// One Export call: its message read, exported, answered.
-    async fn call<B>(&self, request: HttpRequest<B>, limit: usize) -> HttpResponse<Body>
+    async fn answer<B>(&self, request: HttpRequest<B>, limit: usize) -> HttpResponse<Body>
     where
         B: tonic::codegen::Body,
         B::Error: Into<tonic::codegen::StdError>,
@@ -133,8 +133,9 @@ impl TraceReceiver {
             Ok(bytes) => bytes,
             Err(refusal) => {
                 let (status, reason) = refusal.status(limit);
-                let telemetry = self.pipeline.telemetry();
-                telemetry.refused(reason, 1, status.message());
+                self.pipeline
+                    .telemetry()
+                    .refused(reason, 1, status.message());
                 return status.into_http();
             }
         };
@@ -369,7 +370,7 @@ where
         }
         let receiver = self.receiver.clone();
         let limit = self.max_message_bytes;
-        Box::pin(async move { Ok(receiver.call(request, limit).await) })
+        Box::pin(async move { Ok(receiver.answer(request, limit).await) })
     }
 }
 
