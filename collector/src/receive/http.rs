@@ -303,7 +303,7 @@ where
     match hand_over(&receiver.pipeline, samples, report, unusable) {
         Ok(partial) => {
             if let Some(slot) = slot {
-                slot.send(signal, Bytes::from(reencoded.unwrap_or(body)));
+                slot.send(signal, reencoded.map_or(body, Bytes::from));
             }
             encoding.respond(StatusCode::OK, &response(partial))
         }
@@ -329,9 +329,9 @@ fn unavailable(encoding: Encoding, message: &str) -> Response {
     answer
 }
 
-/// The body, gunzipped when it says so, never more than `limit` bytes either
-/// way (a small gzip bomb stays small).
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, BodyError> {
+/// The body (as received, unless gunzipped), never more than `limit` bytes
+/// either way (a small gzip bomb stays small).
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, BodyError> {
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
         // to_bytes fails on the limit or on a broken connection; a body that
         // stopped arriving is not the sender's encoding mistake, but it is
@@ -348,8 +348,8 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     match encoding.as_deref() {
-        None | Some("" | "identity") => Ok(raw.to_vec()),
-        Some("gzip") => gunzip(&raw, limit),
+        None | Some("" | "identity") => Ok(raw),
+        Some("gzip") => gunzip(&raw, limit).map(Bytes::from),
         Some(other) => Err(BodyError::Invalid(format!(
             "unsupported Content-Encoding {other:?} (gzip or none)"
         ))),
