@@ -133,7 +133,7 @@ fn setup(comparative_only: bool) -> (Aggregator, Judge) {
     }
     let window_ms = agg.window.as_millis() as u64;
     (
-        Aggregator::new(agg, vec![100.0], T0),
+        Aggregator::new(agg, vec![100.0], Default::default(), T0),
         Judge::new(judge, window_ms),
     )
 }

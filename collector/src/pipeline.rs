@@ -287,6 +287,7 @@ impl Pipeline {
             aggregator: Aggregator::new(
                 config.aggregate.clone(),
                 config.emit.histogram_buckets_ms.clone(),
+                telemetry.clone(),
                 now,
             ),
             judge: Judge::new(config.judge.clone(), window_ms),
@@ -362,12 +363,13 @@ impl Pipeline {
             self.judge.config().clone(),
         );
         let bounds = self.bounds_ms.clone();
+        let telemetry = self.telemetry.clone();
         let window_ms = self.window_ms;
         let limits = self.history_limits;
         // The state is built on the blocking thread and moved back whole.
         let restored = tokio::task::spawn_blocking(move || {
             let now = now_ms();
-            let mut aggregator = Aggregator::new(config.0, bounds, now);
+            let mut aggregator = Aggregator::new(config.0, bounds, telemetry, now);
             let mut judge = Judge::new(config.1, window_ms);
             let mut history = History::new(limits);
             snapshots::restore_at_start(&dir, &mut aggregator, &mut judge, &mut history, now);

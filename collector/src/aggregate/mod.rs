@@ -24,6 +24,7 @@ use crate::config::AggregateConfig;
 use crate::extract::{
     EndpointKey, InternedKind, InternedSample, Outcome, Sample, SampleKind, SeriesName,
 };
+use crate::telemetry::Telemetry;
 pub use sketch::Sketch;
 
 /// The hasher of the series map: foldhash (through hashbrown's default),
@@ -244,19 +245,6 @@ pub(crate) struct PendingDb {
     since_ms: u64,
 }
 
-/// Counters of limits hit, read by the emitter.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AggregateCounters {
-    /// Samples routed to the overflow series because the cap was reached.
-    pub overflow_samples: u64,
-    /// Database calls dropped because too many traces were waiting.
-    pub db_pending_dropped: u64,
-    /// Database calls that never met their request span.
-    pub db_unmatched: u64,
-    /// Series forgotten after idling past the timeout.
-    pub series_expired: u64,
-}
-
 /// The series of one endpoint, by version, sorted by version.
 ///
 /// A sorted vector, not a `BTreeMap`: endpoints have a handful of versions,
@@ -323,7 +311,6 @@ pub(crate) struct AggregatorState<Bounds, Endpoints, Overflow, Pending> {
     endpoints: Endpoints,
     overflow: Overflow,
     pending_db: Pending,
-    counters: AggregateCounters,
 }
 
 /// The live state, borrowed for writing.
@@ -378,12 +365,19 @@ pub struct Aggregator {
     overflow: Series,
     pending_db: HashMap<[u8; 16], Vec<PendingDb>>,
     pending_traces: usize,
-    counters: AggregateCounters,
+    /// Where the limits it hits are counted (series cap, expiry, database
+    /// calls that waited in vain).
+    telemetry: Arc<Telemetry>,
 }
 
 impl Aggregator {
     /// An empty aggregator; `bounds_ms` are the Prometheus bucket bounds.
-    pub fn new(config: AggregateConfig, bounds_ms: Vec<f64>, now_ms: u64) -> Self {
+    pub fn new(
+        config: AggregateConfig,
+        bounds_ms: Vec<f64>,
+        telemetry: Arc<Telemetry>,
+        now_ms: u64,
+    ) -> Self {
         let slot_ms = (config.slot.as_millis() as u64).max(1);
         let window_slots = (config.window.as_millis() as u64).div_ceil(slot_ms).max(1);
         let horizon_slots = (config.baseline_horizon.as_millis() as u64)
@@ -401,7 +395,7 @@ impl Aggregator {
             overflow: Series::new(now_ms),
             pending_db: HashMap::new(),
             pending_traces: 0,
-            counters: AggregateCounters::default(),
+            telemetry,
         }
     }
 
@@ -485,6 +479,7 @@ impl Aggregator {
                         .0
                         .insert(v, (version.to_owned(), Series::new(now_ms)));
                     self.series += 1;
+                    self.telemetry.series_active(self.series);
                     // The endpoint's later versions moved.
                     self.located.clear();
                     Some((e, v))
@@ -496,6 +491,7 @@ impl Aggregator {
                 let versions = Versions(vec![(version.to_owned(), Series::new(now_ms))]);
                 let (e, _) = self.endpoints.insert_full(endpoint.clone(), versions);
                 self.series += 1;
+                self.telemetry.series_active(self.series);
                 Some((e, 0))
             }
         }
@@ -503,7 +499,7 @@ impl Aggregator {
 
     fn record_db_call(&mut self, trace_id: &[u8; 16], service: &str, now_ms: u64) {
         if *trace_id == [0; 16] {
-            self.counters.db_unmatched += 1;
+            self.telemetry.db_unmatched(1);
             return;
         }
         let waiting = self.pending_db.get_mut(trace_id);
@@ -513,7 +509,7 @@ impl Aggregator {
             return;
         }
         if self.pending_traces >= self.config.max_pending_traces {
-            self.counters.db_pending_dropped += 1;
+            self.telemetry.db_pending_dropped();
             return;
         }
         self.pending_traces += 1;
@@ -575,7 +571,7 @@ impl Aggregator {
             Some(series) => series,
             None => {
                 debug_assert!(at.is_none(), "a remembered location {at:?} is stale");
-                self.counters.overflow_samples += 1;
+                self.telemetry.series_overflowed();
                 &mut self.overflow
             }
         };
@@ -616,9 +612,10 @@ impl Aggregator {
         {
             self.overflow.slots.pop_front();
         }
-        self.series -= removed;
-        self.counters.series_expired += removed as u64;
         if removed > 0 {
+            self.series -= removed;
+            self.telemetry.series_expired(removed as u64);
+            self.telemetry.series_active(self.series);
             // Positions after the removed series moved.
             self.located.clear();
         }
@@ -636,7 +633,9 @@ impl Aggregator {
             !list.is_empty()
         });
         self.pending_traces = pending;
-        self.counters.db_unmatched += unmatched;
+        if unmatched > 0 {
+            self.telemetry.db_unmatched(unmatched);
+        }
     }
 
     /// The candidate window of `series` at `now_ms`.
@@ -706,11 +705,6 @@ impl Aggregator {
         self.series
     }
 
-    /// Limits hit so far.
-    pub fn counters(&self) -> AggregateCounters {
-        self.counters
-    }
-
     /// The settings it keeps series by.
     pub fn config(&self) -> &AggregateConfig {
         &self.config
@@ -724,7 +718,6 @@ impl Aggregator {
             endpoints: &self.endpoints,
             overflow: &self.overflow,
             pending_db: &self.pending_db,
-            counters: self.counters,
         }
     }
 
@@ -784,7 +777,7 @@ impl Aggregator {
         self.overflow = overflow;
         self.pending_traces = state.pending_db.values().map(Vec::len).sum();
         self.pending_db = state.pending_db;
-        self.counters = state.counters;
+        self.telemetry.series_active(self.series);
         Ok(Restored {
             series: self.series,
             histograms_dropped,
@@ -813,6 +806,7 @@ mod tests {
 
     use super::*;
     use crate::extract::UNKNOWN_VERSION;
+    use crate::telemetry::SelfMetric;
 
     const T0: u64 = 1_763_658_000_000;
 
@@ -828,7 +822,12 @@ mod tests {
     }
 
     fn aggregator(config: AggregateConfig) -> Aggregator {
-        Aggregator::new(config, vec![100.0, 150.0, 1000.0], T0)
+        Aggregator::new(
+            config,
+            vec![100.0, 150.0, 1000.0],
+            Arc::new(Telemetry::default()),
+            T0,
+        )
     }
 
     fn endpoint(path: &str) -> EndpointKey {
@@ -926,7 +925,7 @@ mod tests {
         agg.expire(T0 + 600_000);
         assert_eq!(agg.series_count(), 0);
         assert!(agg.versions(&endpoint("/a")).is_none());
-        assert_eq!(agg.counters().series_expired, 1);
+        assert_eq!(agg.telemetry.reading(SelfMetric::SeriesExpired), 1);
     }
 
     #[test]
@@ -940,12 +939,12 @@ mod tests {
             .collect();
         agg.record_batch(&samples, T0);
         assert_eq!(agg.series_count(), 3);
-        assert_eq!(agg.counters().overflow_samples, 7);
+        assert_eq!(agg.telemetry.reading(SelfMetric::SeriesOverflow), 7);
         assert_eq!(agg.window(agg.overflow(), T0).count(), 7);
         // Known series still record at the cap.
         agg.record_batch(&[request("/e0", "v1", 10, Outcome::Ok, 1)], T0);
         assert_eq!(window_of(&agg, "/e0", "v1", T0).count(), 2);
-        assert_eq!(agg.counters().overflow_samples, 7);
+        assert_eq!(agg.telemetry.reading(SelfMetric::SeriesOverflow), 7);
     }
 
     #[test]
@@ -974,9 +973,9 @@ mod tests {
         let mut agg = aggregator(config());
         let calls: Vec<_> = (1..=10).map(db_call).collect();
         agg.record_batch(&calls, T0);
-        assert_eq!(agg.counters().db_pending_dropped, 6);
+        assert_eq!(agg.telemetry.reading(SelfMetric::DbPendingDropped), 6);
         agg.expire(T0 + PENDING_DB_TTL_MS);
-        assert_eq!(agg.counters().db_unmatched, 4);
+        assert_eq!(agg.telemetry.reading(SelfMetric::DbUnmatched), 4);
         assert_eq!(agg.pending_traces, 0);
     }
 
@@ -1024,7 +1023,7 @@ mod tests {
             (2, 3, 1)
         );
         assert!(agg.versions(&endpoint("/a")).unwrap().get("v1").is_none());
-        assert_eq!(agg.counters().overflow_samples, 3);
+        assert_eq!(agg.telemetry.reading(SelfMetric::SeriesOverflow), 3);
         // /b idles out (the others are fresher): everything after it moves,
         // and a remembered overflow name gets a series of its own.
         agg.record_interned(&[interned(&a2, 10), interned(&a3, 10)], T0 + 300_000);
@@ -1038,7 +1037,7 @@ mod tests {
         let count = |path, version| window_of(&agg, path, version, later).count();
         assert_eq!((count("/c", "v1"), count("/a", "v3")), (1, 1));
         assert_eq!(
-            agg.counters().overflow_samples,
+            agg.telemetry.reading(SelfMetric::SeriesOverflow),
             4,
             "/a v1 still over the cap"
         );

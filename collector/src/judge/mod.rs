@@ -728,7 +728,7 @@ mod tests {
         let agg = AggregateConfig::default();
         let window_ms = agg.window.as_millis() as u64;
         (
-            Aggregator::new(agg, vec![100.0], T0),
+            Aggregator::new(agg, vec![100.0], Default::default(), T0),
             Judge::new(config, window_ms),
         )
     }

@@ -83,7 +83,12 @@ async fn main() {
 
     // (b) Decode, extract, aggregate.
     let config = ExtractConfig::default();
-    let mut agg = Aggregator::new(AggregateConfig::default(), vec![100.0], 1_763_658_000_000);
+    let mut agg = Aggregator::new(
+        AggregateConfig::default(),
+        vec![100.0],
+        Default::default(),
+        1_763_658_000_000,
+    );
     let mut samples = Vec::with_capacity(options.batch_spans);
     let started = Instant::now();
     let aggregate = in_process(&encoded, seconds, |b| {
@@ -97,7 +102,12 @@ async fn main() {
 
     // (b2) Wire scan, intern, aggregate: what the receiver and the pipeline
     // task do per export now.
-    let mut agg = Aggregator::new(AggregateConfig::default(), vec![100.0], 1_763_658_000_000);
+    let mut agg = Aggregator::new(
+        AggregateConfig::default(),
+        vec![100.0],
+        Default::default(),
+        1_763_658_000_000,
+    );
     let mut interner = Interner::new(1 << 16);
     let mut interned = Vec::with_capacity(options.batch_spans);
     let started = Instant::now();
