@@ -3,7 +3,7 @@
 //!
 //! A file holds JSON lines of either kind, mixed freely:
 //! - a log line, one request, mapped by the configured
-//!   [`LogMapping`](crate::extract::logs::LogMapping) (the lending incident's
+//!   [`LogMapping`](crate::config::LogMapping) (the lending incident's
 //!   format by default);
 //! - an OTLP/JSON export request (`{"resourceSpans": ...}` or
 //!   `{"resourceLogs": ...}`), one per line, as the OpenTelemetry Collector's

@@ -20,68 +20,11 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use serde::{Deserialize, Serialize};
 
 use super::{
     EndpointKey, ExtractReport, Outcome, Sample, SampleKind, MAX_REASONS, UNKNOWN_SERVICE,
 };
-use crate::config::ExtractConfig;
-
-/// The unit of a log's duration field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DurationUnit {
-    /// Nanoseconds.
-    Ns,
-    /// Microseconds.
-    Us,
-    /// Milliseconds.
-    Ms,
-    /// Seconds.
-    S,
-}
-
-impl DurationUnit {
-    fn seconds(self, value: f64) -> f64 {
-        match self {
-            DurationUnit::Ns => value / 1e9,
-            DurationUnit::Us => value / 1e6,
-            DurationUnit::Ms => value / 1e3,
-            DurationUnit::S => value,
-        }
-    }
-}
-
-/// Which fields of a log record make a request sample. The defaults are the
-/// lending incident's format (`responseTimeMs`, `modelVersion`, `endpoint`,
-/// `status` = `OK` | `Timeout`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogMapping {
-    /// Field holding the request's duration (a number, or a numeric string).
-    pub duration_field: String,
-    /// Unit of that field.
-    pub duration_unit: DurationUnit,
-    /// Field holding the version.
-    pub version_field: String,
-    /// Field holding the endpoint.
-    pub endpoint_field: String,
-    /// Field holding the status; a record without it counts as `ok`.
-    pub status_field: String,
-    /// Field holding the service; unset or absent: the resource's
-    /// `service.name`.
-    pub service_field: Option<String>,
-    /// Status values meaning a timeout (compared case-insensitively).
-    pub timeout_values: Vec<String>,
-    /// Status values meaning an error (compared case-insensitively).
-    pub error_values: Vec<String>,
-}
-
-impl Default for LogMapping {
-    fn default() -> Self {
-        Self::lending()
-    }
-}
+use crate::config::{ExtractConfig, LogMapping};
 
 /// A field's value as a mapping reads it.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,20 +67,6 @@ pub struct Mapped {
 }
 
 impl LogMapping {
-    /// The lending incident's format, the built-in preset.
-    pub fn lending() -> Self {
-        Self {
-            duration_field: "responseTimeMs".into(),
-            duration_unit: DurationUnit::Ms,
-            version_field: "modelVersion".into(),
-            endpoint_field: "endpoint".into(),
-            status_field: "status".into(),
-            service_field: None,
-            timeout_values: vec!["timeout".into()],
-            error_values: vec!["error".into(), "failed".into()],
-        }
-    }
-
     /// Maps one record whose fields `get` looks up, or says which field was
     /// missing or wrong.
     pub fn map<'a>(&self, get: impl Fn(&str) -> Option<Field<'a>>) -> Result<Mapped, String> {
