@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use modelgate::aggregate::Aggregator;
 use modelgate::config::{AggregateConfig, JudgeConfig};
-use modelgate::extract::{EndpointKey, Outcome, Sample, SampleKind};
+use modelgate::extract::{EndpointKey, Outcome, Sample};
 use modelgate::judge::{AlertState, Judge, Rule};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -110,16 +110,13 @@ fn endpoint(i: usize) -> EndpointKey {
 }
 
 fn sample(ep: &EndpointKey, version: &str, ms: f64, outcome: Outcome) -> Sample {
-    Sample {
-        service: ep.service.clone(),
-        version: version.into(),
-        trace_id: [0; 16],
-        kind: SampleKind::Request {
-            endpoint: ep.clone(),
-            duration: Duration::from_secs_f64(ms / 1e3),
-            outcome,
-        },
-    }
+    Sample::request(
+        ep.clone(),
+        version,
+        Duration::from_secs_f64(ms / 1e3),
+        outcome,
+        0,
+    )
 }
 
 /// The judge of the default configuration; `comparative_only` moves the SLA
@@ -211,7 +208,7 @@ fn simulate(sim: Sim) -> RunResult {
                 }
             }
         }
-        agg.record_batch(&batch, now);
+        agg.record(&batch, now);
         agg.expire(now);
         for t in judge.evaluate(&agg, now) {
             if t.judgement.alert.state == AlertState::Firing && t.key.candidate == "v2" {
@@ -452,7 +449,7 @@ fn main() {
                 v13[i] += 1;
             }
         }
-        agg.record_batch(&batch, now);
+        agg.record(&batch, now);
         agg.expire(now);
         for t in judge.evaluate(&agg, now) {
             if t.judgement.alert.state == AlertState::Firing && t.key.candidate == "v1.3" {

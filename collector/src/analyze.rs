@@ -27,7 +27,7 @@ use serde_json::Value;
 use crate::aggregate::WindowSummary;
 use crate::config::ExtractConfig;
 use crate::extract::logs::extract_logs;
-use crate::extract::{extract, Outcome, Sample, SampleKind, UNKNOWN_SERVICE};
+use crate::extract::{extract, Interner, Outcome, Sample, SampleKind, UNKNOWN_SERVICE};
 use crate::judge::{Condition, Judge, RuleResult};
 
 /// Name of the group that merges every endpoint.
@@ -56,6 +56,8 @@ pub struct Analysis {
     pub malformed: Vec<Malformed>,
     /// Lines read (blank lines not counted).
     pub lines: u64,
+    /// Names the samples' series.
+    interner: Interner,
 }
 
 impl Analysis {
@@ -122,11 +124,11 @@ impl Analysis {
         let report = if value.get("resourceSpans").is_some() {
             let request: ExportTraceServiceRequest = serde_json::from_value(value)
                 .map_err(|e| format!("not an OTLP/JSON trace export: {e}"))?;
-            extract(&request, config, samples)
+            extract(&request, config, &mut self.interner, samples)
         } else if value.get("resourceLogs").is_some() {
             let request: ExportLogsServiceRequest = serde_json::from_value(value)
                 .map_err(|e| format!("not an OTLP/JSON logs export: {e}"))?;
-            extract_logs(&request, config, samples)
+            extract_logs(&request, config, &mut self.interner, samples)
         } else {
             let mapped = config.logs.map_json(&value)?;
             self.record(
@@ -138,18 +140,14 @@ impl Analysis {
             return Ok(());
         };
         for sample in samples.iter() {
-            if let SampleKind::Request {
-                endpoint,
-                duration,
-                outcome,
-            } = &sample.kind
-            {
+            if let SampleKind::Request { duration, outcome } = sample.kind {
+                let endpoint = &sample.series.endpoint;
                 let group = if endpoint.service == UNKNOWN_SERVICE {
                     endpoint.endpoint.clone()
                 } else {
                     format!("{} {}", endpoint.service, endpoint.endpoint)
                 };
-                self.record(&group, &sample.version, *duration, *outcome);
+                self.record(&group, sample.version(), duration, outcome);
             }
         }
         if report.rejected > 0 {

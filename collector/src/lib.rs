@@ -41,3 +41,5 @@ pub mod analyze;
 pub mod gate;
 pub mod loadgen;
 pub mod fixture;
+#[cfg(test)]
+mod testing;

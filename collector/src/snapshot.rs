@@ -537,30 +537,10 @@ mod tests {
     use super::*;
     use crate::config::{AdminConfig, AggregateConfig, JudgeConfig};
     use crate::emit::history::HistoryLimits;
-    use crate::extract::{EndpointKey, Outcome, Sample, SampleKind};
+    use crate::extract::Outcome;
+    use crate::testing::{endpoint, request};
 
     const T0: u64 = 1_763_658_000_000;
-
-    fn endpoint(path: &str) -> EndpointKey {
-        EndpointKey {
-            service: "lending-api".into(),
-            endpoint: path.into(),
-            dims: Vec::new(),
-        }
-    }
-
-    fn request(path: &str, version: &str, ms: f64, outcome: Outcome) -> Sample {
-        Sample {
-            service: "lending-api".into(),
-            version: version.into(),
-            trace_id: [1; 16],
-            kind: SampleKind::Request {
-                endpoint: endpoint(path),
-                duration: Duration::from_secs_f64(ms / 1e3),
-                outcome,
-            },
-        }
-    }
 
     fn empty() -> (Aggregator, Judge) {
         let agg = AggregateConfig::default();
@@ -587,7 +567,7 @@ mod tests {
         let mut t = T0;
         for i in 0..100 {
             let ms = 85.0 + f64::from(i % 30);
-            agg.record_batch(
+            agg.record(
                 &[
                     request("/risk-score", "v1.2", ms, Outcome::Ok),
                     request("/funding-approve", "v1.2", ms, Outcome::Ok),
@@ -604,7 +584,7 @@ mod tests {
                 Outcome::Timeout
             };
             let ms = 700.0 + f64::from(i * 3 % 120);
-            agg.record_batch(
+            agg.record(
                 &[
                     request("/risk-score", "v1.3", ms, outcome),
                     request("/funding-approve", "v1.3", ms, outcome),
@@ -727,7 +707,7 @@ mod tests {
         let mut t = T0;
         let mut pending_since = None;
         for _ in 0..40 {
-            agg.record_batch(&[request("/a", "v1.2", 900.0, Outcome::Ok)], t);
+            agg.record(&[request("/a", "v1.2", 900.0, Outcome::Ok)], t);
             judge.evaluate(&agg, t);
             pending_since = judge
                 .judgements()
@@ -865,7 +845,7 @@ mod tests {
         assert!(s.histograms.iter().all(Option::is_none));
         assert_eq!(agg2.horizon(s, t).count(), 40);
         // Recording still works with the new layout.
-        agg2.record_batch(&[request("/risk-score", "v1.3", 10.0, Outcome::Ok)], t);
+        agg2.record(&[request("/risk-score", "v1.3", 10.0, Outcome::Ok)], t);
     }
 
     #[test]

@@ -88,6 +88,32 @@ impl DroppedReason {
     }
 }
 
+/// Why a sample was left out of the judgement after it was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SampleDropped {
+    /// Older than `aggregate.allowed_lateness` when it arrived.
+    Late,
+    /// Further in the future than `aggregate.max_future`.
+    Future,
+}
+
+impl SampleDropped {
+    /// Every reason, in counter order.
+    pub const ALL: [SampleDropped; 2] = [SampleDropped::Late, SampleDropped::Future];
+
+    /// The `reason` attribute value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SampleDropped::Late => "late",
+            SampleDropped::Future => "future",
+        }
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The forwarder's figures at one moment, in export requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ForwardCounters {
@@ -117,6 +143,8 @@ pub enum SelfMetric {
     ForwardRefused,
     /// Export requests given up on, by [`DroppedReason`].
     ForwardDropped,
+    /// Samples left out of the judgement, by [`SampleDropped`].
+    SamplesDropped,
     /// Live series.
     SeriesActive,
     /// Samples that went to the overflow series.
@@ -131,9 +159,10 @@ pub enum SelfMetric {
 
 impl SelfMetric {
     /// Every figure, in the order [`Telemetry::readings`] lists them.
-    pub const ALL: [SelfMetric; 11] = [
+    pub const ALL: [SelfMetric; 12] = [
         SelfMetric::ReceiverAccepted,
         SelfMetric::ReceiverRefused,
+        SelfMetric::SamplesDropped,
         SelfMetric::ForwardQueue,
         SelfMetric::ForwardSent,
         SelfMetric::ForwardRefused,
@@ -166,6 +195,7 @@ pub struct Telemetry {
     forward_sent: AtomicU64,
     forward_refused: AtomicU64,
     forward_dropped: [AtomicU64; DroppedReason::ALL.len()],
+    samples_dropped: [AtomicU64; SampleDropped::ALL.len()],
     series_active: AtomicU64,
     series_overflow: AtomicU64,
     series_expired: AtomicU64,
@@ -219,6 +249,11 @@ impl Telemetry {
         self.forward_dropped[reason.index()].fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A sample was left out of the judgement for `reason`.
+    pub fn sample_dropped(&self, reason: SampleDropped) {
+        self.samples_dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The live series count changed to `n` (a series created, expired or
     /// restored).
     pub fn series_active(&self, n: usize) {
@@ -264,6 +299,11 @@ impl Telemetry {
             metric: SelfMetric::ReceiverRefused,
             reason: Some(r.as_str()),
             value: self.refused_total(*r),
+        }));
+        out.extend(SampleDropped::ALL.iter().map(|r| Reading {
+            metric: SelfMetric::SamplesDropped,
+            reason: Some(r.as_str()),
+            value: load(&self.samples_dropped[r.index()]),
         }));
         out.push(one(SelfMetric::ForwardQueue, forward.queue));
         out.push(one(SelfMetric::ForwardSent, forward.sent));

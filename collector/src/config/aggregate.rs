@@ -23,6 +23,18 @@ pub struct AggregateConfig {
     /// Width of one window slot: samples leave the window a slot at a time.
     #[serde(with = "humantime_serde")]
     pub slot: Duration,
+    /// A sample counts at its own time (span end, log record time); one
+    /// older than this when it arrives is left out of the judgement and
+    /// counted (`modelgate.samples.dropped{reason="late"}`). It lets a
+    /// Collector's retry queue or a replayed log land where it belongs.
+    /// Capped at `baseline_horizon`: older data is not judged anyway.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// A sample whose time is further ahead of this collector's clock than
+    /// this is left out and counted (`reason="future"`): a sender's clock
+    /// gone wrong must not fill windows that have not begun.
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
     /// Hard cap on series; samples of further series go to one overflow
     /// series marked `otel.metric.overflow=true`, and are counted.
     pub max_series: usize,
@@ -41,6 +53,8 @@ impl Default for AggregateConfig {
             window: Duration::from_secs(300),
             baseline_horizon: Duration::from_secs(1800),
             slot: Duration::from_secs(10),
+            allowed_lateness: Duration::from_secs(1800),
+            max_future: Duration::from_secs(60),
             max_series: 100_000,
             series_idle_timeout: Duration::from_secs(1800),
             max_pending_traces: 100_000,

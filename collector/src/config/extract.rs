@@ -134,6 +134,11 @@ pub struct LogMapping {
     pub version_field: String,
     /// Field holding the endpoint.
     pub endpoint_field: String,
+    /// Field holding the request's time (RFC 3339, or a unix time in
+    /// seconds, milliseconds, microseconds or nanoseconds); unset or absent:
+    /// the record's own time, else when it was observed. Windows, first
+    /// sightings and baselines follow this time, not the arrival order.
+    pub time_field: Option<String>,
     /// Field holding the status; a record without it counts as `ok`.
     pub status_field: String,
     /// Field holding the service; unset or absent: the resource's
@@ -160,6 +165,7 @@ impl LogMapping {
             version_field: "modelVersion".into(),
             endpoint_field: "endpoint".into(),
             status_field: "status".into(),
+            time_field: Some("timestamp".into()),
             service_field: None,
             timeout_values: vec!["timeout".into()],
             error_values: vec!["error".into(), "failed".into()],

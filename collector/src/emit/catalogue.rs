@@ -107,6 +107,15 @@ pub static RECEIVER_REFUSED: Metric = Metric {
     help: "Spans and log records refused, by reason (a payload that could not be decoded counts once).",
 };
 
+/// `modelgate.samples.dropped`.
+pub static SAMPLES_DROPPED: Metric = Metric {
+    otlp: "modelgate.samples.dropped",
+    prometheus: "modelgate_samples_dropped",
+    kind: Kind::Counter,
+    unit: None,
+    help: "Accepted samples left out of the judgement, by reason: late (older than aggregate.allowed_lateness) or future (beyond aggregate.max_future).",
+};
+
 /// `modelgate.forward.queue`.
 pub static FORWARD_QUEUE: Metric = Metric {
     otlp: "modelgate.forward.queue",
@@ -193,6 +202,7 @@ pub fn self_metric(metric: SelfMetric) -> &'static Metric {
     match metric {
         SelfMetric::ReceiverAccepted => &RECEIVER_ACCEPTED,
         SelfMetric::ReceiverRefused => &RECEIVER_REFUSED,
+        SelfMetric::SamplesDropped => &SAMPLES_DROPPED,
         SelfMetric::ForwardQueue => &FORWARD_QUEUE,
         SelfMetric::ForwardSent => &FORWARD_SENT,
         SelfMetric::ForwardRefused => &FORWARD_REFUSED,
@@ -206,7 +216,7 @@ pub fn self_metric(metric: SelfMetric) -> &'static Metric {
 }
 
 /// Every metric, in the order `/metrics` lists them.
-pub static ALL: [&Metric; 17] = [
+pub static ALL: [&Metric; 18] = [
     &REQUEST_DURATION,
     &REGRESSION_ACTIVE,
     &REGRESSION_RATIO,
@@ -215,6 +225,7 @@ pub static ALL: [&Metric; 17] = [
     &DB_CALLS_PER_REQUEST,
     &RECEIVER_ACCEPTED,
     &RECEIVER_REFUSED,
+    &SAMPLES_DROPPED,
     &FORWARD_QUEUE,
     &FORWARD_SENT,
     &FORWARD_REFUSED,

@@ -20,7 +20,7 @@ use opentelemetry_sdk::Resource;
 
 use super::catalogue::{self, Kind, Metric};
 use crate::config::EmitConfig;
-use crate::extract::{EndpointKey, Outcome};
+use crate::extract::{EndpointKey, Outcome, SeriesName};
 use crate::judge::{AlertKey, AlertState, Judgement};
 use crate::telemetry::{SelfMetric, Telemetry};
 
@@ -119,19 +119,14 @@ impl OtlpEmitter {
     }
 
     /// Records one request's latency.
-    pub fn record_request(
-        &self,
-        endpoint: &EndpointKey,
-        version: &str,
-        seconds: f64,
-        outcome: Outcome,
-    ) {
+    pub fn record_request(&self, series: &SeriesName, seconds: f64, outcome: Outcome) {
+        let endpoint = &series.endpoint;
         self.duration.record(
             seconds,
             &[
                 KeyValue::new("service.name", endpoint.service.clone()),
                 KeyValue::new("endpoint", endpoint.endpoint.clone()),
-                KeyValue::new("model.version", version.to_owned()),
+                KeyValue::new("model.version", series.version.clone()),
                 KeyValue::new("outcome", outcome.as_str()),
             ],
         );

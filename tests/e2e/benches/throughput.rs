@@ -90,13 +90,14 @@ async fn main() {
         1_763_658_000_000,
     );
     let mut samples = Vec::with_capacity(options.batch_spans);
+    let mut decoded_names = Interner::new(1 << 16);
     let started = Instant::now();
     let aggregate = in_process(&encoded, seconds, |b| {
         let request = ExportTraceServiceRequest::decode(b).unwrap();
         samples.clear();
-        extract(&request, &config, &mut samples);
+        extract(&request, &config, &mut decoded_names, &mut samples);
         let now = 1_763_658_000_000 + started.elapsed().as_millis() as u64;
-        agg.record_batch(&samples, now);
+        agg.record(&samples, now);
         samples.len()
     });
 
@@ -115,7 +116,7 @@ async fn main() {
         interned.clear();
         wire::scan(b, &config, |s| interned.push(interner.intern(&s))).unwrap();
         let now = 1_763_658_000_000 + started.elapsed().as_millis() as u64;
-        agg.record_interned(&interned, now);
+        agg.record(&interned, now);
         interned.len()
     });
 
