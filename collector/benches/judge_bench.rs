@@ -4,7 +4,7 @@
 //! second as the collector does; beside it, on the same data, a reference
 //! judge in the style of automated canary analysis.
 //!
-//! Run: `cargo bench -p modelgate --bench judge-bench` (add `-- quick` for a
+//! Run: `cargo bench -p modelgate-collector --bench judge-bench` (add `-- quick` for a
 //! smaller run). The last line is
 //! `judge-bench: aa_alerts_per_100_series_hours=X detect_1.5x_p95_within_300=Y% kenya_requests_to_alert=Z`.
 
@@ -12,10 +12,10 @@
 
 use std::time::Duration;
 
-use modelgate::aggregate::Aggregator;
-use modelgate::config::{AggregateConfig, JudgeConfig};
-use modelgate::extract::{EndpointKey, Outcome, Sample};
-use modelgate::judge::{AlertState, Judge, Rule};
+use modelgate_collector::aggregate::Aggregator;
+use modelgate_collector::config::{AggregateConfig, JudgeConfig};
+use modelgate_collector::extract::{EndpointKey, Outcome, Sample};
+use modelgate_collector::judge::{AlertState, Judge, Rule};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;

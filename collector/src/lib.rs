@@ -1,11 +1,19 @@
-//! modelgate: catch a slow new model or service version from its telemetry.
+//! modelgate's collector: catch a slow new model or service version from its
+//! telemetry.
 //!
 //! The collector sits in an OpenTelemetry pipeline, turns spans into latency
 //! samples per service, endpoint and version, judges each new version against
 //! its baseline, and emits what it finds as metrics and a query API.
 //!
+//! This library is the server only. The `modelgate` binary and the client
+//! tools that talk to a running collector or judge files offline (`gate`,
+//! `replay`, `analyze`, `loadgen`) are the `modelgate` crate in `cli/`; the
+//! OTLP payload builder of the tests is `modelgate-fixture` in
+//! `tests/fixture/`, a dev-dependency only, never in a release build.
+//!
 //! # Layout (in the order a span travels)
 //! - [`config`]: every setting, its default, and the checks that name a bad key.
+//! - [`codec`]: gRPC messages as raw bytes, for clients that send exports as they are (the forwarder, `modelgate loadgen`).
 //! - [`receive`]: OTLP/gRPC `TraceService/Export`; the only place protocol status codes are made.
 //! - [`extract`]: span -> [`extract::Sample`] (service, endpoint, version, duration, outcome). Pure. [`extract::wire`] applies the same rules to protobuf bytes without decoding; [`extract::intern`] names series without a `String` per span.
 //! - [`aggregate`]: samples -> per-series sliding windows of latency sketches, capped and expiring.
@@ -17,11 +25,6 @@
 //! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order; [`serve::tls`]: rustls on the three listeners.
 //! - [`auth`]: the bearer token guarding receivers and API; writes always need one.
 //! - [`telemetry`]: modelgate's own counters (accepted, refused, ...).
-//! - [`replay`]: scenario traffic sent through the real OTLP exporter.
-//! - [`analyze`]: offline judgement of JSON log files (`modelgate analyze`).
-//! - [`gate`]: a CI/CD release gate asking a running collector for its verdict (`modelgate gate`).
-//! - [`loadgen`]: pre-encoded OTLP batches at full speed or a fixed rate, for benchmarks.
-//! - [`fixture`]: OTLP payload builder for tests and benchmarks.
 
 pub mod config;
 pub mod codec;
@@ -36,10 +39,5 @@ pub mod snapshot;
 pub mod serve;
 pub mod auth;
 pub mod telemetry;
-pub mod replay;
-pub mod analyze;
-pub mod gate;
-pub mod loadgen;
-pub mod fixture;
 #[cfg(test)]
 mod testing;

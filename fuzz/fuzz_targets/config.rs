@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use modelgate::config::Config;
+use modelgate_collector::config::Config;
 
 fuzz_target!(|text: &str| {
     if let Ok(config) = Config::from_yaml(text) {

@@ -6,8 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use modelgate::analyze::{self, Analysis};
-use modelgate::config::{ExtractConfig, JudgeConfig};
-use modelgate::extract::logs::{DurationUnit, LogMapping};
+use modelgate_collector::config::{ExtractConfig, JudgeConfig};
+use modelgate_collector::extract::logs::{DurationUnit, LogMapping};
 
 fn custom() -> LogMapping {
     LogMapping {

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use modelgate::config::ExtractConfig;
-use modelgate::extract::{extract, logs::extract_logs, wire};
+use modelgate_collector::config::ExtractConfig;
+use modelgate_collector::extract::{extract, logs::extract_logs, wire};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;

@@ -557,7 +557,7 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{attr_int, attr_str, SpanSpec};
+    use modelgate_fixture::{attr_int, attr_str, SpanSpec};
 
     fn config() -> ExtractConfig {
         ExtractConfig::default()
@@ -731,7 +731,7 @@ mod tests {
 
     #[test]
     fn rejection_message_stays_short_for_many_bad_spans() {
-        let request = crate::fixture::request_of(
+        let request = modelgate_fixture::request_of(
             (0..50).map(|i| SpanSpec::server("svc", &format!("bad{i}"), 5).end_before_start()),
         );
         let mut out = Vec::new();

@@ -689,7 +689,7 @@ mod tests {
 
     use super::*;
     use crate::extract::{extract, Interner, Sample};
-    use crate::fixture::{attr_str, SpanSpec};
+    use modelgate_fixture::{attr_str, SpanSpec};
 
     type Read = (ExtractReport, Vec<Sample>);
 

@@ -16,9 +16,9 @@
 
 use std::time::{Duration, Instant};
 
-use modelgate::fixture::{request_of, SpanSpec};
 use modelgate::loadgen::{self, send_raw, LoadOptions};
 use modelgate_e2e::{eventually, Collector};
+use modelgate_fixture::{request_of, SpanSpec};
 use prost::Message;
 use tonic::transport::Channel;
 

@@ -19,10 +19,10 @@
 
 use std::time::{Duration, Instant};
 
-use modelgate::aggregate::Aggregator;
-use modelgate::config::{AggregateConfig, ExtractConfig};
-use modelgate::extract::{extract, wire, Interner};
 use modelgate::loadgen::{batches, LoadOptions};
+use modelgate_collector::aggregate::Aggregator;
+use modelgate_collector::config::{AggregateConfig, ExtractConfig};
+use modelgate_collector::extract::{extract, wire, Interner};
 use modelgate_e2e::{metric, modelgate_command, Collector};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;

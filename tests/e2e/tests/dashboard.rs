@@ -33,7 +33,7 @@ impl TempDir {
         let path = std::env::temp_dir().join(format!(
             "modelgate-dashboard-{tag}-{}-{}",
             std::process::id(),
-            modelgate::pipeline::now_ms()
+            modelgate_collector::pipeline::now_ms()
         ));
         std::fs::create_dir_all(&path).unwrap();
         Self(path)

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use modelgate::fixture::{request_of, SpanSpec};
 use modelgate_e2e::{eventually, metric, Collector};
+use modelgate_fixture::{request_of, SpanSpec};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };

@@ -8,8 +8,8 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use modelgate::fixture::{request_of, SpanSpec};
 use modelgate_e2e::{eventually, metric, Collector};
+use modelgate_fixture::{request_of, SpanSpec};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use modelgate::fixture::{request_of, SpanSpec};
 use modelgate_e2e::{eventually, metric, send_raw, Collector};
+use modelgate_fixture::{request_of, SpanSpec};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -92,7 +92,7 @@ async fn bad_payloads_get_otlp_answers_are_counted_and_the_server_keeps_serving(
 
     // A span with no version counts under `unknown`.
     let request = request_of([SpanSpec::server("shop", "GET /anon", 20)
-        .attr(modelgate::fixture::attr_str("http.route", "/anon"))]);
+        .attr(modelgate_fixture::attr_str("http.route", "/anon"))]);
     assert_eq!(
         client
             .export(request)

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use modelgate::replay::{replay, ReplayOptions, Scenario};
-use modelgate::snapshot::{FILE_NAME, MAGIC};
+use modelgate_collector::snapshot::{FILE_NAME, MAGIC};
 use modelgate_e2e::{eventually, Collector};
 use serde_json::Value;
 

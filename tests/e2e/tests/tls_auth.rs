@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use modelgate::fixture::{request_of, SpanSpec};
 use modelgate_e2e::{eventually, modelgate_command, Collector};
+use modelgate_fixture::{request_of, SpanSpec};
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::query_client::QueryClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;

@@ -2,8 +2,8 @@
 //! concurrent gRPC connections at full speed or a fixed rate for a bounded
 //! time, reporting accepted spans per second and the Export call latency.
 //!
-//! Batches are built with [`crate::fixture`] (about ten attributes a span,
-//! a few hundred series, several versions) and sent as raw bytes through
+//! Batches are built by [`batch`] (about ten attributes a span, a few
+//! hundred series, several versions) and sent as raw bytes through
 //! [`BytesCodec`], so the generator spends its time on the network, not on
 //! encoding. It only sends to the endpoint it is given.
 
@@ -18,9 +18,10 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::aggregate::Sketch;
-use crate::codec::{BytesCodec, TRACE_EXPORT_PATH};
-use crate::fixture::{attr_int, attr_str, request_of, SpanSpec};
+use modelgate_collector::aggregate::Sketch;
+use modelgate_collector::codec::{BytesCodec, TRACE_EXPORT_PATH};
+
+mod batch;
 
 /// One OTLP trace Export of `body` as it is (gzip-compressed on the wire
 /// when `gzip`); the raw response bytes or the status.
@@ -117,29 +118,14 @@ impl LoadReport {
 /// spans with ten attributes over `endpoints` x `versions` series in three
 /// services, latencies spread from 5 to 500 ms, 1% errors.
 pub fn batches(options: &LoadOptions, count: usize) -> Vec<Vec<u8>> {
-    let services = ["checkout", "lending-api", "search"];
     (0..count)
         .map(|b| {
-            request_of((0..options.batch_spans).map(|i| {
-                let n = b * options.batch_spans + i;
-                let service = services[n % services.len()];
-                let route = format!(
-                    "/api/v1/op{}",
-                    (n / services.len()) % options.endpoints.max(1)
-                );
-                let version = format!("v1.{}", (n / 7) % options.versions.max(1));
-                let status = if n % 100 == 99 { 500 } else { 200 };
-                SpanSpec::request(service, &route, &version, 5 + (n * 7919 % 495) as u64)
-                    .attr(attr_str("http.request.method", "POST"))
-                    .attr(attr_int("http.response.status_code", status))
-                    .attr(attr_str("server.address", "api.internal"))
-                    .attr(attr_int("server.port", 8443))
-                    .attr(attr_str("url.scheme", "https"))
-                    .attr(attr_str("network.protocol.version", "2"))
-                    .attr(attr_str("user_agent.original", "lender-sdk/2.3"))
-                    .attr(attr_str("client.address", "10.1.2.3"))
-                    .resource_attr(attr_str("deployment.environment.name", "production"))
-            }))
+            batch::request(
+                b * options.batch_spans,
+                options.batch_spans,
+                options.endpoints,
+                options.versions,
+            )
             .encode_to_vec()
         })
         .collect()
@@ -257,17 +243,17 @@ mod tests {
             .collect();
         assert_eq!(spans.len(), 512);
         assert!(spans.iter().all(|s| s.attributes.len() == 10));
-        let mut config = crate::config::ExtractConfig::default();
+        let mut config = modelgate_collector::config::ExtractConfig::default();
         config.dimensions.clear();
         let mut samples = Vec::new();
-        let mut interner = crate::extract::Interner::default();
+        let mut interner = modelgate_collector::extract::Interner::default();
         for bytes in &encoded {
             let r = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
-            crate::extract::extract(&r, &config, &mut interner, &mut samples);
+            modelgate_collector::extract::extract(&r, &config, &mut interner, &mut samples);
         }
         assert!(samples
             .iter()
-            .all(|s| s.kind != crate::extract::SampleKind::DbCall));
+            .all(|s| s.kind != modelgate_collector::extract::SampleKind::DbCall));
         let series: std::collections::HashSet<_> =
             samples.iter().map(|s| s.series.clone()).collect();
         assert!(series.len() >= 200, "{} series", series.len());

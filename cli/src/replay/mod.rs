@@ -38,12 +38,12 @@ const ATTEMPTS: u32 = 3;
 pub const BUILT_IN: [(&str, &str); 3] = [
     (
         "lending",
-        include_str!("../../examples/scenarios/lending.yaml"),
+        include_str!("../../../examples/scenarios/lending.yaml"),
     ),
-    ("aa", include_str!("../../examples/scenarios/aa.yaml")),
+    ("aa", include_str!("../../../examples/scenarios/aa.yaml")),
     (
         "ecommerce",
-        include_str!("../../examples/scenarios/ecommerce.yaml"),
+        include_str!("../../../examples/scenarios/ecommerce.yaml"),
     ),
 ];
 

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use modelgate::config::Config;
 use modelgate::replay::{self, ReplayOptions, Scenario};
+use modelgate_collector::config::Config;
 use tracing_subscriber::EnvFilter;
 
 const AFTER_HELP: &str = "\
@@ -450,7 +450,7 @@ fn analysis_json(
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let running = modelgate::serve::start(config).await?;
+    let running = modelgate_collector::serve::start(config).await?;
     running
         .run_until(async {
             shutdown_signal().await;

@@ -3,7 +3,7 @@
 //!
 //! A file holds JSON lines of either kind, mixed freely:
 //! - a log line, one request, mapped by the configured
-//!   [`LogMapping`](crate::config::LogMapping) (the lending incident's
+//!   [`LogMapping`](modelgate_collector::config::LogMapping) (the lending incident's
 //!   format by default);
 //! - an OTLP/JSON export request (`{"resourceSpans": ...}` or
 //!   `{"resourceLogs": ...}`), one per line, as the OpenTelemetry Collector's
@@ -24,11 +24,13 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value;
 
-use crate::aggregate::WindowSummary;
-use crate::config::ExtractConfig;
-use crate::extract::logs::extract_logs;
-use crate::extract::{extract, Interner, Outcome, Sample, SampleKind, UNKNOWN_SERVICE};
-use crate::judge::{Condition, Judge, RuleResult};
+use modelgate_collector::aggregate::WindowSummary;
+use modelgate_collector::config::ExtractConfig;
+use modelgate_collector::extract::logs::extract_logs;
+use modelgate_collector::extract::{
+    extract, Interner, Outcome, Sample, SampleKind, UNKNOWN_SERVICE,
+};
+use modelgate_collector::judge::{Condition, Judge, RuleResult};
 
 /// Name of the group that merges every endpoint.
 pub const ALL_ENDPOINTS: &str = "(all endpoints)";
@@ -276,17 +278,17 @@ pub fn any_regression(reports: &[EndpointReport]) -> bool {
 }
 
 /// A judge for one look at a batch of data (no time, so no window).
-pub fn offline_judge(config: crate::config::JudgeConfig) -> Judge {
+pub fn offline_judge(config: modelgate_collector::config::JudgeConfig) -> Judge {
     Judge::new(config, 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::JudgeConfig;
-    use crate::fixture::{request_of, SpanSpec};
+    use modelgate_collector::config::JudgeConfig;
+    use modelgate_fixture::{request_of, SpanSpec};
 
-    const INCIDENT: &str = include_str!("../../examples/logs/kenya-lending-incident.jsonl");
+    const INCIDENT: &str = include_str!("../../../examples/logs/kenya-lending-incident.jsonl");
 
     #[test]
     fn the_incident_log_flags_v13_and_reports_line_5() {

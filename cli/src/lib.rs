@@ -1,0 +1,18 @@
+//! The client tools of the `modelgate` binary: everything it does besides
+//! running the collector (which is the `modelgate-collector` library).
+//!
+//! Each tool owns its output (text tables, JSON) in its own module tree, so
+//! `main` only parses the command line and dispatches. None of them is part
+//! of the server: they talk to a running collector over its public ports,
+//! or (`analyze`) run its judge over files, offline.
+//!
+//! # Layout
+//! - [`replay`]: scenario traffic sent through the real OTLP exporter (`modelgate replay`).
+//! - [`loadgen`]: pre-encoded OTLP batches at full speed or a fixed rate, for benchmarks (`modelgate loadgen`).
+//! - [`analyze`]: offline judgement of JSON log files (`modelgate analyze`).
+//! - [`gate`]: a CI/CD release gate asking a running collector for its verdict (`modelgate gate`).
+
+pub mod replay;
+pub mod loadgen;
+pub mod analyze;
+pub mod gate;
