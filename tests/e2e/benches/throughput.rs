@@ -87,16 +87,15 @@ async fn main() {
         AggregateConfig::default(),
         vec![100.0],
         Default::default(),
-        1_763_658_000_000,
+        modelgate_collector::pipeline::now_ms(),
     );
     let mut samples = Vec::with_capacity(options.batch_spans);
     let mut decoded_names = Interner::new(1 << 16);
-    let started = Instant::now();
     let aggregate = in_process(&encoded, seconds, |b| {
         let request = ExportTraceServiceRequest::decode(b).unwrap();
         samples.clear();
         extract(&request, &config, &mut decoded_names, &mut samples);
-        let now = 1_763_658_000_000 + started.elapsed().as_millis() as u64;
+        let now = modelgate_collector::pipeline::now_ms();
         agg.record(&samples, now);
         samples.len()
     });
@@ -107,15 +106,14 @@ async fn main() {
         AggregateConfig::default(),
         vec![100.0],
         Default::default(),
-        1_763_658_000_000,
+        modelgate_collector::pipeline::now_ms(),
     );
     let mut interner = Interner::new(1 << 16);
     let mut interned = Vec::with_capacity(options.batch_spans);
-    let started = Instant::now();
     let fast = in_process(&encoded, seconds, |b| {
         interned.clear();
         wire::scan(b, &config, |s| interned.push(interner.intern(&s))).unwrap();
-        let now = 1_763_658_000_000 + started.elapsed().as_millis() as u64;
+        let now = modelgate_collector::pipeline::now_ms();
         agg.record(&interned, now);
         interned.len()
     });
