@@ -212,27 +212,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Analyze { files, format } => {
             let config = Config::load(cli.config.as_deref())?;
-            let mut analysis = modelgate::analyze::Analysis::default();
+            let mut analysis = modelgate::analyze::Analysis::new(&config);
             let progress = analyze_progress(&files);
             for file in &files {
                 analysis
-                    .read_file(file, &config.extract, &mut |n| progress.inc(n))
+                    .read_file(file, &mut |n| progress.inc(n))
                     .with_context(|| format!("reading {}", file.display()))?;
             }
             progress.finish_and_clear();
             for m in &analysis.malformed {
                 eprintln!("{}:{}: skipped: {}", m.file, m.line, m.reason);
             }
-            let reports = modelgate::analyze::judge(
-                &analysis,
-                &modelgate::analyze::offline_judge(config.judge),
-            );
+            let done = analysis.finish();
             if format == "json" {
-                println!("{}", analysis_json(&analysis, &reports));
+                println!("{}", done.render_json());
             } else {
-                print_analysis(&analysis, &reports);
+                print!("{}", done.render_text());
             }
-            Ok(if modelgate::analyze::any_regression(&reports) {
+            let critical = modelgate_collector::judge::Severity::Critical;
+            Ok(if done.regressed(critical) {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
@@ -385,68 +383,6 @@ fn analyze_progress(files: &[PathBuf]) -> indicatif::ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
-}
-
-fn print_analysis(
-    analysis: &modelgate::analyze::Analysis,
-    reports: &[modelgate::analyze::EndpointReport],
-) {
-    println!(
-        "{} lines read, {} skipped",
-        analysis.lines,
-        analysis.malformed.len()
-    );
-    for report in reports {
-        println!();
-        println!("{} (baseline {})", report.endpoint, report.baseline);
-        println!(
-            "  {:<12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8}  verdict",
-            "version", "requests", "avg ms", "p50 ms", "p95 ms", "p99 ms", "timeouts"
-        );
-        for v in &report.versions {
-            println!(
-                "  {:<12} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8}  {}",
-                v.version,
-                v.requests,
-                v.mean_ms,
-                v.p50_ms,
-                v.p95_ms,
-                v.p99_ms,
-                v.timeouts,
-                v.verdict
-            );
-            if v.verdict != "baseline" {
-                for r in &v.rules {
-                    println!("      {:<9} {}", r.rule.as_str(), r.evidence.detail);
-                }
-            }
-        }
-    }
-}
-
-fn analysis_json(
-    analysis: &modelgate::analyze::Analysis,
-    reports: &[modelgate::analyze::EndpointReport],
-) -> serde_json::Value {
-    serde_json::json!({
-        "lines": analysis.lines,
-        "malformed": analysis.malformed.iter().map(|m| serde_json::json!({"file": m.file, "line": m.line, "reason": m.reason})).collect::<Vec<_>>(),
-        "endpoints": reports.iter().map(|r| serde_json::json!({
-            "endpoint": r.endpoint,
-            "baseline": r.baseline,
-            "versions": r.versions.iter().map(|v| serde_json::json!({
-                "version": v.version,
-                "requests": v.requests,
-                "mean_ms": v.mean_ms,
-                "p50_ms": v.p50_ms,
-                "p95_ms": v.p95_ms,
-                "p99_ms": v.p99_ms,
-                "timeouts": v.timeouts,
-                "verdict": v.verdict,
-                "rules": v.rules.iter().map(|r| serde_json::json!({"rule": r.rule.as_str(), "detail": r.evidence.detail})).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
