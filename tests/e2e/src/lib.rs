@@ -12,6 +12,9 @@
 //! A collector started with [`Collector::start_tls`] is reached over TLS
 //! (https, gRPC over TLS) trusting the given CA; [`Collector::set_token`]
 //! makes every helper here send `authorization: Bearer <token>`.
+//!
+//! [`otelcol`] runs the real OpenTelemetry Collector (the project's own
+//! build) and `telemetrygen`; [`sdk`] sends through the OpenTelemetry SDK.
 
 // Test support: a panic with a message is exactly the failure report wanted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -24,6 +27,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+pub mod otelcol;
+pub mod sdk;
 
 /// How long the binary may take to bind its ports.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
