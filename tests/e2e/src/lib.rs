@@ -14,12 +14,13 @@
 //! makes every helper here send `authorization: Bearer <token>`.
 //!
 //! [`otelcol`] runs the real OpenTelemetry Collector (the project's own
-//! build) and `telemetrygen`; [`sdk`] sends through the OpenTelemetry SDK.
+//! build) and `telemetrygen`; [`sdk`] sends through the OpenTelemetry SDK;
+//! [`prometheus`] runs a real Prometheus scraping modelgates.
 
 // Test support: a panic with a message is exactly the failure report wanted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -29,10 +30,15 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub mod otelcol;
+pub mod prometheus;
 pub mod sdk;
 
 /// How long the binary may take to bind its ports.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Ephemeral localhost ports for all three listeners (gRPC, HTTP, admin).
+pub const EPHEMERAL: [SocketAddr; 3] =
+    [SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0); 3];
 
 /// The `modelgate` binary under test, run on `cpu` with `taskset` when
 /// given (for benchmarks that give the collector and the load one core
@@ -60,10 +66,8 @@ fn modelgate_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("MODELGATE_BIN") {
         return PathBuf::from(path);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    );
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
     let path = target.join("release").join("modelgate");
     assert!(
         path.is_file(),
@@ -97,7 +101,14 @@ impl Collector {
     /// Starts the binary with `env` added to its environment and waits until
     /// it listens.
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        Self::start_command(modelgate_command(None).into(), env).await
+        Self::start_command(modelgate_command(None).into(), env, EPHEMERAL).await
+    }
+
+    /// [`Collector::start`] on given addresses (gRPC, HTTP, admin): to
+    /// start an instance again where its peers (a load balancer, a
+    /// Prometheus) know it, e.g. on the addresses of one it replaces.
+    pub async fn start_at(listen: [SocketAddr; 3], env: &[(&str, &str)]) -> Self {
+        Self::start_command(modelgate_command(None).into(), env, listen).await
     }
 
     /// [`Collector::start`] for a collector serving TLS (configured through
@@ -182,19 +193,21 @@ impl Collector {
     /// [`Collector::start`], pinned to one CPU with `taskset` (for
     /// benchmarks that give the collector and the load one core each).
     pub async fn start_pinned(cpu: usize, env: &[(&str, &str)]) -> Self {
-        Self::start_command(modelgate_command(Some(cpu)).into(), env).await
+        Self::start_command(modelgate_command(Some(cpu)).into(), env, EPHEMERAL).await
     }
 
-    async fn start_command(mut command: Command, env: &[(&str, &str)]) -> Self {
+    async fn start_command(
+        mut command: Command,
+        env: &[(&str, &str)],
+        [grpc, http, admin]: [SocketAddr; 3],
+    ) -> Self {
         command
-            .args([
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+            .arg("--grpc-listen")
+            .arg(grpc.to_string())
+            .arg("--http-listen")
+            .arg(http.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
             .env("MODELGATE_LOG", "info,h2=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -326,6 +339,12 @@ impl Collector {
         self.log.lock().unwrap().clone()
     }
 
+    /// The addresses it listens on (gRPC, HTTP, admin), for
+    /// [`Collector::start_at`].
+    pub fn listen(&self) -> [SocketAddr; 3] {
+        [self.grpc, self.http_addr, self.admin]
+    }
+
     /// The collector's process id (under `taskset` too: it execs).
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")
@@ -363,6 +382,21 @@ impl Collector {
             .expect("modelgate did not stop within 20 s of SIGTERM")
             .expect("wait")
     }
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A free localhost address: bound, noted, let go. For programs that take
+/// a port but cannot report the one they bound (the Collector, Prometheus);
+/// another process could take it in between, which on a test machine
+/// practically never happens.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
 }
 
 /// VmRSS of a process, KiB (0 when unreadable).

@@ -13,7 +13,6 @@
 //! Every wait here is bounded in time.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -22,16 +21,13 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::repo;
+
 /// How long a Collector may take to be ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The line a Collector logs once every pipeline runs.
 const READY: &str = "Everything is ready";
-
-/// The repository's root.
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn built(var: &str, name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(var) {
@@ -56,16 +52,6 @@ pub fn otelcol_bin() -> PathBuf {
 /// The Collector's load generator, `telemetrygen`.
 pub fn telemetrygen_bin() -> PathBuf {
     built("TELEMETRYGEN_BIN", "telemetrygen")
-}
-
-/// A free localhost address: bound, noted, let go. For programs that take
-/// a port but cannot report the one they bound (the Collector, Prometheus);
-/// another process could take it in between, which on a test machine
-/// practically never happens.
-pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
 }
 
 /// A running Collector; killed on drop.

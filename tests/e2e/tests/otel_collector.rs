@@ -26,9 +26,9 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use modelgate_e2e::otelcol::{free_addr, repo, telemetrygen, DebugText, Otelcol, Signal};
+use modelgate_e2e::otelcol::{telemetrygen, DebugText, Otelcol, Signal};
 use modelgate_e2e::sdk::{self, Request};
-use modelgate_e2e::{eventually, metric, Collector};
+use modelgate_e2e::{eventually, free_addr, metric, repo, Collector};
 
 /// The incident's own lines (line 5 malformed), then the time-compressed
 /// incident: v1.2 alone, then v1.3 beside it, 7x slower, 80% timeouts.
@@ -498,8 +498,7 @@ async fn through_the_collector(route: &Route) {
         assert!(twice.is_empty(), "{signal:?} delivered twice: {twice:?}");
     }
     println!(
-        "{} via {} / {}, forwarded over {}: {spans} spans and {logs} log records, each once at the backend",
-        "agent Collector -> modelgate",
+        "agent Collector -> modelgate via {} / {}, forwarded over {}: {spans} spans and {logs} log records, each once at the backend",
         route.traces_exporter,
         route.logs_exporter,
         route.forward
