@@ -217,28 +217,7 @@ impl Collector {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("spawn modelgate");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            let mut tx = Some(tx);
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                {
-                    let mut log = sink.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-                // Only once it is in the log: a test may read the log as
-                // soon as the start returns.
-                if line.contains("listening") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(line);
-                    }
-                }
-            }
-        });
+        let (log, rx) = read_log(child.stderr.take().expect("piped stderr"), "listening");
         let line = tokio::time::timeout(START_TIMEOUT, rx)
             .await
             .unwrap_or_else(|_| panic!("modelgate did not start; log:\n{}", log.lock().unwrap()))
@@ -382,6 +361,47 @@ impl Collector {
             .expect("modelgate did not stop within 20 s of SIGTERM")
             .expect("wait")
     }
+}
+
+/// Collects a child's stderr, line by line, into the returned log, and
+/// sends the first line containing `marker` once that line is in the log
+/// (a test may read the log as soon as it has the line).
+pub fn read_log(
+    stderr: tokio::process::ChildStderr,
+    marker: &'static str,
+) -> (Arc<Mutex<String>>, tokio::sync::oneshot::Receiver<String>) {
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sink = log.clone();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+            if line.contains(marker) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(line);
+                }
+            }
+        }
+    });
+    (log, rx)
+}
+
+/// A finished command's stdout and stderr, one after the other; a failed
+/// command fails the test with them.
+pub fn output_text(what: &str, output: &std::process::Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{what} failed:\n{text}");
+    text
 }
 
 /// The repository's root.

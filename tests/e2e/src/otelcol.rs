@@ -18,10 +18,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::repo;
+use crate::{output_text, read_log, repo};
 
 /// How long a Collector may take to be ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,7 +66,7 @@ impl Otelcol {
     pub async fn start(config: &Path, env: &[(&str, &str)]) -> Self {
         let (collector, ready) = Self::launch(config, env);
         match tokio::time::timeout(START_TIMEOUT, ready).await {
-            Ok(Ok(())) => collector,
+            Ok(Ok(_)) => collector,
             Ok(Err(_)) => panic!(
                 "the Collector on {} exited; log:\n{}",
                 config.display(),
@@ -87,7 +86,10 @@ impl Otelcol {
         Self::launch(config, env).0
     }
 
-    fn launch(config: &Path, env: &[(&str, &str)]) -> (Self, tokio::sync::oneshot::Receiver<()>) {
+    fn launch(
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> (Self, tokio::sync::oneshot::Receiver<String>) {
         let mut child = Command::new(otelcol_bin())
             .arg("--config")
             .arg(config)
@@ -98,27 +100,7 @@ impl Otelcol {
             .kill_on_drop(true)
             .spawn()
             .expect("start the OpenTelemetry Collector");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            let mut tx = Some(tx);
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let ready = line.contains(READY);
-                {
-                    let mut log = sink.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-                if ready {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
+        let (log, rx) = read_log(child.stderr.take().expect("piped stderr"), READY);
         (Self { child, log }, rx)
     }
 
@@ -170,16 +152,7 @@ pub async fn telemetrygen(args: &[&str]) -> String {
     .await
     .unwrap_or_else(|_| panic!("telemetrygen {args:?} still running after 60 s"))
     .expect("run telemetrygen");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "telemetrygen {args:?} failed:\n{text}"
-    );
-    text
+    output_text(&format!("telemetrygen {args:?}"), &output)
 }
 
 /// A signal as the debug exporter writes it.

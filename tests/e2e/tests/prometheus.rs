@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use modelgate::replay::{replay, ReplayOptions, Scenario};
 use modelgate_e2e::prometheus::{label, tool, Prometheus};
-use modelgate_e2e::{eventually, repo, Collector};
+use modelgate_e2e::{eventually, output_text, repo, Collector};
 use serde_json::Value;
 
 const ENDPOINTS: [&str; 2] = ["/risk-score", "/funding-approve"];
@@ -37,16 +37,7 @@ fn check(tool_name: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("run {tool_name}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "{tool_name} {args:?} failed:\n{text}"
-    );
-    text
+    output_text(&format!("{tool_name} {args:?}"), &output)
 }
 
 /// Every `expr` in a Grafana dashboard (panels, rows, annotations).
