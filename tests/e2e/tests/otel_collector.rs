@@ -358,6 +358,7 @@ async fn through_the_collector(route: &Route) {
             ("MODELGATE_TRACES_EXPORTER", route.traces_exporter),
             ("MODELGATE_LOGS_EXPORTER", route.logs_exporter),
             ("LOG_FILE", log_file.to_str().unwrap()),
+            ("LOG_START_AT", "beginning"),
             ("SERVICE_NAME", "file-lending"),
         ],
     )
