@@ -24,19 +24,43 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use modelgate_e2e::otelcol::{telemetrygen, DebugText, Otelcol, Signal};
 use modelgate_e2e::sdk::{self, Request};
 use modelgate_e2e::{eventually, free_addr, metric, repo, Collector};
 
-/// The incident's own lines (line 5 malformed), then the time-compressed
-/// incident: v1.2 alone, then v1.3 beside it, 7x slower, 80% timeouts.
+/// The incident's own eight lines (line 5 malformed), moved in time so that
+/// the last one is now: modelgate judges a record at its own time, and one
+/// older than `aggregate.allowed_lateness` is not judged at all. The lines
+/// keep their spacing (17 minutes from the first to the last).
+fn incident_lines() -> String {
+    let original = include_str!("../../../examples/logs/kenya-lending-incident.jsonl");
+    let last = humantime::parse_rfc3339("2026-11-20T17:19:58.115Z").unwrap();
+    let shift = SystemTime::now().duration_since(last).unwrap();
+    original
+        .lines()
+        .map(|line| {
+            let Some(at) = line.find("\"timestamp\": \"") else {
+                return format!("{line}\n");
+            };
+            let start = at + "\"timestamp\": \"".len();
+            let end = start + line[start..].find('"').unwrap();
+            let then = humantime::parse_rfc3339(&line[start..end]).unwrap();
+            let now = humantime::format_rfc3339_millis(then + shift);
+            format!("{}{now}{}\n", &line[..start], &line[end..])
+        })
+        .collect()
+}
+
+/// The incident's lines, then the time-compressed incident at the present:
+/// v1.2 alone, then v1.3 beside it, 7x slower, 80% timeouts.
 fn incident_log() -> String {
-    let mut log = include_str!("../../../examples/logs/kenya-lending-incident.jsonl").to_owned();
+    let mut log = incident_lines();
     let line = |endpoint: &str, ms: u64, status: &str, version: &str| {
+        let now = humantime::format_rfc3339_millis(SystemTime::now());
         format!(
-            "{{\"timestamp\": \"2026-11-20T17:30:00.000Z\", \"endpoint\": \"{endpoint}\", \"lender\": \"lender-x\", \"responseTimeMs\": {ms}, \"status\": \"{status}\", \"modelVersion\": \"{version}\"}}\n"
+            "{{\"timestamp\": \"{now}\", \"endpoint\": \"{endpoint}\", \"lender\": \"lender-x\", \"responseTimeMs\": {ms}, \"status\": \"{status}\", \"modelVersion\": \"{version}\"}}\n"
         )
     };
     for i in 0..300_u64 {
@@ -62,6 +86,84 @@ async fn a_stock_collector_ships_the_incident_logs_in_protobuf_and_v13_fires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_collector_ships_the_incident_logs_in_otlp_json_and_v13_fires() {
     ship_the_incident("json").await;
+}
+
+/// The incident's own eight lines, nothing else, through a stock Collector:
+/// two v1.3 requests per endpoint are too few for any rule on its own
+/// endpoint, four across the service are plenty: the version-wide alert
+/// fires, against v1.2, as the incident notes reasoned by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incidents_eight_lines_fire_the_version_wide_alert() {
+    let dir = std::env::temp_dir().join(format!("modelgate-otelcol-eight-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let collector = Collector::start(&[]).await;
+    let log_path = dir.join("lending.jsonl");
+    std::fs::write(&log_path, incident_lines()).unwrap();
+    let otelcol = Otelcol::spawn(
+        &repo().join("examples/otel-collector/logs-to-modelgate.yaml"),
+        &[
+            ("LOG_FILE", log_path.to_str().unwrap()),
+            ("MODELGATE_HTTP", &format!("http://{}", collector.http_addr)),
+            ("SERVICE_NAME", "lending-api"),
+            ("OTLP_ENCODING", "proto"),
+        ],
+    );
+    let version_wide = eventually(Duration::from_secs(60), || async {
+        let r = collector
+            .json("/api/v1/regressions?service=lending-api&min_severity=critical")
+            .await;
+        r["regressions"]
+            .as_array()?
+            .iter()
+            .find(|x| {
+                x["endpoint"] == "*" && x["candidate_version"] == "v1.3" && x["rule"] == "sla"
+            })
+            .cloned()
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "no version-wide alert for v1.3\n{}\n{}",
+            collector.log(),
+            otelcol.log()
+        )
+    });
+    assert_eq!(version_wide["baseline_version"], "v1.2", "{version_wide}");
+    assert_eq!(
+        version_wide["severity"], "SEVERITY_CRITICAL",
+        "{version_wide}"
+    );
+    let detail = version_wide["evidence"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("4 of 4 requests above 150 ms"), "{detail}");
+    // Nothing fires on one endpoint alone: two requests each are too few.
+    let all = collector
+        .json("/api/v1/regressions?service=lending-api")
+        .await;
+    assert!(
+        all["regressions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["endpoint"] == "*"),
+        "{all}"
+    );
+    let verdict = collector
+        .json("/api/v1/verdict?service=lending-api&candidate=v1.3")
+        .await;
+    assert_eq!(
+        verdict["outcome"], "VERDICT_OUTCOME_REGRESSION",
+        "{verdict}"
+    );
+    assert_eq!(
+        verdict["version_wide"]["baseline_version"], "v1.2",
+        "{verdict}"
+    );
+    otelcol.stop().await;
+    assert!(collector.stop().await.success());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Whether the lending incident's v1.3 is firing on both endpoints.
