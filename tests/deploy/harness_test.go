@@ -195,7 +195,6 @@ func startCollector(t testing.TB, token string, env ...string) *collector {
 	}
 	log := &logBuffer{}
 	cmd.Stdout = io.Discard
-	cmd.Stderr = nil
 	startProcess(t, cmd)
 	listening := make(chan string, 1)
 	go func() {
