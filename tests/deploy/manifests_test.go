@@ -139,6 +139,16 @@ type kubeObjects struct {
 	statefulSets    []appsv1.StatefulSet
 }
 
+// add decodes data strictly into a new item of list.
+func add[T any](list *[]T, data []byte) error {
+	var item T
+	if err := strict(data, &item); err != nil {
+		return err
+	}
+	*list = append(*list, item)
+	return nil
+}
+
 func decodeKube(t *testing.T, docs []doc) kubeObjects {
 	t.Helper()
 	var objects kubeObjects
@@ -146,23 +156,17 @@ func decodeKube(t *testing.T, docs []doc) kubeObjects {
 		var err error
 		switch d.meta.APIVersion + " " + d.meta.Kind {
 		case "v1 Namespace":
-			objects.namespaces = append(objects.namespaces, corev1.Namespace{})
-			err = strict(d.json, &objects.namespaces[len(objects.namespaces)-1])
+			err = add(&objects.namespaces, d.json)
 		case "v1 ServiceAccount":
-			objects.serviceAccounts = append(objects.serviceAccounts, corev1.ServiceAccount{})
-			err = strict(d.json, &objects.serviceAccounts[len(objects.serviceAccounts)-1])
+			err = add(&objects.serviceAccounts, d.json)
 		case "v1 ConfigMap":
-			objects.configMaps = append(objects.configMaps, corev1.ConfigMap{})
-			err = strict(d.json, &objects.configMaps[len(objects.configMaps)-1])
+			err = add(&objects.configMaps, d.json)
 		case "v1 Secret":
-			objects.secrets = append(objects.secrets, corev1.Secret{})
-			err = strict(d.json, &objects.secrets[len(objects.secrets)-1])
+			err = add(&objects.secrets, d.json)
 		case "v1 Service":
-			objects.services = append(objects.services, corev1.Service{})
-			err = strict(d.json, &objects.services[len(objects.services)-1])
+			err = add(&objects.services, d.json)
 		case "apps/v1 StatefulSet":
-			objects.statefulSets = append(objects.statefulSets, appsv1.StatefulSet{})
-			err = strict(d.json, &objects.statefulSets[len(objects.statefulSets)-1])
+			err = add(&objects.statefulSets, d.json)
 		default:
 			t.Fatalf("%s: a kind this test does not know: add it", d)
 		}
@@ -200,7 +204,8 @@ func named[T any](t *testing.T, items []T, name func(T) string, want string) T {
 }
 
 func TestKubernetesManifestsAreValidAndWiredTogether(t *testing.T) {
-	objects := decodeKube(t, documents(t, "deploy/kubernetes/*.yaml"))
+	docs := documents(t, "deploy/kubernetes/*.yaml")
+	objects := decodeKube(t, docs)
 	if len(objects.statefulSets) != 1 {
 		t.Fatalf("%d StatefulSets, want the collector's one", len(objects.statefulSets))
 	}
@@ -222,9 +227,15 @@ func TestKubernetesManifestsAreValidAndWiredTogether(t *testing.T) {
 	if sts.Spec.Selector == nil || !matches(sts.Spec.Selector.MatchLabels) {
 		t.Errorf("StatefulSet selector %v does not select its pod template %v", sts.Spec.Selector, labels)
 	}
-	for _, meta := range []metav1.ObjectMeta{sts.ObjectMeta} {
-		if meta.Namespace != namespace {
-			t.Errorf("%s in namespace %q", meta.Name, meta.Namespace)
+	for _, d := range docs {
+		var object struct {
+			Metadata metav1.ObjectMeta `json:"metadata"`
+		}
+		if err := json.Unmarshal(d.json, &object); err != nil {
+			t.Fatal(err)
+		}
+		if d.meta.Kind != "Namespace" && object.Metadata.Namespace != namespace {
+			t.Errorf("%s %s in namespace %q, not %s", d, object.Metadata.Name, object.Metadata.Namespace, namespace)
 		}
 	}
 
