@@ -254,6 +254,14 @@ impl Finished {
         if !self.report.fired.is_empty() {
             let _ = writeln!(out, "\nalerts that fired while replaying:");
             for f in &self.report.fired {
+                // A critical alert fires with its warning: name it once.
+                let also_critical = f.severity == Severity::Warning
+                    && self.report.fired.iter().any(|g| {
+                        g.key == f.key && g.time_ms == f.time_ms && g.severity == Severity::Critical
+                    });
+                if also_critical {
+                    continue;
+                }
                 let _ = writeln!(
                     out,
                     "  {} {} {} {} {} ({}): {}",

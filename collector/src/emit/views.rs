@@ -18,12 +18,14 @@ fn matches(filter: &str, value: &str) -> bool {
     filter.is_empty() || filter == value
 }
 
-/// One version's figures over the candidate window.
+/// One version's figures over what the judge looks at: its candidate
+/// window, stretched back (up to the baseline horizon) until it holds the
+/// rules' minimum sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionStats {
     /// The version.
     pub version: String,
-    /// Requests in the window.
+    /// Requests in the (stretched) window.
     pub count: u64,
     /// Mean latency, ms (0 without requests).
     pub mean_ms: f64,
@@ -82,7 +84,7 @@ pub fn versions(
                 versions: versions
                     .iter()
                     .map(|(version, series)| {
-                        let w = agg.window(series, now_ms);
+                        let w = agg.recent(series, now_ms, judge.min_requests());
                         let q = |q| w.latency.quantile(q).unwrap_or(0.0);
                         VersionStats {
                             version: version.clone(),
