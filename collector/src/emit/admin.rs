@@ -11,13 +11,18 @@
 //! `/api/v1/history`, the dashboard's own view (see [`super::history`]). Bad query parameters get a 400
 //! with a JSON body naming the problem. Handlers only ask the pipeline task;
 //! they never hold state.
+//!
+//! `/api/v1/regressions` and `/api/v1/verdict` carry a strong `ETag` (a hash
+//! of the body) and answer `304 Not Modified` to an `If-None-Match` naming
+//! it: the edge filter polls them several times a second, and while nothing
+//! changes a poll costs no body to send or to parse.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -60,6 +65,47 @@ fn unavailable() -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         "the pipeline is not running",
     )
+}
+
+/// `value` as JSON with a strong `ETag` of its bytes, or `304 Not Modified`
+/// (no body) when the request's `If-None-Match` names that tag.
+fn json_with_etag<T: serde::Serialize>(request: &HeaderMap, value: &T) -> Response {
+    let Ok(body) = serde_json::to_vec(value) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the answer",
+        );
+    };
+    // A fixed-key hash: the same body gets the same tag in every process,
+    // so pollers keep their tag across a collector restart.
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut hasher, &body);
+    let etag = format!("\"{:016x}\"", std::hash::Hasher::finish(&hasher));
+    let Ok(tag) = HeaderValue::from_str(&etag) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot tag the answer");
+    };
+    let matches = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim())
+        // If-None-Match compares weakly: a `W/` tag matches its strong twin.
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag);
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, tag),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Bytes per chunk of the streamed `/metrics` body.
@@ -139,6 +185,7 @@ fn param_name(field: &str) -> &str {
 
 async fn verdict(
     State(pipeline): State<PipelineHandle>,
+    headers: HeaderMap,
     params: Result<Query<VerdictParams>, QueryRejection>,
 ) -> Response {
     let Query(p) = match params {
@@ -181,7 +228,7 @@ async fn verdict(
         }
     };
     match pipeline.verdict(request, overrides).await {
-        Ok(r) => Json(r).into_response(),
+        Ok(r) => json_with_etag(&headers, &r),
         Err(_) => unavailable(),
     }
 }
@@ -196,6 +243,7 @@ struct ServiceParam {
 
 async fn regressions(
     State(pipeline): State<PipelineHandle>,
+    headers: HeaderMap,
     params: Result<Query<ServiceParam>, QueryRejection>,
 ) -> Response {
     let Query(p) = match params {
@@ -206,7 +254,7 @@ async fn regressions(
         .regressions(pb::ListRegressionsRequest { service: p.service })
         .await
     {
-        Ok(r) => Json(r).into_response(),
+        Ok(r) => json_with_etag(&headers, &r),
         Err(_) => unavailable(),
     }
 }
