@@ -5,11 +5,13 @@
 //! Every guest call goes through [`trap`], so a trap is an error, never hidden.
 
 use crate::module::compiled;
+use crate::shared::SharedData;
 use crate::state::State;
 use crate::START_UNIX_NANOS;
-use crate::{dispatch, fields, request, telemetry, wasi, HostError, Result, Status};
+use crate::{dispatch, fields, request, shared, telemetry, wasi, HostError, Result, Status};
 use std::collections::BTreeMap;
-use wasmtime::{Engine, Instance, Linker, Memory, Module, Store, TypedFunc};
+use std::sync::{Arc, Mutex};
+use wasmtime::{Engine, Instance, Linker, Memory, Module, Store, TypedFunc, Val};
 
 /// The root context id the host gives the plugin.
 pub(crate) const ROOT: u32 = 1;
@@ -67,6 +69,7 @@ pub(crate) fn trap(call: &'static str) -> impl FnOnce(wasmtime::Error) -> HostEr
 /// One VM running the filter with one plugin (root context).
 pub struct Host {
     pub(crate) store: Store<State>,
+    instance: Instance,
     pub(crate) memory: Memory,
     pub(crate) entry: Entry,
     pub(crate) next_context: u32,
@@ -82,25 +85,47 @@ impl std::fmt::Debug for Host {
 
 impl Host {
     /// Loads the built filter (see [`crate::built_module_path`]), starts the
-    /// VM and creates the root context. Call [`Host::configure`] next.
+    /// VM and creates the root context. Call [`Host::configure`] next. The VM
+    /// is a proxy of its own (see [`crate::Proxy`] for several workers).
     pub fn new() -> Result<Self> {
+        let mut host = Self::new_with(Arc::default(), 0)?;
+        host.start()?;
+        Ok(host)
+    }
+
+    /// The built filter in a VM sharing `shared`, its randomness seeded by
+    /// `worker`; not started.
+    pub(crate) fn new_with(shared: Arc<Mutex<SharedData>>, worker: u64) -> Result<Self> {
         let compiled = compiled()?;
-        Self::with_module(&compiled.engine, &compiled.module)
+        Self::instantiate(&compiled.engine, &compiled.module, shared, worker)
     }
 
     /// Starts a VM from any compiled module (e.g. a variant under test).
     pub fn with_module(engine: &Engine, module: &Module) -> Result<Self> {
+        let mut host = Self::instantiate(engine, module, Arc::default(), 0)?;
+        host.start()?;
+        Ok(host)
+    }
+
+    fn instantiate(
+        engine: &Engine,
+        module: &Module,
+        shared: Arc<Mutex<SharedData>>,
+        worker: u64,
+    ) -> Result<Self> {
         let load = |e: wasmtime::Error| HostError::Load(format!("{e:?}"));
         let mut linker = Linker::new(engine);
         telemetry::link(&mut linker).map_err(load)?;
         dispatch::link(&mut linker).map_err(load)?;
         fields::link(&mut linker).map_err(load)?;
         request::link(&mut linker).map_err(load)?;
+        shared::link(&mut linker).map_err(load)?;
         wasi::link(&mut linker).map_err(load)?;
         wasi::link_missing(&mut linker, engine, module).map_err(load)?;
         let state = State {
             clock_nanos: START_UNIX_NANOS,
-            rng: 0x5eed,
+            rng: 0x5eed ^ worker.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            shared,
             ..State::default()
         };
         let mut store = Store::new(engine, state);
@@ -118,18 +143,17 @@ impl Host {
         if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
             init.call(&mut store, ()).map_err(trap("_initialize"))?;
         }
-        let mut host = Self {
+        Ok(Self {
             store,
+            instance,
             memory,
             entry,
             next_context: ROOT + 1,
-        };
-        host.start()?;
-        Ok(host)
+        })
     }
 
     /// Creates the root context and starts the VM.
-    fn start(&mut self) -> Result<()> {
+    pub(crate) fn start(&mut self) -> Result<()> {
         self.store.data_mut().context = ROOT;
         self.entry
             .context_create
@@ -169,6 +193,15 @@ impl Host {
             .insert(path.to_owned(), value);
     }
 
+    /// Sets an environment variable of the VM (Envoy's
+    /// `vm_config.environment_variables`), read by the filter through WASI.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.store
+            .data_mut()
+            .env
+            .push((key.to_owned(), value.to_owned()));
+    }
+
     /// Makes the host call `name` (e.g. `proxy_get_header_map_value`)
     /// answer `status` without doing anything, until cleared.
     pub fn inject_failure(&mut self, name: &str, status: Status) {
@@ -178,9 +211,42 @@ impl Host {
             .insert(name.to_owned(), status as u32);
     }
 
-    /// Removes every injected failure.
+    /// Makes the host call `name` trap, as ngx_wasm_module's calls it has
+    /// not implemented do (e.g. `proxy_grpc_call`), until cleared. A VM
+    /// that trapped is rebuilt by the host: see [`crate::Proxy::worker`].
+    pub fn inject_trap(&mut self, name: &str) {
+        self.store.data_mut().traps.insert(name.to_owned());
+    }
+
+    /// Removes every injected failure and trap.
     pub fn clear_failures(&mut self) {
-        self.store.data_mut().failures.clear();
+        let state = self.store.data_mut();
+        state.failures.clear();
+        state.traps.clear();
+    }
+
+    /// Calls the module's export `name` with `args` (all `i32`, as every
+    /// ABI callback takes), in the context `args[0]`; its `i32` result, if
+    /// it has one. For callbacks the other methods do not drive.
+    pub fn call_export(&mut self, name: &'static str, args: &[i32]) -> Result<Option<i32>> {
+        let func = self
+            .instance
+            .get_func(&mut self.store, name)
+            .ok_or(HostError::MissingExport(name))?;
+        let params: Vec<Val> = args.iter().map(|a| Val::I32(*a)).collect();
+        let mut results = vec![Val::I32(0); func.ty(&self.store).results().len()];
+        if let Some(context) = args.first() {
+            self.store.data_mut().context = *context as u32;
+        }
+        func.call(&mut self.store, &params, &mut results)
+            .map_err(trap(name))?;
+        self.store.data_mut().context = ROOT;
+        Ok(results.first().and_then(Val::i32))
+    }
+
+    /// The root context's id (the first argument of root callbacks).
+    pub fn root_context(&self) -> u32 {
+        ROOT
     }
 
     /// How many times each host call was made (unimplemented ones as

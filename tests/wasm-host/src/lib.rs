@@ -20,6 +20,7 @@
 //! - `fields`: header maps, buffers and properties.
 //! - `dispatch`: the clock, the timer, and dispatched HTTP and gRPC calls.
 //! - `telemetry`: logs and metrics.
+//! - `shared`: shared data, and [`Proxy`], workers sharing it.
 //! - `wasi`: the WASI calls, and any other import as a host lacking it.
 //! - `module`: the built `.wasm`: where it is, its imports and exports.
 //! - `host`: [`Host`], one VM: load, configure, timer, failure injection.
@@ -31,6 +32,7 @@ mod host;
 mod memory;
 mod module;
 mod request;
+mod shared;
 mod state;
 mod telemetry;
 mod wasi;
@@ -40,10 +42,11 @@ use std::path::PathBuf;
 pub use dispatch::{GrpcAnswer, GrpcCall, HttpAnswer, HttpCall};
 pub use host::Host;
 pub use module::{
-    built_module, built_module_path, module_exports, module_imports, ENVOY_WASI_CALLS,
-    MODULE_SUBPATH,
+    built_module, built_module_path, export_signatures, module_exports, module_imports, Callback,
+    ABI_CALLBACKS, ENVOY_WASI_CALLS, MODULE_SUBPATH,
 };
 pub use request::{Exchange, RequestSpec};
+pub use shared::Proxy;
 pub use telemetry::{LogLine, Metric};
 
 /// The clock's start: 2025-11-20T17:00:00Z, in unix nanoseconds.

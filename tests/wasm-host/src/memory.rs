@@ -18,10 +18,11 @@ pub(crate) const NOT_FOUND: u32 = 1;
 /// `WasmResult::BadArgument`.
 pub(crate) const BAD_ARGUMENT: u32 = 2;
 
-/// Counts a host call and returns early with the status injected for it.
+/// Counts a host call, and returns early with the status (or the trap)
+/// injected for it.
 macro_rules! enter {
     ($caller:expr, $name:expr) => {
-        if let Some(code) = $caller.data_mut().enter($name) {
+        if let Some(code) = $caller.data_mut().enter($name)? {
             return Ok(code);
         }
     };

@@ -93,11 +93,11 @@ pub(crate) fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     )?;
     for name in ["proxy_continue_stream", "proxy_close_stream"] {
         linker.func_wrap("env", name, move |mut c: Ctx<'_>, _: u32| {
-            Ok(c.data_mut().enter(name).unwrap_or(OK))
+            Ok(c.data_mut().enter(name)?.unwrap_or(OK))
         })?;
     }
     linker.func_wrap("env", "proxy_done", |mut c: Ctx<'_>| {
-        Ok(c.data_mut().enter("proxy_done").unwrap_or(OK))
+        Ok(c.data_mut().enter("proxy_done")?.unwrap_or(OK))
     })?;
     Ok(())
 }

@@ -5,9 +5,11 @@
 //! Plain data: nothing here calls into the guest.
 
 use crate::dispatch::{GrpcCall, HttpCall};
+use crate::shared::SharedData;
 use crate::telemetry::{LogLine, Metric};
 use crate::Headers;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use wasmtime::{Memory, TypedFunc};
 
 /// Per-request maps the header calls work on.
@@ -36,7 +38,13 @@ pub(crate) struct State {
     pub(crate) grpc_calls: Vec<GrpcCall>,
     pub(crate) next_token: u32,
     pub(crate) failures: BTreeMap<String, u32>,
+    /// Host calls that trap, as a host that lacks them may do.
+    pub(crate) traps: BTreeSet<String>,
     pub(crate) calls: BTreeMap<String, u64>,
+    /// The VM's environment variables.
+    pub(crate) env: Vec<(String, String)>,
+    /// The proxy's shared data: this VM's alone, or every worker's.
+    pub(crate) shared: Arc<Mutex<SharedData>>,
     pub(crate) rng: u64,
     /// The guest's allocator, looked up once after instantiation.
     pub(crate) alloc: Option<TypedFunc<u32, u32>>,
@@ -45,18 +53,22 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// Counts the call, and answers it with the injected status if any.
-    pub(crate) fn enter(&mut self, name: &str) -> Option<u32> {
+    /// Counts the call, and answers it with the injected status if any, or
+    /// traps if the test made it trap.
+    pub(crate) fn enter(&mut self, name: &str) -> wasmtime::Result<Option<u32>> {
         match self.calls.get_mut(name) {
             Some(n) => *n += 1,
             None => {
                 self.calls.insert(name.to_owned(), 1);
             }
         }
-        if self.failures.is_empty() {
-            return None;
+        if self.failures.is_empty() && self.traps.is_empty() {
+            return Ok(None);
         }
-        self.failures.get(name).copied()
+        if self.traps.contains(name) {
+            wasmtime::bail!("{name}: not yet implemented (a trap the test injected)");
+        }
+        Ok(self.failures.get(name).copied())
     }
 
     /// The maps of the context the current callback runs in.
@@ -72,6 +84,14 @@ impl State {
             6 => self.http_response.as_mut().map(|(h, _)| h),
             _ => None,
         }
+    }
+
+    /// The environment as WASI hands it over: `KEY=VALUE` and a NUL each.
+    pub(crate) fn environment(&self) -> Vec<Vec<u8>> {
+        self.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\0").into_bytes())
+            .collect()
     }
 
     /// A new token for a dispatched call.

@@ -71,16 +71,43 @@ fn link_environment(linker: &mut Linker<State>) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    for name in ["environ_sizes_get", "args_sizes_get"] {
-        linker.func_wrap(WASI, name, |mut c: Ctx<'_>, count: u32, size: u32| {
+    linker.func_wrap(
+        WASI,
+        "args_sizes_get",
+        |mut c: Ctx<'_>, count: u32, size: u32| {
             write(&mut c, count, &0u32.to_le_bytes())?;
             write(&mut c, size, &0u32.to_le_bytes())?;
             Ok(OK)
-        })?;
-    }
-    for name in ["environ_get", "args_get"] {
-        linker.func_wrap(WASI, name, |_: Ctx<'_>, _: u32, _: u32| Ok(OK))?;
-    }
+        },
+    )?;
+    linker.func_wrap(WASI, "args_get", |_: Ctx<'_>, _: u32, _: u32| Ok(OK))?;
+    // The VM's environment (Envoy's `vm_config.environment_variables`):
+    // `KEY=VALUE\0` strings, and a pointer to each.
+    linker.func_wrap(
+        WASI,
+        "environ_sizes_get",
+        |mut c: Ctx<'_>, count: u32, size: u32| {
+            let env = c.data().environment();
+            let n = u32::try_from(env.len())?;
+            let bytes = u32::try_from(env.iter().map(Vec::len).sum::<usize>())?;
+            write(&mut c, count, &n.to_le_bytes())?;
+            write(&mut c, size, &bytes.to_le_bytes())?;
+            Ok(OK)
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "environ_get",
+        |mut c: Ctx<'_>, pointers: u32, buffer: u32| {
+            let mut at = buffer;
+            for (n, entry) in c.data().environment().iter().enumerate() {
+                write(&mut c, pointers + 4 * u32::try_from(n)?, &at.to_le_bytes())?;
+                write(&mut c, at, entry)?;
+                at += u32::try_from(entry.len())?;
+            }
+            Ok(OK)
+        },
+    )?;
     linker.func_wrap(WASI, "sched_yield", |_: Ctx<'_>| Ok(OK))?;
     Ok(())
 }
