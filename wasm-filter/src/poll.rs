@@ -158,9 +158,19 @@ impl Poll {
 
     /// The shared record and its compare-and-swap token; `None` (and this
     /// worker decides alone from now on) when the host has no shared data.
+    /// A record it cannot read (another filter version's) decides nothing:
+    /// this worker keeps its own decision and takes the poll over, so the
+    /// record is rewritten in its format.
     fn read(&mut self) -> Option<(Record, u32)> {
         match abi::get_shared_data(&self.key) {
-            Ok(Some((bytes, cas))) => Some((Record::decode(&bytes).unwrap_or_default(), cas)),
+            Ok(Some((bytes, cas))) => {
+                let unreadable = || Record {
+                    poller: 0,
+                    lease_until: 0,
+                    ..self.record.clone()
+                };
+                Some((Record::decode(&bytes).unwrap_or_else(unreadable), cas))
+            }
             Ok(None) => Some((Record::default(), 0)),
             Err(status) => {
                 self.alone(status);

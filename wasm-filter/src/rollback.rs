@@ -6,8 +6,8 @@
 //! Pure (time is a parameter). It must never resume on an answer that says
 //! nothing about the candidate: only [`Verdict::Passed`], held for the
 //! resume time, resumes it (or the operator's `rollback_epoch`, which starts
-//! a new record). A record it cannot read is treated as absent, never as a
-//! decision.
+//! a new record). A record it cannot decode is no decision (see
+//! `poll::Poll::read`).
 
 use crate::verdict::Verdict;
 

@@ -119,6 +119,12 @@ impl Proxy {
         lock(&self.shared).get(key).map(|(value, _)| value)
     }
 
+    /// Writes a key as a worker would (unconditionally), e.g. a record in
+    /// a format the filter does not know.
+    pub fn set_shared_data(&self, key: &str, value: &[u8]) {
+        lock(&self.shared).set(key.to_owned(), value.to_vec(), 0);
+    }
+
     /// The keys in the shared data.
     pub fn shared_keys(&self) -> Vec<String> {
         lock(&self.shared).entries.keys().cloned().collect()

@@ -244,6 +244,30 @@ fn a_host_call_that_traps_loses_no_decision() {
 }
 
 #[test]
+fn a_record_the_filter_cannot_read_decides_nothing() {
+    let proxy = Proxy::new();
+    let mut host = worker(&proxy);
+    host.advance(second());
+    host.tick().unwrap();
+    let poll = host.take_http_calls().pop().expect("a poll");
+    host.answer_http(poll.token, answer(FIRING, "\"f\""))
+        .unwrap();
+    assert_eq!(version(&mut host), "v1.2");
+    // Another filter version (or anything else) overwrites the key.
+    let key = "modelgate.rollback.lending-api.v1_3.0";
+    proxy.set_shared_data(key, b"mg9 something else entirely");
+    host.advance(second());
+    host.tick().unwrap();
+    assert_eq!(version(&mut host), "v1.2", "the decision stays");
+    let rewritten = proxy.shared_data(key).unwrap();
+    assert!(
+        rewritten.starts_with(b"mg1 1 "),
+        "{}",
+        String::from_utf8_lossy(&rewritten)
+    );
+}
+
+#[test]
 fn without_shared_data_each_worker_polls_and_decides_alone() {
     let proxy = Proxy::new();
     let mut workers: Vec<Host> = (0..3)
