@@ -1,4 +1,5 @@
-//! The modelgate edge filter: a proxy-wasm HTTP filter for Envoy and Istio.
+//! The modelgate edge filter: a proxy-wasm HTTP filter for Envoy, Istio and
+//! nginx/Kong with ngx_wasm_module (`HOSTS.md`).
 //!
 //! It stamps each request (request id, W3C `traceparent`, model version),
 //! measures its latency at the edge, records Envoy stats per version, exports

@@ -75,6 +75,16 @@ fn not_modified(etag: &str) -> HttpAnswer {
     }
 }
 
+/// The next tick's poll answered "v1.3 fires": this worker rolls back.
+fn roll_back(host: &mut Host) {
+    host.advance(second());
+    host.tick().unwrap();
+    let poll = host.take_http_calls().pop().expect("a poll");
+    host.answer_http(poll.token, answer(FIRING, "\"f\""))
+        .unwrap();
+    assert_eq!(version(host), "v1.2");
+}
+
 fn rollbacks(workers: &[Host]) -> u64 {
     workers
         .iter()
@@ -196,12 +206,7 @@ fn a_host_call_that_traps_loses_no_decision() {
     let grpc_export = CONFIG.replace('}', r#","collector_cluster":"otlp"}"#);
     let mut host = proxy.worker().unwrap();
     assert!(host.configure(&grpc_export).unwrap());
-    host.advance(second());
-    host.tick().unwrap();
-    let poll = host.take_http_calls().pop().expect("a poll");
-    host.answer_http(poll.token, answer(FIRING, "\"f\""))
-        .unwrap();
-    assert_eq!(version(&mut host), "v1.2");
+    roll_back(&mut host);
     host.inject_trap("proxy_grpc_call");
     host.advance(second());
     let trapped = host.tick().unwrap_err();
@@ -247,12 +252,7 @@ fn a_host_call_that_traps_loses_no_decision() {
 fn a_record_the_filter_cannot_read_decides_nothing() {
     let proxy = Proxy::new();
     let mut host = worker(&proxy);
-    host.advance(second());
-    host.tick().unwrap();
-    let poll = host.take_http_calls().pop().expect("a poll");
-    host.answer_http(poll.token, answer(FIRING, "\"f\""))
-        .unwrap();
-    assert_eq!(version(&mut host), "v1.2");
+    roll_back(&mut host);
     // Another filter version (or anything else) overwrites the key.
     let key = "modelgate.rollback.lending-api.v1_3.0";
     proxy.set_shared_data(key, b"mg9 something else entirely");
