@@ -21,12 +21,12 @@ use std::io::BufRead;
 use std::path::Path;
 
 use modelgate_collector::config::Config;
-use modelgate_collector::emit::api;
 use modelgate_collector::emit::views::{ScopeVerdict, VerdictView};
 use modelgate_collector::extract::logs::{extract_line, extract_logs};
 use modelgate_collector::extract::{extract, Interner, Sample};
 use modelgate_collector::judge::{Severity, Verdict, ALL_ENDPOINTS};
 use modelgate_collector::offline::{Offline, Report};
+use modelgate_collector::query::api;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value;
