@@ -145,8 +145,27 @@ pub fn extract_line(
     interner: &mut Interner,
 ) -> Result<Sample, String> {
     let object = line.as_object().ok_or("not a JSON object".to_owned())?;
-    let get = |name: &str| json_field(object.get(name)?);
-    let mapped = config.logs.map(get)?;
+    mapped_sample(
+        |name: &str| json_field(object.get(name)?),
+        None,
+        0,
+        config,
+        interner,
+    )
+}
+
+/// The sample of one record whose fields `get` looks up: mapped by
+/// `config.logs`, its service the mapping's (else `resource_service`, else
+/// [`UNKNOWN_SERVICE`]), its time the mapping's time field, else
+/// `record_time_ms` (0: none), its dimensions read the same way.
+fn mapped_sample<'a>(
+    get: impl Fn(&str) -> Option<Field<'a>>,
+    resource_service: Option<&str>,
+    record_time_ms: u64,
+    config: &ExtractConfig,
+    interner: &mut Interner,
+) -> Result<Sample, String> {
+    let mapped = config.logs.map(&get)?;
     let dims: Vec<Cow<'_, str>> = config
         .dimensions
         .iter()
@@ -157,12 +176,16 @@ pub fn extract_line(
         })
         .collect();
     Ok(interner.intern(&SampleRef {
-        service: mapped.service.as_deref().unwrap_or(UNKNOWN_SERVICE),
+        service: mapped
+            .service
+            .as_deref()
+            .or(resource_service)
+            .unwrap_or(UNKNOWN_SERVICE),
         endpoint: super::endpoint_name(&mapped.endpoint),
         dims,
         version: &mapped.version,
         trace_id: [0; 16],
-        time_ms: mapped.time_ms.unwrap_or(0),
+        time_ms: mapped.time_ms.unwrap_or(record_time_ms),
         kind: SampleKind::Request {
             duration: mapped.duration,
             outcome: mapped.outcome,
@@ -300,41 +323,15 @@ fn sample_of(
             .or_else(|| body_json.as_ref()?.get(name).and_then(json_field))
             .or_else(|| find(resource, name).and_then(any_field))
     };
-    let mapped = config.logs.map(get)?;
-    let service = mapped
-        .service
-        .as_deref()
-        .or(resource_service)
-        .unwrap_or(UNKNOWN_SERVICE);
-    let dims: Vec<Cow<'_, str>> = config
-        .dimensions
-        .iter()
-        .map(|key| {
-            get(key)
-                .map(|f| Cow::Owned(f.text().into_owned()))
-                .unwrap_or_default()
-        })
-        .collect();
     // The mapping's own time field first (the request's time as the
     // application wrote it), then the record's, then when it was observed.
     let nanos_to_ms = |nanos: u64| (nanos > 0).then_some(nanos / 1_000_000);
-    let time_ms = mapped
-        .time_ms
-        .or_else(|| nanos_to_ms(record.time_unix_nano))
+    let record_time_ms = nanos_to_ms(record.time_unix_nano)
         .or_else(|| nanos_to_ms(record.observed_time_unix_nano))
         .unwrap_or(0);
-    Ok(interner.intern(&SampleRef {
-        service,
-        endpoint: super::endpoint_name(&mapped.endpoint),
-        dims,
-        version: &mapped.version,
-        trace_id: record.trace_id.as_slice().try_into().unwrap_or([0; 16]),
-        time_ms,
-        kind: SampleKind::Request {
-            duration: mapped.duration,
-            outcome: mapped.outcome,
-        },
-    }))
+    let sample = mapped_sample(get, resource_service, record_time_ms, config, interner)?;
+    // The trace, when the record names one.
+    Ok(sample.in_trace(record.trace_id.as_slice().try_into().unwrap_or([0; 16])))
 }
 
 #[cfg(test)]

@@ -351,6 +351,30 @@ async fn alerts(
         .into_response()
 }
 
+/// A write's JSON body: what it must look like (for the error) and the
+/// API request it stands for.
+trait WriteBody: serde::de::DeserializeOwned {
+    /// The body's fields, as a refusal names them.
+    const SHAPE: &'static str;
+    /// The `modelgate.v1` request.
+    type Request;
+    fn request(self) -> Self::Request;
+}
+
+/// The request of a write's body, or the 400 that names what was wrong and
+/// what the body must be.
+fn write_request<B: WriteBody>(
+    body: Result<Json<B>, JsonRejection>,
+) -> Result<B::Request, Box<Response>> {
+    match body {
+        Ok(Json(b)) => Ok(b.request()),
+        Err(e) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("{} (body: {})", e.body_text(), B::SHAPE),
+        ))),
+    }
+}
+
 /// Body of `POST /api/v1/baseline`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -362,28 +386,26 @@ struct BaselineBody {
     version: String,
 }
 
+impl WriteBody for BaselineBody {
+    const SHAPE: &'static str = r#"{"service", "endpoint" (optional), "version"}"#;
+    type Request = pb::SetBaselineRequest;
+    fn request(self) -> Self::Request {
+        pb::SetBaselineRequest {
+            service: self.service,
+            endpoint: self.endpoint.unwrap_or_default(),
+            version: self.version,
+        }
+    }
+}
+
 async fn set_baseline(
     State(pipeline): State<PipelineHandle>,
     body: Result<Json<BaselineBody>, JsonRejection>,
 ) -> Response {
-    let Json(b) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{} (body: {{\"service\", \"endpoint\" (optional), \"version\"}})",
-                    e.body_text()
-                ),
-            )
-        }
-    };
-    let request = pb::SetBaselineRequest {
-        service: b.service,
-        endpoint: b.endpoint.unwrap_or_default(),
-        version: b.version,
-    };
-    answer(api::answer_set_baseline(&pipeline, request).await)
+    match write_request(body) {
+        Ok(request) => answer(api::answer_set_baseline(&pipeline, request).await),
+        Err(refusal) => *refusal,
+    }
 }
 
 /// Body of `POST /api/v1/alerts/ack`: an alert as `/api/v1/regressions`
@@ -397,29 +419,27 @@ struct AckBody {
     rule: String,
 }
 
+impl WriteBody for AckBody {
+    const SHAPE: &'static str = r#"{"service", "endpoint", "candidate", "rule"}"#;
+    type Request = pb::AcknowledgeAlertRequest;
+    fn request(self) -> Self::Request {
+        pb::AcknowledgeAlertRequest {
+            service: self.service,
+            endpoint: self.endpoint,
+            candidate_version: self.candidate,
+            rule: self.rule,
+        }
+    }
+}
+
 async fn acknowledge(
     State(pipeline): State<PipelineHandle>,
     body: Result<Json<AckBody>, JsonRejection>,
 ) -> Response {
-    let Json(b) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{} (body: {{\"service\", \"endpoint\", \"candidate\", \"rule\"}})",
-                    e.body_text()
-                ),
-            )
-        }
-    };
-    let request = pb::AcknowledgeAlertRequest {
-        service: b.service,
-        endpoint: b.endpoint,
-        candidate_version: b.candidate,
-        rule: b.rule,
-    };
-    answer(api::answer_acknowledge(&pipeline, request).await)
+    match write_request(body) {
+        Ok(request) => answer(api::answer_acknowledge(&pipeline, request).await),
+        Err(refusal) => *refusal,
+    }
 }
 
 /// Body of `POST /api/v1/verdict/reset`.
@@ -430,24 +450,25 @@ struct ResetBody {
     candidate: String,
 }
 
+impl WriteBody for ResetBody {
+    const SHAPE: &'static str = r#"{"service", "candidate"}"#;
+    type Request = pb::ResetVerdictRequest;
+    fn request(self) -> Self::Request {
+        pb::ResetVerdictRequest {
+            service: self.service,
+            candidate_version: self.candidate,
+        }
+    }
+}
+
 async fn reset_verdict(
     State(pipeline): State<PipelineHandle>,
     body: Result<Json<ResetBody>, JsonRejection>,
 ) -> Response {
-    let Json(b) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("{} (body: {{\"service\", \"candidate\"}})", e.body_text()),
-            )
-        }
-    };
-    let request = pb::ResetVerdictRequest {
-        service: b.service,
-        candidate_version: b.candidate,
-    };
-    answer(api::answer_reset_verdict(&pipeline, request).await)
+    match write_request(body) {
+        Ok(request) => answer(api::answer_reset_verdict(&pipeline, request).await),
+        Err(refusal) => *refusal,
+    }
 }
 
 async fn readyz(State(pipeline): State<PipelineHandle>) -> Response {
