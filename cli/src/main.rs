@@ -1,13 +1,18 @@
-//! The `modelgate` binary: parse the command line, load the configuration,
-//! start logging, then run the collector (or a replay) until told to stop.
+//! The `modelgate` binary: parse the command line, start logging, then hand
+//! over to one function per subcommand. The collector is the
+//! `modelgate-collector` library; the client tools and what they print are
+//! this crate's library (`modelgate::gate`, `::replay`, `::analyze`,
+//! `::loadgen`). Nothing here renders a table or judges anything.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use modelgate::replay::{self, ReplayOptions, Scenario};
+use clap::{Args, Parser, Subcommand};
+use modelgate::replay::{ReplayOptions, Scenario};
+use modelgate::{analyze, gate, loadgen, replay};
 use modelgate_collector::config::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -88,98 +93,103 @@ enum Command {
     /// Run the collector (the default).
     Run,
     /// Send a scenario's traffic to a collector, time-compressed.
-    Replay {
-        /// A built-in scenario (lending, aa) or a scenario YAML file.
-        scenario: String,
-        /// OTLP/gRPC endpoint of the collector.
-        #[arg(long, default_value = "http://127.0.0.1:4317")]
-        endpoint: String,
-        /// Requests per second (overrides the scenario's rate).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Random seed (overrides the scenario's seed).
-        #[arg(long)]
-        seed: Option<u64>,
-    },
+    Replay(ReplayArgs),
     /// Print the effective configuration as YAML.
     Config,
     /// Judge JSON log files offline (the lending incident's format); exits 1
     /// when a version regressed.
-    Analyze {
-        /// Files of JSON lines: log lines (one request each, mapped by
-        /// extract.logs) or OTLP/JSON exports (the collector file exporter's
-        /// format), mixed freely.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// `table` or `json`.
-        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-        format: String,
-    },
+    Analyze(AnalyzeArgs),
     /// Release gate: ask a running collector for its verdict on a candidate
     /// version; exits 0 pass, 1 regression, 2 inconclusive (too little
     /// traffic within --wait, unknown candidate, collector unreachable).
-    Gate {
-        /// `service.name` of the service released.
-        #[arg(long)]
-        service: String,
-        /// The version under test.
-        #[arg(long)]
-        candidate: String,
-        /// Compare with this version (default: the collector's baseline of
-        /// each endpoint).
-        #[arg(long)]
-        baseline: Option<String>,
-        /// Judge only this endpoint (default: every endpoint of the candidate).
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// Hold the candidate to this SLA limit (e.g. 150ms) instead of the
-        /// collector's judge.sla.limit.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        sla: Option<std::time::Duration>,
-        /// Requests each rule needs (on each side) instead of the collector's
-        /// min_samples.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-        min_samples: Option<u64>,
-        /// How long to keep asking while the verdict is inconclusive.
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        wait: std::time::Duration,
-        /// The collector's gRPC (query API) address.
-        #[arg(long, default_value = modelgate::gate::DEFAULT_URL)]
-        url: String,
-        /// `text` or `json`.
-        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-        format: String,
-    },
+    Gate(GateArgs),
     /// Send pre-encoded OTLP batches to a collector and report throughput.
-    Loadgen {
-        /// OTLP/gRPC endpoint of the collector.
-        #[arg(long, default_value = "http://127.0.0.1:4317")]
-        endpoint: String,
-        /// Concurrent connections.
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
-        /// How long to send, e.g. 10s.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: std::time::Duration,
-        /// Spans per second over all connections (default: as fast as answered).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Spans per Export call.
-        #[arg(long, default_value_t = 512)]
-        batch: usize,
-    },
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    /// A built-in scenario (lending, aa) or a scenario YAML file.
+    scenario: String,
+    /// OTLP/gRPC endpoint of the collector.
+    #[arg(long, default_value = "http://127.0.0.1:4317")]
+    endpoint: String,
+    /// Requests per second (overrides the scenario's rate).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Random seed (overrides the scenario's seed).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct AnalyzeArgs {
+    /// Files of JSON lines: log lines (one request each, mapped by
+    /// extract.logs) or OTLP/JSON exports (the collector file exporter's
+    /// format), mixed freely.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// `table` or `json`.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
+#[derive(Debug, Args)]
+struct GateArgs {
+    /// `service.name` of the service released.
+    #[arg(long)]
+    service: String,
+    /// The version under test.
+    #[arg(long)]
+    candidate: String,
+    /// Compare with this version (default: the collector's baseline of
+    /// each endpoint).
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Judge only this endpoint (default: every endpoint of the candidate).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Hold the candidate to this SLA limit (e.g. 150ms) instead of the
+    /// collector's judge.sla.limit.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    sla: Option<Duration>,
+    /// Requests each rule needs (on each side) instead of the collector's
+    /// min_samples.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    min_samples: Option<u64>,
+    /// How long to keep asking while the verdict is inconclusive.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    wait: Duration,
+    /// The collector's gRPC (query API) address.
+    #[arg(long, default_value = gate::DEFAULT_URL)]
+    url: String,
+    /// `text` or `json`.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+#[derive(Debug, Args)]
+struct LoadgenArgs {
+    /// OTLP/gRPC endpoint of the collector.
+    #[arg(long, default_value = "http://127.0.0.1:4317")]
+    endpoint: String,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// How long to send, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Spans per second over all connections (default: as fast as answered).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Spans per Export call.
+    #[arg(long, default_value_t = 512)]
+    batch: usize,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("MODELGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+    init_tracing();
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -189,11 +199,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr, filtered by `MODELGATE_LOG` (default `info`), in colour
+/// only on a terminal.
+fn init_tracing() {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("MODELGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let config_file = cli.config.as_deref();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
-            let mut config = Config::load(cli.config.as_deref())?;
+            let mut config = Config::load(config_file)?;
             if let Some(addr) = cli.grpc_listen {
                 config.receiver.grpc_listen = addr;
             }
@@ -207,246 +231,102 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config => {
-            print!("{}", Config::load(cli.config.as_deref())?.to_yaml());
+            print!("{}", Config::load(config_file)?.to_yaml());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Analyze { files, format } => {
-            let config = Config::load(cli.config.as_deref())?;
-            let mut analysis = modelgate::analyze::Analysis::default();
-            let progress = analyze_progress(&files);
-            for file in &files {
-                analysis
-                    .read_file(file, &config.extract, &mut |n| progress.inc(n))
-                    .with_context(|| format!("reading {}", file.display()))?;
-            }
-            progress.finish_and_clear();
-            for m in &analysis.malformed {
-                eprintln!("{}:{}: skipped: {}", m.file, m.line, m.reason);
-            }
-            let reports = modelgate::analyze::judge(
-                &analysis,
-                &modelgate::analyze::offline_judge(config.judge),
-            );
-            if format == "json" {
-                println!("{}", analysis_json(&analysis, &reports));
-            } else {
-                print_analysis(&analysis, &reports);
-            }
-            Ok(if modelgate::analyze::any_regression(&reports) {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
-        Command::Gate {
-            service,
-            candidate,
-            baseline,
-            endpoint,
-            sla,
-            min_samples,
-            wait,
-            url,
-            format,
-        } => {
-            use modelgate::gate;
-            let options = gate::GateOptions {
-                url,
-                service,
-                candidate,
-                baseline,
-                endpoint,
-                sla,
-                min_samples,
-                wait,
-                poll_interval: gate::POLL_INTERVAL,
-            };
-            let result = runtime.block_on(gate::run(&options));
-            if format == "json" {
-                println!("{}", gate::render_json(&options, &result));
-            } else if let Ok(report) = &result {
-                print!("{}", gate::render_text(report));
-            }
-            match &result {
-                Err(error) => eprintln!("modelgate gate: inconclusive: {error}"),
-                Ok(report) => {
-                    if let Some(reason) = &report.reason {
-                        eprintln!("modelgate gate: inconclusive: {reason}");
-                    }
-                }
-            }
-            Ok(ExitCode::from(gate::exit_code(&result)))
-        }
-        Command::Loadgen {
-            endpoint,
-            connections,
-            duration,
-            rate,
-            batch,
-        } => {
-            let options = modelgate::loadgen::LoadOptions {
-                endpoint,
-                connections,
-                duration,
-                rate,
-                batch_spans: batch,
-                ..Default::default()
-            };
-            let report = runtime.block_on(modelgate::loadgen::run(&options))?;
-            let q = |q| report.latency_ms.quantile(q).unwrap_or(0.0);
-            println!("| measure | value |");
-            println!("|---|---|");
-            println!(
-                "| connections x batch | {connections} x {batch} spans ({} bytes) |",
-                report.batch_bytes
-            );
-            println!("| duration | {:.1} s |", report.elapsed.as_secs_f64());
-            println!(
-                "| export calls ok / failed | {} / {} |",
-                report.calls_ok, report.calls_failed
-            );
-            println!(
-                "| spans accepted / rejected | {} / {} |",
-                report.spans_accepted, report.spans_rejected
-            );
-            println!(
-                "| export latency p50 / p99 | {:.2} / {:.2} ms |",
-                q(0.5),
-                q(0.99)
-            );
-            println!(
-                "loadgen: spans_per_s={:.0} export_p50_ms={:.2} export_p99_ms={:.2}",
-                report.spans_per_second(),
-                q(0.5),
-                q(0.99)
-            );
-            Ok(if report.calls_failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        Command::Replay {
-            scenario,
-            endpoint,
-            rate,
-            seed,
-        } => {
-            let scenario = Scenario::load(&scenario)?;
-            let options = ReplayOptions {
-                endpoint,
-                rate,
-                seed,
-            };
-            println!(
-                "replaying {:?} ({}): {} requests to {} at {}/s",
-                scenario.name,
-                scenario.description,
-                scenario.total_requests(),
-                options.endpoint,
-                options.rate.unwrap_or(scenario.rate)
-            );
-            let report = runtime.block_on(replay::replay(&scenario, &options))?;
-            for (phase, version, n, timeouts, errors) in &report.per_version {
-                println!("  {phase:<32} {version:<10} {n:>7} requests {timeouts:>6} timeouts {errors:>6} errors");
-            }
-            println!(
-                "sent {} requests ({} database spans) in {:.1}s, {} spans failed",
-                report.requests,
-                report.db_spans,
-                report.elapsed.as_secs_f64(),
-                report.failed
-            );
-            Ok(if report.failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::Analyze(args) => run_analyze(args, Config::load(config_file)?),
+        Command::Gate(args) => Ok(run_gate(args, &runtime)),
+        Command::Loadgen(args) => run_loadgen(args, &runtime),
+        Command::Replay(args) => run_replay(args, &runtime),
     }
 }
 
-/// A progress bar on stderr for inputs large enough to wait for (hidden
-/// when stderr is not a terminal, so logs and pipes stay clean).
-fn analyze_progress(files: &[PathBuf]) -> indicatif::ProgressBar {
-    const LARGE_INPUT_BYTES: u64 = 16 * 1024 * 1024;
-    let total: u64 = files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
-    if total < LARGE_INPUT_BYTES {
-        return indicatif::ProgressBar::hidden();
+/// `modelgate analyze`: exit 1 when a version regressed.
+fn run_analyze(args: AnalyzeArgs, config: Config) -> anyhow::Result<ExitCode> {
+    let mut analysis = analyze::Analysis::default();
+    let progress = analyze::render::progress(&args.files);
+    for file in &args.files {
+        analysis
+            .read_file(file, &config.extract, &mut |n| progress.inc(n))
+            .with_context(|| format!("reading {}", file.display()))?;
     }
-    let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} analyzing [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
+    progress.finish_and_clear();
+    eprint!("{}", analyze::render::skipped(&analysis));
+    let reports = analyze::judge(&analysis, &analyze::offline_judge(config.judge));
+    if args.format == "json" {
+        println!("{}", analyze::render::json(&analysis, &reports));
+    } else {
+        print!("{}", analyze::render::text(&analysis, &reports));
     }
-    bar
+    Ok(exit_if(analyze::any_regression(&reports)))
 }
 
-fn print_analysis(
-    analysis: &modelgate::analyze::Analysis,
-    reports: &[modelgate::analyze::EndpointReport],
-) {
-    println!(
-        "{} lines read, {} skipped",
-        analysis.lines,
-        analysis.malformed.len()
-    );
-    for report in reports {
-        println!();
-        println!("{} (baseline {})", report.endpoint, report.baseline);
-        println!(
-            "  {:<12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8}  verdict",
-            "version", "requests", "avg ms", "p50 ms", "p95 ms", "p99 ms", "timeouts"
-        );
-        for v in &report.versions {
-            println!(
-                "  {:<12} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8}  {}",
-                v.version,
-                v.requests,
-                v.mean_ms,
-                v.p50_ms,
-                v.p95_ms,
-                v.p99_ms,
-                v.timeouts,
-                v.verdict
-            );
-            if v.verdict != "baseline" {
-                for r in &v.rules {
-                    println!("      {:<9} {}", r.rule.as_str(), r.evidence.detail);
-                }
+/// `modelgate gate`: the verdict printed, its decision as the exit code.
+fn run_gate(args: GateArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let options = gate::GateOptions {
+        url: args.url,
+        service: args.service,
+        candidate: args.candidate,
+        baseline: args.baseline,
+        endpoint: args.endpoint,
+        sla: args.sla,
+        min_samples: args.min_samples,
+        wait: args.wait,
+        poll_interval: gate::POLL_INTERVAL,
+    };
+    let result = runtime.block_on(gate::run(&options));
+    if args.format == "json" {
+        println!("{}", gate::render::json(&options, &result));
+    } else if let Ok(report) = &result {
+        print!("{}", gate::render::text(report));
+    }
+    match &result {
+        Err(error) => eprintln!("modelgate gate: inconclusive: {error}"),
+        Ok(report) => {
+            if let Some(reason) = &report.reason {
+                eprintln!("modelgate gate: inconclusive: {reason}");
             }
         }
     }
+    ExitCode::from(gate::exit_code(&result))
 }
 
-fn analysis_json(
-    analysis: &modelgate::analyze::Analysis,
-    reports: &[modelgate::analyze::EndpointReport],
-) -> serde_json::Value {
-    serde_json::json!({
-        "lines": analysis.lines,
-        "malformed": analysis.malformed.iter().map(|m| serde_json::json!({"file": m.file, "line": m.line, "reason": m.reason})).collect::<Vec<_>>(),
-        "endpoints": reports.iter().map(|r| serde_json::json!({
-            "endpoint": r.endpoint,
-            "baseline": r.baseline,
-            "versions": r.versions.iter().map(|v| serde_json::json!({
-                "version": v.version,
-                "requests": v.requests,
-                "mean_ms": v.mean_ms,
-                "p50_ms": v.p50_ms,
-                "p95_ms": v.p95_ms,
-                "p99_ms": v.p99_ms,
-                "timeouts": v.timeouts,
-                "verdict": v.verdict,
-                "rules": v.rules.iter().map(|r| serde_json::json!({"rule": r.rule.as_str(), "detail": r.evidence.detail})).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
+/// `modelgate loadgen`: exit 1 when an Export call failed.
+fn run_loadgen(args: LoadgenArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
+    let options = loadgen::LoadOptions {
+        endpoint: args.endpoint,
+        connections: args.connections,
+        duration: args.duration,
+        rate: args.rate,
+        batch_spans: args.batch,
+        ..Default::default()
+    };
+    let report = runtime.block_on(loadgen::run(&options))?;
+    print!("{}", loadgen::render::report(&options, &report));
+    Ok(exit_if(report.calls_failed > 0))
+}
+
+/// `modelgate replay`: exit 1 when spans could not be exported.
+fn run_replay(args: ReplayArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
+    let scenario = Scenario::load(&args.scenario)?;
+    let options = ReplayOptions {
+        endpoint: args.endpoint,
+        rate: args.rate,
+        seed: args.seed,
+    };
+    print!("{}", replay::render::header(&scenario, &options));
+    let report = runtime.block_on(replay::replay(&scenario, &options))?;
+    print!("{}", replay::render::summary(&report));
+    Ok(exit_if(report.failed > 0))
+}
+
+/// 1 when `failed`, else 0.
+fn exit_if(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -13,7 +13,7 @@
 //! by file and line number and skipped: a bad line never stops the analysis. The judgement compares, per
 //! endpoint and over all endpoints together, every version with the one that
 //! appeared first (log files run forward in time). This module reads files
-//! and computes; printing is the binary's business.
+//! and computes; [`render`] owns the output (table, JSON, progress bar).
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -29,6 +29,8 @@ use modelgate_collector::config::ExtractConfig;
 use modelgate_collector::extract::logs::extract_logs;
 use modelgate_collector::extract::{extract, Outcome, Sample, SampleKind, UNKNOWN_SERVICE};
 use modelgate_collector::judge::{Condition, Judge, RuleResult};
+
+pub mod render;
 
 /// Name of the group that merges every endpoint.
 pub const ALL_ENDPOINTS: &str = "(all endpoints)";
@@ -198,10 +200,35 @@ pub struct VersionRow {
     pub p99_ms: f64,
     /// Requests that timed out.
     pub timeouts: u64,
-    /// "baseline", "pass", "regression" or "inconclusive".
-    pub verdict: &'static str,
+    /// What the judge made of this version.
+    pub verdict: RowVerdict,
     /// The rules' results (empty for the baseline's comparisons).
     pub rules: Vec<RuleResult>,
+}
+
+/// A version's verdict in an offline analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowVerdict {
+    /// The version the others were compared with.
+    Baseline,
+    /// Every enabled rule is clear.
+    Pass,
+    /// Some rule breached.
+    Regression,
+    /// Too little evidence for some rule.
+    Inconclusive,
+}
+
+impl RowVerdict {
+    /// `baseline`, `pass`, `regression` or `inconclusive`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RowVerdict::Baseline => "baseline",
+            RowVerdict::Pass => "pass",
+            RowVerdict::Regression => "regression",
+            RowVerdict::Inconclusive => "inconclusive",
+        }
+    }
 }
 
 /// One endpoint's table.
@@ -258,23 +285,25 @@ pub fn judge(analysis: &Analysis, judge: &Judge) -> Vec<EndpointReport> {
         .collect()
 }
 
-fn verdict(rules: &[RuleResult], is_baseline: bool) -> &'static str {
+fn verdict(rules: &[RuleResult], is_baseline: bool) -> RowVerdict {
     if rules.iter().any(|r| r.condition == Condition::Breach) {
-        "regression"
+        RowVerdict::Regression
     } else if is_baseline {
-        "baseline"
+        RowVerdict::Baseline
     } else if rules.iter().all(|r| r.condition == Condition::Clear) {
-        "pass"
+        RowVerdict::Pass
     } else {
-        "inconclusive"
+        RowVerdict::Inconclusive
     }
 }
 
 /// Whether any row regressed.
 pub fn any_regression(reports: &[EndpointReport]) -> bool {
-    reports
-        .iter()
-        .any(|r| r.versions.iter().any(|v| v.verdict == "regression"))
+    reports.iter().any(|r| {
+        r.versions
+            .iter()
+            .any(|v| v.verdict == RowVerdict::Regression)
+    })
 }
 
 /// A judge for one look at a batch of data (no time, so no window).
@@ -317,16 +346,16 @@ mod tests {
         assert_eq!(all.baseline, "v1.2");
         let v13 = all.versions.iter().find(|v| v.version == "v1.3").unwrap();
         assert_eq!((v13.requests, v13.timeouts), (4, 3));
-        assert_eq!(v13.verdict, "regression");
+        assert_eq!(v13.verdict, RowVerdict::Regression);
         let v12 = all.versions.iter().find(|v| v.version == "v1.2").unwrap();
-        assert_eq!(v12.verdict, "baseline");
+        assert_eq!(v12.verdict, RowVerdict::Baseline);
         // Two v1.3 requests per endpoint are too few for any rule.
         let risk = reports
             .iter()
             .find(|r| r.endpoint == "/risk-score")
             .unwrap();
         let v13_risk = risk.versions.iter().find(|v| v.version == "v1.3").unwrap();
-        assert_eq!(v13_risk.verdict, "inconclusive");
+        assert_eq!(v13_risk.verdict, RowVerdict::Inconclusive);
         assert!((v12.mean_ms - 102.0).abs() < 1.0, "{}", v12.mean_ms);
         assert!(any_regression(&reports));
     }
@@ -409,6 +438,6 @@ mod tests {
             .unwrap();
         assert_eq!(risk.baseline, "v1.2");
         let v13 = risk.versions.iter().find(|v| v.version == "v1.3").unwrap();
-        assert_eq!((v13.timeouts, v13.verdict), (1, "regression"));
+        assert_eq!((v13.timeouts, v13.verdict), (1, RowVerdict::Regression));
     }
 }

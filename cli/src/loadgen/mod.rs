@@ -5,7 +5,8 @@
 //! Batches are built by [`batch`] (about ten attributes a span, a few
 //! hundred series, several versions) and sent as raw bytes through
 //! [`BytesCodec`], so the generator spends its time on the network, not on
-//! encoding. It only sends to the endpoint it is given.
+//! encoding. It only sends to the endpoint it is given. [`render`] owns what
+//! `modelgate loadgen` prints.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use modelgate_collector::aggregate::Sketch;
 use modelgate_collector::codec::{BytesCodec, TRACE_EXPORT_PATH};
 
 mod batch;
+pub mod render;
 
 /// One OTLP trace Export of `body` as it is (gzip-compressed on the wire
 /// when `gzip`); the raw response bytes or the status.

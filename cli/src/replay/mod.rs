@@ -9,6 +9,7 @@
 //! sent at `rate` per second, ending "now"; they go through the real
 //! `opentelemetry-otlp` span exporter, batched here so that pacing is exact.
 //! Replay only sends: it never reads the collector's answers beyond success.
+//! [`render`] owns what `modelgate replay` prints.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -26,6 +27,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use serde::{Deserialize, Serialize};
+
+pub mod render;
 
 /// Spans per export call, as the SDK's batch processor does by default.
 const BATCH: usize = 512;
@@ -247,10 +250,25 @@ pub struct ReplayReport {
     pub db_spans: u64,
     /// Spans whose export failed after retries.
     pub failed: u64,
-    /// (phase, version, requests, timeouts, errors).
-    pub per_version: Vec<(String, String, u64, u64, u64)>,
+    /// What each version of each phase sent, in scenario order.
+    pub per_version: Vec<VersionSent>,
     /// Wall time taken.
     pub elapsed: Duration,
+}
+
+/// The requests one version sent in one phase.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionSent {
+    /// The phase's name.
+    pub phase: String,
+    /// The version's `model.version`.
+    pub version: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// Of which timed out (HTTP 504).
+    pub timeouts: u64,
+    /// Of which failed (HTTP 500).
+    pub errors: u64,
 }
 
 /// Options of one replay run.
@@ -310,7 +328,15 @@ pub async fn replay(
                 message: format!("phase {:?}: {e}", phase.name),
             }
         })?;
-        let mut counts = vec![(0u64, 0u64, 0u64); phase.traffic.len()];
+        let mut counts: Vec<VersionSent> = phase
+            .traffic
+            .iter()
+            .map(|t| VersionSent {
+                phase: phase.name.clone(),
+                version: t.version.clone(),
+                ..VersionSent::default()
+            })
+            .collect();
         for _ in 0..phase.requests {
             let due = start + Duration::from_secs_f64(sent as f64 / rate);
             if due > Instant::now() + Duration::from_millis(1) {
@@ -326,15 +352,15 @@ pub async fn replay(
             let latency_ms = draw_latency(traffic.latency_ms, &mut rng);
             let roll: f64 = rng.random();
             let (status_code, error_type) = if roll < traffic.timeout_rate {
-                counts[which].1 += 1;
+                counts[which].timeouts += 1;
                 (504, Some("timeout"))
             } else if roll < traffic.timeout_rate + traffic.error_rate {
-                counts[which].2 += 1;
+                counts[which].errors += 1;
                 (500, Some("500"))
             } else {
                 (200, None)
             };
-            counts[which].0 += 1;
+            counts[which].requests += 1;
             request_spans(
                 &mut batch,
                 &mut rng,
@@ -353,11 +379,7 @@ pub async fn replay(
                 last_flush = Instant::now();
             }
         }
-        for (t, (n, timeouts, errors)) in phase.traffic.iter().zip(counts) {
-            report
-                .per_version
-                .push((phase.name.clone(), t.version.clone(), n, timeouts, errors));
-        }
+        report.per_version.extend(counts);
     }
     export(&exporter, &mut batch, &mut report).await;
     report.elapsed = start.elapsed();
