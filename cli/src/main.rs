@@ -2,18 +2,23 @@
 //! over to one function per subcommand. The collector is the
 //! `modelgate-collector` library; the client tools and what they print are
 //! this crate's library (`modelgate::gate`, `::replay`, `::analyze`,
-//! `::loadgen`). Nothing here renders a table or judges anything.
+//! `::loadgen`). Nothing here renders a table or judges anything; every
+//! failure leaves with the exit code of [`modelgate::exit`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
-use modelgate::replay::{ReplayOptions, Scenario};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use modelgate::client::{ClientError, ClientOptions};
+use modelgate::exit::{self, Exit};
+use modelgate::replay::{ReplayError, ReplayOptions, Scenario};
 use modelgate::{analyze, gate, loadgen, replay};
-use modelgate_collector::config::Config;
+use modelgate_collector::auth::Auth;
+use modelgate_collector::config::{Config, ConfigError};
+use modelgate_collector::serve::ServeError;
+use modelgate_collector::tls::Tls;
 use tracing_subscriber::EnvFilter;
 
 const AFTER_HELP: &str = "\
@@ -24,7 +29,8 @@ CONFIGURATION
     3. environment variables      MODELGATE_<SECTION>__<KEY>, e.g.
                                   MODELGATE_JUDGE__SLA__LIMIT=200ms
                                   MODELGATE_RECEIVER__GRPC_LISTEN=0.0.0.0:4317
-    4. the --grpc-listen / --http-listen / --admin-listen flags
+    4. the --grpc-listen / --http-listen / --admin-listen flags (before or
+       after run, config and validate)
   Sections: receiver (grpc_listen, http_listen, max_message_bytes,
   queue_batches), extract (version_attributes, timeout, dimensions, logs:
   duration_field, duration_unit, version_field, endpoint_field,
@@ -33,8 +39,13 @@ CONFIGURATION
   judge (evaluation_interval, baselines, sla, relative, errors, alerts),
   emit (otlp_endpoint, otlp_interval, histogram_buckets_ms), admin (listen,
   history_points, history_series, history_regressions), snapshot (dir,
-  interval; unset dir: no snapshots).
-  A bad key or value is refused with its name and the problem.
+  interval; unset dir: no snapshots), tls (cert, key, client_ca), auth
+  (token, token_file).
+  A bad key or value is refused with its name and the problem; check a
+  setup without starting: modelgate validate. The variables Kubernetes
+  injects for a Service named modelgate (MODELGATE_PORT,
+  MODELGATE_SERVICE_HOST, MODELGATE_PORT_4317_TCP_ADDR, ...) are not
+  settings and are ignored.
 
 ENDPOINTS (defaults)
   127.0.0.1:4317  OTLP/gRPC TraceService/Export and the modelgate.v1.Query API
@@ -45,14 +56,32 @@ ENDPOINTS (defaults)
 EXAMPLES
   modelgate                                   run on the defaults
   modelgate --config modelgate.yaml           run with a file
+  modelgate validate --config modelgate.yaml  check file, variables and flags
   modelgate replay lending                    replay the lending incident
   modelgate analyze incident.jsonl            judge a JSON log file offline
-  modelgate gate --service lending-api --candidate v1.3 --sla 150ms \
-      --min-samples 200 --wait 5m            release gate: exit 0 pass,
-                                              1 regression, 2 inconclusive
-  modelgate gate --service lending-api --candidate v1.3 --format json \
-      --url http://collector:4317            the verdict as JSON for CI
+  modelgate gate --service lending-api --candidate v1.3 --sla 150ms \\
+      --min-samples 200 --wait 5m            release gate (exit codes below)
+  modelgate gate --service lending-api --candidate v1.3 --format json \\
+      --url https://collector:4317 --ca-file ca.pem --token-file token
+                                              the verdict as JSON for CI, over
+                                              TLS with the collector's token
   curl -s localhost:9464/api/v1/regressions   see what fires";
+
+/// Shown by `replay --help` and `loadgen --help`.
+const EXPORTER_HELP: &str = "\
+CREDENTIALS
+  For a collector with tls and auth: an https:// endpoint, --token-file, and
+  --ca-file unless the system trusts its certificate. As an OTLP exporter it
+  also reads OTEL_EXPORTER_OTLP_TRACES_* / OTEL_EXPORTER_OTLP_* CERTIFICATE,
+  CLIENT_CERTIFICATE, CLIENT_KEY and HEADERS (e.g.
+  OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<token>); flags win.";
+
+/// Shown by `gate --help`.
+const GATE_HELP: &str = "\
+CREDENTIALS
+  For a collector with tls and auth: an https:// --url, --token-file, and
+  --ca-file unless the system trusts its certificate. The gate reads no
+  OTEL_* variable: those belong to the job's own telemetry.";
 
 /// Catch a slow new model or service version from its OpenTelemetry spans.
 ///
@@ -60,7 +89,7 @@ EXAMPLES
 /// endpoint, judges each new version against its baseline (sla, relative,
 /// errors rules) and emits regression alerts as metrics and a query API.
 #[derive(Debug, Parser)]
-#[command(name = "modelgate", version, after_help = AFTER_HELP)]
+#[command(name = "modelgate", version)]
 struct Cli {
     /// YAML configuration file.
     #[arg(
@@ -72,6 +101,17 @@ struct Cli {
     )]
     config: Option<PathBuf>,
 
+    #[command(flatten)]
+    listen: ListenArgs,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The listen flags: valid before the subcommand and after `run`, `config`
+/// and `validate`; after wins.
+#[derive(Debug, Clone, Default, Args)]
+struct ListenArgs {
     /// OTLP/gRPC listen address (overrides receiver.grpc_listen).
     #[arg(long, value_name = "ADDR")]
     grpc_listen: Option<SocketAddr>,
@@ -83,35 +123,102 @@ struct Cli {
     /// Admin HTTP listen address (overrides admin.listen).
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+}
 
-    #[command(subcommand)]
-    command: Option<Command>,
+impl ListenArgs {
+    /// Each address of `self`, else of `before` (the flags given before
+    /// the subcommand).
+    fn or(self, before: ListenArgs) -> ListenArgs {
+        ListenArgs {
+            grpc_listen: self.grpc_listen.or(before.grpc_listen),
+            http_listen: self.http_listen.or(before.http_listen),
+            admin_listen: self.admin_listen.or(before.admin_listen),
+        }
+    }
+
+    /// The configuration with the addresses given applied.
+    fn apply(&self, mut config: Config) -> Config {
+        if let Some(addr) = self.grpc_listen {
+            config.receiver.grpc_listen = addr;
+        }
+        if let Some(addr) = self.http_listen {
+            config.receiver.http_listen = addr;
+        }
+        if let Some(addr) = self.admin_listen {
+            config.admin.listen = addr;
+        }
+        config
+    }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the collector (the default).
-    Run,
+    Run(ListenArgs),
+    /// Print the effective configuration (file, variables and flags) as YAML.
+    Config(ListenArgs),
+    /// Check the configuration (file, variables, flags, and the tls and auth
+    /// files it names) without starting; exit 0, or 78 naming the problem.
+    Validate(ListenArgs),
     /// Send a scenario's traffic to a collector, time-compressed.
+    #[command(after_help = EXPORTER_HELP)]
     Replay(ReplayArgs),
-    /// Print the effective configuration as YAML.
-    Config,
     /// Judge JSON log files offline (the lending incident's format); exits 1
     /// when a version regressed.
     Analyze(AnalyzeArgs),
     /// Release gate: ask a running collector for its verdict on a candidate
     /// version; exits 0 pass, 1 regression, 2 inconclusive (too little
-    /// traffic within --wait, unknown candidate, collector unreachable).
+    /// traffic within --wait, or an unknown candidate), and 64, 69, 77 or 78
+    /// when it got no verdict (see EXIT CODES).
     Gate(GateArgs),
     /// Send pre-encoded OTLP batches to a collector and report throughput.
+    #[command(after_help = EXPORTER_HELP)]
     Loadgen(LoadgenArgs),
+}
+
+/// How a client tool reaches a collector with `tls` and `auth` on.
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// File holding the collector's bearer token (its auth.token_file).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for an https:// URL instead of the
+    /// system's (the collector's tls.cert, if self-signed).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for a collector that requires one
+    /// (tls.client_ca).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The options the flags give.
+    fn options(self) -> ClientOptions {
+        ClientOptions {
+            ca_file: self.ca_file,
+            client_cert: self.client_cert,
+            client_key: self.client_key,
+            token_file: self.token_file,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The flags, then the OTLP exporter variables for what they left unset.
+    fn exporter_options(self) -> Result<ClientOptions, ClientError> {
+        self.options()
+            .with_otlp_env(|name| std::env::var(name).ok())
+    }
 }
 
 #[derive(Debug, Args)]
 struct ReplayArgs {
-    /// A built-in scenario (lending, aa) or a scenario YAML file.
+    /// A built-in scenario (lending, aa, ecommerce) or a scenario YAML file.
     scenario: String,
-    /// OTLP/gRPC endpoint of the collector.
+    /// OTLP/gRPC endpoint of the collector (https:// for TLS).
     #[arg(long, default_value = "http://127.0.0.1:4317")]
     endpoint: String,
     /// Requests per second (overrides the scenario's rate).
@@ -120,6 +227,8 @@ struct ReplayArgs {
     /// Random seed (overrides the scenario's seed).
     #[arg(long)]
     seed: Option<u64>,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -160,17 +269,20 @@ struct GateArgs {
     /// How long to keep asking while the verdict is inconclusive.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     wait: Duration,
-    /// The collector's gRPC (query API) address.
+    /// The collector's gRPC (query API) address: its OTLP/gRPC port, not the
+    /// admin port (https:// for TLS).
     #[arg(long, default_value = gate::DEFAULT_URL)]
     url: String,
     /// `text` or `json`.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     format: String,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
 struct LoadgenArgs {
-    /// OTLP/gRPC endpoint of the collector.
+    /// OTLP/gRPC endpoint of the collector (https:// for TLS).
     #[arg(long, default_value = "http://127.0.0.1:4317")]
     endpoint: String,
     /// Concurrent connections.
@@ -185,16 +297,95 @@ struct LoadgenArgs {
     /// Spans per Export call.
     #[arg(long, default_value_t = 512)]
     batch: usize,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// A command that could not do its job: what to print, and the exit code.
+struct Failure {
+    exit: Exit,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn new(exit: Exit, error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            exit,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(error: ConfigError) -> Self {
+        Failure::new(Exit::Configuration, error)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Self {
+        Failure::new(error.exit(), error)
+    }
+}
+
+impl From<ReplayError> for Failure {
+    fn from(error: ReplayError) -> Self {
+        Failure::new(error.exit(), error)
+    }
+}
+
+impl From<loadgen::LoadError> for Failure {
+    fn from(error: loadgen::LoadError) -> Self {
+        Failure::new(error.exit(), error)
+    }
+}
+
+impl From<ServeError> for Failure {
+    fn from(error: ServeError) -> Self {
+        let exit = match error {
+            ServeError::Tls(_)
+            | ServeError::Auth(_)
+            | ServeError::Otlp(_)
+            | ServeError::Forward(_) => Exit::Configuration,
+            _ => Exit::Failure,
+        };
+        Failure::new(exit, error)
+    }
+}
+
+/// The command line, with the exit codes in the help of the binary and of
+/// the commands that talk to a collector.
+fn command() -> clap::Command {
+    Cli::command()
+        .after_help(format!("{AFTER_HELP}\n\n{}", exit::HELP))
+        .mut_subcommand("gate", |c| {
+            c.after_help(format!("{GATE_HELP}\n\n{}", exit::HELP))
+        })
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing();
-    match run(cli) {
-        Ok(code) => code,
+    // clap's own exit would be 2, which the gate means as inconclusive.
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
         Err(error) => {
-            eprintln!("modelgate: {error:#}");
-            ExitCode::from(2)
+            let _ = error.print();
+            return if error.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            }
+            .into();
+        }
+    };
+    init_tracing();
+    match dispatch(cli) {
+        Ok(exit) => exit.into(),
+        Err(failure) => {
+            eprintln!("modelgate: {}", exit::message(failure.error.as_ref()));
+            failure.exit.into()
         }
     }
 }
@@ -212,43 +403,71 @@ fn init_tracing() {
         .init();
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let config_file = cli.config.as_deref();
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
-            let mut config = Config::load(config_file)?;
-            if let Some(addr) = cli.grpc_listen {
-                config.receiver.grpc_listen = addr;
-            }
-            if let Some(addr) = cli.http_listen {
-                config.receiver.http_listen = addr;
-            }
-            if let Some(addr) = cli.admin_listen {
-                config.admin.listen = addr;
-            }
-            runtime.block_on(serve(config))?;
-            Ok(ExitCode::SUCCESS)
+fn dispatch(cli: Cli) -> Result<Exit, Failure> {
+    let config_file = cli.config;
+    let load = |listen: ListenArgs| -> Result<Config, Failure> {
+        Ok(listen
+            .or(cli.listen.clone())
+            .apply(Config::load(config_file.as_deref())?))
+    };
+    match cli.command.unwrap_or(Command::Run(ListenArgs::default())) {
+        Command::Run(listen) => run_collector(load(listen)?),
+        Command::Config(listen) => {
+            print!("{}", load(listen)?.to_yaml());
+            Ok(Exit::Ok)
         }
-        Command::Config => {
-            print!("{}", Config::load(config_file)?.to_yaml());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Analyze(args) => run_analyze(args, Config::load(config_file)?),
-        Command::Gate(args) => Ok(run_gate(args, &runtime)),
-        Command::Loadgen(args) => run_loadgen(args, &runtime),
-        Command::Replay(args) => run_replay(args, &runtime),
+        Command::Validate(listen) => validate(load(listen)?),
+        Command::Analyze(args) => run_analyze(args, load(ListenArgs::default())?),
+        Command::Gate(args) => run_gate(args),
+        Command::Loadgen(args) => run_loadgen(args),
+        Command::Replay(args) => run_replay(args),
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Runtime::new().map_err(|e| Failure::new(Exit::Failure, e))
+}
+
+/// `modelgate` / `modelgate run`: serve until SIGINT or SIGTERM.
+fn run_collector(config: Config) -> Result<Exit, Failure> {
+    runtime()?.block_on(serve(config))?;
+    Ok(Exit::Ok)
+}
+
+/// `modelgate validate`: what `run` checks before it binds a port.
+fn validate(config: Config) -> Result<Exit, Failure> {
+    if let Some(tls) = &config.tls {
+        Tls::load(tls).map_err(ServeError::from)?;
+    }
+    let auth = Auth::load(&config.auth).map_err(ServeError::from)?;
+    println!(
+        "configuration valid: OTLP/gRPC {}, OTLP/HTTP {}, admin {}{}{}",
+        config.receiver.grpc_listen,
+        config.receiver.http_listen,
+        config.admin.listen,
+        if config.tls.is_some() { ", TLS" } else { "" },
+        if auth.enabled() {
+            ", token required"
+        } else {
+            ""
+        },
+    );
+    Ok(Exit::Ok)
+}
+
 /// `modelgate analyze`: exit 1 when a version regressed.
-fn run_analyze(args: AnalyzeArgs, config: Config) -> anyhow::Result<ExitCode> {
+fn run_analyze(args: AnalyzeArgs, config: Config) -> Result<Exit, Failure> {
     let mut analysis = analyze::Analysis::default();
     let progress = analyze::render::progress(&args.files);
     for file in &args.files {
         analysis
             .read_file(file, &config.extract, &mut |n| progress.inc(n))
-            .with_context(|| format!("reading {}", file.display()))?;
+            .map_err(|e| {
+                Failure::new(
+                    Exit::Failure,
+                    anyhow::Error::from(e).context(format!("reading {}", file.display())),
+                )
+            })?;
     }
     progress.finish_and_clear();
     eprint!("{}", analyze::render::skipped(&analysis));
@@ -258,11 +477,12 @@ fn run_analyze(args: AnalyzeArgs, config: Config) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", analyze::render::text(&analysis, &reports));
     }
-    Ok(exit_if(analyze::any_regression(&reports)))
+    Ok(Exit::regression_if(analyze::any_regression(&reports)))
 }
 
-/// `modelgate gate`: the verdict printed, its decision as the exit code.
-fn run_gate(args: GateArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
+/// `modelgate gate`: the verdict printed, its decision (or why there is
+/// none) as the exit code.
+fn run_gate(args: GateArgs) -> Result<Exit, Failure> {
     let options = gate::GateOptions {
         url: args.url,
         service: args.service,
@@ -273,63 +493,58 @@ fn run_gate(args: GateArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
         min_samples: args.min_samples,
         wait: args.wait,
         poll_interval: gate::POLL_INTERVAL,
+        client: args.client.options(),
     };
-    let result = runtime.block_on(gate::run(&options));
+    let result = runtime()?.block_on(gate::run(&options));
     if args.format == "json" {
         println!("{}", gate::render::json(&options, &result));
     } else if let Ok(report) = &result {
         print!("{}", gate::render::text(report));
     }
     match &result {
-        Err(error) => eprintln!("modelgate gate: inconclusive: {error}"),
+        Err(error) => eprintln!("modelgate gate: {error}"),
         Ok(report) => {
             if let Some(reason) = &report.reason {
                 eprintln!("modelgate gate: inconclusive: {reason}");
             }
         }
     }
-    ExitCode::from(gate::exit_code(&result))
+    Ok(gate::exit(&result))
 }
 
 /// `modelgate loadgen`: exit 1 when an Export call failed.
-fn run_loadgen(args: LoadgenArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
+fn run_loadgen(args: LoadgenArgs) -> Result<Exit, Failure> {
     let options = loadgen::LoadOptions {
         endpoint: args.endpoint,
         connections: args.connections,
         duration: args.duration,
         rate: args.rate,
         batch_spans: args.batch,
+        client: args.client.exporter_options()?,
         ..Default::default()
     };
-    let report = runtime.block_on(loadgen::run(&options))?;
+    let report = runtime()?.block_on(loadgen::run(&options))?;
     print!("{}", loadgen::render::report(&options, &report));
-    Ok(exit_if(report.calls_failed > 0))
+    eprint!("{}", loadgen::render::failures(&report));
+    Ok(Exit::regression_if(report.calls_failed > 0))
 }
 
 /// `modelgate replay`: exit 1 when spans could not be exported.
-fn run_replay(args: ReplayArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
+fn run_replay(args: ReplayArgs) -> Result<Exit, Failure> {
     let scenario = Scenario::load(&args.scenario)?;
     let options = ReplayOptions {
         endpoint: args.endpoint,
         rate: args.rate,
         seed: args.seed,
+        client: args.client.exporter_options()?,
     };
     print!("{}", replay::render::header(&scenario, &options));
-    let report = runtime.block_on(replay::replay(&scenario, &options))?;
+    let report = runtime()?.block_on(replay::replay(&scenario, &options))?;
     print!("{}", replay::render::summary(&report));
-    Ok(exit_if(report.failed > 0))
+    Ok(Exit::regression_if(report.failed > 0))
 }
 
-/// 1 when `failed`, else 0.
-fn exit_if(failed: bool) -> ExitCode {
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config) -> Result<(), ServeError> {
     let running = modelgate_collector::serve::start(config).await?;
     running
         .run_until(async {

@@ -1,21 +1,28 @@
 //! `modelgate gate`: a release gate for CI/CD pipelines. It asks a running
 //! collector for its verdict on a candidate version, waits (bounded) for
 //! enough traffic, prints the verdict with its evidence and maps it to an
-//! exit code: 0 pass, 1 regression, 2 inconclusive.
+//! exit code: 0 pass, 1 regression, 2 inconclusive, and for a gate that
+//! got no verdict at all the code of what to fix ([`crate::exit`]): 64 a
+//! bad flag or a refused override, 69 no collector's gRPC API at `--url`
+//! (down, TLS failed, or the admin port), 77 credentials refused, 78 an
+//! unreadable token or certificate file.
 //!
 //! It must never judge by itself: every outcome and figure it prints comes
 //! from the collector's judge. Thresholds the gate overrides (`--sla`,
 //! `--min-samples`) travel in the request and are applied by the collector
 //! to a copy of its own configuration. It never changes the collector's
 //! state, never waits longer than `--wait` (plus one bounded call), and
-//! never turns "could not tell" into a pass: too little traffic, an unknown
-//! candidate and an unreachable collector are all inconclusive.
+//! never turns "could not tell" into a pass, nor a broken setup into
+//! "inconclusive": too little traffic and an unknown candidate are
+//! inconclusive, an unreachable collector is a connection error.
 //!
 //! It speaks gRPC (`modelgate.v1.Query/GetVerdict`, the OTLP port) rather
 //! than the admin port's JSON: the generated client is already in the
 //! binary (no HTTP client added), the messages are typed, and a refused
 //! argument (INVALID_ARGUMENT) is told apart from an unreachable collector
-//! by its status code instead of by parsing bodies.
+//! by its status code instead of by parsing bodies. TLS, the token and
+//! client certificates are [`crate::client`]'s; the gate reads no `OTEL_*`
+//! variable (they describe a job's own telemetry, not this collector).
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,7 +30,9 @@ use std::time::Duration;
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::query_client::QueryClient;
 use tokio::time::Instant;
-use tonic::transport::Endpoint;
+
+use crate::client::{normalize_url, ClientError, ClientOptions, GrpcOnly};
+use crate::exit::Exit;
 
 pub mod render;
 
@@ -60,6 +69,8 @@ pub struct GateOptions {
     pub wait: Duration,
     /// Time between two questions.
     pub poll_interval: Duration,
+    /// TLS trust, client certificate and token.
+    pub client: ClientOptions,
 }
 
 impl GateOptions {
@@ -89,12 +100,12 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// The process exit code: 0 pass, 1 regression, 2 inconclusive.
-    pub const fn exit_code(self) -> u8 {
+    /// The exit code: 0 pass, 1 regression, 2 inconclusive.
+    pub const fn exit(self) -> Exit {
         match self {
-            Decision::Pass => 0,
-            Decision::Regression => 1,
-            Decision::Inconclusive => 2,
+            Decision::Pass => Exit::Ok,
+            Decision::Regression => Exit::Regression,
+            Decision::Inconclusive => Exit::Inconclusive,
         }
     }
 
@@ -135,101 +146,26 @@ pub struct GateReport {
     pub waited: Duration,
 }
 
-/// Why the gate got no verdict at all. Every one of them means exit code 2.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum GateError {
-    /// `--url` is not a URL the gate can use.
-    #[error("invalid --url {url:?}: {reason}")]
-    InvalidUrl {
-        /// As given.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// No answer from the collector (refused, timed out, not gRPC).
-    #[error("collector unreachable at {url}: {message}")]
-    Unreachable {
-        /// Where the gate asked.
-        url: String,
-        /// The last transport error.
-        message: String,
-    },
-    /// The collector answered with a refusal (a bad `--sla`, say).
-    #[error("the collector refused the request: {0}")]
-    Refused(String),
-}
-
-impl GateError {
-    /// Worth asking again before the wait is over.
-    pub const fn is_transient(&self) -> bool {
-        matches!(self, GateError::Unreachable { .. })
-    }
-}
-
-/// The process exit code of a gate run.
-pub fn exit_code(result: &Result<GateReport, GateError>) -> u8 {
+/// The process exit code of a gate run: the decision's, or the failure's.
+pub fn exit(result: &Result<GateReport, ClientError>) -> Exit {
     match result {
-        Ok(report) => report.decision.exit_code(),
-        Err(_) => Decision::Inconclusive.exit_code(),
+        Ok(report) => report.decision.exit(),
+        Err(error) => error.exit(),
     }
 }
-
-/// `--url` as a URL tonic can dial: `host:port` gets `http://`; `https://`
-/// is refused (this build has no TLS).
-pub fn normalize_url(url: &str) -> Result<String, GateError> {
-    let invalid = |reason: &str| GateError::InvalidUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let url = url.trim();
-    if url.starts_with("https://") {
-        return Err(invalid("https is not supported by this build; use http://"));
-    }
-    let full = if url.starts_with("http://") {
-        url.to_owned()
-    } else if url.contains("://") {
-        return Err(invalid("the scheme must be http://"));
-    } else {
-        format!("http://{url}")
-    };
-    if full.len() <= "http://".len() {
-        return Err(invalid("no host"));
-    }
-    Ok(full)
-}
-
-fn classify(status: &tonic::Status, url: &str) -> GateError {
-    use tonic::Code;
-    match status.code() {
-        Code::InvalidArgument
-        | Code::NotFound
-        | Code::Unimplemented
-        | Code::PermissionDenied
-        | Code::Unauthenticated
-        | Code::FailedPrecondition
-        | Code::OutOfRange => Refused(format!("{:?}: {}", status.code(), status.message())),
-        _ => GateError::Unreachable {
-            url: url.to_owned(),
-            message: format!("{:?}: {}", status.code(), status.message()),
-        },
-    }
-}
-use GateError::Refused;
 
 /// Asks the collector at `options.url` until the verdict is conclusive or
 /// `options.wait` is over.
-pub async fn run(options: &GateOptions) -> Result<GateReport, GateError> {
+pub async fn run(options: &GateOptions) -> Result<GateReport, ClientError> {
+    let credentials = options.client.load()?;
     let url = normalize_url(&options.url)?;
-    let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| GateError::InvalidUrl {
-        url: options.url.clone(),
-        reason: e.to_string(),
-    })?;
-    let client = QueryClient::new(
+    let endpoint = credentials.endpoint(&url)?;
+    let client = QueryClient::new(GrpcOnly(
         endpoint
             .connect_timeout(CALL_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .connect_lazy(),
-    );
+    ));
     let request = options.request();
     tracing::info!(
         %url,
@@ -238,17 +174,20 @@ pub async fn run(options: &GateOptions) -> Result<GateReport, GateError> {
         wait_s = options.wait.as_secs_f64(),
         "asking the collector for a verdict"
     );
+    let (credentials, url) = (&credentials, url.as_str());
     poll(
         || {
             let mut client = client.clone();
-            let request = request.clone();
-            let url = url.clone();
+            let request = credentials.request(request.clone());
             async move {
-                client
-                    .get_verdict(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(|status| classify(&status, &url))
+                match client.get_verdict(request).await {
+                    Ok(answer) => Ok(answer.into_inner()),
+                    Err(status) => {
+                        let error =
+                            ClientError::from_status(&status, url, credentials.sends_token());
+                        Err(credentials.explain(error, url).await)
+                    }
+                }
             }
         },
         options,
@@ -261,10 +200,10 @@ pub async fn run(options: &GateOptions) -> Result<GateReport, GateError> {
 /// `options.wait` is over (each question bounded too). Transport errors are
 /// retried within the wait (the collector may be restarting with the
 /// release).
-pub async fn poll<F, Fut>(mut ask: F, options: &GateOptions) -> Result<GateReport, GateError>
+pub async fn poll<F, Fut>(mut ask: F, options: &GateOptions) -> Result<GateReport, ClientError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<pb::Verdict, GateError>>,
+    Fut: Future<Output = Result<pb::Verdict, ClientError>>,
 {
     let (wait, interval) = (options.wait, options.poll_interval);
     let started = Instant::now();
@@ -279,7 +218,7 @@ where
             .clamp(MIN_CALL_TIMEOUT, CALL_TIMEOUT);
         let answer = match tokio::time::timeout(budget, ask()).await {
             Ok(answer) => answer,
-            Err(_) => Err(GateError::Unreachable {
+            Err(_) => Err(ClientError::Unreachable {
                 url: options.url.clone(),
                 message: format!("no answer within {}", humantime::format_duration(budget)),
             }),
@@ -324,7 +263,7 @@ where
             waited: started.elapsed(),
         }),
         (None, Some(error)) => Err(error),
-        (None, None) => Err(GateError::Unreachable {
+        (None, None) => Err(ClientError::Unreachable {
             url: options.url.clone(),
             message: "no answer".to_owned(),
         }),
@@ -384,6 +323,7 @@ mod tests {
             min_samples: Some(50),
             wait: Duration::from_secs(10),
             poll_interval: POLL_INTERVAL,
+            client: ClientOptions::default(),
         }
     }
 
@@ -454,21 +394,49 @@ mod tests {
             polls: 1,
             waited: Duration::ZERO,
         };
-        assert_eq!(exit_code(&Ok(report(Decision::Pass))), 0);
-        assert_eq!(exit_code(&Ok(report(Decision::Regression))), 1);
-        assert_eq!(exit_code(&Ok(report(Decision::Inconclusive))), 2);
-        for e in [
-            GateError::Refused("x".into()),
-            GateError::Unreachable {
-                url: DEFAULT_URL.into(),
-                message: "refused".into(),
-            },
-            GateError::InvalidUrl {
-                url: "x".into(),
-                reason: "y".into(),
-            },
+        assert_eq!(exit(&Ok(report(Decision::Pass))), Exit::Ok);
+        assert_eq!(exit(&Ok(report(Decision::Regression))), Exit::Regression);
+        assert_eq!(
+            exit(&Ok(report(Decision::Inconclusive))),
+            Exit::Inconclusive
+        );
+        for (error, code) in [
+            (ClientError::Refused("x".into()), Exit::Usage),
+            (
+                ClientError::Url {
+                    url: "x".into(),
+                    reason: "y".into(),
+                },
+                Exit::Usage,
+            ),
+            (
+                ClientError::Unreachable {
+                    url: DEFAULT_URL.into(),
+                    message: "refused".into(),
+                },
+                Exit::Connection,
+            ),
+            (
+                ClientError::WrongService {
+                    url: DEFAULT_URL.into(),
+                    detail: "admin port".into(),
+                },
+                Exit::Connection,
+            ),
+            (
+                ClientError::Unauthenticated {
+                    url: DEFAULT_URL.into(),
+                    message: "no".into(),
+                    hint: "pass --token-file",
+                },
+                Exit::Authentication,
+            ),
+            (
+                ClientError::Incomplete("--client-cert", "--client-key"),
+                Exit::Configuration,
+            ),
         ] {
-            assert_eq!(exit_code(&Err(e)), 2);
+            assert_eq!(exit(&Err(error)), code);
         }
     }
 
@@ -500,37 +468,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn urls() {
-        assert_eq!(
-            normalize_url("127.0.0.1:4317").unwrap(),
-            "http://127.0.0.1:4317"
-        );
-        assert_eq!(normalize_url(DEFAULT_URL).unwrap(), DEFAULT_URL);
-        assert!(matches!(
-            normalize_url("https://x:4317"),
-            Err(GateError::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            normalize_url("ftp://x"),
-            Err(GateError::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            normalize_url("http://"),
-            Err(GateError::InvalidUrl { .. })
-        ));
-    }
-
-    #[test]
-    fn status_codes_split_refusals_from_unreachable() {
-        let refused = classify(&tonic::Status::invalid_argument("sla_limit_ms: bad"), "u");
-        assert!(!refused.is_transient());
-        assert!(refused.to_string().contains("sla_limit_ms: bad"));
-        let down = classify(&tonic::Status::unavailable("connection refused"), "u");
-        assert!(down.is_transient());
-        assert!(down.to_string().starts_with("collector unreachable at u"));
-    }
-
     #[tokio::test(start_paused = true)]
     async fn polls_until_conclusive() {
         use pb::VerdictOutcome as O;
@@ -541,7 +478,7 @@ mod tests {
                 let n = asked.get();
                 async move {
                     match n {
-                        1 => Err(GateError::Unreachable {
+                        1 => Err(ClientError::Unreachable {
                             url: "u".into(),
                             message: "starting".into(),
                         }),
@@ -594,7 +531,7 @@ mod tests {
         let started = Instant::now();
         let err = poll(
             || async {
-                Err(GateError::Unreachable {
+                Err(ClientError::Unreachable {
                     url: "u".into(),
                     message: "connection refused".into(),
                 })
@@ -612,7 +549,7 @@ mod tests {
         let err = poll(
             || {
                 asked.set(asked.get() + 1);
-                async { Err(GateError::Refused("sla_limit_ms: bad".into())) }
+                async { Err(ClientError::Refused("sla_limit_ms: bad".into())) }
             },
             &GateOptions {
                 wait: Duration::from_secs(60),
@@ -622,14 +559,14 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(asked.get(), 1, "a refusal is not retried");
-        assert!(matches!(err, GateError::Refused(_)));
+        assert!(matches!(err, ClientError::Refused(_)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_hanging_collector_is_bounded() {
         let started = Instant::now();
         let err = poll(
-            std::future::pending::<Result<pb::Verdict, GateError>>,
+            std::future::pending::<Result<pb::Verdict, ClientError>>,
             &GateOptions {
                 wait: Duration::from_secs(1),
                 ..options()

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use modelgate_proto::v1 as pb;
 
-use super::{exit_code, Decision, GateError, GateOptions, GateReport};
+use super::{exit, Decision, GateOptions, GateReport};
+use crate::client::ClientError;
 
 /// A figure in its unit: `781.2 ms`, `4.00%`, `2.10 calls`.
 pub fn format_value(value: f64, unit: &str) -> String {
@@ -89,7 +90,7 @@ pub fn text(report: &GateReport) -> String {
         v.service,
         v.candidate_version,
         report.decision.as_str().to_uppercase(),
-        report.decision.exit_code()
+        report.decision.exit().code()
     );
     for e in &v.endpoints {
         let baseline = if e.baseline_version.is_empty() {
@@ -128,7 +129,7 @@ pub fn text(report: &GateReport) -> String {
 /// The result as one JSON document: the gate's question, its decision and
 /// exit code, why (when inconclusive or failed) and the collector's verdict
 /// (proto3 JSON mapping, as served on `/api/v1/verdict`).
-pub fn json(options: &GateOptions, result: &Result<GateReport, GateError>) -> serde_json::Value {
+pub fn json(options: &GateOptions, result: &Result<GateReport, ClientError>) -> serde_json::Value {
     let (decision, reason, verdict, polls, waited) = match result {
         Ok(r) => (
             r.decision,
@@ -154,7 +155,7 @@ pub fn json(options: &GateOptions, result: &Result<GateReport, GateError>) -> se
         "min_samples": options.min_samples,
         "wait_s": options.wait.as_secs_f64(),
         "decision": decision.as_str(),
-        "exit_code": exit_code(result),
+        "exit_code": exit(result).code(),
         "reason": reason,
         "error": result.as_ref().err().map(ToString::to_string),
         "polls": polls,
@@ -232,12 +233,12 @@ mod tests {
         assert_eq!(doc["verdict"]["endpoints"][0]["rules"][0]["rule"], "sla");
         let failed = json(
             &options(),
-            &Err(GateError::Unreachable {
+            &Err(ClientError::Unreachable {
                 url: DEFAULT_URL.into(),
                 message: "refused".into(),
             }),
         );
-        assert_eq!(failed["exit_code"], 2);
+        assert_eq!(failed["exit_code"], 69);
         assert!(failed["verdict"].is_null());
         assert!(failed["error"]
             .as_str()

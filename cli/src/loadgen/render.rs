@@ -1,5 +1,6 @@
 //! What `modelgate loadgen` prints: a Markdown table (pasted as it is into
-//! `BENCHMARKS.md`) and one `loadgen: key=value` line for scripts to grep.
+//! `BENCHMARKS.md`), one `loadgen: key=value` line for scripts to grep, and
+//! on stderr why calls failed.
 
 use std::fmt::Write as _;
 
@@ -41,6 +42,17 @@ pub fn report(options: &LoadOptions, report: &LoadReport) -> String {
     out
 }
 
+/// For stderr: how many Export calls failed and why the first did; empty
+/// when none did.
+pub fn failures(report: &LoadReport) -> String {
+    match (&report.first_failure, report.calls_failed) {
+        (Some(first), failed) if failed > 0 => {
+            format!("loadgen: {failed} export calls failed; the first: {first}\n")
+        }
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -67,6 +79,7 @@ mod tests {
                 batch_bytes: 4096,
                 elapsed: Duration::from_secs(2),
                 latency_ms,
+                first_failure: None,
             },
         );
         let lines: Vec<&str> = out.lines().collect();
@@ -79,6 +92,30 @@ mod tests {
         assert!(
             lines[7].starts_with("loadgen: spans_per_s=500 export_p50_ms=2.0"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn failures_name_the_first_reason() {
+        let mut report = LoadReport {
+            spans_accepted: 0,
+            spans_rejected: 0,
+            calls_failed: 0,
+            calls_ok: 3,
+            batch_bytes: 1,
+            elapsed: Duration::from_secs(1),
+            latency_ms: Sketch::new(),
+            first_failure: None,
+        };
+        assert_eq!(failures(&report), "");
+        report.calls_failed = 2;
+        report.first_failure = Some(crate::client::ClientError::Unreachable {
+            url: "http://127.0.0.1:4317".into(),
+            message: "connection reset".into(),
+        });
+        assert_eq!(
+            failures(&report),
+            "loadgen: 2 export calls failed; the first: collector unreachable at http://127.0.0.1:4317: connection reset\n"
         );
     }
 }

@@ -20,6 +20,9 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::WithTonicConfig as _;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use opentelemetry_sdk::Resource;
 use rand::distr::weighted::WeightedIndex;
@@ -27,6 +30,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use serde::{Deserialize, Serialize};
+
+use crate::client::{normalize_url, ClientError, ClientOptions, Credentials, GrpcOnly};
+use crate::exit::Exit;
 
 pub mod render;
 
@@ -36,6 +42,8 @@ const BATCH: usize = 512;
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Export attempts per batch before replay gives up on it.
 const ATTEMPTS: u32 = 3;
+/// The longest one export (or the first check) may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The built-in scenarios: (name, YAML).
 pub const BUILT_IN: [(&str, &str); 3] = [
@@ -72,6 +80,21 @@ pub enum ReplayError {
         /// Why.
         message: String,
     },
+    /// The collector could not be reached, or refused the credentials or
+    /// the first (empty) export.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+impl ReplayError {
+    /// The exit code this failure means.
+    pub const fn exit(&self) -> Exit {
+        match self {
+            ReplayError::NotFound(_) | ReplayError::Invalid { .. } => Exit::Usage,
+            ReplayError::Exporter { .. } => Exit::Failure,
+            ReplayError::Client(e) => e.exit(),
+        }
+    }
 }
 
 /// A scenario: see the module docs and `examples/scenarios/`.
@@ -274,12 +297,29 @@ pub struct VersionSent {
 /// Options of one replay run.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
-    /// OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317`.
+    /// OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317` (`host:port` is
+    /// plaintext; `https://` for TLS).
     pub endpoint: String,
     /// Overrides the scenario's rate.
     pub rate: Option<f64>,
     /// Overrides the scenario's seed.
     pub seed: Option<u64>,
+    /// TLS trust, client certificate and token. The SDK's exporter reads
+    /// `OTEL_EXPORTER_OTLP_HEADERS` itself, after the token.
+    pub client: ClientOptions,
+}
+
+impl Default for ReplayOptions {
+    /// The local collector's default OTLP/gRPC port, the scenario's rate and
+    /// seed, no credentials.
+    fn default() -> Self {
+        Self {
+            endpoint: "http://127.0.0.1:4317".into(),
+            rate: None,
+            seed: None,
+            client: ClientOptions::default(),
+        }
+    }
 }
 
 fn draw_latency(latency: Latency, rng: &mut StdRng) -> f64 {
@@ -295,19 +335,29 @@ fn draw_latency(latency: Latency, rng: &mut StdRng) -> f64 {
 }
 
 /// Sends `scenario` and reports what was sent.
+///
+/// One empty export first checks that the endpoint takes trace exports with
+/// these credentials (an empty export is a success that adds nothing), so a
+/// wrong port, a refused token or a failed handshake stops the replay at
+/// once with its reason rather than after every batch failed.
 pub async fn replay(
     scenario: &Scenario,
     options: &ReplayOptions,
 ) -> Result<ReplayReport, ReplayError> {
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+    let credentials = options.client.load()?;
+    let url = probe(&credentials, &options.endpoint).await?;
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .with_endpoint(options.endpoint.clone())
-        .with_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| ReplayError::Exporter {
-            endpoint: options.endpoint.clone(),
-            message: e.to_string(),
-        })?;
+        .with_endpoint(url.clone())
+        .with_timeout(EXPORT_TIMEOUT)
+        .with_metadata(credentials.token_metadata());
+    if let Some(tls) = credentials.tls_for(&url) {
+        builder = builder.with_tls_config(tls);
+    }
+    let mut exporter = builder.build().map_err(|e| ReplayError::Exporter {
+        endpoint: url.clone(),
+        message: e.to_string(),
+    })?;
     exporter.set_resource(
         &Resource::builder()
             .with_service_name(scenario.service.clone())
@@ -384,6 +434,26 @@ pub async fn replay(
     export(&exporter, &mut batch, &mut report).await;
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// One empty trace export to `endpoint`: `Ok` with the URL dialed when the
+/// collector takes exports with these credentials.
+async fn probe(credentials: &Credentials, endpoint: &str) -> Result<String, ClientError> {
+    let url = normalize_url(endpoint)?;
+    let endpoint = credentials
+        .endpoint(&url)?
+        .connect_timeout(EXPORT_TIMEOUT)
+        .timeout(EXPORT_TIMEOUT);
+    let answer = TraceServiceClient::new(GrpcOnly(endpoint.connect_lazy()))
+        .export(credentials.request(ExportTraceServiceRequest::default()))
+        .await;
+    match answer {
+        Ok(_) => Ok(url),
+        Err(status) => {
+            let error = ClientError::from_status(&status, &url, credentials.sends_token());
+            Err(credentials.explain(error, &url).await)
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -91,11 +91,7 @@ mod tests {
     #[test]
     fn header_names_the_rate_given_or_the_scenarios() {
         let scenario = Scenario::load("lending").unwrap();
-        let options = ReplayOptions {
-            endpoint: "http://127.0.0.1:4317".into(),
-            rate: None,
-            seed: None,
-        };
+        let options = ReplayOptions::default();
         let line = header(&scenario, &options);
         assert!(line.starts_with("replaying \"lending\""), "{line}");
         assert!(line.contains(&format!("at {}/s", scenario.rate)), "{line}");
