@@ -347,7 +347,7 @@ impl From<ServeError> for Failure {
             | ServeError::Auth(_)
             | ServeError::Otlp(_)
             | ServeError::Forward(_) => Exit::Configuration,
-            _ => Exit::Failure,
+            ServeError::Bind { .. } | ServeError::Server { .. } => Exit::Failure,
         };
         Failure::new(exit, error)
     }

@@ -8,7 +8,7 @@ use tokio_rustls::rustls;
 use tonic::Code;
 
 use super::grpc_only::NotGrpc;
-use crate::exit::message as chain;
+use crate::exit::{message as chain, Exit};
 
 /// Where the gRPC query API and the OTLP/gRPC receiver listen.
 const GRPC_PORT_HINT: &str = "the OTLP/gRPC port (receiver.grpc_listen, 4317 by default)";
@@ -91,6 +91,21 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The exit code this failure means.
+    pub const fn exit(&self) -> Exit {
+        match self {
+            ClientError::Url { .. } | ClientError::Refused(_) => Exit::Usage,
+            ClientError::File { .. }
+            | ClientError::Incomplete(..)
+            | ClientError::Variable { .. }
+            | ClientError::TlsSetup(_) => Exit::Configuration,
+            ClientError::Unreachable { .. }
+            | ClientError::Tls { .. }
+            | ClientError::WrongService { .. } => Exit::Connection,
+            ClientError::Unauthenticated { .. } => Exit::Authentication,
+        }
+    }
+
     /// Worth asking again within the wait: the collector may be starting,
     /// restarting with the release, or behind a proxy that is.
     pub const fn is_transient(&self) -> bool {

@@ -5,16 +5,19 @@
 //! [`ClientOptions`] is what the user said (flags, and for the OTLP
 //! exporters `replay` and `loadgen` the standard `OTEL_EXPORTER_OTLP_*`
 //! variables); [`ClientOptions::load`] reads and checks the files once, into
-//! [`Credentials`]; [`Credentials::channel`] dials a URL with them. A
-//! failure is a [`ClientError`] whose [`exit`](ClientError::exit) names what
-//! to fix: the command line, the credentials, or the collector's address.
+//! [`Credentials`]; [`Credentials::endpoint`] makes a URL's endpoint with
+//! them, and [`GrpcOnly`] around its channel turns an answer that is not
+//! gRPC (the admin port's) into an error that says so. A failure is a
+//! [`ClientError`] whose [`exit`](ClientError::exit) names what to fix: the
+//! command line, the credentials, or the collector's address.
 //!
-//! It must never send a credential over plaintext that the user gave for
-//! TLS only (client certificates are TLS by nature; a token goes wherever
-//! the URL says, as every gRPC client does), never read a variable the
-//! caller did not ask for (the gate reads no `OTEL_*` variable: those
-//! describe a job's own telemetry, and their headers must not reach
-//! another address), and never read an unbounded file.
+//! The token goes wherever the URL says, plaintext included (a collector
+//! behind a mesh's mTLS has no `tls` section of its own), as every gRPC
+//! client does. This module must never read a variable the caller did not
+//! ask for (the gate reads no `OTEL_*` variable: those describe a job's own
+//! telemetry, and their headers must not reach another address), never
+//! read an unbounded file, and never guess: a connection closed for a
+//! reason it cannot read stays "unreachable".
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -23,8 +26,6 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-
-use crate::exit::Exit;
 
 mod diagnose;
 mod error;
@@ -365,23 +366,6 @@ fn parse_headers(var: &'static str, list: &str) -> Result<Vec<(String, String)>,
             Ok((key, value))
         })
         .collect()
-}
-
-impl ClientError {
-    /// The exit code this failure means.
-    pub const fn exit(&self) -> Exit {
-        match self {
-            ClientError::Url { .. } | ClientError::Refused(_) => Exit::Usage,
-            ClientError::File { .. }
-            | ClientError::Incomplete(..)
-            | ClientError::Variable { .. }
-            | ClientError::TlsSetup(_) => Exit::Configuration,
-            ClientError::Unreachable { .. }
-            | ClientError::Tls { .. }
-            | ClientError::WrongService { .. } => Exit::Connection,
-            ClientError::Unauthenticated { .. } => Exit::Authentication,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::exit::Exit;
 
 struct Files {
     dir: tempfile::TempDir,

@@ -51,7 +51,7 @@ const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(500);
 /// What to ask the collector, and how long to keep asking.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GateOptions {
-    /// The collector's gRPC URL (`http://host:port`).
+    /// The collector's gRPC URL (`http://host:port`, `https://` for TLS).
     pub url: String,
     /// `service.name` of the service released.
     pub service: String,
@@ -94,8 +94,8 @@ pub enum Decision {
     Pass,
     /// Some rule on some endpoint breached (or its alert is firing).
     Regression,
-    /// Not enough evidence within the wait, or the candidate is unknown, or
-    /// the collector could not be asked.
+    /// Not enough evidence within the wait, or the candidate is unknown (a
+    /// collector that could not be asked is a [`ClientError`], not this).
     Inconclusive,
 }
 

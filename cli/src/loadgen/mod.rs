@@ -53,9 +53,14 @@ where
     if gzip {
         grpc = grpc.send_compressed(CompressionEncoding::Gzip);
     }
-    grpc.ready()
-        .await
-        .map_err(|e| Status::from_error(e.into()))?;
+    grpc.ready().await.map_err(|e| {
+        // UNAVAILABLE, as a connection that cannot carry the call is; the
+        // transport's error kept as the source (a TLS failure is read there).
+        let error: StdError = e.into();
+        let mut status = Status::unavailable(crate::exit::message(error.as_ref()));
+        status.set_source(Arc::from(error));
+        status
+    })?;
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(TRACE_EXPORT_PATH);
     let mut request = tonic::Request::new(Bytes::from(body));
     *request.metadata_mut() = metadata;

@@ -458,6 +458,26 @@ phases:
         latency_ms: { dist: uniform, min: 400, max: 500 }
 "#;
 
+/// `modelgate gate` on the slow canary's v2, held to the 150 ms SLA: exit 1
+/// once the collector at `url` is reached.
+fn gate_on_v2(url: &str) -> Vec<&str> {
+    vec![
+        "gate",
+        "--url",
+        url,
+        "--service",
+        "checkout",
+        "--candidate",
+        "v2",
+        "--sla",
+        "150ms",
+        "--min-samples",
+        "50",
+        "--wait",
+        "20s",
+    ]
+}
+
 /// `modelgate <args>` with `env`, quietly.
 async fn client(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut env = env.to_vec();
@@ -569,22 +589,8 @@ async fn every_client_speaks_tls_and_the_token() {
     assert!(loadgen_accepted(&run) > 0, "{run}");
 
     // gate, the binary: v2 breaks the SLA, exit 1.
-    let question = [
-        "gate",
-        "--url",
-        &url,
-        "--service",
-        "checkout",
-        "--candidate",
-        "v2",
-        "--sla",
-        "150ms",
-        "--min-samples",
-        "50",
-        "--wait",
-        "20s",
-    ];
-    let mut with_credentials = question.to_vec();
+    let question = gate_on_v2(&url);
+    let mut with_credentials = question.clone();
     with_credentials.extend(["--ca-file", &ca, "--token-file", &token]);
     let run = client(&with_credentials, &[]).await;
     assert_eq!(run.code, 1, "{run}");
@@ -618,7 +624,7 @@ async fn every_client_speaks_tls_and_the_token() {
             "--ca-file",
         ),
     ] {
-        let mut args = question.to_vec();
+        let mut args = question.clone();
         args.extend(extra.iter().copied());
         let run = client(&args, &[]).await;
         assert_eq!(run.code, code, "{extra:?}: {run}");
@@ -736,26 +742,9 @@ async fn clients_present_a_certificate_to_a_collector_that_requires_one() {
     .await
     .unwrap();
     assert_eq!(report.failed, 0);
-    let question = [
-        "gate",
-        "--url",
-        &url,
-        "--service",
-        "checkout",
-        "--candidate",
-        "v2",
-        "--sla",
-        "150ms",
-        "--min-samples",
-        "50",
-        "--wait",
-        "20s",
-        "--ca-file",
-        &ca,
-        "--token-file",
-        &token,
-    ];
-    let mut with_certificate = question.to_vec();
+    let mut question = gate_on_v2(&url);
+    question.extend(["--ca-file", &ca, "--token-file", &token]);
+    let mut with_certificate = question.clone();
     with_certificate.extend(["--client-cert", &cert, "--client-key", &key]);
     let run = client(&with_certificate, &[]).await;
     assert_eq!(run.code, 1, "{run}");
@@ -791,7 +780,7 @@ async fn clients_present_a_certificate_to_a_collector_that_requires_one() {
     assert_eq!(run.code, 77, "{run}");
     assert!(run.stderr.contains("--client-cert"), "{run}");
     // Half a pair is a usage error.
-    let mut half = question.to_vec();
+    let mut half = question.clone();
     half.extend(["--client-cert", &cert]);
     let run = client(&half, &[]).await;
     assert_eq!(run.code, 64, "{run}");
