@@ -344,25 +344,7 @@ pub async fn replay(
     scenario: &Scenario,
     options: &ReplayOptions,
 ) -> Result<ReplayReport, ReplayError> {
-    let credentials = options.client.load()?;
-    let url = probe(&credentials, &options.endpoint).await?;
-    let mut builder = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(url.clone())
-        .with_timeout(EXPORT_TIMEOUT)
-        .with_metadata(credentials.token_metadata());
-    if let Some(tls) = credentials.tls_for(&url) {
-        builder = builder.with_tls_config(tls);
-    }
-    let mut exporter = builder.build().map_err(|e| ReplayError::Exporter {
-        endpoint: url.clone(),
-        message: e.to_string(),
-    })?;
-    exporter.set_resource(
-        &Resource::builder()
-            .with_service_name(scenario.service.clone())
-            .build(),
-    );
+    let exporter = span_exporter(scenario, options).await?;
     let rate = options.rate.unwrap_or(scenario.rate).max(0.001);
     let mut rng = StdRng::seed_from_u64(options.seed.unwrap_or(scenario.seed));
     let scope = InstrumentationScope::builder("modelgate-replay").build();
@@ -434,6 +416,35 @@ pub async fn replay(
     export(&exporter, &mut batch, &mut report).await;
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// The OpenTelemetry SDK's OTLP/gRPC span exporter for `scenario`'s
+/// service, with the options' credentials, once [`probe`] found the
+/// collector takes exports with them.
+async fn span_exporter(
+    scenario: &Scenario,
+    options: &ReplayOptions,
+) -> Result<opentelemetry_otlp::SpanExporter, ReplayError> {
+    let credentials = options.client.load()?;
+    let url = probe(&credentials, &options.endpoint).await?;
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(url.clone())
+        .with_timeout(EXPORT_TIMEOUT)
+        .with_metadata(credentials.token_metadata());
+    if let Some(tls) = credentials.tls_for(&url) {
+        builder = builder.with_tls_config(tls);
+    }
+    let mut exporter = builder.build().map_err(|e| ReplayError::Exporter {
+        endpoint: url.clone(),
+        message: e.to_string(),
+    })?;
+    exporter.set_resource(
+        &Resource::builder()
+            .with_service_name(scenario.service.clone())
+            .build(),
+    );
+    Ok(exporter)
 }
 
 /// One empty trace export to `endpoint`: `Ok` with the URL dialed when the
