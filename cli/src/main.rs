@@ -17,8 +17,8 @@ use modelgate::replay::{ReplayError, ReplayOptions, Scenario};
 use modelgate::{analyze, gate, loadgen, replay};
 use modelgate_collector::auth::Auth;
 use modelgate_collector::config::{Config, ConfigError};
+use modelgate_collector::serve::tls::Tls;
 use modelgate_collector::serve::ServeError;
-use modelgate_collector::tls::Tls;
 use tracing_subscriber::EnvFilter;
 
 const AFTER_HELP: &str = "\

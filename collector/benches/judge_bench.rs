@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use modelgate_collector::aggregate::Aggregator;
 use modelgate_collector::config::{AggregateConfig, JudgeConfig};
-use modelgate_collector::extract::{EndpointKey, Outcome, Sample, SampleKind};
+use modelgate_collector::extract::{EndpointKey, Outcome, Sample};
 use modelgate_collector::judge::{AlertState, Judge, Rule};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -110,16 +110,13 @@ fn endpoint(i: usize) -> EndpointKey {
 }
 
 fn sample(ep: &EndpointKey, version: &str, ms: f64, outcome: Outcome) -> Sample {
-    Sample {
-        service: ep.service.clone(),
-        version: version.into(),
-        trace_id: [0; 16],
-        kind: SampleKind::Request {
-            endpoint: ep.clone(),
-            duration: Duration::from_secs_f64(ms / 1e3),
-            outcome,
-        },
-    }
+    Sample::request(
+        ep.clone(),
+        version,
+        Duration::from_secs_f64(ms / 1e3),
+        outcome,
+        0,
+    )
 }
 
 /// The judge of the default configuration; `comparative_only` moves the SLA
@@ -133,7 +130,7 @@ fn setup(comparative_only: bool) -> (Aggregator, Judge) {
     }
     let window_ms = agg.window.as_millis() as u64;
     (
-        Aggregator::new(agg, vec![100.0], T0),
+        Aggregator::new(agg, vec![100.0], Default::default(), T0),
         Judge::new(judge, window_ms),
     )
 }
@@ -211,7 +208,7 @@ fn simulate(sim: Sim) -> RunResult {
                 }
             }
         }
-        agg.record_batch(&batch, now);
+        agg.record(&batch, now);
         agg.expire(now);
         for t in judge.evaluate(&agg, now) {
             if t.judgement.alert.state == AlertState::Firing && t.key.candidate == "v2" {
@@ -452,7 +449,7 @@ fn main() {
                 v13[i] += 1;
             }
         }
-        agg.record_batch(&batch, now);
+        agg.record(&batch, now);
         agg.expire(now);
         for t in judge.evaluate(&agg, now) {
             if t.judgement.alert.state == AlertState::Firing && t.key.candidate == "v1.3" {

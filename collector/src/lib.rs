@@ -22,8 +22,7 @@
 //! - [`forward`]: everything received, unchanged, to the next OTLP hop: a bounded queue, retries with backoff.
 //! - [`pipeline`]: the one task that owns the aggregator and the judge, and its handle.
 //! - [`snapshot`]: the pipeline's state on disk (atomic, checksummed, versioned), restored at start.
-//! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order.
-//! - [`tls`]: rustls on the three listeners; certificate files checked at start.
+//! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order; [`serve::tls`]: rustls on the three listeners.
 //! - [`auth`]: the bearer token guarding receivers and API; writes always need one.
 //! - [`telemetry`]: modelgate's own counters (accepted, refused, ...).
 
@@ -38,6 +37,7 @@ pub mod forward;
 pub mod pipeline;
 pub mod snapshot;
 pub mod serve;
-pub mod tls;
 pub mod auth;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;

@@ -25,7 +25,7 @@ use crate::emit::history::{History, HistoryLimits, HistoryView};
 use crate::emit::otlp::OtlpEmitter;
 use crate::emit::prometheus::MetricsSnapshot;
 use crate::emit::{api, snapshot};
-use crate::extract::{InternedKind, InternedSample, Sample, SampleKind};
+use crate::extract::{Sample, SampleKind};
 use crate::judge::{ActionError, AlertState, Judge, Transition};
 use crate::snapshot::{self as snapshots, Snapshotter};
 use crate::telemetry::{RefusedReason, Telemetry};
@@ -74,42 +74,6 @@ enum Query {
     Ping(oneshot::Sender<()>),
 }
 
-/// One export's samples, as a receiver hands them over.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Batch {
-    /// Owned samples (OTLP/JSON, logs, tests).
-    Samples(Vec<Sample>),
-    /// Samples naming their series by a shared name (the protobuf fast path).
-    Interned(Vec<InternedSample>),
-}
-
-impl Batch {
-    /// Samples in the batch.
-    pub fn len(&self) -> usize {
-        match self {
-            Batch::Samples(s) => s.len(),
-            Batch::Interned(s) => s.len(),
-        }
-    }
-
-    /// No samples.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl From<Vec<Sample>> for Batch {
-    fn from(samples: Vec<Sample>) -> Self {
-        Batch::Samples(samples)
-    }
-}
-
-impl From<Vec<InternedSample>> for Batch {
-    fn from(samples: Vec<InternedSample>) -> Self {
-        Batch::Interned(samples)
-    }
-}
-
 /// The pipeline task is gone (shutting down).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the pipeline is not running")]
@@ -129,7 +93,7 @@ pub enum IngestError {
 /// Cheap, cloneable access to the pipeline task.
 #[derive(Debug, Clone)]
 pub struct PipelineHandle {
-    ingest: mpsc::Sender<Batch>,
+    ingest: mpsc::Sender<Vec<Sample>>,
     queries: mpsc::Sender<Query>,
     alerts: broadcast::Sender<pb::AlertEvent>,
     telemetry: Arc<Telemetry>,
@@ -141,8 +105,7 @@ pub struct PipelineHandle {
 impl PipelineHandle {
     /// Hands a batch to the aggregator without waiting; a full queue is
     /// counted and reported so the receiver can tell the sender to retry.
-    pub fn try_ingest(&self, batch: impl Into<Batch>) -> Result<(), IngestError> {
-        let batch = batch.into();
+    pub fn try_ingest(&self, batch: Vec<Sample>) -> Result<(), IngestError> {
         let n = batch.len() as u64;
         self.ingest.try_send(batch).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
@@ -252,7 +215,7 @@ pub struct Pipeline {
     bounds_ms: Vec<f64>,
     evaluation_interval: Duration,
     window_ms: u64,
-    ingest: mpsc::Receiver<Batch>,
+    ingest: mpsc::Receiver<Vec<Sample>>,
     queries: mpsc::Receiver<Query>,
     /// To build an empty history when restoring.
     history_limits: HistoryLimits,
@@ -287,6 +250,7 @@ impl Pipeline {
             aggregator: Aggregator::new(
                 config.aggregate.clone(),
                 config.emit.histogram_buckets_ms.clone(),
+                telemetry.clone(),
                 now,
             ),
             judge: Judge::new(config.judge.clone(), window_ms),
@@ -362,12 +326,13 @@ impl Pipeline {
             self.judge.config().clone(),
         );
         let bounds = self.bounds_ms.clone();
+        let telemetry = self.telemetry.clone();
         let window_ms = self.window_ms;
         let limits = self.history_limits;
         // The state is built on the blocking thread and moved back whole.
         let restored = tokio::task::spawn_blocking(move || {
             let now = now_ms();
-            let mut aggregator = Aggregator::new(config.0, bounds, now);
+            let mut aggregator = Aggregator::new(config.0, bounds, telemetry, now);
             let mut judge = Judge::new(config.1, window_ms);
             let mut history = History::new(limits);
             snapshots::restore_at_start(&dir, &mut aggregator, &mut judge, &mut history, now);
@@ -411,42 +376,12 @@ impl Pipeline {
         }
     }
 
-    fn record(&mut self, batch: &Batch) {
-        let batch = match batch {
-            Batch::Samples(samples) => samples,
-            Batch::Interned(samples) => return self.record_interned(samples),
-        };
-        self.aggregator.record_batch(batch, now_ms());
+    fn record(&mut self, batch: &[Sample]) {
+        self.aggregator.record(batch, now_ms());
         if let Some(otlp) = &self.otlp {
             for sample in batch {
-                if let SampleKind::Request {
-                    endpoint,
-                    duration,
-                    outcome,
-                } = &sample.kind
-                {
-                    otlp.record_request(
-                        endpoint,
-                        &sample.version,
-                        duration.as_secs_f64(),
-                        *outcome,
-                    );
-                }
-            }
-        }
-    }
-
-    fn record_interned(&mut self, batch: &[InternedSample]) {
-        self.aggregator.record_interned(batch, now_ms());
-        if let Some(otlp) = &self.otlp {
-            for sample in batch {
-                if let InternedKind::Request { duration, outcome } = sample.kind {
-                    otlp.record_request(
-                        &sample.series.endpoint,
-                        &sample.series.version,
-                        duration.as_secs_f64(),
-                        outcome,
-                    );
+                if let SampleKind::Request { duration, outcome } = sample.kind {
+                    otlp.record_request(&sample.series, duration.as_secs_f64(), outcome);
                 }
             }
         }
@@ -602,24 +537,8 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::{EndpointKey, Outcome};
-
-    fn sample(version: &str, ms: u64) -> Sample {
-        Sample {
-            service: "lending-api".into(),
-            version: version.into(),
-            trace_id: [1; 16],
-            kind: SampleKind::Request {
-                endpoint: EndpointKey {
-                    service: "lending-api".into(),
-                    endpoint: "/a".into(),
-                    dims: Vec::new(),
-                },
-                duration: Duration::from_millis(ms),
-                outcome: Outcome::Ok,
-            },
-        }
-    }
+    use crate::extract::Outcome;
+    use crate::testing::request;
 
     fn ask<T>(pipeline: &mut Pipeline, make: impl FnOnce(oneshot::Sender<T>) -> Query) -> T {
         let (tx, mut rx) = oneshot::channel();
@@ -635,9 +554,11 @@ mod tests {
         let (_pipeline, handle) =
             Pipeline::new(&config, telemetry.clone(), None, CancellationToken::new());
         for _ in 0..2 {
-            handle.try_ingest(vec![sample("v1", 20); 3]).unwrap();
+            handle
+                .try_ingest(vec![request("/a", "v1", 20.0, Outcome::Ok); 3])
+                .unwrap();
         }
-        let refused = handle.try_ingest(vec![sample("v1", 20); 5]);
+        let refused = handle.try_ingest(vec![request("/a", "v1", 20.0, Outcome::Ok); 5]);
         assert!(matches!(refused, Err(IngestError::Full)), "{refused:?}");
         assert_eq!(telemetry.refused_total(RefusedReason::QueueFull), 5);
         assert_eq!(
@@ -658,8 +579,8 @@ mod tests {
         );
         let mut alerts = handle.subscribe_alerts();
         // v1 carries most traffic: the baseline.
-        pipeline.record(&vec![sample("v1", 20); 60].into());
-        pipeline.record(&vec![sample("v2", 900); 30].into());
+        pipeline.record(&vec![request("/a", "v1", 20.0, Outcome::Ok); 60]);
+        pipeline.record(&vec![request("/a", "v2", 900.0, Outcome::Ok); 30]);
         pipeline.evaluate(now_ms());
         let fired = std::iter::from_fn(|| alerts.try_recv().ok())
             .filter_map(|e| e.regression)

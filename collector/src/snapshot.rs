@@ -3,16 +3,17 @@
 //!
 //! What is kept: every series' window of sketches (with its first and last
 //! seen times and cumulative histograms), the overflow series, database
-//! calls waiting for their request, the aggregation counters, the judge's
+//! calls waiting for their request, the judge's
 //! sticky baselines and every alert with its state, `since` time, clear
 //! timer, firing count and latest evidence. Times are unix milliseconds, so
 //! after a restore windows slide and hold timers run on from the wall clock:
 //! a firing alert stays firing and a pending one keeps the time it waited.
 //! The dashboard's history (chart points, firing and resolved regressions)
 //! is kept too, within the limits configured at restore. Not kept:
-//! modelgate's own receiver counters (they are process counters).
+//! modelgate's own counters ([`crate::telemetry`]: they are process
+//! counters, and scrapers take a restart as a counter reset).
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! One self-describing file, `<snapshot.dir>/modelgate.snapshot`:
 //!
@@ -74,7 +75,7 @@ const REFUSED_NAME: &str = "modelgate.snapshot.refused";
 pub const MAGIC: [u8; 8] = *b"MGSNAP\r\n";
 
 /// The payload layout this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Magic, version, reserved, length, checksum.
 const HEADER_LEN: usize = 8 + 2 + 2 + 8 + 4;
@@ -536,36 +537,16 @@ mod tests {
     use super::*;
     use crate::config::{AdminConfig, AggregateConfig, JudgeConfig};
     use crate::emit::history::HistoryLimits;
-    use crate::extract::{EndpointKey, Outcome, Sample, SampleKind};
+    use crate::extract::Outcome;
+    use crate::testing::{endpoint, request};
 
     const T0: u64 = 1_763_658_000_000;
-
-    fn endpoint(path: &str) -> EndpointKey {
-        EndpointKey {
-            service: "lending-api".into(),
-            endpoint: path.into(),
-            dims: Vec::new(),
-        }
-    }
-
-    fn request(path: &str, version: &str, ms: f64, outcome: Outcome) -> Sample {
-        Sample {
-            service: "lending-api".into(),
-            version: version.into(),
-            trace_id: [1; 16],
-            kind: SampleKind::Request {
-                endpoint: endpoint(path),
-                duration: Duration::from_secs_f64(ms / 1e3),
-                outcome,
-            },
-        }
-    }
 
     fn empty() -> (Aggregator, Judge) {
         let agg = AggregateConfig::default();
         let window_ms = agg.window.as_millis() as u64;
         (
-            Aggregator::new(agg, vec![100.0, 150.0, 1000.0], T0),
+            Aggregator::new(agg, vec![100.0, 150.0, 1000.0], Default::default(), T0),
             Judge::new(JudgeConfig::default(), window_ms),
         )
     }
@@ -586,7 +567,7 @@ mod tests {
         let mut t = T0;
         for i in 0..100 {
             let ms = 85.0 + f64::from(i % 30);
-            agg.record_batch(
+            agg.record(
                 &[
                     request("/risk-score", "v1.2", ms, Outcome::Ok),
                     request("/funding-approve", "v1.2", ms, Outcome::Ok),
@@ -603,7 +584,7 @@ mod tests {
                 Outcome::Timeout
             };
             let ms = 700.0 + f64::from(i * 3 % 120);
-            agg.record_batch(
+            agg.record(
                 &[
                     request("/risk-score", "v1.3", ms, outcome),
                     request("/funding-approve", "v1.3", ms, outcome),
@@ -671,7 +652,6 @@ mod tests {
             }
         }
         assert_eq!(agg2.series_count(), agg.series_count());
-        assert_eq!(agg2.counters(), agg.counters());
 
         // Time went on while it was down: the alerts stay firing, with no
         // transition and no hold to wait through again.
@@ -727,7 +707,7 @@ mod tests {
         let mut t = T0;
         let mut pending_since = None;
         for _ in 0..40 {
-            agg.record_batch(&[request("/a", "v1.2", 900.0, Outcome::Ok)], t);
+            agg.record(&[request("/a", "v1.2", 900.0, Outcome::Ok)], t);
             judge.evaluate(&agg, t);
             pending_since = judge
                 .judgements()
@@ -786,11 +766,21 @@ mod tests {
         let e = refused(b"");
         assert!(matches!(e, SnapshotError::Truncated { .. }), "{e}");
 
-        let mut v2 = good.clone();
-        v2[8..10].copy_from_slice(&2u16.to_le_bytes());
-        let e = refused(&v2);
-        assert!(matches!(e, SnapshotError::Version { found: 2, .. }), "{e}");
-        assert!(e.to_string().contains("format version 2"), "{e}");
+        let with_version = |version: u16| {
+            let mut file = good.clone();
+            file[8..10].copy_from_slice(&version.to_le_bytes());
+            file
+        };
+        for other in [1, FORMAT_VERSION + 1] {
+            let e = refused(&with_version(other));
+            assert!(
+                matches!(e, SnapshotError::Version { found, .. } if found == other),
+                "{e}"
+            );
+            let named =
+                format!("format version {other}, this build reads version {FORMAT_VERSION}");
+            assert!(e.to_string().contains(&named), "{e}");
+        }
 
         let mut long = good.clone();
         long.extend_from_slice(b"xx");
@@ -804,7 +794,11 @@ mod tests {
         junk.extend_from_slice(&body);
         assert!(matches!(refused(&junk), SnapshotError::Corrupt { .. }));
 
-        for e in [refused(&flipped), refused(&v2), refused(b"nope")] {
+        for e in [
+            refused(&flipped),
+            refused(&with_version(1)),
+            refused(b"nope"),
+        ] {
             assert!(
                 e.to_string().contains("/data/modelgate.snapshot"),
                 "names the file: {e}"
@@ -820,7 +814,7 @@ mod tests {
             slot: Duration::from_secs(7),
             ..AggregateConfig::default()
         };
-        let mut agg2 = Aggregator::new(config, vec![100.0, 150.0, 1000.0], T0);
+        let mut agg2 = Aggregator::new(config, vec![100.0, 150.0, 1000.0], Default::default(), T0);
         let mut judge2 = Judge::new(JudgeConfig::default(), 60_000);
         let e = decode(Path::new("s"), &bytes)
             .unwrap()
@@ -836,7 +830,12 @@ mod tests {
     fn changed_buckets_only_drop_the_cumulative_histograms() {
         let (agg, judge, t) = incident();
         let bytes = encode2(&agg, &judge, t);
-        let mut agg2 = Aggregator::new(AggregateConfig::default(), vec![50.0], T0);
+        let mut agg2 = Aggregator::new(
+            AggregateConfig::default(),
+            vec![50.0],
+            Default::default(),
+            T0,
+        );
         let (_, mut judge2) = empty();
         decode(Path::new("s"), &bytes)
             .unwrap()
@@ -846,7 +845,7 @@ mod tests {
         assert!(s.histograms.iter().all(Option::is_none));
         assert_eq!(agg2.horizon(s, t).count(), 40);
         // Recording still works with the new layout.
-        agg2.record_batch(&[request("/risk-score", "v1.3", 10.0, Outcome::Ok)], t);
+        agg2.record(&[request("/risk-score", "v1.3", 10.0, Outcome::Ok)], t);
     }
 
     #[test]

@@ -1,10 +1,15 @@
-//! modelgate's own counters: what the receiver accepted and refused, and why,
-//! and what the forwarder queued, sent, refused and dropped.
+//! modelgate's own figures, as named internal events: what the receivers
+//! accepted and refused, and why; what the forwarder queued, sent, refused
+//! and dropped; what limits the aggregator hit (series cap, idle expiry,
+//! database calls that waited in vain).
 //!
-//! Each internal event is one method that bumps its counter and logs at
-//! debug level; the counters are atomics shared by the receiver tasks and
-//! read by the emitters. Relaxed ordering: these are statistics, not
-//! synchronisation. Nothing here may block or allocate.
+//! This is the one place self-telemetry lives (vector's `internal_events`
+//! is the model): each internal event is one method that bumps its counter
+//! and logs at debug level; the counters are atomics shared by the receiver
+//! tasks, the forwarder and the pipeline task, read by the emitters through
+//! [`Telemetry::readings`], named by [`crate::emit::catalogue`]. Relaxed
+//! ordering: these are statistics, not synchronisation. Nothing here may
+//! block or allocate (but [`Telemetry::readings`], for the emitters).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -83,6 +88,32 @@ impl DroppedReason {
     }
 }
 
+/// Why a sample was left out of the judgement after it was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SampleDropped {
+    /// Older than `aggregate.allowed_lateness` when it arrived.
+    Late,
+    /// Further in the future than `aggregate.max_future`.
+    Future,
+}
+
+impl SampleDropped {
+    /// Every reason, in counter order.
+    pub const ALL: [SampleDropped; 2] = [SampleDropped::Late, SampleDropped::Future];
+
+    /// The `reason` attribute value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SampleDropped::Late => "late",
+            SampleDropped::Future => "future",
+        }
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The forwarder's figures at one moment, in export requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ForwardCounters {
@@ -96,7 +127,66 @@ pub struct ForwardCounters {
     pub dropped: Vec<(DroppedReason, u64)>,
 }
 
-/// Receiver and forwarder counters, shared.
+/// One of modelgate's own figures (its entry in the metric catalogue is
+/// [`crate::emit::catalogue::self_metric`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SelfMetric {
+    /// Spans and log records accepted.
+    ReceiverAccepted,
+    /// Refused, by [`RefusedReason`].
+    ReceiverRefused,
+    /// Export requests waiting for the downstream.
+    ForwardQueue,
+    /// Export requests delivered.
+    ForwardSent,
+    /// Export requests refused because the forward queue was full.
+    ForwardRefused,
+    /// Export requests given up on, by [`DroppedReason`].
+    ForwardDropped,
+    /// Samples left out of the judgement, by [`SampleDropped`].
+    SamplesDropped,
+    /// Live series.
+    SeriesActive,
+    /// Samples that went to the overflow series.
+    SeriesOverflow,
+    /// Series forgotten after idling.
+    SeriesExpired,
+    /// Database calls dropped: too many traces waiting.
+    DbPendingDropped,
+    /// Database calls that never met their request.
+    DbUnmatched,
+}
+
+impl SelfMetric {
+    /// Every figure, in the order [`Telemetry::readings`] lists them.
+    pub const ALL: [SelfMetric; 12] = [
+        SelfMetric::ReceiverAccepted,
+        SelfMetric::ReceiverRefused,
+        SelfMetric::SamplesDropped,
+        SelfMetric::ForwardQueue,
+        SelfMetric::ForwardSent,
+        SelfMetric::ForwardRefused,
+        SelfMetric::ForwardDropped,
+        SelfMetric::SeriesActive,
+        SelfMetric::SeriesOverflow,
+        SelfMetric::SeriesExpired,
+        SelfMetric::DbPendingDropped,
+        SelfMetric::DbUnmatched,
+    ];
+}
+
+/// One value of a [`SelfMetric`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    /// Which figure.
+    pub metric: SelfMetric,
+    /// Its `reason` attribute, for the figures split by reason.
+    pub reason: Option<&'static str>,
+    /// The value.
+    pub value: u64,
+}
+
+/// modelgate's own counters, shared; see the module docs.
 #[derive(Debug, Default)]
 pub struct Telemetry {
     accepted: AtomicU64,
@@ -105,6 +195,12 @@ pub struct Telemetry {
     forward_sent: AtomicU64,
     forward_refused: AtomicU64,
     forward_dropped: [AtomicU64; DroppedReason::ALL.len()],
+    samples_dropped: [AtomicU64; SampleDropped::ALL.len()],
+    series_active: AtomicU64,
+    series_overflow: AtomicU64,
+    series_expired: AtomicU64,
+    db_pending_dropped: AtomicU64,
+    db_unmatched: AtomicU64,
 }
 
 impl Telemetry {
@@ -151,6 +247,90 @@ impl Telemetry {
     pub fn forward_dropped(&self, reason: DroppedReason, n: u64) {
         self.forward_queue.fetch_sub(n, Ordering::Relaxed);
         self.forward_dropped[reason.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A sample was left out of the judgement for `reason`.
+    pub fn sample_dropped(&self, reason: SampleDropped) {
+        self.samples_dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The live series count changed to `n` (a series created, expired or
+    /// restored).
+    pub fn series_active(&self, n: usize) {
+        self.series_active.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// A sample went to the overflow series: `aggregate.max_series` is reached.
+    pub fn series_overflowed(&self) {
+        self.series_overflow.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` series idled past `aggregate.series_idle_timeout` and were forgotten.
+    pub fn series_expired(&self, n: u64) {
+        self.series_expired.fetch_add(n, Ordering::Relaxed);
+        tracing::debug!(count = n, "series expired");
+    }
+
+    /// A database call was dropped: `aggregate.max_pending_traces` traces
+    /// were already waiting for their request.
+    pub fn db_pending_dropped(&self) {
+        self.db_pending_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` database calls never met their request span (no trace id, or
+    /// none arrived in time).
+    pub fn db_unmatched(&self, n: u64) {
+        self.db_unmatched.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Every figure now, in [`SelfMetric::ALL`] order (figures split by
+    /// reason once per reason): what both exporters show.
+    pub fn readings(&self) -> Vec<Reading> {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let one = |metric, value| Reading {
+            metric,
+            reason: None,
+            value,
+        };
+        let forward = self.forward();
+        let mut out = Vec::with_capacity(SelfMetric::ALL.len() + 8);
+        out.push(one(SelfMetric::ReceiverAccepted, load(&self.accepted)));
+        out.extend(RefusedReason::ALL.iter().map(|r| Reading {
+            metric: SelfMetric::ReceiverRefused,
+            reason: Some(r.as_str()),
+            value: self.refused_total(*r),
+        }));
+        out.extend(SampleDropped::ALL.iter().map(|r| Reading {
+            metric: SelfMetric::SamplesDropped,
+            reason: Some(r.as_str()),
+            value: load(&self.samples_dropped[r.index()]),
+        }));
+        out.push(one(SelfMetric::ForwardQueue, forward.queue));
+        out.push(one(SelfMetric::ForwardSent, forward.sent));
+        out.push(one(SelfMetric::ForwardRefused, forward.refused));
+        out.extend(forward.dropped.iter().map(|(r, n)| Reading {
+            metric: SelfMetric::ForwardDropped,
+            reason: Some(r.as_str()),
+            value: *n,
+        }));
+        out.push(one(SelfMetric::SeriesActive, load(&self.series_active)));
+        out.push(one(SelfMetric::SeriesOverflow, load(&self.series_overflow)));
+        out.push(one(SelfMetric::SeriesExpired, load(&self.series_expired)));
+        out.push(one(
+            SelfMetric::DbPendingDropped,
+            load(&self.db_pending_dropped),
+        ));
+        out.push(one(SelfMetric::DbUnmatched, load(&self.db_unmatched)));
+        out
+    }
+
+    /// The value of an unsplit figure now (tests and benchmarks).
+    pub fn reading(&self, metric: SelfMetric) -> u64 {
+        self.readings()
+            .iter()
+            .filter(|r| r.metric == metric)
+            .map(|r| r.value)
+            .sum()
     }
 
     /// The forwarder's counters now.

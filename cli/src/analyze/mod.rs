@@ -3,7 +3,7 @@
 //!
 //! A file holds JSON lines of either kind, mixed freely:
 //! - a log line, one request, mapped by the configured
-//!   [`LogMapping`](modelgate_collector::extract::logs::LogMapping) (the lending incident's
+//!   [`LogMapping`](modelgate_collector::config::LogMapping) (the lending incident's
 //!   format by default);
 //! - an OTLP/JSON export request (`{"resourceSpans": ...}` or
 //!   `{"resourceLogs": ...}`), one per line, as the OpenTelemetry Collector's
@@ -27,7 +27,9 @@ use serde_json::Value;
 use modelgate_collector::aggregate::WindowSummary;
 use modelgate_collector::config::ExtractConfig;
 use modelgate_collector::extract::logs::extract_logs;
-use modelgate_collector::extract::{extract, Outcome, Sample, SampleKind, UNKNOWN_SERVICE};
+use modelgate_collector::extract::{
+    extract, Interner, Outcome, Sample, SampleKind, UNKNOWN_SERVICE,
+};
 use modelgate_collector::judge::{Condition, Judge, RuleResult};
 
 pub mod render;
@@ -58,6 +60,8 @@ pub struct Analysis {
     pub malformed: Vec<Malformed>,
     /// Lines read (blank lines not counted).
     pub lines: u64,
+    /// Names the samples' series.
+    interner: Interner,
 }
 
 impl Analysis {
@@ -124,11 +128,11 @@ impl Analysis {
         let report = if value.get("resourceSpans").is_some() {
             let request: ExportTraceServiceRequest = serde_json::from_value(value)
                 .map_err(|e| format!("not an OTLP/JSON trace export: {e}"))?;
-            extract(&request, config, samples)
+            extract(&request, config, &mut self.interner, samples)
         } else if value.get("resourceLogs").is_some() {
             let request: ExportLogsServiceRequest = serde_json::from_value(value)
                 .map_err(|e| format!("not an OTLP/JSON logs export: {e}"))?;
-            extract_logs(&request, config, samples)
+            extract_logs(&request, config, &mut self.interner, samples)
         } else {
             let mapped = config.logs.map_json(&value)?;
             self.record(
@@ -140,18 +144,14 @@ impl Analysis {
             return Ok(());
         };
         for sample in samples.iter() {
-            if let SampleKind::Request {
-                endpoint,
-                duration,
-                outcome,
-            } = &sample.kind
-            {
+            if let SampleKind::Request { duration, outcome } = sample.kind {
+                let endpoint = &sample.series.endpoint;
                 let group = if endpoint.service == UNKNOWN_SERVICE {
                     endpoint.endpoint.clone()
                 } else {
                     format!("{} {}", endpoint.service, endpoint.endpoint)
                 };
-                self.record(&group, &sample.version, *duration, *outcome);
+                self.record(&group, sample.version(), duration, outcome);
             }
         }
         if report.rejected > 0 {

@@ -11,11 +11,6 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValu
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
 
-/// Start time of the first span, unix nanos (2026-11-20T17:00:00Z); span `n`
-/// starts `n` microseconds later. The collector judges by the spans' own
-/// time, so a fixed clock keeps every run's traffic the same.
-const BASE_TIME_NANOS: u64 = 1_763_658_000_000_000_000;
-
 const SERVICES: [&str; 3] = ["checkout", "lending-api", "search"];
 
 fn attr(key: &str, value: Value) -> KeyValue {
@@ -36,7 +31,13 @@ fn int(key: &str, value: i64) -> KeyValue {
 
 /// Span `n` of a run over `endpoints` x `versions` series in three services:
 /// its service and the span. Latencies spread from 5 to 500 ms, 1% errors.
-fn request_span(n: usize, endpoints: usize, versions: usize) -> (&'static str, Span) {
+/// Span `n` starts `n` microseconds after `start_unix_nanos`.
+fn request_span(
+    n: usize,
+    endpoints: usize,
+    versions: usize,
+    start_unix_nanos: u64,
+) -> (&'static str, Span) {
     let service = SERVICES[n % SERVICES.len()];
     let route = format!("/api/v1/op{}", (n / SERVICES.len()) % endpoints.max(1));
     let version = format!("v1.{}", (n / 7) % versions.max(1));
@@ -45,7 +46,7 @@ fn request_span(n: usize, endpoints: usize, versions: usize) -> (&'static str, S
     let id = n as u64 + 1;
     let mut trace_id = [0u8; 16];
     trace_id[8..].copy_from_slice(&id.to_be_bytes());
-    let start = BASE_TIME_NANOS + id * 1_000;
+    let start = start_unix_nanos + id * 1_000;
     let span = Span {
         trace_id: trace_id.to_vec(),
         span_id: id.to_be_bytes().to_vec(),
@@ -70,17 +71,19 @@ fn request_span(n: usize, endpoints: usize, versions: usize) -> (&'static str, S
     (service, span)
 }
 
-/// Spans `first .. first + spans` of the run as one export request.
+/// Spans `first .. first + spans` of the run as one export request, the
+/// run starting at `start_unix_nanos`.
 pub(super) fn request(
     first: usize,
     spans: usize,
     endpoints: usize,
     versions: usize,
+    start_unix_nanos: u64,
 ) -> ExportTraceServiceRequest {
     let mut resource_spans: Vec<ResourceSpans> = Vec::new();
     let mut last_service = None;
     for n in first..first + spans {
-        let (service, span) = request_span(n, endpoints, versions);
+        let (service, span) = request_span(n, endpoints, versions, start_unix_nanos);
         if last_service != Some(service) {
             resource_spans.push(ResourceSpans {
                 resource: Some(Resource {

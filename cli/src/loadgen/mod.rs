@@ -157,8 +157,14 @@ impl LoadReport {
 
 /// `count` distinct encoded batches of `options.batch_spans` spans: SERVER
 /// spans with ten attributes over `endpoints` x `versions` series in three
-/// services, latencies spread from 5 to 500 ms, 1% errors.
+/// services, latencies spread from 5 to 500 ms, 1% errors. They start now:
+/// the collector counts a span at its own time and leaves out one older
+/// than its `aggregate.allowed_lateness` (30 minutes by default), so the
+/// batches are built when a run starts, never ahead of it.
 pub fn batches(options: &LoadOptions, count: usize) -> Vec<Vec<u8>> {
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     (0..count)
         .map(|b| {
             batch::request(
@@ -166,6 +172,7 @@ pub fn batches(options: &LoadOptions, count: usize) -> Vec<Vec<u8>> {
                 options.batch_spans,
                 options.endpoints,
                 options.versions,
+                start,
             )
             .encode_to_vec()
         })
@@ -346,19 +353,16 @@ mod tests {
         let mut config = modelgate_collector::config::ExtractConfig::default();
         config.dimensions.clear();
         let mut samples = Vec::new();
+        let mut interner = modelgate_collector::extract::Interner::default();
         for bytes in &encoded {
             let r = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
-            modelgate_collector::extract::extract(&r, &config, &mut samples);
+            modelgate_collector::extract::extract(&r, &config, &mut interner, &mut samples);
         }
-        let series: std::collections::HashSet<_> = samples
+        assert!(samples
             .iter()
-            .map(|s| match &s.kind {
-                modelgate_collector::extract::SampleKind::Request { endpoint, .. } => {
-                    (endpoint.clone(), s.version.clone())
-                }
-                modelgate_collector::extract::SampleKind::DbCall => unreachable!(),
-            })
-            .collect();
+            .all(|s| s.kind != modelgate_collector::extract::SampleKind::DbCall));
+        let series: std::collections::HashSet<_> =
+            samples.iter().map(|s| s.series.clone()).collect();
         assert!(series.len() >= 200, "{} series", series.len());
     }
 }

@@ -21,9 +21,8 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::AggregateConfig;
-use crate::extract::{
-    EndpointKey, InternedKind, InternedSample, Outcome, Sample, SampleKind, SeriesName,
-};
+use crate::extract::{EndpointKey, Outcome, Sample, SampleKind, SeriesName};
+use crate::telemetry::{SampleDropped, Telemetry};
 pub use sketch::Sketch;
 
 /// The hasher of the series map: foldhash (through hashbrown's default),
@@ -157,9 +156,10 @@ impl Cumulative {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Series {
     slots: VecDeque<Slot>,
-    /// When its first sample arrived (unix ms).
+    /// The time of its earliest sample (unix ms): event time, so a backlog
+    /// arriving at once still says which version came first.
     pub first_seen_ms: u64,
-    /// When its latest sample arrived (unix ms).
+    /// The time of its latest sample (unix ms).
     pub last_seen_ms: u64,
     /// Since the series was created, per outcome (`None` until one is seen).
     pub histograms: [Option<Box<Cumulative>>; 3],
@@ -175,27 +175,36 @@ impl Series {
         }
     }
 
+    /// The slot of `slot_index`, made if missing. Slots stay in ascending
+    /// order: a sample's time, not its arrival, picks its slot, so a late
+    /// one lands where it belongs (the newest slot is nearly always it).
     fn slot_mut(&mut self, slot_index: u64) -> &mut Slot {
-        match self.slots.back() {
-            // Out-of-order arrival (a clock step back) lands in the newest slot.
-            Some(last) if last.index >= slot_index => {}
-            _ if self.slots.capacity() == 0 => {
-                // Most series of a wide fleet see one slot; VecDeque would
-                // reserve four.
-                self.slots = VecDeque::with_capacity(1);
-                self.slots.push_back(Slot {
-                    index: slot_index,
-                    ..Slot::default()
-                });
+        let fresh = Slot {
+            index: slot_index,
+            ..Slot::default()
+        };
+        let at = match self.slots.back() {
+            Some(last) if last.index == slot_index => self.slots.len() - 1,
+            Some(last) if last.index > slot_index => {
+                match self.slots.binary_search_by_key(&slot_index, |s| s.index) {
+                    Ok(i) => i,
+                    Err(i) => {
+                        self.slots.insert(i, fresh);
+                        i
+                    }
+                }
             }
-            _ => self.slots.push_back(Slot {
-                index: slot_index,
-                ..Slot::default()
-            }),
-        }
-        // Just ensured non-empty.
-        let last = self.slots.len() - 1;
-        &mut self.slots[last]
+            _ => {
+                if self.slots.capacity() == 0 {
+                    // Most series of a wide fleet see one slot; VecDeque
+                    // would reserve four.
+                    self.slots = VecDeque::with_capacity(1);
+                }
+                self.slots.push_back(fresh);
+                self.slots.len() - 1
+            }
+        };
+        &mut self.slots[at]
     }
 
     /// Merged figures of the slots newer than `slots` slots before `now_ms`.
@@ -242,19 +251,6 @@ pub(crate) struct PendingDb {
     service: String,
     calls: u64,
     since_ms: u64,
-}
-
-/// Counters of limits hit, read by the emitter.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AggregateCounters {
-    /// Samples routed to the overflow series because the cap was reached.
-    pub overflow_samples: u64,
-    /// Database calls dropped because too many traces were waiting.
-    pub db_pending_dropped: u64,
-    /// Database calls that never met their request span.
-    pub db_unmatched: u64,
-    /// Series forgotten after idling past the timeout.
-    pub series_expired: u64,
 }
 
 /// The series of one endpoint, by version, sorted by version.
@@ -323,7 +319,6 @@ pub(crate) struct AggregatorState<Bounds, Endpoints, Overflow, Pending> {
     endpoints: Endpoints,
     overflow: Overflow,
     pending_db: Pending,
-    counters: AggregateCounters,
 }
 
 /// The live state, borrowed for writing.
@@ -369,6 +364,10 @@ pub struct Aggregator {
     slot_ms: u64,
     window_slots: u64,
     horizon_slots: u64,
+    /// `aggregate.allowed_lateness` in ms.
+    lateness_ms: u64,
+    /// `aggregate.max_future` in ms.
+    future_ms: u64,
     endpoints: Endpoints,
     /// Positions of series by the address of their interned name; valid
     /// until a position moves (a version inserted before others, a series
@@ -378,87 +377,97 @@ pub struct Aggregator {
     overflow: Series,
     pending_db: HashMap<[u8; 16], Vec<PendingDb>>,
     pending_traces: usize,
-    counters: AggregateCounters,
+    /// Where the limits it hits are counted (series cap, expiry, database
+    /// calls that waited in vain).
+    telemetry: Arc<Telemetry>,
 }
 
 impl Aggregator {
     /// An empty aggregator; `bounds_ms` are the Prometheus bucket bounds.
-    pub fn new(config: AggregateConfig, bounds_ms: Vec<f64>, now_ms: u64) -> Self {
+    pub fn new(
+        config: AggregateConfig,
+        bounds_ms: Vec<f64>,
+        telemetry: Arc<Telemetry>,
+        now_ms: u64,
+    ) -> Self {
         let slot_ms = (config.slot.as_millis() as u64).max(1);
         let window_slots = (config.window.as_millis() as u64).div_ceil(slot_ms).max(1);
         let horizon_slots = (config.baseline_horizon.as_millis() as u64)
             .div_ceil(slot_ms)
             .max(window_slots);
+        let lateness_ms = config
+            .allowed_lateness
+            .min(config.baseline_horizon)
+            .as_millis() as u64;
+        let future_ms = config.max_future.as_millis() as u64;
         Self {
             config,
             bounds_ms,
             slot_ms,
             window_slots,
             horizon_slots,
+            lateness_ms,
+            future_ms,
             endpoints: Endpoints::default(),
             located: hashbrown::HashMap::default(),
             series: 0,
             overflow: Series::new(now_ms),
             pending_db: HashMap::new(),
             pending_traces: 0,
-            counters: AggregateCounters::default(),
+            telemetry,
         }
     }
 
-    /// Records a batch: database calls first, so a request in the same batch
-    /// finds the calls of its trace.
-    pub fn record_batch(&mut self, samples: &[Sample], now_ms: u64) {
+    /// Records a batch that arrived at `now_ms`: database calls first, so a
+    /// request in the same batch finds the calls of its trace. Each request
+    /// counts at its own time ([`Sample::time_ms`], the arrival time when it
+    /// has none); one too late for the judgement or from too far in the
+    /// future is counted and left out ([`Aggregator::admit`]).
+    pub fn record(&mut self, samples: &[Sample], now_ms: u64) {
         for sample in samples {
             if sample.kind == SampleKind::DbCall {
-                self.record_db_call(&sample.trace_id, &sample.service, now_ms);
+                self.record_db_call(&sample.trace_id, sample.service(), now_ms);
             }
         }
         for sample in samples {
-            if let SampleKind::Request {
-                endpoint,
-                duration,
-                outcome,
-            } = &sample.kind
-            {
-                let db_calls = self.take_pending_db(&sample.trace_id, &sample.service);
-                let duration_ms = duration.as_secs_f64() * 1e3;
-                self.record_request(
-                    endpoint,
-                    &sample.version,
-                    duration_ms,
-                    *outcome,
-                    db_calls,
-                    now_ms,
-                );
-            }
+            let SampleKind::Request { duration, outcome } = sample.kind else {
+                continue;
+            };
+            let Some(time_ms) = self.admit(sample.time_ms, now_ms) else {
+                continue;
+            };
+            let db_calls = self.take_pending_db(&sample.trace_id, sample.service());
+            let at = self.located(&sample.series, time_ms);
+            self.record_at(at, duration.as_secs_f64() * 1e3, outcome, db_calls, time_ms);
         }
     }
 
-    /// [`Aggregator::record_batch`] for interned samples, the same way.
-    pub fn record_interned(&mut self, samples: &[InternedSample], now_ms: u64) {
-        for sample in samples {
-            if sample.kind == InternedKind::DbCall {
-                self.record_db_call(&sample.trace_id, &sample.series.endpoint.service, now_ms);
-            }
+    /// The time a request sample counts at, or `None` (counted) when it is
+    /// older than `aggregate.allowed_lateness` or newer than
+    /// `aggregate.max_future` at `now_ms`.
+    fn admit(&self, time_ms: u64, now_ms: u64) -> Option<u64> {
+        if time_ms == 0 {
+            return Some(now_ms);
         }
-        for sample in samples {
-            if let InternedKind::Request { duration, outcome } = sample.kind {
-                let name = &sample.series;
-                let db_calls = self.take_pending_db(&sample.trace_id, &name.endpoint.service);
-                let at = self.located(name, now_ms);
-                self.record_at(at, duration.as_secs_f64() * 1e3, outcome, db_calls, now_ms);
-            }
+        if time_ms.saturating_add(self.lateness_ms) < now_ms {
+            self.telemetry.sample_dropped(SampleDropped::Late);
+            return None;
         }
+        if time_ms > now_ms.saturating_add(self.future_ms) {
+            self.telemetry.sample_dropped(SampleDropped::Future);
+            return None;
+        }
+        Some(time_ms)
     }
 
     /// The location of `name`'s series (created if there is room): a hash
     /// of its address when remembered, else a lookup by its strings.
-    fn located(&mut self, name: &Arc<SeriesName>, now_ms: u64) -> Location {
+    fn located(&mut self, name: &Arc<SeriesName>, time_ms: u64) -> Location {
         let key = Arc::as_ptr(name) as usize;
         if let Some(located) = self.located.get(&key) {
             return located.at;
         }
-        let at = self.locate(&name.endpoint, &name.version, now_ms);
+        let at = self.locate(&name.endpoint, &name.version, time_ms);
         if self.located.len() >= MAX_LOCATED {
             self.located.clear();
         }
@@ -474,7 +483,7 @@ impl Aggregator {
 
     /// The location of a series, created if there is room under the cap;
     /// `None` (the overflow series) when there is not.
-    fn locate(&mut self, endpoint: &EndpointKey, version: &str, now_ms: u64) -> Location {
+    fn locate(&mut self, endpoint: &EndpointKey, version: &str, time_ms: u64) -> Location {
         let at_cap = self.series >= self.config.max_series;
         match self.endpoints.get_full_mut(endpoint) {
             Some((e, _, versions)) => match versions.position(version) {
@@ -483,8 +492,9 @@ impl Aggregator {
                 Err(v) => {
                     versions
                         .0
-                        .insert(v, (version.to_owned(), Series::new(now_ms)));
+                        .insert(v, (version.to_owned(), Series::new(time_ms)));
                     self.series += 1;
+                    self.telemetry.series_active(self.series);
                     // The endpoint's later versions moved.
                     self.located.clear();
                     Some((e, v))
@@ -493,9 +503,10 @@ impl Aggregator {
             None if at_cap => None,
             None => {
                 // Appended last: no other position moves.
-                let versions = Versions(vec![(version.to_owned(), Series::new(now_ms))]);
+                let versions = Versions(vec![(version.to_owned(), Series::new(time_ms))]);
                 let (e, _) = self.endpoints.insert_full(endpoint.clone(), versions);
                 self.series += 1;
+                self.telemetry.series_active(self.series);
                 Some((e, 0))
             }
         }
@@ -503,7 +514,7 @@ impl Aggregator {
 
     fn record_db_call(&mut self, trace_id: &[u8; 16], service: &str, now_ms: u64) {
         if *trace_id == [0; 16] {
-            self.counters.db_unmatched += 1;
+            self.telemetry.db_unmatched(1);
             return;
         }
         let waiting = self.pending_db.get_mut(trace_id);
@@ -513,7 +524,7 @@ impl Aggregator {
             return;
         }
         if self.pending_traces >= self.config.max_pending_traces {
-            self.counters.db_pending_dropped += 1;
+            self.telemetry.db_pending_dropped();
             return;
         }
         self.pending_traces += 1;
@@ -545,28 +556,15 @@ impl Aggregator {
         calls
     }
 
-    fn record_request(
-        &mut self,
-        endpoint: &EndpointKey,
-        version: &str,
-        duration_ms: f64,
-        outcome: Outcome,
-        db_calls: u64,
-        now_ms: u64,
-    ) {
-        let at = self.locate(endpoint, version, now_ms);
-        self.record_at(at, duration_ms, outcome, db_calls, now_ms);
-    }
-
     fn record_at(
         &mut self,
         at: Location,
         duration_ms: f64,
         outcome: Outcome,
         db_calls: u64,
-        now_ms: u64,
+        time_ms: u64,
     ) {
-        let slot_index = now_ms / self.slot_ms;
+        let slot_index = time_ms / self.slot_ms;
         let series = at.and_then(|(e, v)| {
             let (_, versions) = self.endpoints.get_index_mut(e)?;
             versions.0.get_mut(v).map(|(_, series)| series)
@@ -575,11 +573,12 @@ impl Aggregator {
             Some(series) => series,
             None => {
                 debug_assert!(at.is_none(), "a remembered location {at:?} is stale");
-                self.counters.overflow_samples += 1;
+                self.telemetry.series_overflowed();
                 &mut self.overflow
             }
         };
-        series.last_seen_ms = now_ms;
+        series.first_seen_ms = series.first_seen_ms.min(time_ms);
+        series.last_seen_ms = series.last_seen_ms.max(time_ms);
         let slot = series.slot_mut(slot_index);
         slot.latency.record(duration_ms);
         slot.outcomes[outcome.index()] += 1;
@@ -616,9 +615,10 @@ impl Aggregator {
         {
             self.overflow.slots.pop_front();
         }
-        self.series -= removed;
-        self.counters.series_expired += removed as u64;
         if removed > 0 {
+            self.series -= removed;
+            self.telemetry.series_expired(removed as u64);
+            self.telemetry.series_active(self.series);
             // Positions after the removed series moved.
             self.located.clear();
         }
@@ -636,7 +636,9 @@ impl Aggregator {
             !list.is_empty()
         });
         self.pending_traces = pending;
-        self.counters.db_unmatched += unmatched;
+        if unmatched > 0 {
+            self.telemetry.db_unmatched(unmatched);
+        }
     }
 
     /// The candidate window of `series` at `now_ms`.
@@ -706,11 +708,6 @@ impl Aggregator {
         self.series
     }
 
-    /// Limits hit so far.
-    pub fn counters(&self) -> AggregateCounters {
-        self.counters
-    }
-
     /// The settings it keeps series by.
     pub fn config(&self) -> &AggregateConfig {
         &self.config
@@ -724,7 +721,6 @@ impl Aggregator {
             endpoints: &self.endpoints,
             overflow: &self.overflow,
             pending_db: &self.pending_db,
-            counters: self.counters,
         }
     }
 
@@ -784,7 +780,7 @@ impl Aggregator {
         self.overflow = overflow;
         self.pending_traces = state.pending_db.values().map(Vec::len).sum();
         self.pending_db = state.pending_db;
-        self.counters = state.counters;
+        self.telemetry.series_active(self.series);
         Ok(Restored {
             series: self.series,
             histograms_dropped,
@@ -812,7 +808,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::extract::UNKNOWN_VERSION;
+    use crate::telemetry::SelfMetric;
 
     const T0: u64 = 1_763_658_000_000;
 
@@ -824,11 +820,18 @@ mod tests {
             max_series: 100,
             series_idle_timeout: Duration::from_secs(600),
             max_pending_traces: 4,
+            allowed_lateness: Duration::from_secs(120),
+            max_future: Duration::from_secs(30),
         }
     }
 
     fn aggregator(config: AggregateConfig) -> Aggregator {
-        Aggregator::new(config, vec![100.0, 150.0, 1000.0], T0)
+        Aggregator::new(
+            config,
+            vec![100.0, 150.0, 1000.0],
+            Arc::new(Telemetry::default()),
+            T0,
+        )
     }
 
     fn endpoint(path: &str) -> EndpointKey {
@@ -840,25 +843,11 @@ mod tests {
     }
 
     fn request(path: &str, version: &str, ms: u64, outcome: Outcome, trace: u8) -> Sample {
-        Sample {
-            service: "lending-api".into(),
-            version: version.into(),
-            trace_id: [trace; 16],
-            kind: SampleKind::Request {
-                endpoint: endpoint(path),
-                duration: Duration::from_millis(ms),
-                outcome,
-            },
-        }
+        crate::testing::request(path, version, ms as f64, outcome).in_trace([trace; 16])
     }
 
     fn db_call(trace: u8) -> Sample {
-        Sample {
-            service: "lending-api".into(),
-            version: UNKNOWN_VERSION.into(),
-            trace_id: [trace; 16],
-            kind: SampleKind::DbCall,
-        }
+        Sample::db_call(crate::testing::SERVICE, [trace; 16], 0)
     }
 
     fn window_of(agg: &Aggregator, path: &str, version: &str, now: u64) -> WindowSummary {
@@ -869,7 +858,7 @@ mod tests {
     #[test]
     fn requests_land_in_their_series_with_outcomes() {
         let mut agg = aggregator(config());
-        agg.record_batch(
+        agg.record(
             &[
                 request("/risk-score", "v1.2", 100, Outcome::Ok, 1),
                 request("/risk-score", "v1.3", 750, Outcome::Timeout, 2),
@@ -891,8 +880,8 @@ mod tests {
     #[test]
     fn window_slides_and_horizon_keeps_more() {
         let mut agg = aggregator(config());
-        agg.record_batch(&[request("/a", "v1", 100, Outcome::Ok, 1)], T0);
-        agg.record_batch(&[request("/a", "v1", 100, Outcome::Ok, 2)], T0 + 120_000);
+        agg.record(&[request("/a", "v1", 100, Outcome::Ok, 1)], T0);
+        agg.record(&[request("/a", "v1", 100, Outcome::Ok, 2)], T0 + 120_000);
         let now = T0 + 120_000;
         let series = &agg.versions(&endpoint("/a")).unwrap()["v1"];
         assert_eq!(agg.window(series, now).count(), 1);
@@ -907,7 +896,7 @@ mod tests {
         let mut agg = aggregator(config());
         // One request a minute: a 60 s window never holds more than one.
         for i in 0..5 {
-            agg.record_batch(&[request("/a", "v1", 100, Outcome::Ok, 1)], T0 + i * 60_000);
+            agg.record(&[request("/a", "v1", 100, Outcome::Ok, 1)], T0 + i * 60_000);
         }
         let now = T0 + 4 * 60_000;
         let series = &agg.versions(&endpoint("/a")).unwrap()["v1"];
@@ -920,13 +909,13 @@ mod tests {
     #[test]
     fn idle_series_expire() {
         let mut agg = aggregator(config());
-        agg.record_batch(&[request("/a", "v1", 100, Outcome::Ok, 1)], T0);
+        agg.record(&[request("/a", "v1", 100, Outcome::Ok, 1)], T0);
         agg.expire(T0 + 599_000);
         assert_eq!(agg.series_count(), 1);
         agg.expire(T0 + 600_000);
         assert_eq!(agg.series_count(), 0);
         assert!(agg.versions(&endpoint("/a")).is_none());
-        assert_eq!(agg.counters().series_expired, 1);
+        assert_eq!(agg.telemetry.reading(SelfMetric::SeriesExpired), 1);
     }
 
     #[test]
@@ -938,21 +927,21 @@ mod tests {
         let samples: Vec<_> = (0..10)
             .map(|i| request(&format!("/e{i}"), "v1", 10, Outcome::Ok, 1))
             .collect();
-        agg.record_batch(&samples, T0);
+        agg.record(&samples, T0);
         assert_eq!(agg.series_count(), 3);
-        assert_eq!(agg.counters().overflow_samples, 7);
+        assert_eq!(agg.telemetry.reading(SelfMetric::SeriesOverflow), 7);
         assert_eq!(agg.window(agg.overflow(), T0).count(), 7);
         // Known series still record at the cap.
-        agg.record_batch(&[request("/e0", "v1", 10, Outcome::Ok, 1)], T0);
+        agg.record(&[request("/e0", "v1", 10, Outcome::Ok, 1)], T0);
         assert_eq!(window_of(&agg, "/e0", "v1", T0).count(), 2);
-        assert_eq!(agg.counters().overflow_samples, 7);
+        assert_eq!(agg.telemetry.reading(SelfMetric::SeriesOverflow), 7);
     }
 
     #[test]
     fn database_calls_join_their_request_by_trace() {
         let mut agg = aggregator(config());
         // Same batch, request listed first: still joined.
-        agg.record_batch(
+        agg.record(
             &[
                 request("/checkout", "v2", 300, Outcome::Ok, 9),
                 db_call(9),
@@ -962,8 +951,8 @@ mod tests {
             T0,
         );
         // Calls in an earlier batch than their request.
-        agg.record_batch(&[db_call(8)], T0);
-        agg.record_batch(&[request("/checkout", "v2", 300, Outcome::Ok, 8)], T0 + 5);
+        agg.record(&[db_call(8)], T0);
+        agg.record(&[request("/checkout", "v2", 300, Outcome::Ok, 8)], T0 + 5);
         let w = window_of(&agg, "/checkout", "v2", T0 + 5);
         assert_eq!(w.db_calls, 4);
         assert_eq!(w.db_calls_per_request(), 2.0);
@@ -973,18 +962,19 @@ mod tests {
     fn pending_database_calls_are_bounded_and_expire() {
         let mut agg = aggregator(config());
         let calls: Vec<_> = (1..=10).map(db_call).collect();
-        agg.record_batch(&calls, T0);
-        assert_eq!(agg.counters().db_pending_dropped, 6);
+        agg.record(&calls, T0);
+        assert_eq!(agg.telemetry.reading(SelfMetric::DbPendingDropped), 6);
         agg.expire(T0 + PENDING_DB_TTL_MS);
-        assert_eq!(agg.counters().db_unmatched, 4);
+        assert_eq!(agg.telemetry.reading(SelfMetric::DbUnmatched), 4);
         assert_eq!(agg.pending_traces, 0);
     }
 
-    fn interned(name: &Arc<SeriesName>, ms: u64) -> InternedSample {
-        InternedSample {
+    fn interned(name: &Arc<SeriesName>, ms: u64) -> Sample {
+        Sample {
             series: name.clone(),
             trace_id: [0; 16],
-            kind: InternedKind::Request {
+            time_ms: 0,
+            kind: SampleKind::Request {
                 duration: Duration::from_millis(ms),
                 outcome: Outcome::Ok,
             },
@@ -1006,17 +996,17 @@ mod tests {
             name("/a", "v1"),
             name("/c", "v1"),
         );
-        agg.record_interned(
+        agg.record(
             &[interned(&a2, 10), interned(&a3, 10), interned(&b1, 10)],
             T0,
         );
         // v1 sorts first: v2 and v3 of /a move, and the cap is reached.
-        agg.record_batch(&[request("/a", "v1", 10, Outcome::Ok, 1)], T0);
-        agg.record_interned(
+        agg.record(&[request("/a", "v1", 10, Outcome::Ok, 1)], T0);
+        agg.record(
             &[interned(&a2, 10), interned(&a3, 10), interned(&a1, 10)],
             T0,
         );
-        agg.record_interned(&[interned(&a3, 10), interned(&c1, 10)], T0);
+        agg.record(&[interned(&a3, 10), interned(&c1, 10)], T0);
         // The cap was 3: v1 of /a and /c went to the overflow series.
         let count = |path, version| window_of(&agg, path, version, T0).count();
         assert_eq!(
@@ -1024,23 +1014,86 @@ mod tests {
             (2, 3, 1)
         );
         assert!(agg.versions(&endpoint("/a")).unwrap().get("v1").is_none());
-        assert_eq!(agg.counters().overflow_samples, 3);
+        assert_eq!(agg.telemetry.reading(SelfMetric::SeriesOverflow), 3);
         // /b idles out (the others are fresher): everything after it moves,
         // and a remembered overflow name gets a series of its own.
-        agg.record_interned(&[interned(&a2, 10), interned(&a3, 10)], T0 + 300_000);
+        agg.record(&[interned(&a2, 10), interned(&a3, 10)], T0 + 300_000);
         agg.expire(T0 + 600_000);
         assert_eq!(agg.series_count(), 2);
         let later = T0 + 600_000;
-        agg.record_interned(
+        agg.record(
             &[interned(&c1, 10), interned(&a3, 10), interned(&a1, 10)],
             later,
         );
         let count = |path, version| window_of(&agg, path, version, later).count();
         assert_eq!((count("/c", "v1"), count("/a", "v3")), (1, 1));
         assert_eq!(
-            agg.counters().overflow_samples,
+            agg.telemetry.reading(SelfMetric::SeriesOverflow),
             4,
             "/a v1 still over the cap"
         );
+    }
+
+    fn at(path: &str, version: &str, time_ms: u64) -> Sample {
+        let mut sample = request(path, version, 10, Outcome::Ok, 1);
+        sample.time_ms = time_ms;
+        sample
+    }
+
+    #[test]
+    fn samples_count_at_their_own_time_not_their_arrival() {
+        let mut agg = aggregator(config());
+        let now = T0 + 100_000;
+        // A backlog arriving at once, newest first: v2's samples are the
+        // newer ones, whatever the order they came in.
+        agg.record(
+            &[
+                at("/a", "v2", T0 + 90_000),
+                at("/a", "v1", T0 + 20_000),
+                at("/a", "v2", T0 + 95_000),
+                at("/a", "v1", T0 + 5_000),
+            ],
+            now,
+        );
+        let versions = agg.versions(&endpoint("/a")).unwrap();
+        assert_eq!(versions["v1"].first_seen_ms, T0 + 5_000);
+        assert_eq!(versions["v1"].last_seen_ms, T0 + 20_000);
+        assert_eq!(versions["v2"].first_seen_ms, T0 + 90_000);
+        // The 60 s window holds v2's samples, not v1's: they are older.
+        assert_eq!(window_of(&agg, "/a", "v2", now).count(), 2);
+        assert_eq!(window_of(&agg, "/a", "v1", now).count(), 0);
+        let v1 = &agg.versions(&endpoint("/a")).unwrap()["v1"];
+        assert_eq!(agg.horizon(v1, now).count(), 2);
+        // Slots stay in order although the late ones came last.
+        let indexes: Vec<u64> = v1.slots.iter().map(|s| s.index).collect();
+        assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
+    }
+
+    #[test]
+    fn samples_too_late_or_from_the_future_are_counted_and_left_out() {
+        let mut agg = aggregator(config());
+        let now = T0 + 1_000_000;
+        agg.record(
+            &[
+                // allowed_lateness is 120 s, max_future 30 s.
+                at("/a", "v1", now - 120_001),
+                at("/a", "v1", now - 120_000),
+                at("/a", "v1", now + 30_000),
+                at("/a", "v1", now + 30_001),
+                at("/a", "v1", 0),
+            ],
+            now,
+        );
+        let dropped = |reason: &str| {
+            agg.telemetry
+                .readings()
+                .iter()
+                .find(|r| r.metric == SelfMetric::SamplesDropped && r.reason == Some(reason))
+                .map(|r| r.value)
+        };
+        assert_eq!((dropped("late"), dropped("future")), (Some(1), Some(1)));
+        let v1 = &agg.versions(&endpoint("/a")).unwrap()["v1"];
+        assert_eq!(agg.horizon(v1, now + 30_000).count(), 3);
+        assert_eq!(v1.first_seen_ms, now - 120_000);
     }
 }

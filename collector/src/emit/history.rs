@@ -548,37 +548,19 @@ impl History {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::config::{AggregateConfig, JudgeConfig};
-    use crate::extract::{Sample, SampleKind};
+    use crate::extract::Sample;
+    use crate::testing::request;
 
     const T0: u64 = 1_763_658_000_000;
     const TICK: u64 = 1000;
-
-    fn request(path: &str, version: &str, ms: f64, outcome: Outcome) -> Sample {
-        Sample {
-            service: "lending-api".into(),
-            version: version.into(),
-            trace_id: [1; 16],
-            kind: SampleKind::Request {
-                endpoint: EndpointKey {
-                    service: "lending-api".into(),
-                    endpoint: path.into(),
-                    dims: Vec::new(),
-                },
-                duration: Duration::from_secs_f64(ms / 1e3),
-                outcome,
-            },
-        }
-    }
 
     fn setup() -> (Aggregator, Judge) {
         let agg = AggregateConfig::default();
         let window_ms = agg.window.as_millis() as u64;
         (
-            Aggregator::new(agg, vec![100.0], T0),
+            Aggregator::new(agg, vec![100.0], Default::default(), T0),
             Judge::new(JudgeConfig::default(), window_ms),
         )
     }
@@ -597,7 +579,7 @@ mod tests {
         let mut history = History::new(limits(3, 10, 10));
         for i in 0..10 {
             let now = T0 + i * TICK;
-            agg.record_batch(&[request("/risk-score", "v1.2", 20.0, Outcome::Ok)], now);
+            agg.record(&[request("/risk-score", "v1.2", 20.0, Outcome::Ok)], now);
             history.record(&agg, &judge, &[], TICK, now);
         }
         let view = history.view(&judge, "", TICK, 300_000, T0 + 9 * TICK);
@@ -619,7 +601,7 @@ mod tests {
             .iter()
             .map(|v| request("/risk-score", v, 20.0, Outcome::Ok))
             .collect();
-        agg.record_batch(&batch, T0);
+        agg.record(&batch, T0);
         history.record(&agg, &judge, &[], TICK, T0);
         history.record(&agg, &judge, &[], TICK, T0 + TICK);
         let view = history.view(&judge, "", TICK, 300_000, T0 + TICK);
@@ -633,13 +615,13 @@ mod tests {
     fn stale_series_make_room() {
         let (mut agg, judge) = setup();
         let mut history = History::new(limits(2, 1, 10));
-        agg.record_batch(&[request("/a", "v1", 20.0, Outcome::Ok)], T0);
+        agg.record(&[request("/a", "v1", 20.0, Outcome::Ok)], T0);
         history.record(&agg, &judge, &[], TICK, T0);
         // The aggregator forgets the series after its idle timeout; the
         // history forgets it once its ring's span has passed with no point.
         let later = T0 + 3_600_000;
         agg.expire(later);
-        agg.record_batch(&[request("/b", "v2", 20.0, Outcome::Ok)], later);
+        agg.record(&[request("/b", "v2", 20.0, Outcome::Ok)], later);
         history.record(&agg, &judge, &[], TICK, later);
         history.record(&agg, &judge, &[], TICK, later + TICK);
         let view = history.view(&judge, "", TICK, 300_000, later + TICK);
@@ -663,7 +645,7 @@ mod tests {
                     ]
                 })
                 .collect();
-            agg.record_batch(&batch, now);
+            agg.record(&batch, now);
             let transitions = judge.evaluate(&agg, now);
             history.record(&agg, &judge, &transitions, TICK, now);
             fired |= !history.view(&judge, "", TICK, 0, now).active.is_empty();
@@ -704,7 +686,7 @@ mod tests {
     fn json_shape() {
         let (mut agg, judge) = setup();
         let mut history = History::new(limits(4, 10, 10));
-        agg.record_batch(
+        agg.record(
             &[
                 request("/risk-score", "v1.2", 40.0, Outcome::Ok),
                 request("/risk-score", "v1.2", 1000.0, Outcome::Timeout),

@@ -1,5 +1,6 @@
 //! Emit: what the judge found and what the aggregator measured, out.
 //!
+//! - [`catalogue`]: every metric's OTLP and Prometheus name, type, unit and help.
 //! - [`prometheus`]: the `/metrics` text, from a [`MetricsSnapshot`].
 //! - [`otlp`]: OTLP metrics push through the OpenTelemetry SDK (optional).
 //! - [`api`]: the `modelgate.v1.Query` views and gRPC service.
@@ -12,6 +13,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod catalogue;
 pub mod dashboard;
 pub mod history;
 pub mod otlp;
@@ -20,7 +22,7 @@ pub mod prometheus;
 use crate::aggregate::Aggregator;
 use crate::extract::Outcome;
 use crate::judge::{AlertState, Condition, Judge};
-use crate::telemetry::{RefusedReason, Telemetry};
+use crate::telemetry::Telemetry;
 use prometheus::{HistogramRow, MetricsSnapshot, RegressionRow};
 
 /// The bounded `verdict` attribute of a rule's latest evaluation.
@@ -99,13 +101,6 @@ pub fn snapshot(
         histograms,
         regressions,
         db_calls,
-        series_active: agg.series_count() as u64,
-        counters: agg.counters(),
-        accepted: telemetry.accepted_total(),
-        refused: RefusedReason::ALL
-            .iter()
-            .map(|r| (*r, telemetry.refused_total(*r)))
-            .collect(),
-        forward: telemetry.forward(),
+        readings: telemetry.readings(),
     }
 }

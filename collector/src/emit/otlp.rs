@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use opentelemetry::metrics::{Counter, Gauge, Histogram, MeterProvider as _};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::metrics::{
@@ -18,10 +18,11 @@ use opentelemetry_sdk::metrics::{
 };
 use opentelemetry_sdk::Resource;
 
+use super::catalogue::{self, Kind, Metric};
 use crate::config::EmitConfig;
-use crate::extract::{EndpointKey, Outcome};
+use crate::extract::{EndpointKey, Outcome, SeriesName};
 use crate::judge::{AlertKey, AlertState, Judgement};
-use crate::telemetry::{RefusedReason, Telemetry};
+use crate::telemetry::{SelfMetric, Telemetry};
 
 /// Why the OTLP push could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +74,7 @@ impl OtlpEmitter {
             .with_reader(reader)
             .with_view(move |i: &Instrument| {
                 let stream = Stream::builder().with_cardinality_limit(limit);
-                let stream = if i.name() == "modelgate.request.duration" {
+                let stream = if i.name() == catalogue::REQUEST_DURATION.otlp {
                     stream.with_aggregation(Aggregation::Base2ExponentialHistogram {
                         max_size: 160,
                         max_scale: 20,
@@ -86,101 +87,46 @@ impl OtlpEmitter {
             })
             .build();
         let meter = provider.meter("modelgate");
-        let t = telemetry.clone();
-        let _accepted = meter
-            .u64_observable_counter("modelgate.receiver.accepted")
-            .with_description("Spans and log records accepted by the receivers.")
-            .with_callback(move |o| o.observe(t.accepted_total(), &[]))
+        for metric in SelfMetric::ALL {
+            observe(&meter, metric, telemetry.clone());
+        }
+        let described = |m: &'static Metric| (m.otlp, m.help);
+        let (name, help) = described(&catalogue::REQUEST_DURATION);
+        let duration = meter
+            .f64_histogram(name)
+            .with_unit(catalogue::REQUEST_DURATION.unit.unwrap_or("s"))
+            .with_description(help)
             .build();
-        let t = telemetry.clone();
-        let _refused = meter
-            .u64_observable_counter("modelgate.receiver.refused")
-            .with_description("Spans and log records refused, by reason.")
-            .with_callback(move |o| {
-                for reason in RefusedReason::ALL {
-                    o.observe(
-                        t.refused_total(reason),
-                        &[KeyValue::new("reason", reason.as_str())],
-                    );
-                }
-            })
-            .build();
-        let t = telemetry.clone();
-        let _forward_queue = meter
-            .u64_observable_gauge("modelgate.forward.queue")
-            .with_description("Export requests waiting for the forward downstream or being sent.")
-            .with_callback(move |o| o.observe(t.forward().queue, &[]))
-            .build();
-        let t = telemetry.clone();
-        let _forward_sent = meter
-            .u64_observable_counter("modelgate.forward.sent")
-            .with_description("Export requests delivered to the forward downstream.")
-            .with_callback(move |o| o.observe(t.forward().sent, &[]))
-            .build();
-        let t = telemetry.clone();
-        let _forward_refused = meter
-            .u64_observable_counter("modelgate.forward.refused")
-            .with_description(
-                "Export requests refused to senders (retryable) because the forward queue was full.",
-            )
-            .with_callback(move |o| o.observe(t.forward().refused, &[]))
-            .build();
-        let t = telemetry;
-        let _forward_dropped = meter
-            .u64_observable_counter("modelgate.forward.dropped")
-            .with_description("Accepted export requests the forwarder gave up on, by reason.")
-            .with_callback(move |o| {
-                for (reason, n) in t.forward().dropped {
-                    o.observe(n, &[KeyValue::new("reason", reason.as_str())]);
-                }
-            })
-            .build();
+        let (name, help) = described(&catalogue::REGRESSION_ACTIVE);
+        let active = meter.u64_gauge(name).with_description(help).build();
+        let (name, help) = described(&catalogue::REGRESSION_RATIO);
+        let ratio = meter.f64_gauge(name).with_description(help).build();
+        let (name, help) = described(&catalogue::REGRESSION_VERDICT);
+        let verdict = meter.u64_gauge(name).with_description(help).build();
+        let (name, help) = described(&catalogue::ALERTS);
+        let alerts = meter.u64_counter(name).with_description(help).build();
+        let (name, help) = described(&catalogue::DB_CALLS_PER_REQUEST);
+        let db_calls = meter.f64_gauge(name).with_description(help).build();
         Ok(Some(Self {
-            duration: meter
-                .f64_histogram("modelgate.request.duration")
-                .with_unit("s")
-                .with_description(
-                    "Request latency per service, endpoint, model version and outcome.",
-                )
-                .build(),
-            active: meter
-                .u64_gauge("modelgate.regression.active")
-                .with_description("1 while a regression alert fires, else 0.")
-                .build(),
-            ratio: meter
-                .f64_gauge("modelgate.regression.ratio")
-                .with_description("Candidate over baseline on the rule's figure.")
-                .build(),
-            verdict: meter
-                .u64_gauge("modelgate.regression.verdict")
-                .with_description("State set of the latest evaluation: 1 for the current verdict.")
-                .build(),
-            alerts: meter
-                .u64_counter("modelgate.alerts")
-                .with_description("Times a regression alert started firing.")
-                .build(),
-            db_calls: meter
-                .f64_gauge("modelgate.db.calls_per_request")
-                .with_description("Database calls per request over the candidate window.")
-                .build(),
+            duration,
+            active,
+            ratio,
+            verdict,
+            alerts,
+            db_calls,
             provider,
         }))
     }
 
     /// Records one request's latency.
-    pub fn record_request(
-        &self,
-        endpoint: &EndpointKey,
-        version: &str,
-        seconds: f64,
-        outcome: Outcome,
-    ) {
+    pub fn record_request(&self, series: &SeriesName, seconds: f64, outcome: Outcome) {
+        let endpoint = &series.endpoint;
         self.duration.record(
             seconds,
             &[
                 KeyValue::new("service.name", endpoint.service.clone()),
                 KeyValue::new("endpoint", endpoint.endpoint.clone()),
-                KeyValue::new("model.version", version.to_owned()),
+                KeyValue::new("model.version", series.version.clone()),
                 KeyValue::new("outcome", outcome.as_str()),
             ],
         );
@@ -232,4 +178,36 @@ fn regression_attributes(key: &AlertKey) -> [KeyValue; 5] {
         KeyValue::new("baseline.version", key.baseline.clone()),
         KeyValue::new("rule", key.rule.as_str()),
     ]
+}
+
+/// Registers one of modelgate's own figures as an observable instrument
+/// (counter or gauge, as the catalogue says), read from `telemetry` at
+/// each export.
+fn observe(meter: &Meter, metric: SelfMetric, telemetry: Arc<Telemetry>) {
+    let entry = catalogue::self_metric(metric);
+    let callback = move |observe: &dyn Fn(u64, &[KeyValue])| {
+        for r in telemetry.readings().iter().filter(|r| r.metric == metric) {
+            match r.reason {
+                Some(reason) => observe(r.value, &[KeyValue::new("reason", reason)]),
+                None => observe(r.value, &[]),
+            }
+        }
+    };
+    // The SDK keeps registered instruments alive with the meter provider.
+    match entry.kind {
+        Kind::Counter => {
+            meter
+                .u64_observable_counter(entry.otlp)
+                .with_description(entry.help)
+                .with_callback(move |o| callback(&|v, attrs| o.observe(v, attrs)))
+                .build();
+        }
+        Kind::Gauge | Kind::Histogram => {
+            meter
+                .u64_observable_gauge(entry.otlp)
+                .with_description(entry.help)
+                .with_callback(move |o| callback(&|v, attrs| o.observe(v, attrs)))
+                .build();
+        }
+    }
 }

@@ -2,19 +2,19 @@
 //!
 //! The pipeline task copies what is to be shown into a [`MetricsSnapshot`]
 //! (cheap: counts, not sketches) and the HTTP handler encodes it here with
-//! `prometheus-client`, off the pipeline task. Names are the OTLP names of
-//! `DESIGN.md` in the usual translation: dots to underscores, the unit as a
-//! suffix, `_total` on counters.
+//! `prometheus-client`, off the pipeline task. Names and help texts come
+//! from [`super::catalogue`].
 
 use std::borrow::Cow;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::aggregate::{AggregateCounters, Cumulative};
-use crate::telemetry::{ForwardCounters, RefusedReason};
+use super::catalogue::{self, Kind, Metric};
+use crate::aggregate::Cumulative;
+use crate::telemetry::{Reading, SelfMetric};
 
 /// The media type of what [`encode`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -59,16 +59,8 @@ pub struct MetricsSnapshot {
     pub regressions: Vec<RegressionRow>,
     /// (service.name, endpoint, model.version) and calls per request.
     pub db_calls: Vec<(Labels, f64)>,
-    /// Live series.
-    pub series_active: u64,
-    /// Limits the aggregator hit.
-    pub counters: AggregateCounters,
-    /// Spans accepted.
-    pub accepted: u64,
-    /// Refused, by reason.
-    pub refused: Vec<(RefusedReason, u64)>,
-    /// The forwarder's queue and counters (zero when forwarding is off).
-    pub forward: ForwardCounters,
+    /// modelgate's own figures.
+    pub readings: Vec<Reading>,
 }
 
 /// Writes `snapshot` as OpenMetrics text into `out`.
@@ -139,15 +131,25 @@ fn labels(pairs: &[(&'static str, String)]) -> Vec<(Cow<'static, str>, Cow<'stat
         .collect()
 }
 
+/// A family's descriptor, from its catalogue entry.
+fn descriptor<'a>(
+    encoder: &'a mut DescriptorEncoder<'_>,
+    metric: &Metric,
+) -> Result<MetricEncoder<'a>, std::fmt::Error> {
+    let kind = match metric.kind {
+        Kind::Counter => MetricType::Counter,
+        Kind::Gauge => MetricType::Gauge,
+        Kind::Histogram => MetricType::Histogram,
+    };
+    // The catalogue's only unit is the second.
+    let unit = metric.unit.map(|_| &Unit::Seconds);
+    encoder.encode_descriptor(metric.prometheus, metric.help, unit, kind)
+}
+
 impl Collector for MetricsSnapshot {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         {
-            let mut m = encoder.encode_descriptor(
-                "modelgate_request_duration",
-                "Request latency per service, endpoint, model version and outcome.",
-                Some(&Unit::Seconds),
-                MetricType::Histogram,
-            )?;
+            let mut m = descriptor(&mut encoder, &catalogue::REQUEST_DURATION)?;
             for row in &self.histograms {
                 let h = &row.histogram;
                 // Per-bucket counts: the encoder makes them cumulative.
@@ -173,25 +175,18 @@ impl Collector for MetricsSnapshot {
         }
         gauge_family(
             &mut encoder,
-            "modelgate_regression_active",
-            "1 while a regression alert fires for the candidate against the baseline under the rule, else 0.",
+            &catalogue::REGRESSION_ACTIVE,
             self.regressions
                 .iter()
                 .map(|r| (&r.labels, i64::from(r.active))),
         )?;
         gauge_family(
             &mut encoder,
-            "modelgate_regression_ratio",
-            "Candidate over baseline on the rule's figure (sla: over the limit).",
+            &catalogue::REGRESSION_RATIO,
             self.regressions.iter().map(|r| (&r.labels, r.ratio)),
         )?;
         {
-            let mut m = encoder.encode_descriptor(
-                "modelgate_regression_verdict",
-                "The latest evaluation of the rule, as a state set: 1 for the current verdict (pass, regression, inconclusive = too little traffic or not yet significant), 0 for the others.",
-                None,
-                MetricType::Gauge,
-            )?;
+            let mut m = descriptor(&mut encoder, &catalogue::REGRESSION_VERDICT)?;
             for r in &self.regressions {
                 for verdict in VERDICTS {
                     let mut set = labels(&r.labels);
@@ -202,12 +197,7 @@ impl Collector for MetricsSnapshot {
             }
         }
         {
-            let mut m = encoder.encode_descriptor(
-                "modelgate_alerts",
-                "Times a regression alert started firing.",
-                None,
-                MetricType::Counter,
-            )?;
+            let mut m = descriptor(&mut encoder, &catalogue::ALERTS)?;
             for r in &self.regressions {
                 let set = labels(&r.labels);
                 m.encode_family(&set)?
@@ -216,112 +206,51 @@ impl Collector for MetricsSnapshot {
         }
         gauge_family(
             &mut encoder,
-            "modelgate_db_calls_per_request",
-            "Database calls per request over the candidate window.",
+            &catalogue::DB_CALLS_PER_REQUEST,
             self.db_calls.iter().map(|(l, v)| (l, *v)),
         )?;
-        let c = &self.counters;
-        simple(
-            &mut encoder,
-            "modelgate_receiver_accepted",
-            "Spans and log records accepted by the receivers.",
-            MetricType::Counter,
-            self.accepted,
-        )?;
-        {
-            let mut m = encoder.encode_descriptor(
-                "modelgate_receiver_refused",
-                "Spans and log records refused, by reason (a payload that could not be decoded counts once).",
-                None,
-                MetricType::Counter,
-            )?;
-            for (reason, n) in &self.refused {
-                let set = [("reason", reason.as_str())];
-                m.encode_family(&set)?
-                    .encode_counter::<NoLabelSet, _, f64>(n, None)?;
+        encode_readings(&mut encoder, &self.readings)
+    }
+}
+
+/// modelgate's own figures: one family per [`SelfMetric`], a `reason`
+/// attribute where the figure is split by reason.
+fn encode_readings(
+    encoder: &mut DescriptorEncoder<'_>,
+    readings: &[Reading],
+) -> Result<(), std::fmt::Error> {
+    for metric in SelfMetric::ALL {
+        let entry = catalogue::self_metric(metric);
+        let mut m = descriptor(encoder, entry)?;
+        for r in readings.iter().filter(|r| r.metric == metric) {
+            match r.reason {
+                Some(reason) => {
+                    encode_value(&mut m.encode_family(&[("reason", reason)])?, entry, r.value)?
+                }
+                None => encode_value(&mut m, entry, r.value)?,
             }
         }
-        let f = &self.forward;
-        simple(
-            &mut encoder,
-            "modelgate_forward_queue",
-            "Export requests waiting for the forward downstream or being sent.",
-            MetricType::Gauge,
-            f.queue,
-        )?;
-        simple(
-            &mut encoder,
-            "modelgate_forward_sent",
-            "Export requests delivered to the forward downstream.",
-            MetricType::Counter,
-            f.sent,
-        )?;
-        simple(
-            &mut encoder,
-            "modelgate_forward_refused",
-            "Export requests refused to senders (retryable) because the forward queue was full.",
-            MetricType::Counter,
-            f.refused,
-        )?;
-        {
-            let mut m = encoder.encode_descriptor(
-                "modelgate_forward_dropped",
-                "Accepted export requests the forwarder gave up on, by reason.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (reason, n) in &f.dropped {
-                let set = [("reason", reason.as_str())];
-                m.encode_family(&set)?
-                    .encode_counter::<NoLabelSet, _, f64>(n, None)?;
-            }
-        }
-        simple(
-            &mut encoder,
-            "modelgate_series_active",
-            "Live series (service, endpoint, version).",
-            MetricType::Gauge,
-            self.series_active,
-        )?;
-        simple(
-            &mut encoder,
-            "modelgate_series_overflow",
-            "Samples routed to the overflow series because aggregate.max_series was reached.",
-            MetricType::Counter,
-            c.overflow_samples,
-        )?;
-        simple(
-            &mut encoder,
-            "modelgate_series_expired",
-            "Series forgotten after idling past aggregate.series_idle_timeout.",
-            MetricType::Counter,
-            c.series_expired,
-        )?;
-        simple(
-            &mut encoder,
-            "modelgate_db_pending_dropped",
-            "Database calls dropped because aggregate.max_pending_traces traces were waiting.",
-            MetricType::Counter,
-            c.db_pending_dropped,
-        )?;
-        simple(
-            &mut encoder,
-            "modelgate_db_unmatched",
-            "Database calls whose request span never arrived.",
-            MetricType::Counter,
-            c.db_unmatched,
-        )?;
-        Ok(())
+    }
+    Ok(())
+}
+
+fn encode_value(
+    m: &mut MetricEncoder<'_>,
+    metric: &Metric,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    match metric.kind {
+        Kind::Counter => m.encode_counter::<NoLabelSet, _, f64>(&value, None),
+        Kind::Gauge | Kind::Histogram => m.encode_gauge(&(value as i64)),
     }
 }
 
 fn gauge_family<'a, V: EncodeGaugeValue>(
     encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
+    metric: &Metric,
     rows: impl Iterator<Item = (&'a Labels, V)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    let mut m = descriptor(encoder, metric)?;
     for (l, v) in rows {
         let set = labels(l);
         m.encode_family(&set)?.encode_gauge(&v)?;
@@ -329,27 +258,27 @@ fn gauge_family<'a, V: EncodeGaugeValue>(
     Ok(())
 }
 
-fn simple(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    kind: MetricType,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    let mut m = encoder.encode_descriptor(name, help, None, kind)?;
-    match kind {
-        MetricType::Counter => m.encode_counter::<NoLabelSet, _, f64>(&value, None),
-        _ => m.encode_gauge(&(value as i64)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::DroppedReason;
+    use crate::telemetry::{DroppedReason, RefusedReason, Telemetry};
 
     #[test]
     fn renders_names_labels_and_buckets_as_prometheus_expects() {
+        let telemetry = Telemetry::default();
+        telemetry.refused(RefusedReason::TooLarge, 2, "test");
+        telemetry.spans_accepted(10);
+        // 12 in, 7 delivered, 2 given up on: 3 still queued.
+        for _ in 0..12 {
+            telemetry.forward_queued();
+        }
+        for _ in 0..7 {
+            telemetry.forward_sent();
+        }
+        telemetry.forward_refused();
+        telemetry.forward_dropped(DroppedReason::Rejected, 2);
+        telemetry.series_active(4);
+        telemetry.series_overflowed();
         let snapshot = MetricsSnapshot {
             bounds_ms: vec![100.0, 150.0],
             histograms: vec![HistogramRow {
@@ -378,14 +307,7 @@ mod tests {
                 firings: 1,
                 verdict: "inconclusive",
             }],
-            refused: vec![(RefusedReason::TooLarge, 2)],
-            accepted: 10,
-            forward: ForwardCounters {
-                queue: 3,
-                sent: 7,
-                refused: 1,
-                dropped: vec![(DroppedReason::Rejected, 2)],
-            },
+            readings: telemetry.readings(),
             ..MetricsSnapshot::default()
         };
         let text = encode(snapshot).unwrap();
@@ -408,6 +330,9 @@ mod tests {
             "modelgate_forward_sent_total 7",
             "modelgate_forward_refused_total 1",
             r#"modelgate_forward_dropped_total{reason="rejected"} 2"#,
+            "modelgate_series_active 4",
+            "modelgate_series_overflow_total 1",
+            "modelgate_db_unmatched_total 0",
         ] {
             assert!(text.contains(line), "{line}: {text}");
         }

@@ -1,9 +1,9 @@
 //! Intern: one shared, owned name per series, found from borrowed strings.
 //!
-//! The fast path reads spans as borrowed slices of the request
-//! ([`super::wire`]); turning each into a [`super::Sample`] would allocate
-//! three `String`s per span only to compare them with keys the aggregator
-//! already holds. An [`Interner`] keeps one [`SeriesName`] per series it has
+//! Every reader sees spans and records as borrowed slices of the request
+//! ([`super::SampleRef`]); owning their strings would allocate three
+//! `String`s per span only to compare them with keys the aggregator already
+//! holds. An [`Interner`] keeps one [`SeriesName`] per series it has
 //! seen and hands out `Arc`s to it: a span of a known series costs a hash
 //! and a comparison, never an allocation.
 //!
@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::{EndpointKey, InternedKind, InternedSample, SampleRef, SampleRefKind};
+use super::{EndpointKey, Sample, SampleRef};
 
 /// What a series is called: its endpoint key and version. Database calls
 /// are named by service and version only (empty endpoint, no dimensions).
@@ -30,12 +30,23 @@ pub struct SeriesName {
     pub version: String,
 }
 
+/// Names an [`Interner::default`] holds before it starts over (a few MiB at
+/// most): enough for the hot series of a fleet; beyond it, samples of
+/// series not cached cost an allocation, as before interning.
+pub const DEFAULT_MAX_NAMES: usize = 1 << 13;
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Interner {
     table: HashTable<Arc<SeriesName>>,
     hasher: DefaultHashBuilder,
     max_names: usize,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_NAMES)
+    }
 }
 
 impl Interner {
@@ -59,27 +70,17 @@ impl Interner {
     }
 
     /// `sample` with its series interned.
-    pub fn intern(&mut self, sample: &SampleRef<'_>) -> InternedSample {
-        let (endpoint, dims, kind): (&str, &[Cow<'_, str>], _) = match &sample.kind {
-            SampleRefKind::Request {
-                endpoint,
-                dims,
-                duration,
-                outcome,
-            } => (
-                endpoint,
-                dims,
-                InternedKind::Request {
-                    duration: *duration,
-                    outcome: *outcome,
-                },
+    pub fn intern(&mut self, sample: &SampleRef<'_>) -> Sample {
+        Sample {
+            series: self.name(
+                sample.service,
+                sample.endpoint,
+                &sample.dims,
+                sample.version,
             ),
-            SampleRefKind::DbCall => ("", &[], InternedKind::DbCall),
-        };
-        InternedSample {
-            series: self.name(sample.service, endpoint, dims, sample.version),
             trace_id: sample.trace_id,
-            kind,
+            time_ms: sample.time_ms,
+            kind: sample.kind,
         }
     }
 
@@ -157,16 +158,17 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::extract::Outcome;
+    use crate::extract::{Outcome, SampleKind};
 
     fn request<'a>(service: &'a str, endpoint: &'a str, version: &'a str) -> SampleRef<'a> {
         SampleRef {
             service,
+            endpoint,
+            dims: vec![Cow::Borrowed("eu")],
             version,
             trace_id: [1; 16],
-            kind: SampleRefKind::Request {
-                endpoint,
-                dims: vec![Cow::Borrowed("eu")],
+            time_ms: 0,
+            kind: SampleKind::Request {
                 duration: Duration::from_millis(3),
                 outcome: Outcome::Ok,
             },
@@ -202,11 +204,15 @@ mod tests {
         let mut interner = Interner::new(4);
         let db = interner.intern(&SampleRef {
             service: "s",
+            endpoint: "",
+            dims: Vec::new(),
             version: "v1",
             trace_id: [2; 16],
-            kind: SampleRefKind::DbCall,
+            time_ms: 7,
+            kind: SampleKind::DbCall,
         });
-        assert_eq!(db.kind, InternedKind::DbCall);
+        assert_eq!(db.kind, SampleKind::DbCall);
+        assert_eq!(db.time_ms, 7);
         assert_eq!(db.series.endpoint.service, "s");
         assert_eq!(db.series.endpoint.endpoint, "");
     }

@@ -20,68 +20,11 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use serde::{Deserialize, Serialize};
 
 use super::{
-    EndpointKey, ExtractReport, Outcome, Sample, SampleKind, MAX_REASONS, UNKNOWN_SERVICE,
+    ExtractReport, Interner, Outcome, Sample, SampleKind, SampleRef, MAX_REASONS, UNKNOWN_SERVICE,
 };
-use crate::config::ExtractConfig;
-
-/// The unit of a log's duration field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DurationUnit {
-    /// Nanoseconds.
-    Ns,
-    /// Microseconds.
-    Us,
-    /// Milliseconds.
-    Ms,
-    /// Seconds.
-    S,
-}
-
-impl DurationUnit {
-    fn seconds(self, value: f64) -> f64 {
-        match self {
-            DurationUnit::Ns => value / 1e9,
-            DurationUnit::Us => value / 1e6,
-            DurationUnit::Ms => value / 1e3,
-            DurationUnit::S => value,
-        }
-    }
-}
-
-/// Which fields of a log record make a request sample. The defaults are the
-/// lending incident's format (`responseTimeMs`, `modelVersion`, `endpoint`,
-/// `status` = `OK` | `Timeout`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogMapping {
-    /// Field holding the request's duration (a number, or a numeric string).
-    pub duration_field: String,
-    /// Unit of that field.
-    pub duration_unit: DurationUnit,
-    /// Field holding the version.
-    pub version_field: String,
-    /// Field holding the endpoint.
-    pub endpoint_field: String,
-    /// Field holding the status; a record without it counts as `ok`.
-    pub status_field: String,
-    /// Field holding the service; unset or absent: the resource's
-    /// `service.name`.
-    pub service_field: Option<String>,
-    /// Status values meaning a timeout (compared case-insensitively).
-    pub timeout_values: Vec<String>,
-    /// Status values meaning an error (compared case-insensitively).
-    pub error_values: Vec<String>,
-}
-
-impl Default for LogMapping {
-    fn default() -> Self {
-        Self::lending()
-    }
-}
+use crate::config::{ExtractConfig, LogMapping};
 
 /// A field's value as a mapping reads it.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,23 +64,12 @@ pub struct Mapped {
     pub duration: Duration,
     /// How it ended.
     pub outcome: Outcome,
+    /// When, unix milliseconds, from the mapping's `time_field` when the
+    /// record has it.
+    pub time_ms: Option<u64>,
 }
 
 impl LogMapping {
-    /// The lending incident's format, the built-in preset.
-    pub fn lending() -> Self {
-        Self {
-            duration_field: "responseTimeMs".into(),
-            duration_unit: DurationUnit::Ms,
-            version_field: "modelVersion".into(),
-            endpoint_field: "endpoint".into(),
-            status_field: "status".into(),
-            service_field: None,
-            timeout_values: vec!["timeout".into()],
-            error_values: vec!["error".into(), "failed".into()],
-        }
-    }
-
     /// Maps one record whose fields `get` looks up, or says which field was
     /// missing or wrong.
     pub fn map<'a>(&self, get: impl Fn(&str) -> Option<Field<'a>>) -> Result<Mapped, String> {
@@ -173,7 +105,17 @@ impl LogMapping {
         } else {
             Outcome::Ok
         };
+        let time_ms = match self.time_field.as_deref().and_then(&get) {
+            None => None,
+            Some(value) => Some(unix_ms(&value).ok_or_else(|| {
+                format!(
+                    "field {:?} is neither an RFC 3339 time nor a unix time",
+                    self.time_field.as_deref().unwrap_or_default()
+                )
+            })?),
+        };
         Ok(Mapped {
+            time_ms,
             service: self
                 .service_field
                 .as_deref()
@@ -192,6 +134,32 @@ impl LogMapping {
         let object = value.as_object().ok_or("not a JSON object".to_owned())?;
         self.map(|name| json_field(object.get(name)?))
     }
+}
+
+/// A time field's value in unix milliseconds: an RFC 3339 string
+/// (`2026-11-20T17:02:11.204Z`), or a number of unix seconds,
+/// milliseconds, microseconds or nanoseconds (told apart by magnitude, as
+/// any date after 1973 allows). `None` for anything else, or a time before
+/// 1970.
+fn unix_ms(value: &Field<'_>) -> Option<u64> {
+    if let Field::Text(text) = value {
+        if let Ok(time) = humantime::parse_rfc3339_weak(text.trim()) {
+            let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+            return u64::try_from(since.as_millis()).ok();
+        }
+    }
+    let n = value.number().filter(|n| n.is_finite() && *n > 0.0)?;
+    let ms = if n >= 1e17 {
+        n / 1e6
+    } else if n >= 1e14 {
+        n / 1e3
+    } else if n >= 1e11 {
+        n
+    } else {
+        n * 1e3
+    };
+    // Up to the year 10000: anything later is not a time.
+    (ms < 253_402_300_800_000.0).then_some(ms as u64)
 }
 
 fn json_field(value: &serde_json::Value) -> Option<Field<'_>> {
@@ -226,6 +194,7 @@ fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
 pub fn extract_logs(
     request: &ExportLogsServiceRequest,
     config: &ExtractConfig,
+    interner: &mut Interner,
     out: &mut Vec<Sample>,
 ) -> ExtractReport {
     let mut report = ExtractReport::default();
@@ -242,7 +211,7 @@ pub fn extract_logs(
         for scope_logs in &resource_logs.scope_logs {
             for record in &scope_logs.log_records {
                 index += 1;
-                match sample_of(record, resource, resource_service, config) {
+                match sample_of(record, resource, resource_service, config, interner) {
                     Ok(sample) => {
                         report.samples += 1;
                         out.push(sample);
@@ -275,6 +244,7 @@ fn sample_of(
     resource: &[KeyValue],
     resource_service: Option<&str>,
     config: &ExtractConfig,
+    interner: &mut Interner,
 ) -> Result<Sample, String> {
     let body = record.body.as_ref().and_then(|b| b.value.as_ref());
     let body_map: &[KeyValue] = match body {
@@ -299,27 +269,38 @@ fn sample_of(
     let mapped = config.logs.map(get)?;
     let service = mapped
         .service
-        .or_else(|| resource_service.map(str::to_owned))
-        .unwrap_or_else(|| UNKNOWN_SERVICE.to_owned());
-    let dims = config
+        .as_deref()
+        .or(resource_service)
+        .unwrap_or(UNKNOWN_SERVICE);
+    let dims: Vec<Cow<'_, str>> = config
         .dimensions
         .iter()
-        .map(|key| get(key).map(|f| f.text().into_owned()).unwrap_or_default())
+        .map(|key| {
+            get(key)
+                .map(|f| Cow::Owned(f.text().into_owned()))
+                .unwrap_or_default()
+        })
         .collect();
-    Ok(Sample {
-        version: mapped.version,
+    // The mapping's own time field first (the request's time as the
+    // application wrote it), then the record's, then when it was observed.
+    let nanos_to_ms = |nanos: u64| (nanos > 0).then_some(nanos / 1_000_000);
+    let time_ms = mapped
+        .time_ms
+        .or_else(|| nanos_to_ms(record.time_unix_nano))
+        .or_else(|| nanos_to_ms(record.observed_time_unix_nano))
+        .unwrap_or(0);
+    Ok(interner.intern(&SampleRef {
+        service,
+        endpoint: &mapped.endpoint,
+        dims,
+        version: &mapped.version,
         trace_id: record.trace_id.as_slice().try_into().unwrap_or([0; 16]),
+        time_ms,
         kind: SampleKind::Request {
-            endpoint: EndpointKey {
-                service: service.clone(),
-                endpoint: mapped.endpoint,
-                dims,
-            },
             duration: mapped.duration,
             outcome: mapped.outcome,
         },
-        service,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -364,17 +345,15 @@ mod tests {
         config: &ExtractConfig,
     ) -> (ExtractReport, Vec<Sample>) {
         let mut out = Vec::new();
-        let report = extract_logs(req, config, &mut out);
+        let report = extract_logs(req, config, &mut Interner::new(64), &mut out);
         (report, out)
     }
 
     fn request_of(sample: &Sample) -> (&str, Duration, Outcome) {
-        match &sample.kind {
-            SampleKind::Request {
-                endpoint,
-                duration,
-                outcome,
-            } => (endpoint.endpoint.as_str(), *duration, *outcome),
+        match sample.kind {
+            SampleKind::Request { duration, outcome } => {
+                (sample.series.endpoint.endpoint.as_str(), duration, outcome)
+            }
             SampleKind::DbCall => panic!("a log is never a db call"),
         }
     }
@@ -398,8 +377,8 @@ mod tests {
             &ExtractConfig::default(),
         );
         assert_eq!(report.samples, 1, "{report:?}");
-        assert_eq!(samples[0].service, "lending-api");
-        assert_eq!(samples[0].version, "v1.3");
+        assert_eq!(samples[0].service(), "lending-api");
+        assert_eq!(samples[0].version(), "v1.3");
         assert_eq!(
             request_of(&samples[0]),
             ("/risk-score", Duration::from_millis(750), Outcome::Timeout)
@@ -431,7 +410,7 @@ mod tests {
         };
         let (report, samples) = extract(&request(None, vec![json, map]), &ExtractConfig::default());
         assert_eq!(report.samples, 2, "{report:?}");
-        assert_eq!(samples[0].service, UNKNOWN_SERVICE);
+        assert_eq!(samples[0].service(), UNKNOWN_SERVICE);
         assert_eq!(
             request_of(&samples[0]),
             ("/a", Duration::from_micros(96_500), Outcome::Ok)
@@ -513,15 +492,12 @@ mod tests {
             ..Default::default()
         };
         let (_, samples) = extract(&request(Some("ignored"), vec![record]), &config);
-        assert_eq!(samples[0].service, "checkout");
+        assert_eq!(samples[0].service(), "checkout");
         assert_eq!(
             request_of(&samples[0]),
             ("/x", Duration::from_millis(250), Outcome::Timeout)
         );
-        let SampleKind::Request { endpoint, .. } = &samples[0].kind else {
-            unreachable!()
-        };
-        assert_eq!(endpoint.dims, vec!["eu".to_owned()]);
+        assert_eq!(samples[0].series.endpoint.dims, vec!["eu".to_owned()]);
     }
 
     #[test]
@@ -533,9 +509,54 @@ mod tests {
         .unwrap();
         let mapped = mapping.map_json(&line).unwrap();
         assert_eq!(mapped.duration, Duration::from_millis(120));
+        assert_eq!(mapped.time_ms, None, "no timestamp in the line");
         assert_eq!(
             mapping.map_json(&serde_json::json!([1])).unwrap_err(),
             "not a JSON object"
         );
+    }
+
+    #[test]
+    fn the_request_time_comes_from_the_mapping_then_the_record_then_observation() {
+        let fields = |extra: Vec<KeyValue>| {
+            let mut attributes = vec![
+                kv("endpoint", s("/risk-score")),
+                kv("responseTimeMs", Value::IntValue(96)),
+                kv("modelVersion", s("v1.2")),
+            ];
+            attributes.extend(extra);
+            attributes
+        };
+        let record = |extra, time, observed| LogRecord {
+            attributes: fields(extra),
+            time_unix_nano: time,
+            observed_time_unix_nano: observed,
+            ..Default::default()
+        };
+        let time_of = |r: LogRecord| {
+            let (report, samples) =
+                extract(&request(Some("svc"), vec![r]), &ExtractConfig::default());
+            (report.rejected, samples.first().map(|s| s.time_ms))
+        };
+        // 2026-11-20T17:05:02.377Z
+        let stamped = vec![kv("timestamp", s("2026-11-20T17:05:02.377Z"))];
+        assert_eq!(
+            time_of(record(stamped, 5_000_000, 6_000_000)),
+            (0, Some(1_795_194_302_377))
+        );
+        assert_eq!(time_of(record(vec![], 5_000_000, 6_000_000)), (0, Some(5)));
+        assert_eq!(time_of(record(vec![], 0, 6_000_000)), (0, Some(6)));
+        assert_eq!(time_of(record(vec![], 0, 0)), (0, Some(0)), "arrival time");
+        // Unix times by magnitude: seconds, milliseconds, nanoseconds.
+        for value in [
+            Value::IntValue(1_763_658_302),
+            Value::IntValue(1_763_658_302_000),
+            Value::StringValue("1763658302000000000".into()),
+        ] {
+            let got = time_of(record(vec![kv("timestamp", value)], 0, 0));
+            assert_eq!(got, (0, Some(1_763_658_302_000)));
+        }
+        let (rejected, _) = time_of(record(vec![kv("timestamp", s("yesterday"))], 0, 0));
+        assert_eq!(rejected, 1, "a time field that is not a time is named");
     }
 }

@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -117,13 +118,12 @@ impl Outcome {
     }
 }
 
-/// What a span says about its service and version.
-#[derive(Debug, Clone, PartialEq)]
+/// What a measured span or log record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SampleKind {
-    /// A request (SERVER or CONSUMER span, or a root span) and its latency.
+    /// A request (SERVER or CONSUMER span, a root span, or a mapped log
+    /// record) and its latency.
     Request {
-        /// The endpoint it hit.
-        endpoint: EndpointKey,
         /// End minus start.
         duration: Duration,
         /// How it ended.
@@ -134,44 +134,78 @@ pub enum SampleKind {
     DbCall,
 }
 
-/// One span, reduced to what the aggregator needs.
+/// One span or log record, reduced to what the aggregator needs: the one
+/// shape every reader hands over. Its series is named by a shared
+/// [`SeriesName`] (see [`intern`]), so a sample owns no string of its own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
-    /// `service.name` of the span's resource.
-    pub service: String,
-    /// The version, or [`UNKNOWN_VERSION`].
-    pub version: String,
+    /// Service, endpoint, dimensions and version. A database call's name
+    /// has its service and version only (empty endpoint, no dimensions).
+    pub series: Arc<SeriesName>,
     /// The trace, to join database calls to their request.
     pub trace_id: [u8; 16],
+    /// When it happened, unix milliseconds: the span's end, the log
+    /// record's time. 0 when the sender gave none: the aggregator then
+    /// takes the arrival time.
+    pub time_ms: u64,
     /// Request or database call.
     pub kind: SampleKind,
 }
 
-/// A [`Sample`] whose series is named by a shared [`SeriesName`] (see
-/// [`intern`]): what the fast path hands to the pipeline, with no string
-/// of its own.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InternedSample {
-    /// Service, endpoint, dimensions and version.
-    pub series: std::sync::Arc<SeriesName>,
-    /// The trace, to join database calls to their request.
-    pub trace_id: [u8; 16],
-    /// Request or database call.
-    pub kind: InternedKind,
-}
-
-/// [`SampleKind`] of an [`InternedSample`]: the endpoint is in the name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InternedKind {
-    /// A request and its latency.
-    Request {
-        /// End minus start.
+impl Sample {
+    /// A request of `version` on `endpoint`, with a series name of its own
+    /// (not interned: for tests, benchmarks and offline tools).
+    pub fn request(
+        endpoint: EndpointKey,
+        version: &str,
         duration: Duration,
-        /// How it ended.
         outcome: Outcome,
-    },
-    /// A database call.
-    DbCall,
+        time_ms: u64,
+    ) -> Self {
+        Self {
+            series: Arc::new(SeriesName {
+                endpoint,
+                version: version.to_owned(),
+            }),
+            trace_id: [0; 16],
+            time_ms,
+            kind: SampleKind::Request { duration, outcome },
+        }
+    }
+
+    /// A database call of `service` in trace `trace_id` (see
+    /// [`Sample::request`]).
+    pub fn db_call(service: &str, trace_id: [u8; 16], time_ms: u64) -> Self {
+        Self {
+            series: Arc::new(SeriesName {
+                endpoint: EndpointKey {
+                    service: service.to_owned(),
+                    endpoint: String::new(),
+                    dims: Vec::new(),
+                },
+                version: UNKNOWN_VERSION.to_owned(),
+            }),
+            trace_id,
+            time_ms,
+            kind: SampleKind::DbCall,
+        }
+    }
+
+    /// The same sample in trace `trace_id`.
+    pub fn in_trace(mut self, trace_id: [u8; 16]) -> Self {
+        self.trace_id = trace_id;
+        self
+    }
+
+    /// The service.
+    pub fn service(&self) -> &str {
+        &self.series.endpoint.service
+    }
+
+    /// The version.
+    pub fn version(&self) -> &str {
+        &self.series.version
+    }
 }
 
 /// What extraction made of one export request.
@@ -188,67 +222,28 @@ pub struct ExtractReport {
     pub message: String,
 }
 
-/// One span's sample with every string borrowed from the request: what
-/// both readers ([`extract`] on a decoded message, [`wire::scan`] on the
-/// protobuf bytes) produce, so the rules exist once (`sample_of`).
+/// A [`Sample`] before its series is named: every string borrowed from
+/// the request. What every reader produces ([`extract`] on a decoded
+/// message, [`wire::scan`] on the protobuf bytes, [`logs`] on log records),
+/// so the rules exist once; [`Interner::intern`] turns it into a [`Sample`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleRef<'a> {
     /// `service.name` of the span's resource.
     pub service: &'a str,
+    /// `http.route`, else `url.path` / `http.target`, else the span name;
+    /// empty for a database call.
+    pub endpoint: &'a str,
+    /// Values of the configured extra dimensions (owned only when a value
+    /// is not a string attribute); empty for a database call.
+    pub dims: Vec<Cow<'a, str>>,
     /// The version, or [`UNKNOWN_VERSION`].
     pub version: &'a str,
     /// The trace, to join database calls to their request.
     pub trace_id: [u8; 16],
+    /// See [`Sample::time_ms`].
+    pub time_ms: u64,
     /// Request or database call.
-    pub kind: SampleRefKind<'a>,
-}
-
-/// [`SampleKind`], borrowed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SampleRefKind<'a> {
-    /// See [`SampleKind::Request`].
-    Request {
-        /// `http.route`, else `url.path` / `http.target`, else the span name.
-        endpoint: &'a str,
-        /// Values of the configured extra dimensions (owned only when a value
-        /// is not a string attribute).
-        dims: Vec<Cow<'a, str>>,
-        /// End minus start.
-        duration: Duration,
-        /// How it ended.
-        outcome: Outcome,
-    },
-    /// See [`SampleKind::DbCall`].
-    DbCall,
-}
-
-impl SampleRef<'_> {
-    /// The owned [`Sample`].
-    pub fn to_sample(&self) -> Sample {
-        let kind = match &self.kind {
-            SampleRefKind::Request {
-                endpoint,
-                dims,
-                duration,
-                outcome,
-            } => SampleKind::Request {
-                endpoint: EndpointKey {
-                    service: self.service.to_owned(),
-                    endpoint: (*endpoint).to_owned(),
-                    dims: dims.iter().map(|d| d.clone().into_owned()).collect(),
-                },
-                duration: *duration,
-                outcome: *outcome,
-            },
-            SampleRefKind::DbCall => SampleKind::DbCall,
-        };
-        Sample {
-            service: self.service.to_owned(),
-            version: self.version.to_owned(),
-            trace_id: self.trace_id,
-            kind,
-        }
-    }
+    pub kind: SampleKind,
 }
 
 /// An attribute value as the rules read it, borrowed.
@@ -373,6 +368,7 @@ impl Tally {
 pub fn extract(
     request: &ExportTraceServiceRequest,
     config: &ExtractConfig,
+    interner: &mut Interner,
     out: &mut Vec<Sample>,
 ) -> ExtractReport {
     let mut tally = Tally::default();
@@ -387,7 +383,7 @@ pub fn extract(
                 let fields = SpanFields::of(span);
                 let result = sample_of(&fields, service, &resource_attrs, config);
                 if let Some(sample) = tally.count(&fields, result) {
-                    out.push(sample.to_sample());
+                    out.push(interner.intern(&sample));
                 }
             }
         }
@@ -446,37 +442,46 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
         .find_map(|key| attrs.find_str(key).or_else(|| resource_attrs.find_str(key)))
         .filter(|v| !v.is_empty())
         .unwrap_or(UNKNOWN_VERSION);
-    let kind = if is_request {
-        let duration = Duration::from_nanos(span.end_time_unix_nano - span.start_time_unix_nano);
-        SampleRefKind::Request {
-            endpoint: endpoint_of(span),
-            dims: if config.dimensions.is_empty() {
-                // Not even the call that collects nothing, once per span.
-                Vec::new()
-            } else {
-                config
-                    .dimensions
-                    .iter()
-                    .map(|key| {
-                        attrs
-                            .find(key)
-                            .or_else(|| resource_attrs.find(key))
-                            .map(value_string)
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            },
-            duration,
-            outcome: outcome_of(attrs, span.status_error, duration, config.timeout),
-        }
+    let time_ms = span.end_time_unix_nano / 1_000_000;
+    if !is_request {
+        return Ok(Some(SampleRef {
+            service,
+            endpoint: "",
+            dims: Vec::new(),
+            version,
+            trace_id,
+            time_ms,
+            kind: SampleKind::DbCall,
+        }));
+    }
+    let duration = Duration::from_nanos(span.end_time_unix_nano - span.start_time_unix_nano);
+    let dims = if config.dimensions.is_empty() {
+        // Not even the call that collects nothing, once per span.
+        Vec::new()
     } else {
-        SampleRefKind::DbCall
+        config
+            .dimensions
+            .iter()
+            .map(|key| {
+                attrs
+                    .find(key)
+                    .or_else(|| resource_attrs.find(key))
+                    .map(value_string)
+                    .unwrap_or_default()
+            })
+            .collect()
     };
     Ok(Some(SampleRef {
         service,
+        endpoint: endpoint_of(span),
+        dims,
         version,
         trace_id,
-        kind,
+        time_ms,
+        kind: SampleKind::Request {
+            duration,
+            outcome: outcome_of(attrs, span.status_error, duration, config.timeout),
+        },
     }))
 }
 
@@ -558,19 +563,25 @@ mod tests {
         ExtractConfig::default()
     }
 
+    fn extract_with(
+        request: &ExportTraceServiceRequest,
+        config: &ExtractConfig,
+        out: &mut Vec<Sample>,
+    ) -> ExtractReport {
+        extract(request, config, &mut Interner::new(64), out)
+    }
+
     fn one(spec: SpanSpec) -> (ExtractReport, Vec<Sample>) {
         let mut out = Vec::new();
-        let report = extract(&spec.into_request(), &config(), &mut out);
+        let report = extract_with(&spec.into_request(), &config(), &mut out);
         (report, out)
     }
 
     fn request_of(sample: &Sample) -> (&EndpointKey, Duration, Outcome) {
-        match &sample.kind {
-            SampleKind::Request {
-                endpoint,
-                duration,
-                outcome,
-            } => (endpoint, *duration, *outcome),
+        match sample.kind {
+            SampleKind::Request { duration, outcome } => {
+                (&sample.series.endpoint, duration, outcome)
+            }
             SampleKind::DbCall => panic!("expected a request, got {sample:?}"),
         }
     }
@@ -584,7 +595,7 @@ mod tests {
         let (endpoint, duration, outcome) = request_of(&out[0]);
         assert_eq!(endpoint.service, "lending-api");
         assert_eq!(endpoint.endpoint, "/risk-score");
-        assert_eq!(out[0].version, "v1.2");
+        assert_eq!(out[0].version(), "v1.2");
         assert_eq!(duration, Duration::from_millis(120));
         assert_eq!(outcome, Outcome::Ok);
     }
@@ -595,24 +606,24 @@ mod tests {
         let spec = SpanSpec::server("svc", "op", 5)
             .resource_attr(attr_str("service.version", "2.0.0"))
             .attr(attr_str("gen_ai.request.model", "gpt-x"));
-        assert_eq!(one(spec).1[0].version, "gpt-x");
+        assert_eq!(one(spec).1[0].version(), "gpt-x");
         // model.version on the resource wins over gen_ai.* on the span: the
         // list's order decides, the span only breaks ties for one key.
         let spec = SpanSpec::server("svc", "op", 5)
             .resource_attr(attr_str("model.version", "m7"))
             .attr(attr_str("gen_ai.request.model", "gpt-x"));
-        assert_eq!(one(spec).1[0].version, "m7");
+        assert_eq!(one(spec).1[0].version(), "m7");
         let spec = SpanSpec::server("svc", "op", 5)
             .resource_attr(attr_str("model.version", "m7"))
             .attr(attr_str("model.version", "m8"));
-        assert_eq!(one(spec).1[0].version, "m8");
+        assert_eq!(one(spec).1[0].version(), "m8");
     }
 
     #[test]
     fn span_without_version_counts_as_unknown() {
         let (report, out) = one(SpanSpec::server("svc", "op", 5));
         assert_eq!(report.samples, 1);
-        assert_eq!(out[0].version, UNKNOWN_VERSION);
+        assert_eq!(out[0].version(), UNKNOWN_VERSION);
     }
 
     #[test]
@@ -667,12 +678,12 @@ mod tests {
             ..ExtractConfig::default()
         };
         let mut out = Vec::new();
-        extract(
+        extract_with(
             &SpanSpec::server("s", "o", 750).into_request(),
             &config,
             &mut out,
         );
-        extract(
+        extract_with(
             &SpanSpec::server("s", "o", 749).into_request(),
             &config,
             &mut out,
@@ -724,7 +735,7 @@ mod tests {
             (0..50).map(|i| SpanSpec::server("svc", &format!("bad{i}"), 5).end_before_start()),
         );
         let mut out = Vec::new();
-        let report = extract(&request, &config(), &mut out);
+        let report = extract_with(&request, &config(), &mut out);
         assert_eq!(report.rejected, 50);
         assert!(
             report.message.ends_with("and 47 more"),
@@ -743,7 +754,7 @@ mod tests {
             .resource_attr(attr_str("region", "eu"))
             .attr(attr_int("tier", 2));
         let mut out = Vec::new();
-        extract(&spec.into_request(), &config, &mut out);
+        extract_with(&spec.into_request(), &config, &mut out);
         assert_eq!(
             request_of(&out[0]).0.dims,
             vec!["eu".to_owned(), "2".to_owned()]
@@ -755,7 +766,7 @@ mod tests {
         let mut request = SpanSpec::server("x", "o", 5).into_request();
         request.resource_spans[0].resource = None;
         let mut out = Vec::new();
-        extract(&request, &config(), &mut out);
-        assert_eq!(out[0].service, UNKNOWN_SERVICE);
+        extract_with(&request, &config(), &mut out);
+        assert_eq!(out[0].service(), UNKNOWN_SERVICE);
     }
 }

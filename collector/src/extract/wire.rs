@@ -688,22 +688,34 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::extract::{extract, Sample};
+    use crate::extract::{extract, Interner, Sample};
     use modelgate_fixture::{attr_str, SpanSpec};
 
     type Read = (ExtractReport, Vec<Sample>);
+
+    /// The reference reader's answer.
+    fn decoded(request: &ExportTraceServiceRequest, config: &ExtractConfig) -> Read {
+        let mut samples = Vec::new();
+        let report = extract(request, config, &mut Interner::new(1024), &mut samples);
+        (report, samples)
+    }
+
+    /// The wire reader's answer.
+    fn scanned(bytes: &[u8], config: &ExtractConfig) -> Result<Read, WireError> {
+        let mut interner = Interner::new(1024);
+        let mut samples = Vec::new();
+        scan(bytes, config, |s| samples.push(interner.intern(&s))).map(|r| (r, samples))
+    }
 
     /// Both readers on the same request: (report, samples) each.
     fn both(
         request: &ExportTraceServiceRequest,
         config: &ExtractConfig,
     ) -> (Read, Result<Read, WireError>) {
-        let mut decoded = Vec::new();
-        let reference = extract(request, config, &mut decoded);
-        let bytes = request.encode_to_vec();
-        let mut scanned = Vec::new();
-        let wire = scan(&bytes, config, |s| scanned.push(s.to_sample())).map(|r| (r, scanned));
-        ((reference, decoded), wire)
+        (
+            decoded(request, config),
+            scanned(&request.encode_to_vec(), config),
+        )
     }
 
     const KEYS: &[&str] = &[
@@ -861,13 +873,9 @@ mod tests {
         fn any_bytes_give_the_same_answer_or_an_error_never_a_panic(
             bytes in prop::collection::vec(any::<u8>(), 0..300),
         ) {
-            let mut scanned = Vec::new();
-            let wire = scan(&bytes, &ExtractConfig::default(), |s| scanned.push(s.to_sample()));
+            let wire = scanned(&bytes, &ExtractConfig::default());
             if let Ok(request) = ExportTraceServiceRequest::decode(bytes.as_slice()) {
-                let mut decoded = Vec::new();
-                let report = extract(&request, &ExtractConfig::default(), &mut decoded);
-                prop_assert_eq!(wire, Ok(report));
-                prop_assert_eq!(scanned, decoded);
+                prop_assert_eq!(wire, Ok(decoded(&request, &ExtractConfig::default())));
             }
         }
 
@@ -884,13 +892,9 @@ mod tests {
                 bytes[i] = byte;
                 bytes.truncate(cut.index(bytes.len()));
             }
-            let mut scanned = Vec::new();
-            let wire = scan(&bytes, &ExtractConfig::default(), |s| scanned.push(s.to_sample()));
+            let wire = scanned(&bytes, &ExtractConfig::default());
             if let Ok(request) = ExportTraceServiceRequest::decode(bytes.as_slice()) {
-                let mut decoded = Vec::new();
-                let report = extract(&request, &ExtractConfig::default(), &mut decoded);
-                prop_assert_eq!(wire, Ok(report));
-                prop_assert_eq!(scanned, decoded);
+                prop_assert_eq!(wire, Ok(decoded(&request, &ExtractConfig::default())));
             }
         }
     }
@@ -945,19 +949,11 @@ mod tests {
         prost::encoding::message::encode(1, &first, &mut body);
         prost::encoding::message::encode(1, &second, &mut body);
         prost::encoding::bytes::encode(1, &body, &mut bytes);
-        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
-        let mut want = Vec::new();
-        extract(&decoded, &ExtractConfig::default(), &mut want);
-        let mut got = Vec::new();
-        scan(&bytes, &ExtractConfig::default(), |s| {
-            got.push(s.to_sample())
-        })
-        .unwrap();
+        let request_of_bytes = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+        let want = decoded(&request_of_bytes, &ExtractConfig::default());
+        let got = scanned(&bytes, &ExtractConfig::default()).unwrap();
         assert_eq!(got, want);
-        assert_eq!(
-            (got[0].service.as_str(), got[0].version.as_str()),
-            ("late", "m1")
-        );
+        assert_eq!((got.1[0].service(), got.1[0].version()), ("late", "m1"));
     }
 
     #[test]
@@ -988,14 +984,9 @@ mod tests {
             prost::encoding::bytes::encode(2, &scope, &mut resource_spans);
             let mut bytes = Vec::new();
             prost::encoding::bytes::encode(1, &resource_spans, &mut bytes);
-            let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
-            let mut want = Vec::new();
-            extract(&decoded, &ExtractConfig::default(), &mut want);
-            let mut got = Vec::new();
-            scan(&bytes, &ExtractConfig::default(), |s| {
-                got.push(s.to_sample())
-            })
-            .unwrap();
+            let request_of_bytes = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+            let want = decoded(&request_of_bytes, &ExtractConfig::default());
+            let got = scanned(&bytes, &ExtractConfig::default()).unwrap();
             assert_eq!(got, want, "{values:?}");
         }
     }

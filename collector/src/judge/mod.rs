@@ -695,40 +695,18 @@ fn is_live(judgement: &Judgement) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::config::{AggregateConfig, BaselineConfig};
-    use crate::extract::{Outcome, Sample, SampleKind};
+    use crate::extract::Outcome;
+    use crate::testing::{endpoint, request};
 
     const T0: u64 = 1_763_658_000_000;
-
-    fn endpoint(path: &str) -> EndpointKey {
-        EndpointKey {
-            service: "lending-api".into(),
-            endpoint: path.into(),
-            dims: Vec::new(),
-        }
-    }
-
-    fn request(path: &str, version: &str, ms: f64, outcome: Outcome) -> Sample {
-        Sample {
-            service: "lending-api".into(),
-            version: version.into(),
-            trace_id: [1; 16],
-            kind: SampleKind::Request {
-                endpoint: endpoint(path),
-                duration: Duration::from_secs_f64(ms / 1e3),
-                outcome,
-            },
-        }
-    }
 
     fn setup(config: JudgeConfig) -> (Aggregator, Judge) {
         let agg = AggregateConfig::default();
         let window_ms = agg.window.as_millis() as u64;
         (
-            Aggregator::new(agg, vec![100.0], T0),
+            Aggregator::new(agg, vec![100.0], Default::default(), T0),
             Judge::new(config, window_ms),
         )
     }
@@ -769,7 +747,7 @@ mod tests {
         // v1.2 alone for a while: becomes the baseline.
         for i in 0..100 {
             let ms = 85.0 + f64::from(i % 30);
-            agg.record_batch(
+            agg.record(
                 &[
                     request("/risk-score", "v1.2", ms, Outcome::Ok),
                     request("/funding-approve", "v1.2", ms, Outcome::Ok),
@@ -787,7 +765,7 @@ mod tests {
                 Outcome::Timeout
             };
             let ms = 700.0 + f64::from(i * 3 % 120);
-            agg.record_batch(
+            agg.record(
                 &[
                     request("/risk-score", "v1.3", ms, outcome),
                     request("/funding-approve", "v1.3", ms, outcome),
@@ -845,7 +823,7 @@ mod tests {
                     outcome,
                 ));
             }
-            agg.record_batch(&batch, now);
+            agg.record(&batch, now);
             for t in judge.evaluate(&agg, now) {
                 if t.judgement.alert.state == AlertState::Firing {
                     assert_eq!(t.key.candidate, "v1.3");
@@ -866,7 +844,7 @@ mod tests {
         let mut t = T0;
         for i in 0..300 {
             let ms = if i == 150 { 9_000.0 } else { 100.0 };
-            agg.record_batch(
+            agg.record(
                 &[
                     request("/a", "v1", ms, Outcome::Ok),
                     request("/a", "v2", 100.0, Outcome::Ok),
@@ -877,7 +855,7 @@ mod tests {
             assert!(judge.evaluate(&agg, t).is_empty() || active(&judge).is_empty());
         }
         // A new version whose very first request is slow.
-        agg.record_batch(&[request("/a", "v3", 9_000.0, Outcome::Timeout)], t);
+        agg.record(&[request("/a", "v3", 9_000.0, Outcome::Timeout)], t);
         for _ in 0..10 {
             t += 1_000;
             judge.evaluate(&agg, t);
@@ -907,7 +885,7 @@ mod tests {
             };
             let (a, oa) = draw(&mut rng);
             let (b, ob) = draw(&mut rng);
-            agg.record_batch(
+            agg.record(
                 &[
                     request("/predict", "v1", a, oa),
                     request("/predict", "v2", b, ob),
@@ -944,7 +922,7 @@ mod tests {
             ..JudgeConfig::default()
         };
         let (mut agg, mut judge) = setup(config);
-        agg.record_batch(
+        agg.record(
             &[
                 request("/a", "v2", 100.0, Outcome::Ok),
                 request("/b", "v2", 100.0, Outcome::Ok),
@@ -998,13 +976,13 @@ mod tests {
         let (mut agg, mut judge) = setup(JudgeConfig::default());
         let mut t = T0;
         for _ in 0..20 {
-            agg.record_batch(&[request("/a", "v1", 100.0, Outcome::Ok)], t);
+            agg.record(&[request("/a", "v1", 100.0, Outcome::Ok)], t);
             t += 100;
         }
         judge.evaluate(&agg, t);
         // v2 floods in, slow, long past a window.
         for _ in 0..2_000 {
-            agg.record_batch(&[request("/a", "v2", 900.0, Outcome::Timeout)], t);
+            agg.record(&[request("/a", "v2", 900.0, Outcome::Timeout)], t);
             t += 200;
             judge.evaluate(&agg, t);
         }
@@ -1019,7 +997,7 @@ mod tests {
         let (mut agg, mut judge) = setup(JudgeConfig::default());
         let mut t = T0;
         for _ in 0..10 {
-            agg.record_batch(&[request("/a", "v1", 900.0, Outcome::Ok)], t);
+            agg.record(&[request("/a", "v1", 900.0, Outcome::Ok)], t);
             t += 1_000;
             judge.evaluate(&agg, t);
         }
@@ -1037,7 +1015,7 @@ mod tests {
         let (mut agg, mut judge) = setup(JudgeConfig::default());
         let mut t = T0;
         for _ in 0..20 {
-            agg.record_batch(
+            agg.record(
                 &[
                     request("/a", "v1", 100.0, Outcome::Ok),
                     request("/b", "v1", 100.0, Outcome::Ok),
@@ -1047,7 +1025,7 @@ mod tests {
             t += 100;
         }
         judge.evaluate(&agg, t);
-        agg.record_batch(
+        agg.record(
             &[
                 request("/a", "v2", 100.0, Outcome::Ok),
                 request("/b", "v2", 100.0, Outcome::Ok),
@@ -1098,7 +1076,7 @@ mod tests {
             Err(ActionError::NoSuchAlert { .. })
         ));
         for _ in 0..10 {
-            agg.record_batch(&[request("/a", "v1", 900.0, Outcome::Ok)], t);
+            agg.record(&[request("/a", "v1", 900.0, Outcome::Ok)], t);
             t += 1_000;
             judge.evaluate(&agg, t);
         }
@@ -1121,7 +1099,7 @@ mod tests {
         assert_eq!(acked.len(), 1);
         assert!(judge.is_acknowledged(&key));
         // Still firing: still acknowledged.
-        agg.record_batch(&[request("/a", "v1", 900.0, Outcome::Ok)], t);
+        agg.record(&[request("/a", "v1", 900.0, Outcome::Ok)], t);
         judge.evaluate(&agg, t + 1_000);
         assert!(judge.is_acknowledged(&key));
         // Resolved (the series expired): the mark goes with it.

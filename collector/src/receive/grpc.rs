@@ -17,14 +17,12 @@
 //! buffer of its own: a message that came in one DATA frame (senders honour
 //! the 1 MiB frames [`crate::serve`] allows) is the very `Bytes` h2 read.
 //! [`crate::extract::wire::scan`] reads only the fields the rules need from
-//! them, and the samples name their series through this thread's
-//! [`Interner`], so a span of a known series allocates nothing.
+//! them ([`super::read_traces`]).
 //!
 //! This is the only module that makes gRPC status codes for OTLP, and it
 //! counts every refusal; it must never hold a request waiting for the
 //! aggregator.
 
-use std::cell::RefCell;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -49,41 +47,10 @@ use tower::Service;
 
 use crate::codec::TRACE_EXPORT_PATH;
 use crate::config::ExtractConfig;
-use crate::extract::{wire, ExtractReport, InternedSample, Interner};
 use crate::forward::{ForwardError, ForwardHandle, Signal, REFUSAL_RETRY_DELAY};
 use crate::pipeline::{IngestError, PipelineHandle};
-use crate::receive::{gunzip, hand_over, BodyError};
+use crate::receive::{gunzip, hand_over, read_traces, BodyError};
 use crate::telemetry::RefusedReason;
-
-/// Series names each receiving thread keeps before it starts over (a few
-/// MiB per thread at most): enough for the hot series of a fleet; beyond
-/// it, spans of series not cached cost an allocation, as before interning.
-const INTERNED_NAMES: usize = 1 << 13;
-
-/// About the fewest bytes a span of an instrumented request takes on the
-/// wire (they take 300 to 1,000), to size a request's sample list up front;
-/// a request of smaller spans only grows its list a few times more.
-const SPAN_BYTES_AT_LEAST: usize = 256;
-
-thread_local! {
-    /// Per thread, so no lock is ever taken on the receive path.
-    static INTERNER: RefCell<Interner> = RefCell::new(Interner::new(INTERNED_NAMES));
-}
-
-/// Reads an export's protobuf bytes into interned samples, on this thread's
-/// interner. Shared by the gRPC and the OTLP/HTTP protobuf receivers.
-pub(crate) fn read_traces(
-    bytes: &[u8],
-    config: &ExtractConfig,
-) -> Result<(Vec<InternedSample>, ExtractReport), wire::WireError> {
-    INTERNER.with(|interner| {
-        let mut interner = interner.borrow_mut();
-        // Sized so that the list rarely grows while it is filled.
-        let mut samples = Vec::with_capacity(bytes.len() / SPAN_BYTES_AT_LEAST);
-        let report = wire::scan(bytes, config, |s| samples.push(interner.intern(&s)))?;
-        Ok((samples, report))
-    })
-}
 
 /// The `TraceService/Export` handler: scan, hand over, forward the bytes.
 #[derive(Debug, Clone)]

@@ -40,12 +40,10 @@ use serde::Serialize;
 
 use crate::config::ExtractConfig;
 use crate::extract::logs::extract_logs;
-use crate::extract::{extract, ExtractReport, Sample};
+use crate::extract::{extract, ExtractReport, Interner, Sample};
 use crate::forward::{ForwardError, ForwardHandle, Signal};
-use crate::pipeline::Batch;
 use crate::pipeline::{IngestError, PipelineHandle};
-use crate::receive::grpc::read_traces;
-use crate::receive::{gunzip, hand_over, BodyError, Partial};
+use crate::receive::{gunzip, hand_over, read_traces, with_interner, BodyError, Partial};
 use crate::telemetry::RefusedReason;
 
 /// Seconds a sender is asked to wait when the queue is full.
@@ -170,14 +168,14 @@ async fn traces(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body:
             // The fast path, as on gRPC: scanned, never decoded.
             Encoding::Protobuf => {
                 let (samples, report) = read_traces(body, config).map_err(|e| e.to_string())?;
-                Ok((Batch::from(samples), report, None))
+                Ok((samples, report, None))
             }
             Encoding::Json => decoded(
                 encoding,
                 body,
                 config,
                 forwarding,
-                |r: &ExportTraceServiceRequest, c, out| extract(r, c, out),
+                |r: &ExportTraceServiceRequest, c, i, out| extract(r, c, i, out),
             ),
         },
         |partial| ExportTraceServiceResponse {
@@ -203,7 +201,7 @@ async fn logs(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: B
                 body,
                 config,
                 forwarding,
-                |r: &ExportLogsServiceRequest, c, out| extract_logs(r, c, out),
+                |r: &ExportLogsServiceRequest, c, i, out| extract_logs(r, c, i, out),
             )
         },
         |partial| ExportLogsServiceResponse {
@@ -218,7 +216,7 @@ async fn logs(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: B
 
 /// What reading a body made of it: the samples, the report, and the
 /// protobuf bytes to forward when they are not the body itself (`None`).
-type Read = (Batch, ExtractReport, Option<Vec<u8>>);
+type Read = (Vec<Sample>, ExtractReport, Option<Vec<u8>>);
 
 /// Decodes `body` fully and extracts with `extract`; with `forwarding`, the
 /// protobuf encoding of a JSON body for the next hop.
@@ -227,13 +225,13 @@ fn decoded<Req: prost::Message + Default + DeserializeOwned>(
     body: &[u8],
     config: &ExtractConfig,
     forwarding: bool,
-    extract: impl Fn(&Req, &ExtractConfig, &mut Vec<Sample>) -> ExtractReport,
+    extract: impl Fn(&Req, &ExtractConfig, &mut Interner, &mut Vec<Sample>) -> ExtractReport,
 ) -> Result<Read, String> {
     let request: Req = encoding.decode(body)?;
     let mut samples = Vec::new();
-    let report = extract(&request, config, &mut samples);
+    let report = with_interner(|interner| extract(&request, config, interner, &mut samples));
     let reencoded = (forwarding && encoding == Encoding::Json).then(|| request.encode_to_vec());
-    Ok((Batch::from(samples), report, reencoded))
+    Ok((samples, report, reencoded))
 }
 
 /// One export of either signal: read, decode, extract, hand over, answer.

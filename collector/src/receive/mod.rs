@@ -10,14 +10,49 @@
 //! ([`hand_over`]), and with forwarding on queue the accepted export for
 //! [`crate::forward`] as the bytes received; they are the only place where
 //! protocol status codes are made. They keep no state of their own beyond a
-//! per-thread cache of interned series names (see [`grpc`]).
+//! per-thread cache of interned series names ([`with_interner`]).
 
-use crate::extract::ExtractReport;
-use crate::pipeline::{Batch, IngestError, PipelineHandle};
+use std::cell::RefCell;
+
+use crate::config::ExtractConfig;
+use crate::extract::{wire, ExtractReport, Interner, Sample};
+use crate::pipeline::{IngestError, PipelineHandle};
 use crate::telemetry::RefusedReason;
 
 pub mod grpc;
 pub mod http;
+
+/// About the fewest bytes a span of an instrumented request takes on the
+/// wire (they take 300 to 1,000), to size a request's sample list up front;
+/// a request of smaller spans only grows its list a few times more.
+const SPAN_BYTES_AT_LEAST: usize = 256;
+
+thread_local! {
+    /// Per thread, so no lock is ever taken on the receive path.
+    static INTERNER: RefCell<Interner> = RefCell::new(Interner::default());
+}
+
+/// Runs `read` with this thread's interner: every receiver names its
+/// samples' series through it, so a span of a known series allocates
+/// nothing.
+pub(crate) fn with_interner<T>(read: impl FnOnce(&mut Interner) -> T) -> T {
+    INTERNER.with(|interner| read(&mut interner.borrow_mut()))
+}
+
+/// Reads an export's protobuf bytes into samples without decoding them
+/// ([`wire::scan`]): the fast path of the gRPC and the OTLP/HTTP protobuf
+/// receivers.
+pub(crate) fn read_traces(
+    bytes: &[u8],
+    config: &ExtractConfig,
+) -> Result<(Vec<Sample>, ExtractReport), wire::WireError> {
+    with_interner(|interner| {
+        // Sized so that the list rarely grows while it is filled.
+        let mut samples = Vec::with_capacity(bytes.len() / SPAN_BYTES_AT_LEAST);
+        let report = wire::scan(bytes, config, |s| samples.push(interner.intern(&s)))?;
+        Ok((samples, report))
+    })
+}
 
 /// Why a request body cannot be read (either protocol).
 #[derive(Debug)]
@@ -59,11 +94,10 @@ pub struct Partial {
 /// nothing is counted as accepted then.
 pub fn hand_over(
     pipeline: &PipelineHandle,
-    samples: impl Into<Batch>,
+    samples: Vec<Sample>,
     report: ExtractReport,
     unusable: RefusedReason,
 ) -> Result<Option<Partial>, IngestError> {
-    let samples = samples.into();
     if !samples.is_empty() {
         pipeline.try_ingest(samples)?;
     }

@@ -83,29 +83,38 @@ async fn main() {
 
     // (b) Decode, extract, aggregate.
     let config = ExtractConfig::default();
-    let mut agg = Aggregator::new(AggregateConfig::default(), vec![100.0], 1_763_658_000_000);
+    let mut agg = Aggregator::new(
+        AggregateConfig::default(),
+        vec![100.0],
+        Default::default(),
+        modelgate_collector::pipeline::now_ms(),
+    );
     let mut samples = Vec::with_capacity(options.batch_spans);
-    let started = Instant::now();
+    let mut decoded_names = Interner::new(1 << 16);
     let aggregate = in_process(&encoded, seconds, |b| {
         let request = ExportTraceServiceRequest::decode(b).unwrap();
         samples.clear();
-        extract(&request, &config, &mut samples);
-        let now = 1_763_658_000_000 + started.elapsed().as_millis() as u64;
-        agg.record_batch(&samples, now);
+        extract(&request, &config, &mut decoded_names, &mut samples);
+        let now = modelgate_collector::pipeline::now_ms();
+        agg.record(&samples, now);
         samples.len()
     });
 
     // (b2) Wire scan, intern, aggregate: what the receiver and the pipeline
     // task do per export now.
-    let mut agg = Aggregator::new(AggregateConfig::default(), vec![100.0], 1_763_658_000_000);
+    let mut agg = Aggregator::new(
+        AggregateConfig::default(),
+        vec![100.0],
+        Default::default(),
+        modelgate_collector::pipeline::now_ms(),
+    );
     let mut interner = Interner::new(1 << 16);
     let mut interned = Vec::with_capacity(options.batch_spans);
-    let started = Instant::now();
     let fast = in_process(&encoded, seconds, |b| {
         interned.clear();
         wire::scan(b, &config, |s| interned.push(interner.intern(&s))).unwrap();
-        let now = 1_763_658_000_000 + started.elapsed().as_millis() as u64;
-        agg.record_interned(&interned, now);
+        let now = modelgate_collector::pipeline::now_ms();
+        agg.record(&interned, now);
         interned.len()
     });
 

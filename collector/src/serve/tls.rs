@@ -212,7 +212,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        crate::serve::no_delay(&tcp);
+        super::socket::no_delay(&tcp);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::serve::ListenerExt as _;
 use modelgate_proto::v1::query_server::QueryServer;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
@@ -27,7 +27,11 @@ use crate::pipeline::Pipeline;
 use crate::receive::grpc::TraceReceiver;
 use crate::receive::http;
 use crate::telemetry::Telemetry;
-use crate::tls::{Tls, TlsError};
+use socket::no_delay;
+use tls::{Tls, TlsError};
+
+mod socket;
+pub mod tls;
 
 /// The largest HTTP/2 frame OTLP/gRPC clients may send (h2's default is
 /// 16 KiB). An export of 512 spans is about 230 KiB: in 16 KiB frames it
@@ -46,16 +50,6 @@ const GRPC_STREAM_WINDOW_BYTES: u32 = 2 << 20;
 
 /// The same per connection, for several exports in flight at once.
 const GRPC_CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
-
-/// Sets `TCP_NODELAY` on an accepted connection, as every listener here
-/// does: without it, Nagle holds small answers (an Export's, a query's)
-/// until the client's delayed ACK, 40 ms on Linux, at moderate rates. A
-/// connection where it fails is served anyway, only slower.
-pub(crate) fn no_delay(tcp: &TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "TCP_NODELAY not set");
-    }
-}
 
 /// Why the collector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,101 @@
+//! `aggregate`: how samples are kept (window, horizon, slots, caps).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, ConfigError};
+
+/// Keeping latency per series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregateConfig {
+    /// The candidate window: how much recent traffic a version is judged on.
+    /// A version with fewer requests in it than the rules' `min_samples` is
+    /// judged on a longer stretch, up to `baseline_horizon`, so a low-traffic
+    /// endpoint waits for evidence instead of never having enough.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How far back the baseline's traffic is kept and the baseline chosen;
+    /// at least `window`.
+    #[serde(with = "humantime_serde")]
+    pub baseline_horizon: Duration,
+    /// Width of one window slot: samples leave the window a slot at a time.
+    #[serde(with = "humantime_serde")]
+    pub slot: Duration,
+    /// A sample counts at its own time (span end, log record time); one
+    /// older than this when it arrives is left out of the judgement and
+    /// counted (`modelgate.samples.dropped{reason="late"}`). It lets a
+    /// Collector's retry queue or a replayed log land where it belongs.
+    /// Capped at `baseline_horizon`: older data is not judged anyway.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// A sample whose time is further ahead of this collector's clock than
+    /// this is left out and counted (`reason="future"`): a sender's clock
+    /// gone wrong must not fill windows that have not begun.
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+    /// Hard cap on series; samples of further series go to one overflow
+    /// series marked `otel.metric.overflow=true`, and are counted.
+    pub max_series: usize,
+    /// A series with no sample for this long is forgotten, so memory follows
+    /// live traffic; at least `baseline_horizon`.
+    #[serde(with = "humantime_serde")]
+    pub series_idle_timeout: Duration,
+    /// Traces whose database calls wait for their request span; beyond this,
+    /// such calls are dropped and counted.
+    pub max_pending_traces: usize,
+}
+
+impl Default for AggregateConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(300),
+            baseline_horizon: Duration::from_secs(1800),
+            slot: Duration::from_secs(10),
+            allowed_lateness: Duration::from_secs(1800),
+            max_future: Duration::from_secs(60),
+            max_series: 100_000,
+            series_idle_timeout: Duration::from_secs(1800),
+            max_pending_traces: 100_000,
+        }
+    }
+}
+
+impl AggregateConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        // Slots are whole milliseconds (the aggregator keys them by
+        // `now_ms / slot_ms`); a shorter one would also divide by zero below.
+        if self.slot < Duration::from_millis(1) {
+            return Err(invalid("aggregate.slot", "must be at least 1ms"));
+        }
+        if self.window < self.slot {
+            return Err(invalid(
+                "aggregate.window",
+                "must be at least aggregate.slot",
+            ));
+        }
+        if self.baseline_horizon < self.window {
+            return Err(invalid(
+                "aggregate.baseline_horizon",
+                "must be at least aggregate.window",
+            ));
+        }
+        if self.baseline_horizon.as_millis() / self.slot.as_millis() > 10_000 {
+            return Err(invalid(
+                "aggregate.slot",
+                "too small for aggregate.baseline_horizon (more than 10000 slots)",
+            ));
+        }
+        if self.series_idle_timeout < self.baseline_horizon {
+            return Err(invalid(
+                "aggregate.series_idle_timeout",
+                "must be at least aggregate.baseline_horizon",
+            ));
+        }
+        if self.max_series == 0 {
+            return Err(invalid("aggregate.max_series", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
