@@ -17,6 +17,7 @@ use modelgate::replay::{ReplayError, ReplayOptions, Scenario};
 use modelgate::{analyze, gate, loadgen, replay};
 use modelgate_collector::auth::Auth;
 use modelgate_collector::config::{Config, ConfigError};
+use modelgate_collector::judge::Severity;
 use modelgate_collector::serve::tls::Tls;
 use modelgate_collector::serve::ServeError;
 use tracing_subscriber::EnvFilter;
@@ -455,13 +456,13 @@ fn validate(config: Config) -> Result<Exit, Failure> {
     Ok(Exit::Ok)
 }
 
-/// `modelgate analyze`: exit 1 when a version regressed.
+/// `modelgate analyze`: exit 1 when a version regressed (critical).
 fn run_analyze(args: AnalyzeArgs, config: Config) -> Result<Exit, Failure> {
-    let mut analysis = analyze::Analysis::default();
+    let mut analysis = analyze::Analysis::new(&config);
     let progress = analyze::render::progress(&args.files);
     for file in &args.files {
         analysis
-            .read_file(file, &config.extract, &mut |n| progress.inc(n))
+            .read_file(file, &mut |n| progress.inc(n))
             .map_err(|e| {
                 Failure::new(
                     Exit::Failure,
@@ -470,14 +471,14 @@ fn run_analyze(args: AnalyzeArgs, config: Config) -> Result<Exit, Failure> {
             })?;
     }
     progress.finish_and_clear();
-    eprint!("{}", analyze::render::skipped(&analysis));
-    let reports = analyze::judge(&analysis, &analyze::offline_judge(config.judge));
+    let done = analysis.finish();
+    eprint!("{}", done.render_skipped());
     if args.format == "json" {
-        println!("{}", analyze::render::json(&analysis, &reports));
+        println!("{}", done.render_json());
     } else {
-        print!("{}", analyze::render::text(&analysis, &reports));
+        print!("{}", done.render_text());
     }
-    Ok(Exit::regression_if(analyze::any_regression(&reports)))
+    Ok(Exit::regression_if(done.regressed(Severity::Critical)))
 }
 
 /// `modelgate gate`: the verdict printed, its decision (or why there is

@@ -128,10 +128,9 @@ fn setup(comparative_only: bool) -> (Aggregator, Judge) {
     if comparative_only {
         judge.sla.limit = Duration::from_secs(60);
     }
-    let window_ms = agg.window.as_millis() as u64;
     (
         Aggregator::new(agg, vec![100.0], Default::default(), T0),
-        Judge::new(judge, window_ms),
+        Judge::new(judge),
     )
 }
 
@@ -211,7 +210,7 @@ fn simulate(sim: Sim) -> RunResult {
         agg.record(&batch, now);
         agg.expire(now);
         for t in judge.evaluate(&agg, now) {
-            if t.judgement.alert.state == AlertState::Firing && t.key.candidate == "v2" {
+            if t.alert().state == AlertState::Firing && t.key.candidate == "v2" {
                 alerts += 1;
                 let i: usize = t.key.endpoint.endpoint[2..].parse().unwrap();
                 if first_alert[i].is_none() {
@@ -452,7 +451,7 @@ fn main() {
         agg.record(&batch, now);
         agg.expire(now);
         for t in judge.evaluate(&agg, now) {
-            if t.judgement.alert.state == AlertState::Firing && t.key.candidate == "v1.3" {
+            if t.alert().state == AlertState::Firing && t.key.candidate == "v1.3" {
                 let i: usize = t.key.endpoint.endpoint[2..].parse().unwrap();
                 fired.push((i, t.key.rule, v13[i]));
             }

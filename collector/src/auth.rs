@@ -179,7 +179,9 @@ pub fn receiver_access(_: &Method, _: &str) -> Access {
 /// The gRPC policy: the query API's writes, and the token for the rest.
 pub fn grpc_access(path: &str) -> Access {
     match path {
-        "/modelgate.v1.Query/SetBaseline" | "/modelgate.v1.Query/AcknowledgeAlert" => Access::Write,
+        "/modelgate.v1.Query/SetBaseline"
+        | "/modelgate.v1.Query/AcknowledgeAlert"
+        | "/modelgate.v1.Query/ResetVerdict" => Access::Write,
         _ => Access::Token,
     }
 }
@@ -403,6 +405,14 @@ mod tests {
         );
         assert_eq!(
             grpc_access("/modelgate.v1.Query/AcknowledgeAlert"),
+            Access::Write
+        );
+        assert_eq!(
+            grpc_access("/modelgate.v1.Query/ResetVerdict"),
+            Access::Write
+        );
+        assert_eq!(
+            admin_access(&Method::POST, "/api/v1/verdict/reset"),
             Access::Write
         );
         assert_eq!(

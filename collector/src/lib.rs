@@ -21,6 +21,7 @@
 //! - [`emit`]: alerts and latency out: Prometheus `/metrics`, OTLP push, the query API, the dashboard and its history.
 //! - [`forward`]: everything received, unchanged, to the next OTLP hop: a bounded queue, retries with backoff.
 //! - [`pipeline`]: the one task that owns the aggregator and the judge, and its handle.
+//! - [`offline`]: records judged by their own time, as live (`modelgate analyze`).
 //! - [`snapshot`]: the pipeline's state on disk (atomic, checksummed, versioned), restored at start.
 //! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order; [`serve::tls`]: rustls on the three listeners.
 //! - [`auth`]: the bearer token guarding receivers and API; writes always need one.
@@ -36,6 +37,7 @@ pub mod emit;
 pub mod forward;
 pub mod pipeline;
 pub mod snapshot;
+pub mod offline;
 pub mod serve;
 pub mod auth;
 pub mod telemetry;

@@ -59,7 +59,7 @@ use tokio::task::JoinHandle;
 
 use crate::aggregate::{Aggregator, AggregatorStateOwned, RestoreError};
 use crate::emit::history::{History, HistoryStateOwned};
-use crate::judge::{AlertState, Judge, JudgeStateOwned};
+use crate::judge::{Judge, JudgeStateOwned};
 
 /// The snapshot's file name inside `snapshot.dir`.
 pub const FILE_NAME: &str = "modelgate.snapshot";
@@ -331,7 +331,7 @@ impl Snapshot {
         judge.restore(judged);
         history.restore(charts);
         let (alerts, firing) = judge.judgements().fold((0, 0), |(n, f), (_, j)| {
-            (n + 1, f + usize::from(j.alert.state == AlertState::Firing))
+            (n + 1, f + usize::from(j.firing().is_some()))
         });
         let baselines = agg
             .endpoints()
@@ -538,16 +538,16 @@ mod tests {
     use crate::config::{AdminConfig, AggregateConfig, JudgeConfig};
     use crate::emit::history::HistoryLimits;
     use crate::extract::Outcome;
+    use crate::judge::{AlertState, Severity};
     use crate::testing::{endpoint, request};
 
     const T0: u64 = 1_763_658_000_000;
 
     fn empty() -> (Aggregator, Judge) {
         let agg = AggregateConfig::default();
-        let window_ms = agg.window.as_millis() as u64;
         (
             Aggregator::new(agg, vec![100.0, 150.0, 1000.0], Default::default(), T0),
-            Judge::new(JudgeConfig::default(), window_ms),
+            Judge::new(JudgeConfig::default()),
         )
     }
 
@@ -602,7 +602,10 @@ mod tests {
     fn alerts(judge: &Judge) -> Vec<(AlertKey, AlertState, u64, u64)> {
         let mut v: Vec<_> = judge
             .judgements()
-            .map(|(k, j)| (k.clone(), j.alert.state, j.alert.since_ms, j.alert.firings))
+            .map(|(k, j)| {
+                let a = j.alert(Severity::Critical);
+                (k.clone(), a.state, a.since_ms, a.firings)
+            })
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -613,7 +616,7 @@ mod tests {
     fn firing(judge: &Judge) -> usize {
         judge
             .judgements()
-            .filter(|(_, j)| j.alert.state == AlertState::Firing)
+            .filter(|(_, j)| j.firing().is_some())
             .count()
     }
 
@@ -711,8 +714,8 @@ mod tests {
             judge.evaluate(&agg, t);
             pending_since = judge
                 .judgements()
-                .find(|(_, j)| j.alert.state == AlertState::Pending)
-                .map(|(_, j)| j.alert.since_ms);
+                .find(|(_, j)| j.alert(Severity::Critical).state == AlertState::Pending)
+                .map(|(_, j)| j.alert(Severity::Critical).since_ms);
             if pending_since.is_some() {
                 break;
             }
@@ -731,7 +734,7 @@ mod tests {
         assert!(
             transitions
                 .iter()
-                .any(|t| t.judgement.alert.state == AlertState::Firing),
+                .any(|t| t.alert().state == AlertState::Firing),
             "{transitions:?}"
         );
     }
@@ -815,7 +818,7 @@ mod tests {
             ..AggregateConfig::default()
         };
         let mut agg2 = Aggregator::new(config, vec![100.0, 150.0, 1000.0], Default::default(), T0);
-        let mut judge2 = Judge::new(JudgeConfig::default(), 60_000);
+        let mut judge2 = Judge::new(JudgeConfig::default());
         let e = decode(Path::new("s"), &bytes)
             .unwrap()
             .apply(&mut agg2, &mut judge2, &mut history())

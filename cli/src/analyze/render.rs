@@ -1,13 +1,18 @@
-//! What `modelgate analyze` prints: a table per endpoint for a person, one
-//! JSON document for a script, and a progress bar on stderr while a large
-//! input is read. It formats the analysis; it must never judge.
+//! What `modelgate analyze` prints: a table per endpoint (and across
+//! endpoints per service) with the alerts that fired, or one JSON document
+//! in the query API's shape; the lines skipped on stderr, and a progress bar
+//! while a large input is read. It formats the finished analysis; it must
+//! never judge.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use serde_json::json;
+use modelgate_collector::emit::api;
+use modelgate_collector::emit::views::ScopeVerdict;
+use modelgate_collector::judge::{Severity, Verdict, ALL_ENDPOINTS};
+use serde_json::Value;
 
-use super::{Analysis, EndpointReport, RowVerdict};
+use super::Finished;
 
 /// Inputs smaller than this are read without a progress bar.
 const LARGE_INPUT_BYTES: u64 = 16 * 1024 * 1024;
@@ -32,156 +37,174 @@ pub fn progress(files: &[PathBuf]) -> indicatif::ProgressBar {
     bar
 }
 
-/// The lines skipped, one `file:line: skipped: reason` each, for stderr.
-pub fn skipped(analysis: &Analysis) -> String {
-    let mut out = String::new();
-    for m in &analysis.malformed {
-        let _ = writeln!(out, "{}:{}: skipped: {}", m.file, m.line, m.reason);
+/// A verdict's words: `pass`, `inconclusive`, `regression (critical)`.
+fn words(v: Verdict) -> String {
+    match v {
+        Verdict::Pass => "pass".into(),
+        Verdict::Inconclusive => "inconclusive".into(),
+        Verdict::Regression(s) => format!("regression ({s})"),
     }
-    out
 }
 
-/// The tables: lines read, then per endpoint one row per version and, for
-/// every version but the baseline, each rule's sentence.
-pub fn text(analysis: &Analysis, reports: &[EndpointReport]) -> String {
-    let mut out = format!(
-        "{} lines read, {} skipped\n",
-        analysis.lines,
-        analysis.malformed.len()
-    );
-    for report in reports {
-        let _ = writeln!(out);
-        let _ = writeln!(out, "{} (baseline {})", report.endpoint, report.baseline);
-        let _ = writeln!(
-            out,
-            "  {:<12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8}  verdict",
-            "version", "requests", "avg ms", "p50 ms", "p95 ms", "p99 ms", "timeouts"
+impl Finished {
+    /// The lines skipped, one `file:line: skipped: reason` each, for stderr.
+    pub fn render_skipped(&self) -> String {
+        let mut out = String::new();
+        for m in &self.malformed {
+            let _ = writeln!(out, "{}:{}: skipped: {}", m.file, m.line, m.reason);
+        }
+        out
+    }
+
+    /// The report as tables: one per endpoint, one across endpoints per
+    /// service, then the alerts that fired along the way.
+    pub fn render_text(&self) -> String {
+        let mut out = format!(
+            "{} lines read, {} skipped\n",
+            self.lines,
+            self.malformed.len()
         );
-        for v in &report.versions {
+        for e in &self.report.versions {
+            let (baseline, source) = match &e.baseline {
+                Some((b, s)) => (b.as_str(), s.as_str()),
+                None => ("none", "none"),
+            };
             let _ = writeln!(
                 out,
-                "  {:<12} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8}  {}",
-                v.version,
-                v.requests,
-                v.mean_ms,
-                v.p50_ms,
-                v.p95_ms,
-                v.p99_ms,
-                v.timeouts,
-                v.verdict.as_str()
+                "\n{} {} (baseline {baseline}, {source})",
+                e.key.service, e.key.endpoint
             );
-            if v.verdict != RowVerdict::Baseline {
-                for r in &v.rules {
-                    let _ = writeln!(out, "      {:<9} {}", r.rule.as_str(), r.evidence.detail);
-                }
+            let _ = writeln!(
+                out,
+                "  {:<12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8}  verdict",
+                "version", "requests", "avg ms", "p50 ms", "p95 ms", "p99 ms", "timeouts"
+            );
+            for v in &e.versions {
+                let scope = self
+                    .verdict(&e.key.service, &v.version)
+                    .and_then(|d| d.endpoints.iter().find(|s| s.endpoint == e.key.endpoint));
+                let verdict = if v.is_baseline {
+                    "baseline".to_owned()
+                } else {
+                    scope.map_or("inconclusive".to_owned(), |s| words(s.verdict))
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<12} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8}  {verdict}",
+                    v.version,
+                    v.count,
+                    v.mean_ms,
+                    v.p50_ms,
+                    v.p95_ms,
+                    v.p99_ms,
+                    (v.timeout_rate * v.count as f64).round() as u64,
+                );
+                rules(&mut out, scope, v.is_baseline);
             }
         }
+        for v in &self.report.verdicts {
+            if let Some(wide) = &v.version_wide {
+                let _ = writeln!(
+                    out,
+                    "\n{} {ALL_ENDPOINTS} (all endpoints, baseline {}): {} {}\n  {}",
+                    v.service,
+                    if wide.baseline.is_empty() {
+                        "none"
+                    } else {
+                        &wide.baseline
+                    },
+                    v.candidate,
+                    words(wide.verdict),
+                    v.summary
+                );
+                rules(&mut out, Some(wide), false);
+            }
+        }
+        if !self.report.fired.is_empty() {
+            let _ = writeln!(out, "\nalerts that fired while replaying:");
+            for f in &self.report.fired {
+                // A critical alert fires with its warning: name it once.
+                let also_critical = f.severity == Severity::Warning
+                    && self.report.fired.iter().any(|g| {
+                        g.key == f.key && g.time_ms == f.time_ms && g.severity == Severity::Critical
+                    });
+                if also_critical {
+                    continue;
+                }
+                let _ = writeln!(
+                    out,
+                    "  {} {} {} {} {} ({}): {}",
+                    humantime::format_rfc3339_millis(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(f.time_ms)
+                    ),
+                    f.key.endpoint.service,
+                    f.key.endpoint.endpoint,
+                    f.key.candidate,
+                    f.key.rule,
+                    f.severity,
+                    f.detail
+                );
+            }
+        }
+        if self.report.late > 0 {
+            let _ = writeln!(
+                out,
+                "\n{} records left out: older than aggregate.allowed_lateness behind the latest one",
+                self.report.late
+            );
+        }
+        out
     }
-    out
-}
 
-/// The analysis as one JSON document: lines read, the lines skipped, and
-/// per endpoint each version's figures, verdict and rule sentences.
-pub fn json(analysis: &Analysis, reports: &[EndpointReport]) -> serde_json::Value {
-    let malformed: Vec<_> = analysis
-        .malformed
-        .iter()
-        .map(|m| json!({"file": m.file, "line": m.line, "reason": m.reason}))
-        .collect();
-    let endpoints: Vec<_> = reports
-        .iter()
-        .map(|r| {
-            let versions: Vec<_> = r
-                .versions
-                .iter()
-                .map(|v| {
-                    let rules: Vec<_> = v
-                        .rules
-                        .iter()
-                        .map(|r| json!({"rule": r.rule.as_str(), "detail": r.evidence.detail}))
-                        .collect();
-                    json!({
-                        "version": v.version,
-                        "requests": v.requests,
-                        "mean_ms": v.mean_ms,
-                        "p50_ms": v.p50_ms,
-                        "p95_ms": v.p95_ms,
-                        "p99_ms": v.p99_ms,
-                        "timeouts": v.timeouts,
-                        "verdict": v.verdict.as_str(),
-                        "rules": rules,
-                    })
-                })
-                .collect();
-            json!({"endpoint": r.endpoint, "baseline": r.baseline, "versions": versions})
+    /// The report as JSON: the lines, the malformed ones, and the query
+    /// API's own messages (`ListVersions`' endpoints, a `Verdict` per
+    /// version).
+    pub fn render_json(&self) -> Value {
+        let versions: Vec<Value> = self
+            .report
+            .versions
+            .iter()
+            .map(|e| serde_json::to_value(api::endpoint_versions(e)).unwrap_or(Value::Null))
+            .collect();
+        let verdicts: Vec<Value> = self
+            .report
+            .verdicts
+            .iter()
+            .map(|v| serde_json::to_value(api::verdict(v)).unwrap_or(Value::Null))
+            .collect();
+        serde_json::json!({
+            "lines": self.lines,
+            "malformed": self.malformed.iter().map(|m| serde_json::json!({"file": m.file, "line": m.line, "reason": m.reason})).collect::<Vec<_>>(),
+            "endpoints": versions,
+            "verdicts": verdicts,
+            "fired": self.report.fired.iter().map(|f| serde_json::json!({
+                "time_unix_ms": f.time_ms,
+                "service": f.key.endpoint.service,
+                "endpoint": f.key.endpoint.endpoint,
+                "candidate_version": f.key.candidate,
+                "rule": f.key.rule.as_str(),
+                "severity": f.severity.as_str(),
+                "detail": f.detail,
+            })).collect::<Vec<_>>(),
+            "late": self.report.late,
         })
-        .collect();
-    json!({"lines": analysis.lines, "malformed": malformed, "endpoints": endpoints})
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use modelgate_collector::config::{ExtractConfig, JudgeConfig};
-
-    use super::*;
-    use crate::analyze::{judge, offline_judge};
-
-    fn incident() -> (Analysis, Vec<EndpointReport>) {
-        let mut analysis = Analysis::default();
-        analysis
-            .read(
-                "incident.jsonl",
-                include_bytes!("../../../examples/logs/kenya-lending-incident.jsonl").as_slice(),
-                &ExtractConfig::default(),
-                &mut |_| {},
-            )
-            .unwrap();
-        let reports = judge(&analysis, &offline_judge(JudgeConfig::default()));
-        (analysis, reports)
-    }
-
-    #[test]
-    fn text_has_a_row_per_version_and_rules_only_off_the_baseline() {
-        let (analysis, reports) = incident();
-        let out = text(&analysis, &reports);
-        assert!(out.starts_with("8 lines read, 1 skipped\n"), "{out}");
-        let all = out
-            .split("\n\n")
-            .find(|t| t.starts_with("(all endpoints) (baseline v1.2)"))
-            .unwrap();
-        let lines: Vec<&str> = all.lines().collect();
-        assert!(lines[1].trim_start().starts_with("version"), "{all}");
-        assert!(lines[2].trim_start().starts_with("v1.2"), "{all}");
-        assert!(lines[2].ends_with("  baseline"), "{all}");
-        // The baseline's row is followed directly by the next version's.
-        assert!(lines[3].trim_start().starts_with("v1.3"), "{all}");
-        assert!(lines[3].ends_with("  regression"), "{all}");
-        assert!(lines[4].starts_with("      "), "{all}");
-        assert_eq!(skipped(&analysis).lines().count(), 1);
-        assert!(skipped(&analysis).starts_with("incident.jsonl:5: skipped: not JSON"));
-    }
-
-    #[test]
-    fn json_holds_the_same_rows() {
-        let (analysis, reports) = incident();
-        let doc = json(&analysis, &reports);
-        assert_eq!(doc["lines"], 8);
-        assert_eq!(doc["malformed"][0]["line"], 5);
-        let all = doc["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["endpoint"] == "(all endpoints)")
-            .unwrap();
-        assert_eq!(all["baseline"], "v1.2");
-        let v13 = all["versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["version"] == "v1.3")
-            .unwrap();
-        assert_eq!(v13["verdict"], "regression");
-        assert_eq!(v13["timeouts"], 3);
-        assert!(!v13["rules"].as_array().unwrap().is_empty());
+/// A scope's rules, one line each, under a version's row.
+fn rules(out: &mut String, scope: Option<&ScopeVerdict>, is_baseline: bool) {
+    let Some(scope) = scope else {
+        return;
+    };
+    for r in &scope.rules {
+        if is_baseline && r.result.rule.comparative() && r.result.rule.as_str() != "errors" {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "      {:<9} {}",
+            r.result.rule.as_str(),
+            r.result.evidence.detail
+        );
     }
 }

@@ -348,6 +348,11 @@ mod tests {
                 test: "binomial".into(),
                 ..Default::default()
             }),
+            severity: if outcome == pb::VerdictOutcome::Regression {
+                pb::Severity::Critical as i32
+            } else {
+                pb::Severity::Unspecified as i32
+            },
         }
     }
 
@@ -361,7 +366,9 @@ mod tests {
                 baseline_version: "v1.2".into(),
                 outcome: outcome as i32,
                 rules,
+                ..Default::default()
             }],
+            ..Default::default()
         }
     }
 

@@ -101,6 +101,15 @@ impl WindowSummary {
         ratio(self.db_calls, self.count())
     }
 
+    /// Adds `other`'s figures (another endpoint's, another stretch of time).
+    pub fn merge(&mut self, other: &WindowSummary) {
+        self.latency.merge(&other.latency);
+        for (sum, n) in self.outcomes.iter_mut().zip(other.outcomes) {
+            *sum += n;
+        }
+        self.db_calls += other.db_calls;
+    }
+
     fn add(&mut self, slot: &Slot) {
         self.latency.merge(&slot.latency);
         for (sum, n) in self.outcomes.iter_mut().zip(slot.outcomes) {

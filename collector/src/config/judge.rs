@@ -28,6 +28,40 @@ pub struct JudgeConfig {
     pub sequential: SequentialPolicy,
     /// Pending, firing, resolved.
     pub alerts: AlertPolicy,
+    /// The chance a rule must have had of catching its own firing effect
+    /// before "clear" counts as a pass (0.9: 90%); with less traffic than
+    /// that takes, the verdict is inconclusive.
+    pub pass_power: f64,
+    /// When a candidate becomes the baseline.
+    pub promotion: PromotionPolicy,
+}
+
+/// How a candidate becomes the baseline of an endpoint without an operator:
+/// never by volume alone. Configured and pinned baselines are never
+/// replaced this way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromotionPolicy {
+    /// Off: only configuration and the API set baselines (besides the first
+    /// version an endpoint ever showed).
+    pub enabled: bool,
+    /// The candidate must have passed (every rule, with power, and no alert
+    /// pending or firing) for this long without a break.
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    /// And carried at least this share of the endpoint's requests over its
+    /// candidate window.
+    pub min_share: f64,
+}
+
+impl Default for PromotionPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            after: Duration::from_secs(600),
+            min_share: 0.5,
+        }
+    }
 }
 
 impl Default for JudgeConfig {
@@ -41,6 +75,8 @@ impl Default for JudgeConfig {
             fanout: FanoutRule::default(),
             sequential: SequentialPolicy::default(),
             alerts: AlertPolicy::default(),
+            pass_power: 0.9,
+            promotion: PromotionPolicy::default(),
         }
     }
 }
@@ -146,6 +182,9 @@ pub struct SlaRule {
     /// Significance of "more than (1 - quantile) of requests over the limit"
     /// (exact binomial test), so one slow request never fires.
     pub alpha: f64,
+    /// Severity `warning` (the SLA at risk): the quantile over this fraction
+    /// of `limit`, significantly. 1: no warning before the breach.
+    pub warning_fraction: f64,
 }
 
 impl Default for SlaRule {
@@ -156,6 +195,7 @@ impl Default for SlaRule {
             limit: Duration::from_millis(150),
             min_samples: 3,
             alpha: 0.01,
+            warning_fraction: 0.8,
         }
     }
 }
@@ -166,10 +206,16 @@ impl Default for SlaRule {
 pub struct RelativeRule {
     /// Off: no comparison of latency with the baseline.
     pub enabled: bool,
-    /// The quantile compared.
-    pub quantile: f64,
-    /// Candidate over baseline on that quantile, at least.
+    /// The quantiles compared (ascending, at most 8): a slowdown anywhere in
+    /// the distribution counts, in its middle (a cache that stopped hitting)
+    /// as much as in its tail. A quantile counts only where both sides have
+    /// at least five requests beyond it.
+    pub quantiles: Vec<f64>,
+    /// Severity `critical`: the candidate over the baseline by this factor
+    /// on one of the quantiles, at least.
     pub factor: f64,
+    /// Severity `warning`: by this factor (at most `factor`).
+    pub warning_factor: f64,
     /// And slower by at least this much, so a 2x shift of a 1 ms endpoint
     /// does not page.
     #[serde(with = "humantime_serde")]
@@ -184,8 +230,9 @@ impl Default for RelativeRule {
     fn default() -> Self {
         Self {
             enabled: true,
-            quantile: 0.95,
+            quantiles: vec![0.5, 0.75, 0.9, 0.95, 0.99],
             factor: 1.5,
+            warning_factor: 1.2,
             min_difference: Duration::from_millis(20),
             min_samples: 10,
             alpha: 0.01,
@@ -199,9 +246,15 @@ impl Default for RelativeRule {
 pub struct ErrorsRule {
     /// Off: error and timeout rates are not compared.
     pub enabled: bool,
-    /// Candidate's timeout+error rate above the baseline's by at least this
-    /// (absolute, 0.05 = 5 percentage points).
+    /// Severity `critical`: the candidate's timeout+error rate above the
+    /// baseline's by at least this (absolute, 0.05 = 5 percentage points).
     pub margin: f64,
+    /// Severity `warning`: by at least this (at most `margin`).
+    pub warning_margin: f64,
+    /// A version judged without a baseline (the baseline itself, or one with
+    /// no trusted baseline) is critical above this rate, significantly; a
+    /// baseline above it is reported and not trusted as a comparison.
+    pub ceiling: f64,
     /// Requests needed on each side.
     pub min_samples: u64,
     /// Significance of the rate difference (Fisher's exact test, one-sided).
@@ -213,6 +266,8 @@ impl Default for ErrorsRule {
         Self {
             enabled: true,
             margin: 0.05,
+            warning_margin: 0.02,
+            ceiling: 0.2,
             min_samples: 10,
             alpha: 0.01,
         }
@@ -226,8 +281,11 @@ impl Default for ErrorsRule {
 pub struct FanoutRule {
     /// Off: database calls are counted but not judged.
     pub enabled: bool,
-    /// Candidate calls per request over the baseline's by this factor.
+    /// Severity `critical`: candidate calls per request over the baseline's
+    /// by this factor.
     pub factor: f64,
+    /// Severity `warning`: by this factor (at most `factor`).
+    pub warning_factor: f64,
     /// And by at least this many calls per request.
     pub min_difference: f64,
     /// Requests needed on each side.
@@ -242,6 +300,7 @@ impl Default for FanoutRule {
         Self {
             enabled: true,
             factor: 2.0,
+            warning_factor: 1.5,
             min_difference: 1.0,
             min_samples: 10,
             alpha: 0.01,
@@ -297,6 +356,12 @@ pub struct AlertPolicy {
     /// this fraction of the firing threshold (0.8: a 1.5x rule clears under
     /// 1.4x).
     pub clear_fraction: f64,
+    /// A candidate with no request for this long (rolled back, drained) has
+    /// its alerts resolved, reason `no_traffic`; its last verdict stays
+    /// queryable (a regression stays a regression until a new passing
+    /// verdict or an operator says otherwise).
+    #[serde(with = "humantime_serde")]
+    pub no_traffic_resolve: Duration,
 }
 
 impl Default for AlertPolicy {
@@ -305,6 +370,7 @@ impl Default for AlertPolicy {
             hold: Duration::from_secs(2),
             resolve_hold: Duration::from_secs(60),
             clear_fraction: 0.8,
+            no_traffic_resolve: Duration::from_secs(180),
         }
     }
 }
@@ -324,6 +390,22 @@ impl JudgeConfig {
         self.errors.validate()?;
         self.fanout.validate()?;
         self.sequential.validate(aggregate)?;
+        if !(self.pass_power > 0.5 && self.pass_power < 1.0) {
+            return Err(invalid(
+                "judge.pass_power",
+                format!(
+                    "must be between 0.5 and 1 (exclusive), got {}",
+                    self.pass_power
+                ),
+            ));
+        }
+        let promotion = &self.promotion;
+        if !(promotion.min_share > 0.0 && promotion.min_share <= 1.0) {
+            return Err(invalid("judge.promotion.min_share", "must be in (0, 1]"));
+        }
+        if promotion.after < Duration::from_secs(1) {
+            return Err(invalid("judge.promotion.after", "must be at least 1s"));
+        }
         if !(self.alerts.clear_fraction > 0.0 && self.alerts.clear_fraction <= 1.0) {
             return Err(invalid("judge.alerts.clear_fraction", "must be in (0, 1]"));
         }
@@ -343,6 +425,9 @@ impl SlaRule {
     fn validate(&self) -> Result<(), ConfigError> {
         check_quantile("judge.sla.quantile", self.quantile)?;
         check_alpha("judge.sla.alpha", self.alpha)?;
+        if !(self.warning_fraction > 0.0 && self.warning_fraction <= 1.0) {
+            return Err(invalid("judge.sla.warning_fraction", "must be in (0, 1]"));
+        }
         check_min_samples("judge.sla.min_samples", self.min_samples)?;
         if self.limit.is_zero() {
             return Err(invalid("judge.sla.limit", "must be more than 0s"));
@@ -353,12 +438,21 @@ impl SlaRule {
 
 impl RelativeRule {
     fn validate(&self) -> Result<(), ConfigError> {
-        check_quantile("judge.relative.quantile", self.quantile)?;
-        check_alpha("judge.relative.alpha", self.alpha)?;
-        check_min_samples("judge.relative.min_samples", self.min_samples)?;
-        if !(self.factor > 1.0 && self.factor.is_finite()) {
-            return Err(invalid("judge.relative.factor", "must be a number above 1"));
+        if self.quantiles.is_empty() || self.quantiles.len() > 8 {
+            return Err(invalid(
+                "judge.relative.quantiles",
+                format!("must list 1 to 8 quantiles, got {}", self.quantiles.len()),
+            ));
         }
+        for q in &self.quantiles {
+            check_quantile("judge.relative.quantiles", *q)?;
+        }
+        if self.quantiles.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid("judge.relative.quantiles", "must be ascending"));
+        }
+        check_alpha("judge.relative.alpha", self.alpha)?;
+        check_factors("judge.relative", self.warning_factor, self.factor)?;
+        check_min_samples("judge.relative.min_samples", self.min_samples)?;
         Ok(())
     }
 }
@@ -367,8 +461,23 @@ impl ErrorsRule {
     fn validate(&self) -> Result<(), ConfigError> {
         check_alpha("judge.errors.alpha", self.alpha)?;
         check_min_samples("judge.errors.min_samples", self.min_samples)?;
-        if !(self.margin > 0.0 && self.margin < 1.0) {
-            return Err(invalid("judge.errors.margin", "must be between 0 and 1"));
+        for (key, value) in [
+            ("judge.errors.margin", self.margin),
+            ("judge.errors.warning_margin", self.warning_margin),
+            ("judge.errors.ceiling", self.ceiling),
+        ] {
+            if !(value > 0.0 && value < 1.0) {
+                return Err(invalid(
+                    key,
+                    format!("must be between 0 and 1, got {value}"),
+                ));
+            }
+        }
+        if self.warning_margin > self.margin {
+            return Err(invalid(
+                "judge.errors.warning_margin",
+                "must be at most judge.errors.margin",
+            ));
         }
         Ok(())
     }
@@ -378,9 +487,7 @@ impl FanoutRule {
     fn validate(&self) -> Result<(), ConfigError> {
         check_alpha("judge.fanout.alpha", self.alpha)?;
         check_min_samples("judge.fanout.min_samples", self.min_samples)?;
-        if !(self.factor > 1.0 && self.factor.is_finite()) {
-            return Err(invalid("judge.fanout.factor", "must be a number above 1"));
-        }
+        check_factors("judge.fanout", self.warning_factor, self.factor)?;
         if !(self.min_difference >= 0.0 && self.min_difference.is_finite()) {
             return Err(invalid("judge.fanout.min_difference", "must be 0 or more"));
         }
@@ -432,6 +539,26 @@ fn check_alpha(key: &str, alpha: f64) -> Result<(), ConfigError> {
             format!("must be between 0 and 0.5, got {alpha}"),
         ))
     }
+}
+
+/// A rule's `warning_factor` and `factor`: above 1, finite, warning at
+/// most critical.
+fn check_factors(rule: &str, warning: f64, critical: f64) -> Result<(), ConfigError> {
+    for (key, value) in [("factor", critical), ("warning_factor", warning)] {
+        if !(value > 1.0 && value.is_finite()) {
+            return Err(invalid(
+                &format!("{rule}.{key}"),
+                format!("must be a number above 1, got {value}"),
+            ));
+        }
+    }
+    if warning > critical {
+        return Err(invalid(
+            &format!("{rule}.warning_factor"),
+            format!("must be at most {rule}.factor"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_min_samples(key: &str, n: u64) -> Result<(), ConfigError> {

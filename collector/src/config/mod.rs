@@ -37,7 +37,7 @@ pub use extract::{
 pub use forward::{ForwardConfig, ForwardProtocol};
 pub use judge::{
     AlertPolicy, BaselineConfig, ErrorsRule, FanoutRule, JudgeConfig, JudgeOverrides,
-    OverrideError, RelativeRule, SequentialPolicy, SlaRule, MAX_SLA_OVERRIDE,
+    OverrideError, PromotionPolicy, RelativeRule, SequentialPolicy, SlaRule, MAX_SLA_OVERRIDE,
 };
 pub use receiver::ReceiverConfig;
 pub use security::{AuthConfig, Secret, TlsConfig};

@@ -1,9 +1,9 @@
 //! The admin HTTP port: the dashboard at `/`, `/metrics`, the query API as
 //! JSON under `/api/v1/`, `/healthz` and `/readyz`.
 //!
-//! Two routes write: `POST /api/v1/baseline` and `POST /api/v1/alerts/ack`
-//! (JSON bodies; they reach these handlers only with the token, see
-//! [`crate::auth`]).
+//! Three routes write: `POST /api/v1/baseline`, `POST /api/v1/alerts/ack`
+//! and `POST /api/v1/verdict/reset` (JSON bodies; they reach these handlers
+//! only with the token, see [`crate::auth`]).
 //!
 //! JSON bodies are the proto3 JSON mapping of `modelgate.v1` (proto field
 //! names; 64-bit integers as strings, enums by name), so a client can switch
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,7 +26,8 @@ use futures_util::{Stream, StreamExt};
 use modelgate_proto::v1 as pb;
 use serde::Deserialize;
 
-use crate::emit::{api, dashboard, prometheus};
+use crate::emit::api::{self, ApiError};
+use crate::emit::{dashboard, prometheus};
 use crate::judge::ActionError;
 use crate::pipeline::PipelineHandle;
 
@@ -45,9 +46,10 @@ pub fn router(pipeline: PipelineHandle) -> Router {
         .route("/api/v1/history", get(history))
         .route("/api/v1/baseline", post(set_baseline))
         .route("/api/v1/alerts/ack", post(acknowledge))
+        .route("/api/v1/verdict/reset", post(reset_verdict))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see / (dashboard), /api/v1/versions, /api/v1/verdict, /api/v1/regressions, /api/v1/alerts, /api/v1/history, /metrics") })
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see / (dashboard), /api/v1/versions, /api/v1/verdict, /api/v1/regressions, /api/v1/alerts, /api/v1/history, /metrics; writes: POST /api/v1/baseline, /api/v1/alerts/ack, /api/v1/verdict/reset") })
         .with_state(pipeline)
 }
 
@@ -62,11 +64,27 @@ fn unavailable() -> Response {
     )
 }
 
+/// An API answer as JSON, or its refusal with the status that fits.
+fn answer<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(r) => Json(r).into_response(),
+        Err(ApiError::Invalid(m)) => error(StatusCode::BAD_REQUEST, m),
+        Err(ApiError::Action(
+            e @ (ActionError::NoSuchAlert { .. } | ActionError::NoSuchVerdict { .. }),
+        )) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(ApiError::Action(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(ApiError::Unavailable(_)) => unavailable(),
+    }
+}
+
 /// Bytes per chunk of the streamed `/metrics` body.
 const METRICS_CHUNK: usize = 64 * 1024;
 
 async fn metrics(State(pipeline): State<PipelineHandle>) -> Response {
-    let Ok(snapshot) = pipeline.metrics().await else {
+    let snapshot = pipeline
+        .ask(|s, now| super::snapshot(&s.aggregator, &s.judge, &s.telemetry, &s.bounds_ms, now))
+        .await;
+    let Ok(snapshot) = snapshot else {
         return unavailable();
     };
     // Encoding 100k series takes a while and hundreds of megabytes of text:
@@ -107,10 +125,7 @@ async fn versions(
         service: p.service,
         endpoint: p.endpoint,
     };
-    match pipeline.versions(request).await {
-        Ok(r) => Json(r).into_response(),
-        Err(_) => unavailable(),
-    }
+    answer(api::answer_versions(&pipeline, request).await)
 }
 
 /// Parameters of `/api/v1/verdict`.
@@ -171,22 +186,16 @@ async fn verdict(
         sla_limit_ms,
         min_samples: p.min_samples,
     };
-    let overrides = match api::overrides(&request) {
-        Ok(o) => o,
-        Err((field, e)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("{}: {e}", param_name(field)),
-            )
-        }
-    };
-    match pipeline.verdict(request, overrides).await {
-        Ok(r) => Json(r).into_response(),
-        Err(_) => unavailable(),
+    if let Err((field, e)) = api::overrides(&request) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{}: {e}", param_name(field)),
+        );
     }
+    answer(api::answer_verdict(&pipeline, request).await)
 }
 
-/// Filter of `/api/v1/regressions` and `/api/v1/alerts`.
+/// Filter of `/api/v1/history` and `/api/v1/alerts`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServiceParam {
@@ -194,21 +203,81 @@ struct ServiceParam {
     service: String,
 }
 
+/// Filters of `/api/v1/regressions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegressionsParams {
+    #[serde(default)]
+    service: String,
+    /// `warning` (the default: everything) or `critical`.
+    #[serde(default)]
+    min_severity: Option<String>,
+}
+
+/// `/api/v1/regressions`, with an `ETag` of its body: a poller (the edge
+/// filter polls every few hundred milliseconds) that sends it back in
+/// `If-None-Match` gets an empty `304 Not Modified` until something changed.
 async fn regressions(
     State(pipeline): State<PipelineHandle>,
-    params: Result<Query<ServiceParam>, QueryRejection>,
+    headers: HeaderMap,
+    params: Result<Query<RegressionsParams>, QueryRejection>,
 ) -> Response {
     let Query(p) = match params {
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    match pipeline
-        .regressions(pb::ListRegressionsRequest { service: p.service })
-        .await
-    {
-        Ok(r) => Json(r).into_response(),
-        Err(_) => unavailable(),
-    }
+    let min_severity = match p.min_severity.as_deref() {
+        None | Some("") | Some("warning") => pb::Severity::Warning,
+        Some("critical") => pb::Severity::Critical,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("min_severity: {other:?} is neither warning nor critical"),
+            )
+        }
+    };
+    let request = pb::ListRegressionsRequest {
+        service: p.service,
+        min_severity: min_severity as i32,
+    };
+    let list = match api::answer_regressions(&pipeline, request).await {
+        Ok(list) => list,
+        Err(e) => return answer::<()>(Err(e)),
+    };
+    let Ok(body) = serde_json::to_vec(&list) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the answer",
+        );
+    };
+    let tag = format!("\"{:016x}\"", fnv1a(&body));
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let status = if unchanged {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    };
+    let body = if unchanged { Vec::new() } else { body };
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::ETAG, tag),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// FNV-1a, 64 bits: an entity tag needs a stable hash of the body, not a
+/// secure one (the body is public to whoever may ask for it).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The dashboard's history: per endpoint and version, the points of the last
@@ -221,7 +290,18 @@ async fn history(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    match pipeline.history(p.service).await {
+    let view = pipeline
+        .ask(move |s, now| {
+            s.history.view(
+                &s.judge,
+                &p.service,
+                s.evaluation_interval.as_millis() as u64,
+                s.window_ms,
+                now,
+            )
+        })
+        .await;
+    match view {
         Ok(view) => Json(view).into_response(),
         Err(_) => unavailable(),
     }
@@ -257,19 +337,6 @@ struct BaselineBody {
     version: String,
 }
 
-/// The answer of a write: 200 with the result, 400 for a bad request, 404
-/// when there is nothing to act on.
-fn action<T: serde::Serialize>(
-    answer: Result<Result<T, ActionError>, crate::pipeline::QueryError>,
-) -> Response {
-    match answer {
-        Ok(Ok(r)) => Json(r).into_response(),
-        Ok(Err(e @ ActionError::NoSuchAlert { .. })) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(_) => unavailable(),
-    }
-}
-
 async fn set_baseline(
     State(pipeline): State<PipelineHandle>,
     body: Result<Json<BaselineBody>, JsonRejection>,
@@ -291,7 +358,7 @@ async fn set_baseline(
         endpoint: b.endpoint.unwrap_or_default(),
         version: b.version,
     };
-    action(pipeline.set_baseline(request).await)
+    answer(api::answer_set_baseline(&pipeline, request).await)
 }
 
 /// Body of `POST /api/v1/alerts/ack`: an alert as `/api/v1/regressions`
@@ -327,7 +394,35 @@ async fn acknowledge(
         candidate_version: b.candidate,
         rule: b.rule,
     };
-    action(pipeline.acknowledge(request).await)
+    answer(api::answer_acknowledge(&pipeline, request).await)
+}
+
+/// Body of `POST /api/v1/verdict/reset`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    service: String,
+    candidate: String,
+}
+
+async fn reset_verdict(
+    State(pipeline): State<PipelineHandle>,
+    body: Result<Json<ResetBody>, JsonRejection>,
+) -> Response {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{} (body: {{\"service\", \"candidate\"}})", e.body_text()),
+            )
+        }
+    };
+    let request = pb::ResetVerdictRequest {
+        service: b.service,
+        candidate_version: b.candidate,
+    };
+    answer(api::answer_reset_verdict(&pipeline, request).await)
 }
 
 async fn readyz(State(pipeline): State<PipelineHandle>) -> Response {

@@ -1,13 +1,14 @@
-//! The query API (`modelgate.v1.Query`): versions, verdicts, regressions and
-//! a stream of alert events.
+//! The query API (`modelgate.v1.Query`): versions, verdicts, regressions,
+//! a stream of alert events, and the operator's writes.
 //!
-//! The view builders are pure functions of the aggregator and the judge, run
-//! by the pipeline task when asked; the gRPC service here and the JSON routes
-//! in [`super::admin`] only forward questions to it and answer with what
-//! comes back. Nothing here mutates state: the two write operations
-//! (`SetBaseline`, `AcknowledgeAlert`) are carried out by the pipeline task
-//! on its [`Judge`], and reach this service only with the token
-//! ([`crate::auth`]).
+//! Each call asks the pipeline task a question ([`PipelineHandle::ask`])
+//! whose answer is a pure view ([`super::views`]) mapped here to the
+//! protobuf messages; the gRPC service below and the JSON routes of
+//! [`super::admin`] both go through the `answer_*` functions, so the two
+//! transports cannot drift. Nothing here holds state. The write operations
+//! (`SetBaseline`, `AcknowledgeAlert`, `ResetVerdict`) run on the pipeline
+//! task on its [`crate::judge::Judge`], and reach this service only with
+//! the token ([`crate::auth`]).
 
 use std::pin::Pin;
 
@@ -17,13 +18,10 @@ use modelgate_proto::v1::query_server::Query;
 use tokio_stream::wrappers::BroadcastStream;
 use tonic::{Request, Response, Status};
 
-use crate::aggregate::Aggregator;
+use super::views::{self, RegressionView, RuleView, ScopeVerdict, VerdictQuery, VerdictView};
 use crate::config::{JudgeOverrides, OverrideError};
-use crate::extract::{EndpointKey, Outcome};
-use crate::judge::{
-    ActionError, AlertKey, AlertState, Condition, Evidence, Judge, Judgement, RuleResult,
-};
-use crate::pipeline::{PipelineHandle, QueryError};
+use crate::judge::{ActionError, AlertState, Evidence, Resolution, Rule, Severity, Verdict};
+use crate::pipeline::{AlertEvent, PipelineHandle, QueryError};
 
 /// An alert state in API terms.
 pub fn alert_state(state: AlertState) -> pb::AlertState {
@@ -32,6 +30,41 @@ pub fn alert_state(state: AlertState) -> pb::AlertState {
         AlertState::Pending => pb::AlertState::Pending,
         AlertState::Firing => pb::AlertState::Firing,
         AlertState::Resolved => pb::AlertState::Resolved,
+    }
+}
+
+/// A severity in API terms.
+pub fn severity(s: Severity) -> pb::Severity {
+    match s {
+        Severity::Warning => pb::Severity::Warning,
+        Severity::Critical => pb::Severity::Critical,
+    }
+}
+
+/// A severity from the API (`None`: unspecified).
+pub fn severity_of(s: pb::Severity) -> Option<Severity> {
+    match s {
+        pb::Severity::Unspecified => None,
+        pb::Severity::Warning => Some(Severity::Warning),
+        pb::Severity::Critical => Some(Severity::Critical),
+    }
+}
+
+fn resolution(r: Option<Resolution>) -> pb::Resolution {
+    match r {
+        None => pb::Resolution::Unspecified,
+        Some(Resolution::Cleared) => pb::Resolution::Cleared,
+        Some(Resolution::NoTraffic) => pb::Resolution::NoTraffic,
+        Some(Resolution::Retired) => pb::Resolution::Retired,
+    }
+}
+
+/// A verdict in API terms: the outcome and, for a regression, its severity.
+fn outcome(v: Verdict) -> (pb::VerdictOutcome, pb::Severity) {
+    match v {
+        Verdict::Pass => (pb::VerdictOutcome::Pass, pb::Severity::Unspecified),
+        Verdict::Inconclusive => (pb::VerdictOutcome::Inconclusive, pb::Severity::Unspecified),
+        Verdict::Regression(s) => (pb::VerdictOutcome::Regression, severity(s)),
     }
 }
 
@@ -45,127 +78,140 @@ fn evidence(e: &Evidence) -> pb::Evidence {
         threshold: e.threshold,
         ratio: e.ratio,
         p_value: e.p_value,
-        unit: e.unit.to_owned(),
+        unit: e.unit.as_str().to_owned(),
         detail: e.detail.clone(),
         e_value: e.e_value,
         e_threshold: e.e_threshold,
-        test: e.test.to_owned(),
+        test: e.test.as_str().to_owned(),
         candidate_events: e.candidate_events,
         baseline_events: e.baseline_events,
         has_shift: e.shift.is_some(),
         shift_ms: e.shift.map_or(0.0, |s| s.estimate),
         shift_low_ms: e.shift.map_or(0.0, |s| s.low),
         shift_high_ms: e.shift.map_or(0.0, |s| s.high),
+        difference: e.difference,
+        has_share_beyond_p95: e.share_beyond_p95.is_some(),
+        share_beyond_p95: e.share_beyond_p95.unwrap_or(0.0),
+        power: e.power.map(|p| pb::Power {
+            effect: p.effect,
+            candidate_needed: p.candidate_needed,
+            baseline_needed: p.baseline_needed,
+            sufficient: p.sufficient,
+        }),
     }
 }
 
-/// One alert in API terms; `acknowledged` as [`Judge::is_acknowledged`] says.
-pub fn regression(key: &AlertKey, judgement: &Judgement, acknowledged: bool) -> pb::Regression {
+/// One alert (one severity of it) in API terms.
+pub fn regression(r: &RegressionView) -> pb::Regression {
     pb::Regression {
-        service: key.endpoint.service.clone(),
-        endpoint: key.endpoint.endpoint.clone(),
-        candidate_version: key.candidate.clone(),
-        baseline_version: key.baseline.clone(),
-        rule: key.rule.as_str().to_owned(),
-        state: alert_state(judgement.alert.state) as i32,
-        since_unix_ms: judgement.alert.since_ms as i64,
-        evidence: Some(evidence(&judgement.result.evidence)),
-        acknowledged,
+        service: r.key.endpoint.service.clone(),
+        endpoint: r.key.endpoint.endpoint.clone(),
+        candidate_version: r.key.candidate.clone(),
+        baseline_version: r.key.baseline.clone(),
+        rule: r.key.rule.as_str().to_owned(),
+        state: alert_state(r.alert.state) as i32,
+        since_unix_ms: r.alert.since_ms as i64,
+        evidence: Some(evidence(&r.result.evidence)),
+        acknowledged: r.acknowledged,
+        severity: severity(r.severity) as i32,
+        resolution: resolution(r.alert.resolution) as i32,
     }
 }
 
-/// Every version of every endpoint matching the filter.
-pub fn versions(
-    agg: &Aggregator,
-    judge: &Judge,
-    request: &pb::ListVersionsRequest,
-    now_ms: u64,
-) -> pb::ListVersionsResponse {
-    let mut endpoints: Vec<pb::EndpointVersions> = agg
-        .endpoints()
-        .filter(|(k, _)| {
-            matches(&request.service, &k.service) && matches(&request.endpoint, &k.endpoint)
-        })
-        .map(|(key, versions)| {
-            let baseline = judge.baseline(key).unwrap_or_default();
-            pb::EndpointVersions {
-                service: key.service.clone(),
-                endpoint: key.endpoint.clone(),
-                baseline_version: baseline.to_owned(),
-                versions: versions
-                    .iter()
-                    .map(|(version, series)| {
-                        let w = agg.window(series, now_ms);
-                        let q = |q| w.latency.quantile(q).unwrap_or(0.0);
-                        pb::VersionStats {
-                            version: version.clone(),
-                            count: w.count(),
-                            mean_ms: w.latency.mean().unwrap_or(0.0),
-                            p50_ms: q(0.5),
-                            p95_ms: q(0.95),
-                            p99_ms: q(0.99),
-                            timeout_rate: w.rate(Outcome::Timeout),
-                            error_rate: w.rate(Outcome::Error),
-                            db_calls_per_request: w.db_calls_per_request(),
-                            is_baseline: version == baseline,
-                            first_seen_unix_ms: series.first_seen_ms as i64,
-                            last_seen_unix_ms: series.last_seen_ms as i64,
-                        }
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    endpoints.sort_by(|a, b| (&a.service, &a.endpoint).cmp(&(&b.service, &b.endpoint)));
-    pb::ListVersionsResponse { endpoints }
-}
-
-fn matches(filter: &str, value: &str) -> bool {
-    filter.is_empty() || filter == value
-}
-
-/// Firing alerts matching the filter.
-pub fn regressions(
-    judge: &Judge,
-    request: &pb::ListRegressionsRequest,
-) -> pb::ListRegressionsResponse {
-    let mut regressions: Vec<pb::Regression> = judge
-        .judgements()
-        .filter(|(k, j)| {
-            j.alert.state == AlertState::Firing && matches(&request.service, &k.endpoint.service)
-        })
-        .map(|(k, j)| regression(k, j, judge.is_acknowledged(k)))
-        .collect();
-    regressions.sort_by(|a, b| {
-        (&a.service, &a.endpoint, &a.candidate_version, &a.rule).cmp(&(
-            &b.service,
-            &b.endpoint,
-            &b.candidate_version,
-            &b.rule,
-        ))
-    });
-    pb::ListRegressionsResponse { regressions }
-}
-
-/// Worst first: REGRESSION over INCONCLUSIVE over PASS.
-fn worst(a: pb::VerdictOutcome, b: pb::VerdictOutcome) -> pb::VerdictOutcome {
-    let rank = |o: pb::VerdictOutcome| match o {
-        pb::VerdictOutcome::Regression => 3,
-        pb::VerdictOutcome::Inconclusive | pb::VerdictOutcome::Unspecified => 2,
-        pb::VerdictOutcome::Pass => 1,
+/// An alert event in API terms.
+pub fn alert_event(e: &AlertEvent) -> pb::AlertEvent {
+    let view = RegressionView {
+        key: e.key.clone(),
+        severity: e.severity,
+        alert: e.judgement.alert(e.severity).clone(),
+        result: e.judgement.result.clone(),
+        acknowledged: e.acknowledged,
     };
-    if rank(a) >= rank(b) {
-        a
-    } else {
-        b
+    pb::AlertEvent {
+        time_unix_ms: e.time_ms as i64,
+        previous_state: alert_state(e.previous) as i32,
+        regression: Some(regression(&view)),
     }
 }
 
-fn rule_outcome(result: &RuleResult, state: AlertState) -> pb::VerdictOutcome {
-    match (state, result.condition) {
-        (AlertState::Firing, _) | (_, Condition::Breach) => pb::VerdictOutcome::Regression,
-        (_, Condition::Clear) => pb::VerdictOutcome::Pass,
-        (_, Condition::Marginal | Condition::Inconclusive) => pb::VerdictOutcome::Inconclusive,
+/// One endpoint's versions in API terms.
+pub fn endpoint_versions(v: &views::EndpointVersions) -> pb::EndpointVersions {
+    pb::EndpointVersions {
+        service: v.key.service.clone(),
+        endpoint: v.key.endpoint.clone(),
+        baseline_version: v
+            .baseline
+            .as_ref()
+            .map(|(b, _)| b.clone())
+            .unwrap_or_default(),
+        baseline_source: v
+            .baseline
+            .as_ref()
+            .map(|(_, s)| s.as_str().to_owned())
+            .unwrap_or_default(),
+        baseline_distrust: v.distrust.clone().unwrap_or_default(),
+        versions: v
+            .versions
+            .iter()
+            .map(|s| pb::VersionStats {
+                version: s.version.clone(),
+                count: s.count,
+                mean_ms: s.mean_ms,
+                p50_ms: s.p50_ms,
+                p95_ms: s.p95_ms,
+                p99_ms: s.p99_ms,
+                timeout_rate: s.timeout_rate,
+                error_rate: s.error_rate,
+                db_calls_per_request: s.db_calls_per_request,
+                is_baseline: s.is_baseline,
+                first_seen_unix_ms: s.first_seen_ms as i64,
+                last_seen_unix_ms: s.last_seen_ms as i64,
+            })
+            .collect(),
+    }
+}
+
+fn rule_result(r: &RuleView) -> pb::RuleResult {
+    let (o, s) = outcome(r.verdict);
+    pb::RuleResult {
+        rule: r.result.rule.as_str().to_owned(),
+        outcome: o as i32,
+        state: alert_state(r.state) as i32,
+        evidence: Some(evidence(&r.result.evidence)),
+        severity: s as i32,
+    }
+}
+
+fn scope_verdict(s: &ScopeVerdict) -> pb::EndpointVerdict {
+    let (o, sev) = outcome(s.verdict);
+    pb::EndpointVerdict {
+        endpoint: s.endpoint.clone(),
+        baseline_version: s.baseline.clone(),
+        outcome: o as i32,
+        rules: s.rules.iter().map(rule_result).collect(),
+        severity: sev as i32,
+        baseline_source: s
+            .baseline_source
+            .map(|b| b.as_str().to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// A verdict in API terms.
+pub fn verdict(v: &VerdictView) -> pb::Verdict {
+    let (o, s) = outcome(v.verdict);
+    pb::Verdict {
+        service: v.service.clone(),
+        candidate_version: v.candidate.clone(),
+        outcome: o as i32,
+        endpoints: v.endpoints.iter().map(scope_verdict).collect(),
+        severity: s as i32,
+        version_wide: v.version_wide.as_ref().map(scope_verdict),
+        endpoints_regressed: v.endpoints_regressed,
+        endpoints_judged: v.endpoints_judged,
+        summary: v.summary.clone(),
+        held: v.held,
+        last_traffic_unix_ms: v.last_traffic_ms as i64,
     }
 }
 
@@ -183,106 +229,200 @@ pub fn overrides(
     })
 }
 
-/// The verdict on one candidate: per endpoint, each rule's outcome. With a
-/// baseline given that differs from the judge's own, or with `overrides`,
-/// the rules are applied on the spot (no alert history: state INACTIVE),
-/// the latter by a judge with a copy of the configuration, overridden.
-pub fn verdict(
-    agg: &Aggregator,
-    judge: &Judge,
-    request: &pb::GetVerdictRequest,
-    overrides: &JudgeOverrides,
-    now_ms: u64,
-) -> pb::Verdict {
-    let adhoc = (!overrides.is_empty()).then(|| judge.with_config(overrides.apply(judge.config())));
-    let rules = adhoc.as_ref().unwrap_or(judge);
-    let mut endpoints = Vec::new();
-    let mut keys: Vec<&EndpointKey> = agg
-        .endpoints()
-        .filter(|(k, v)| {
-            k.service == request.service
-                && matches(&request.endpoint, &k.endpoint)
-                && v.contains_key(&request.candidate_version)
-        })
-        .map(|(k, _)| k)
-        .collect();
-    keys.sort();
-    for key in keys {
-        let Some(versions) = agg.versions(key) else {
-            continue;
-        };
-        let own_baseline = judge.baseline(key).unwrap_or_default();
-        let baseline = if request.baseline_version.is_empty() {
-            own_baseline
-        } else {
-            request.baseline_version.as_str()
-        };
-        let compared = (baseline != request.candidate_version).then_some(baseline);
-        let stored: Vec<(RuleResult, AlertState)> = judge
-            .judgements()
-            .filter(|(k, _)| {
-                k.endpoint == *key
-                    && k.candidate == request.candidate_version
-                    && k.baseline == compared.unwrap_or_default()
-            })
-            .map(|(_, j)| (j.result.clone(), j.alert.state))
-            .collect();
-        let results = if adhoc.is_none() && !stored.is_empty() && baseline == own_baseline {
-            stored
-        } else {
-            // Like the judge: the window stretches back for enough requests.
-            let cand = versions
-                .get(&request.candidate_version)
-                .map(|s| agg.recent(s, now_ms, rules.min_requests()))
-                .unwrap_or_default();
-            let base = compared
-                .and_then(|b| versions.get(b))
-                .map(|s| agg.horizon(s, now_ms))
-                .unwrap_or_default();
-            rules
-                .judge_pair(&cand, compared.map(|b| (b, &base)))
-                .into_iter()
-                .map(|r| (r, AlertState::Inactive))
-                .collect()
-        };
-        let mut outcome = pb::VerdictOutcome::Pass;
-        let mut rules: Vec<pb::RuleResult> = results
-            .iter()
-            .map(|(result, state)| {
-                let o = rule_outcome(result, *state);
-                outcome = worst(outcome, o);
-                pb::RuleResult {
-                    rule: result.rule.as_str().to_owned(),
-                    outcome: o as i32,
-                    state: alert_state(*state) as i32,
-                    evidence: Some(evidence(&result.evidence)),
-                }
-            })
-            .collect();
-        rules.sort_by(|a, b| a.rule.cmp(&b.rule));
-        if rules.is_empty() {
-            outcome = pb::VerdictOutcome::Inconclusive;
+/// A refused request, as either transport says it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request itself is wrong; names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// An operator action was refused.
+    #[error(transparent)]
+    Action(#[from] ActionError),
+    /// The pipeline is not running.
+    #[error(transparent)]
+    Unavailable(#[from] QueryError),
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Invalid(m) => Status::invalid_argument(m),
+            ApiError::Action(
+                a @ (ActionError::NoSuchAlert { .. } | ActionError::NoSuchVerdict { .. }),
+            ) => Status::not_found(a.to_string()),
+            ApiError::Action(a) => Status::invalid_argument(a.to_string()),
+            ApiError::Unavailable(q) => Status::unavailable(q.to_string()),
         }
-        endpoints.push(pb::EndpointVerdict {
-            endpoint: key.endpoint.clone(),
-            baseline_version: compared.unwrap_or_default().to_owned(),
-            outcome: outcome as i32,
-            rules,
-        });
     }
-    let outcome = endpoints
-        .iter()
-        .map(|e| {
-            pb::VerdictOutcome::try_from(e.outcome).unwrap_or(pb::VerdictOutcome::Inconclusive)
+}
+
+/// `ListVersions`.
+pub async fn answer_versions(
+    pipeline: &PipelineHandle,
+    r: pb::ListVersionsRequest,
+) -> Result<pb::ListVersionsResponse, ApiError> {
+    Ok(pipeline
+        .ask(move |s, now| pb::ListVersionsResponse {
+            endpoints: views::versions(&s.aggregator, &s.judge, &r.service, &r.endpoint, now)
+                .iter()
+                .map(endpoint_versions)
+                .collect(),
         })
-        .reduce(worst)
-        .unwrap_or(pb::VerdictOutcome::Inconclusive);
-    pb::Verdict {
-        service: request.service.clone(),
-        candidate_version: request.candidate_version.clone(),
-        outcome: outcome as i32,
-        endpoints,
+        .await?)
+}
+
+/// `GetVerdict`.
+pub async fn answer_verdict(
+    pipeline: &PipelineHandle,
+    r: pb::GetVerdictRequest,
+) -> Result<pb::Verdict, ApiError> {
+    if r.service.is_empty() || r.candidate_version.is_empty() {
+        return Err(ApiError::Invalid(
+            "service and candidate_version are required".into(),
+        ));
     }
+    let overrides =
+        overrides(&r).map_err(|(field, e)| ApiError::Invalid(format!("{field}: {e}")))?;
+    let query = VerdictQuery {
+        service: r.service,
+        candidate: r.candidate_version,
+        endpoint: r.endpoint,
+        baseline: r.baseline_version,
+    };
+    Ok(pipeline
+        .ask(move |s, now| {
+            let adhoc = (!overrides.is_empty())
+                .then(|| s.judge.with_config(overrides.apply(s.judge.config())));
+            verdict(&views::verdict(
+                &s.aggregator,
+                &s.judge,
+                &query,
+                adhoc.as_ref(),
+                now,
+            ))
+        })
+        .await?)
+}
+
+/// `ListRegressions`.
+pub async fn answer_regressions(
+    pipeline: &PipelineHandle,
+    r: pb::ListRegressionsRequest,
+) -> Result<pb::ListRegressionsResponse, ApiError> {
+    let min = pb::Severity::try_from(r.min_severity)
+        .ok()
+        .and_then(severity_of)
+        .unwrap_or(Severity::Warning);
+    Ok(pipeline
+        .ask(move |s, _| {
+            let found = views::regressions(&s.judge, &r.service, min);
+            pb::ListRegressionsResponse {
+                regressions: found.firing.iter().map(regression).collect(),
+                held: found
+                    .held
+                    .iter()
+                    .map(|h| pb::HeldVerdict {
+                        service: h.service.clone(),
+                        candidate_version: h.candidate.clone(),
+                        severity: severity(h.severity) as i32,
+                        last_traffic_unix_ms: h.last_traffic_ms as i64,
+                    })
+                    .collect(),
+                revision: s.revision,
+            }
+        })
+        .await?)
+}
+
+/// `SetBaseline`: pins it and judges at once, so the answer (the endpoints
+/// now known under that baseline) and every later question already see it.
+pub async fn answer_set_baseline(
+    pipeline: &PipelineHandle,
+    r: pb::SetBaselineRequest,
+) -> Result<pb::SetBaselineResponse, ApiError> {
+    let answer = pipeline
+        .ask(move |s, now| {
+            let endpoint = (!r.endpoint.is_empty()).then_some(r.endpoint.as_str());
+            s.judge.set_baseline(&r.service, endpoint, &r.version)?;
+            s.evaluate(now);
+            let endpoints = views::versions(&s.aggregator, &s.judge, &r.service, &r.endpoint, now);
+            Ok(pb::SetBaselineResponse {
+                endpoints: endpoints.iter().map(endpoint_versions).collect(),
+            })
+        })
+        .await?;
+    answer.map_err(ApiError::Action)
+}
+
+/// `AcknowledgeAlert`.
+pub async fn answer_acknowledge(
+    pipeline: &PipelineHandle,
+    r: pb::AcknowledgeAlertRequest,
+) -> Result<pb::AcknowledgeAlertResponse, ApiError> {
+    if r.rule.is_empty() {
+        return Err(ActionError::Missing("rule").into());
+    }
+    let rule = Rule::named(&r.rule).ok_or_else(|| ActionError::UnknownRule(r.rule.clone()))?;
+    let answer = pipeline
+        .ask(move |s, _| {
+            let acked: Vec<_> = s
+                .judge
+                .acknowledge(&r.service, &r.endpoint, &r.candidate_version, rule)?
+                .into_iter()
+                .map(|(k, j)| (k.clone(), j.clone()))
+                .collect();
+            let judge = &s.judge;
+            let regressions = acked
+                .iter()
+                .flat_map(|(k, j)| {
+                    Severity::ALL
+                        .into_iter()
+                        .filter(|sev| j.alert(*sev).state != AlertState::Inactive)
+                        .map(move |sev| RegressionView::of(k, j, sev, judge))
+                })
+                .map(|v| regression(&v))
+                .collect();
+            Ok(pb::AcknowledgeAlertResponse { regressions })
+        })
+        .await?;
+    answer.map_err(ApiError::Action)
+}
+
+/// `ResetVerdict`.
+pub async fn answer_reset_verdict(
+    pipeline: &PipelineHandle,
+    r: pb::ResetVerdictRequest,
+) -> Result<pb::ResetVerdictResponse, ApiError> {
+    let answer = pipeline
+        .ask(move |s, _| s.judge.reset_verdict(&r.service, &r.candidate_version))
+        .await?;
+    let dropped = answer?;
+    Ok(pb::ResetVerdictResponse {
+        dropped: u32::try_from(dropped).unwrap_or(u32::MAX),
+    })
+}
+
+/// Alert events for `service` (all when empty) from now on, until the
+/// servers stop; a subscriber that falls behind skips what it missed rather
+/// than stalling the judge.
+pub fn alert_events(
+    pipeline: &PipelineHandle,
+    service: String,
+) -> impl Stream<Item = pb::AlertEvent> + Send + 'static {
+    let stopping = pipeline.stopping().clone().cancelled_owned();
+    BroadcastStream::new(pipeline.subscribe_alerts())
+        .take_until(stopping)
+        .filter_map(move |event| {
+            let keep = match event {
+                Ok(e) => (service.is_empty() || e.key.endpoint.service == service)
+                    .then(|| alert_event(&e)),
+                Err(lagged) => {
+                    tracing::warn!(%lagged, "alert stream subscriber fell behind");
+                    None
+                }
+            };
+            std::future::ready(keep)
+        })
 }
 
 /// The `modelgate.v1.Query` gRPC service.
@@ -298,49 +438,7 @@ impl QueryService {
     }
 }
 
-impl From<QueryError> for Status {
-    fn from(error: QueryError) -> Self {
-        Status::unavailable(error.to_string())
-    }
-}
-
-/// The gRPC status of a refused operator action.
-fn action_status(e: ActionError) -> Status {
-    match e {
-        ActionError::NoSuchAlert { .. } => Status::not_found(e.to_string()),
-        ActionError::Missing(_) | ActionError::UnknownRule(_) => {
-            Status::invalid_argument(e.to_string())
-        }
-    }
-}
-
 type AlertStream = Pin<Box<dyn Stream<Item = Result<pb::AlertEvent, Status>> + Send>>;
-
-/// Alert events for `service` (all when empty) from now on, until the
-/// servers stop; a subscriber that falls behind skips what it missed rather
-/// than stalling the judge.
-pub fn alert_events(
-    pipeline: &PipelineHandle,
-    service: String,
-) -> impl Stream<Item = pb::AlertEvent> + Send + 'static {
-    let stopping = pipeline.stopping().clone().cancelled_owned();
-    BroadcastStream::new(pipeline.subscribe_alerts())
-        .take_until(stopping)
-        .filter_map(move |event| {
-            let keep = match event {
-                Ok(e) => e
-                    .regression
-                    .as_ref()
-                    .is_some_and(|r| service.is_empty() || r.service == service)
-                    .then_some(e),
-                Err(lagged) => {
-                    tracing::warn!(%lagged, "alert stream subscriber fell behind");
-                    None
-                }
-            };
-            std::future::ready(keep)
-        })
-}
 
 #[tonic::async_trait]
 impl Query for QueryService {
@@ -349,7 +447,7 @@ impl Query for QueryService {
         request: Request<pb::ListVersionsRequest>,
     ) -> Result<Response<pb::ListVersionsResponse>, Status> {
         Ok(Response::new(
-            self.pipeline.versions(request.into_inner()).await?,
+            answer_versions(&self.pipeline, request.into_inner()).await?,
         ))
     }
 
@@ -357,16 +455,8 @@ impl Query for QueryService {
         &self,
         request: Request<pb::GetVerdictRequest>,
     ) -> Result<Response<pb::Verdict>, Status> {
-        let request = request.into_inner();
-        if request.service.is_empty() || request.candidate_version.is_empty() {
-            return Err(Status::invalid_argument(
-                "service and candidate_version are required",
-            ));
-        }
-        let overrides = overrides(&request)
-            .map_err(|(field, e)| Status::invalid_argument(format!("{field}: {e}")))?;
         Ok(Response::new(
-            self.pipeline.verdict(request, overrides).await?,
+            answer_verdict(&self.pipeline, request.into_inner()).await?,
         ))
     }
 
@@ -375,7 +465,7 @@ impl Query for QueryService {
         request: Request<pb::ListRegressionsRequest>,
     ) -> Result<Response<pb::ListRegressionsResponse>, Status> {
         Ok(Response::new(
-            self.pipeline.regressions(request.into_inner()).await?,
+            answer_regressions(&self.pipeline, request.into_inner()).await?,
         ))
     }
 
@@ -384,8 +474,9 @@ impl Query for QueryService {
         request: Request<pb::SetBaselineRequest>,
     ) -> Result<Response<pb::SetBaselineResponse>, Status> {
         // Authorization was checked by `auth::Authenticated` before this.
-        let answer = self.pipeline.set_baseline(request.into_inner()).await?;
-        answer.map(Response::new).map_err(action_status)
+        Ok(Response::new(
+            answer_set_baseline(&self.pipeline, request.into_inner()).await?,
+        ))
     }
 
     async fn acknowledge_alert(
@@ -393,8 +484,19 @@ impl Query for QueryService {
         request: Request<pb::AcknowledgeAlertRequest>,
     ) -> Result<Response<pb::AcknowledgeAlertResponse>, Status> {
         // Authorization was checked by `auth::Authenticated` before this.
-        let answer = self.pipeline.acknowledge(request.into_inner()).await?;
-        answer.map(Response::new).map_err(action_status)
+        Ok(Response::new(
+            answer_acknowledge(&self.pipeline, request.into_inner()).await?,
+        ))
+    }
+
+    async fn reset_verdict(
+        &self,
+        request: Request<pb::ResetVerdictRequest>,
+    ) -> Result<Response<pb::ResetVerdictResponse>, Status> {
+        // Authorization was checked by `auth::Authenticated` before this.
+        Ok(Response::new(
+            answer_reset_verdict(&self.pipeline, request.into_inner()).await?,
+        ))
     }
 
     type WatchAlertsStream = AlertStream;

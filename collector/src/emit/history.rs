@@ -21,12 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::Aggregator;
 use crate::config::AdminConfig;
 use crate::extract::{EndpointKey, Outcome};
-use crate::judge::rules::static_name;
-use crate::judge::{AlertKey, AlertState, Condition, Evidence, Judge, Transition};
-
-/// A name fixed at build time; an alias so that serde does not take the
-/// field for one borrowed from its input when reading a snapshot.
-type StaticName = &'static str;
+use crate::judge::{
+    AlertKey, AlertState, Condition, Evidence, Judge, Resolution, Rule, Severity, Transition,
+};
 
 /// How much history is kept; see [`AdminConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,63 +94,6 @@ impl Ring {
     }
 }
 
-/// What a rule found, as the dashboard shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvidenceView {
-    /// Candidate requests in its window.
-    pub candidate_count: u64,
-    /// Baseline requests over its horizon (0 for `sla`).
-    pub baseline_count: u64,
-    /// Quantile compared; 0 for rate rules.
-    pub quantile: f64,
-    /// Candidate figure in `unit`.
-    pub candidate_value: f64,
-    /// Baseline figure in `unit` (0 for `sla`).
-    pub baseline_value: f64,
-    /// The limit the candidate crossed, in `unit`.
-    pub threshold: f64,
-    /// Candidate over baseline (`sla`: over the limit).
-    pub ratio: f64,
-    /// Fixed-sample significance.
-    pub p_value: f64,
-    /// Evidence accumulated over the epoch, and what firing needs.
-    pub e_value: f64,
-    /// The e-value needed to fire.
-    pub e_threshold: f64,
-    /// Which test decided.
-    #[serde(deserialize_with = "static_name")]
-    pub test: StaticName,
-    /// "ms", "rate" or "calls".
-    #[serde(deserialize_with = "static_name")]
-    pub unit: StaticName,
-    /// Hodges-Lehmann shift of the candidate over the baseline, ms, when
-    /// there is one.
-    pub shift_ms: Option<f64>,
-    /// One sentence.
-    pub detail: String,
-}
-
-impl EvidenceView {
-    fn new(e: &Evidence) -> Self {
-        Self {
-            candidate_count: e.candidate_count,
-            baseline_count: e.baseline_count,
-            quantile: e.quantile,
-            candidate_value: e.candidate_value,
-            baseline_value: e.baseline_value,
-            threshold: e.threshold,
-            ratio: e.ratio,
-            p_value: e.p_value,
-            e_value: e.e_value,
-            e_threshold: e.e_threshold,
-            test: e.test,
-            unit: e.unit,
-            shift_ms: e.shift.map(|s| s.estimate),
-            detail: e.detail.clone(),
-        }
-    }
-}
-
 /// One regression alert, firing or past.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegressionView {
@@ -168,31 +108,38 @@ pub struct RegressionView {
     /// What it was compared with (empty for `sla` without a baseline).
     pub baseline_version: String,
     /// `sla`, `relative`, `errors` or `fanout`.
-    #[serde(deserialize_with = "static_name")]
-    pub rule: StaticName,
+    pub rule: Rule,
+    /// `warning` or `critical`.
+    pub severity: Severity,
     /// `firing` or `resolved`.
-    #[serde(deserialize_with = "static_name")]
-    pub state: StaticName,
+    pub state: AlertState,
     /// When it started firing.
     pub fired_unix_ms: u64,
     /// When it resolved; `None` while firing.
     pub resolved_unix_ms: Option<u64>,
     /// Firing: the latest evaluation. Resolved: the last evaluation that
     /// breached, the evidence the alert stood on.
-    pub evidence: EvidenceView,
-    /// Why it resolved (the evaluation that cleared it); `None` while firing.
+    pub evidence: Evidence,
+    /// Why it resolved (the evaluation that cleared it, or the candidate's
+    /// traffic stopping); `None` while firing.
     pub resolution: Option<String>,
 }
 
-fn regression_view(key: &AlertKey, fired_ms: u64, evidence: EvidenceView) -> RegressionView {
+fn regression_view(
+    key: &AlertKey,
+    severity: Severity,
+    fired_ms: u64,
+    evidence: Evidence,
+) -> RegressionView {
     RegressionView {
         service: key.endpoint.service.clone(),
         endpoint: key.endpoint.endpoint.clone(),
         dims: key.endpoint.dims.clone(),
         candidate_version: key.candidate.clone(),
         baseline_version: key.baseline.clone(),
-        rule: key.rule.as_str(),
-        state: AlertState::Firing.as_str(),
+        rule: key.rule,
+        severity,
+        state: AlertState::Firing,
         fired_unix_ms: fired_ms,
         resolved_unix_ms: None,
         evidence,
@@ -263,8 +210,11 @@ pub struct HistoryView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Open {
     fired_ms: u64,
-    evidence: EvidenceView,
+    evidence: Evidence,
 }
+
+/// A firing alert of one severity.
+type OpenKey = (AlertKey, Severity);
 
 /// What a snapshot keeps of a [`History`]: the charts' rings, the firing
 /// alerts' fire times and evidence, the resolved ones. Generic so that
@@ -280,14 +230,14 @@ pub(crate) struct HistoryState<Series, Opened, Past> {
 /// The live history, borrowed for writing.
 pub(crate) type HistoryStateRef<'a> = HistoryState<
     &'a BTreeMap<EndpointKey, BTreeMap<String, Ring>>,
-    &'a HashMap<AlertKey, Open>,
+    &'a HashMap<OpenKey, Open>,
     &'a VecDeque<RegressionView>,
 >;
 
 /// A history read back.
 pub(crate) type HistoryStateOwned = HistoryState<
     BTreeMap<EndpointKey, BTreeMap<String, Ring>>,
-    HashMap<AlertKey, Open>,
+    HashMap<OpenKey, Open>,
     VecDeque<RegressionView>,
 >;
 
@@ -303,7 +253,7 @@ pub struct History {
     /// Live series not tracked at the last tick.
     untracked: u64,
     /// Firing alerts.
-    open: HashMap<AlertKey, Open>,
+    open: HashMap<OpenKey, Open>,
     /// Resolved alerts, newest first.
     past: VecDeque<RegressionView>,
 }
@@ -395,11 +345,13 @@ impl History {
 
     fn record_alerts(&mut self, judge: &Judge, transitions: &[Transition], now_ms: u64) {
         for t in transitions {
-            let evidence = EvidenceView::new(&t.judgement.result.evidence);
-            match (t.previous, t.judgement.alert.state) {
+            let evidence = t.judgement.result.evidence.clone();
+            let open_key = (t.key.clone(), t.severity);
+            let alert = t.alert();
+            match (t.previous, alert.state) {
                 (_, AlertState::Firing) => {
                     self.open.insert(
-                        t.key.clone(),
+                        open_key,
                         Open {
                             fired_ms: now_ms,
                             evidence,
@@ -407,14 +359,26 @@ impl History {
                     );
                 }
                 (AlertState::Firing, to) => {
-                    let open = self.open.remove(&t.key).unwrap_or(Open {
+                    let open = self.open.remove(&open_key).unwrap_or(Open {
                         fired_ms: now_ms,
                         evidence: evidence.clone(),
                     });
-                    let mut past = regression_view(&t.key, open.fired_ms, open.evidence);
-                    past.state = to.as_str();
+                    let mut past =
+                        regression_view(&t.key, t.severity, open.fired_ms, open.evidence);
+                    past.state = to;
                     past.resolved_unix_ms = Some(now_ms);
-                    past.resolution = Some(evidence.detail);
+                    past.resolution = Some(match alert.resolution {
+                        Some(Resolution::NoTraffic) => format!(
+                            "no traffic since {}",
+                            humantime::format_rfc3339_millis(
+                                std::time::UNIX_EPOCH
+                                    + std::time::Duration::from_millis(
+                                        t.judgement.quiet_since_ms.unwrap_or(now_ms)
+                                    )
+                            )
+                        ),
+                        _ => evidence.detail,
+                    });
                     self.past.push_front(past);
                     self.past.truncate(self.limits.regressions);
                 }
@@ -424,11 +388,14 @@ impl History {
         // While firing, keep the latest evidence that still breaches: that is
         // what a resolved alert is shown with.
         for (key, judgement) in judge.judgements() {
-            if judgement.alert.state == AlertState::Firing
-                && judgement.result.condition == Condition::Breach
-            {
-                if let Some(open) = self.open.get_mut(key) {
-                    open.evidence = EvidenceView::new(&judgement.result.evidence);
+            for severity in Severity::ALL {
+                let breaching = judgement.alert(severity).state == AlertState::Firing
+                    && judgement.result.conditions.at(severity) == Condition::Breach;
+                if !breaching {
+                    continue;
+                }
+                if let Some(open) = self.open.get_mut(&(key.clone(), severity)) {
+                    open.evidence = judgement.result.evidence.clone();
                 }
             }
         }
@@ -510,18 +477,31 @@ impl History {
             .collect();
         let mut active: Vec<RegressionView> = judge
             .judgements()
-            .filter(|(k, j)| j.alert.state == AlertState::Firing && wanted(&k.endpoint.service))
-            .map(|(k, j)| {
-                regression_view(k, j.alert.since_ms, EvidenceView::new(&j.result.evidence))
+            .filter(|(k, _)| wanted(&k.endpoint.service))
+            .flat_map(|(k, j)| {
+                Severity::ALL
+                    .into_iter()
+                    .filter(|s| j.alert(*s).state == AlertState::Firing)
+                    .map(move |s| {
+                        regression_view(k, s, j.alert(s).since_ms, j.result.evidence.clone())
+                    })
             })
             .collect();
         active.sort_by(|a, b| {
-            (&a.service, &a.endpoint, &a.candidate_version, a.rule).cmp(&(
-                &b.service,
-                &b.endpoint,
-                &b.candidate_version,
-                b.rule,
-            ))
+            (
+                &a.service,
+                &a.endpoint,
+                &a.candidate_version,
+                a.rule,
+                a.severity,
+            )
+                .cmp(&(
+                    &b.service,
+                    &b.endpoint,
+                    &b.candidate_version,
+                    b.rule,
+                    b.severity,
+                ))
         });
         let config = judge.config();
         HistoryView {
@@ -558,10 +538,9 @@ mod tests {
 
     fn setup() -> (Aggregator, Judge) {
         let agg = AggregateConfig::default();
-        let window_ms = agg.window.as_millis() as u64;
         (
             Aggregator::new(agg, vec![100.0], Default::default(), T0),
-            Judge::new(JudgeConfig::default(), window_ms),
+            Judge::new(JudgeConfig::default()),
         )
     }
 
@@ -656,10 +635,10 @@ mod tests {
         let sla = view
             .active
             .iter()
-            .find(|r| r.rule == "sla")
+            .find(|r| r.rule == Rule::Sla)
             .expect("sla firing");
         assert_eq!(sla.candidate_version, "v1.3");
-        assert_eq!(sla.state, "firing");
+        assert_eq!(sla.state, AlertState::Firing);
         assert!(sla.evidence.candidate_value > 150.0, "{sla:?}");
         assert!(history
             .view(&judge, "other", TICK, 0, now)
@@ -675,7 +654,7 @@ mod tests {
         assert!(view.active.is_empty());
         assert_eq!(view.resolved.len(), 1);
         let past = &view.resolved[0];
-        assert_eq!(past.state, "resolved");
+        assert_eq!(past.state, AlertState::Resolved);
         assert_eq!(past.resolved_unix_ms, Some(later));
         assert!(past.fired_unix_ms < later);
         assert!(past.evidence.candidate_value > 0.0, "{past:?}");

@@ -8,6 +8,8 @@
 //!   dashboard draws, kept by the pipeline task.
 //! - [`dashboard`]: the dashboard page and its assets, built into the binary.
 //! - [`admin`]: the admin HTTP port (`/`, `/metrics`, `/api/v1/*`, health).
+//! - [`views`]: what the API, the gate, the filter and the dashboard ask,
+//!   as plain data (pure functions of the aggregator and the judge).
 //!
 //! Emitters read state; they never change what is measured or judged.
 
@@ -18,19 +20,20 @@ pub mod dashboard;
 pub mod history;
 pub mod otlp;
 pub mod prometheus;
+pub mod views;
 
 use crate::aggregate::Aggregator;
 use crate::extract::Outcome;
-use crate::judge::{AlertState, Condition, Judge};
+use crate::judge::{AlertState, Judge, Severity, Verdict};
 use crate::telemetry::Telemetry;
 use prometheus::{HistogramRow, MetricsSnapshot, RegressionRow};
 
 /// The bounded `verdict` attribute of a rule's latest evaluation.
-pub fn verdict_of(condition: Condition) -> &'static str {
-    match condition {
-        Condition::Breach => "regression",
-        Condition::Clear => "pass",
-        Condition::Marginal | Condition::Inconclusive => "inconclusive",
+pub fn verdict_of(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Regression(_) => "regression",
+        Verdict::Pass => "pass",
+        Verdict::Inconclusive => "inconclusive",
     }
 }
 
@@ -89,10 +92,10 @@ pub fn snapshot(
                 ("baseline.version", k.baseline.clone()),
                 ("rule", k.rule.as_str().to_owned()),
             ],
-            active: j.alert.state == AlertState::Firing,
+            active: Severity::ALL.map(|s| j.alert(s).state == AlertState::Firing),
             ratio: j.result.evidence.ratio,
-            firings: j.alert.firings,
-            verdict: verdict_of(j.result.condition),
+            firings: Severity::ALL.map(|s| j.alert(s).firings),
+            verdict: verdict_of(j.verdict()),
         })
         .collect();
     regressions.sort_by(|a, b| a.labels.cmp(&b.labels));

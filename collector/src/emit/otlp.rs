@@ -19,9 +19,10 @@ use opentelemetry_sdk::metrics::{
 use opentelemetry_sdk::Resource;
 
 use super::catalogue::{self, Kind, Metric};
+use crate::aggregate::Aggregator;
 use crate::config::EmitConfig;
-use crate::extract::{EndpointKey, Outcome, SeriesName};
-use crate::judge::{AlertKey, AlertState, Judgement};
+use crate::extract::{Outcome, SeriesName};
+use crate::judge::{AlertKey, AlertState, Judge, Severity, Transition};
 use crate::telemetry::{SelfMetric, Telemetry};
 
 /// Why the OTLP push could not start.
@@ -132,34 +133,52 @@ impl OtlpEmitter {
         );
     }
 
-    /// Records the state of one judgement after an evaluation.
-    pub fn record_judgement(&self, key: &AlertKey, judgement: &Judgement, fired_now: bool) {
-        let attrs = regression_attributes(key);
-        let firing = judgement.alert.state == AlertState::Firing;
-        self.active.record(u64::from(firing), &attrs);
-        self.ratio.record(judgement.result.evidence.ratio, &attrs);
-        let current = super::verdict_of(judgement.result.condition);
-        for verdict in super::prometheus::VERDICTS {
-            let mut with_verdict = attrs.to_vec();
-            with_verdict.push(KeyValue::new("verdict", verdict));
-            self.verdict
-                .record(u64::from(current == verdict), &with_verdict);
+    /// Records what an evaluation left: every judgement's alert states
+    /// (per severity), ratio and verdict, the alerts that fired now, and
+    /// every series' database calls per request.
+    pub fn record_evaluation(
+        &self,
+        agg: &Aggregator,
+        judge: &Judge,
+        transitions: &[Transition],
+        now_ms: u64,
+    ) {
+        for (key, judgement) in judge.judgements() {
+            let attrs = regression_attributes(key);
+            self.ratio.record(judgement.result.evidence.ratio, &attrs);
+            let current = super::verdict_of(judgement.verdict());
+            for verdict in super::prometheus::VERDICTS {
+                let mut with_verdict = attrs.to_vec();
+                with_verdict.push(KeyValue::new("verdict", verdict));
+                self.verdict
+                    .record(u64::from(current == verdict), &with_verdict);
+            }
+            for severity in Severity::ALL {
+                let mut with_severity = attrs.to_vec();
+                with_severity.push(KeyValue::new("severity", severity.as_str()));
+                let firing = judgement.alert(severity).state == AlertState::Firing;
+                self.active.record(u64::from(firing), &with_severity);
+                let fired_now = transitions.iter().any(|t| {
+                    t.key == *key && t.severity == severity && t.alert().state == AlertState::Firing
+                });
+                if fired_now {
+                    self.alerts.add(1, &with_severity);
+                }
+            }
         }
-        if fired_now {
-            self.alerts.add(1, &attrs);
+        for (endpoint, versions) in agg.endpoints() {
+            for (version, series) in versions.iter() {
+                let w = agg.window(series, now_ms);
+                self.db_calls.record(
+                    w.db_calls_per_request(),
+                    &[
+                        KeyValue::new("service.name", endpoint.service.clone()),
+                        KeyValue::new("endpoint", endpoint.endpoint.clone()),
+                        KeyValue::new("model.version", version.clone()),
+                    ],
+                );
+            }
         }
-    }
-
-    /// Records one series' database calls per request.
-    pub fn record_db_calls(&self, endpoint: &EndpointKey, version: &str, per_request: f64) {
-        self.db_calls.record(
-            per_request,
-            &[
-                KeyValue::new("service.name", endpoint.service.clone()),
-                KeyValue::new("endpoint", endpoint.endpoint.clone()),
-                KeyValue::new("model.version", version.to_owned()),
-            ],
-        );
     }
 
     /// Pushes what is pending and stops the reader.

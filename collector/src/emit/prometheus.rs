@@ -14,6 +14,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::catalogue::{self, Kind, Metric};
 use crate::aggregate::Cumulative;
+use crate::judge::Severity;
 use crate::telemetry::{Reading, SelfMetric};
 
 /// The media type of what [`encode`] writes.
@@ -35,12 +36,12 @@ pub struct HistogramRow {
 pub struct RegressionRow {
     /// service.name, endpoint, candidate.version, baseline.version, rule.
     pub labels: Labels,
-    /// Firing now.
-    pub active: bool,
+    /// Firing now, per severity ([`Severity::index`]).
+    pub active: [bool; 2],
     /// Candidate over baseline (sla: over the limit).
     pub ratio: f64,
-    /// Times fired.
-    pub firings: u64,
+    /// Times fired, per severity.
+    pub firings: [u64; 2],
     /// The latest evaluation: "pass", "regression" or "inconclusive".
     pub verdict: &'static str,
 }
@@ -131,6 +132,25 @@ fn labels(pairs: &[(&'static str, String)]) -> Vec<(Cow<'static, str>, Cow<'stat
         .collect()
 }
 
+impl MetricsSnapshot {
+    /// Every regression row once per severity.
+    fn per_severity(&self) -> impl Iterator<Item = (&RegressionRow, Severity)> {
+        self.regressions
+            .iter()
+            .flat_map(|r| Severity::ALL.into_iter().map(move |s| (r, s)))
+    }
+}
+
+/// A regression row's labels with its `severity`.
+fn with_severity(
+    pairs: &[(&'static str, String)],
+    severity: Severity,
+) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+    let mut set = labels(pairs);
+    set.push((Cow::Borrowed("severity"), Cow::Borrowed(severity.as_str())));
+    set
+}
+
 /// A family's descriptor, from its catalogue entry.
 fn descriptor<'a>(
     encoder: &'a mut DescriptorEncoder<'_>,
@@ -173,13 +193,14 @@ impl Collector for MetricsSnapshot {
                 )?;
             }
         }
-        gauge_family(
-            &mut encoder,
-            &catalogue::REGRESSION_ACTIVE,
-            self.regressions
-                .iter()
-                .map(|r| (&r.labels, i64::from(r.active))),
-        )?;
+        {
+            let mut m = descriptor(&mut encoder, &catalogue::REGRESSION_ACTIVE)?;
+            for (r, severity) in self.per_severity() {
+                let set = with_severity(&r.labels, severity);
+                m.encode_family(&set)?
+                    .encode_gauge(&i64::from(r.active[severity.index()]))?;
+            }
+        }
         gauge_family(
             &mut encoder,
             &catalogue::REGRESSION_RATIO,
@@ -198,10 +219,10 @@ impl Collector for MetricsSnapshot {
         }
         {
             let mut m = descriptor(&mut encoder, &catalogue::ALERTS)?;
-            for r in &self.regressions {
-                let set = labels(&r.labels);
+            for (r, severity) in self.per_severity() {
+                let set = with_severity(&r.labels, severity);
                 m.encode_family(&set)?
-                    .encode_counter::<NoLabelSet, _, f64>(&r.firings, None)?;
+                    .encode_counter::<NoLabelSet, _, f64>(&r.firings[severity.index()], None)?;
             }
         }
         gauge_family(
@@ -302,9 +323,9 @@ mod tests {
                     ("baseline.version", "v1.2".into()),
                     ("rule", "sla".into()),
                 ],
-                active: true,
+                active: [true, true],
                 ratio: 5.07,
-                firings: 1,
+                firings: [1, 1],
                 verdict: "inconclusive",
             }],
             readings: telemetry.readings(),
@@ -314,7 +335,11 @@ mod tests {
         assert!(text.contains(r#"modelgate_request_duration_seconds_bucket{le="0.15",service_name="lending-api",endpoint="/risk-score",model_version="v1.3",outcome="timeout"} 1"#), "{text}");
         assert!(text.contains(r#"le="+Inf",service_name="lending-api",endpoint="/risk-score",model_version="v1.3",outcome="timeout"} 3"#), "{text}");
         assert!(text.contains(r#"modelgate_request_duration_seconds_count{service_name="lending-api",endpoint="/risk-score",model_version="v1.3",outcome="timeout"} 3"#), "{text}");
-        assert!(text.contains(r#"modelgate_regression_active{service_name="lending-api",endpoint="/risk-score",candidate_version="v1.3",baseline_version="v1.2",rule="sla"} 1"#), "{text}");
+        assert!(text.contains(r#"modelgate_regression_active{service_name="lending-api",endpoint="/risk-score",candidate_version="v1.3",baseline_version="v1.2",rule="sla",severity="critical"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"rule="sla",severity="warning"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"modelgate_alerts_total{"#), "{text}");
         assert!(
             text.contains(r#"rule="sla",verdict="inconclusive"} 1"#),

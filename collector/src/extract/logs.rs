@@ -136,6 +136,40 @@ impl LogMapping {
     }
 }
 
+/// The request sample of one JSON log line (an object of fields, as the
+/// lending incident's log has them), or which field was missing or wrong.
+/// Its service is the mapping's `service_field`, else [`UNKNOWN_SERVICE`].
+pub fn extract_line(
+    line: &serde_json::Value,
+    config: &ExtractConfig,
+    interner: &mut Interner,
+) -> Result<Sample, String> {
+    let object = line.as_object().ok_or("not a JSON object".to_owned())?;
+    let get = |name: &str| json_field(object.get(name)?);
+    let mapped = config.logs.map(get)?;
+    let dims: Vec<Cow<'_, str>> = config
+        .dimensions
+        .iter()
+        .map(|key| {
+            get(key)
+                .map(|f| Cow::Owned(f.text().into_owned()))
+                .unwrap_or_default()
+        })
+        .collect();
+    Ok(interner.intern(&SampleRef {
+        service: mapped.service.as_deref().unwrap_or(UNKNOWN_SERVICE),
+        endpoint: super::endpoint_name(&mapped.endpoint),
+        dims,
+        version: &mapped.version,
+        trace_id: [0; 16],
+        time_ms: mapped.time_ms.unwrap_or(0),
+        kind: SampleKind::Request {
+            duration: mapped.duration,
+            outcome: mapped.outcome,
+        },
+    }))
+}
+
 /// A time field's value in unix milliseconds: an RFC 3339 string
 /// (`2026-11-20T17:02:11.204Z`), or a number of unix seconds,
 /// milliseconds, microseconds or nanoseconds (told apart by magnitude, as
@@ -291,7 +325,7 @@ fn sample_of(
         .unwrap_or(0);
     Ok(interner.intern(&SampleRef {
         service,
-        endpoint: &mapped.endpoint,
+        endpoint: super::endpoint_name(&mapped.endpoint),
         dims,
         version: &mapped.version,
         trace_id: record.trace_id.as_slice().try_into().unwrap_or([0; 16]),

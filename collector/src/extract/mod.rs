@@ -486,10 +486,21 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
 }
 
 fn endpoint_of<'a, A: Attrs<'a>>(span: &SpanFields<'a, A>) -> &'a str {
-    keys::ENDPOINT
+    let endpoint = keys::ENDPOINT
         .iter()
         .find_map(|key| span.attributes.find_str(key).filter(|v| !v.is_empty()))
-        .unwrap_or(span.name)
+        .unwrap_or(span.name);
+    endpoint_name(endpoint)
+}
+
+/// An endpoint as series name it: `*` (an `OPTIONS *` request's target)
+/// is `/*`, since `*` names a version's judgement across all its endpoints.
+pub(crate) fn endpoint_name(endpoint: &str) -> &str {
+    if endpoint == crate::judge::ALL_ENDPOINTS {
+        "/*"
+    } else {
+        endpoint
+    }
 }
 
 fn outcome_of<'a>(

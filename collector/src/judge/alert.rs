@@ -3,7 +3,10 @@
 //! Pure: each step takes the rule's condition and `now`. A condition must
 //! hold for `hold` before it fires; a firing alert needs its condition clear
 //! for `resolve_hold` before it resolves, and `Marginal` or `Inconclusive`
-//! evaluations keep it firing (no traffic is no proof of a fix).
+//! evaluations keep it firing. No traffic is no proof of a fix, but it is
+//! no reason to keep paging either: a candidate with no request for
+//! `no_traffic_resolve` (rolled back, drained) has its alerts resolved with
+//! that reason ([`AlertMachine::quiet`]), while its last verdict stays.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +15,7 @@ use crate::judge::rules::Condition;
 
 /// Where an alert is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AlertState {
     /// The condition does not hold.
     Inactive,
@@ -35,6 +39,29 @@ impl AlertState {
     }
 }
 
+/// Why an alert resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    /// Its condition cleared for `resolve_hold`.
+    Cleared,
+    /// Its candidate had no traffic for `no_traffic_resolve`.
+    NoTraffic,
+    /// No longer judged: the series expired or the baseline changed.
+    Retired,
+}
+
+impl Resolution {
+    /// Lower-case name, for the API and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Cleared => "cleared",
+            Resolution::NoTraffic => "no_traffic",
+            Resolution::Retired => "retired",
+        }
+    }
+}
+
 /// One alert's state over time.
 ///
 /// Its times are unix milliseconds, so a machine restored from a snapshot
@@ -50,6 +77,8 @@ pub struct AlertMachine {
     clear_since_ms: Option<u64>,
     /// Times it has fired.
     pub firings: u64,
+    /// Why it resolved, while `Resolved`.
+    pub resolution: Option<Resolution>,
 }
 
 impl AlertMachine {
@@ -60,6 +89,7 @@ impl AlertMachine {
             since_ms: now_ms,
             clear_since_ms: None,
             firings: 0,
+            resolution: None,
         }
     }
 
@@ -99,21 +129,42 @@ impl AlertMachine {
             }
             (state, _) => state,
         };
-        self.transition(next, now_ms)
+        self.transition(next, now_ms, Resolution::Cleared)
     }
 
     /// Forces a firing or pending alert down because its subject is gone
     /// (series expired, baseline replaced); returns the previous state.
     pub fn retire(&mut self, now_ms: u64) -> Option<AlertState> {
+        self.stand_down(now_ms, Resolution::Retired)
+    }
+
+    /// The candidate has had no request since `last_seen_ms`: after
+    /// `policy.no_traffic_resolve` of that, a firing alert resolves (reason
+    /// [`Resolution::NoTraffic`]) and a pending one goes back to inactive.
+    /// Returns the previous state when it changed.
+    pub fn quiet(
+        &mut self,
+        last_seen_ms: u64,
+        now_ms: u64,
+        policy: &AlertPolicy,
+    ) -> Option<AlertState> {
+        let quiet_ms = policy.no_traffic_resolve.as_millis() as u64;
+        if now_ms < last_seen_ms.saturating_add(quiet_ms) {
+            return None;
+        }
+        self.stand_down(now_ms, Resolution::NoTraffic)
+    }
+
+    fn stand_down(&mut self, now_ms: u64, why: Resolution) -> Option<AlertState> {
         let next = match self.state {
             AlertState::Firing => AlertState::Resolved,
             AlertState::Pending => AlertState::Inactive,
             other => other,
         };
-        self.transition(next, now_ms)
+        self.transition(next, now_ms, why)
     }
 
-    fn transition(&mut self, next: AlertState, now_ms: u64) -> Option<AlertState> {
+    fn transition(&mut self, next: AlertState, now_ms: u64, why: Resolution) -> Option<AlertState> {
         if next == self.state {
             return None;
         }
@@ -124,6 +175,7 @@ impl AlertMachine {
         if next == AlertState::Firing {
             self.firings += 1;
         }
+        self.resolution = (next == AlertState::Resolved).then_some(why);
         Some(previous)
     }
 }
@@ -139,6 +191,7 @@ mod tests {
             hold: Duration::from_secs(2),
             resolve_hold: Duration::from_secs(10),
             clear_fraction: 0.8,
+            no_traffic_resolve: Duration::from_secs(60),
         }
     }
 
@@ -199,6 +252,33 @@ mod tests {
         assert_eq!(a.state, AlertState::Firing);
         assert_eq!(a.retire(200_000), Some(AlertState::Firing));
         assert_eq!(a.state, AlertState::Resolved);
+        assert_eq!(a.resolution, Some(Resolution::Retired));
+    }
+
+    #[test]
+    fn a_candidate_without_traffic_stops_paging_with_the_reason() {
+        let p = policy();
+        let mut a = AlertMachine::new(0);
+        a.step(Condition::Breach, 0, &p);
+        a.step(Condition::Breach, 2_000, &p);
+        // Last request at 5 s: quiet for 60 s resolves it, not before.
+        assert_eq!(a.quiet(5_000, 64_999, &p), None);
+        assert_eq!(a.state, AlertState::Firing);
+        assert_eq!(a.quiet(5_000, 65_000, &p), Some(AlertState::Firing));
+        assert_eq!(
+            (a.state, a.resolution),
+            (AlertState::Resolved, Some(Resolution::NoTraffic))
+        );
+        // Traffic comes back, still slow: it fires again.
+        a.step(Condition::Breach, 70_000, &p);
+        a.step(Condition::Breach, 72_000, &p);
+        assert_eq!(
+            (a.state, a.resolution, a.firings),
+            (AlertState::Firing, None, 2)
+        );
+        a.step(Condition::Clear, 80_000, &p);
+        a.step(Condition::Clear, 90_000, &p);
+        assert_eq!(a.resolution, Some(Resolution::Cleared));
     }
 
     #[test]
@@ -207,6 +287,7 @@ mod tests {
             hold: Duration::ZERO,
             resolve_hold: Duration::ZERO,
             clear_fraction: 0.8,
+            no_traffic_resolve: Duration::ZERO,
         };
         let mut a = AlertMachine::new(0);
         a.step(Condition::Breach, 0, &p);

@@ -1,13 +1,28 @@
 //! Judge: every endpoint's versions -> rule results -> alert transitions.
 //!
-//! Per endpoint, one version is the baseline: the configured one, else the
-//! version that carried most traffic over the baseline horizon and has been
-//! seen for at least a window, and that is not itself under an alert. The
-//! choice is sticky: it moves only when another version carries clearly more
-//! traffic (twice as much), so a canary never becomes its own baseline. Every
-//! other version is a candidate, judged by `relative` and `errors` against
-//! the baseline; `sla` judges every version, baseline included, since it
-//! needs no baseline at all.
+//! Per endpoint, one version is the baseline. It is, in this order: the
+//! version pinned through the API, the configured one, a candidate promoted
+//! to it, or else the incumbent: the version whose first request (by the
+//! requests' own time, not by arrival) came first, the older version name
+//! on a tie (`v1.2` before `v1.3`). Volume never makes a baseline: a
+//! candidate is promoted only after it passed for `judge.promotion.after`
+//! while carrying `judge.promotion.min_share` of the endpoint's traffic.
+//! Every other version is a candidate.
+//!
+//! Every version is held to the absolute rules (`sla`; `errors` against its
+//! ceiling when it has no baseline); a baseline that breaches them is
+//! reported and not trusted, and its candidates' comparative rules say so
+//! (inconclusive) rather than pass. A candidate is judged by `relative`,
+//! `errors` and `fanout` against its baseline on each endpoint
+//! ([`rules::Scope::Endpoint`]) and, when it serves two endpoints or more,
+//! across all of them at once ([`rules::Scope::Version`]: endpoint
+//! [`ALL_ENDPOINTS`]), which is how the lending incident was understood:
+//! slow on both endpoints, so the model, not an endpoint.
+//!
+//! Each result drives one alert per severity ([`AlertMachine`]). A candidate
+//! without traffic for `judge.alerts.no_traffic_resolve` keeps its last
+//! result (a regression stays one) but its alerts resolve, reason
+//! `no_traffic`.
 //!
 //! Two operator actions change it at run time (the API's write operations):
 //! [`Judge::set_baseline`] pins an endpoint's (or a whole service's)
@@ -23,24 +38,29 @@
 //! passed in; it never reads the clock and never touches the network.
 
 pub mod alert;
+mod evaluate;
+pub mod power;
 pub mod rules;
 pub mod stats;
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 
 use hashbrown::{HashMap, HashSet};
-
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Aggregator, Versions, WindowSummary};
 use crate::config::{BaselineConfig, JudgeConfig};
 use crate::extract::EndpointKey;
-pub use alert::{AlertMachine, AlertState};
-pub use rules::{Baseline, Candidate, Condition, Epoch, Evidence, Rule, RuleResult, Sequential};
+pub use alert::{AlertMachine, AlertState, Resolution};
+pub use rules::{
+    Candidate, Condition, Conditions, Epoch, Evidence, Pair, Rule, RuleResult, Scope, Sequential,
+    Severity, Test, Unit, Verdict,
+};
 
-/// A version moves an incumbent baseline only with this many times its
-/// traffic over the horizon.
-const BASELINE_SWITCH_FACTOR: u64 = 2;
+/// The endpoint of version-wide judgements (`endpoint="*"` in metrics and
+/// the API); a span's own endpoint never is (extraction names it `/*`).
+pub const ALL_ENDPOINTS: &str = "*";
 
 /// The e-value each rule must reach: its share of the false-alarm budget
 /// per series-hour, spent over one epoch (Ville's inequality per epoch, a
@@ -62,41 +82,72 @@ fn sequential_thresholds(config: &JudgeConfig) -> Sequential {
         e_threshold: 1.0 / alpha,
         rank_effect_scale: config.sequential.rank_effect_scale,
         clear_fraction: config.alerts.clear_fraction,
+        pass_power: config.pass_power,
     }
 }
 
-/// The version with most traffic; on a tie, the longest known.
-/// Items are (version, requests over the horizon, first seen).
-fn most_traffic<'t, 'v: 't>(
-    versions: impl Iterator<Item = &'t (&'v str, u64, u64)>,
-) -> Option<(&'v str, u64, u64)> {
-    versions
-        .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
-        .copied()
+/// Version names in release order: numeric runs compare as numbers
+/// (`v1.10` after `v1.9`), the rest as text. Decides which of two versions
+/// first seen at the same moment is the incumbent.
+pub fn version_order(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (ra, rb) = (run(a), run(b));
+                let trim = |s: &[u8]| {
+                    let zeros = s.iter().take_while(|c| **c == b'0').count();
+                    s[zeros..].to_vec()
+                };
+                let (na, nb) = (trim(&a[..ra]), trim(&b[..rb]));
+                let by_value = na.len().cmp(&nb.len()).then_with(|| na.cmp(&nb));
+                if by_value != Ordering::Equal {
+                    return by_value;
+                }
+                (a, b) = (&a[ra..], &b[rb..]);
+            }
+            (Some(x), Some(y)) if x != y => return x.cmp(y),
+            _ => (a, b) = (&a[1..], &b[1..]),
+        }
+    }
 }
 
-/// Identity of one alert.
+/// Identity of one alert (both of its severities).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AlertKey {
-    /// The endpoint judged.
+    /// The endpoint judged; endpoint [`ALL_ENDPOINTS`] for a version-wide
+    /// judgement.
     pub endpoint: EndpointKey,
     /// The version judged.
     pub candidate: String,
-    /// What it was compared with; empty when the candidate is the baseline.
+    /// What it was compared with; empty when it has no baseline (the
+    /// baseline itself, or none distinct from it).
     pub baseline: String,
     /// The rule.
     pub rule: Rule,
 }
 
-/// An [`AlertKey`] borrowed from the aggregator for one evaluation: every
-/// series is judged every evaluation, so building owned keys (five strings
-/// per result) was most of an evaluation's allocation and, at 100,000
-/// series, tens of MiB of transient memory. Hashes exactly as the
-/// [`AlertKey`] it stands for (same fields, same order; `&str` hashes as
-/// `String`), so it looks judgements up without building one.
+impl AlertKey {
+    /// Version-wide, not one endpoint's.
+    pub fn is_version_wide(&self) -> bool {
+        self.endpoint.endpoint == ALL_ENDPOINTS
+    }
+}
+
+/// An [`AlertKey`] borrowed for one evaluation: every series is judged every
+/// evaluation, so building owned keys (five strings per result) was most of
+/// an evaluation's allocation and, at 100,000 series, tens of MiB of
+/// transient memory. Hashes exactly as the [`AlertKey`] it stands for (same
+/// fields, same order; `&str` hashes as `String`), so it looks judgements up
+/// without building one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct KeyRef<'a> {
-    endpoint: &'a EndpointKey,
+    /// Borrowed from the aggregator; owned for version-wide keys.
+    endpoint: Cow<'a, EndpointKey>,
     candidate: &'a str,
     /// Borrowed from the aggregator's version names; owned only for a
     /// configured baseline that has no traffic.
@@ -107,7 +158,7 @@ struct KeyRef<'a> {
 impl<'a> KeyRef<'a> {
     fn of(key: &'a AlertKey) -> Self {
         Self {
-            endpoint: &key.endpoint,
+            endpoint: Cow::Borrowed(&key.endpoint),
             candidate: &key.candidate,
             baseline: Cow::Borrowed(&key.baseline),
             rule: key.rule,
@@ -116,7 +167,7 @@ impl<'a> KeyRef<'a> {
 
     fn to_key(&self) -> AlertKey {
         AlertKey {
-            endpoint: self.endpoint.clone(),
+            endpoint: self.endpoint.clone().into_owned(),
             candidate: self.candidate.to_owned(),
             baseline: self.baseline.clone().into_owned(),
             rule: self.rule,
@@ -171,23 +222,65 @@ pub enum ActionError {
         /// The rule asked for.
         rule: Rule,
     },
-}
-
-/// The rule called `name` (`sla`, `relative`, `errors`, `fanout`).
-pub fn rule_named(name: &str) -> Option<Rule> {
-    [Rule::Sla, Rule::Relative, Rule::Errors, Rule::Fanout]
-        .into_iter()
-        .find(|r| r.as_str() == name)
+    /// Nothing to reset.
+    #[error("no verdict is held for candidate {candidate:?} of service {service:?}")]
+    NoSuchVerdict {
+        /// The service asked for.
+        service: String,
+        /// The candidate asked for.
+        candidate: String,
+    },
 }
 
 /// One judged (endpoint, candidate, baseline, rule): the latest result and
-/// the alert it drives.
+/// the alert of each severity it drives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Judgement {
-    /// The latest evaluation.
+    /// The latest evaluation with traffic.
     pub result: RuleResult,
-    /// The alert state over time.
-    pub alert: AlertMachine,
+    /// The alert of each [`Severity`], by [`Severity::index`].
+    pub alerts: [AlertMachine; 2],
+    /// Set while the candidate has had no request for
+    /// `judge.alerts.no_traffic_resolve`: the time of its last one. The
+    /// result is then the last it had traffic for.
+    pub quiet_since_ms: Option<u64>,
+}
+
+impl Judgement {
+    fn new(result: RuleResult, now_ms: u64) -> Self {
+        Self {
+            result,
+            alerts: [AlertMachine::new(now_ms), AlertMachine::new(now_ms)],
+            quiet_since_ms: None,
+        }
+    }
+
+    /// The alert of `severity`.
+    pub fn alert(&self, severity: Severity) -> &AlertMachine {
+        &self.alerts[severity.index()]
+    }
+
+    /// The most severe alert firing now.
+    pub fn firing(&self) -> Option<Severity> {
+        Severity::ALL
+            .into_iter()
+            .rev()
+            .find(|s| self.alert(*s).state == AlertState::Firing)
+    }
+
+    /// Some alert pending or firing: what an acknowledgement is about, and
+    /// what keeps a candidate from promotion.
+    pub fn is_live(&self) -> bool {
+        self.alerts
+            .iter()
+            .any(|a| matches!(a.state, AlertState::Pending | AlertState::Firing))
+    }
+
+    /// What a release process acts on: the result's verdict (held while the
+    /// candidate is quiet).
+    pub fn verdict(&self) -> Verdict {
+        self.result.outcome()
+    }
 }
 
 /// An alert that changed state.
@@ -195,39 +288,88 @@ pub struct Judgement {
 pub struct Transition {
     /// Which alert.
     pub key: AlertKey,
+    /// Which of its severities.
+    pub severity: Severity,
     /// Where it was.
     pub previous: AlertState,
     /// Where it is now, with the evidence.
     pub judgement: Judgement,
 }
 
-/// What a snapshot keeps of a [`Judge`]: the sticky baselines and every
-/// alert with its state, times and latest evidence. Generic so that
-/// writing borrows ([`JudgeStateRef`]) and reading owns
+impl Transition {
+    /// The alert that moved.
+    pub fn alert(&self) -> &AlertMachine {
+        self.judgement.alert(self.severity)
+    }
+}
+
+/// How an endpoint's baseline was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaselineSource {
+    /// Pinned through the API.
+    Pinned,
+    /// `judge.baselines`.
+    Configured,
+    /// A candidate that passed long enough.
+    Promoted,
+    /// The version the endpoint showed first.
+    Incumbent,
+}
+
+impl BaselineSource {
+    /// Lower-case name, for the API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BaselineSource::Pinned => "pinned",
+            BaselineSource::Configured => "configured",
+            BaselineSource::Promoted => "promoted",
+            BaselineSource::Incumbent => "incumbent",
+        }
+    }
+}
+
+/// An endpoint's baseline when neither pinned nor configured: the
+/// incumbent (recomputed at every evaluation, so records arriving late but
+/// dated earlier still count) or a promoted candidate (kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Chosen {
+    version: String,
+    /// When it was promoted; `None` for the incumbent.
+    promoted_ms: Option<u64>,
+}
+
+/// What a snapshot keeps of a [`Judge`]: the chosen baselines, promotion
+/// progress and every alert with its state, times and latest evidence.
+/// Generic so that writing borrows ([`JudgeStateRef`]) and reading owns
 /// ([`JudgeStateOwned`]) with one wire layout.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct JudgeState<Baselines, Judgements> {
+pub(crate) struct JudgeState<Baselines, Candidacy, Judgements> {
     baselines: Baselines,
+    candidacy: Candidacy,
     judgements: Judgements,
 }
 
+/// Per (endpoint, candidate): since when it has passed without a break.
+type Candidacy = HashMap<(EndpointKey, String), u64>;
+
 /// The live state, borrowed for writing.
-pub(crate) type JudgeStateRef<'a> = JudgeState<&'a HashMap<EndpointKey, String>, &'a Judgements>;
+pub(crate) type JudgeStateRef<'a> =
+    JudgeState<&'a HashMap<EndpointKey, Chosen>, &'a Candidacy, &'a Judgements>;
 
 /// A state read back.
-pub(crate) type JudgeStateOwned = JudgeState<HashMap<EndpointKey, String>, Judgements>;
+pub(crate) type JudgeStateOwned = JudgeState<HashMap<EndpointKey, Chosen>, Candidacy, Judgements>;
 
 /// Owner of baselines and alert states; see the module docs.
 #[derive(Debug)]
 pub struct Judge {
     config: JudgeConfig,
-    /// Window length, for "seen for at least a window".
-    window_ms: u64,
     sequential: Sequential,
     /// The largest `min_samples` of the enabled rules: the candidate window
     /// stretches back until it holds this many requests.
     min_requests: u64,
-    baselines: HashMap<EndpointKey, String>,
+    baselines: HashMap<EndpointKey, Chosen>,
+    candidacy: Candidacy,
     /// Boxed: one per (endpoint, version, rule), so at 100,000 series the
     /// map's spare slots would otherwise cost ~230 bytes each.
     judgements: Judgements,
@@ -238,8 +380,8 @@ pub struct Judge {
 }
 
 impl Judge {
-    /// A judge with no history; `window_ms` is the candidate window.
-    pub fn new(config: JudgeConfig, window_ms: u64) -> Self {
+    /// A judge with no history.
+    pub fn new(config: JudgeConfig) -> Self {
         let sequential = sequential_thresholds(&config);
         let min_requests = [
             (config.sla.enabled, config.sla.min_samples),
@@ -254,10 +396,10 @@ impl Judge {
         .unwrap_or(0);
         Self {
             config,
-            window_ms,
             sequential,
             min_requests,
             baselines: HashMap::new(),
+            candidacy: Candidacy::default(),
             judgements: Judgements::default(),
             pinned: Vec::new(),
             acknowledged: HashSet::new(),
@@ -297,25 +439,24 @@ impl Judge {
     }
 
     /// Acknowledges the pending or firing alerts of `candidate` on
-    /// `service`'s `endpoint` under `rule`; returns them.
+    /// `service`'s `endpoint` ([`ALL_ENDPOINTS`]: version-wide) under
+    /// `rule`; returns them.
     pub fn acknowledge(
         &mut self,
         service: &str,
         endpoint: &str,
         candidate: &str,
-        rule: &str,
+        rule: Rule,
     ) -> Result<Vec<(&AlertKey, &Judgement)>, ActionError> {
         for (value, field) in [
             (service, "service"),
             (endpoint, "endpoint"),
             (candidate, "candidate"),
-            (rule, "rule"),
         ] {
             if value.is_empty() {
                 return Err(ActionError::Missing(field));
             }
         }
-        let rule = rule_named(rule).ok_or_else(|| ActionError::UnknownRule(rule.to_owned()))?;
         let key = (
             service.to_owned(),
             endpoint.to_owned(),
@@ -326,7 +467,7 @@ impl Judge {
             .judgements
             .iter()
             .map(|(k, j)| (k, &**j))
-            .filter(|(k, j)| ack_key(k) == key && is_live(j))
+            .filter(|(k, j)| ack_key(k) == key && j.is_live())
             .collect();
         if matching.is_empty() {
             return Err(ActionError::NoSuchAlert {
@@ -342,6 +483,33 @@ impl Judge {
         Ok(matching)
     }
 
+    /// Forgets the verdicts held for a quiet candidate (rolled back, no
+    /// traffic since): the operator's word that it may be tried again.
+    /// Returns how many judgements were dropped.
+    pub fn reset_verdict(&mut self, service: &str, candidate: &str) -> Result<usize, ActionError> {
+        if service.is_empty() {
+            return Err(ActionError::Missing("service"));
+        }
+        if candidate.is_empty() {
+            return Err(ActionError::Missing("candidate"));
+        }
+        let before = self.judgements.len();
+        self.judgements.retain(|k, j| {
+            !(k.endpoint.service == service
+                && k.candidate == candidate
+                && j.quiet_since_ms.is_some())
+        });
+        let dropped = before - self.judgements.len();
+        if dropped == 0 {
+            return Err(ActionError::NoSuchVerdict {
+                service: service.to_owned(),
+                candidate: candidate.to_owned(),
+            });
+        }
+        tracing::info!(service, candidate, dropped, "held verdict reset");
+        Ok(dropped)
+    }
+
     /// Whether the alert `key` is acknowledged.
     pub fn is_acknowledged(&self, key: &AlertKey) -> bool {
         !self.acknowledged.is_empty() && self.acknowledged.contains(&ack_key(key))
@@ -352,11 +520,11 @@ impl Judge {
         &self.config
     }
 
-    /// A judge with `config` instead, the same candidate window and no
-    /// history (no baselines, no alerts): for judging one verdict on the
-    /// spot with overridden thresholds, never for [`Judge::evaluate`].
+    /// A judge with `config` instead and no history (no baselines, no
+    /// alerts): for judging one verdict on the spot with overridden
+    /// thresholds, never for [`Judge::evaluate`].
     pub fn with_config(&self, config: JudgeConfig) -> Self {
-        Self::new(config, self.window_ms)
+        Self::new(config)
     }
 
     /// How many requests the candidate window stretches back for (the
@@ -365,284 +533,45 @@ impl Judge {
         self.min_requests
     }
 
-    /// Judges every endpoint at `now_ms`; returns the alerts that changed.
-    pub fn evaluate(&mut self, agg: &Aggregator, now_ms: u64) -> Vec<Transition> {
-        let mut transitions = Vec::new();
-        let under_alert: HashSet<(&EndpointKey, &str)> = self
-            .judgements
-            .iter()
-            .filter(|(_, j)| matches!(j.alert.state, AlertState::Firing | AlertState::Pending))
-            .map(|(k, _)| (&k.endpoint, k.candidate.as_str()))
-            .collect();
-        let judged: HashSet<(&EndpointKey, &str)> = self
-            .judgements
-            .keys()
-            .map(|k| (&k.endpoint, k.candidate.as_str()))
-            .collect();
-        // Baselines change rarely: only changes are written (no clone of
-        // every endpoint key each evaluation), and endpoints without one go.
-        let mut changed_baselines = Vec::new();
-        let mut without_baseline = Vec::new();
-        // Sized up front: growing by doubling would hold two copies at the peak.
-        let mut results = Vec::with_capacity(self.judgements.len() + 64);
-        for (endpoint, versions) in agg.endpoints() {
-            let baseline = self.choose_baseline(agg, endpoint, versions, &under_alert, now_ms);
-            self.judge_endpoint(
-                agg,
-                endpoint,
-                versions,
-                baseline.clone(),
-                &judged,
-                now_ms,
-                &mut results,
-            );
-            match baseline {
-                Some(b) if self.baselines.get(endpoint).map(String::as_str) != Some(&*b) => {
-                    changed_baselines.push((endpoint.clone(), b.into_owned()));
-                }
-                Some(_) => {}
-                None if self.baselines.contains_key(endpoint) => {
-                    without_baseline.push(endpoint.clone());
-                }
-                None => {}
-            }
+    /// The baseline of `endpoint` and how it was chosen, after the latest
+    /// evaluation.
+    pub fn baseline_of(&self, endpoint: &EndpointKey) -> Option<(&str, BaselineSource)> {
+        if let Some(pin) = baseline_in(self.pinned.iter().rev(), endpoint) {
+            return Some((pin, BaselineSource::Pinned));
         }
-        drop(under_alert);
-        drop(judged);
-        for endpoint in &without_baseline {
-            self.baselines.remove(endpoint);
+        if let Some(configured) = baseline_in(self.config.baselines.iter(), endpoint) {
+            return Some((configured, BaselineSource::Configured));
         }
-        self.baselines.extend(changed_baselines);
-        if self.baselines.len() > agg.endpoint_count() {
-            // Endpoints the aggregator expired.
-            self.baselines.retain(|e, _| agg.versions(e).is_some());
-        }
-        // Owned keys are built only for new judgements and transitions.
-        let policy = &self.config.alerts;
-        let judged_now = results.len();
-        let mut keys = Vec::with_capacity(judged_now);
-        for (key, result) in results {
-            let condition = result.condition;
-            let judgement = match self.judgements.get_mut(&key) {
-                Some(judgement) => judgement,
-                None => self.judgements.entry(key.to_key()).or_insert_with(|| {
-                    Box::new(Judgement {
-                        result: result.clone(),
-                        alert: AlertMachine::new(now_ms),
-                    })
-                }),
-            };
-            judgement.result = result;
-            if let Some(previous) = judgement.alert.step(condition, now_ms, policy) {
-                transitions.push(Transition {
-                    key: key.to_key(),
-                    previous,
-                    judgement: Judgement::clone(judgement),
-                });
-            }
-            keys.push(key);
-        }
-        // Every key judged now is in the map, once: a larger map holds
-        // alerts whose subject is gone. Firing ones resolve, then all go.
-        if self.judgements.len() > judged_now {
-            let seen: HashSet<KeyRef<'_>> = keys.into_iter().collect();
-            self.judgements.retain(|key, judgement| {
-                if seen.contains(&KeyRef::of(key)) {
-                    return true;
-                }
-                if let Some(previous) = judgement.alert.retire(now_ms) {
-                    judgement.result.evidence.detail =
-                        "no longer judged: the series expired or the baseline changed".into();
-                    transitions.push(Transition {
-                        key: key.clone(),
-                        previous,
-                        judgement: Judgement::clone(judgement),
-                    });
-                }
-                false
-            });
-        }
-        if !self.acknowledged.is_empty() {
-            let live: HashSet<AckKey> = self
-                .judgements
-                .iter()
-                .filter(|(_, j)| is_live(j))
-                .map(|(k, _)| ack_key(k))
-                .collect();
-            self.acknowledged.retain(|k| live.contains(k));
-        }
-        transitions.sort_by(|a, b| a.key.cmp(&b.key));
-        transitions
-    }
-
-    /// The baseline of `endpoint`, borrowed from its version names unless
-    /// it is a configured version without traffic.
-    fn choose_baseline<'a>(
-        &self,
-        agg: &Aggregator,
-        endpoint: &EndpointKey,
-        versions: &'a Versions,
-        under_alert: &HashSet<(&EndpointKey, &str)>,
-        now_ms: u64,
-    ) -> Option<Cow<'a, str>> {
-        if let Some(configured) = self.configured_baseline(endpoint) {
-            return Some(match versions.name(configured) {
-                Some(name) => Cow::Borrowed(name),
-                None => Cow::Owned(configured.to_owned()),
-            });
-        }
-        let traffic: Vec<(&str, u64, u64)> = versions
-            .iter()
-            .map(|(v, s)| (v.as_str(), agg.horizon_count(s, now_ms), s.first_seen_ms))
-            .filter(|(_, n, _)| *n > 0)
-            .collect();
-        let eligible = traffic
-            .iter()
-            .filter(|(v, _, _)| !under_alert.contains(&(endpoint, *v)));
-        let established = most_traffic(
-            eligible
-                .clone()
-                .filter(|(_, _, first)| first + self.window_ms <= now_ms),
-        );
-        let current = self
-            .baselines
-            .get(endpoint)
-            .and_then(|b| traffic.iter().find(|(v, _, _)| v == b));
-        let chosen = match (current, established) {
-            (Some(cur), Some(challenger))
-                if challenger.0 != cur.0 && challenger.1 > BASELINE_SWITCH_FACTOR * cur.1 =>
-            {
-                challenger.0
-            }
-            (Some(cur), _) => cur.0,
-            (None, Some(challenger)) => challenger.0,
-            // A new endpoint: its first version is the baseline until another
-            // one is established.
-            (None, None) => most_traffic(eligible)?.0,
-        };
-        Some(Cow::Borrowed(chosen))
-    }
-
-    fn configured_baseline(&self, endpoint: &EndpointKey) -> Option<&str> {
-        // A pin through the API wins over the configuration; in each, an
-        // endpoint-specific entry wins over a service-wide one (the newest
-        // pin first: set_baseline keeps one per scope anyway).
-        baseline_in(self.pinned.iter().rev(), endpoint)
-            .or_else(|| baseline_in(self.config.baselines.iter(), endpoint))
-    }
-
-    /// Judges every version of `endpoint` against `baseline` into `out`.
-    #[allow(clippy::too_many_arguments)]
-    fn judge_endpoint<'a>(
-        &self,
-        agg: &Aggregator,
-        endpoint: &'a EndpointKey,
-        versions: &'a Versions,
-        baseline: Option<Cow<'a, str>>,
-        judged: &HashSet<(&EndpointKey, &str)>,
-        now_ms: u64,
-        out: &mut Vec<(KeyRef<'a>, RuleResult)>,
-    ) {
-        let base_summary = baseline
-            .as_deref()
-            .and_then(|b| versions.get(b))
-            .map(|s| agg.horizon(s, now_ms))
-            .unwrap_or_default();
-        for (version, series) in versions.iter() {
-            let window = agg.recent(series, now_ms, self.min_requests);
-            // A version with no recent traffic is judged only while it has
-            // alerts: they must see `Inconclusive` (and stay firing) rather
-            // than be retired as if the version were gone.
-            if window.count() == 0 && !judged.contains(&(endpoint, version.as_str())) {
-                continue;
-            }
-            let is_baseline = baseline.as_deref() == Some(version.as_str());
-            let compare_with = if is_baseline {
-                None
+        self.baselines.get(endpoint).map(|c| {
+            let source = if c.promoted_ms.is_some() {
+                BaselineSource::Promoted
             } else {
-                baseline.as_deref()
+                BaselineSource::Incumbent
             };
-            let epoch_start = self.epoch_start(series.first_seen_ms, now_ms);
-            let epoch = Epoch::lazy(|| agg.since(series, epoch_start, now_ms));
-            let candidate = Candidate {
-                window: &window,
-                epoch: &epoch,
-            };
-            let base = compare_with.map(|version| Baseline {
-                version,
-                horizon: &base_summary,
-            });
-            let compared_with = match (&baseline, is_baseline) {
-                (Some(b), false) => b.clone(),
-                _ => Cow::Borrowed(""),
-            };
-            for result in self.judge(candidate, base) {
-                let key = KeyRef {
-                    endpoint,
-                    candidate: version,
-                    baseline: compared_with.clone(),
-                    rule: result.rule,
-                };
-                out.push((key, result));
-            }
-        }
+            (c.version.as_str(), source)
+        })
     }
 
-    /// Where the current evidence epoch of a version first seen at
-    /// `first_seen_ms` began.
-    fn epoch_start(&self, first_seen_ms: u64, now_ms: u64) -> u64 {
-        let epoch_ms = (self.config.sequential.epoch.as_millis() as u64).max(1);
-        let age = now_ms.saturating_sub(first_seen_ms);
-        first_seen_ms + age / epoch_ms * epoch_ms
+    /// The baseline of an endpoint after the latest evaluation.
+    pub fn baseline(&self, endpoint: &EndpointKey) -> Option<&str> {
+        self.baseline_of(endpoint).map(|(v, _)| v)
     }
 
-    /// Applies every enabled rule to a candidate and, when given, a baseline.
-    pub fn judge(
-        &self,
-        candidate: Candidate<'_>,
-        baseline: Option<Baseline<'_>>,
-    ) -> Vec<RuleResult> {
-        let c = &self.config;
-        let seq = &self.sequential;
-        let mut out = Vec::with_capacity(4);
-        if c.sla.enabled {
-            out.push(rules::sla(&c.sla, seq, candidate));
-        }
-        if let Some(base) = baseline {
-            if c.relative.enabled {
-                out.push(rules::relative(&c.relative, seq, candidate, base));
-            }
-            if c.errors.enabled {
-                out.push(rules::errors(&c.errors, seq, candidate, base));
-            }
-            if c.fanout.enabled {
-                out.push(rules::fanout(&c.fanout, seq, candidate, base));
-            }
-        }
-        out
+    /// The e-value thresholds in force.
+    pub fn sequential(&self) -> Sequential {
+        self.sequential
     }
 
-    /// [`Judge::judge`] for one batch of data with no time in it (offline
-    /// analysis, ad-hoc verdicts): the window is the whole epoch.
-    pub fn judge_pair(
-        &self,
-        candidate: &WindowSummary,
-        baseline: Option<(&str, &WindowSummary)>,
-    ) -> Vec<RuleResult> {
-        let epoch = Epoch::of(candidate.clone());
-        self.judge(
-            Candidate {
-                window: candidate,
-                epoch: &epoch,
-            },
-            baseline.map(|(version, horizon)| Baseline { version, horizon }),
-        )
+    /// Every judged (endpoint, candidate, baseline, rule).
+    pub fn judgements(&self) -> impl Iterator<Item = (&AlertKey, &Judgement)> {
+        self.judgements.iter().map(|(k, j)| (k, &**j))
     }
 
     /// The state a snapshot keeps, borrowed.
     pub(crate) fn state(&self) -> JudgeStateRef<'_> {
         JudgeState {
             baselines: &self.baselines,
+            candidacy: &self.candidacy,
             judgements: &self.judgements,
         }
     }
@@ -652,22 +581,88 @@ impl Judge {
     /// against the wall clock at the next [`Judge::evaluate`].
     pub(crate) fn restore(&mut self, state: JudgeStateOwned) {
         self.baselines = state.baselines;
+        self.candidacy = state.candidacy;
         self.judgements = state.judgements;
     }
 
-    /// The e-value thresholds in force.
-    pub fn sequential(&self) -> Sequential {
-        self.sequential
+    /// The pinned or configured baseline of `endpoint`, if any.
+    fn fixed_baseline(&self, endpoint: &EndpointKey) -> Option<&str> {
+        baseline_in(self.pinned.iter().rev(), endpoint)
+            .or_else(|| baseline_in(self.config.baselines.iter(), endpoint))
     }
 
-    /// The baseline of an endpoint after the latest evaluation.
-    pub fn baseline(&self, endpoint: &EndpointKey) -> Option<&str> {
-        self.baselines.get(endpoint).map(String::as_str)
+    /// The baseline `endpoint` is judged against at `now_ms`: pinned or
+    /// configured, else promoted, else the incumbent (see the module docs).
+    /// Borrowed from the version names unless it is a fixed version without
+    /// traffic.
+    fn choose_baseline<'v>(
+        &self,
+        agg: &Aggregator,
+        endpoint: &EndpointKey,
+        versions: &'v Versions,
+        now_ms: u64,
+    ) -> Option<Cow<'v, str>> {
+        if let Some(fixed) = self.fixed_baseline(endpoint) {
+            return Some(match versions.name(fixed) {
+                Some(name) => Cow::Borrowed(name),
+                None => Cow::Owned(fixed.to_owned()),
+            });
+        }
+        if let Some(chosen) = self.baselines.get(endpoint) {
+            if chosen.promoted_ms.is_some() && versions.contains_key(&chosen.version) {
+                return versions.name(&chosen.version).map(Cow::Borrowed);
+            }
+        }
+        versions
+            .iter()
+            .filter(|(_, s)| agg.horizon_count(s, now_ms) > 0)
+            .min_by(|a, b| {
+                a.1.first_seen_ms
+                    .cmp(&b.1.first_seen_ms)
+                    .then_with(|| version_order(a.0, b.0))
+            })
+            .map(|(v, _)| Cow::Borrowed(v.as_str()))
     }
 
-    /// Every judged (endpoint, candidate, baseline, rule).
-    pub fn judgements(&self) -> impl Iterator<Item = (&AlertKey, &Judgement)> {
-        self.judgements.iter().map(|(k, j)| (k, &**j))
+    /// [`Judge::evaluate`]'s judgement of one candidate on the spot, with
+    /// this judge's configuration and no history: every endpoint of
+    /// `service` it serves (only `endpoint` when given), each against
+    /// `baseline` or the endpoint's own, and version-wide.
+    pub fn judge_candidate(
+        &self,
+        agg: &Aggregator,
+        service: &str,
+        candidate: &str,
+        endpoint: Option<&str>,
+        baseline: Option<&str>,
+        now_ms: u64,
+    ) -> Vec<(AlertKey, RuleResult)> {
+        evaluate::on_the_spot(self, agg, service, candidate, endpoint, baseline, now_ms)
+    }
+
+    /// Applies every enabled rule to one batch of data with no time in it
+    /// (offline analysis): the window is the whole epoch.
+    pub fn judge_pair(
+        &self,
+        candidate: &WindowSummary,
+        baseline: Option<(&str, &WindowSummary)>,
+    ) -> Vec<RuleResult> {
+        let epoch = Epoch::of(candidate.clone());
+        let c = Candidate {
+            window: candidate,
+            epoch: &epoch,
+        };
+        let compared = match baseline {
+            Some((version, horizon)) => Ok((
+                version,
+                vec![Pair {
+                    candidate: c,
+                    baseline: horizon,
+                }],
+            )),
+            None => Err("no baseline distinct from the candidate".to_owned()),
+        };
+        evaluate::rules_for(self, &[c], compared)
     }
 }
 
@@ -684,37 +679,29 @@ fn baseline_in<'a>(
         .or_else(|| of_service.find(|b| b.endpoint.is_none()))
         .map(|b| b.version.as_str())
 }
-
-/// Pending or firing: what an acknowledgement is about.
-fn is_live(judgement: &Judgement) -> bool {
-    matches!(
-        judgement.alert.state,
-        AlertState::Pending | AlertState::Firing
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{AggregateConfig, BaselineConfig};
     use crate::extract::Outcome;
+    use crate::extract::Sample;
+    use crate::judge::{AlertState, Resolution, Severity, Verdict};
     use crate::testing::{endpoint, request};
 
     const T0: u64 = 1_763_658_000_000;
 
     fn setup(config: JudgeConfig) -> (Aggregator, Judge) {
         let agg = AggregateConfig::default();
-        let window_ms = agg.window.as_millis() as u64;
         (
             Aggregator::new(agg, vec![100.0], Default::default(), T0),
-            Judge::new(config, window_ms),
+            Judge::new(config),
         )
     }
 
     fn active(judge: &Judge) -> Vec<(String, String, String, Rule)> {
         let mut v: Vec<_> = judge
             .judgements()
-            .filter(|(_, j)| j.alert.state == AlertState::Firing)
+            .filter(|(_, j)| j.firing().is_some())
             .map(|(k, _)| {
                 (
                     k.endpoint.endpoint.clone(),
@@ -825,7 +812,7 @@ mod tests {
             }
             agg.record(&batch, now);
             for t in judge.evaluate(&agg, now) {
-                if t.judgement.alert.state == AlertState::Firing {
+                if t.alert().state == AlertState::Firing && t.severity == Severity::Critical {
                     assert_eq!(t.key.candidate, "v1.3");
                     fired.push((t.key.rule, v13));
                 }
@@ -897,7 +884,7 @@ mod tests {
                 fired += judge
                     .evaluate(&agg, t)
                     .iter()
-                    .filter(|tr| tr.judgement.alert.state == AlertState::Firing)
+                    .filter(|tr| tr.alert().state == AlertState::Firing)
                     .count();
             }
         }
@@ -935,7 +922,7 @@ mod tests {
         // Configured baselines without traffic still name the alerts.
         let mut compared: Vec<_> = judge
             .judgements()
-            .filter(|(k, _)| k.rule == Rule::Relative)
+            .filter(|(k, _)| k.rule == Rule::Relative && !k.is_version_wide())
             .map(|(k, _)| (k.endpoint.endpoint.as_str(), k.baseline.as_str()))
             .collect();
         compared.sort();
@@ -966,7 +953,7 @@ mod tests {
         assert_eq!(owned_baseline.to_key(), key);
         let other = KeyRef {
             candidate: "v3",
-            ..borrowed
+            ..borrowed.clone()
         };
         assert_eq!(map.get(&other), None);
     }
@@ -1005,8 +992,12 @@ mod tests {
         t += 31 * 60 * 1_000;
         agg.expire(t);
         let transitions = judge.evaluate(&agg, t);
-        assert_eq!(transitions.len(), 1);
-        assert_eq!(transitions[0].judgement.alert.state, AlertState::Resolved);
+        // The sla alert of both severities.
+        assert_eq!(transitions.len(), 2, "{transitions:?}");
+        for tr in &transitions {
+            assert_eq!(tr.alert().state, AlertState::Resolved);
+            assert_eq!(tr.alert().resolution, Some(Resolution::Retired));
+        }
         assert_eq!(judge.judgements().count(), 0);
     }
 
@@ -1072,7 +1063,7 @@ mod tests {
         let (mut agg, mut judge) = setup(JudgeConfig::default());
         let mut t = T0;
         assert!(matches!(
-            judge.acknowledge("lending-api", "/a", "v1", "sla"),
+            judge.acknowledge("lending-api", "/a", "v1", Rule::Sla),
             Err(ActionError::NoSuchAlert { .. })
         ));
         for _ in 0..10 {
@@ -1081,21 +1072,24 @@ mod tests {
             judge.evaluate(&agg, t);
         }
         assert_eq!(active(&judge).len(), 1);
-        let key = judge.judgements().next().unwrap().0.clone();
+        let key = judge
+            .judgements()
+            .find(|(k, _)| k.rule == Rule::Sla)
+            .unwrap()
+            .0
+            .clone();
         assert!(!judge.is_acknowledged(&key));
         assert_eq!(
-            judge.acknowledge("lending-api", "/a", "v1", "slow"),
-            Err(ActionError::UnknownRule("slow".into()))
-        );
-        assert_eq!(
-            judge.acknowledge("lending-api", "", "v1", "sla"),
+            judge.acknowledge("lending-api", "", "v1", Rule::Sla),
             Err(ActionError::Missing("endpoint"))
         );
         assert!(matches!(
-            judge.acknowledge("lending-api", "/a", "v2", "sla"),
+            judge.acknowledge("lending-api", "/a", "v2", Rule::Sla),
             Err(ActionError::NoSuchAlert { .. })
         ));
-        let acked = judge.acknowledge("lending-api", "/a", "v1", "sla").unwrap();
+        let acked = judge
+            .acknowledge("lending-api", "/a", "v1", Rule::Sla)
+            .unwrap();
         assert_eq!(acked.len(), 1);
         assert!(judge.is_acknowledged(&key));
         // Still firing: still acknowledged.
@@ -1107,5 +1101,279 @@ mod tests {
         agg.expire(t);
         judge.evaluate(&agg, t);
         assert!(!judge.is_acknowledged(&key));
+    }
+
+    /// `n` requests of `version` on `path`, each `ms` long, at event times
+    /// spread over `from..to`.
+    fn spread(path: &str, version: &str, ms: f64, n: u64, from: u64, to: u64) -> Vec<Sample> {
+        (0..n)
+            .map(|i| {
+                let mut s = request(path, version, ms + (i % 7) as f64, Outcome::Ok);
+                s.time_ms = from + (to - from) * i / n.max(1);
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn version_names_order_as_releases_do() {
+        let mut v = ["v1.10", "v1.9", "v1.2", "v1.3", "v2", "v1.2.1", "v01.2"];
+        v.sort_by(|a, b| version_order(a, b));
+        assert_eq!(
+            v,
+            ["v1.2", "v01.2", "v1.2.1", "v1.3", "v1.9", "v1.10", "v2"]
+        );
+    }
+
+    #[test]
+    fn a_backlog_in_one_batch_keeps_the_version_that_came_first_as_baseline() {
+        // Ten minutes of traffic arrive at once (a Collector's retry queue
+        // after an outage), newest first and the broken version carrying
+        // most of it: the records' own times still say v1.2 came first.
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let now = T0 + 600_000;
+        let mut batch = spread("/a", "v1.3", 800.0, 300, T0 + 300_000, now);
+        batch.extend(spread("/a", "v1.2", 100.0, 100, T0, now));
+        batch.reverse();
+        agg.record(&batch, now);
+        judge.evaluate(&agg, now);
+        assert_eq!(
+            judge.baseline_of(&endpoint("/a")),
+            Some(("v1.2", BaselineSource::Incumbent))
+        );
+        // Two versions first seen in the same millisecond: the older name.
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        agg.record(
+            &[
+                request("/b", "v1.3", 100.0, Outcome::Ok),
+                request("/b", "v1.2", 100.0, Outcome::Ok),
+            ],
+            T0,
+        );
+        judge.evaluate(&agg, T0);
+        assert_eq!(judge.baseline(&endpoint("/b")), Some("v1.2"));
+    }
+
+    #[test]
+    fn volume_never_makes_a_baseline_and_a_broken_one_is_not_trusted() {
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        // The real baseline, healthy.
+        for _ in 0..60 {
+            agg.record(&vec![request("/a", "v1.2", 100.0, Outcome::Ok); 5], t);
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        // A version name nobody released, ten times the traffic, 94% timeouts.
+        for i in 0..60 {
+            let outcome = if i % 17 == 0 {
+                Outcome::Ok
+            } else {
+                Outcome::Timeout
+            };
+            agg.record(&vec![request("/a", "v0-junk", 100.0, outcome); 50], t);
+            agg.record(&vec![request("/a", "v1.2", 100.0, Outcome::Ok); 5], t);
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v1.2"));
+        assert!(active(&judge)
+            .iter()
+            .any(|(_, c, b, r)| c == "v0-junk" && b == "v1.2" && *r == Rule::Errors));
+
+        // The other way round: the broken version was there first. It is
+        // the baseline, it breaches the error ceiling itself, so a real
+        // candidate's 80% timeouts are not compared with it ("80% vs 94%":
+        // pass) but held to the ceiling too.
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        for i in 0..120 {
+            let junk = if i % 17 == 0 {
+                Outcome::Ok
+            } else {
+                Outcome::Timeout
+            };
+            let real = if i % 5 == 0 {
+                Outcome::Ok
+            } else {
+                Outcome::Timeout
+            };
+            agg.record(&vec![request("/a", "v0-junk", 100.0, junk); 20], t);
+            if i >= 60 {
+                agg.record(&vec![request("/a", "v1.3", 100.0, real); 5], t);
+            }
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v0-junk"));
+        let firing = active(&judge);
+        assert!(
+            firing.contains(&("/a".into(), "v0-junk".into(), String::new(), Rule::Errors)),
+            "{firing:?}"
+        );
+        assert!(
+            firing.contains(&("/a".into(), "v1.3".into(), "v0-junk".into(), Rule::Errors)),
+            "{firing:?}"
+        );
+        let relative = judge
+            .judgements()
+            .find(|(k, _)| k.candidate == "v1.3" && k.rule == Rule::Relative)
+            .unwrap()
+            .1;
+        assert!(
+            relative.result.evidence.detail.contains("not trusted"),
+            "{}",
+            relative.result.evidence.detail
+        );
+        assert_eq!(relative.verdict(), Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn a_rolled_back_candidate_stops_paging_but_its_verdict_holds() {
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        for _ in 0..30 {
+            agg.record(&vec![request("/a", "v1.2", 100.0, Outcome::Ok); 5], t);
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        for _ in 0..30 {
+            agg.record(&vec![request("/a", "v1.2", 100.0, Outcome::Ok); 5], t);
+            agg.record(&vec![request("/a", "v1.3", 800.0, Outcome::Timeout); 2], t);
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        assert!(active(&judge).iter().any(|(_, c, _, _)| c == "v1.3"));
+        // Its last request was recorded a tick ago.
+        let last_request = t - 1_000;
+        let mut resolved = Vec::new();
+        // Only v1.2 from now on: three minutes later v1.3's alerts resolve.
+        for _ in 0..200 {
+            agg.record(&vec![request("/a", "v1.2", 100.0, Outcome::Ok); 5], t);
+            t += 1_000;
+            resolved.extend(
+                judge
+                    .evaluate(&agg, t)
+                    .into_iter()
+                    .filter(|tr| tr.alert().state == AlertState::Resolved),
+            );
+        }
+        assert!(!active(&judge).iter().any(|(_, c, _, _)| c == "v1.3"));
+        assert!(!resolved.is_empty());
+        for tr in &resolved {
+            assert_eq!(tr.key.candidate, "v1.3");
+            assert_eq!(tr.alert().resolution, Some(Resolution::NoTraffic));
+            let after = tr.alert().since_ms - last_request;
+            assert_eq!(after, 180_000, "judge.alerts.no_traffic_resolve after it");
+        }
+        // The verdict holds: a regression on "no data" stays one.
+        let held: Vec<Verdict> = judge
+            .judgements()
+            .filter(|(k, _)| k.candidate == "v1.3" && k.rule == Rule::Sla)
+            .map(|(_, j)| j.verdict())
+            .collect();
+        assert_eq!(held, vec![Verdict::Regression(Severity::Critical)]);
+        assert!(judge
+            .judgements()
+            .filter(|(k, _)| k.candidate == "v1.3")
+            .all(|(_, j)| j.quiet_since_ms.is_some()));
+        // Until an operator says otherwise.
+        assert!(judge.reset_verdict("lending-api", "v1.3").unwrap() > 0);
+        assert!(judge.judgements().all(|(k, _)| k.candidate != "v1.3"));
+        assert!(matches!(
+            judge.reset_verdict("lending-api", "v1.3"),
+            Err(ActionError::NoSuchVerdict { .. })
+        ));
+    }
+
+    #[test]
+    fn slow_on_both_endpoints_is_judged_the_version_not_an_endpoint() {
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        for _ in 0..30 {
+            for path in ["/risk-score", "/funding-approve"] {
+                agg.record(&vec![request(path, "v1.2", 100.0, Outcome::Ok); 5], t);
+            }
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        for _ in 0..20 {
+            for path in ["/risk-score", "/funding-approve"] {
+                agg.record(&vec![request(path, "v1.2", 100.0, Outcome::Ok); 5], t);
+                agg.record(&vec![request(path, "v1.3", 760.0, Outcome::Ok); 2], t);
+            }
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        let all = AlertKey {
+            endpoint: EndpointKey {
+                service: "lending-api".into(),
+                endpoint: ALL_ENDPOINTS.into(),
+                dims: Vec::new(),
+            },
+            candidate: "v1.3".into(),
+            baseline: "v1.2".into(),
+            rule: Rule::Relative,
+        };
+        let j = judge.judgements().find(|(k, _)| **k == all).unwrap().1;
+        assert_eq!(j.firing(), Some(Severity::Critical));
+        assert!(
+            j.result
+                .evidence
+                .detail
+                .contains("on 2 of 2 endpoints: the version, not an endpoint"),
+            "{}",
+            j.result.evidence.detail
+        );
+        // A version serving one endpoint has no version-wide judgement.
+        assert!(judge
+            .judgements()
+            .all(|(k, _)| !(k.is_version_wide() && k.candidate == "v1.2")));
+    }
+
+    #[test]
+    fn a_candidate_that_passed_long_enough_with_most_traffic_is_promoted() {
+        let mut config = JudgeConfig::default();
+        config.promotion.after = std::time::Duration::from_secs(120);
+        let (mut agg, mut judge) = setup(config);
+        let mut t = T0;
+        let draw = |i: u64| 60.0 + ((i * 7919) % 61) as f64;
+        for i in 0..60 {
+            agg.record(&vec![request("/a", "v1", draw(i), Outcome::Ok); 20], t);
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        // v2 takes most of the traffic, as fast: promoted after it has passed
+        // (with power) for two minutes.
+        let mut promoted_at = None;
+        for i in 0..600 {
+            agg.record(&vec![request("/a", "v1", draw(i), Outcome::Ok); 5], t);
+            agg.record(&vec![request("/a", "v2", draw(i + 3), Outcome::Ok); 20], t);
+            t += 1_000;
+            judge.evaluate(&agg, t);
+            if promoted_at.is_none() && judge.baseline(&endpoint("/a")) == Some("v2") {
+                promoted_at = Some(i);
+            }
+        }
+        let at = promoted_at.expect("v2 promoted");
+        assert!(at >= 120, "not before judge.promotion.after: {at}");
+        assert_eq!(
+            judge.baseline_of(&endpoint("/a")),
+            Some(("v2", BaselineSource::Promoted))
+        );
+
+        // A slow one is never promoted, whatever its traffic.
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut t = T0;
+        for i in 0..2_000 {
+            agg.record(&vec![request("/a", "v1", draw(i), Outcome::Ok); 5], t);
+            agg.record(
+                &vec![request("/a", "v2", 3.0 * draw(i), Outcome::Ok); 50],
+                t,
+            );
+            t += 1_000;
+            judge.evaluate(&agg, t);
+        }
+        assert_eq!(judge.baseline(&endpoint("/a")), Some("v1"));
     }
 }

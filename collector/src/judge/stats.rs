@@ -59,6 +59,10 @@ pub struct RankTest {
     pub p_value: f64,
     /// Whether `p_value` is exact (small samples) or the normal approximation.
     pub exact: bool,
+    /// Candidate values.
+    pub n1: f64,
+    /// Baseline values.
+    pub n2: f64,
 }
 
 /// The union of two sketches' buckets in ascending order: (candidate count,
@@ -130,6 +134,8 @@ fn mann_whitney(candidate: &Sketch, baseline: &Sketch, exact_max: u64) -> Option
             variance: 0.0,
             p_value: 1.0,
             exact: false,
+            n1,
+            n2,
         });
     }
     let z = (u - mean) / variance.sqrt();
@@ -146,6 +152,8 @@ fn mann_whitney(candidate: &Sketch, baseline: &Sketch, exact_max: u64) -> Option
         variance,
         p_value: p_value.clamp(0.0, 1.0),
         exact,
+        n1,
+        n2,
     })
 }
 
@@ -365,6 +373,65 @@ pub fn rate_greater(cand_fail: u64, cand_n: u64, base_fail: u64, base_n: u64) ->
     }
     let diff = cand_fail as f64 / cand_n as f64 - base_fail as f64 / base_n as f64;
     normal_sf(diff / se).clamp(0.0, 1.0)
+}
+
+/// Van Elteren's stratified rank test: per-stratum Mann-Whitney statistics
+/// weighted by 1 / (n1 + n2 + 1) and summed, normal approximation
+/// (Hollander & Wolfe 4.4). One-sided p-value for "the candidate is
+/// slower across strata"; 1 when no stratum has both sides.
+pub fn van_elteren_greater(strata: &[RankTest]) -> f64 {
+    let (mut num, mut var) = (0.0, 0.0);
+    for t in strata {
+        let w = 1.0 / (t.n1 + t.n2 + 1.0);
+        num += w * (t.u - t.n1 * t.n2 / 2.0);
+        var += w * w * t.variance;
+    }
+    if var <= 0.0 {
+        return 1.0;
+    }
+    normal_sf(num / var.sqrt()).clamp(0.0, 1.0)
+}
+
+/// The Cochran-Mantel-Haenszel test that the candidate's failure rate
+/// exceeds the baseline's across strata, one-sided, with continuity
+/// correction (Agresti, "Categorical Data Analysis", 3rd ed., 6.4). Each
+/// stratum is (candidate failures, candidate n, baseline failures,
+/// baseline n); 1 when no stratum is informative.
+pub fn cmh_greater(strata: &[(u64, u64, u64, u64)]) -> f64 {
+    let (mut excess, mut var) = (0.0, 0.0);
+    for &(a, n1, c, n2) in strata {
+        let (n1, n2) = (n1 as f64, n2 as f64);
+        let n = n1 + n2;
+        let failures = (a + c) as f64;
+        if n < 2.0 {
+            continue;
+        }
+        excess += a as f64 - n1 * failures / n;
+        var += n1 * n2 * failures * (n - failures) / (n * n * (n - 1.0));
+    }
+    if var <= 0.0 {
+        return 1.0;
+    }
+    normal_sf((excess - 0.5) / var.sqrt()).clamp(0.0, 1.0)
+}
+
+/// P(sum of independent Binomial(n_i, p_i) >= sum of k_i), normal
+/// approximation with continuity correction; with one term, exact.
+pub fn binomials_at_least(terms: &[(u64, u64, f64)]) -> f64 {
+    if let [(k, n, p)] = terms {
+        return binomial_at_least(*k, *n, *p);
+    }
+    let (mut k, mut mean, mut var) = (0.0, 0.0, 0.0);
+    for &(ki, ni, pi) in terms {
+        let p = pi.clamp(0.0, 1.0);
+        k += ki as f64;
+        mean += ni as f64 * p;
+        var += ni as f64 * p * (1.0 - p);
+    }
+    if var <= 0.0 {
+        return if k > mean { 0.0 } else { 1.0 };
+    }
+    normal_sf((k - 0.5 - mean) / var.sqrt()).clamp(0.0, 1.0)
 }
 
 #[cfg(test)]

@@ -12,11 +12,15 @@
 //! A collector started with [`Collector::start_tls`] is reached over TLS
 //! (https, gRPC over TLS) trusting the given CA; [`Collector::set_token`]
 //! makes every helper here send `authorization: Bearer <token>`.
+//!
+//! [`otelcol`] runs the real OpenTelemetry Collector (the project's own
+//! build) and `telemetrygen`; [`sdk`] sends through the OpenTelemetry SDK;
+//! [`prometheus`] runs a real Prometheus scraping modelgates.
 
 // Test support: a panic with a message is exactly the failure report wanted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -25,8 +29,16 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod otelcol;
+pub mod prometheus;
+pub mod sdk;
+
 /// How long the binary may take to bind its ports.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Ephemeral localhost ports for all three listeners (gRPC, HTTP, admin).
+pub const EPHEMERAL: [SocketAddr; 3] =
+    [SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0); 3];
 
 /// The `modelgate` binary under test, run on `cpu` with `taskset` when
 /// given (for benchmarks that give the collector and the load one core
@@ -56,10 +68,8 @@ fn modelgate_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("MODELGATE_BIN") {
         return PathBuf::from(path);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    );
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
     let path = target.join("release").join("modelgate");
     assert!(
         path.is_file(),
@@ -93,7 +103,14 @@ impl Collector {
     /// Starts the binary with `env` added to its environment and waits until
     /// it listens.
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        Self::start_command(modelgate_command(None).into(), env).await
+        Self::start_command(modelgate_command(None).into(), env, EPHEMERAL).await
+    }
+
+    /// [`Collector::start`] on given addresses (gRPC, HTTP, admin): to
+    /// start an instance again where its peers (a load balancer, a
+    /// Prometheus) know it, e.g. on the addresses of one it replaces.
+    pub async fn start_at(listen: [SocketAddr; 3], env: &[(&str, &str)]) -> Self {
+        Self::start_command(modelgate_command(None).into(), env, listen).await
     }
 
     /// [`Collector::start`] with `args` before the listen flags, e.g.
@@ -101,7 +118,7 @@ impl Collector {
     pub async fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command: Command = modelgate_command(None).into();
         command.args(args);
-        Self::start_command(command, env).await
+        Self::start_command(command, env, EPHEMERAL).await
     }
 
     /// [`Collector::start`] for a collector serving TLS (configured through
@@ -186,19 +203,21 @@ impl Collector {
     /// [`Collector::start`], pinned to one CPU with `taskset` (for
     /// benchmarks that give the collector and the load one core each).
     pub async fn start_pinned(cpu: usize, env: &[(&str, &str)]) -> Self {
-        Self::start_command(modelgate_command(Some(cpu)).into(), env).await
+        Self::start_command(modelgate_command(Some(cpu)).into(), env, EPHEMERAL).await
     }
 
-    async fn start_command(mut command: Command, env: &[(&str, &str)]) -> Self {
+    async fn start_command(
+        mut command: Command,
+        env: &[(&str, &str)],
+        [grpc, http, admin]: [SocketAddr; 3],
+    ) -> Self {
         command
-            .args([
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+            .arg("--grpc-listen")
+            .arg(grpc.to_string())
+            .arg("--http-listen")
+            .arg(http.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
             .env("MODELGATE_LOG", "info,h2=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -208,28 +227,7 @@ impl Collector {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("spawn modelgate");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            let mut tx = Some(tx);
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                {
-                    let mut log = sink.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-                // Only once it is in the log: a test may read the log as
-                // soon as the start returns.
-                if line.contains("listening") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(line);
-                    }
-                }
-            }
-        });
+        let (log, rx) = read_log(child.stderr.take().expect("piped stderr"), "listening");
         let line = tokio::time::timeout(START_TIMEOUT, rx)
             .await
             .unwrap_or_else(|_| panic!("modelgate did not start; log:\n{}", log.lock().unwrap()))
@@ -330,6 +328,12 @@ impl Collector {
         self.log.lock().unwrap().clone()
     }
 
+    /// The addresses it listens on (gRPC, HTTP, admin), for
+    /// [`Collector::start_at`].
+    pub fn listen(&self) -> [SocketAddr; 3] {
+        [self.grpc, self.http_addr, self.admin]
+    }
+
     /// The collector's process id (under `taskset` too: it execs).
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")
@@ -367,6 +371,62 @@ impl Collector {
             .expect("modelgate did not stop within 20 s of SIGTERM")
             .expect("wait")
     }
+}
+
+/// Collects a child's stderr, line by line, into the returned log, and
+/// sends the first line containing `marker` once that line is in the log
+/// (a test may read the log as soon as it has the line).
+pub fn read_log(
+    stderr: tokio::process::ChildStderr,
+    marker: &'static str,
+) -> (Arc<Mutex<String>>, tokio::sync::oneshot::Receiver<String>) {
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sink = log.clone();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+            if line.contains(marker) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(line);
+                }
+            }
+        }
+    });
+    (log, rx)
+}
+
+/// A finished command's stdout and stderr, one after the other; a failed
+/// command fails the test with them.
+pub fn output_text(what: &str, output: &std::process::Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A free localhost address: bound, noted, let go. For programs that take
+/// a port but cannot report the one they bound (the Collector, Prometheus);
+/// another process could take it in between, which on a test machine
+/// practically never happens.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
 }
 
 /// VmRSS of a process, KiB (0 when unreadable).

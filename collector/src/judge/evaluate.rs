@@ -1,0 +1,718 @@
+//! One evaluation: every service's endpoints and versions, judged.
+//!
+//! Service by service (so only one service's windows are in memory at a
+//! time): each endpoint's baseline is chosen and held to the absolute
+//! rules, each candidate judged against it, then every candidate serving
+//! two endpoints or more judged across them. What was decided is then
+//! applied to the alerts ([`Judge::evaluate`]): transitions, the retirement
+//! of alerts whose subject is gone, and promotion.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use hashbrown::{HashMap, HashSet};
+
+use super::rules::{self, Candidate, Epoch, Pair, RuleResult, Verdict};
+use super::{ack_key, AlertKey, Chosen, Judge, Judgement, KeyRef, Transition, ALL_ENDPOINTS};
+use crate::aggregate::{Aggregator, Series, Versions, WindowSummary};
+use crate::extract::EndpointKey;
+use crate::judge::{AckKey, Rule};
+
+/// What one evaluation decided for one key.
+enum Update {
+    /// Judged on traffic (boxed: a result is some 200 bytes, a quiet key
+    /// eight).
+    Judged(Box<RuleResult>),
+    /// No request since this time, for `no_traffic_resolve` or longer.
+    Quiet(u64),
+}
+
+/// Every key one evaluation decided, with what it decided.
+type Decided<'a> = Vec<(KeyRef<'a>, Update)>;
+
+/// One version on one endpoint, as this evaluation sees it.
+struct Seen<'a> {
+    version: &'a str,
+    series: &'a Series,
+    window: WindowSummary,
+    epoch: Epoch<'a>,
+    /// No request for `no_traffic_resolve`.
+    quiet: bool,
+}
+
+/// One endpoint, as this evaluation sees it.
+struct Endpoint<'a> {
+    key: &'a EndpointKey,
+    baseline: Option<Cow<'a, str>>,
+    /// The baseline's traffic over the horizon.
+    base: WindowSummary,
+    /// Why the baseline cannot be compared with (it breaches the absolute
+    /// rules itself, or has no traffic); `None` when it can.
+    untrusted: Option<String>,
+    versions: Vec<Seen<'a>>,
+}
+
+impl Endpoint<'_> {
+    fn is_baseline(&self, version: &str) -> bool {
+        self.baseline.as_deref() == Some(version)
+    }
+
+    fn seen(&self, version: &str) -> Option<&Seen<'_>> {
+        self.versions.iter().find(|s| s.version == version)
+    }
+}
+
+/// The rules applied to a candidate: the absolute ones on `candidates`
+/// (one per endpoint judged), the comparative ones on `compared`'s pairs
+/// against its baseline, or inconclusive with `compared`'s reason.
+pub(super) fn rules_for(
+    judge: &Judge,
+    candidates: &[Candidate<'_>],
+    compared: Result<(&str, Vec<Pair<'_>>), String>,
+) -> Vec<RuleResult> {
+    let c = &judge.config;
+    let seq = &judge.sequential;
+    let mut out = Vec::with_capacity(4);
+    if c.sla.enabled {
+        out.push(rules::sla(&c.sla, seq, candidates));
+    }
+    let pairs = compared.as_ref().ok().map(|(b, p)| (*b, p.as_slice()));
+    if c.errors.enabled {
+        out.push(rules::errors(&c.errors, seq, candidates, pairs));
+    }
+    for (on, rule) in [
+        (c.relative.enabled, Rule::Relative),
+        (c.fanout.enabled, Rule::Fanout),
+    ] {
+        if !on {
+            continue;
+        }
+        out.push(match (&compared, rule) {
+            (Ok((b, p)), Rule::Relative) => rules::relative(&c.relative, seq, b, p),
+            (Ok((b, p)), _) => rules::fanout(&c.fanout, seq, b, p),
+            (Err(why), _) => {
+                let (unit, test) = match rule {
+                    Rule::Relative => (rules::Unit::Ms, rules::Test::Rank),
+                    _ => (rules::Unit::Calls, rules::Test::Poisson),
+                };
+                RuleResult::inconclusive(rule, unit, test, format!("inconclusive: {why}"))
+            }
+        });
+    }
+    out
+}
+
+impl Judge {
+    /// Judges every endpoint at `now_ms`; returns the alerts that changed.
+    pub fn evaluate(&mut self, agg: &Aggregator, now_ms: u64) -> Vec<Transition> {
+        let (decided, chosen) = self.decide(agg, now_ms);
+        for (endpoint, version) in chosen {
+            self.baselines.insert(
+                endpoint,
+                Chosen {
+                    version,
+                    promoted_ms: None,
+                },
+            );
+        }
+        if self.baselines.len() > agg.endpoint_count() {
+            // Endpoints the aggregator expired.
+            self.baselines.retain(|e, _| agg.versions(e).is_some());
+        }
+        let mut transitions = self.apply(&decided, now_ms);
+        self.retire_unjudged(&decided, now_ms, &mut transitions);
+        self.forget_acknowledgements();
+        self.promote(agg, &decided, now_ms);
+        transitions.sort_by(|a, b| (&a.key, a.severity).cmp(&(&b.key, b.severity)));
+        transitions
+    }
+
+    /// The read-only half of an evaluation: what every key's rules say now,
+    /// and the incumbent baselines that changed.
+    fn decide<'a>(
+        &self,
+        agg: &'a Aggregator,
+        now_ms: u64,
+    ) -> (Decided<'a>, Vec<(EndpointKey, String)>) {
+        let judged: HashSet<(&EndpointKey, &str)> = self
+            .judgements
+            .keys()
+            .map(|k| (&k.endpoint, k.candidate.as_str()))
+            .collect();
+        let mut decided = Vec::with_capacity(self.judgements.len() + 64);
+        let mut chosen = Vec::new();
+        for endpoints in by_service(agg).into_values() {
+            let last = last_requests(&endpoints);
+            let seen: Vec<Endpoint<'a>> = endpoints
+                .into_iter()
+                .map(|(key, versions)| self.see(agg, key, versions, &judged, &last, now_ms))
+                .collect();
+            for e in &seen {
+                if let Some(b) = &e.baseline {
+                    let fixed = self.fixed_baseline(e.key).is_some();
+                    let promoted = self
+                        .baselines
+                        .get(e.key)
+                        .is_some_and(|c| c.promoted_ms.is_some() && c.version == **b);
+                    let known = self.baselines.get(e.key).map(|c| c.version.as_str());
+                    if !fixed && !promoted && known != Some(b) {
+                        chosen.push((e.key.clone(), b.clone().into_owned()));
+                    }
+                }
+                self.judge_endpoint(e, &mut decided);
+            }
+            self.judge_versions(&seen, &judged, now_ms, &mut decided);
+        }
+        (decided, chosen)
+    }
+
+    /// One endpoint's versions: windows, epochs, the baseline and whether
+    /// it can be trusted.
+    fn see<'a>(
+        &self,
+        agg: &'a Aggregator,
+        key: &'a EndpointKey,
+        versions: &'a Versions,
+        judged: &HashSet<(&EndpointKey, &str)>,
+        last: &HashMap<&str, u64>,
+        now_ms: u64,
+    ) -> Endpoint<'a> {
+        let baseline = self.choose_baseline(agg, key, versions, now_ms);
+        let base = baseline
+            .as_deref()
+            .and_then(|b| versions.get(b))
+            .map(|s| agg.horizon(s, now_ms))
+            .unwrap_or_default();
+        let quiet_ms = self.config.alerts.no_traffic_resolve.as_millis() as u64;
+        let epoch_ms = (self.config.sequential.epoch.as_millis() as u64).max(1);
+        let mut seen = Vec::with_capacity(versions.len());
+        for (version, series) in versions.iter() {
+            let window = agg.recent(series, now_ms, self.min_requests);
+            // A version with no recent traffic is judged only while it has
+            // judgements: they hold its last verdict.
+            if window.count() == 0 && !judged.contains(&(key, version.as_str())) {
+                continue;
+            }
+            let age = now_ms.saturating_sub(series.first_seen_ms);
+            let epoch_start = series.first_seen_ms + age / epoch_ms * epoch_ms;
+            seen.push(Seen {
+                version,
+                series,
+                window,
+                epoch: Epoch::lazy(move || agg.since(series, epoch_start, now_ms)),
+                // Quiet when the version had no request on any endpoint of
+                // its service: a rollback, not an endpoint with little traffic.
+                quiet: last
+                    .get(version.as_str())
+                    .copied()
+                    .unwrap_or(series.last_seen_ms)
+                    .saturating_add(quiet_ms)
+                    <= now_ms,
+            });
+        }
+        let mut endpoint = Endpoint {
+            key,
+            baseline,
+            base,
+            untrusted: None,
+            versions: seen,
+        };
+        endpoint.untrusted = self.distrust(&endpoint);
+        endpoint
+    }
+
+    /// Why `e`'s baseline cannot be compared with: no traffic over the
+    /// horizon, or it breaches an absolute rule itself (critically).
+    fn distrust(&self, e: &Endpoint<'_>) -> Option<String> {
+        let b = e.baseline.as_deref()?;
+        if e.base.count() == 0 {
+            return Some(format!("baseline {b} has no traffic to compare with"));
+        }
+        let seen = e.seen(b)?;
+        let own = rules_for(self, &[candidate(seen)], Err(String::new()));
+        own.iter()
+            .find(|r| r.conditions.at(rules::Severity::Critical) == rules::Condition::Breach)
+            .map(|r| {
+                format!(
+                    "baseline {b} is not trusted: it breaches {} itself ({})",
+                    r.rule, r.evidence.detail
+                )
+            })
+    }
+
+    /// Every version of one endpoint: the baseline by the absolute rules,
+    /// each candidate against the baseline.
+    fn judge_endpoint<'a>(&self, e: &Endpoint<'a>, out: &mut Vec<(KeyRef<'a>, Update)>) {
+        for seen in &e.versions {
+            let is_baseline = e.is_baseline(seen.version);
+            let compared_with = match (&e.baseline, is_baseline) {
+                (Some(b), false) => b.clone(),
+                _ => Cow::Borrowed(""),
+            };
+            let key = |rule| KeyRef {
+                endpoint: Cow::Borrowed(e.key),
+                candidate: seen.version,
+                baseline: compared_with.clone(),
+                rule,
+            };
+            if seen.quiet {
+                for rule in Rule::ALL {
+                    out.push((key(rule), Update::Quiet(seen.series.last_seen_ms)));
+                }
+                continue;
+            }
+            let c = candidate(seen);
+            let results = if is_baseline {
+                // The baseline: absolute rules only.
+                rules_for(self, &[c], Err(String::new()))
+                    .into_iter()
+                    .filter(|r| !r.rule.comparative() || r.rule == Rule::Errors)
+                    .collect()
+            } else {
+                rules_for(self, &[c], compared(e, c))
+            };
+            for r in results {
+                out.push((key(r.rule), Update::Judged(Box::new(r))));
+            }
+        }
+    }
+
+    /// Every candidate serving two endpoints or more of one service, across
+    /// them: the absolute rules on all its requests, the comparative ones
+    /// stratified by endpoint against each endpoint's baseline.
+    fn judge_versions<'a>(
+        &self,
+        endpoints: &[Endpoint<'a>],
+        judged: &HashSet<(&EndpointKey, &str)>,
+        now_ms: u64,
+        out: &mut Vec<(KeyRef<'a>, Update)>,
+    ) {
+        let Some(first) = endpoints.first() else {
+            return;
+        };
+        let all = EndpointKey {
+            service: first.key.service.clone(),
+            endpoint: ALL_ENDPOINTS.to_owned(),
+            dims: Vec::new(),
+        };
+        let mut candidates: BTreeMap<&str, Vec<(&Endpoint<'a>, &Seen<'a>)>> = BTreeMap::new();
+        for e in endpoints {
+            for seen in &e.versions {
+                if !e.is_baseline(seen.version) {
+                    candidates.entry(seen.version).or_default().push((e, seen));
+                }
+            }
+        }
+        for (version, serving) in candidates {
+            let held = judged.contains(&(&all, version));
+            if serving.len() < 2 && !held {
+                continue;
+            }
+            let baselines = common_baseline(&serving);
+            let key = |rule| KeyRef {
+                endpoint: Cow::Owned(all.clone()),
+                candidate: version,
+                baseline: Cow::Owned(baselines.clone()),
+                rule,
+            };
+            let active: Vec<&(&Endpoint<'a>, &Seen<'a>)> =
+                serving.iter().filter(|(_, s)| !s.quiet).collect();
+            if active.is_empty() {
+                let last = serving.iter().map(|(_, s)| s.series.last_seen_ms).max();
+                for rule in Rule::ALL {
+                    out.push((key(rule), Update::Quiet(last.unwrap_or(now_ms))));
+                }
+                continue;
+            }
+            let cands: Vec<Candidate<'_>> = active.iter().map(|(_, s)| candidate(s)).collect();
+            let pairs: Vec<Pair<'_>> = active
+                .iter()
+                .filter(|(e, _)| e.untrusted.is_none() && e.baseline.is_some())
+                .map(|(e, s)| Pair {
+                    candidate: candidate(s),
+                    baseline: &e.base,
+                })
+                .collect();
+            let compared = if pairs.is_empty() {
+                Err(no_pairs_reason(&serving))
+            } else {
+                Ok((baselines.as_str(), pairs))
+            };
+            for mut r in rules_for(self, &cands, compared) {
+                attribute(&mut r, &serving, self);
+                out.push((key(r.rule), Update::Judged(Box::new(r))));
+            }
+        }
+    }
+
+    /// Applies what was decided: new judgements, each severity's alert
+    /// stepped; returns the transitions.
+    fn apply(&mut self, decided: &[(KeyRef<'_>, Update)], now_ms: u64) -> Vec<Transition> {
+        let policy = self.config.alerts.clone();
+        let mut transitions = Vec::new();
+        for (key, update) in decided {
+            let judgement = match self.judgements.get_mut(key) {
+                Some(j) => j,
+                None => {
+                    let Update::Judged(result) = update else {
+                        continue;
+                    };
+                    self.judgements.entry(key.to_key()).or_insert_with(|| {
+                        Box::new(Judgement::new(RuleResult::clone(result), now_ms))
+                    })
+                }
+            };
+            let mut moved = Vec::new();
+            match update {
+                Update::Judged(result) => {
+                    judgement.result = RuleResult::clone(result);
+                    judgement.quiet_since_ms = None;
+                    for s in rules::Severity::ALL {
+                        let condition = result.conditions.at(s);
+                        if let Some(previous) =
+                            judgement.alerts[s.index()].step(condition, now_ms, &policy)
+                        {
+                            moved.push((s, previous));
+                        }
+                    }
+                }
+                Update::Quiet(last_seen) => {
+                    judgement.quiet_since_ms = Some(*last_seen);
+                    for s in rules::Severity::ALL {
+                        if let Some(previous) =
+                            judgement.alerts[s.index()].quiet(*last_seen, now_ms, &policy)
+                        {
+                            moved.push((s, previous));
+                        }
+                    }
+                }
+            }
+            for (severity, previous) in moved {
+                transitions.push(Transition {
+                    key: key.to_key(),
+                    severity,
+                    previous,
+                    judgement: Judgement::clone(judgement),
+                });
+            }
+        }
+        transitions
+    }
+
+    /// Every key decided now is in the map, once: a larger map holds alerts
+    /// whose subject is gone (series expired, baseline changed). Firing ones
+    /// resolve, then all go.
+    fn retire_unjudged(
+        &mut self,
+        decided: &[(KeyRef<'_>, Update)],
+        now_ms: u64,
+        transitions: &mut Vec<Transition>,
+    ) {
+        if self.judgements.len() <= decided.len() {
+            return;
+        }
+        let seen: HashSet<&KeyRef<'_>> = decided.iter().map(|(k, _)| k).collect();
+        self.judgements.retain(|key, judgement| {
+            if seen.contains(&KeyRef::of(key)) {
+                return true;
+            }
+            for s in rules::Severity::ALL {
+                if let Some(previous) = judgement.alerts[s.index()].retire(now_ms) {
+                    judgement.result.evidence.detail =
+                        "no longer judged: the series expired or the baseline changed".into();
+                    transitions.push(Transition {
+                        key: key.clone(),
+                        severity: s,
+                        previous,
+                        judgement: Judgement::clone(judgement),
+                    });
+                }
+            }
+            false
+        });
+    }
+
+    /// Acknowledgements hold while an alert they name is live.
+    fn forget_acknowledgements(&mut self) {
+        if self.acknowledged.is_empty() {
+            return;
+        }
+        let live: HashSet<AckKey> = self
+            .judgements
+            .iter()
+            .filter(|(_, j)| j.is_live())
+            .map(|(k, _)| ack_key(k))
+            .collect();
+        self.acknowledged.retain(|k| live.contains(k));
+    }
+
+    /// Candidates that passed long enough with enough of their endpoint's
+    /// traffic become its baseline (see `judge.promotion`).
+    fn promote(&mut self, agg: &Aggregator, decided: &[(KeyRef<'_>, Update)], now_ms: u64) {
+        let policy = &self.config.promotion;
+        if !policy.enabled {
+            return;
+        }
+        // Per (endpoint, candidate): passing on every rule, no live alert,
+        // and nothing version-wide against it.
+        let mut clean: HashMap<(&EndpointKey, &str), bool> = HashMap::new();
+        let mut blocked: HashSet<(&str, &str)> = HashSet::new();
+        for (key, update) in decided {
+            if key.baseline.is_empty() {
+                continue;
+            }
+            let live = self.judgements.get(key).is_some_and(|j| j.is_live());
+            let passing = matches!(update, Update::Judged(r) if r.outcome() == Verdict::Pass);
+            if key.endpoint.endpoint == ALL_ENDPOINTS {
+                if live
+                    || matches!(update, Update::Judged(r) if matches!(r.outcome(), Verdict::Regression(_)))
+                {
+                    blocked.insert((key.endpoint.service.as_str(), key.candidate));
+                }
+                continue;
+            }
+            let entry = clean
+                .entry((key.endpoint.as_ref(), key.candidate))
+                .or_insert(true);
+            *entry &= passing && !live;
+        }
+        let after_ms = policy.after.as_millis() as u64;
+        let mut promotions = Vec::new();
+        let mut still = HashSet::new();
+        for ((endpoint, candidate), ok) in clean {
+            let ok = ok && !blocked.contains(&(endpoint.service.as_str(), candidate));
+            if !ok || self.fixed_baseline(endpoint).is_some() {
+                continue;
+            }
+            let since = *self
+                .candidacy
+                .entry((endpoint.clone(), candidate.to_owned()))
+                .or_insert(now_ms);
+            still.insert((endpoint.clone(), candidate.to_owned()));
+            if now_ms.saturating_sub(since) >= after_ms
+                && self.eligible(agg, endpoint, candidate, now_ms)
+            {
+                promotions.push((endpoint.clone(), candidate.to_owned()));
+            }
+        }
+        self.candidacy.retain(|k, _| still.contains(k));
+        for (endpoint, version) in promotions {
+            tracing::info!(
+                service = %endpoint.service,
+                endpoint = %endpoint.endpoint,
+                version,
+                "baseline promoted: passed for judge.promotion.after with enough traffic"
+            );
+            self.candidacy.retain(|(e, _), _| *e != endpoint);
+            self.baselines.insert(
+                endpoint,
+                Chosen {
+                    version,
+                    promoted_ms: Some(now_ms),
+                },
+            );
+        }
+    }
+
+    /// The candidate carries `min_share` of the endpoint's window and is
+    /// newer than the baseline.
+    fn eligible(
+        &self,
+        agg: &Aggregator,
+        endpoint: &EndpointKey,
+        candidate: &str,
+        now_ms: u64,
+    ) -> bool {
+        let Some(versions) = agg.versions(endpoint) else {
+            return false;
+        };
+        let Some(series) = versions.get(candidate) else {
+            return false;
+        };
+        let total: u64 = versions
+            .iter()
+            .map(|(_, s)| agg.window(s, now_ms).count())
+            .sum();
+        let share = agg.window(series, now_ms).count() as f64 / total.max(1) as f64;
+        let newer = self
+            .baseline(endpoint)
+            .and_then(|b| versions.get(b))
+            .is_none_or(|b| series.first_seen_ms > b.first_seen_ms);
+        share >= self.config.promotion.min_share && newer
+    }
+}
+
+/// A candidate's view for the rules.
+fn candidate<'s>(seen: &'s Seen<'_>) -> Candidate<'s> {
+    Candidate {
+        window: &seen.window,
+        epoch: &seen.epoch,
+    }
+}
+
+/// What `seen`'s comparative rules compare with on `e`, or why they cannot.
+fn compared<'a>(e: &'a Endpoint<'_>, c: Candidate<'a>) -> Result<(&'a str, Vec<Pair<'a>>), String> {
+    match (&e.baseline, &e.untrusted) {
+        (None, _) => Err("no baseline distinct from the candidate".into()),
+        (Some(_), Some(why)) => Err(why.clone()),
+        (Some(b), None) => Ok((
+            b.as_ref(),
+            vec![Pair {
+                candidate: c,
+                baseline: &e.base,
+            }],
+        )),
+    }
+}
+
+/// The baseline a version-wide judgement names: the endpoints' one, or
+/// the most common when they differ.
+fn common_baseline(serving: &[(&Endpoint<'_>, &Seen<'_>)]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (e, _) in serving {
+        if let Some(b) = e.baseline.as_deref() {
+            *counts.entry(b).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or_default()
+}
+
+fn no_pairs_reason(serving: &[(&Endpoint<'_>, &Seen<'_>)]) -> String {
+    serving
+        .iter()
+        .find_map(|(e, _)| e.untrusted.clone())
+        .unwrap_or_else(|| "no baseline distinct from the candidate on any endpoint".into())
+}
+
+/// The attribution the lending notes made by hand, appended to a
+/// version-wide result: on how many of its endpoints the candidate breaches
+/// the same rule on its own.
+fn attribute(result: &mut RuleResult, serving: &[(&Endpoint<'_>, &Seen<'_>)], judge: &Judge) {
+    let Some(severity) = result.conditions.breached() else {
+        return;
+    };
+    let mut slower = Vec::new();
+    for (e, seen) in serving {
+        let own = rules_for(judge, &[candidate(seen)], compared(e, candidate(seen)));
+        let breached = own.iter().any(|r| {
+            r.rule == result.rule && r.conditions.at(severity) == rules::Condition::Breach
+        });
+        if breached {
+            slower.push(e.key.endpoint.as_str());
+        }
+    }
+    let n = serving.len();
+    let k = slower.len();
+    let words = match k {
+        0 => format!(
+            "; no single endpoint has enough requests to say so alone, all {n} together do: the version"
+        ),
+        k if k == n => format!("; on {k} of {n} endpoints: the version, not an endpoint"),
+        1 => format!("; on 1 of {n} endpoints ({}): look at that endpoint", slower[0]),
+        _ => format!("; on {k} of {n} endpoints ({})", slower.join(", ")),
+    };
+    result.evidence.detail.push_str(&words);
+}
+
+/// Each version's latest request over a service's endpoints.
+fn last_requests<'a>(endpoints: &[(&'a EndpointKey, &'a Versions)]) -> HashMap<&'a str, u64> {
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for (_, versions) in endpoints {
+        for (version, series) in versions.iter() {
+            let l = last.entry(version.as_str()).or_default();
+            *l = (*l).max(series.last_seen_ms);
+        }
+    }
+    last
+}
+
+/// The aggregator's endpoints grouped by service, services in name order.
+fn by_service(agg: &Aggregator) -> BTreeMap<&str, Vec<(&EndpointKey, &Versions)>> {
+    let mut out: BTreeMap<&str, Vec<(&EndpointKey, &Versions)>> = BTreeMap::new();
+    for (key, versions) in agg.endpoints() {
+        out.entry(key.service.as_str())
+            .or_default()
+            .push((key, versions));
+    }
+    out
+}
+
+/// [`Judge::judge_candidate`].
+pub(super) fn on_the_spot(
+    judge: &Judge,
+    agg: &Aggregator,
+    service: &str,
+    version: &str,
+    only: Option<&str>,
+    baseline: Option<&str>,
+    now_ms: u64,
+) -> Vec<(AlertKey, RuleResult)> {
+    let none = HashSet::new();
+    let endpoints: Vec<(&EndpointKey, &Versions)> = agg
+        .endpoints()
+        .filter(|(k, v)| {
+            k.service == service && only.is_none_or(|e| e == k.endpoint) && v.contains_key(version)
+        })
+        .collect();
+    let last = last_requests(&endpoints);
+    let mut seen: Vec<Endpoint<'_>> = endpoints
+        .into_iter()
+        .map(|(key, versions)| judge.see(agg, key, versions, &none, &last, now_ms))
+        .collect();
+    if let Some(b) = baseline {
+        for e in &mut seen {
+            let versions = agg.versions(e.key);
+            e.baseline = Some(Cow::Owned(b.to_owned()));
+            e.base = versions
+                .and_then(|v| v.get(b))
+                .map(|s| agg.horizon(s, now_ms))
+                .unwrap_or_default();
+            e.untrusted = judge.distrust(e);
+        }
+    }
+    let mut decided = Vec::new();
+    for e in &seen {
+        let Some(s) = e.versions.iter().find(|s| s.version == version) else {
+            continue;
+        };
+        let c = candidate(s);
+        // Judged as a candidate even when it is the baseline itself: its
+        // comparative rules then say there is nothing to compare with.
+        let (label, compared) = if e.is_baseline(version) {
+            (
+                String::new(),
+                Err(format!("{version} is the baseline of this endpoint")),
+            )
+        } else {
+            (
+                e.baseline.as_deref().unwrap_or_default().to_owned(),
+                compared(e, c),
+            )
+        };
+        for r in rules_for(judge, &[c], compared) {
+            let key = AlertKey {
+                endpoint: e.key.clone(),
+                candidate: version.to_owned(),
+                baseline: label.clone(),
+                rule: r.rule,
+            };
+            decided.push((key, r));
+        }
+    }
+    if only.is_none() {
+        let mut versions = Vec::new();
+        judge.judge_versions(&seen, &none, now_ms, &mut versions);
+        for (key, update) in versions {
+            if key.candidate == version {
+                if let Update::Judged(r) = update {
+                    decided.push((key.to_key(), *r));
+                }
+            }
+        }
+    }
+    decided
+}

@@ -1,0 +1,3 @@
+module modelgate/examples/rollback-webhook
+
+go 1.26
