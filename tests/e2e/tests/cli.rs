@@ -241,17 +241,23 @@ fn analyze_of_the_incident_log_flags_v13_and_reports_line_5() {
         err.contains("kenya-lending-incident.jsonl:5: skipped: not JSON"),
         "{err}"
     );
-    assert!(out.contains("(all endpoints) (baseline v1.2)"), "{out}");
-    let v13 = out
-        .lines()
-        .skip_while(|l| !l.starts_with("(all endpoints)"))
-        .find(|l| l.trim_start().starts_with("v1.3"))
-        .unwrap();
-    assert!(v13.ends_with("regression"), "{v13}");
+    assert!(
+        out.contains("* (all endpoints, baseline v1.2): v1.3 regression (critical)"),
+        "{out}"
+    );
+    assert!(out.contains("4 of 4 requests above 150 ms"), "{out}");
     let (code, out, _) = run(&["analyze", "--format", "json", log], &[]);
     assert_eq!(code, 1);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["malformed"][0]["line"], 5);
+    let v13 = json["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["candidate_version"] == "v1.3")
+        .unwrap();
+    assert_eq!(v13["outcome"], "VERDICT_OUTCOME_REGRESSION", "{v13}");
+    assert_eq!(v13["version_wide"]["baseline_version"], "v1.2", "{v13}");
     let (code, _, err) = run(&["analyze", "/nonexistent.jsonl"], &[]);
     assert_eq!(code, 70);
     assert!(err.contains("/nonexistent.jsonl"), "{err}");
