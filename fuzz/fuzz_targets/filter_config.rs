@@ -1,12 +1,17 @@
-//! Arbitrary bytes as the edge filter's JSON configuration: `on_configure`
-//! hands them to `Config::parse`, and a panic there would trap the proxy's
-//! VM. What is accepted is used the way `on_configure` uses it.
+//! Arbitrary bytes as what the edge filter reads from outside: its JSON
+//! configuration (`on_configure` hands it to `Config::parse`), the
+//! collector's answer to either poll question (`verdict::read`), and the
+//! rollback record other workers left in shared data (`Record::decode`). A
+//! panic in any of them would trap the proxy's VM. What is accepted is used
+//! the way the filter uses it.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use modelgate_wasm_filter::config::Config;
+use modelgate_wasm_filter::rollback::Record;
 use modelgate_wasm_filter::stats::VersionStats;
+use modelgate_wasm_filter::verdict::{self, Question};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(config) = Config::parse(data) {
@@ -16,5 +21,11 @@ fuzz_target!(|data: &[u8]| {
             &config.baseline_version,
             modelgate_wasm_filter::stats::MetricKind::Counter,
         );
+    }
+    for question in [Question::Regressions, Question::Verdict] {
+        let _ = verdict::read(question, data, "lending-api", "v1.3");
+    }
+    if let Some(record) = Record::decode(data) {
+        assert_eq!(Record::decode(record.encode().as_bytes()), Some(record));
     }
 });

@@ -13,7 +13,7 @@
 //! unresolved `proxy_*` symbol.
 #![allow(unsafe_code)]
 
-use std::ptr::{null, null_mut};
+use std::ptr::null_mut;
 
 /// A status the host answered with (the ABI's `WasmResult`), other than Ok.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub enum Status {
     BadArgument,
     /// 3, 4: the host could not (de)serialize a value.
     Serialization,
+    /// 8: shared data changed since it was read (compare-and-swap).
+    CasMismatch,
     /// 10: the host failed.
     InternalFailure,
     /// 12: the host does not implement the call.
@@ -39,6 +41,7 @@ impl Status {
             1 => Err(Self::NotFound),
             2 => Err(Self::BadArgument),
             3 | 4 => Err(Self::Serialization),
+            8 => Err(Self::CasMismatch),
             10 => Err(Self::InternalFailure),
             12 => Err(Self::Unimplemented),
             other => Err(Self::Other(other)),
@@ -152,6 +155,20 @@ mod raw {
             timeout_ms: u32,
             ret_token: *mut u32,
         ) -> u32;
+        pub(super) fn proxy_get_shared_data(
+            key: *const u8,
+            key_size: usize,
+            ret_data: *mut *mut u8,
+            ret_size: *mut usize,
+            ret_cas: *mut u32,
+        ) -> u32;
+        pub(super) fn proxy_set_shared_data(
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+            cas: u32,
+        ) -> u32;
         pub(super) fn proxy_define_metric(
             kind: u32,
             name: *const u8,
@@ -239,6 +256,24 @@ mod raw {
         _: usize,
         _: u32,
         _: *mut u32,
+    ) -> u32 {
+        UNIMPLEMENTED
+    }
+    pub(super) unsafe fn proxy_get_shared_data(
+        _: *const u8,
+        _: usize,
+        _: *mut *mut u8,
+        _: *mut usize,
+        _: *mut u32,
+    ) -> u32 {
+        UNIMPLEMENTED
+    }
+    pub(super) unsafe fn proxy_set_shared_data(
+        _: *const u8,
+        _: usize,
+        _: *const u8,
+        _: usize,
+        _: u32,
     ) -> u32 {
         UNIMPLEMENTED
     }
@@ -377,11 +412,19 @@ fn serialize_pairs(pairs: &[(&str, &[u8])]) -> Vec<u8> {
     out
 }
 
+fn as_pairs<'a>(text: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a [u8])> {
+    text.iter().map(|(k, v)| (*k, v.as_bytes())).collect()
+}
+
 /// Dispatches an HTTP call to an Envoy cluster; the answer arrives in
 /// `proxy_on_http_call_response` with the returned token.
-pub fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> Result<u32, Status> {
-    let pairs: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
-    let headers = serialize_pairs(&pairs);
+pub fn http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout_ms: u32,
+) -> Result<u32, Status> {
+    let headers = serialize_pairs(&as_pairs(headers));
     let trailers = serialize_pairs(&[]);
     let mut token = 0u32;
     // SAFETY: all slices and the out-pointer outlive the call.
@@ -391,8 +434,8 @@ pub fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> Re
             cluster.len(),
             headers.as_ptr(),
             headers.len(),
-            null(),
-            0,
+            body.as_ptr(),
+            body.len(),
             trailers.as_ptr(),
             trailers.len(),
             timeout_ms,
@@ -406,12 +449,12 @@ pub fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> Re
 /// `proxy_on_grpc_receive` (success) or `proxy_on_grpc_close` (failure).
 pub fn grpc_call(
     cluster: &str,
-    service: &str,
-    method: &str,
+    (service, method): (&str, &str),
+    metadata: &[(&str, &str)],
     message: &[u8],
     timeout_ms: u32,
 ) -> Result<u32, Status> {
-    let metadata = serialize_pairs(&[]);
+    let metadata = serialize_pairs(&as_pairs(metadata));
     let mut token = 0u32;
     // SAFETY: all slices and the out-pointer outlive the call.
     Status::from_code(unsafe {
@@ -431,6 +474,34 @@ pub fn grpc_call(
         )
     })?;
     Ok(token)
+}
+
+/// A shared-data value (shared by every VM of the proxy with the same VM
+/// id) and its compare-and-swap token. `Ok(None)`: no such key.
+pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
+    let (mut data, mut size, mut cas) = (null_mut::<u8>(), 0usize, 0u32);
+    // SAFETY: key slice and out-pointers outlive the call.
+    let code = unsafe {
+        raw::proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+    };
+    match Status::from_code(code) {
+        // SAFETY: as in `get_buffer`; a null buffer is an empty value.
+        Ok(()) => Ok(Some((
+            unsafe { take_host_buffer(data, size) }.unwrap_or_default(),
+            cas,
+        ))),
+        Err(Status::NotFound) => Ok(None),
+        Err(status) => Err(status),
+    }
+}
+
+/// Sets a shared-data value if its compare-and-swap token is still `cas`
+/// (0: unconditionally); `Err(CasMismatch)` when another VM wrote first.
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), Status> {
+    // SAFETY: slices outlive the call.
+    Status::from_code(unsafe {
+        raw::proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
 }
 
 /// Defines a metric and returns its id. Envoy hands out a new id on every

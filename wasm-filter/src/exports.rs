@@ -1,6 +1,13 @@
 //! The functions the host calls (proxy-wasm ABI 0.2.1), and the table of
 //! contexts they are routed to.
 //!
+//! Every callback of the ABI is exported, even those the filter has no use
+//! for: the ABI makes them optional, but hosts are tested with SDK-built
+//! filters that export them all, and one (ngx_wasm_module) calls the body
+//! callbacks through a null reference when they are missing. Those pass
+//! through: bodies, trailers and TCP data continue untouched, the others do
+//! nothing.
+//!
 //! This module must never panic or trap: every entry point reaches the state
 //! through `try_borrow_mut` and does nothing if it cannot (fail open), ids
 //! the filter does not know are ignored, and nothing here unwraps. Request
@@ -78,6 +85,9 @@ pub extern "C" fn _initialize() {
     }
 }
 
+/// `Action::Continue`: the stream goes on.
+const CONTINUE: u32 = 0;
+
 /// Marks the ABI version this module speaks.
 #[no_mangle]
 pub extern "C" fn proxy_abi_version_0_2_1() {}
@@ -139,7 +149,7 @@ pub extern "C" fn proxy_on_tick(context_id: u32) {
     });
 }
 
-/// Request headers: stamp. Always Continue (0).
+/// Request headers: stamp. Always Continue.
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _eos: u32) -> u32 {
     with_stream(context_id, |stream, root| {
@@ -147,10 +157,22 @@ pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _eo
             stream.request = Request::on_request_headers(root);
         }
     });
-    0
+    CONTINUE
 }
 
-/// Response headers: note status and served version. Always Continue (0).
+/// A chunk of the request body: passes through.
+#[no_mangle]
+pub extern "C" fn proxy_on_request_body(_context_id: u32, _size: usize, _eos: u32) -> u32 {
+    CONTINUE
+}
+
+/// Request trailers: pass through.
+#[no_mangle]
+pub extern "C" fn proxy_on_request_trailers(_context_id: u32, _trailers: usize) -> u32 {
+    CONTINUE
+}
+
+/// Response headers: note status and served version. Always Continue.
 #[no_mangle]
 pub extern "C" fn proxy_on_response_headers(context_id: u32, _headers: usize, _eos: u32) -> u32 {
     with_stream(context_id, |stream, root| {
@@ -158,8 +180,47 @@ pub extern "C" fn proxy_on_response_headers(context_id: u32, _headers: usize, _e
             request.on_response_headers(root);
         }
     });
-    0
+    CONTINUE
 }
+
+/// A chunk of the response body: passes through.
+#[no_mangle]
+pub extern "C" fn proxy_on_response_body(_context_id: u32, _size: usize, _eos: u32) -> u32 {
+    CONTINUE
+}
+
+/// Response trailers: pass through.
+#[no_mangle]
+pub extern "C" fn proxy_on_response_trailers(_context_id: u32, _trailers: usize) -> u32 {
+    CONTINUE
+}
+
+/// A TCP connection (the filter configured as a network filter by
+/// mistake): passes through.
+#[no_mangle]
+pub extern "C" fn proxy_on_new_connection(_context_id: u32) -> u32 {
+    CONTINUE
+}
+
+/// TCP data from downstream: passes through.
+#[no_mangle]
+pub extern "C" fn proxy_on_downstream_data(_context_id: u32, _size: usize, _eos: u32) -> u32 {
+    CONTINUE
+}
+
+/// TCP data from upstream: passes through.
+#[no_mangle]
+pub extern "C" fn proxy_on_upstream_data(_context_id: u32, _size: usize, _eos: u32) -> u32 {
+    CONTINUE
+}
+
+/// The downstream connection closed: nothing to do.
+#[no_mangle]
+pub extern "C" fn proxy_on_downstream_connection_close(_context_id: u32, _peer: u32) {}
+
+/// The upstream connection closed: nothing to do.
+#[no_mangle]
+pub extern "C" fn proxy_on_upstream_connection_close(_context_id: u32, _peer: u32) {}
 
 /// The request is over: time, record, buffer.
 #[no_mangle]
@@ -202,6 +263,29 @@ pub extern "C" fn proxy_on_http_call_response(
         }
     });
 }
+
+/// Initial metadata of a gRPC answer: not needed (the export is unary).
+#[no_mangle]
+pub extern "C" fn proxy_on_grpc_receive_initial_metadata(_context_id: u32, _token: u32, _n: usize) {
+}
+
+/// Trailing metadata of a gRPC answer: not needed (the status comes in
+/// `proxy_on_grpc_close`).
+#[no_mangle]
+pub extern "C" fn proxy_on_grpc_receive_trailing_metadata(
+    _context_id: u32,
+    _token: u32,
+    _n: usize,
+) {
+}
+
+/// A shared queue has an item: the filter registers none, so nothing to do.
+#[no_mangle]
+pub extern "C" fn proxy_on_queue_ready(_context_id: u32, _queue_id: u32) {}
+
+/// A foreign function called back: the filter registers none.
+#[no_mangle]
+pub extern "C" fn proxy_on_foreign_function(_context_id: u32, _function_id: u32, _size: usize) {}
 
 /// A unary gRPC call succeeded (the export).
 #[no_mangle]

@@ -1,51 +1,15 @@
-//! Rolling back by itself: reading the collector's answer to
-//! `GET /api/v1/regressions?service=...` and deciding whether the candidate
-//! gets new traffic.
+//! Rolling back by itself: the proxy's decision (whether the candidate gets
+//! new unversioned traffic), how a verdict moves it, and the [`Record`] all
+//! workers of a proxy share: the decision, the last answer (its verdict and
+//! `ETag`), and which worker polls.
 //!
-//! Pure (time is a parameter). It must never change the routing decision on
-//! an answer it cannot read: garbage, a non-200 or a failed poll keeps the
-//! current decision (fail open), and the caller counts it.
+//! Pure (time is a parameter). It must never resume on an answer that says
+//! nothing about the candidate: only [`Verdict::Passed`], held for the
+//! resume time, resumes it (or the operator's `rollback_epoch`, which starts
+//! a new record). A record it cannot decode is no decision (see
+//! `poll::Poll::read`).
 
-use serde::Deserialize;
-
-/// Longest poll answer read; a larger one is treated as garbage.
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
-
-/// The collector's answer (proto3 JSON of `ListRegressionsResponse`; fields
-/// at their default are absent, unknown fields are ignored).
-#[derive(Debug, Default, Deserialize)]
-struct Regressions {
-    #[serde(default)]
-    regressions: Vec<Regression>,
-}
-
-/// One active regression, as much of it as the filter needs.
-#[derive(Debug, Default, Deserialize)]
-struct Regression {
-    #[serde(default)]
-    service: String,
-    #[serde(default)]
-    candidate_version: String,
-    #[serde(default)]
-    state: String,
-}
-
-/// The alert state that moves traffic.
-const FIRING: &str = "ALERT_STATE_FIRING";
-
-/// Whether the answer reports a firing regression of `candidate` in
-/// `service`. `Err` when the body is not the expected JSON.
-pub fn candidate_firing(body: &[u8], service: &str, candidate: &str) -> Result<bool, String> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(format!("answer longer than {MAX_BODY_BYTES} bytes"));
-    }
-    let answer: Regressions = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    Ok(answer.regressions.iter().any(|r| {
-        r.state == FIRING
-            && r.candidate_version == candidate
-            && (r.service.is_empty() || r.service == service)
-    }))
-}
+use crate::verdict::Verdict;
 
 /// A change of the routing decision, to log and count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,121 +20,255 @@ pub enum Transition {
     Resumed,
 }
 
-/// The rollback decision and what it remembers between polls.
-#[derive(Debug, Clone)]
-pub struct Rollback {
-    enabled: bool,
-    auto_resume: bool,
-    resume_after_nanos: u64,
-    rolled_back: bool,
-    clear_since: Option<u64>,
+/// When a rolled-back candidate may resume by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Resume on a passing verdict at all (else only the operator resumes).
+    pub auto_resume: bool,
+    /// How long the candidate must keep passing first.
+    pub resume_after_nanos: u64,
 }
 
-impl Rollback {
-    /// A decision that starts with the candidate getting traffic.
-    pub fn new(enabled: bool, auto_resume: bool, resume_after_ms: u64) -> Self {
-        Self {
-            enabled,
-            auto_resume,
-            resume_after_nanos: resume_after_ms.saturating_mul(1_000_000),
-            rolled_back: false,
-            clear_since: None,
-        }
-    }
+/// Longest `ETag` kept; a longer one is not sent back (the poll then gets
+/// the whole answer, which is only slower).
+const MAX_ETAG_BYTES: usize = 128;
 
-    /// Whether the candidate is rolled back now.
-    pub fn rolled_back(&self) -> bool {
-        self.rolled_back
-    }
+/// The proxy's decision and what the next poller needs to continue it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    /// The candidate gets no new unversioned traffic.
+    pub rolled_back: bool,
+    /// Rolled back: since when every answer has been a pass.
+    pub passing_since: Option<u64>,
+    /// The verdict of the last answer read: what a `304` answer repeats.
+    pub last: Option<Verdict>,
+    /// That answer's `ETag` (empty: none), sent as `If-None-Match`.
+    pub etag: String,
+    /// The worker that polls (0: none) ...
+    pub poller: u64,
+    /// ... until then, unix nanoseconds, unless it renews.
+    pub lease_until: u64,
+}
 
-    /// Takes one successful poll's verdict into account.
-    pub fn observe(&mut self, firing: bool, now_nanos: u64) -> Option<Transition> {
-        if !self.enabled {
-            return None;
-        }
-        if firing {
-            self.clear_since = None;
-            if !self.rolled_back {
+/// The first word of an encoded record: its format.
+const FORMAT: &str = "mg1";
+
+impl Record {
+    /// Takes a verdict into account: rolls back on a regression, resumes
+    /// after `resume_after` of passes. Forgets the last answer on a change
+    /// (the next poll asks another question).
+    pub fn observe(&mut self, verdict: Verdict, now: u64, policy: Policy) -> Option<Transition> {
+        let transition = match (self.rolled_back, verdict) {
+            (false, Verdict::Regressed) => {
                 self.rolled_back = true;
-                return Some(Transition::RolledBack);
+                Some(Transition::RolledBack)
             }
+            (false, _) => None,
+            (true, Verdict::Passed) => {
+                let since = *self.passing_since.get_or_insert(now);
+                let held = now.saturating_sub(since) >= policy.resume_after_nanos;
+                (policy.auto_resume && held).then(|| {
+                    self.rolled_back = false;
+                    Transition::Resumed
+                })
+            }
+            (true, Verdict::Regressed | Verdict::NoData) => {
+                self.passing_since = None;
+                None
+            }
+        };
+        if transition.is_some() {
+            self.passing_since = None;
+            self.last = None;
+            self.etag.clear();
+        }
+        transition
+    }
+
+    /// Remembers an answer read in full: its verdict, and its `ETag` when
+    /// it can be sent back as it is.
+    pub fn answered(&mut self, verdict: Verdict, etag: Option<&[u8]>) {
+        self.last = Some(verdict);
+        self.etag.clear();
+        if let Some(etag) =
+            etag.filter(|e| e.len() <= MAX_ETAG_BYTES && e.iter().all(u8::is_ascii_graphic))
+        {
+            self.etag.extend(etag.iter().map(|b| char::from(*b)));
+        }
+    }
+
+    /// Whether `worker` holds the poll at `now`.
+    pub fn polled_by(&self, worker: u64, now: u64) -> bool {
+        self.poller == worker && now < self.lease_until
+    }
+
+    /// Whether nobody holds the poll at `now` (never taken, or lapsed).
+    pub fn lease_free(&self, now: u64) -> bool {
+        self.poller == 0 || now >= self.lease_until
+    }
+
+    /// The record as shared data: one line of words, the `ETag` last (it
+    /// holds no space).
+    pub fn encode(&self) -> String {
+        let passing = self
+            .passing_since
+            .map_or_else(|| "-".to_owned(), |t| t.to_string());
+        let last = self.last.map_or('-', Verdict::letter);
+        format!(
+            "{FORMAT} {} {passing} {last} {:x} {} {}",
+            u8::from(self.rolled_back),
+            self.poller,
+            self.lease_until,
+            self.etag
+        )
+    }
+
+    /// A record from shared data; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut words = text.splitn(7, ' ');
+        if words.next()? != FORMAT {
             return None;
         }
-        if !self.rolled_back || !self.auto_resume {
+        let rolled_back = match words.next()? {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        let passing_since = match words.next()? {
+            "-" => None,
+            t => Some(t.parse().ok()?),
+        };
+        let last = match words.next()? {
+            "-" => None,
+            l => Some(Verdict::from_letter(l.parse().ok()?)?),
+        };
+        let poller = u64::from_str_radix(words.next()?, 16).ok()?;
+        let lease_until = words.next()?.parse().ok()?;
+        let etag = words.next()?;
+        if etag.len() > MAX_ETAG_BYTES || !etag.bytes().all(|b| b.is_ascii_graphic()) {
             return None;
         }
-        let since = *self.clear_since.get_or_insert(now_nanos);
-        if now_nanos.saturating_sub(since) >= self.resume_after_nanos {
-            self.rolled_back = false;
-            self.clear_since = None;
-            return Some(Transition::Resumed);
-        }
-        None
+        Some(Self {
+            rolled_back,
+            passing_since,
+            last,
+            etag: etag.to_owned(),
+            poller,
+            lease_until,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Verdict::*;
 
-    const FIRING_BODY: &str = r#"{"regressions":[{"service":"lending-api","endpoint":"/risk-score",
-        "candidate_version":"v1.3","baseline_version":"v1.2","rule":"sla",
-        "state":"ALERT_STATE_FIRING","since_unix_ms":"1763658000000","evidence":{"x":1}}]}"#;
-
-    #[test]
-    fn reads_the_collector_answer() {
-        assert_eq!(
-            candidate_firing(FIRING_BODY.as_bytes(), "lending-api", "v1.3"),
-            Ok(true)
-        );
-        assert_eq!(
-            candidate_firing(FIRING_BODY.as_bytes(), "other", "v1.3"),
-            Ok(false)
-        );
-        assert_eq!(
-            candidate_firing(FIRING_BODY.as_bytes(), "lending-api", "v1.4"),
-            Ok(false)
-        );
-        assert_eq!(candidate_firing(b"{}", "s", "v"), Ok(false));
-        let pending = FIRING_BODY.replace("FIRING", "PENDING");
-        assert_eq!(
-            candidate_firing(pending.as_bytes(), "lending-api", "v1.3"),
-            Ok(false)
-        );
-        let no_service =
-            r#"{"regressions":[{"candidate_version":"v1.3","state":"ALERT_STATE_FIRING"}]}"#;
-        assert_eq!(
-            candidate_firing(no_service.as_bytes(), "lending-api", "v1.3"),
-            Ok(true)
-        );
-        assert!(candidate_firing(b"<html>", "s", "v").is_err());
-        assert!(candidate_firing(b"{\"regressions\":5}", "s", "v").is_err());
-    }
+    const SECOND: u64 = 1_000_000_000;
+    const POLICY: Policy = Policy {
+        auto_resume: true,
+        resume_after_nanos: SECOND,
+    };
 
     #[test]
-    fn rolls_back_and_resumes_after_the_hold() {
-        let mut r = Rollback::new(true, true, 1_000);
-        assert_eq!(r.observe(false, 0), None);
-        assert_eq!(r.observe(true, 1), Some(Transition::RolledBack));
-        assert_eq!(r.observe(true, 2), None);
-        assert_eq!(r.observe(false, 10), None);
-        assert_eq!(r.observe(true, 20), None);
-        assert_eq!(r.observe(false, 30), None);
-        assert_eq!(r.observe(false, 30 + 999_999_999), None);
+    fn rolls_back_on_a_regression_and_resumes_after_passing_for_the_hold() {
+        let mut r = Record::default();
+        assert_eq!(r.observe(NoData, 0, POLICY), None);
+        assert_eq!(r.observe(Passed, 0, POLICY), None);
         assert_eq!(
-            r.observe(false, 30 + 1_000_000_000),
+            r.observe(Regressed, 1, POLICY),
+            Some(Transition::RolledBack)
+        );
+        assert_eq!(r.observe(Regressed, 2, POLICY), None);
+        assert_eq!(r.observe(Passed, 10, POLICY), None);
+        assert_eq!(r.observe(Passed, 10 + SECOND - 1, POLICY), None);
+        assert_eq!(
+            r.observe(Passed, 10 + SECOND, POLICY),
             Some(Transition::Resumed)
         );
-        assert!(!r.rolled_back());
+        assert!(!r.rolled_back);
+        assert_eq!(r.passing_since, None);
     }
 
     #[test]
-    fn stays_rolled_back_without_auto_resume_and_ignores_when_disabled() {
-        let mut r = Rollback::new(true, false, 0);
-        assert_eq!(r.observe(true, 0), Some(Transition::RolledBack));
-        assert_eq!(r.observe(false, u64::MAX), None);
-        assert!(r.rolled_back());
-        let mut off = Rollback::new(false, true, 0);
-        assert_eq!(off.observe(true, 0), None);
+    fn no_data_never_resumes_and_restarts_the_hold() {
+        let mut r = Record::default();
+        r.observe(Regressed, 0, POLICY);
+        for t in 1..100 {
+            assert_eq!(r.observe(NoData, t * SECOND, POLICY), None);
+        }
+        assert!(r.rolled_back);
+        assert_eq!(r.observe(Passed, 100 * SECOND, POLICY), None);
+        assert_eq!(r.observe(NoData, 100 * SECOND + 1, POLICY), None);
+        assert_eq!(r.observe(Passed, 101 * SECOND, POLICY), None);
+        assert_eq!(r.passing_since, Some(101 * SECOND));
+        assert!(r.rolled_back);
+    }
+
+    #[test]
+    fn without_auto_resume_only_the_operator_resumes() {
+        let policy = Policy {
+            auto_resume: false,
+            resume_after_nanos: 0,
+        };
+        let mut r = Record::default();
+        assert_eq!(
+            r.observe(Regressed, 0, policy),
+            Some(Transition::RolledBack)
+        );
+        assert_eq!(r.observe(Passed, u64::MAX, policy), None);
+        assert!(r.rolled_back);
+    }
+
+    #[test]
+    fn a_change_forgets_the_last_answer() {
+        let mut r = Record::default();
+        r.answered(Regressed, Some(b"\"abc\""));
+        assert_eq!((r.last, r.etag.as_str()), (Some(Regressed), "\"abc\""));
+        r.observe(Regressed, 0, POLICY);
+        assert_eq!((r.last, r.etag.as_str()), (None, ""));
+        r.answered(NoData, Some(b"has space"));
+        assert_eq!(r.etag, "", "an unusable ETag is not kept");
+    }
+
+    #[test]
+    fn records_round_trip_and_garbage_is_absent() {
+        let mut r = Record {
+            rolled_back: true,
+            passing_since: Some(17),
+            last: Some(Passed),
+            etag: "\"6f1c-2\"".into(),
+            poller: 0xdead_beef,
+            lease_until: 1_763_658_000_000_000_000,
+        };
+        assert_eq!(Record::decode(r.encode().as_bytes()), Some(r.clone()));
+        r = Record::default();
+        assert_eq!(Record::decode(r.encode().as_bytes()), Some(r));
+        for garbage in [
+            &b""[..],
+            b"mg1",
+            b"mg2 0 - - 0 0 ",
+            b"mg1 2 - - 0 0 ",
+            b"mg1 0 x - 0 0 ",
+            b"mg1 0 - Q 0 0 ",
+            b"mg1 0 - - zz 0 ",
+            b"mg1 0 - - 0 0 a b",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(Record::decode(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn the_lease_is_held_until_it_lapses() {
+        let r = Record {
+            poller: 7,
+            lease_until: 100,
+            ..Record::default()
+        };
+        assert!(r.polled_by(7, 99) && !r.polled_by(7, 100) && !r.polled_by(8, 50));
+        assert!(!r.lease_free(99) && r.lease_free(100));
+        assert!(Record::default().lease_free(0));
     }
 }

@@ -1,14 +1,16 @@
 //! The plugin's root context: configuration, the timer, the export calls to
-//! the collector and the regression poll. One per plugin configuration.
+//! the collector (OTLP/gRPC or OTLP/HTTP), and the poll (see `poll`). One
+//! per plugin configuration and worker.
 //!
 //! It must never block or fail a request: every host error is logged or
 //! counted and the plugin carries on with its last good decision. It holds
-//! no unbounded state (see `export::Outbox`).
+//! no unbounded state (see `export::Outbox`), and it never logs the token.
 
-use crate::abi::{self, BufferType, LogLevel, MapType, MetricType};
-use crate::config::{Config, MAX_CONFIG_BYTES};
+use crate::abi::{self, BufferType, LogLevel, MapType, MetricType, Status};
+use crate::config::{Config, ExportProtocol, Secret, MAX_CONFIG_BYTES};
 use crate::export::{self, Outbox, Settled};
-use crate::rollback::{self, Rollback, Transition};
+use crate::gzip;
+use crate::poll::Poll;
 use crate::stamp::{Choice, Ids};
 use crate::stats::{FilterCounter, MetricKind, VersionStats};
 
@@ -16,18 +18,39 @@ use crate::stats::{FilterCounter, MetricKind, VersionStats};
 const EXPORT_SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
 /// gRPC method of the OTLP trace export.
 const EXPORT_METHOD: &str = "Export";
-
-/// Characters escaped in the `service` query parameter: all but RFC 3986
-/// unreserved ones.
-const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+/// Path of the OTLP/HTTP trace export.
+const EXPORT_PATH: &str = "/v1/traces";
 
 /// Logs a line prefixed with the plugin's name.
 pub(crate) fn log(level: LogLevel, message: &str) {
     abi::log(level, &format!("modelgate: {message}"));
+}
+
+/// The filter's own counters, as the host defined them.
+#[derive(Debug, Default)]
+pub struct Counters {
+    ids: [Option<u32>; FilterCounter::ALL.len()],
+}
+
+impl Counters {
+    /// Defines `<prefix>.filter.<name>` for each counter; one the host
+    /// refuses is not counted.
+    fn define(prefix: &str) -> Self {
+        let mut counters = Self::default();
+        for (slot, counter) in counters.ids.iter_mut().zip(FilterCounter::ALL) {
+            let name = format!("{prefix}.filter.{}", counter.suffix());
+            *slot = abi::define_metric(MetricType::Counter, &name).ok();
+        }
+        counters
+    }
+
+    /// Adds `n` to a counter (if the host defined it).
+    pub fn count(&self, counter: FilterCounter, n: usize) {
+        let slot = FilterCounter::ALL.iter().position(|c| *c == counter);
+        if let Some(Some(id)) = slot.and_then(|i| self.ids.get(i)) {
+            let _ = abi::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 /// State of one configured plugin.
@@ -35,29 +58,30 @@ pub(crate) fn log(level: LogLevel, message: &str) {
 pub struct Root {
     /// `None` until a configuration was accepted: requests pass untouched.
     config: Option<Config>,
+    /// The bearer token for the collector, if configured.
+    token: Option<Secret>,
     ids: Ids,
     stats: VersionStats,
-    counters: [Option<u32>; FilterCounter::ALL.len()],
+    counters: Counters,
     outbox: Outbox,
-    rollback: Rollback,
-    poll: Option<(u32, u64)>,
+    poll: Poll,
     next_export: u64,
-    next_poll: u64,
 }
 
 impl Root {
     /// A root waiting for its configuration; `seed` seeds its id generator.
     pub fn new(seed: u64) -> Self {
+        let mut ids = Ids::new(seed);
+        let worker = u64::from_be_bytes(ids.span_id());
         Self {
             config: None,
-            ids: Ids::new(seed),
+            token: None,
+            ids,
             stats: VersionStats::new("modelgate", 0),
-            counters: [None; FilterCounter::ALL.len()],
+            counters: Counters::default(),
             outbox: Outbox::new(1, 1, 0),
-            rollback: Rollback::new(false, false, 0),
-            poll: None,
+            poll: Poll::new(worker),
             next_export: 0,
-            next_poll: 0,
         }
     }
 
@@ -73,7 +97,7 @@ impl Root {
 
     /// Whether the candidate is rolled back now.
     pub fn rolled_back(&self) -> bool {
-        self.rollback.rolled_back()
+        self.poll.rolled_back()
     }
 
     /// The version an unversioned request is stamped with.
@@ -85,9 +109,9 @@ impl Root {
         })
     }
 
-    /// `proxy_on_configure`: reads, validates and applies the configuration;
-    /// `false` refuses the plugin (with a log line naming the field).
-    pub fn on_configure(&mut self, size: usize) -> bool {
+    /// Reads and validates the configuration and its token; `None` (logged,
+    /// naming the field) when it is refused.
+    fn read_configuration(size: usize) -> Option<(Config, Option<Secret>)> {
         let bytes = match abi::get_buffer(
             BufferType::PluginConfiguration,
             size.min(MAX_CONFIG_BYTES + 1),
@@ -98,28 +122,34 @@ impl Root {
                     LogLevel::Error,
                     &format!("cannot read the configuration: host answered {status:?}"),
                 );
-                return false;
+                return None;
             }
         };
-        let config = match Config::parse(&bytes) {
-            Ok(config) => config,
+        let parsed = Config::parse(&bytes)
+            .and_then(|config| Ok((config.bearer(|name| std::env::var(name).ok())?, config)));
+        match parsed {
+            Ok((token, config)) => Some((config, token)),
             Err(error) => {
                 log(LogLevel::Error, &error.to_string());
-                return false;
+                None
             }
+        }
+    }
+
+    /// `proxy_on_configure`: reads, validates and applies the configuration;
+    /// `false` refuses the plugin (with a log line naming the field).
+    pub fn on_configure(&mut self, size: usize) -> bool {
+        let Some((config, token)) = Self::read_configuration(size) else {
+            return false;
         };
         self.stats = VersionStats::new(&config.stats_prefix, config.max_versions);
-        for (slot, counter) in self.counters.iter_mut().zip(FilterCounter::ALL) {
-            let name = format!("{}.filter.{}", config.stats_prefix, counter.suffix());
-            *slot = abi::define_metric(MetricType::Counter, &name).ok();
-        }
+        self.counters = Counters::define(&config.stats_prefix);
         self.outbox = Outbox::new(
             config.export_buffer_max,
             config.export_batch_max,
             config.export_max_retries,
         );
-        self.rollback = Rollback::new(config.rollback, config.auto_resume, config.resume_after_ms);
-        self.poll = None;
+        self.poll.configure(&config, abi::now_nanos().unwrap_or(0));
         let mut period = u64::MAX;
         if config.collector_cluster.is_some() {
             period = period.min(config.export_interval_ms);
@@ -137,27 +167,32 @@ impl Root {
                 );
             }
         }
+        let bp = config.canary_basis_points();
         log(
             LogLevel::Info,
             &format!(
-                "configured: service {}, baseline {}, candidate {}, canary {}%, rollback {}",
+                "configured: service {}, baseline {}, candidate {}, canary {}.{:02}%, rollback {}{}",
                 config.service_name,
                 config.baseline_version,
                 config.candidate_version.as_deref().unwrap_or("-"),
-                config.canary_percent,
-                config.rollback
+                bp / 100,
+                bp % 100,
+                config.rollback,
+                if self.rolled_back() {
+                    " (rolled back: the proxy's decision)"
+                } else {
+                    ""
+                }
             ),
         );
         self.config = Some(config);
+        self.token = token;
         true
     }
 
     /// Adds to one of the filter's own counters (if the host defined it).
     pub fn count(&self, counter: FilterCounter, n: usize) {
-        let slot = FilterCounter::ALL.iter().position(|c| *c == counter);
-        if let Some(Some(id)) = slot.and_then(|i| self.counters.get(i)) {
-            let _ = abi::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
-        }
+        self.counters.count(counter, n);
     }
 
     /// Records one request's count and latency under its version.
@@ -196,15 +231,9 @@ impl Root {
     pub fn on_tick(&mut self) {
         let Some(config) = &self.config else { return };
         let Ok(now) = abi::now_nanos() else { return };
-        let export_interval = config.export_interval_ms.saturating_mul(1_000_000);
-        let export_deadline = config.export_timeout_ms.saturating_mul(2_000_000);
-        let poll_interval = config.poll_interval_ms.saturating_mul(1_000_000);
-        let poll_deadline = config.poll_timeout_ms.saturating_mul(2_000_000);
-        let exporting = config.collector_cluster.is_some();
-        let polling = config.rollback;
-
-        if exporting {
-            if let Some(settled) = self.outbox.expire(now, export_deadline) {
+        if config.collector_cluster.is_some() {
+            let deadline = config.export_timeout_ms.saturating_mul(2_000_000);
+            if let Some(settled) = self.outbox.expire(now, deadline) {
                 log(
                     LogLevel::Warn,
                     "export call never answered; counted as failed",
@@ -212,35 +241,27 @@ impl Root {
                 self.settled(settled);
             }
             if now >= self.next_export {
-                self.next_export = now.saturating_add(export_interval);
+                self.next_export =
+                    now.saturating_add(config.export_interval_ms.saturating_mul(1_000_000));
                 self.export(now);
             }
         }
-        if polling {
-            if let Some((_, started)) = self.poll {
-                if now.saturating_sub(started) >= poll_deadline {
-                    self.poll = None;
-                    self.poll_failed("poll never answered");
-                }
-            }
-            if self.poll.is_none() && now >= self.next_poll {
-                self.next_poll = now.saturating_add(poll_interval);
-                self.start_poll(now);
-            }
+        if let Some(config) = self.config.as_ref().filter(|c| c.rollback) {
+            self.poll
+                .tick(config, self.token.as_ref(), now, &self.counters);
         }
     }
 
     fn export(&mut self, now: u64) {
         let Some(config) = &self.config else { return };
-        let Some(cluster) = config.collector_cluster.clone() else {
+        let Some(cluster) = &config.collector_cluster else {
             return;
         };
         let Some(spans) = self.outbox.take_batch() else {
             return;
         };
         let payload = export::encode(&config.service_name, &spans);
-        let timeout = u32::try_from(config.export_timeout_ms).unwrap_or(u32::MAX);
-        match abi::grpc_call(&cluster, EXPORT_SERVICE, EXPORT_METHOD, &payload, timeout) {
+        match dispatch(config, cluster, self.token.as_ref(), payload) {
             Ok(token) => self.outbox.sent(spans, token, now),
             Err(status) => {
                 log(
@@ -255,12 +276,13 @@ impl Root {
 
     /// The answer to a dispatched gRPC call (status 0 is success).
     pub fn on_grpc_response(&mut self, token: u32, status: u32) {
-        let settled = self.outbox.settle(token, status == 0);
-        if status != 0 && settled != Settled::Unknown {
-            log(
-                LogLevel::Warn,
-                &format!("export failed with gRPC status {status}"),
-            );
+        self.export_answered(token, status == 0, || format!("gRPC status {status}"));
+    }
+
+    fn export_answered(&mut self, token: u32, ok: bool, failure: impl FnOnce() -> String) {
+        let settled = self.outbox.settle(token, ok);
+        if !ok && settled != Settled::Unknown {
+            log(LogLevel::Warn, &format!("export failed with {}", failure()));
         }
         self.settled(settled);
     }
@@ -277,95 +299,65 @@ impl Root {
         }
     }
 
-    fn start_poll(&mut self, now: u64) {
-        let Some(config) = &self.config else { return };
-        let Some(cluster) = &config.query_cluster else {
-            return;
-        };
-        let path = format!(
-            "/api/v1/regressions?service={}",
-            percent_encoding::utf8_percent_encode(&config.service_name, QUERY_VALUE)
-        );
-        let headers = [
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", config.query_authority.as_str()),
-            ("accept", "application/json"),
-        ];
-        let timeout = u32::try_from(config.poll_timeout_ms).unwrap_or(u32::MAX);
-        match abi::http_call(cluster, &headers, timeout) {
-            Ok(token) => self.poll = Some((token, now)),
-            Err(status) => {
-                self.poll_failed(&format!("poll dispatch to {cluster} refused: {status:?}"))
-            }
-        }
-    }
-
-    fn poll_failed(&self, why: &str) {
-        log(
-            LogLevel::Warn,
-            &format!("{why}; keeping the current routing"),
-        );
-        self.count(FilterCounter::PollFailed, 1);
-    }
-
-    /// The answer to a dispatched HTTP call (the poll).
+    /// The answer to a dispatched HTTP call: the poll's, or an OTLP/HTTP
+    /// export's (accepted with any 2xx).
     pub fn on_http_call_response(&mut self, token: u32, body_size: usize) {
-        match self.poll {
-            Some((t, _)) if t == token => self.poll = None,
-            _ => return,
-        }
-        let status = abi::get_header(MapType::HttpCallResponseHeaders, ":status");
-        if !matches!(&status, Ok(Some(s)) if s.as_slice() == b"200") {
-            let shown = match status {
-                Ok(Some(s)) => String::from_utf8_lossy(&s).chars().take(16).collect(),
-                Ok(None) => "no status (call failed)".to_owned(),
-                Err(e) => format!("{e:?}"),
-            };
-            self.poll_failed(&format!("poll answered {shown}"));
-            return;
-        }
-        if body_size > rollback::MAX_BODY_BYTES {
-            self.poll_failed("poll answer too large");
-            return;
-        }
-        let body = match abi::get_buffer(BufferType::HttpCallResponseBody, body_size) {
-            Ok(body) => body.unwrap_or_default(),
-            Err(status) => {
-                self.poll_failed(&format!("cannot read the poll answer: {status:?}"));
-                return;
-            }
-        };
         let Some(config) = &self.config else { return };
-        let Some(candidate) = &config.candidate_version else {
+        if self.poll.owns(token) {
+            self.poll.on_answer(config, body_size, &self.counters);
             return;
-        };
-        let firing = match rollback::candidate_firing(&body, &config.service_name, candidate) {
-            Ok(firing) => firing,
-            Err(error) => {
-                self.poll_failed(&format!("poll answer unreadable: {error}"));
-                return;
+        }
+        let status = abi::get_header(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        let ok = status
+            .as_deref()
+            .is_some_and(|s| s.len() == 3 && s[0] == b'2');
+        self.export_answered(token, ok, || match status {
+            Some(s) => format!("HTTP status {}", String::from_utf8_lossy(&s)),
+            None => "no HTTP answer (call failed)".to_owned(),
+        });
+    }
+}
+
+/// Sends one encoded batch to the collector; the answer arrives in
+/// `proxy_on_grpc_receive`/`_close` or `proxy_on_http_call_response`.
+fn dispatch(
+    config: &Config,
+    cluster: &str,
+    token: Option<&Secret>,
+    payload: Vec<u8>,
+) -> Result<u32, Status> {
+    let timeout = u32::try_from(config.export_timeout_ms).unwrap_or(u32::MAX);
+    let bearer = token.map(|t| format!("Bearer {}", t.expose()));
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(6);
+    if let Some(bearer) = &bearer {
+        headers.push(("authorization", bearer));
+    }
+    match config.export_protocol {
+        ExportProtocol::Grpc => abi::grpc_call(
+            cluster,
+            (EXPORT_SERVICE, EXPORT_METHOD),
+            &headers,
+            &payload,
+            timeout,
+        ),
+        ExportProtocol::Http => {
+            let gzipped = config
+                .export_gzip
+                .then(|| gzip::if_it_pays(&payload))
+                .flatten();
+            headers.extend([
+                (":method", "POST"),
+                (":path", EXPORT_PATH),
+                (":authority", config.collector_authority.as_str()),
+                ("content-type", "application/x-protobuf"),
+            ]);
+            if gzipped.is_some() {
+                headers.push(("content-encoding", "gzip"));
             }
-        };
-        let Ok(now) = abi::now_nanos() else { return };
-        let candidate = candidate.clone();
-        let baseline = config.baseline_version.clone();
-        match self.rollback.observe(firing, now) {
-            Some(Transition::RolledBack) => {
-                log(
-                    LogLevel::Warn,
-                    &format!("rollback: {candidate} regressed; new unversioned traffic goes to {baseline}"),
-                );
-                self.count(FilterCounter::Rollbacks, 1);
-            }
-            Some(Transition::Resumed) => {
-                log(
-                    LogLevel::Info,
-                    &format!("resume: {candidate} cleared; it gets its share again"),
-                );
-                self.count(FilterCounter::Resumes, 1);
-            }
-            None => {}
+            let body = gzipped.as_deref().unwrap_or(&payload);
+            abi::http_call(cluster, &headers, body, timeout)
         }
     }
 }

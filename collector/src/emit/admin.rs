@@ -11,13 +11,18 @@
 //! `/api/v1/history`, the dashboard's own view (see [`super::history`]). Bad query parameters get a 400
 //! with a JSON body naming the problem. Handlers only ask the pipeline task;
 //! they never hold state.
+//!
+//! `/api/v1/regressions` and `/api/v1/verdict` carry a strong `ETag` (a hash
+//! of the body) and answer `304 Not Modified` to an `If-None-Match` naming
+//! it: the edge filter polls them several times a second, and while nothing
+//! changes a poll costs no body to send or to parse.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -75,6 +80,59 @@ fn answer<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
         Err(ApiError::Action(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(ApiError::Unavailable(_)) => unavailable(),
     }
+}
+
+/// An API answer as JSON with its `ETag` (see [`json_with_etag`]), or its
+/// refusal.
+fn answer_tagged<T: serde::Serialize>(
+    request: &HeaderMap,
+    result: Result<T, ApiError>,
+) -> Response {
+    match result {
+        Ok(value) => json_with_etag(request, &value),
+        Err(e) => answer::<()>(Err(e)),
+    }
+}
+
+/// `value` as JSON with a strong `ETag` of its bytes, or `304 Not Modified`
+/// (no body) when the request's `If-None-Match` names that tag.
+fn json_with_etag<T: serde::Serialize>(request: &HeaderMap, value: &T) -> Response {
+    let Ok(body) = serde_json::to_vec(value) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the answer",
+        );
+    };
+    // A fixed-key hash: the same body gets the same tag in every process,
+    // so pollers keep their tag across a collector restart.
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut hasher, &body);
+    let etag = format!("\"{:016x}\"", std::hash::Hasher::finish(&hasher));
+    let Ok(tag) = HeaderValue::from_str(&etag) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot tag the answer");
+    };
+    let matches = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim())
+        // If-None-Match compares weakly: a `W/` tag matches its strong twin.
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag);
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, tag),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Bytes per chunk of the streamed `/metrics` body.
@@ -154,6 +212,7 @@ fn param_name(field: &str) -> &str {
 
 async fn verdict(
     State(pipeline): State<PipelineHandle>,
+    headers: HeaderMap,
     params: Result<Query<VerdictParams>, QueryRejection>,
 ) -> Response {
     let Query(p) = match params {
@@ -192,7 +251,7 @@ async fn verdict(
             format!("{}: {e}", param_name(field)),
         );
     }
-    answer(api::answer_verdict(&pipeline, request).await)
+    answer_tagged(&headers, api::answer_verdict(&pipeline, request).await)
 }
 
 /// Filter of `/api/v1/history` and `/api/v1/alerts`.
@@ -240,44 +299,7 @@ async fn regressions(
         service: p.service,
         min_severity: min_severity as i32,
     };
-    let list = match api::answer_regressions(&pipeline, request).await {
-        Ok(list) => list,
-        Err(e) => return answer::<()>(Err(e)),
-    };
-    let Ok(body) = serde_json::to_vec(&list) else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot encode the answer",
-        );
-    };
-    let tag = format!("\"{:016x}\"", fnv1a(&body));
-    let unchanged = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
-    let status = if unchanged {
-        StatusCode::NOT_MODIFIED
-    } else {
-        StatusCode::OK
-    };
-    let body = if unchanged { Vec::new() } else { body };
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "application/json".to_owned()),
-            (header::ETAG, tag),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-/// FNV-1a, 64 bits: an entity tag needs a stable hash of the body, not a
-/// secure one (the body is public to whoever may ask for it).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    answer_tagged(&headers, api::answer_regressions(&pipeline, request).await)
 }
 
 /// The dashboard's history: per endpoint and version, the points of the last

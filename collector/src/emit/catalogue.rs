@@ -62,6 +62,15 @@ pub static REGRESSION_RATIO: Metric = Metric {
     help: "Candidate over baseline on the rule's figure (sla: over the limit).",
 };
 
+/// `modelgate.regression.difference`.
+pub static REGRESSION_DIFFERENCE: Metric = Metric {
+    otlp: "modelgate.regression.difference",
+    prometheus: "modelgate_regression_difference",
+    kind: Kind::Gauge,
+    unit: None,
+    help: "Candidate minus baseline on the rule's figure (sla: minus the limit), in the rule's unit: ms for latency, a rate for errors (0.078 = 7.8 percentage points), calls per request for fanout.",
+};
+
 /// `modelgate.regression.verdict`.
 pub static REGRESSION_VERDICT: Metric = Metric {
     otlp: "modelgate.regression.verdict",
@@ -216,10 +225,11 @@ pub fn self_metric(metric: SelfMetric) -> &'static Metric {
 }
 
 /// Every metric, in the order `/metrics` lists them.
-pub static ALL: [&Metric; 18] = [
+pub static ALL: [&Metric; 19] = [
     &REQUEST_DURATION,
     &REGRESSION_ACTIVE,
     &REGRESSION_RATIO,
+    &REGRESSION_DIFFERENCE,
     &REGRESSION_VERDICT,
     &ALERTS,
     &DB_CALLS_PER_REQUEST,

@@ -94,6 +94,7 @@ pub fn snapshot(
             ],
             active: Severity::ALL.map(|s| j.alert(s).state == AlertState::Firing),
             ratio: j.result.evidence.ratio,
+            difference: j.result.evidence.difference,
             firings: Severity::ALL.map(|s| j.alert(s).firings),
             verdict: verdict_of(j.verdict()),
         })

@@ -40,6 +40,7 @@ pub struct OtlpEmitter {
     duration: Histogram<f64>,
     active: Gauge<u64>,
     ratio: Gauge<f64>,
+    difference: Gauge<f64>,
     verdict: Gauge<u64>,
     alerts: Counter<u64>,
     db_calls: Gauge<f64>,
@@ -102,6 +103,8 @@ impl OtlpEmitter {
         let active = meter.u64_gauge(name).with_description(help).build();
         let (name, help) = described(&catalogue::REGRESSION_RATIO);
         let ratio = meter.f64_gauge(name).with_description(help).build();
+        let (name, help) = described(&catalogue::REGRESSION_DIFFERENCE);
+        let difference = meter.f64_gauge(name).with_description(help).build();
         let (name, help) = described(&catalogue::REGRESSION_VERDICT);
         let verdict = meter.u64_gauge(name).with_description(help).build();
         let (name, help) = described(&catalogue::ALERTS);
@@ -112,6 +115,7 @@ impl OtlpEmitter {
             duration,
             active,
             ratio,
+            difference,
             verdict,
             alerts,
             db_calls,
@@ -146,6 +150,8 @@ impl OtlpEmitter {
         for (key, judgement) in judge.judgements() {
             let attrs = regression_attributes(key);
             self.ratio.record(judgement.result.evidence.ratio, &attrs);
+            self.difference
+                .record(judgement.result.evidence.difference, &attrs);
             let current = super::verdict_of(judgement.verdict());
             for verdict in super::prometheus::VERDICTS {
                 let mut with_verdict = attrs.to_vec();

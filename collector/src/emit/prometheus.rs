@@ -40,6 +40,8 @@ pub struct RegressionRow {
     pub active: [bool; 2],
     /// Candidate over baseline (sla: over the limit).
     pub ratio: f64,
+    /// Candidate minus baseline, in the rule's unit.
+    pub difference: f64,
     /// Times fired, per severity.
     pub firings: [u64; 2],
     /// The latest evaluation: "pass", "regression" or "inconclusive".
@@ -206,6 +208,11 @@ impl Collector for MetricsSnapshot {
             &catalogue::REGRESSION_RATIO,
             self.regressions.iter().map(|r| (&r.labels, r.ratio)),
         )?;
+        gauge_family(
+            &mut encoder,
+            &catalogue::REGRESSION_DIFFERENCE,
+            self.regressions.iter().map(|r| (&r.labels, r.difference)),
+        )?;
         {
             let mut m = descriptor(&mut encoder, &catalogue::REGRESSION_VERDICT)?;
             for r in &self.regressions {
@@ -325,6 +332,7 @@ mod tests {
                 ],
                 active: [true, true],
                 ratio: 5.07,
+                difference: 610.5,
                 firings: [1, 1],
                 verdict: "inconclusive",
             }],

@@ -33,6 +33,11 @@ pub use intern::{Interner, SeriesName};
 /// attributes: they still count, under this name.
 pub const UNKNOWN_VERSION: &str = "unknown";
 
+/// The endpoint name of a version's judgement across all its endpoints
+/// (`endpoint="*"` in metrics and the API); a span's own endpoint never is
+/// ([`endpoint_name`] makes it `/*`).
+pub const ALL_ENDPOINTS: &str = "*";
+
 /// `service.name` of resources that have none, as the OpenTelemetry SDKs do.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
@@ -496,7 +501,7 @@ fn endpoint_of<'a, A: Attrs<'a>>(span: &SpanFields<'a, A>) -> &'a str {
 /// An endpoint as series name it: `*` (an `OPTIONS *` request's target)
 /// is `/*`, since `*` names a version's judgement across all its endpoints.
 pub(crate) fn endpoint_name(endpoint: &str) -> &str {
-    if endpoint == crate::judge::ALL_ENDPOINTS {
+    if endpoint == ALL_ENDPOINTS {
         "/*"
     } else {
         endpoint

@@ -58,9 +58,7 @@ pub use rules::{
     Severity, Test, Unit, Verdict,
 };
 
-/// The endpoint of version-wide judgements (`endpoint="*"` in metrics and
-/// the API); a span's own endpoint never is (extraction names it `/*`).
-pub const ALL_ENDPOINTS: &str = "*";
+pub use crate::extract::ALL_ENDPOINTS;
 
 /// The e-value each rule must reach: its share of the false-alarm budget
 /// per series-hour, spent over one epoch (Ville's inequality per epoch, a

@@ -63,12 +63,18 @@ pub(crate) enum BodyError {
     Invalid(String),
 }
 
-/// `gzipped` inflated, never past `limit` bytes (a small gzip bomb stays
-/// small).
+/// `gzipped` inflated, every member of it (RFC 1952 allows several, one
+/// after the other, and senders that append do send them), never past
+/// `limit` bytes (a small gzip bomb stays small).
 pub(crate) fn gunzip(gzipped: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
     use std::io::Read as _;
     let mut out = Vec::new();
-    let read = flate2::read::GzDecoder::new(gzipped)
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one decoder, bounded by `take(limit + 1)` here"
+    )]
+    let decoder = flate2::read::MultiGzDecoder::new(gzipped);
+    let read = decoder
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|e| BodyError::Invalid(format!("invalid gzip body: {e}")))?;
@@ -110,4 +116,32 @@ pub fn hand_over(
             message: report.message,
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn every_gzip_member_is_read_within_the_limit() {
+        let mut body = gzip(b"first member, ");
+        body.extend(gzip(b"second member"));
+        assert_eq!(
+            gunzip(&body, 1024).unwrap(),
+            b"first member, second member".to_vec()
+        );
+        // The limit counts the members together.
+        assert!(matches!(gunzip(&body, 20), Err(BodyError::TooLarge)));
+        // A truncated second member is an error, not a silent half.
+        let cut = &body[..body.len() - 4];
+        assert!(matches!(gunzip(cut, 1024), Err(BodyError::Invalid(_))));
+    }
 }

@@ -167,41 +167,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         config.receiver.max_message_bytes,
         forward.clone(),
     );
-    let grpc_shutdown = receivers.clone();
-    let (auth_grpc, auth_query) = (auth.clone(), auth.clone());
     let query = QueryServer::new(QueryService::new(handle.clone()));
-    let mut builder = tonic::transport::Server::builder()
-        .max_frame_size(GRPC_MAX_FRAME_BYTES)
-        .initial_stream_window_size(GRPC_STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(GRPC_CONNECTION_WINDOW_BYTES);
-    if let Some(tls) = &tls {
-        builder = builder
-            .tls_config(tls.grpc())
-            .map_err(|e| ServeError::Server {
-                server: "OTLP/gRPC",
-                message: format!("TLS: {e}"),
-            })?;
-    }
-    let grpc = tokio::spawn(async move {
-        builder
-            .add_service(Authenticated::new(trace_service, auth_grpc))
-            .add_service(Authenticated::new(query, auth_query))
-            .serve_with_incoming_shutdown(
-                // tonic's `tcp_nodelay` does not apply to an incoming stream.
-                TcpListenerStream::new(grpc_listener).map(|stream| {
-                    if let Ok(stream) = &stream {
-                        no_delay(stream);
-                    }
-                    stream
-                }),
-                grpc_shutdown.cancelled_owned(),
-            )
-            .await
-            .map_err(|e| ServeError::Server {
-                server: "OTLP/gRPC",
-                message: e.to_string(),
-            })
-    });
+    let grpc = serve_grpc(
+        grpc_listener,
+        tls.as_ref(),
+        Authenticated::new(trace_service, auth.clone()),
+        Authenticated::new(query, auth.clone()),
+        receivers.clone(),
+    )?;
     let http = serve_http(
         "OTLP/HTTP",
         http_listener,
@@ -242,6 +215,71 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         forward: forward_token,
         forward_task,
     })
+}
+
+/// Serves OTLP/gRPC and the query API on `listener` (with `tls` when given)
+/// until `shutdown`.
+fn serve_grpc<T, Q>(
+    listener: TcpListener,
+    tls: Option<&Tls>,
+    traces: T,
+    query: Q,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<Result<(), ServeError>>, ServeError>
+where
+    T: tower::Service<
+            axum::http::Request<tonic::body::Body>,
+            Response = axum::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    T::Future: Send + 'static,
+    Q: tower::Service<
+            axum::http::Request<tonic::body::Body>,
+            Response = axum::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Q::Future: Send + 'static,
+{
+    let mut builder = tonic::transport::Server::builder()
+        .max_frame_size(GRPC_MAX_FRAME_BYTES)
+        .initial_stream_window_size(GRPC_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(GRPC_CONNECTION_WINDOW_BYTES);
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.grpc())
+            .map_err(|e| ServeError::Server {
+                server: "OTLP/gRPC",
+                message: format!("TLS: {e}"),
+            })?;
+    }
+    Ok(tokio::spawn(async move {
+        builder
+            .add_service(traces)
+            .add_service(query)
+            .serve_with_incoming_shutdown(
+                // tonic's `tcp_nodelay` does not apply to an incoming stream.
+                TcpListenerStream::new(listener).map(|stream| {
+                    if let Ok(stream) = &stream {
+                        no_delay(stream);
+                    }
+                    stream
+                }),
+                shutdown.cancelled_owned(),
+            )
+            .await
+            .map_err(|e| ServeError::Server {
+                server: "OTLP/gRPC",
+                message: e.to_string(),
+            })
+    }))
 }
 
 /// Serves `router` on `listener` (with `tls` when given) until `shutdown`,

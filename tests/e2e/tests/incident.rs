@@ -283,9 +283,10 @@ async fn aa_replay_of_thousands_of_requests_fires_nothing() {
         .lines()
         .filter(|l| l.starts_with("modelgate_regression_active{"))
         .collect();
-    // v1 and v2 on two endpoints: sla on both; relative, errors and fanout on
-    // the candidate.
-    assert_eq!(judged.len(), 10, "{text}");
+    // v1 and v2 on two endpoints: per endpoint sla and errors on both,
+    // relative and fanout on the candidate (6 alerts), and v2 across both
+    // endpoints (4): 16 alerts, each with a warning and a critical row.
+    assert_eq!(judged.len(), 32, "{text}");
     assert!(judged.iter().all(|l| l.ends_with(" 0")), "{text}");
     assert!(
         !text.contains("modelgate_alerts_total{")

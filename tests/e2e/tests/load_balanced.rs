@@ -81,7 +81,8 @@ type AlertKey = (String, String, String, String);
 fn expected_alerts() -> BTreeSet<AlertKey> {
     let mut keys = BTreeSet::new();
     for service in SERVICES.iter().filter(|s| regressed(s)) {
-        for endpoint in ENDPOINTS {
+        // Each endpoint, and the version across them ("*").
+        for endpoint in ENDPOINTS.iter().copied().chain(["*"]) {
             for rule in RULES {
                 keys.insert((
                     (*service).to_owned(),
@@ -315,7 +316,12 @@ async fn firing(instances: &[Instance]) -> Vec<BTreeSet<AlertKey>> {
 async fn prometheus_firing(prometheus: &Prometheus) -> BTreeMap<AlertKey, Vec<String>> {
     let mut seen: BTreeMap<AlertKey, Vec<String>> = BTreeMap::new();
     for alert in prometheus.alerts().await {
-        if label(&alert, "alertname") != "ModelgateRegression" || alert["state"] != "firing" {
+        // The critical alert of each regression: what pages (its warning
+        // fires beside it).
+        if label(&alert, "alertname") != "ModelgateRegression"
+            || alert["state"] != "firing"
+            || label(&alert, "severity") != "critical"
+        {
             continue;
         }
         let key = (

@@ -103,11 +103,17 @@ async fn traces_in_protobuf_and_json_with_gzip_are_measured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_with_the_lending_mapping_become_samples_and_unmapped_ones_are_counted() {
     let collector = Collector::start(&[]).await;
+    // Records count at their own time: now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        .to_string();
     // What a stock collector sends after filelog + json_parser: the parsed
     // line in attributes, the raw line as the body.
     let record = |ms: u64, version: &str, status: &str| {
         serde_json::json!({
-            "timeUnixNano": "1763658000000000000",
+            "timeUnixNano": now,
             "body": {"stringValue": "raw line"},
             "attributes": [
                 {"key": "endpoint", "value": {"stringValue": "/risk-score"}},

@@ -161,6 +161,7 @@ async fn prometheus_fires_the_example_regression_alert_for_lending_v13() {
                     label(a, "alertname") == "ModelgateRegression"
                         && label(a, "candidate_version") == "v1.3"
                         && label(a, "rule") == "sla"
+                        && label(a, "severity") == "critical"
                 })
                 .collect();
             if pending_seen.get().is_none() && !ours.is_empty() {
@@ -256,8 +257,8 @@ async fn prometheus_fires_the_example_regression_alert_for_lending_v13() {
     for alert in &all {
         let description = alert["annotations"]["description"].as_str().unwrap_or("");
         let reading = match label(alert, "rule") {
-            "relative" => "x the baseline's",
-            "errors" => "timeout and error rate at",
+            "relative" => "latency at",
+            "errors" => "timeout and error rate up",
             _ => "x the SLA limit",
         };
         assert!(description.contains(reading), "{description}");

@@ -1,6 +1,6 @@
 //! The built edge filter in the test host: stamping, the sticky split,
-//! timing, stats, the OTLP export, rollback, fail-open, host failures,
-//! memory, and the module's imports and exports.
+//! timing, stats, the OTLP export over gRPC and HTTP, the token, rollback and
+//! resume, fail-open, host failures, memory, and the module's imports.
 //!
 //! Needs `scripts/build-wasm` first. Every loop is bounded in count; the
 //! clock is the host's manual clock.
@@ -9,13 +9,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use modelgate_wasm_host::{
-    built_module, module_exports, module_imports, GrpcAnswer, Host, HttpAnswer, RequestSpec,
-    Status, ENVOY_WASI_CALLS,
+    built_module, module_exports, module_imports, GrpcAnswer, Host, HttpAnswer, HttpCall,
+    RequestSpec, Status, ENVOY_WASI_CALLS,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message;
+use std::io::Read;
 use std::time::Duration;
 
 const BASE: &str = r#""service_name":"lending-api","baseline_version":"v1.2""#;
@@ -402,6 +403,144 @@ fn export_fails_open_retries_a_bounded_number_of_times_and_stays_bounded() {
     host.answer_grpc(9_998, GrpcAnswer::Status(2)).unwrap();
 }
 
+/// An OTLP/HTTP export body as protobuf (gunzipped when it says gzip).
+fn plain_body(call: &HttpCall) -> Vec<u8> {
+    match call.header("content-encoding").as_deref() {
+        Some("gzip") => {
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(call.body.as_slice())
+                .read_to_end(&mut plain)
+                .expect("a gzip body a standard decoder reads");
+            plain
+        }
+        None => call.body.clone(),
+        Some(other) => panic!("content-encoding {other}"),
+    }
+}
+
+/// How many spans an OTLP/HTTP export carries.
+fn http_export_spans(call: &HttpCall) -> usize {
+    decode(&plain_body(call)).resource_spans[0].scope_spans[0]
+        .spans
+        .len()
+}
+
+#[test]
+fn the_otlp_http_export_is_protobuf_gzipped_when_it_pays_and_counted() {
+    let mut host = host(
+        r#""collector_cluster":"127.0.0.1:4318","export_protocol":"http","collector_authority":"collector.local","export_max_retries":1"#,
+    );
+    // A batch of one span goes out as it is.
+    host.request(&get("/risk-score")).unwrap();
+    host.advance_tick(ms(1000)).unwrap();
+    let calls = host.take_http_calls();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call.cluster, "127.0.0.1:4318");
+    for (name, value) in [
+        (":method", "POST"),
+        (":path", "/v1/traces"),
+        (":authority", "collector.local"),
+        ("content-type", "application/x-protobuf"),
+    ] {
+        assert_eq!(call.header(name).as_deref(), Some(value), "{name}");
+    }
+    assert_eq!(call.header("content-encoding"), None);
+    assert_eq!(call.header("authorization"), None);
+    assert_eq!(http_export_spans(call), 1);
+    host.answer_http(call.token, ok_response("")).unwrap();
+    assert_eq!(host.counter("modelgate.filter.spans_exported"), Some(1));
+
+    // Fifty spans: gzipped, several times smaller.
+    for n in 0..50 {
+        host.request(&get(&format!("/risk-score?lender={n}")))
+            .unwrap();
+    }
+    host.advance_tick(ms(1000)).unwrap();
+    let first = host.take_http_calls().pop().unwrap();
+    assert_eq!(first.header("content-encoding").as_deref(), Some("gzip"));
+    assert_eq!(http_export_spans(&first), 50);
+    let plain = plain_body(&first).len();
+    assert!(
+        first.body.len() * 3 < plain,
+        "{} gzipped of {plain}",
+        first.body.len()
+    );
+    // Refused (503): counted and retried with the same body; failed again
+    // (no answer at all): dropped and counted, as over gRPC.
+    host.answer_http(
+        first.token,
+        HttpAnswer::Response {
+            status: 503,
+            headers: vec![],
+            body: b"overloaded".to_vec(),
+        },
+    )
+    .unwrap();
+    assert!(
+        host.logged("export failed with HTTP status 503"),
+        "{:?}",
+        host.logs()
+    );
+    host.advance_tick(ms(1000)).unwrap();
+    let retry = host.take_http_calls().pop().unwrap();
+    assert_eq!(retry.body, first.body);
+    host.answer_http(retry.token, HttpAnswer::Failed).unwrap();
+    assert_eq!(host.counter("modelgate.filter.export_failed"), Some(2));
+    assert_eq!(host.counter("modelgate.filter.spans_dropped"), Some(50));
+    assert_eq!(host.call_counts().get("proxy_grpc_call"), None);
+}
+
+#[test]
+fn the_token_goes_on_the_export_and_the_poll_and_never_into_a_log() {
+    const TOKEN: &str = "s3cr3t-Token_0123.abc~+/=";
+    let never_logged = |host: &Host| {
+        let leaked: Vec<_> = host
+            .logs()
+            .iter()
+            .filter(|l| l.message.contains("s3cr3t"))
+            .collect();
+        assert!(leaked.is_empty(), "{leaked:?}");
+    };
+    let with_token = format!(r#"{ROLLBACK},"collector_cluster":"otlp","token":"{TOKEN}""#);
+    let mut host = host(&with_token);
+    host.request(&get("/")).unwrap();
+    host.advance_tick(ms(1000)).unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let grpc = host.take_grpc_calls().pop().unwrap();
+    let metadata: Vec<(String, String)> = grpc
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    assert_eq!(metadata, [("authorization".to_owned(), bearer.clone())]);
+    let poll = host.take_http_calls().pop().unwrap();
+    assert_eq!(poll.header("authorization"), Some(bearer.clone()));
+    never_logged(&host);
+    // Over OTLP/HTTP, from the VM's environment.
+    let mut host = Host::new().unwrap();
+    host.set_env("MODELGATE_TOKEN", TOKEN);
+    let from_env = format!(
+        r#"{{{BASE},"collector_cluster":"otlp","export_protocol":"http","token_env":"MODELGATE_TOKEN"}}"#
+    );
+    assert!(host.configure(&from_env).unwrap(), "{:?}", host.logs());
+    host.request(&get("/")).unwrap();
+    host.advance_tick(ms(1000)).unwrap();
+    let export = host.take_http_calls().pop().unwrap();
+    assert_eq!(export.header("authorization"), Some(bearer));
+    never_logged(&host);
+    // Missing or malformed: refused, naming the field, never showing it.
+    let mut host = Host::new().unwrap();
+    assert!(!host.configure(&from_env).unwrap());
+    assert!(host.logged("field `token_env`: the VM has no environment variable `MODELGATE_TOKEN`"));
+    let mut host = Host::new().unwrap();
+    assert!(!host
+        .configure(&format!(r#"{{{BASE},"token":"not a token {TOKEN}"}}"#))
+        .unwrap());
+    assert!(host.logged("field `token`"), "{:?}", host.logs());
+    never_logged(&host);
+}
+
 const ROLLBACK: &str = r#""candidate_version":"v1.3","canary_percent":100,"query_cluster":"modelgate_admin","rollback":true,"poll_interval_ms":1000,"poll_timeout_ms":500,"resume_after_ms":3000"#;
 
 fn version(host: &mut Host) -> String {
@@ -463,8 +602,17 @@ fn poll_fails_open_on_failure_timeout_and_garbage() {
     assert_eq!(host.counter("modelgate.filter.rollbacks"), Some(0));
 }
 
+/// A `Verdict` answer about v1.3 with this outcome and rule state.
+fn verdict(outcome: &str, state: &str) -> String {
+    format!(
+        r#"{{"service":"lending-api","candidate_version":"v1.3","outcome":"VERDICT_OUTCOME_{outcome}",
+        "endpoints":[{{"endpoint":"/risk-score","outcome":"VERDICT_OUTCOME_{outcome}",
+        "rules":[{{"rule":"sla","outcome":"VERDICT_OUTCOME_{outcome}","state":"ALERT_STATE_{state}"}}]}}]}}"#
+    )
+}
+
 #[test]
-fn rolls_back_on_a_firing_regression_and_resumes_when_cleared() {
+fn rolls_back_on_a_firing_regression_and_resumes_only_on_a_passing_verdict() {
     let mut host = host(ROLLBACK);
     assert_eq!(version(&mut host), "v1.3");
     let answer = |host: &mut Host, body: &str| {
@@ -472,8 +620,12 @@ fn rolls_back_on_a_firing_regression_and_resumes_when_cleared() {
         let calls = host.take_http_calls();
         assert_eq!(calls.len(), 1);
         host.answer_http(calls[0].token, ok_response(body)).unwrap();
+        calls[0].header(":path").unwrap()
     };
-    answer(&mut host, FIRING);
+    assert_eq!(
+        answer(&mut host, FIRING),
+        "/api/v1/regressions?service=lending-api"
+    );
     assert_eq!(host.counter("modelgate.filter.rollbacks"), Some(1));
     assert!(host.logged("rollback: v1.3 regressed"), "{:?}", host.logs());
     for _ in 0..20 {
@@ -488,17 +640,61 @@ fn rolls_back_on_a_firing_regression_and_resumes_when_cleared() {
         .request(&get("/").header("x-model-version", "v1.3"))
         .unwrap();
     assert_eq!(ex.header("x-model-version").as_deref(), Some("v1.3"));
-    // Still firing: stays rolled back, no second rollback counted.
-    answer(&mut host, FIRING);
+    // Rolled back, the poll asks whether v1.3 has passed since. Still
+    // firing: stays rolled back, no second rollback counted.
+    let path = answer(&mut host, &verdict("REGRESSION", "FIRING"));
+    assert_eq!(path, "/api/v1/verdict?service=lending-api&candidate=v1.3");
     assert_eq!(host.counter("modelgate.filter.rollbacks"), Some(1));
-    // Cleared: resumes only after resume_after_ms (3 s) of clear polls.
-    answer(&mut host, r#"{"regressions":[]}"#);
-    answer(&mut host, "{}");
+    // No data, an inconclusive verdict, no alert: never a resume, however long.
+    for body in ["{}", r#"{"regressions":[]}"#] {
+        for _ in 0..10 {
+            answer(&mut host, body);
+        }
+    }
+    for _ in 0..10 {
+        answer(&mut host, &verdict("INCONCLUSIVE", "INACTIVE"));
+    }
     assert_eq!(version(&mut host), "v1.2");
-    answer(&mut host, "{}");
-    answer(&mut host, "{}");
+    assert_eq!(host.counter("modelgate.filter.resumes"), Some(0));
+    // Passing, but not for resume_after_ms (3 s) in a row: no resume.
+    answer(&mut host, &verdict("PASS", "INACTIVE"));
+    answer(&mut host, &verdict("PASS", "INACTIVE"));
+    answer(&mut host, &verdict("INCONCLUSIVE", "INACTIVE"));
+    answer(&mut host, &verdict("PASS", "INACTIVE"));
+    answer(&mut host, &verdict("PASS", "INACTIVE"));
+    answer(&mut host, &verdict("PASS", "INACTIVE"));
+    assert_eq!(version(&mut host), "v1.2");
+    // The fourth pass in a row is 3 s after the first: resume.
+    answer(&mut host, &verdict("PASS", "INACTIVE"));
     assert_eq!(host.counter("modelgate.filter.resumes"), Some(1));
-    assert!(host.logged("resume: v1.3"), "{:?}", host.logs());
+    assert!(host.logged("resume: v1.3 passed"), "{:?}", host.logs());
+    assert_eq!(version(&mut host), "v1.3");
+    // Serving the candidate again, the poll watches for alerts again.
+    assert_eq!(
+        answer(&mut host, "{}"),
+        "/api/v1/regressions?service=lending-api"
+    );
+}
+
+#[test]
+fn the_operator_resumes_by_raising_the_rollback_epoch() {
+    let config = format!("{{{BASE},{ROLLBACK}}}");
+    let mut host = host(ROLLBACK);
+    host.advance_tick(ms(1000)).unwrap();
+    let token = host.take_http_calls()[0].token;
+    host.answer_http(token, ok_response(FIRING)).unwrap();
+    assert_eq!(version(&mut host), "v1.2");
+    // The same configuration again (Istio re-pushes it): the decision stays.
+    assert!(host.configure(&config).unwrap());
+    assert_eq!(version(&mut host), "v1.2");
+    let resumed = config.replace('}', r#","rollback_epoch":1}"#);
+    assert!(host.configure(&resumed).unwrap());
+    assert_eq!(version(&mut host), "v1.3");
+    // Back to epoch 0, the old decision; rollback turned off, none at all.
+    assert!(host.configure(&config).unwrap());
+    assert_eq!(version(&mut host), "v1.2");
+    let off = config.replace(r#""rollback":true"#, r#""rollback":false"#);
+    assert!(host.configure(&off).unwrap());
     assert_eq!(version(&mut host), "v1.3");
 }
 
@@ -577,17 +773,28 @@ fn find_key<'a>(doc: &'a serde_yaml_ng::Value, key: &str) -> Option<&'a serde_ya
     }
 }
 
-fn example(path: &str) -> serde_yaml_ng::Value {
+fn example_text(path: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples")
         .join(path);
-    let text = std::fs::read_to_string(&path).unwrap();
-    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn example(path: &str) -> serde_yaml_ng::Value {
+    serde_yaml_ng::from_str(&example_text(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// An Istio resource's `pluginConfig` as the JSON Istio passes on.
+fn plugin_config(path: &str) -> String {
+    let resource = example(path);
+    let config = find_key(&resource, "pluginConfig").expect("a pluginConfig");
+    serde_json::to_string(config).unwrap()
 }
 
 /// What the examples hand the filter is accepted as it is: Envoy's
-/// `StringValue` (JSON text) and Istio's `pluginConfig` (a Struct, which
-/// Istio passes on as JSON).
+/// `StringValue` (JSON text), Istio's `pluginConfig` (a Struct, which Istio
+/// passes on as JSON) of a WasmPlugin and a TrafficExtension, and the
+/// configuration string of nginx's `proxy_wasm` directive.
 #[test]
 fn the_example_configurations_are_accepted() {
     let envoy = example("envoy/envoy.yaml");
@@ -596,11 +803,25 @@ fn the_example_configurations_are_accepted() {
         .and_then(|v| v.as_str())
         .expect("envoy.yaml: the filter's configuration.value")
         .to_owned();
-    let istio = example("istio/wasmplugin.yaml");
-    let plugin_config = find_key(&istio, "pluginConfig").expect("wasmplugin.yaml: pluginConfig");
-    let istio_json = serde_json::to_string(plugin_config).unwrap();
-    for (name, config) in [("envoy.yaml", envoy_json), ("wasmplugin.yaml", istio_json)] {
+    let nginx = example_text("nginx/nginx.conf");
+    let nginx_json = nginx
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("proxy_wasm modelgate '"))
+        .and_then(|rest| rest.strip_suffix("';"))
+        .expect("nginx.conf: proxy_wasm modelgate '<json>';")
+        .to_owned();
+    for (name, config) in [
+        ("envoy.yaml", envoy_json),
+        ("wasmplugin.yaml", plugin_config("istio/wasmplugin.yaml")),
+        (
+            "trafficextension.yaml",
+            plugin_config("istio/trafficextension.yaml"),
+        ),
+        ("nginx.conf", nginx_json),
+    ] {
         let mut host = Host::new().unwrap();
+        // trafficextension.yaml takes the token from the VM's environment.
+        host.set_env("MODELGATE_TOKEN", "example-token");
         assert!(
             host.configure(&config).unwrap(),
             "{name}: refused {config}: {:?}",
@@ -703,8 +924,9 @@ fn linear_memory_is_flat_over_100_000_requests() {
     assert!(host.counter("modelgate.filter.spans_exported").unwrap() >= 100_000);
 }
 
+/// The callbacks are checked one by one in `tests/abi.rs`.
 #[test]
-fn imports_are_proxy_calls_and_envoy_wasi_and_the_abi_is_exported() {
+fn imports_are_proxy_calls_and_envoy_wasi_and_memory_is_exported() {
     let wasm = built_module().unwrap();
     let imports = module_imports(&wasm).unwrap();
     for (module, name) in &imports {
@@ -712,25 +934,7 @@ fn imports_are_proxy_calls_and_envoy_wasi_and_the_abi_is_exported() {
             || (module == "wasi_snapshot_preview1" && ENVOY_WASI_CALLS.contains(&name.as_str()));
         assert!(allowed, "unexpected import {module}.{name}");
     }
-    let exports = module_exports(&wasm).unwrap();
-    for needed in [
-        "proxy_abi_version_0_2_1",
-        "proxy_on_memory_allocate",
-        "proxy_on_context_create",
-        "proxy_on_configure",
-        "proxy_on_request_headers",
-        "proxy_on_log",
-        "proxy_on_tick",
-        "proxy_on_http_call_response",
-        "proxy_on_grpc_receive",
-        "proxy_on_grpc_close",
-        "memory",
-    ] {
-        assert!(
-            exports.iter().any(|e| e == needed),
-            "missing export {needed}"
-        );
-    }
+    assert!(module_exports(&wasm).unwrap().iter().any(|e| e == "memory"));
     println!("imports: {imports:?}");
 }
 

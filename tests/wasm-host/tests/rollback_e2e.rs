@@ -1,9 +1,18 @@
-//! End to end: the built edge filter in the test host, its OTLP export sent
-//! to a running `modelgate` and its regression poll answered by that
-//! collector's admin port. A slow candidate upstream makes the collector
-//! fire, the filter rolls the canary back, and new unversioned requests are
-//! stamped with the baseline. The time from the first slow request to the
-//! rollback is printed.
+//! End to end: a proxy of several workers (one VM each, sharing shared
+//! data) runs the built edge filter; its OTLP/HTTP export (gzip) goes to a
+//! running `modelgate`'s OTLP/HTTP port and its poll (with `If-None-Match`)
+//! to that collector's admin port. A slow candidate upstream makes the
+//! collector fire, one worker's poll sees it, and every worker moves new
+//! unversioned requests to the baseline.
+//!
+//! Printed: from the first slow response to the alert firing (the
+//! collector's hold), from the alert firing (seen on the collector's
+//! `WatchAlerts` stream) to the decision and to the last worker's switch,
+//! and from the first slow response to every worker rolled back. The
+//! filter runs with its default intervals (export 1 s, poll 250 ms). This
+//! harness drives the workers from one loop, so a follower's switch is
+//! timed when the loop reaches its tick; what is asserted is that each
+//! switches at its first tick after the decision.
 //!
 //! Needs `scripts/build-wasm` and `cargo build --release -p modelgate` first
 //! (`scripts/test` does both). Runs on the wall clock, bounded to 30 s.
@@ -11,13 +20,15 @@
 // Test code: a panic with a message is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
-use modelgate::loadgen::send_raw;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{follow_the_wall, pump};
 use modelgate_e2e::Collector;
-use modelgate_wasm_host::{GrpcAnswer, Host, HttpAnswer, RequestSpec};
-use tonic::transport::Channel;
+use modelgate_proto::v1 as pb;
+use modelgate_wasm_host::{Host, Proxy, RequestSpec};
 
 /// The upstream: v1.2 answers in about 100 ms, v1.3 in about 750 ms, as in
 /// the lending incident.
@@ -29,174 +40,281 @@ fn upstream_latency(version: &str, n: u64) -> Duration {
     }
 }
 
-/// Requests per second through the filter.
-const RATE: u64 = 100;
-/// The longest the test waits for the rollback.
+/// Workers of the proxy (Envoy's `--concurrency`, nginx's `worker_processes`).
+const WORKERS: usize = 4;
+/// Requests per second through the proxy, spread over the workers.
+const RATE: u64 = 200;
+/// The longest the test waits for every worker to roll back.
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// The filter's defaults for the export and the poll (1 s, 250 ms): the
+/// figures printed are what a user gets.
+const CONFIG: &str = r#"{"service_name":"lending-api","baseline_version":"v1.2",
+    "candidate_version":"v1.3","canary_percent":20,"sticky_header":"x-lender-id",
+    "collector_cluster":"modelgate_otlp","export_protocol":"http",
+    "query_cluster":"modelgate_admin","rollback":true,"auto_resume":false}"#;
+
 struct InFlight {
+    worker: usize,
     context: u32,
     version: String,
     done_at: Instant,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_canary_is_rolled_back_by_the_collectors_verdict() {
-    let collector = Collector::start(&[]).await;
-    let channel = Channel::from_shared(collector.grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+/// One worker and what the test saw of it.
+struct Worker {
+    host: Host,
+    next_tick: Instant,
+    polls: usize,
+    switched: Option<Instant>,
+}
 
-    let mut host = Host::new().expect("load the filter (run scripts/build-wasm)");
-    // The host's clock follows the wall clock, so span timestamps are real.
-    let unix_now = || {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-    };
-    let follow_the_wall = |host: &mut Host| {
-        let host_now = Duration::from_nanos(host.now_nanos());
-        if let Some(behind) = unix_now().checked_sub(host_now) {
-            host.advance(behind);
+/// The proxy under load, and what the test saw.
+struct Run {
+    started: Instant,
+    workers: Vec<Worker>,
+    tick: Duration,
+    in_flight: Vec<InFlight>,
+    sent: u64,
+    first_slow: Option<Instant>,
+    exports: usize,
+    gzipped: usize,
+    not_modified: usize,
+    /// When the decision was taken, and by which worker.
+    decision: Option<(Instant, usize)>,
+    last_poll: String,
+}
+
+impl Run {
+    fn new(proxy: &Proxy) -> Self {
+        let started = Instant::now();
+        let workers: Vec<Worker> = (0..WORKERS)
+            .map(|n| {
+                let mut host = proxy
+                    .worker()
+                    .expect("load the filter (run scripts/build-wasm)");
+                follow_the_wall(&mut host);
+                assert!(host.configure(CONFIG).unwrap(), "{:?}", host.logs());
+                let period = host.tick_period().expect("the filter sets a timer");
+                // Workers' timers are not aligned: spread them over one period.
+                let phase = period * u32::try_from(n).unwrap() / u32::try_from(WORKERS).unwrap();
+                Worker {
+                    host,
+                    next_tick: started + phase,
+                    polls: 0,
+                    switched: None,
+                }
+            })
+            .collect();
+        let tick = workers[0].host.tick_period().unwrap();
+        Self {
+            started,
+            workers,
+            tick,
+            in_flight: Vec::new(),
+            sent: 0,
+            first_slow: None,
+            exports: 0,
+            gzipped: 0,
+            not_modified: 0,
+            decision: None,
+            last_poll: String::new(),
         }
-    };
-    follow_the_wall(&mut host);
-    let config = r#"{"service_name":"lending-api","baseline_version":"v1.2",
-        "candidate_version":"v1.3","canary_percent":20,"sticky_header":"x-lender-id",
-        "collector_cluster":"modelgate_otlp","export_interval_ms":100,
-        "query_cluster":"modelgate_admin","poll_interval_ms":100,"poll_timeout_ms":1000,
-        "rollback":true,"auto_resume":false}"#;
-    assert!(host.configure(config).unwrap(), "{:?}", host.logs());
-    let tick = host.tick_period().expect("the filter sets a timer");
+    }
 
-    let started = Instant::now();
-    let mut next_tick = started + tick;
-    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    let mut sent = 0_u64;
-    let mut first_slow: Option<Instant> = None;
-    let mut rolled_back: Option<Instant> = None;
-    let mut exported = 0_usize;
-    let mut polls = 0_usize;
-    // Last-seen `(status, body)` of the poll, for the failure message.
-    let mut last_poll = (0_u16, String::new());
-
-    while rolled_back.is_none() && started.elapsed() < DEADLINE {
-        let now = Instant::now();
-        follow_the_wall(&mut host);
-
-        // New requests at RATE per second, each from its own lender.
-        let due = started.elapsed().as_millis() as u64 * RATE / 1000;
-        while sent < due {
-            let mut spec = RequestSpec::get(
-                if sent.is_multiple_of(2) {
-                    "/risk-score"
-                } else {
-                    "/funding-approve"
-                },
-                Duration::ZERO,
-            );
-            spec = spec.header("x-lender-id", &format!("lender-{sent}"));
+    /// New requests at RATE per second, each from its own lender, round robin.
+    fn send_due(&mut self, now: Instant) {
+        let due = self.started.elapsed().as_millis() as u64 * RATE / 1000;
+        while self.sent < due {
+            let path = if self.sent.is_multiple_of(2) {
+                "/risk-score"
+            } else {
+                "/funding-approve"
+            };
+            let spec = RequestSpec::get(path, Duration::ZERO)
+                .header("x-lender-id", &format!("lender-{}", self.sent));
+            let worker = usize::try_from(self.sent).unwrap() % WORKERS;
+            let host = &mut self.workers[worker].host;
+            follow_the_wall(host);
             let context = host.begin(&spec.headers).unwrap();
-            let version = host
-                .request_header(context, "x-model-version")
-                .expect("the filter stamps a version");
-            if version == "v1.3" && first_slow.is_none() {
-                first_slow = Some(now);
-            }
-            in_flight.push_back(InFlight {
+            let version = host.request_header(context, "x-model-version").unwrap();
+            self.in_flight.push(InFlight {
+                worker,
                 context,
-                done_at: now + upstream_latency(&version, sent),
+                done_at: now + upstream_latency(&version, self.sent),
                 version,
             });
-            sent += 1;
+            self.sent += 1;
         }
+    }
 
-        // Answers whose upstream latency has passed.
-        let mut i = 0;
-        while i < in_flight.len() {
-            if in_flight[i].done_at <= now {
-                let request = in_flight.remove(i).unwrap();
-                host.respond(request.context, 200, &[], &[]).unwrap();
-                let exchange = host.end(request.context).unwrap();
-                assert_eq!(
-                    exchange.header("x-model-version").as_deref(),
-                    Some(request.version.as_str())
-                );
-            } else {
-                i += 1;
+    /// Answers whose upstream latency has passed.
+    fn answer_due(&mut self, now: Instant) {
+        let (done, waiting) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|r| r.done_at <= now);
+        self.in_flight = waiting;
+        for request in done {
+            if request.version == "v1.3" {
+                self.first_slow.get_or_insert(now);
+            }
+            let host = &mut self.workers[request.worker].host;
+            follow_the_wall(host);
+            host.respond(request.context, 200, &[], &[]).unwrap();
+            let exchange = host.end(request.context).unwrap();
+            assert_eq!(exchange.header("x-model-version"), Some(request.version));
+        }
+    }
+
+    /// Fires the timers that are due; the filter's calls go to the collector.
+    async fn tick_due(&mut self, now: Instant, collector: &Collector) {
+        for n in 0..WORKERS {
+            let worker = &mut self.workers[n];
+            if now < worker.next_tick {
+                continue;
+            }
+            worker.next_tick = now + self.tick;
+            follow_the_wall(&mut worker.host);
+            worker.host.tick().unwrap();
+            for seen in pump(collector, &mut worker.host).await {
+                if seen.poll {
+                    worker.polls += 1;
+                    self.not_modified += usize::from(seen.status == 304);
+                    if seen.status == 200 {
+                        self.last_poll = String::from_utf8_lossy(&seen.body).into_owned();
+                    }
+                } else {
+                    assert_eq!(seen.status, 200, "{}", String::from_utf8_lossy(&seen.body));
+                    self.exports += 1;
+                    self.gzipped += usize::from(seen.gzipped);
+                }
+            }
+            let host = &worker.host;
+            if worker.switched.is_none() && host.logged("rollback: v1.3 regressed") {
+                worker.switched = Some(Instant::now());
+                self.decision = Some((Instant::now(), n));
+            } else if worker.switched.is_none() && host.logged("v1.3 rolled back") {
+                worker.switched = Some(Instant::now());
+            }
+            // Every worker follows the decision at its first tick after it.
+            assert!(
+                self.decision.is_none() || worker.switched.is_some(),
+                "worker {n} ticked after the decision and did not switch: {:?}",
+                host.logs()
+            );
+        }
+    }
+}
+
+/// When the collector's `WatchAlerts` stream first said v1.3 fires.
+async fn watch_for_the_alert(collector: &Collector) -> Arc<Mutex<Option<Instant>>> {
+    let fired = Arc::new(Mutex::new(None));
+    let channel = collector.grpc_channel().await.unwrap();
+    let mut stream = pb::query_client::QueryClient::new(channel)
+        .watch_alerts(pb::WatchAlertsRequest {
+            service: "lending-api".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = fired.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(event)) = stream.message().await {
+            let firing = event.regression.is_some_and(|r| {
+                r.candidate_version == "v1.3" && r.state == pb::AlertState::Firing as i32
+            });
+            if firing {
+                seen.lock().unwrap().get_or_insert(Instant::now());
             }
         }
+    });
+    fired
+}
 
-        if now >= next_tick {
-            host.tick().unwrap();
-            next_tick = now + tick;
-        }
+fn millis(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
 
-        // The filter's calls go to the real collector.
-        for call in host.take_grpc_calls() {
-            assert_eq!(call.cluster, "modelgate_otlp");
-            let answer = match send_raw(&channel, call.message.clone(), false).await {
-                Ok(body) => {
-                    exported += 1;
-                    GrpcAnswer::Ok(body)
-                }
-                Err(status) => {
-                    panic!("the collector refused the filter's export: {status}")
-                }
-            };
-            host.answer_grpc(call.token, answer).unwrap();
-        }
-        for call in host.take_http_calls() {
-            assert_eq!(call.cluster, "modelgate_admin");
-            let path = call.header(":path").expect("the poll has a path");
-            let (status, body) = collector.get(&path).await;
-            polls += 1;
-            host.answer_http(
-                call.token,
-                HttpAnswer::Response {
-                    status,
-                    headers: vec![("content-type".into(), "application/json".into())],
-                    body: body.clone().into_bytes(),
-                },
-            )
-            .unwrap();
-            last_poll = (status, body);
-        }
-
-        if host.counter("modelgate.filter.rollbacks") == Some(1) {
-            rolled_back = Some(Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_canary_is_rolled_back_by_every_worker_of_the_proxy() {
+    let collector = Collector::start(&[]).await;
+    let alert = watch_for_the_alert(&collector).await;
+    let proxy = Proxy::new();
+    let mut run = Run::new(&proxy);
+    while run.workers.iter().any(|w| w.switched.is_none()) && run.started.elapsed() < DEADLINE {
+        let now = Instant::now();
+        run.send_due(now);
+        run.answer_due(now);
+        run.tick_due(now, &collector).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 
-    let first_slow = first_slow.expect("the split sent some traffic to v1.3");
-    let Some(rolled_back) = rolled_back else {
+    let Some((decided, decider)) = run.decision else {
+        let logs: Vec<_> = run.workers.iter().map(|w| w.host.logs().to_vec()).collect();
         panic!(
-            "no rollback within {DEADLINE:?}: {sent} requests, {exported} exports, {polls} polls, last poll {last_poll:?}\nfilter log: {:?}\ncollector log:\n{}",
-            host.logs(),
-            collector.log()
+            "no rollback within {DEADLINE:?}: {} requests, {} exports, last poll {}\nfilter logs: {logs:?}\ncollector log:\n{}",
+            run.sent, run.exports, run.last_poll, collector.log()
         );
     };
-    let time_to_rollback = rolled_back - first_slow;
+    let switches: Vec<Instant> = run.workers.iter().filter_map(|w| w.switched).collect();
+    assert_eq!(switches.len(), WORKERS, "every worker rolled back");
+    let last_switch = switches.iter().max().copied().unwrap();
+    let first_slow = run.first_slow.expect("the split sent some traffic to v1.3");
+    let fired = alert
+        .lock()
+        .unwrap()
+        .expect("the collector's stream saw v1.3 fire");
+    let polls: usize = run.workers.iter().map(|w| w.polls).sum();
     println!(
-        "time from the first slow request to the rollback: {:.2} s ({sent} requests, {exported} exports, {polls} polls)",
-        time_to_rollback.as_secs_f64()
+        "{WORKERS} workers, {} requests, {} OTLP/HTTP exports ({} gzipped), {polls} polls ({} answered 304), tick {} ms",
+        run.sent, run.exports, run.gzipped, run.not_modified, run.tick.as_millis()
     );
-    assert!(host.logged("rollback: v1.3 regressed"), "{:?}", host.logs());
-    assert!(
-        last_poll.1.contains("v1.3") && last_poll.1.contains("FIRING"),
-        "the poll that caused the rollback names the firing candidate: {last_poll:?}"
+    println!(
+        "first slow response -> alert firing:          {}",
+        millis(fired - first_slow)
+    );
+    println!(
+        "alert firing -> decision (one worker's poll): {}",
+        millis(decided.saturating_duration_since(fired))
+    );
+    println!(
+        "alert firing -> every worker rolled back:     {} (each at its next tick: at most {} after the decision)",
+        millis(last_switch.saturating_duration_since(fired)),
+        millis(run.tick)
+    );
+    println!(
+        "first slow response -> every worker:          {}",
+        millis(last_switch - first_slow)
     );
 
-    // After the rollback, every new unversioned request goes to the baseline
-    // (requests in flight finish on the version they were stamped with).
-    for n in 0..200 {
-        let spec = RequestSpec::get("/risk-score", Duration::from_millis(100))
-            .header("x-lender-id", &format!("late-lender-{n}"));
-        let exchange = host.request(&spec).unwrap();
-        assert_eq!(exchange.header("x-model-version").as_deref(), Some("v1.2"));
+    // One poll per proxy: only the worker holding the poll asked.
+    let polling: Vec<usize> = (0..WORKERS).filter(|n| run.workers[*n].polls > 0).collect();
+    assert_eq!(polling, [decider], "one worker polls for the proxy");
+    assert!(
+        run.not_modified > 0,
+        "a quiet collector answers the poll 304"
+    );
+    assert!(run.gzipped > 0, "batches went gzipped");
+    assert!(
+        run.last_poll.contains("v1.3") && run.last_poll.contains("FIRING"),
+        "{}",
+        run.last_poll
+    );
+    let rollbacks: u64 = run
+        .workers
+        .iter()
+        .map(|w| w.host.counter("modelgate.filter.rollbacks").unwrap_or(0))
+        .sum();
+    assert_eq!(rollbacks, 1, "one decision for the proxy");
+
+    // After the rollback, every worker sends new unversioned requests to
+    // the baseline (requests in flight finish on the version they had).
+    for (n, worker) in run.workers.iter_mut().enumerate() {
+        for k in 0..50 {
+            let spec = RequestSpec::get("/risk-score", Duration::from_millis(100))
+                .header("x-lender-id", &format!("late-lender-{n}-{k}"));
+            let exchange = worker.host.request(&spec).unwrap();
+            assert_eq!(exchange.header("x-model-version").as_deref(), Some("v1.2"));
+        }
     }
-    assert_eq!(host.counter("modelgate.filter.rollbacks"), Some(1));
 }

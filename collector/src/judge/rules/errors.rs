@@ -2,8 +2,9 @@
 //! or against an absolute ceiling.
 
 use super::{
-    decide, fmt_e, power_words, rate_upper, ratio, settle, too_few, verdict_words, Candidate,
-    Condition, Conditions, Evidence, Level, Pair, Rule, RuleResult, Sequential, Test, Unit,
+    decide, fmt_e, power_words, rate_upper, ratio, settle, too_few_result, verdict_words,
+    Candidate, Condition, Conditions, Evidence, Level, Pair, Rule, RuleResult, Sequential, Test,
+    Unit,
 };
 use crate::config::ErrorsRule;
 use crate::extract::Outcome;
@@ -48,12 +49,7 @@ pub fn errors(
         ..Evidence::new(Unit::Rate, Test::Fisher)
     };
     if nc < rule.min_samples || nb < rule.min_samples {
-        evidence.detail = too_few(nc, Some(nb), rule.min_samples);
-        return RuleResult {
-            rule: Rule::Errors,
-            conditions: Conditions::all(Condition::Inconclusive),
-            evidence,
-        };
+        return too_few_result(Rule::Errors, evidence, Some(nb), rule.min_samples);
     }
     let margins = [rule.warning_margin, rule.margin];
     let levels = margins.map(|m| Level::of(rc - rb, m, m * seq.clear_fraction));
@@ -64,14 +60,7 @@ pub fn errors(
         (rc - rb) * 100.0
     );
     if levels.iter().all(|l| *l == Level::Below) {
-        let bar = seq.bar(rule.alpha, seq.e_threshold);
-        let p1 = (rb + rule.margin).min(1.0);
-        let candidate = power::two_rates(rb, p1, nb, |m| rate_upper(fb, m), &bar);
-        let baseline_needed = power::two_rates(rb, p1, nc, |m| rate_upper(fb, m), &bar);
-        let power = Power {
-            effect: rule.margin,
-            ..settle(candidate, Some(baseline_needed), nc, nb)
-        };
+        let power = margin_power(rule, seq, (fc, nc), (fb, nb));
         evidence.detail = format!("{rates}{}", power_words(&power, true));
         evidence.power = Some(power);
         return RuleResult {
@@ -80,6 +69,48 @@ pub fn errors(
             evidence,
         };
     }
+    let (p_value, e_value) = rate_tests(pairs);
+    evidence.p_value = p_value;
+    evidence.e_value = e_value;
+    let significant = p_value <= rule.alpha && e_value >= seq.e_threshold;
+    let conditions = decide(levels, |_| significant);
+    let timeouts: u64 = pairs
+        .iter()
+        .map(|p| p.candidate.window.outcomes[Outcome::Timeout.index()])
+        .sum();
+    let test = if pairs.len() == 1 { "Fisher" } else { "CMH" };
+    evidence.detail = format!(
+        "{}{rates}, {timeouts} timeouts; {test} p={p_value:.2e}, {}",
+        verdict_words(&conditions),
+        fmt_e(e_value, seq.e_threshold)
+    );
+    RuleResult {
+        rule: Rule::Errors,
+        conditions,
+        evidence,
+    }
+}
+
+/// What passing the margin needs: the two-rate test's power against the
+/// baseline's rate plus `margin`, for failures and requests `(f, n)` of
+/// each side.
+fn margin_power(rule: &ErrorsRule, seq: &Sequential, c: (u64, u64), b: (u64, u64)) -> Power {
+    let ((_, nc), (fb, nb)) = (c, b);
+    let rb = fb as f64 / nb.max(1) as f64;
+    let bar = seq.bar(rule.alpha, seq.e_threshold);
+    let p1 = (rb + rule.margin).min(1.0);
+    let candidate = power::two_rates(rb, p1, nb, |m| rate_upper(fb, m), &bar);
+    let baseline_needed = power::two_rates(rb, p1, nc, |m| rate_upper(fb, m), &bar);
+    Power {
+        effect: rule.margin,
+        ..settle(candidate, Some(baseline_needed), nc, nb)
+    }
+}
+
+/// The candidate's failure rate above the baseline's: (p on the windows,
+/// e over the epochs). One endpoint: Fisher's exact test; several:
+/// Cochran-Mantel-Haenszel, and the product of the endpoints' e-values.
+fn rate_tests(pairs: &[Pair<'_>]) -> (f64, f64) {
     let p_value = match pairs {
         [one] => stats::rate_greater(
             one.candidate.window.failures(),
@@ -110,25 +141,7 @@ pub fn errors(
         })
         .product::<f64>()
         .min(f64::MAX);
-    evidence.p_value = p_value;
-    evidence.e_value = e_value;
-    let significant = p_value <= rule.alpha && e_value >= seq.e_threshold;
-    let conditions = decide(levels, |_| significant);
-    let timeouts: u64 = pairs
-        .iter()
-        .map(|p| p.candidate.window.outcomes[Outcome::Timeout.index()])
-        .sum();
-    let test = if pairs.len() == 1 { "Fisher" } else { "CMH" };
-    evidence.detail = format!(
-        "{}{rates}, {timeouts} timeouts; {test} p={p_value:.2e}, {}",
-        verdict_words(&conditions),
-        fmt_e(e_value, seq.e_threshold)
-    );
-    RuleResult {
-        rule: Rule::Errors,
-        conditions,
-        evidence,
-    }
+    (p_value, e_value)
 }
 
 /// `errors` without a baseline: the rate over the absolute ceiling
@@ -148,12 +161,7 @@ fn ceiling(rule: &ErrorsRule, seq: &Sequential, candidates: &[Candidate<'_>]) ->
         ..Evidence::new(Unit::Rate, Test::Binomial)
     };
     if nc < rule.min_samples {
-        evidence.detail = too_few(nc, None, rule.min_samples);
-        return RuleResult {
-            rule: Rule::Errors,
-            conditions: Conditions::all(Condition::Inconclusive),
-            evidence,
-        };
+        return too_few_result(Rule::Errors, evidence, None, rule.min_samples);
     }
     let level = Level::of(rc, rule.ceiling, rule.ceiling * seq.clear_fraction);
     // The ceiling is a single, critical level; a warning is the same call.

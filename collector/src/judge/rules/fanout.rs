@@ -2,8 +2,8 @@
 //! baseline's (the e-commerce incident).
 
 use super::{
-    decide, fmt_e, power_words, ratio, settle, too_few, verdict_words, Condition, Conditions,
-    Evidence, Level, Pair, Rule, RuleResult, Sequential, Test, Unit,
+    decide, fmt_e, power_words, ratio, settle, too_few_result, verdict_words, Condition,
+    Conditions, Evidence, Level, Pair, Rule, RuleResult, Sequential, Test, Unit,
 };
 use crate::config::FanoutRule;
 use crate::judge::power::{self, Power};
@@ -42,12 +42,7 @@ pub fn fanout(
         ..Evidence::new(Unit::Calls, Test::Poisson)
     };
     if nc < rule.min_samples || nb < rule.min_samples {
-        evidence.detail = too_few(nc, Some(nb), rule.min_samples);
-        return RuleResult {
-            rule: Rule::Fanout,
-            conditions: Conditions::all(Condition::Inconclusive),
-            evidence,
-        };
+        return too_few_result(Rule::Fanout, evidence, Some(nb), rule.min_samples);
     }
     let counts = format!("{dc:.1} database calls per request ({cc} calls / {nc} requests) vs {db:.1} ({cb} / {nb}) on {baseline}");
     let factors = [rule.warning_factor, rule.factor];

@@ -533,6 +533,16 @@ fn verdict_words(conditions: &Conditions) -> &'static str {
     }
 }
 
+/// A rule's answer when either side has fewer than `min` requests.
+fn too_few_result(rule: Rule, mut evidence: Evidence, nb: Option<u64>, min: u64) -> RuleResult {
+    evidence.detail = too_few(evidence.candidate_count, nb, min);
+    RuleResult {
+        rule,
+        conditions: Conditions::all(Condition::Inconclusive),
+        evidence,
+    }
+}
+
 fn too_few(nc: u64, nb: Option<u64>, min: u64) -> String {
     match nb {
         Some(nb) => format!(

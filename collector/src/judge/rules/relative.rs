@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 
 use super::{
-    decide, fmt_e, pct, power_words, rate_upper, ratio, settle, too_few, verdict_words, Condition,
-    Conditions, Evidence, Level, Pair, Rule, RuleResult, Sequential, Severity, Test, Unit,
+    decide, fmt_e, pct, power_words, rate_upper, ratio, settle, too_few_result, verdict_words,
+    Condition, Conditions, Evidence, Level, Pair, Rule, RuleResult, Sequential, Severity, Test,
+    Unit,
 };
 use crate::aggregate::Sketch;
 use crate::config::RelativeRule;
@@ -90,12 +91,7 @@ pub fn relative(
         ..Evidence::new(Unit::Ms, Test::Rank)
     };
     if nc < rule.min_samples || nb < rule.min_samples {
-        evidence.detail = too_few(nc, Some(nb), rule.min_samples);
-        return RuleResult {
-            rule: Rule::Relative,
-            conditions: Conditions::all(Condition::Inconclusive),
-            evidence,
-        };
+        return too_few_result(Rule::Relative, evidence, Some(nb), rule.min_samples);
     }
     let min_diff = rule.min_difference.as_secs_f64() * 1e3;
     let moved: Vec<Moved> = quantiles(rule, pairs)
@@ -119,25 +115,7 @@ pub fn relative(
             .unwrap_or(Level::Below)
     };
     let levels = [level(Severity::Warning), level(Severity::Critical)];
-    let headline = moved
-        .iter()
-        .copied()
-        .max_by(|a, b| a.ratio().total_cmp(&b.ratio()));
-    if let Some(m) = headline {
-        evidence.quantile = m.q;
-        evidence.candidate_value = m.candidate;
-        evidence.baseline_value = m.baseline;
-        evidence.ratio = m.ratio();
-        evidence.difference = m.candidate - m.baseline;
-        evidence.threshold = m.baseline * rule.factor;
-    }
-    let base_p95 = pairs.iter().map(|p| p.baseline.latency.quantile(0.95));
-    let beyond: u64 = pairs
-        .iter()
-        .zip(base_p95)
-        .map(|(p, b95)| b95.map_or(0, |b| p.candidate.window.latency.count_above(b)))
-        .sum();
-    evidence.share_beyond_p95 = Some(beyond as f64 / nc.max(1) as f64);
+    effect_sizes(&mut evidence, rule, pairs, &moved);
     if levels.iter().all(|l| *l == Level::Below) {
         let power = relative_power(rule, seq, pairs, nc, nb);
         evidence.detail = format!(
@@ -186,6 +164,34 @@ pub fn relative(
         conditions,
         evidence,
     }
+}
+
+/// The effect sizes users read: the quantile that moved most (its values,
+/// ratio and difference) and the share of candidate requests beyond the
+/// baseline's p95.
+fn effect_sizes(evidence: &mut Evidence, rule: &RelativeRule, pairs: &[Pair<'_>], moved: &[Moved]) {
+    let headline = moved
+        .iter()
+        .copied()
+        .max_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+    if let Some(m) = headline {
+        evidence.quantile = m.q;
+        evidence.candidate_value = m.candidate;
+        evidence.baseline_value = m.baseline;
+        evidence.ratio = m.ratio();
+        evidence.difference = m.candidate - m.baseline;
+        evidence.threshold = m.baseline * rule.factor;
+    }
+    let beyond: u64 = pairs
+        .iter()
+        .map(|p| {
+            p.baseline
+                .latency
+                .quantile(0.95)
+                .map_or(0, |b| p.candidate.window.latency.count_above(b))
+        })
+        .sum();
+    evidence.share_beyond_p95 = Some(beyond as f64 / evidence.candidate_count.max(1) as f64);
 }
 
 /// "p50 250.0 ms vs 100.0 ms (2.50x), p95 ... on v1.2": the quantiles, the

@@ -4,8 +4,8 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 
 use super::{
-    decide, fmt_e, pct, pooled, power_words, ratio, settle, too_few, verdict_words, Candidate,
-    Condition, Conditions, Evidence, Level, Rule, RuleResult, Sequential, Severity, Test, Unit,
+    decide, fmt_e, pct, pooled, power_words, ratio, settle, too_few_result, verdict_words,
+    Candidate, Evidence, Level, Rule, RuleResult, Sequential, Severity, Test, Unit,
 };
 use crate::config::SlaRule;
 use crate::judge::power::{self, Power};
@@ -44,12 +44,7 @@ pub fn sla(rule: &SlaRule, seq: &Sequential, candidates: &[Candidate<'_>]) -> Ru
     };
     let q = pct(rule.quantile);
     if n < rule.min_samples {
-        evidence.detail = too_few(n, None, rule.min_samples);
-        return RuleResult {
-            rule: Rule::Sla,
-            conditions: Conditions::all(Condition::Inconclusive),
-            evidence,
-        };
+        return too_few_result(Rule::Sla, evidence, None, rule.min_samples);
     }
     let null_rate = 1.0 - rule.quantile;
     // The quantile is over a level's limit exactly when more than
@@ -77,19 +72,12 @@ pub fn sla(rule: &SlaRule, seq: &Sequential, candidates: &[Candidate<'_>]) -> Ru
         .rev()
         .find(|s| levels[s.index()] == Level::Above);
     let Some(shown) = shown else {
-        let bar = seq.bar(rule.alpha, seq.e_threshold);
-        // The smallest breach worth catching: twice the share over the
-        // limit that the quantile allows (10% over it, for p95).
-        let power = power::one_rate(null_rate, (2.0 * null_rate).min(1.0), &bar);
-        let p = settle(power, None, n, 0);
+        let power = clear_power(rule, seq, n);
         evidence.detail = format!(
             "{q} {value:.1} ms within the {limit:.0} ms limit{}",
-            power_words(&p, false)
+            power_words(&power, false)
         );
-        evidence.power = Some(Power {
-            effect: 2.0 * null_rate,
-            ..p
-        });
+        evidence.power = Some(power);
         return RuleResult {
             rule: Rule::Sla,
             conditions,
@@ -118,5 +106,18 @@ pub fn sla(rule: &SlaRule, seq: &Sequential, candidates: &[Candidate<'_>]) -> Ru
         rule: Rule::Sla,
         conditions,
         evidence,
+    }
+}
+
+/// What passing `sla` needs: the smallest breach worth catching is twice
+/// the share over the limit that the quantile allows (10% over it, for
+/// p95), seen by the binomial test and its e-value.
+fn clear_power(rule: &SlaRule, seq: &Sequential, n: u64) -> Power {
+    let null_rate = 1.0 - rule.quantile;
+    let effect = (2.0 * null_rate).min(1.0);
+    let bar = seq.bar(rule.alpha, seq.e_threshold);
+    Power {
+        effect,
+        ..settle(power::one_rate(null_rate, effect, &bar), None, n, 0)
     }
 }
