@@ -12,28 +12,29 @@
 //! `tests/fixture/`, a dev-dependency only, never in a release build.
 //!
 //! # Layout (in the order a span travels)
-//! - [`config`]: every setting, its default, and the checks that name a bad key.
-//! - [`codec`]: gRPC messages as raw bytes, for clients that send exports as they are (the forwarder, `modelgate loadgen`).
-//! - [`receive`]: OTLP/gRPC `TraceService/Export`; the only place protocol status codes are made.
-//! - [`extract`]: span -> [`extract::Sample`] (service, endpoint, version, duration, outcome). Pure. [`extract::wire`] applies the same rules to protobuf bytes without decoding; [`extract::intern`] names series without a `String` per span.
-//! - [`aggregate`]: samples -> per-series sliding windows of latency sketches, capped and expiring.
-//! - [`judge`]: windows -> rule results (sla, relative, errors) -> alert states.
-//! - [`emit`]: alerts and latency out: Prometheus `/metrics`, OTLP push, the query API, the dashboard and its history.
+//! - [`config`]: every setting, one file per section: its default and the checks that name a bad key.
+//! - [`receive`]: OTLP over gRPC and HTTP in; the only place protocol status codes are made.
+//! - [`extract`]: a span or log record -> one [`extract::Sample`] (series, event time, duration, outcome). Pure; [`extract::wire`] reads protobuf bytes without decoding, [`extract::intern`] names series without a `String` per span.
+//! - [`aggregate`]: samples -> per-series windows of latency sketches at the samples' own time, capped and expiring.
+//! - [`judge`]: windows -> rule results per endpoint and version-wide, per severity -> alert states; baselines promoted, never taken.
+//! - [`emit`]: what the judge found and the aggregator measured, out: the metric catalogue, Prometheus text, OTLP push, the dashboard's history, and pure views of the state.
+//! - [`query`]: the servers that answer questions: the `modelgate.v1.Query` gRPC service, the admin port's JSON API, `/metrics` and the dashboard.
 //! - [`forward`]: everything received, unchanged, to the next OTLP hop: a bounded queue, retries with backoff.
-//! - [`pipeline`]: the one task that owns the aggregator and the judge, and its handle.
-//! - [`offline`]: records judged by their own time, as live (`modelgate analyze`).
+//! - [`pipeline`]: the one task that owns the aggregator, the judge and the history; everyone else asks it closures.
 //! - [`snapshot`]: the pipeline's state on disk (atomic, checksummed, versioned), restored at start.
-//! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order; [`serve::tls`]: rustls on the three listeners.
+//! - [`offline`]: records judged by their own clock, exactly as live (`modelgate analyze`).
+//! - [`serve`]: binds the listeners, starts the servers, shuts down in flow order; [`serve::tls`] on every listener.
 //! - [`auth`]: the bearer token guarding receivers and API; writes always need one.
-//! - [`telemetry`]: modelgate's own counters (accepted, refused, ...).
+//! - [`telemetry`]: modelgate's own figures as named internal events.
+//! - [`codec`]: gRPC messages as raw bytes, for clients that send exports as they are (the forwarder, `modelgate loadgen`).
 
 pub mod config;
-pub mod codec;
 pub mod receive;
 pub mod extract;
 pub mod aggregate;
 pub mod judge;
 pub mod emit;
+pub mod query;
 pub mod forward;
 pub mod pipeline;
 pub mod snapshot;
@@ -41,5 +42,6 @@ pub mod offline;
 pub mod serve;
 pub mod auth;
 pub mod telemetry;
+pub mod codec;
 #[cfg(test)]
 mod testing;

@@ -13,6 +13,8 @@
 //! f64") name neither the field nor what a user should write.
 
 use serde_json::Value;
+
+use crate::verdict::Severity;
 use std::fmt;
 
 /// What is wrong with a configuration, and where.
@@ -95,6 +97,10 @@ pub struct Config {
     pub poll_timeout_ms: u64,
     /// Move unversioned traffic off a candidate with a firing regression.
     pub rollback: bool,
+    /// The least severe regression that moves traffic off the candidate:
+    /// `critical` (the collector's paging thresholds: 1.5x, the SLA breached,
+    /// errors up 5 points) or `warning` (1.2x, the SLA at risk, too).
+    pub rollback_on: Severity,
     /// After a rollback, send the candidate traffic again once the collector
     /// has reported no regression for `resume_after_ms`.
     pub auto_resume: bool,
@@ -196,6 +202,7 @@ impl Default for Config {
             poll_interval_ms: 250,
             poll_timeout_ms: 1_000,
             rollback: false,
+            rollback_on: Severity::Critical,
             auto_resume: true,
             resume_after_ms: 30_000,
             rollback_epoch: 0,
@@ -272,6 +279,17 @@ impl FromJson for ExportProtocol {
     }
 }
 
+impl FromJson for Severity {
+    const EXPECTED: &'static str = "`critical` or `warning`";
+    fn from_json(value: &Value) -> Option<Self> {
+        match value.as_str()? {
+            "critical" => Some(Self::Critical),
+            "warning" => Some(Self::Warning),
+            _ => None,
+        }
+    }
+}
+
 impl FromJson for Secret {
     const EXPECTED: &'static str = "a string";
     fn from_json(value: &Value) -> Option<Self> {
@@ -340,6 +358,7 @@ fields!(
     poll_interval_ms,
     poll_timeout_ms,
     rollback,
+    rollback_on,
     auto_resume,
     resume_after_ms,
     rollback_epoch,

@@ -227,7 +227,12 @@ impl Poll {
         };
         let candidate = config.candidate_version.as_deref().unwrap_or_default();
         let question = Question::when(self.record.rolled_back);
-        let path = verdict::path(question, &config.service_name, candidate);
+        let path = verdict::path(
+            question,
+            &config.service_name,
+            candidate,
+            config.rollback_on,
+        );
         let bearer = token.map(|t| format!("Bearer {}", t.expose()));
         let mut headers = vec![
             (":method", "GET"),
@@ -354,7 +359,13 @@ impl Poll {
             }
         };
         let candidate = config.candidate_version.as_deref().unwrap_or_default();
-        match verdict::read(question, &body, &config.service_name, candidate) {
+        match verdict::read(
+            question,
+            &body,
+            &config.service_name,
+            candidate,
+            config.rollback_on,
+        ) {
             Ok(verdict) => {
                 let etag = abi::get_header(MapType::HttpCallResponseHeaders, "etag")
                     .ok()

@@ -45,6 +45,35 @@ impl Verdict {
     }
 }
 
+/// How bad a regression is, as the collector grades it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Significant and over the warning thresholds.
+    Warning,
+    /// Over the paging thresholds.
+    Critical,
+}
+
+impl Severity {
+    /// Its name in the query (`min_severity=`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// The severity of a proto3 JSON object's `severity` field. An answer
+    /// without one (a collector before severities, or a regression that
+    /// says nothing) counts as critical: it was the only grade then.
+    fn of(object: &Value) -> Self {
+        match text(object, "severity") {
+            "SEVERITY_WARNING" => Self::Warning,
+            _ => Self::Critical,
+        }
+    }
+}
+
 /// The question the poll asks, by what the filter is deciding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Question {
@@ -74,11 +103,15 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'_')
     .remove(b'~');
 
-/// The path (with query) of the question on the collector's admin port.
-pub fn path(question: Question, service: &str, candidate: &str) -> String {
+/// The path (with query) of the question on the collector's admin port;
+/// regressions under `least` are not asked for.
+pub fn path(question: Question, service: &str, candidate: &str, least: Severity) -> String {
     let service = percent_encoding::utf8_percent_encode(service, QUERY_VALUE);
     match question {
-        Question::Regressions => format!("/api/v1/regressions?service={service}"),
+        Question::Regressions => format!(
+            "/api/v1/regressions?service={service}&min_severity={}",
+            least.as_str()
+        ),
         Question::Verdict => format!(
             "/api/v1/verdict?service={service}&candidate={}",
             percent_encoding::utf8_percent_encode(candidate, QUERY_VALUE)
@@ -107,12 +140,16 @@ fn list<'a>(object: &'a Value, key: &str) -> Result<&'a [Value], String> {
 
 /// Reads the answer to `question` about `candidate` of `service` (proto3
 /// JSON of `ListRegressionsResponse` or `Verdict`: fields at their default
-/// are absent, unknown fields are ignored).
+/// are absent, unknown fields are ignored). A firing alert at `least` or
+/// worse, on any endpoint or across them (endpoint `*`), is a regression;
+/// only a passing verdict that is not one held from before the candidate's
+/// traffic stopped is a pass.
 pub fn read(
     question: Question,
     body: &[u8],
     service: &str,
     candidate: &str,
+    least: Severity,
 ) -> Result<Verdict, String> {
     if body.len() > MAX_BODY_BYTES {
         return Err(format!("answer longer than {MAX_BODY_BYTES} bytes"));
@@ -125,7 +162,7 @@ pub fn read(
         let s = text(object, "service");
         (s.is_empty() || s == service) && text(object, "candidate_version") == candidate
     };
-    let firing = |object: &Value| text(object, "state") == FIRING;
+    let firing = |object: &Value| text(object, "state") == FIRING && Severity::of(object) >= least;
     match question {
         Question::Regressions => {
             let alerts = list(&answer, "regressions")?;
@@ -144,9 +181,13 @@ pub fn read(
             for endpoint in list(&answer, "endpoints")? {
                 regressed |= list(endpoint, "rules")?.iter().any(firing);
             }
+            if let Some(wide) = answer.get("version_wide").filter(|w| w.is_object()) {
+                regressed |= list(wide, "rules")?.iter().any(firing);
+            }
+            let held = answer.get("held").and_then(Value::as_bool).unwrap_or(false);
             Ok(if regressed {
                 Verdict::Regressed
-            } else if text(&answer, "outcome") == PASS {
+            } else if text(&answer, "outcome") == PASS && !held {
                 Verdict::Passed
             } else {
                 Verdict::NoData
@@ -164,7 +205,13 @@ mod tests {
         "state":"ALERT_STATE_FIRING","since_unix_ms":"1763658000000","evidence":{"x":1}}]}"#;
 
     fn regressions(body: &str, service: &str, candidate: &str) -> Result<Verdict, String> {
-        read(Question::Regressions, body.as_bytes(), service, candidate)
+        read(
+            Question::Regressions,
+            body.as_bytes(),
+            service,
+            candidate,
+            Severity::Critical,
+        )
     }
 
     #[test]
@@ -202,7 +249,13 @@ mod tests {
     fn only_a_passing_verdict_passes() {
         use Verdict::*;
         let read_verdict = |body: &str, candidate: &str| {
-            read(Question::Verdict, body.as_bytes(), "lending-api", candidate)
+            read(
+                Question::Verdict,
+                body.as_bytes(),
+                "lending-api",
+                candidate,
+                Severity::Critical,
+            )
         };
         let pass = verdict("VERDICT_OUTCOME_PASS", "ALERT_STATE_INACTIVE");
         assert_eq!(read_verdict(&pass, "v1.3"), Ok(Passed));
@@ -218,16 +271,71 @@ mod tests {
         let firing = verdict("VERDICT_OUTCOME_REGRESSION", "ALERT_STATE_FIRING");
         assert_eq!(read_verdict(&firing, "v1.3"), Ok(Regressed));
         assert!(read_verdict("[]", "v1.3").is_err());
+        // A regression held since the candidate's traffic stopped is no pass,
+        // whatever else the answer says.
+        let held = pass.replacen('{', r#"{"held":true,"#, 1);
+        assert_eq!(read_verdict(&held, "v1.3"), Ok(NoData));
+        // Version-wide: firing across the endpoints is a regression too.
+        let wide = r#"{"service":"lending-api","candidate_version":"v1.3","outcome":"VERDICT_OUTCOME_REGRESSION",
+            "version_wide":{"endpoint":"*","rules":[{"rule":"sla","state":"ALERT_STATE_FIRING","severity":"SEVERITY_CRITICAL"}]}}"#;
+        assert_eq!(read_verdict(wide, "v1.3"), Ok(Regressed));
+    }
+
+    #[test]
+    fn warnings_move_traffic_only_when_asked_to() {
+        use Verdict::*;
+        let warning = FIRING_BODY.replace(
+            r#""rule":"sla","#,
+            r#""rule":"sla","severity":"SEVERITY_WARNING","#,
+        );
+        let at = |least| {
+            read(
+                Question::Regressions,
+                warning.as_bytes(),
+                "lending-api",
+                "v1.3",
+                least,
+            )
+        };
+        assert_eq!(at(Severity::Critical), Ok(NoData));
+        assert_eq!(at(Severity::Warning), Ok(Regressed));
+        let critical = FIRING_BODY.replace(
+            r#""rule":"sla","#,
+            r#""rule":"sla","severity":"SEVERITY_CRITICAL","#,
+        );
+        let at = |least| {
+            read(
+                Question::Regressions,
+                critical.as_bytes(),
+                "lending-api",
+                "v1.3",
+                least,
+            )
+        };
+        assert_eq!(
+            (at(Severity::Critical), at(Severity::Warning)),
+            (Ok(Regressed), Ok(Regressed))
+        );
     }
 
     #[test]
     fn paths_escape_their_parameters() {
         assert_eq!(
-            path(Question::Regressions, "lending api", "v1.3"),
-            "/api/v1/regressions?service=lending%20api"
+            path(
+                Question::Regressions,
+                "lending api",
+                "v1.3",
+                Severity::Critical
+            ),
+            "/api/v1/regressions?service=lending%20api&min_severity=critical"
         );
         assert_eq!(
-            path(Question::Verdict, "lending-api", "v1.3+b&c"),
+            path(
+                Question::Verdict,
+                "lending-api",
+                "v1.3+b&c",
+                Severity::Warning
+            ),
             "/api/v1/verdict?service=lending-api&candidate=v1.3%2Bb%26c"
         );
         assert_eq!(Question::when(false), Question::Regressions);

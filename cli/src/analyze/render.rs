@@ -7,9 +7,9 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use modelgate_collector::emit::api;
 use modelgate_collector::emit::views::ScopeVerdict;
 use modelgate_collector::judge::{Severity, Verdict, ALL_ENDPOINTS};
+use modelgate_collector::query::api;
 use serde_json::Value;
 
 use super::Finished;

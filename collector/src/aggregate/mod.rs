@@ -431,7 +431,7 @@ impl Aggregator {
     /// request in the same batch finds the calls of its trace. Each request
     /// counts at its own time ([`Sample::time_ms`], the arrival time when it
     /// has none); one too late for the judgement or from too far in the
-    /// future is counted and left out ([`Aggregator::admit`]).
+    /// future is counted and left out (`Aggregator::admit`).
     pub fn record(&mut self, samples: &[Sample], now_ms: u64) {
         for sample in samples {
             if sample.kind == SampleKind::DbCall {

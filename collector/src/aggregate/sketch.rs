@@ -12,7 +12,7 @@
 //! `hdrhistogram` needs about 6 KiB per histogram at 1% precision, too much
 //! for 100,000 series times window slots. This one keeps a dense run of
 //! counts between the lowest and highest bucket seen, typically a few
-//! hundred bytes: `u16` counts until a bucket needs more ([`Counts`]).
+//! hundred bytes: `u16` counts until a bucket needs more (`Counts`).
 //!
 //! It never allocates more than [`MAX_BUCKETS`] counts: past that the lowest
 //! buckets collapse into one, losing precision only on the fastest requests.

@@ -3,20 +3,14 @@
 //! - [`catalogue`]: every metric's OTLP and Prometheus name, type, unit and help.
 //! - [`prometheus`]: the `/metrics` text, from a [`MetricsSnapshot`].
 //! - [`otlp`]: OTLP metrics push through the OpenTelemetry SDK (optional).
-//! - [`api`]: the `modelgate.v1.Query` views and gRPC service.
 //! - [`history`]: the bounded per-series history and past regressions the
 //!   dashboard draws, kept by the pipeline task.
-//! - [`dashboard`]: the dashboard page and its assets, built into the binary.
-//! - [`admin`]: the admin HTTP port (`/`, `/metrics`, `/api/v1/*`, health).
 //! - [`views`]: what the API, the gate, the filter and the dashboard ask,
 //!   as plain data (pure functions of the aggregator and the judge).
 //!
 //! Emitters read state; they never change what is measured or judged.
 
-pub mod admin;
-pub mod api;
 pub mod catalogue;
-pub mod dashboard;
 pub mod history;
 pub mod otlp;
 pub mod prometheus;

@@ -4,7 +4,7 @@
 //! Pure functions of the aggregator and the judge, run by the pipeline task
 //! when asked (see [`crate::pipeline::PipelineHandle::ask`]); the gRPC
 //! service and the JSON routes map their answers to `modelgate.v1`
-//! ([`super::api`]). Nothing here changes state or knows a wire format.
+//! ([`crate::query::api`]). Nothing here changes state or knows a wire format.
 
 use crate::aggregate::Aggregator;
 use crate::extract::{EndpointKey, Outcome};

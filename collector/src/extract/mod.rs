@@ -35,7 +35,7 @@ pub const UNKNOWN_VERSION: &str = "unknown";
 
 /// The endpoint name of a version's judgement across all its endpoints
 /// (`endpoint="*"` in metrics and the API); a span's own endpoint never is
-/// ([`endpoint_name`] makes it `/*`).
+/// (`endpoint_name` makes it `/*`).
 pub const ALL_ENDPOINTS: &str = "*";
 
 /// `service.name` of resources that have none, as the OpenTelemetry SDKs do.

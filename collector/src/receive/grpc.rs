@@ -12,12 +12,12 @@
 //!   the bytes that arrived (after gunzip), never re-encoded.
 //!
 //! The fast path: the export is one unary call, so this service reads the
-//! gRPC message out of the HTTP/2 body itself ([`unary_message`]) instead
+//! gRPC message out of the HTTP/2 body itself (`unary_message`) instead
 //! of going through tonic's codec, which copies every message into a
 //! buffer of its own: a message that came in one DATA frame (senders honour
 //! the 1 MiB frames [`crate::serve`] allows) is the very `Bytes` h2 read.
 //! [`crate::extract::wire::scan`] reads only the fields the rules need from
-//! them ([`super::read_traces`]).
+//! them (`receive::read_traces`).
 //!
 //! This is the only module that makes gRPC status codes for OTLP, and it
 //! counts every refusal; it must never hold a request waiting for the
@@ -61,7 +61,7 @@ pub struct TraceReceiver {
 }
 
 /// [`TraceReceiver`] as a tonic service: the generated `TraceServiceServer`'s
-/// routing, with the unary call read by [`unary_message`].
+/// routing, with the unary call read by `unary_message`.
 #[derive(Debug, Clone)]
 pub struct TraceServer {
     receiver: Arc<TraceReceiver>,

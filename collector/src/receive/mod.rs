@@ -10,7 +10,7 @@
 //! ([`hand_over`]), and with forwarding on queue the accepted export for
 //! [`crate::forward`] as the bytes received; they are the only place where
 //! protocol status codes are made. They keep no state of their own beyond a
-//! per-thread cache of interned series names ([`with_interner`]).
+//! per-thread cache of interned series names (`with_interner`).
 
 use std::cell::RefCell;
 

@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Auth, Authenticated, HttpGuard};
 use crate::config::Config;
-use crate::emit::admin;
-use crate::emit::api::QueryService;
 use crate::emit::otlp::{OtlpEmitter, OtlpError};
 use crate::forward::{self, ForwardSetupError};
 use crate::pipeline::Pipeline;
+use crate::query::admin;
+use crate::query::api::QueryService;
 use crate::receive::grpc::TraceReceiver;
 use crate::receive::http;
 use crate::telemetry::Telemetry;

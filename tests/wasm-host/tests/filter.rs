@@ -579,7 +579,7 @@ fn poll_fails_open_on_failure_timeout_and_garbage() {
         assert_eq!(call.header(":method").as_deref(), Some("GET"));
         assert_eq!(
             call.header(":path").as_deref(),
-            Some("/api/v1/regressions?service=lending-api")
+            Some("/api/v1/regressions?service=lending-api&min_severity=critical")
         );
         assert_eq!(call.header(":authority").as_deref(), Some("modelgate"));
         host.answer_http(call.token, answer).unwrap();
@@ -624,7 +624,7 @@ fn rolls_back_on_a_firing_regression_and_resumes_only_on_a_passing_verdict() {
     };
     assert_eq!(
         answer(&mut host, FIRING),
-        "/api/v1/regressions?service=lending-api"
+        "/api/v1/regressions?service=lending-api&min_severity=critical"
     );
     assert_eq!(host.counter("modelgate.filter.rollbacks"), Some(1));
     assert!(host.logged("rollback: v1.3 regressed"), "{:?}", host.logs());
@@ -672,7 +672,7 @@ fn rolls_back_on_a_firing_regression_and_resumes_only_on_a_passing_verdict() {
     // Serving the candidate again, the poll watches for alerts again.
     assert_eq!(
         answer(&mut host, "{}"),
-        "/api/v1/regressions?service=lending-api"
+        "/api/v1/regressions?service=lending-api&min_severity=critical"
     );
 }
 

@@ -106,7 +106,7 @@ fn one_worker_polls_and_every_worker_follows_within_one_tick() {
         let (n, call) = &polls[0];
         assert_eq!(
             call.header(":path").as_deref(),
-            Some("/api/v1/regressions?service=lending-api")
+            Some("/api/v1/regressions?service=lending-api&min_severity=critical")
         );
         pollers.push(*n);
         workers[*n]

@@ -4,7 +4,7 @@
 //! candidate is judged on (one stratum: the endpoint's own judgement; all of
 //! a service's: its version-wide judgement, [`Scope::Version`]). Each rule
 //! measures an effect, decides per [`Severity`] through one shared
-//! skeleton ([`decide`]) and answers with a [`Condition`] per severity and
+//! skeleton (`decide`) and answers with a [`Condition`] per severity and
 //! the [`Evidence`] that decided it:
 //! - too few requests: `Inconclusive`, never a pass;
 //! - the effect under the level's clearing threshold: `Clear`;

@@ -8,7 +8,7 @@
 //! JSON bodies are the proto3 JSON mapping of `modelgate.v1` (proto field
 //! names; 64-bit integers as strings, enums by name), so a client can switch
 //! between gRPC and JSON without translating; the one exception is
-//! `/api/v1/history`, the dashboard's own view (see [`super::history`]). Bad query parameters get a 400
+//! `/api/v1/history`, the dashboard's own view (see [`crate::emit::history`]). Bad query parameters get a 400
 //! with a JSON body naming the problem. Handlers only ask the pipeline task;
 //! they never hold state.
 //!
@@ -31,10 +31,11 @@ use futures_util::{Stream, StreamExt};
 use modelgate_proto::v1 as pb;
 use serde::Deserialize;
 
-use crate::emit::api::{self, ApiError};
-use crate::emit::{dashboard, prometheus};
+use crate::emit::prometheus;
 use crate::judge::ActionError;
 use crate::pipeline::PipelineHandle;
+use crate::query::api::{self, ApiError};
+use crate::query::dashboard;
 
 /// How long `/readyz` waits for the pipeline task.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -140,7 +141,9 @@ const METRICS_CHUNK: usize = 64 * 1024;
 
 async fn metrics(State(pipeline): State<PipelineHandle>) -> Response {
     let snapshot = pipeline
-        .ask(|s, now| super::snapshot(&s.aggregator, &s.judge, &s.telemetry, &s.bounds_ms, now))
+        .ask(|s, now| {
+            crate::emit::snapshot(&s.aggregator, &s.judge, &s.telemetry, &s.bounds_ms, now)
+        })
         .await;
     let Ok(snapshot) = snapshot else {
         return unavailable();

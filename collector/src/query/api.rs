@@ -2,7 +2,7 @@
 //! a stream of alert events, and the operator's writes.
 //!
 //! Each call asks the pipeline task a question ([`PipelineHandle::ask`])
-//! whose answer is a pure view ([`super::views`]) mapped here to the
+//! whose answer is a pure view ([`crate::emit::views`]) mapped here to the
 //! protobuf messages; the gRPC service below and the JSON routes of
 //! [`super::admin`] both go through the `answer_*` functions, so the two
 //! transports cannot drift. Nothing here holds state. The write operations
@@ -18,8 +18,8 @@ use modelgate_proto::v1::query_server::Query;
 use tokio_stream::wrappers::BroadcastStream;
 use tonic::{Request, Response, Status};
 
-use super::views::{self, RegressionView, RuleView, ScopeVerdict, VerdictQuery, VerdictView};
 use crate::config::{JudgeOverrides, OverrideError};
+use crate::emit::views::{self, RegressionView, RuleView, ScopeVerdict, VerdictQuery, VerdictView};
 use crate::judge::{ActionError, AlertState, Evidence, Resolution, Rule, Severity, Verdict};
 use crate::pipeline::{AlertEvent, PipelineHandle, QueryError};
 
