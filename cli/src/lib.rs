@@ -7,11 +7,15 @@
 //! or (`analyze`) run its judge over files, offline.
 //!
 //! # Layout
+//! - [`exit`]: the exit codes of every subcommand, one table.
+//! - [`client`]: how the clients reach a collector (TLS, token, client certificate) and what a failed call means.
 //! - [`replay`]: scenario traffic sent through the real OTLP exporter (`modelgate replay`).
 //! - [`loadgen`]: pre-encoded OTLP batches at full speed or a fixed rate, for benchmarks (`modelgate loadgen`).
 //! - [`analyze`]: offline judgement of JSON log files (`modelgate analyze`).
 //! - [`gate`]: a CI/CD release gate asking a running collector for its verdict (`modelgate gate`).
 
+pub mod exit;
+pub mod client;
 pub mod replay;
 pub mod loadgen;
 pub mod analyze;

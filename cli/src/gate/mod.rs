@@ -1,30 +1,40 @@
 //! `modelgate gate`: a release gate for CI/CD pipelines. It asks a running
 //! collector for its verdict on a candidate version, waits (bounded) for
 //! enough traffic, prints the verdict with its evidence and maps it to an
-//! exit code: 0 pass, 1 regression, 2 inconclusive.
+//! exit code: 0 pass, 1 regression, 2 inconclusive, and for a gate that
+//! got no verdict at all the code of what to fix ([`crate::exit`]): 64 a
+//! bad flag or a refused override, 69 no collector's gRPC API at `--url`
+//! (down, TLS failed, or the admin port), 77 credentials refused, 78 an
+//! unreadable token or certificate file.
 //!
 //! It must never judge by itself: every outcome and figure it prints comes
 //! from the collector's judge. Thresholds the gate overrides (`--sla`,
 //! `--min-samples`) travel in the request and are applied by the collector
 //! to a copy of its own configuration. It never changes the collector's
 //! state, never waits longer than `--wait` (plus one bounded call), and
-//! never turns "could not tell" into a pass: too little traffic, an unknown
-//! candidate and an unreachable collector are all inconclusive.
+//! never turns "could not tell" into a pass, nor a broken setup into
+//! "inconclusive": too little traffic and an unknown candidate are
+//! inconclusive, an unreachable collector is a connection error.
 //!
 //! It speaks gRPC (`modelgate.v1.Query/GetVerdict`, the OTLP port) rather
 //! than the admin port's JSON: the generated client is already in the
 //! binary (no HTTP client added), the messages are typed, and a refused
 //! argument (INVALID_ARGUMENT) is told apart from an unreachable collector
-//! by its status code instead of by parsing bodies.
+//! by its status code instead of by parsing bodies. TLS, the token and
+//! client certificates are [`crate::client`]'s; the gate reads no `OTEL_*`
+//! variable (they describe a job's own telemetry, not this collector).
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::time::Duration;
 
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::query_client::QueryClient;
 use tokio::time::Instant;
-use tonic::transport::Endpoint;
+
+use crate::client::{normalize_url, ClientError, ClientOptions, GrpcOnly};
+use crate::exit::Exit;
+
+pub mod render;
 
 /// The collector's gRPC address when `--url` is not given.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:4317";
@@ -41,7 +51,7 @@ const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(500);
 /// What to ask the collector, and how long to keep asking.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GateOptions {
-    /// The collector's gRPC URL (`http://host:port`).
+    /// The collector's gRPC URL (`http://host:port`, `https://` for TLS).
     pub url: String,
     /// `service.name` of the service released.
     pub service: String,
@@ -59,6 +69,8 @@ pub struct GateOptions {
     pub wait: Duration,
     /// Time between two questions.
     pub poll_interval: Duration,
+    /// TLS trust, client certificate and token.
+    pub client: ClientOptions,
 }
 
 impl GateOptions {
@@ -82,18 +94,18 @@ pub enum Decision {
     Pass,
     /// Some rule on some endpoint breached (or its alert is firing).
     Regression,
-    /// Not enough evidence within the wait, or the candidate is unknown, or
-    /// the collector could not be asked.
+    /// Not enough evidence within the wait, or the candidate is unknown (a
+    /// collector that could not be asked is a [`ClientError`], not this).
     Inconclusive,
 }
 
 impl Decision {
-    /// The process exit code: 0 pass, 1 regression, 2 inconclusive.
-    pub const fn exit_code(self) -> u8 {
+    /// The exit code: 0 pass, 1 regression, 2 inconclusive.
+    pub const fn exit(self) -> Exit {
         match self {
-            Decision::Pass => 0,
-            Decision::Regression => 1,
-            Decision::Inconclusive => 2,
+            Decision::Pass => Exit::Ok,
+            Decision::Regression => Exit::Regression,
+            Decision::Inconclusive => Exit::Inconclusive,
         }
     }
 
@@ -134,101 +146,26 @@ pub struct GateReport {
     pub waited: Duration,
 }
 
-/// Why the gate got no verdict at all. Every one of them means exit code 2.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum GateError {
-    /// `--url` is not a URL the gate can use.
-    #[error("invalid --url {url:?}: {reason}")]
-    InvalidUrl {
-        /// As given.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// No answer from the collector (refused, timed out, not gRPC).
-    #[error("collector unreachable at {url}: {message}")]
-    Unreachable {
-        /// Where the gate asked.
-        url: String,
-        /// The last transport error.
-        message: String,
-    },
-    /// The collector answered with a refusal (a bad `--sla`, say).
-    #[error("the collector refused the request: {0}")]
-    Refused(String),
-}
-
-impl GateError {
-    /// Worth asking again before the wait is over.
-    pub const fn is_transient(&self) -> bool {
-        matches!(self, GateError::Unreachable { .. })
-    }
-}
-
-/// The process exit code of a gate run.
-pub fn exit_code(result: &Result<GateReport, GateError>) -> u8 {
+/// The process exit code of a gate run: the decision's, or the failure's.
+pub fn exit(result: &Result<GateReport, ClientError>) -> Exit {
     match result {
-        Ok(report) => report.decision.exit_code(),
-        Err(_) => Decision::Inconclusive.exit_code(),
+        Ok(report) => report.decision.exit(),
+        Err(error) => error.exit(),
     }
 }
-
-/// `--url` as a URL tonic can dial: `host:port` gets `http://`; `https://`
-/// is refused (this build has no TLS).
-pub fn normalize_url(url: &str) -> Result<String, GateError> {
-    let invalid = |reason: &str| GateError::InvalidUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let url = url.trim();
-    if url.starts_with("https://") {
-        return Err(invalid("https is not supported by this build; use http://"));
-    }
-    let full = if url.starts_with("http://") {
-        url.to_owned()
-    } else if url.contains("://") {
-        return Err(invalid("the scheme must be http://"));
-    } else {
-        format!("http://{url}")
-    };
-    if full.len() <= "http://".len() {
-        return Err(invalid("no host"));
-    }
-    Ok(full)
-}
-
-fn classify(status: &tonic::Status, url: &str) -> GateError {
-    use tonic::Code;
-    match status.code() {
-        Code::InvalidArgument
-        | Code::NotFound
-        | Code::Unimplemented
-        | Code::PermissionDenied
-        | Code::Unauthenticated
-        | Code::FailedPrecondition
-        | Code::OutOfRange => Refused(format!("{:?}: {}", status.code(), status.message())),
-        _ => GateError::Unreachable {
-            url: url.to_owned(),
-            message: format!("{:?}: {}", status.code(), status.message()),
-        },
-    }
-}
-use GateError::Refused;
 
 /// Asks the collector at `options.url` until the verdict is conclusive or
 /// `options.wait` is over.
-pub async fn run(options: &GateOptions) -> Result<GateReport, GateError> {
+pub async fn run(options: &GateOptions) -> Result<GateReport, ClientError> {
+    let credentials = options.client.load()?;
     let url = normalize_url(&options.url)?;
-    let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| GateError::InvalidUrl {
-        url: options.url.clone(),
-        reason: e.to_string(),
-    })?;
-    let client = QueryClient::new(
+    let endpoint = credentials.endpoint(&url)?;
+    let client = QueryClient::new(GrpcOnly(
         endpoint
             .connect_timeout(CALL_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .connect_lazy(),
-    );
+    ));
     let request = options.request();
     tracing::info!(
         %url,
@@ -237,17 +174,20 @@ pub async fn run(options: &GateOptions) -> Result<GateReport, GateError> {
         wait_s = options.wait.as_secs_f64(),
         "asking the collector for a verdict"
     );
+    let (credentials, url) = (&credentials, url.as_str());
     poll(
         || {
             let mut client = client.clone();
-            let request = request.clone();
-            let url = url.clone();
+            let request = credentials.request(request.clone());
             async move {
-                client
-                    .get_verdict(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(|status| classify(&status, &url))
+                match client.get_verdict(request).await {
+                    Ok(answer) => Ok(answer.into_inner()),
+                    Err(status) => {
+                        let error =
+                            ClientError::from_status(&status, url, credentials.sends_token());
+                        Err(credentials.explain(error, url).await)
+                    }
+                }
             }
         },
         options,
@@ -260,10 +200,10 @@ pub async fn run(options: &GateOptions) -> Result<GateReport, GateError> {
 /// `options.wait` is over (each question bounded too). Transport errors are
 /// retried within the wait (the collector may be restarting with the
 /// release).
-pub async fn poll<F, Fut>(mut ask: F, options: &GateOptions) -> Result<GateReport, GateError>
+pub async fn poll<F, Fut>(mut ask: F, options: &GateOptions) -> Result<GateReport, ClientError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<pb::Verdict, GateError>>,
+    Fut: Future<Output = Result<pb::Verdict, ClientError>>,
 {
     let (wait, interval) = (options.wait, options.poll_interval);
     let started = Instant::now();
@@ -278,7 +218,7 @@ where
             .clamp(MIN_CALL_TIMEOUT, CALL_TIMEOUT);
         let answer = match tokio::time::timeout(budget, ask()).await {
             Ok(answer) => answer,
-            Err(_) => Err(GateError::Unreachable {
+            Err(_) => Err(ClientError::Unreachable {
                 url: options.url.clone(),
                 message: format!("no answer within {}", humantime::format_duration(budget)),
             }),
@@ -323,7 +263,7 @@ where
             waited: started.elapsed(),
         }),
         (None, Some(error)) => Err(error),
-        (None, None) => Err(GateError::Unreachable {
+        (None, None) => Err(ClientError::Unreachable {
             url: options.url.clone(),
             message: "no answer".to_owned(),
         }),
@@ -366,171 +306,13 @@ pub fn inconclusive_reason(
     }
 }
 
-/// A figure in its unit: `781.2 ms`, `4.00%`, `2.10 calls`.
-pub fn format_value(value: f64, unit: &str) -> String {
-    match unit {
-        "ms" => format!("{value:.1} ms"),
-        "rate" => format!("{:.2}%", value * 100.0),
-        "calls" => format!("{value:.2} calls"),
-        other => format!("{value} {other}"),
-    }
-}
-
-fn outcome_name(outcome: i32) -> &'static str {
-    match pb::VerdictOutcome::try_from(outcome) {
-        Ok(pb::VerdictOutcome::Pass) => "PASS",
-        Ok(pb::VerdictOutcome::Regression) => "REGRESSION",
-        Ok(pb::VerdictOutcome::Inconclusive) | Ok(pb::VerdictOutcome::Unspecified) | Err(_) => {
-            "INCONCLUSIVE"
-        }
-    }
-}
-
-fn state_name(state: i32) -> &'static str {
-    match pb::AlertState::try_from(state) {
-        Ok(pb::AlertState::Pending) => "pending",
-        Ok(pb::AlertState::Firing) => "firing",
-        Ok(pb::AlertState::Resolved) => "resolved",
-        _ => "inactive",
-    }
-}
-
-fn evidence_line(e: &pb::Evidence, rule: &str) -> String {
-    let mut line = String::new();
-    if e.quantile > 0.0 {
-        let _ = write!(line, "p{} ", (e.quantile * 1000.0).round() / 10.0);
-    }
-    let _ = write!(
-        line,
-        "candidate {} (n={})",
-        format_value(e.candidate_value, &e.unit),
-        e.candidate_count
-    );
-    if e.baseline_count > 0 || rule != "sla" {
-        let _ = write!(
-            line,
-            " vs baseline {} (n={})",
-            format_value(e.baseline_value, &e.unit),
-            e.baseline_count
-        );
-    }
-    let _ = write!(
-        line,
-        ", limit {}, ratio {:.2}",
-        format_value(e.threshold, &e.unit),
-        e.ratio
-    );
-    // p = 1 and e = 1 mean no test ran (the effect was clearly absent).
-    if !e.test.is_empty() && (e.p_value < 1.0 || e.e_value != 1.0) {
-        let _ = write!(
-            line,
-            "; {} test p={:.2e}, e={:.2e} (fires at {:.0})",
-            e.test, e.p_value, e.e_value, e.e_threshold
-        );
-    }
-    if e.has_shift {
-        let _ = write!(
-            line,
-            "; shift {:+.1} ms [{:+.1}, {:+.1}]",
-            e.shift_ms, e.shift_low_ms, e.shift_high_ms
-        );
-    }
-    line
-}
-
-/// The verdict as text: a headline, then per endpoint each rule's outcome,
-/// figures and the judge's own sentence.
-pub fn render_text(report: &GateReport) -> String {
-    let v = &report.verdict;
-    let mut out = format!(
-        "{} {}: {} (exit {})\n",
-        v.service,
-        v.candidate_version,
-        report.decision.as_str().to_uppercase(),
-        report.decision.exit_code()
-    );
-    for e in &v.endpoints {
-        let baseline = if e.baseline_version.is_empty() {
-            "none"
-        } else {
-            e.baseline_version.as_str()
-        };
-        let _ = writeln!(
-            out,
-            "  {} (baseline {baseline}): {}",
-            e.endpoint,
-            outcome_name(e.outcome)
-        );
-        for r in &e.rules {
-            let _ = write!(
-                out,
-                "    {:<9} {:<12} alert {:<8}",
-                r.rule,
-                outcome_name(r.outcome),
-                state_name(r.state)
-            );
-            if let Some(ev) = &r.evidence {
-                let _ = writeln!(out, " {}", evidence_line(ev, &r.rule));
-                let _ = writeln!(out, "              {}", ev.detail);
-            } else {
-                out.push('\n');
-            }
-        }
-    }
-    if let Some(reason) = &report.reason {
-        let _ = writeln!(out, "inconclusive: {reason}");
-    }
-    out
-}
-
-/// The result as one JSON document: the gate's question, its decision and
-/// exit code, why (when inconclusive or failed) and the collector's verdict
-/// (proto3 JSON mapping, as served on `/api/v1/verdict`).
-pub fn render_json(
-    options: &GateOptions,
-    result: &Result<GateReport, GateError>,
-) -> serde_json::Value {
-    let (decision, reason, verdict, polls, waited) = match result {
-        Ok(r) => (
-            r.decision,
-            r.reason.clone(),
-            serde_json::to_value(&r.verdict).unwrap_or(serde_json::Value::Null),
-            r.polls,
-            r.waited.as_secs_f64(),
-        ),
-        Err(e) => (
-            Decision::Inconclusive,
-            Some(e.to_string()),
-            serde_json::Value::Null,
-            0,
-            0.0,
-        ),
-    };
-    serde_json::json!({
-        "service": options.service,
-        "candidate": options.candidate,
-        "baseline": options.baseline,
-        "endpoint": options.endpoint,
-        "sla_ms": options.sla.map(|d| d.as_secs_f64() * 1e3),
-        "min_samples": options.min_samples,
-        "wait_s": options.wait.as_secs_f64(),
-        "decision": decision.as_str(),
-        "exit_code": exit_code(result),
-        "reason": reason,
-        "error": result.as_ref().err().map(ToString::to_string),
-        "polls": polls,
-        "waited_s": waited,
-        "verdict": verdict,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
 
     use super::*;
 
-    fn options() -> GateOptions {
+    pub(super) fn options() -> GateOptions {
         GateOptions {
             url: DEFAULT_URL.to_owned(),
             service: "lending-api".into(),
@@ -541,10 +323,11 @@ mod tests {
             min_samples: Some(50),
             wait: Duration::from_secs(10),
             poll_interval: POLL_INTERVAL,
+            client: ClientOptions::default(),
         }
     }
 
-    fn rule(name: &str, outcome: pb::VerdictOutcome, detail: &str) -> pb::RuleResult {
+    pub(super) fn rule(name: &str, outcome: pb::VerdictOutcome, detail: &str) -> pb::RuleResult {
         pb::RuleResult {
             rule: name.into(),
             outcome: outcome as i32,
@@ -573,7 +356,7 @@ mod tests {
         }
     }
 
-    fn verdict(outcome: pb::VerdictOutcome, rules: Vec<pb::RuleResult>) -> pb::Verdict {
+    pub(super) fn verdict(outcome: pb::VerdictOutcome, rules: Vec<pb::RuleResult>) -> pb::Verdict {
         pb::Verdict {
             service: "lending-api".into(),
             candidate_version: "v1.3".into(),
@@ -618,21 +401,49 @@ mod tests {
             polls: 1,
             waited: Duration::ZERO,
         };
-        assert_eq!(exit_code(&Ok(report(Decision::Pass))), 0);
-        assert_eq!(exit_code(&Ok(report(Decision::Regression))), 1);
-        assert_eq!(exit_code(&Ok(report(Decision::Inconclusive))), 2);
-        for e in [
-            GateError::Refused("x".into()),
-            GateError::Unreachable {
-                url: DEFAULT_URL.into(),
-                message: "refused".into(),
-            },
-            GateError::InvalidUrl {
-                url: "x".into(),
-                reason: "y".into(),
-            },
+        assert_eq!(exit(&Ok(report(Decision::Pass))), Exit::Ok);
+        assert_eq!(exit(&Ok(report(Decision::Regression))), Exit::Regression);
+        assert_eq!(
+            exit(&Ok(report(Decision::Inconclusive))),
+            Exit::Inconclusive
+        );
+        for (error, code) in [
+            (ClientError::Refused("x".into()), Exit::Usage),
+            (
+                ClientError::Url {
+                    url: "x".into(),
+                    reason: "y".into(),
+                },
+                Exit::Usage,
+            ),
+            (
+                ClientError::Unreachable {
+                    url: DEFAULT_URL.into(),
+                    message: "refused".into(),
+                },
+                Exit::Connection,
+            ),
+            (
+                ClientError::WrongService {
+                    url: DEFAULT_URL.into(),
+                    detail: "admin port".into(),
+                },
+                Exit::Connection,
+            ),
+            (
+                ClientError::Unauthenticated {
+                    url: DEFAULT_URL.into(),
+                    message: "no".into(),
+                    hint: "pass --token-file",
+                },
+                Exit::Authentication,
+            ),
+            (
+                ClientError::Incomplete("--client-cert", "--client-key"),
+                Exit::Configuration,
+            ),
         ] {
-            assert_eq!(exit_code(&Err(e)), 2);
+            assert_eq!(exit(&Err(error)), code);
         }
     }
 
@@ -664,111 +475,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn urls() {
-        assert_eq!(
-            normalize_url("127.0.0.1:4317").unwrap(),
-            "http://127.0.0.1:4317"
-        );
-        assert_eq!(normalize_url(DEFAULT_URL).unwrap(), DEFAULT_URL);
-        assert!(matches!(
-            normalize_url("https://x:4317"),
-            Err(GateError::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            normalize_url("ftp://x"),
-            Err(GateError::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            normalize_url("http://"),
-            Err(GateError::InvalidUrl { .. })
-        ));
-    }
-
-    #[test]
-    fn status_codes_split_refusals_from_unreachable() {
-        let refused = classify(&tonic::Status::invalid_argument("sla_limit_ms: bad"), "u");
-        assert!(!refused.is_transient());
-        assert!(refused.to_string().contains("sla_limit_ms: bad"));
-        let down = classify(&tonic::Status::unavailable("connection refused"), "u");
-        assert!(down.is_transient());
-        assert!(down.to_string().starts_with("collector unreachable at u"));
-    }
-
-    #[test]
-    fn values_in_their_units() {
-        assert_eq!(format_value(781.25, "ms"), "781.2 ms");
-        assert_eq!(format_value(0.04, "rate"), "4.00%");
-        assert_eq!(format_value(2.1, "calls"), "2.10 calls");
-    }
-
-    #[test]
-    fn text_shows_each_rule_with_its_evidence() {
-        use pb::VerdictOutcome as O;
-        let report = GateReport {
-            decision: Decision::Regression,
-            reason: None,
-            verdict: verdict(
-                O::Regression,
-                vec![
-                    rule(
-                        "relative",
-                        O::Regression,
-                        "p95 781.2 ms vs 117.5 ms on v1.2",
-                    ),
-                    rule("sla", O::Regression, "p95 781.2 ms over the 150 ms limit"),
-                ],
-            ),
-            polls: 1,
-            waited: Duration::ZERO,
-        };
-        let text = render_text(&report);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "lending-api v1.3: REGRESSION (exit 1)");
-        assert_eq!(lines[1], "  /risk-score (baseline v1.2): REGRESSION");
-        assert!(lines[2].starts_with("    relative  REGRESSION   alert inactive"));
-        assert!(
-            lines[2].contains("p95 candidate 781.2 ms (n=150) vs baseline 117.5 ms (n=350)"),
-            "{text}"
-        );
-        assert!(lines[2].contains("binomial test p=1.00e-40, e=3.00e30 (fires at 200)"));
-        assert_eq!(lines[3].trim(), "p95 781.2 ms vs 117.5 ms on v1.2");
-        // sla has no baseline: none shown.
-        assert!(!lines[4].contains("baseline"), "{text}");
-        assert!(lines[4].contains("limit 150.0 ms"), "{text}");
-    }
-
-    #[test]
-    fn json_carries_decision_exit_code_and_verdict() {
-        use pb::VerdictOutcome as O;
-        let report = GateReport {
-            decision: Decision::Inconclusive,
-            reason: Some("not enough evidence".into()),
-            verdict: verdict(O::Inconclusive, vec![rule("sla", O::Inconclusive, "x")]),
-            polls: 3,
-            waited: Duration::from_secs(2),
-        };
-        let json = render_json(&options(), &Ok(report));
-        assert_eq!(json["decision"], "inconclusive");
-        assert_eq!(json["exit_code"], 2);
-        assert_eq!(json["sla_ms"], 150.0);
-        assert_eq!(json["verdict"]["outcome"], "VERDICT_OUTCOME_INCONCLUSIVE");
-        assert_eq!(json["verdict"]["endpoints"][0]["rules"][0]["rule"], "sla");
-        let failed = render_json(
-            &options(),
-            &Err(GateError::Unreachable {
-                url: DEFAULT_URL.into(),
-                message: "refused".into(),
-            }),
-        );
-        assert_eq!(failed["exit_code"], 2);
-        assert!(failed["verdict"].is_null());
-        assert!(failed["error"]
-            .as_str()
-            .unwrap()
-            .contains("collector unreachable"));
-    }
-
     #[tokio::test(start_paused = true)]
     async fn polls_until_conclusive() {
         use pb::VerdictOutcome as O;
@@ -779,7 +485,7 @@ mod tests {
                 let n = asked.get();
                 async move {
                     match n {
-                        1 => Err(GateError::Unreachable {
+                        1 => Err(ClientError::Unreachable {
                             url: "u".into(),
                             message: "starting".into(),
                         }),
@@ -832,7 +538,7 @@ mod tests {
         let started = Instant::now();
         let err = poll(
             || async {
-                Err(GateError::Unreachable {
+                Err(ClientError::Unreachable {
                     url: "u".into(),
                     message: "connection refused".into(),
                 })
@@ -850,7 +556,7 @@ mod tests {
         let err = poll(
             || {
                 asked.set(asked.get() + 1);
-                async { Err(GateError::Refused("sla_limit_ms: bad".into())) }
+                async { Err(ClientError::Refused("sla_limit_ms: bad".into())) }
             },
             &GateOptions {
                 wait: Duration::from_secs(60),
@@ -860,14 +566,14 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(asked.get(), 1, "a refusal is not retried");
-        assert!(matches!(err, GateError::Refused(_)));
+        assert!(matches!(err, ClientError::Refused(_)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_hanging_collector_is_bounded() {
         let started = Instant::now();
         let err = poll(
-            std::future::pending::<Result<pb::Verdict, GateError>>,
+            std::future::pending::<Result<pb::Verdict, ClientError>>,
             &GateOptions {
                 wait: Duration::from_secs(1),
                 ..options()

@@ -9,6 +9,7 @@
 //! sent at `rate` per second, ending "now"; they go through the real
 //! `opentelemetry-otlp` span exporter, batched here so that pacing is exact.
 //! Replay only sends: it never reads the collector's answers beyond success.
+//! [`render`] owns what `modelgate replay` prints.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -19,6 +20,9 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::WithTonicConfig as _;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use opentelemetry_sdk::Resource;
 use rand::distr::weighted::WeightedIndex;
@@ -27,12 +31,19 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use serde::{Deserialize, Serialize};
 
+use crate::client::{normalize_url, ClientError, ClientOptions, Credentials, GrpcOnly};
+use crate::exit::Exit;
+
+pub mod render;
+
 /// Spans per export call, as the SDK's batch processor does by default.
 const BATCH: usize = 512;
 /// A partial batch waits at most this long.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Export attempts per batch before replay gives up on it.
 const ATTEMPTS: u32 = 3;
+/// The longest one export (or the first check) may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The built-in scenarios: (name, YAML).
 pub const BUILT_IN: [(&str, &str); 3] = [
@@ -69,6 +80,21 @@ pub enum ReplayError {
         /// Why.
         message: String,
     },
+    /// The collector could not be reached, or refused the credentials or
+    /// the first (empty) export.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+impl ReplayError {
+    /// The exit code this failure means.
+    pub const fn exit(&self) -> Exit {
+        match self {
+            ReplayError::NotFound(_) | ReplayError::Invalid { .. } => Exit::Usage,
+            ReplayError::Exporter { .. } => Exit::Failure,
+            ReplayError::Client(e) => e.exit(),
+        }
+    }
 }
 
 /// A scenario: see the module docs and `examples/scenarios/`.
@@ -247,21 +273,53 @@ pub struct ReplayReport {
     pub db_spans: u64,
     /// Spans whose export failed after retries.
     pub failed: u64,
-    /// (phase, version, requests, timeouts, errors).
-    pub per_version: Vec<(String, String, u64, u64, u64)>,
+    /// What each version of each phase sent, in scenario order.
+    pub per_version: Vec<VersionSent>,
     /// Wall time taken.
     pub elapsed: Duration,
+}
+
+/// The requests one version sent in one phase.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionSent {
+    /// The phase's name.
+    pub phase: String,
+    /// The version's `model.version`.
+    pub version: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// Of which timed out (HTTP 504).
+    pub timeouts: u64,
+    /// Of which failed (HTTP 500).
+    pub errors: u64,
 }
 
 /// Options of one replay run.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
-    /// OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317`.
+    /// OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317` (`host:port` is
+    /// plaintext; `https://` for TLS).
     pub endpoint: String,
     /// Overrides the scenario's rate.
     pub rate: Option<f64>,
     /// Overrides the scenario's seed.
     pub seed: Option<u64>,
+    /// TLS trust, client certificate and token. The SDK's exporter reads
+    /// `OTEL_EXPORTER_OTLP_HEADERS` itself, after the token.
+    pub client: ClientOptions,
+}
+
+impl Default for ReplayOptions {
+    /// The local collector's default OTLP/gRPC port, the scenario's rate and
+    /// seed, no credentials.
+    fn default() -> Self {
+        Self {
+            endpoint: "http://127.0.0.1:4317".into(),
+            rate: None,
+            seed: None,
+            client: ClientOptions::default(),
+        }
+    }
 }
 
 fn draw_latency(latency: Latency, rng: &mut StdRng) -> f64 {
@@ -277,24 +335,16 @@ fn draw_latency(latency: Latency, rng: &mut StdRng) -> f64 {
 }
 
 /// Sends `scenario` and reports what was sent.
+///
+/// One empty export first checks that the endpoint takes trace exports with
+/// these credentials (an empty export is a success that adds nothing), so a
+/// wrong port, a refused token or a failed handshake stops the replay at
+/// once with its reason rather than after every batch failed.
 pub async fn replay(
     scenario: &Scenario,
     options: &ReplayOptions,
 ) -> Result<ReplayReport, ReplayError> {
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(options.endpoint.clone())
-        .with_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| ReplayError::Exporter {
-            endpoint: options.endpoint.clone(),
-            message: e.to_string(),
-        })?;
-    exporter.set_resource(
-        &Resource::builder()
-            .with_service_name(scenario.service.clone())
-            .build(),
-    );
+    let exporter = span_exporter(scenario, options).await?;
     let rate = options.rate.unwrap_or(scenario.rate).max(0.001);
     let mut rng = StdRng::seed_from_u64(options.seed.unwrap_or(scenario.seed));
     let scope = InstrumentationScope::builder("modelgate-replay").build();
@@ -310,7 +360,15 @@ pub async fn replay(
                 message: format!("phase {:?}: {e}", phase.name),
             }
         })?;
-        let mut counts = vec![(0u64, 0u64, 0u64); phase.traffic.len()];
+        let mut counts: Vec<VersionSent> = phase
+            .traffic
+            .iter()
+            .map(|t| VersionSent {
+                phase: phase.name.clone(),
+                version: t.version.clone(),
+                ..VersionSent::default()
+            })
+            .collect();
         for _ in 0..phase.requests {
             let due = start + Duration::from_secs_f64(sent as f64 / rate);
             if due > Instant::now() + Duration::from_millis(1) {
@@ -326,15 +384,15 @@ pub async fn replay(
             let latency_ms = draw_latency(traffic.latency_ms, &mut rng);
             let roll: f64 = rng.random();
             let (status_code, error_type) = if roll < traffic.timeout_rate {
-                counts[which].1 += 1;
+                counts[which].timeouts += 1;
                 (504, Some("timeout"))
             } else if roll < traffic.timeout_rate + traffic.error_rate {
-                counts[which].2 += 1;
+                counts[which].errors += 1;
                 (500, Some("500"))
             } else {
                 (200, None)
             };
-            counts[which].0 += 1;
+            counts[which].requests += 1;
             request_spans(
                 &mut batch,
                 &mut rng,
@@ -353,15 +411,60 @@ pub async fn replay(
                 last_flush = Instant::now();
             }
         }
-        for (t, (n, timeouts, errors)) in phase.traffic.iter().zip(counts) {
-            report
-                .per_version
-                .push((phase.name.clone(), t.version.clone(), n, timeouts, errors));
-        }
+        report.per_version.extend(counts);
     }
     export(&exporter, &mut batch, &mut report).await;
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// The OpenTelemetry SDK's OTLP/gRPC span exporter for `scenario`'s
+/// service, with the options' credentials, once [`probe`] found the
+/// collector takes exports with them.
+async fn span_exporter(
+    scenario: &Scenario,
+    options: &ReplayOptions,
+) -> Result<opentelemetry_otlp::SpanExporter, ReplayError> {
+    let credentials = options.client.load()?;
+    let url = probe(&credentials, &options.endpoint).await?;
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(url.clone())
+        .with_timeout(EXPORT_TIMEOUT)
+        .with_metadata(credentials.token_metadata());
+    if let Some(tls) = credentials.tls_for(&url) {
+        builder = builder.with_tls_config(tls);
+    }
+    let mut exporter = builder.build().map_err(|e| ReplayError::Exporter {
+        endpoint: url.clone(),
+        message: e.to_string(),
+    })?;
+    exporter.set_resource(
+        &Resource::builder()
+            .with_service_name(scenario.service.clone())
+            .build(),
+    );
+    Ok(exporter)
+}
+
+/// One empty trace export to `endpoint`: `Ok` with the URL dialed when the
+/// collector takes exports with these credentials.
+async fn probe(credentials: &Credentials, endpoint: &str) -> Result<String, ClientError> {
+    let url = normalize_url(endpoint)?;
+    let endpoint = credentials
+        .endpoint(&url)?
+        .connect_timeout(EXPORT_TIMEOUT)
+        .timeout(EXPORT_TIMEOUT);
+    let answer = TraceServiceClient::new(GrpcOnly(endpoint.connect_lazy()))
+        .export(credentials.request(ExportTraceServiceRequest::default()))
+        .await;
+    match answer {
+        Ok(_) => Ok(url),
+        Err(status) => {
+            let error = ClientError::from_status(&status, &url, credentials.sends_token());
+            Err(credentials.explain(error, &url).await)
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

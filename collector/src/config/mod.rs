@@ -104,8 +104,21 @@ pub struct Config {
 
 impl Config {
     /// Defaults, then `file` if given, then `MODELGATE_*` variables, checked.
+    /// The variables Kubernetes injects for a Service named `modelgate` (or
+    /// `modelgate-<anything>`) are not settings: they are skipped with a
+    /// debug line (see [`is_service_link`]).
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::figment(file, Env::prefixed("MODELGATE_").split("__"))
+        let env = Env::prefixed("MODELGATE_").filter(|rest| {
+            let link = is_service_link(rest.as_str());
+            if link {
+                tracing::debug!(
+                    variable = %format!("MODELGATE_{rest}"),
+                    "ignored: a Kubernetes service link variable, not a setting"
+                );
+            }
+            !link
+        });
+        Self::figment(file, env.split("__"))
     }
 
     /// [`Config::load`] with the environment provider given, for tests.
@@ -161,6 +174,32 @@ impl Config {
         }
         serde_yaml_ng::to_string(&shown).unwrap_or_else(|e| format!("# {e}\n{shown:#?}"))
     }
+}
+
+/// Whether `MODELGATE_<rest>` is one of the variables the kubelet sets for
+/// a Service named `modelgate` or `modelgate-<name>` in the pod's namespace:
+/// `[<NAME>_]SERVICE_HOST`, `[<NAME>_]SERVICE_PORT[_<PORTNAME>]`,
+/// `[<NAME>_]PORT`, `[<NAME>_]PORT_<n>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]`.
+/// A setting always has a double underscore (`<SECTION>__<KEY>`) and none of
+/// these has, so they never shadow one; any other unknown variable is still
+/// refused by name.
+pub fn is_service_link(rest: &str) -> bool {
+    let rest = rest.to_ascii_uppercase();
+    if rest.contains("__") {
+        return false;
+    }
+    let words: Vec<&str> = rest.split('_').collect();
+    let link_from = |i: usize| match &words[i..] {
+        ["SERVICE", "HOST"] | ["SERVICE", "PORT", ..] | ["PORT"] => true,
+        ["PORT", port, proto, tail @ ..] => {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && matches!(*proto, "TCP" | "UDP" | "SCTP")
+                && matches!(tail, [] | ["PROTO" | "PORT" | "ADDR"])
+        }
+        _ => false,
+    };
+    (0..words.len()).any(|i| words[..i].iter().all(|w| !w.is_empty()) && link_from(i))
 }
 
 #[cfg(test)]
@@ -280,6 +319,69 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("receiver.grpc_listen"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_settings() {
+        for link in [
+            "SERVICE_HOST",
+            "SERVICE_PORT",
+            "SERVICE_PORT_OTLP_GRPC",
+            "PORT",
+            "PORT_4317_TCP",
+            "PORT_4317_TCP_PROTO",
+            "PORT_4317_TCP_PORT",
+            "PORT_4317_TCP_ADDR",
+            "ADMIN_SERVICE_HOST",
+            "ADMIN_PORT_9464_TCP_ADDR",
+            "port_4318_tcp",
+        ] {
+            assert!(is_service_link(link), "{link}");
+        }
+        for setting in [
+            "JUDGE__SLA__LIMIT",
+            "ADMIN__LISTEN",
+            "ADMIN_LISTEN",
+            "PORT_ABC_TCP",
+            "PORT_4317_HTTP",
+            "PORT_4317_TCP_HOST",
+            "SERVICE",
+            "_PORT",
+            "",
+        ] {
+            assert!(!is_service_link(setting), "{setting}");
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error
+    fn a_kubernetes_pod_environment_starts() {
+        figment::Jail::expect_with(|jail| {
+            for (name, value) in [
+                ("MODELGATE_PORT", "tcp://10.96.0.10:4317"),
+                ("MODELGATE_SERVICE_HOST", "10.96.0.10"),
+                ("MODELGATE_SERVICE_PORT", "4317"),
+                ("MODELGATE_SERVICE_PORT_OTLP_GRPC", "4317"),
+                ("MODELGATE_PORT_4317_TCP", "tcp://10.96.0.10:4317"),
+                ("MODELGATE_PORT_4317_TCP_PROTO", "tcp"),
+                ("MODELGATE_PORT_4317_TCP_PORT", "4317"),
+                ("MODELGATE_PORT_4317_TCP_ADDR", "10.96.0.10"),
+                ("MODELGATE_ADMIN_PORT", "tcp://10.96.0.11:9464"),
+                ("MODELGATE_JUDGE__SLA__LIMIT", "300ms"),
+            ] {
+                jail.set_env(name, value);
+            }
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.judge.sla.limit, Duration::from_millis(300));
+            // A mistyped setting is still refused by name.
+            jail.set_env("MODELGATE_ADMIN_LISTEN", "0.0.0.0:9464");
+            let err = Config::load(None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("admin_listen"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

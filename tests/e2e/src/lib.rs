@@ -42,9 +42,10 @@ pub const EPHEMERAL: [SocketAddr; 3] =
 
 /// The `modelgate` binary under test, run on `cpu` with `taskset` when
 /// given (for benchmarks that give the collector and the load one core
-/// each). The caller's `MODELGATE_*` variables are removed: the collector
-/// refuses unknown ones (`MODELGATE_BIN` is this harness's), and a
-/// developer's own settings must not change what a test measures.
+/// each). The caller's `MODELGATE_*` and `OTEL_EXPORTER_OTLP_*` variables
+/// are removed: the collector refuses unknown ones (`MODELGATE_BIN` is this
+/// harness's), the client tools read the OTLP exporter's, and a developer's
+/// own settings must not change what a test measures.
 pub fn modelgate_command(cpu: Option<usize>) -> std::process::Command {
     let mut command = match cpu {
         Some(cpu) => {
@@ -55,7 +56,8 @@ pub fn modelgate_command(cpu: Option<usize>) -> std::process::Command {
         None => std::process::Command::new(modelgate_bin()),
     };
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("MODELGATE_") {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("MODELGATE_") || key_text.starts_with("OTEL_EXPORTER_OTLP_") {
             command.env_remove(key);
         }
     }
@@ -109,6 +111,14 @@ impl Collector {
     /// Prometheus) know it, e.g. on the addresses of one it replaces.
     pub async fn start_at(listen: [SocketAddr; 3], env: &[(&str, &str)]) -> Self {
         Self::start_command(modelgate_command(None).into(), env, listen).await
+    }
+
+    /// [`Collector::start`] with `args` before the listen flags, e.g.
+    /// `["run"]` to put them after the subcommand.
+    pub async fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command: Command = modelgate_command(None).into();
+        command.args(args);
+        Self::start_command(command, env, EPHEMERAL).await
     }
 
     /// [`Collector::start`] for a collector serving TLS (configured through
@@ -448,6 +458,59 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// A finished `modelgate` command.
+#[derive(Debug)]
+pub struct Run {
+    /// Its exit code (-1: killed by a signal).
+    pub code: i32,
+    /// What it printed.
+    pub stdout: String,
+    /// What it logged.
+    pub stderr: String,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {} after {:.1}s\n--- stdout\n{}--- stderr\n{}",
+            self.code,
+            self.elapsed.as_secs_f64(),
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+/// Runs `modelgate <args>` with `env` added to completion; panics if it
+/// takes longer than `limit`.
+pub async fn run_modelgate(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Run {
+    let started = Instant::now();
+    let mut command = Command::from(modelgate_command(None));
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.spawn().expect("spawn modelgate");
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("modelgate {args:?} ran over {limit:?}"))
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, for at most `limit`.

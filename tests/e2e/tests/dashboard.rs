@@ -118,7 +118,7 @@ async fn dashboard_shows_the_lending_regression() {
     let options = ReplayOptions {
         endpoint: collector.grpc_url(),
         rate: None,
-        seed: None,
+        ..ReplayOptions::default()
     };
     let report = replay(&scenario, &options).await.unwrap();
     assert_eq!(report.failed, 0);

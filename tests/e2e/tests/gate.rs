@@ -1,69 +1,32 @@
 //! `modelgate gate`, the release gate, end to end: the real binary run as a
 //! child process against a running collector fed by `modelgate::replay`,
-//! each exit code (0 pass, 1 regression, 2 inconclusive) and the JSON
-//! output; plus the verdict overrides refused with their names on both APIs.
-//! Every child and every wait is bounded in time.
+//! each exit code (0 pass, 1 regression, 2 inconclusive; 64 usage, 69
+//! connection, 77 authentication and 78 configuration are here and in
+//! `tls_auth.rs`) and the JSON output; plus the verdict overrides refused
+//! with their names on both APIs. Every child and every wait is bounded in
+//! time.
 
 // Test code: a panic with a message is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use modelgate::replay::{replay, ReplayOptions, Scenario};
-use modelgate_e2e::{eventually, metric, modelgate_command, Collector};
+use modelgate_e2e::{eventually, metric, run_modelgate, Collector, Run};
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::query_client::QueryClient;
 
 /// The longest a gate run may take in these tests (its --wait is shorter).
 const GATE_TIMEOUT: Duration = Duration::from_secs(60);
 
-struct Gate {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
+/// Runs `modelgate gate <args>` to completion (bounded), quietly.
+async fn gate(args: &[&str]) -> Run {
+    let mut all = vec!["gate"];
+    all.extend_from_slice(args);
+    run_modelgate(&all, &[("MODELGATE_LOG", "warn")], GATE_TIMEOUT).await
 }
 
-impl std::fmt::Display for Gate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {} after {:.1}s\n--- stdout\n{}--- stderr\n{}",
-            self.code,
-            self.elapsed.as_secs_f64(),
-            self.stdout,
-            self.stderr
-        )
-    }
-}
-
-/// Runs `modelgate gate <args>` to completion (bounded).
-async fn gate(args: &[&str]) -> Gate {
-    let started = Instant::now();
-    let child = tokio::process::Command::from(modelgate_command(None))
-        .arg("gate")
-        .args(args)
-        .env("MODELGATE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn modelgate gate");
-    let out = tokio::time::timeout(GATE_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("modelgate gate {args:?} ran over {GATE_TIMEOUT:?}"))
-        .unwrap();
-    Gate {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    }
-}
-
-fn json(run: &Gate) -> serde_json::Value {
+fn json(run: &Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON: {e}\n{run}"))
 }
 
@@ -71,7 +34,7 @@ fn options(collector: &Collector, rate: Option<f64>) -> ReplayOptions {
     ReplayOptions {
         endpoint: collector.grpc_url(),
         rate,
-        seed: None,
+        ..ReplayOptions::default()
     }
 }
 
@@ -238,7 +201,7 @@ async fn lending_v13_fails_the_gate_and_too_little_traffic_is_inconclusive() {
     assert_eq!(doc["decision"], "inconclusive");
     assert_eq!(doc["verdict"]["endpoints"].as_array().unwrap().len(), 0);
 
-    // Exit 2: an override the collector refuses, named; not retried.
+    // Exit 64 (usage): an override the collector refuses, named; not retried.
     let run = gate(&[
         "--url",
         &url,
@@ -252,7 +215,7 @@ async fn lending_v13_fails_the_gate_and_too_little_traffic_is_inconclusive() {
         "30s",
     ])
     .await;
-    assert_eq!(run.code, 2, "{run}");
+    assert_eq!(run.code, 64, "{run}");
     assert!(
         run.stderr.contains("InvalidArgument") && run.stderr.contains("sla_limit_ms"),
         "{run}"
@@ -414,7 +377,7 @@ async fn aa_candidate_passes_the_gate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_collector_is_inconclusive() {
+async fn unreachable_collector_is_a_connection_error() {
     // A port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -433,11 +396,10 @@ async fn unreachable_collector_is_inconclusive() {
         "2s",
     ])
     .await;
-    assert_eq!(run.code, 2, "{run}");
+    assert_eq!(run.code, 69, "{run}");
     assert!(
-        run.stderr.contains(&format!(
-            "modelgate gate: inconclusive: collector unreachable at {url}"
-        )),
+        run.stderr
+            .contains(&format!("modelgate gate: collector unreachable at {url}")),
         "{run}"
     );
     assert!(run.stdout.is_empty(), "{run}");
@@ -455,9 +417,10 @@ async fn unreachable_collector_is_inconclusive() {
         "json",
     ])
     .await;
-    assert_eq!(run.code, 2, "{run}");
+    assert_eq!(run.code, 69, "{run}");
     let doc = json(&run);
     assert_eq!(doc["decision"], "inconclusive");
+    assert_eq!(doc["exit_code"], 69);
     assert!(doc["verdict"].is_null());
     assert!(
         doc["error"]
@@ -466,4 +429,59 @@ async fn unreachable_collector_is_inconclusive() {
             .contains("collector unreachable"),
         "{doc}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_and_the_wrong_port_are_told_apart() {
+    let collector = Collector::start(&[]).await;
+    let base = ["--service", "lending-api", "--candidate", "v1.3"];
+    // 64: what clap refuses (it would exit 2, the code of inconclusive).
+    for (args, said) in [
+        (vec!["--bogus"], "--bogus"),
+        (vec!["--wait", "soon"], "--wait"),
+        (vec!["--min-samples", "0"], "--min-samples"),
+        (vec!["--format", "yaml"], "--format"),
+        (vec!["--url", "ftp://127.0.0.1:4317"], "http:// or https://"),
+    ] {
+        let mut all: Vec<&str> = base.to_vec();
+        all.extend(args.iter().copied());
+        let run = gate(&all).await;
+        assert_eq!(run.code, 64, "{args:?}: {run}");
+        assert!(run.stderr.contains(said), "{args:?}: {run}");
+    }
+    let run = gate(&["--candidate", "v1.3"]).await;
+    assert_eq!(run.code, 64, "{run}");
+    assert!(run.stderr.contains("--service"), "{run}");
+    // Help is not an error.
+    let run = gate(&["--help"]).await;
+    assert_eq!(run.code, 0, "{run}");
+    for needle in [
+        "EXIT CODES",
+        "64",
+        "69",
+        "77",
+        "78",
+        "--token-file",
+        "--ca-file",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle} missing\n{run}");
+    }
+
+    // 69, named: the admin port and the OTLP/HTTP port instead of gRPC;
+    // not retried for the whole wait.
+    for (addr, named) in [
+        (collector.admin, "this is modelgate's admin port"),
+        (collector.http_addr, "this is modelgate's OTLP/HTTP port"),
+    ] {
+        let url = format!("http://{addr}");
+        let mut all: Vec<&str> = base.to_vec();
+        all.extend(["--url", &url, "--wait", "30s"]);
+        let run = gate(&all).await;
+        assert_eq!(run.code, 69, "{run}");
+        assert!(run.stderr.contains(named), "{run}");
+        assert!(run.stderr.contains("OTLP/gRPC port"), "{run}");
+        assert!(!run.stderr.contains("compression flag"), "{run}");
+        assert!(run.elapsed < Duration::from_secs(10), "{run}");
+    }
+    assert!(collector.stop().await.success());
 }

@@ -18,7 +18,7 @@ fn options(collector: &Collector) -> ReplayOptions {
     ReplayOptions {
         endpoint: collector.grpc_url(),
         rate: None,
-        seed: None,
+        ..ReplayOptions::default()
     }
 }
 

@@ -73,7 +73,7 @@ async fn metrics_are_pushed_over_otlp_with_exponential_histograms() {
     let options = ReplayOptions {
         endpoint: collector.grpc_url(),
         rate: Some(400.0),
-        seed: None,
+        ..ReplayOptions::default()
     };
     assert_eq!(replay(&scenario, &options).await.unwrap().failed, 0);
 

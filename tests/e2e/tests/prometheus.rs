@@ -142,7 +142,7 @@ async fn prometheus_fires_the_example_regression_alert_for_lending_v13() {
         let options = ReplayOptions {
             endpoint: collector.grpc_url(),
             rate: None,
-            seed: None,
+            ..ReplayOptions::default()
         };
         async move { replay(&scenario, &options).await }
     });

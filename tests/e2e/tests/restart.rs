@@ -101,7 +101,7 @@ async fn kill9_mid_incident_keeps_the_alert_firing_and_the_baseline() {
     let options = ReplayOptions {
         endpoint: first.grpc_url(),
         rate: None,
-        seed: None,
+        ..ReplayOptions::default()
     };
     let report = tokio::time::timeout(Duration::from_secs(30), replay(&scenario, &options))
         .await

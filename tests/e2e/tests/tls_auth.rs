@@ -2,14 +2,19 @@
 //! self-signed certificate made at test time (rcgen), the token from a file,
 //! and real clients on all three listeners (OTLP/gRPC + query API,
 //! OTLP/HTTP, admin). Also: the API's write operations, refused without a
-//! configured token and effective with it.
+//! configured token and effective with it; modelgate's own clients (gate,
+//! replay, loadgen) over TLS with the token, by flags and by the OTLP
+//! exporter variables, with a client certificate, and the exit code of each
+//! missing or wrong credential.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use modelgate_e2e::{eventually, modelgate_command, Collector};
+use modelgate::client::ClientOptions;
+use modelgate::replay::{replay, ReplayOptions, Scenario};
+use modelgate_e2e::{eventually, metric, modelgate_command, run_modelgate, Collector, Run};
 use modelgate_fixture::{request_of, SpanSpec};
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::query_client::QueryClient;
@@ -409,7 +414,7 @@ async fn bad_certificate_files_are_refused_at_start_and_named() {
         .expect("modelgate must exit")
         .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{stderr}");
+        assert_eq!(output.status.code(), Some(78), "{stderr}");
         assert!(stderr.contains(named_key), "{named_key}: {stderr}");
         assert!(stderr.contains(named_path), "{named_path}: {stderr}");
     }
@@ -424,4 +429,360 @@ fn default_listeners_bind_localhost() {
         assert!(text.contains(addr), "{addr} missing from:\n{text}");
     }
     assert!(!text.contains("0.0.0.0"), "{text}");
+}
+
+/// The longest a client run may take in these tests.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// v1 alone, then v2 beside it three times slower than the 150 ms SLA.
+const SLOW_CANARY: &str = r#"
+name: slow-canary
+service: checkout
+rate: 2000
+seed: 7
+phases:
+  - name: baseline
+    requests: 300
+    traffic:
+      - version: v1
+        endpoints: [/pay]
+        latency_ms: { dist: uniform, min: 20, max: 30 }
+  - name: canary
+    requests: 300
+    traffic:
+      - version: v1
+        endpoints: [/pay]
+        latency_ms: { dist: uniform, min: 20, max: 30 }
+      - version: v2
+        endpoints: [/pay]
+        latency_ms: { dist: uniform, min: 400, max: 500 }
+"#;
+
+/// `modelgate gate` on the slow canary's v2, held to the 150 ms SLA: exit 1
+/// once the collector at `url` is reached.
+fn gate_on_v2(url: &str) -> Vec<&str> {
+    vec![
+        "gate",
+        "--url",
+        url,
+        "--service",
+        "checkout",
+        "--candidate",
+        "v2",
+        "--sla",
+        "150ms",
+        "--min-samples",
+        "50",
+        "--wait",
+        "20s",
+    ]
+}
+
+/// `modelgate <args>` with `env`, quietly.
+async fn client(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut env = env.to_vec();
+    env.push(("MODELGATE_LOG", "warn"));
+    run_modelgate(args, &env, CLIENT_TIMEOUT).await
+}
+
+/// The spans a loadgen run got accepted, from its table.
+fn loadgen_accepted(run: &Run) -> u64 {
+    run.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("| spans accepted / rejected | "))
+        .and_then(|rest| rest.split(" / ").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no accepted count\n{run}"))
+}
+
+async fn accepted(collector: &Collector) -> f64 {
+    metric(
+        &collector.metrics().await,
+        "modelgate_receiver_accepted_total",
+        &[],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_speaks_tls_and_the_token() {
+    let secrets = Secrets::new("clients");
+    let mut collector = secured(&secrets, &[]).await;
+    collector.set_token(Some(TOKEN));
+    let url = collector.grpc_url();
+    assert!(url.starts_with("https://"), "{url}");
+    let (ca, token) = (secrets.path("cert.pem"), secrets.path("token"));
+    std::fs::write(secrets.dir.join("scenario.yaml"), SLOW_CANARY).unwrap();
+    let scenario_file = secrets.path("scenario.yaml");
+
+    // replay, the library, with the credentials of the flags.
+    let report = replay(
+        &Scenario::parse("slow-canary", SLOW_CANARY).unwrap(),
+        &ReplayOptions {
+            endpoint: url.clone(),
+            client: ClientOptions {
+                ca_file: Some(ca.clone().into()),
+                token_file: Some(token.clone().into()),
+                ..ClientOptions::default()
+            },
+            ..ReplayOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.requests, report.failed), (600, 0));
+    eventually(Duration::from_secs(20), || async {
+        (accepted(&collector).await == 600.0).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("600 spans not accepted; log:\n{}", collector.log()));
+
+    // replay, the binary, with nothing but the OTLP exporter variables.
+    let headers = format!("authorization=Bearer%20{TOKEN}");
+    let run = client(
+        &[
+            "replay",
+            &scenario_file,
+            "--endpoint",
+            &url,
+            "--rate",
+            "5000",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca),
+            ("OTEL_EXPORTER_OTLP_HEADERS", &headers),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("sent 600 requests"), "{run}");
+    assert!(run.stdout.contains("0 spans failed"), "{run}");
+
+    // loadgen, the binary: flags, then the traces signal's variables.
+    let load = [
+        "loadgen",
+        "--endpoint",
+        &url,
+        "--duration",
+        "1s",
+        "--connections",
+        "1",
+        "--batch",
+        "50",
+        "--rate",
+        "2000",
+    ];
+    let mut with_flags = load.to_vec();
+    with_flags.extend(["--ca-file", &ca, "--token-file", &token]);
+    let run = client(&with_flags, &[]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(loadgen_accepted(&run) > 0, "{run}");
+    let run = client(
+        &load,
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", &ca),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &headers),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(loadgen_accepted(&run) > 0, "{run}");
+
+    // gate, the binary: v2 breaks the SLA, exit 1.
+    let question = gate_on_v2(&url);
+    let mut with_credentials = question.clone();
+    with_credentials.extend(["--ca-file", &ca, "--token-file", &token]);
+    let run = client(&with_credentials, &[]).await;
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stdout.starts_with("checkout v2: REGRESSION (exit 1)"),
+        "{run}"
+    );
+
+    // Every missing or wrong credential: its own exit code, said at once.
+    let before = accepted(&collector).await;
+    std::fs::write(secrets.dir.join("wrong-token"), "not-the-token").unwrap();
+    std::fs::write(secrets.dir.join("garbage.pem"), "not a certificate").unwrap();
+    let (wrong, garbage) = (secrets.path("wrong-token"), secrets.path("garbage.pem"));
+    let plain = url.replacen("https://", "http://", 1);
+    for (extra, code, said) in [
+        (vec!["--ca-file", &ca], 77, "pass --token-file"),
+        (
+            vec!["--ca-file", &ca, "--token-file", &wrong],
+            77,
+            "check the token",
+        ),
+        (vec!["--token-file", &token], 69, "--ca-file"),
+        (
+            vec!["--ca-file", &ca, "--token-file", "/nonexistent/token"],
+            78,
+            "--token-file /nonexistent/token",
+        ),
+        (
+            vec!["--ca-file", &garbage, "--token-file", &token],
+            78,
+            "--ca-file",
+        ),
+    ] {
+        let mut args = question.clone();
+        args.extend(extra.iter().copied());
+        let run = client(&args, &[]).await;
+        assert_eq!(run.code, code, "{extra:?}: {run}");
+        assert!(
+            run.stderr.contains(said),
+            "{extra:?}: {said} missing\n{run}"
+        );
+        assert!(run.elapsed < Duration::from_secs(10), "{extra:?}: {run}");
+    }
+    // Plaintext to the TLS port: no answer within the wait, 69.
+    let run = client(
+        &[
+            "gate",
+            "--url",
+            &plain,
+            "--service",
+            "checkout",
+            "--candidate",
+            "v2",
+            "--wait",
+            "1s",
+            "--token-file",
+            &token,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 69, "{run}");
+    // replay and loadgen fail at once, with the same codes.
+    for (args, code) in [
+        (
+            vec![
+                "replay",
+                &scenario_file,
+                "--endpoint",
+                &url,
+                "--ca-file",
+                &ca,
+            ],
+            77,
+        ),
+        (
+            vec![
+                "loadgen",
+                "--endpoint",
+                &url,
+                "--duration",
+                "1s",
+                "--ca-file",
+                &ca,
+            ],
+            77,
+        ),
+        (
+            vec![
+                "loadgen",
+                "--endpoint",
+                &url,
+                "--duration",
+                "1s",
+                "--token-file",
+                &token,
+            ],
+            69,
+        ),
+    ] {
+        let run = client(&args, &[]).await;
+        assert_eq!(run.code, code, "{args:?}: {run}");
+        assert!(run.elapsed < Duration::from_secs(10), "{args:?}: {run}");
+    }
+    assert_eq!(
+        accepted(&collector).await,
+        before,
+        "nothing of a refused client got in"
+    );
+    collector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_present_a_certificate_to_a_collector_that_requires_one() {
+    let secrets = Secrets::new("mtls");
+    // A client CA and a client certificate it issued.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let client_ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(vec!["release-pipeline".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &client_ca)
+        .unwrap();
+    std::fs::write(secrets.dir.join("client-ca.pem"), client_ca.pem()).unwrap();
+    std::fs::write(secrets.dir.join("client.pem"), client_cert.pem()).unwrap();
+    std::fs::write(secrets.dir.join("client.key"), client_key.serialize_pem()).unwrap();
+    let client_ca_path = secrets.path("client-ca.pem");
+    let collector = secured(&secrets, &[("MODELGATE_TLS__CLIENT_CA", &client_ca_path)]).await;
+    let url = collector.grpc_url();
+    let (ca, token) = (secrets.path("cert.pem"), secrets.path("token"));
+    let (cert, key) = (secrets.path("client.pem"), secrets.path("client.key"));
+
+    let report = replay(
+        &Scenario::parse("slow-canary", SLOW_CANARY).unwrap(),
+        &ReplayOptions {
+            endpoint: url.clone(),
+            client: ClientOptions {
+                ca_file: Some(ca.clone().into()),
+                client_cert: Some(cert.clone().into()),
+                client_key: Some(key.clone().into()),
+                token_file: Some(token.clone().into()),
+                headers: Vec::new(),
+            },
+            ..ReplayOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.failed, 0);
+    let mut question = gate_on_v2(&url);
+    question.extend(["--ca-file", &ca, "--token-file", &token]);
+    let mut with_certificate = question.clone();
+    with_certificate.extend(["--client-cert", &cert, "--client-key", &key]);
+    let run = client(&with_certificate, &[]).await;
+    assert_eq!(run.code, 1, "{run}");
+    // loadgen takes the certificate from the OTLP exporter's variables.
+    let run = client(
+        &[
+            "loadgen",
+            "--endpoint",
+            &url,
+            "--duration",
+            "1s",
+            "--connections",
+            "1",
+            "--batch",
+            "50",
+            "--rate",
+            "1000",
+            "--ca-file",
+            &ca,
+            "--token-file",
+            &token,
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &key),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(loadgen_accepted(&run) > 0, "{run}");
+    // Without one: refused, exit 77, naming the flags.
+    let run = client(&question, &[]).await;
+    assert_eq!(run.code, 77, "{run}");
+    assert!(run.stderr.contains("--client-cert"), "{run}");
+    // Half a pair is a usage error.
+    let mut half = question.clone();
+    half.extend(["--client-cert", &cert]);
+    let run = client(&half, &[]).await;
+    assert_eq!(run.code, 64, "{run}");
+    drop(collector);
 }
