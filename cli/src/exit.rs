@@ -84,8 +84,11 @@ impl From<Exit> for std::process::ExitCode {
 pub const HELP: &str = "\
 EXIT CODES
   0   pass: gate passed, analyze found no regression, replay/loadgen sent everything
-  1   regression (gate, analyze); replay/loadgen: some spans could not be sent
-  2   inconclusive (gate): too little traffic within --wait, or an unknown candidate
+      (a regression milder than --fail-on, warning under the default, is printed)
+  1   regression at --fail-on severity (critical by default) (gate, analyze);
+      replay/loadgen: some spans could not be sent
+  2   inconclusive (gate): too little traffic within --wait, an unknown
+      candidate, or no baseline distinct from it
   64  usage: a bad flag, argument or value (also an override the collector refused)
   69  connection: collector unreachable, TLS handshake failed, or not its gRPC
       query API (e.g. the admin port)

@@ -165,11 +165,12 @@ enum Command {
     #[command(after_help = EXPORTER_HELP)]
     Replay(ReplayArgs),
     /// Judge JSON log files offline (the lending incident's format); exits 1
-    /// when a version regressed.
+    /// when a version regressed (critical, or --fail-on warning).
     Analyze(AnalyzeArgs),
     /// Release gate: ask a running collector for its verdict on a candidate
-    /// version; exits 0 pass, 1 regression, 2 inconclusive (too little
-    /// traffic within --wait, or an unknown candidate), and 64, 69, 77 or 78
+    /// version; exits 0 pass, 1 regression (critical, or --fail-on warning),
+    /// 2 inconclusive (too little traffic within --wait, an unknown candidate
+    /// or no baseline), and 64, 69, 77 or 78
     /// when it got no verdict (see EXIT CODES).
     Gate(GateArgs),
     /// Send pre-encoded OTLP batches to a collector and report throughput.
@@ -242,6 +243,9 @@ struct AnalyzeArgs {
     /// `table` or `json`.
     #[arg(long, default_value = "table", value_parser = ["table", "json"])]
     format: String,
+    /// The mildest regression that exits 1: critical or warning.
+    #[arg(long, default_value = "critical")]
+    fail_on: Severity,
 }
 
 #[derive(Debug, Args)]
@@ -267,7 +271,12 @@ struct GateArgs {
     /// min_samples.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     min_samples: Option<u64>,
-    /// How long to keep asking while the verdict is inconclusive.
+    /// The mildest regression that fails the gate: critical (what the edge
+    /// filter rolls back on) or warning. A milder one is printed and exits 0.
+    #[arg(long, default_value = "critical")]
+    fail_on: Severity,
+    /// How long to keep asking while the verdict is inconclusive (or only a
+    /// regression milder than --fail-on).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     wait: Duration,
     /// The collector's gRPC (query API) address: its OTLP/gRPC port, not the
@@ -456,7 +465,7 @@ fn validate(config: Config) -> Result<Exit, Failure> {
     Ok(Exit::Ok)
 }
 
-/// `modelgate analyze`: exit 1 when a version regressed (critical).
+/// `modelgate analyze`: exit 1 when a version regressed at `--fail-on`.
 fn run_analyze(args: AnalyzeArgs, config: Config) -> Result<Exit, Failure> {
     let mut analysis = analyze::Analysis::new(&config);
     let progress = analyze::render::progress(&args.files);
@@ -478,7 +487,7 @@ fn run_analyze(args: AnalyzeArgs, config: Config) -> Result<Exit, Failure> {
     } else {
         print!("{}", done.render_text());
     }
-    Ok(Exit::regression_if(done.regressed(Severity::Critical)))
+    Ok(Exit::regression_if(done.regressed(args.fail_on)))
 }
 
 /// `modelgate gate`: the verdict printed, its decision (or why there is
@@ -492,6 +501,7 @@ fn run_gate(args: GateArgs) -> Result<Exit, Failure> {
         endpoint: args.endpoint,
         sla: args.sla,
         min_samples: args.min_samples,
+        fail_on: args.fail_on,
         wait: args.wait,
         poll_interval: gate::POLL_INTERVAL,
         client: args.client.options(),

@@ -1,7 +1,8 @@
 //! `modelgate gate`: a release gate for CI/CD pipelines. It asks a running
 //! collector for its verdict on a candidate version, waits (bounded) for
 //! enough traffic, prints the verdict with its evidence and maps it to an
-//! exit code: 0 pass, 1 regression, 2 inconclusive, and for a gate that
+//! exit code: 0 pass, 1 regression (at `--fail-on` severity: critical by
+//! default, or warning too), 2 inconclusive, and for a gate that
 //! got no verdict at all the code of what to fix ([`crate::exit`]): 64 a
 //! bad flag or a refused override, 69 no collector's gRPC API at `--url`
 //! (down, TLS failed, or the admin port), 77 credentials refused, 78 an
@@ -13,8 +14,11 @@
 //! to a copy of its own configuration. It never changes the collector's
 //! state, never waits longer than `--wait` (plus one bounded call), and
 //! never turns "could not tell" into a pass, nor a broken setup into
-//! "inconclusive": too little traffic and an unknown candidate are
-//! inconclusive, an unreachable collector is a connection error.
+//! "inconclusive": too little traffic, an unknown candidate and one without
+//! a baseline are inconclusive, an unreachable collector is a connection
+//! error. A regression milder than `--fail-on` exits 0 but is printed as
+//! one (`WARNING`), and only once `--wait` is over: it may still grow into a
+//! critical one while traffic comes in.
 //!
 //! It speaks gRPC (`modelgate.v1.Query/GetVerdict`, the OTLP port) rather
 //! than the admin port's JSON: the generated client is already in the
@@ -27,6 +31,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use modelgate_collector::judge::Severity;
+use modelgate_collector::query::api::severity_of;
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::query_client::QueryClient;
 use tokio::time::Instant;
@@ -65,6 +71,9 @@ pub struct GateOptions {
     pub sla: Option<Duration>,
     /// Requests needed per rule, instead of the collector's `min_samples`.
     pub min_samples: Option<u64>,
+    /// The mildest regression that fails the gate: critical (the default,
+    /// what the edge filter rolls back on) or warning.
+    pub fail_on: Severity,
     /// How long to keep asking while the verdict is inconclusive.
     pub wait: Duration,
     /// Time between two questions.
@@ -92,18 +101,23 @@ impl GateOptions {
 pub enum Decision {
     /// Every rule on every endpoint is clear.
     Pass,
-    /// Some rule on some endpoint breached (or its alert is firing).
+    /// Some rule on some endpoint breached (or its alert is firing) at
+    /// `--fail-on` severity or worse.
     Regression,
+    /// A regression milder than `--fail-on` (a warning under the default):
+    /// reported, not failing.
+    Warning,
     /// Not enough evidence within the wait, or the candidate is unknown (a
     /// collector that could not be asked is a [`ClientError`], not this).
     Inconclusive,
 }
 
 impl Decision {
-    /// The exit code: 0 pass, 1 regression, 2 inconclusive.
+    /// The exit code: 0 pass (or a regression below `--fail-on`), 1
+    /// regression, 2 inconclusive.
     pub const fn exit(self) -> Exit {
         match self {
-            Decision::Pass => Exit::Ok,
+            Decision::Pass | Decision::Warning => Exit::Ok,
             Decision::Regression => Exit::Regression,
             Decision::Inconclusive => Exit::Inconclusive,
         }
@@ -114,20 +128,39 @@ impl Decision {
         match self {
             Decision::Pass => "pass",
             Decision::Regression => "regression",
+            Decision::Warning => "warning",
             Decision::Inconclusive => "inconclusive",
         }
     }
 
-    /// The gate's reading of a verdict's outcome.
-    pub fn of(verdict: &pb::Verdict) -> Self {
+    /// The gate's reading of a verdict's outcome when `fail_on` is the
+    /// mildest regression that fails it. A regression of unknown severity
+    /// (an older collector) fails.
+    pub fn of(verdict: &pb::Verdict, fail_on: Severity) -> Self {
         if verdict.endpoints.is_empty() {
             return Decision::Inconclusive;
         }
         match pb::VerdictOutcome::try_from(verdict.outcome) {
             Ok(pb::VerdictOutcome::Pass) => Decision::Pass,
-            Ok(pb::VerdictOutcome::Regression) => Decision::Regression,
+            Ok(pb::VerdictOutcome::Regression) => {
+                let severity = pb::Severity::try_from(verdict.severity)
+                    .ok()
+                    .and_then(severity_of)
+                    .unwrap_or(Severity::Critical);
+                if severity >= fail_on {
+                    Decision::Regression
+                } else {
+                    Decision::Warning
+                }
+            }
             _ => Decision::Inconclusive,
         }
+    }
+
+    /// Whether asking again cannot change the answer: a pass (it has the
+    /// power) or a failing regression. A warning may still become critical.
+    const fn is_final(self) -> bool {
+        matches!(self, Decision::Pass | Decision::Regression)
     }
 }
 
@@ -154,8 +187,8 @@ pub fn exit(result: &Result<GateReport, ClientError>) -> Exit {
     }
 }
 
-/// Asks the collector at `options.url` until the verdict is conclusive or
-/// `options.wait` is over.
+/// Asks the collector at `options.url` until the verdict is final (a pass or
+/// a regression at `options.fail_on`) or `options.wait` is over.
 pub async fn run(options: &GateOptions) -> Result<GateReport, ClientError> {
     let credentials = options.client.load()?;
     let url = normalize_url(&options.url)?;
@@ -196,7 +229,7 @@ pub async fn run(options: &GateOptions) -> Result<GateReport, ClientError> {
 }
 
 /// The polling loop of [`run`], with the question as a parameter: asks until
-/// the verdict is a pass or a regression, a refusal comes back, or
+/// the verdict is final, a refusal comes back, or
 /// `options.wait` is over (each question bounded too). Transport errors are
 /// retried within the wait (the collector may be restarting with the
 /// release).
@@ -225,9 +258,9 @@ where
         };
         match answer {
             Ok(verdict) => {
-                let decision = Decision::of(&verdict);
+                let decision = Decision::of(&verdict, options.fail_on);
                 tracing::debug!(polls, decision = decision.as_str(), "verdict");
-                if decision != Decision::Inconclusive {
+                if decision.is_final() {
                     return Ok(GateReport {
                         decision,
                         reason: None,
@@ -250,18 +283,18 @@ where
         tokio::time::sleep(interval).await;
     }
     match (last_verdict, last_error) {
-        (Some(verdict), _) => Ok(GateReport {
-            decision: Decision::Inconclusive,
-            reason: Some(inconclusive_reason(
-                &verdict,
-                &options.service,
-                &options.candidate,
-                wait,
-            )),
-            verdict,
-            polls,
-            waited: started.elapsed(),
-        }),
+        (Some(verdict), _) => {
+            let decision = Decision::of(&verdict, options.fail_on);
+            let reason = (decision == Decision::Inconclusive)
+                .then(|| inconclusive_reason(&verdict, &options.service, &options.candidate, wait));
+            Ok(GateReport {
+                decision,
+                reason,
+                verdict,
+                polls,
+                waited: started.elapsed(),
+            })
+        }
         (None, Some(error)) => Err(error),
         (None, None) => Err(ClientError::Unreachable {
             url: options.url.clone(),
@@ -281,6 +314,18 @@ pub fn inconclusive_reason(
     if verdict.endpoints.is_empty() {
         return format!(
             "candidate {candidate:?} of service {service:?} is unknown to the collector: no traffic of it within {wait}"
+        );
+    }
+    let unbased: Vec<&str> = verdict
+        .endpoints
+        .iter()
+        .filter(|e| e.baseline_version.is_empty())
+        .map(|e| e.endpoint.as_str())
+        .collect();
+    if unbased.len() == verdict.endpoints.len() {
+        return format!(
+            "no baseline distinct from {candidate:?} on {} (it is the baseline itself, or the only version): name one with --baseline, or wait for the next release",
+            unbased.join(", ")
         );
     }
     let undecided: Vec<String> = verdict
@@ -321,6 +366,7 @@ mod tests {
             endpoint: None,
             sla: Some(Duration::from_millis(150)),
             min_samples: Some(50),
+            fail_on: Severity::Critical,
             wait: Duration::from_secs(10),
             poll_interval: POLL_INTERVAL,
             client: ClientOptions::default(),
@@ -447,32 +493,123 @@ mod tests {
         }
     }
 
+    /// A regression verdict of `severity`.
+    fn regression(severity: pb::Severity) -> pb::Verdict {
+        pb::Verdict {
+            severity: severity as i32,
+            ..verdict(pb::VerdictOutcome::Regression, vec![])
+        }
+    }
+
     #[test]
     fn decisions_from_verdicts() {
         use pb::VerdictOutcome as O;
-        assert_eq!(Decision::of(&verdict(O::Pass, vec![])), Decision::Pass);
+        use Severity::Critical;
+        let of = |v: &pb::Verdict| Decision::of(v, Critical);
+        assert_eq!(of(&verdict(O::Pass, vec![])), Decision::Pass);
         assert_eq!(
-            Decision::of(&verdict(O::Regression, vec![])),
+            of(&regression(pb::Severity::Critical)),
+            Decision::Regression
+        );
+        // An older collector's regression, without a severity, fails.
+        assert_eq!(
+            of(&regression(pb::Severity::Unspecified)),
             Decision::Regression
         );
         assert_eq!(
-            Decision::of(&verdict(O::Inconclusive, vec![])),
+            of(&verdict(O::Inconclusive, vec![])),
             Decision::Inconclusive
         );
-        assert_eq!(
-            Decision::of(&verdict(O::Unspecified, vec![])),
-            Decision::Inconclusive
-        );
+        assert_eq!(of(&verdict(O::Unspecified, vec![])), Decision::Inconclusive);
         // No endpoint: the candidate is unknown, whatever the outcome says.
         let unknown = pb::Verdict {
             outcome: O::Pass as i32,
             ..Default::default()
         };
-        assert_eq!(Decision::of(&unknown), Decision::Inconclusive);
+        assert_eq!(of(&unknown), Decision::Inconclusive);
         assert!(
             inconclusive_reason(&unknown, "lending-api", "v9", Duration::from_secs(2))
                 .contains("\"v9\" of service \"lending-api\" is unknown")
         );
+        let mut alone = verdict(O::Inconclusive, vec![]);
+        alone.endpoints[0].baseline_version.clear();
+        let reason = inconclusive_reason(&alone, "lending-api", "v1.3", Duration::from_secs(2));
+        assert!(
+            reason.starts_with("no baseline distinct from \"v1.3\" on /risk-score"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_warning_fails_only_when_asked_to() {
+        let warning = regression(pb::Severity::Warning);
+        assert_eq!(
+            Decision::of(&warning, Severity::Critical),
+            Decision::Warning
+        );
+        assert_eq!(Decision::Warning.exit(), Exit::Ok);
+        assert_eq!(
+            Decision::of(&warning, Severity::Warning),
+            Decision::Regression
+        );
+        assert_eq!(
+            Decision::of(&regression(pb::Severity::Critical), Severity::Warning),
+            Decision::Regression
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warning_is_watched_until_the_wait_is_over() {
+        // A warning stays one: reported when the wait is over, exit 0.
+        let asked = Cell::new(0);
+        let report = poll(
+            || {
+                asked.set(asked.get() + 1);
+                async { Ok(regression(pb::Severity::Warning)) }
+            },
+            &GateOptions {
+                wait: Duration::from_secs(3),
+                ..options()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.decision, Decision::Warning);
+        assert_eq!((report.polls, asked.get()), (4, 4));
+        assert_eq!(report.reason, None);
+        // A warning that grows critical fails the gate as soon as it does.
+        let asked = Cell::new(0);
+        let report = poll(
+            || {
+                asked.set(asked.get() + 1);
+                let n = asked.get();
+                async move {
+                    Ok(regression(if n < 3 {
+                        pb::Severity::Warning
+                    } else {
+                        pb::Severity::Critical
+                    }))
+                }
+            },
+            &GateOptions {
+                wait: Duration::from_secs(60),
+                ..options()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((report.decision, report.polls), (Decision::Regression, 3));
+        // --fail-on warning: the first warning fails it.
+        let report = poll(
+            || async { Ok(regression(pb::Severity::Warning)) },
+            &GateOptions {
+                fail_on: Severity::Warning,
+                ..options()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((report.decision, report.polls), (Decision::Regression, 1));
     }
 
     #[tokio::test(start_paused = true)]

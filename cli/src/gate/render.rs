@@ -29,6 +29,16 @@ fn outcome_name(outcome: i32) -> &'static str {
     }
 }
 
+/// `REGRESSION critical`, `PASS`: an outcome with its severity.
+fn outcome_with_severity(outcome: i32, severity: i32) -> String {
+    let name = outcome_name(outcome);
+    match pb::Severity::try_from(severity) {
+        Ok(pb::Severity::Warning) => format!("{name} warning"),
+        Ok(pb::Severity::Critical) => format!("{name} critical"),
+        _ => name.to_owned(),
+    }
+}
+
 fn state_name(state: i32) -> &'static str {
     match pb::AlertState::try_from(state) {
         Ok(pb::AlertState::Pending) => "pending",
@@ -81,8 +91,9 @@ fn evidence_line(e: &pb::Evidence, rule: &str) -> String {
     line
 }
 
-/// The verdict as text: a headline, then per endpoint each rule's outcome,
-/// figures and the judge's own sentence.
+/// The verdict as text: a headline, the judge's summary, then per endpoint
+/// (the version-wide judgement first, as `*`) each rule's outcome, figures
+/// and the judge's own sentence.
 pub fn text(report: &GateReport) -> String {
     let v = &report.verdict;
     let mut out = format!(
@@ -92,7 +103,16 @@ pub fn text(report: &GateReport) -> String {
         report.decision.as_str().to_uppercase(),
         report.decision.exit().code()
     );
-    for e in &v.endpoints {
+    if report.decision == Decision::Warning {
+        out.push_str("  a warning-level regression: it fails the gate with --fail-on warning\n");
+    }
+    if !v.summary.is_empty() {
+        let _ = writeln!(out, "  {}", v.summary);
+    }
+    if v.held {
+        out.push_str("  held: the candidate has had no traffic lately; this is its last verdict\n");
+    }
+    for e in v.version_wide.iter().chain(&v.endpoints) {
         let baseline = if e.baseline_version.is_empty() {
             "none"
         } else {
@@ -102,7 +122,7 @@ pub fn text(report: &GateReport) -> String {
             out,
             "  {} (baseline {baseline}): {}",
             e.endpoint,
-            outcome_name(e.outcome)
+            outcome_with_severity(e.outcome, e.severity)
         );
         for r in &e.rules {
             let _ = write!(
@@ -154,6 +174,7 @@ pub fn json(options: &GateOptions, result: &Result<GateReport, ClientError>) -> 
         "sla_ms": options.sla.map(|d| d.as_secs_f64() * 1e3),
         "min_samples": options.min_samples,
         "wait_s": options.wait.as_secs_f64(),
+        "fail_on": options.fail_on.as_str(),
         "decision": decision.as_str(),
         "exit_code": exit(result).code(),
         "reason": reason,
@@ -216,6 +237,42 @@ mod tests {
     }
 
     #[test]
+    fn text_names_severity_summary_and_the_version_wide_judgement() {
+        use pb::VerdictOutcome as O;
+        let mut v = verdict(
+            O::Regression,
+            vec![rule("relative", O::Regression, "p50 1.25x")],
+        );
+        v.severity = pb::Severity::Warning as i32;
+        v.summary = "slower on 2 of 2 endpoints: the version, not an endpoint".into();
+        v.version_wide = Some(pb::EndpointVerdict {
+            endpoint: "*".into(),
+            severity: pb::Severity::Warning as i32,
+            ..v.endpoints[0].clone()
+        });
+        let report = GateReport {
+            decision: Decision::Warning,
+            reason: None,
+            verdict: v,
+            polls: 10,
+            waited: Duration::from_secs(9),
+        };
+        let text = text(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "lending-api v1.3: WARNING (exit 0)", "{text}");
+        assert!(lines[1].contains("--fail-on warning"), "{text}");
+        assert_eq!(
+            lines[2],
+            "  slower on 2 of 2 endpoints: the version, not an endpoint"
+        );
+        assert_eq!(lines[3], "  * (baseline v1.2): REGRESSION warning");
+        assert!(
+            text.contains("  /risk-score (baseline v1.2): REGRESSION\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn json_carries_decision_exit_code_and_verdict() {
         use pb::VerdictOutcome as O;
         let report = GateReport {
@@ -229,6 +286,7 @@ mod tests {
         assert_eq!(doc["decision"], "inconclusive");
         assert_eq!(doc["exit_code"], 2);
         assert_eq!(doc["sla_ms"], 150.0);
+        assert_eq!(doc["fail_on"], "critical");
         assert_eq!(doc["verdict"]["outcome"], "VERDICT_OUTCOME_INCONCLUSIVE");
         assert_eq!(doc["verdict"]["endpoints"][0]["rules"][0]["rule"], "sla");
         let failed = json(

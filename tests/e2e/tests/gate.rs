@@ -485,3 +485,112 @@ async fn usage_errors_and_the_wrong_port_are_told_apart() {
     }
     assert!(collector.stop().await.success());
 }
+
+/// v2 is 1.25x slower than v1 everywhere: significant, past the warning
+/// factor (1.2x) and the 20 ms minimum difference, short of the critical
+/// factor (1.5x); the gate holds it to a 1 s SLA, far away.
+const MILD: &str = r#"
+name: mild
+description: "v2 1.25x slower than v1"
+service: mild-api
+seed: 11
+phases:
+  - name: v1 and v2 side by side
+    requests: 6000
+    traffic:
+      - version: v1
+        endpoints: [/predict]
+        latency_ms: { dist: lognormal, median: 200, p95: 300 }
+      - version: v2
+        endpoints: [/predict]
+        latency_ms: { dist: lognormal, median: 250, p95: 375 }
+"#;
+
+/// One version only: nothing to compare it with.
+const SOLO: &str = r#"
+name: solo
+description: "v1 alone"
+service: solo-api
+seed: 12
+phases:
+  - name: v1 alone
+    requests: 2000
+    traffic:
+      - version: v1
+        endpoints: [/predict]
+        latency_ms: { dist: lognormal, median: 50, p95: 90 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warning_fails_the_gate_only_on_request_and_no_baseline_is_inconclusive() {
+    let collector = Collector::start(&[]).await;
+    let url = collector.grpc_url();
+    for yaml in [MILD, SOLO] {
+        let scenario = Scenario::parse("test", yaml).unwrap();
+        let report = replay(&scenario, &options(&collector, Some(4000.0)))
+            .await
+            .unwrap();
+        assert_eq!(report.failed, 0);
+    }
+    all_accepted(&collector, 8000.0).await;
+    // Every run: this collector, a 3 s wait.
+    let ask = |args: &[&str]| {
+        let all: Vec<String> = ["--url", url.as_str(), "--wait", "3s"]
+            .iter()
+            .chain(args)
+            .map(ToString::to_string)
+            .collect();
+        async move { gate(&all.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    const MILD_V2: [&str; 8] = [
+        "--service",
+        "mild-api",
+        "--candidate",
+        "v2",
+        "--baseline",
+        "v1",
+        "--sla",
+        "1s",
+    ];
+
+    // Default --fail-on critical: printed as a warning, watched for the
+    // whole wait (it might grow critical), exit 0.
+    let run = ask(&MILD_V2).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout.starts_with("mild-api v2: WARNING (exit 0)"),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("/predict (baseline v1): REGRESSION warning"),
+        "{run}"
+    );
+    // Asked until the last poll the wait leaves room for (1 s apart), not once.
+    assert!(run.elapsed >= Duration::from_secs(2), "{run}");
+
+    // --fail-on warning: exit 1 at once.
+    let run = ask(&[&MILD_V2[..], &["--fail-on", "warning", "--format", "json"]].concat()).await;
+    assert_eq!(run.code, 1, "{run}");
+    let doc = json(&run);
+    assert_eq!(doc["decision"], "regression", "{doc}");
+    assert_eq!(doc["fail_on"], "warning");
+    assert_eq!(doc["verdict"]["severity"], "SEVERITY_WARNING", "{doc}");
+    assert_eq!(doc["polls"], 1, "{doc}");
+
+    // A bad severity is a usage error naming the choices.
+    let run = ask(&[&MILD_V2[..], &["--fail-on", "severe"]].concat()).await;
+    assert_eq!(run.code, 64, "{run}");
+    assert!(run.stderr.contains("warning or critical"), "{run}");
+
+    // No baseline distinct from the candidate: inconclusive, saying so.
+    let run = ask(&["--service", "solo-api", "--candidate", "v1"]).await;
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stdout.contains("/predict (baseline none)"), "{run}");
+    assert!(
+        run.stderr
+            .contains("no baseline distinct from \"v1\" on /predict"),
+        "{run}"
+    );
+    assert!(collector.stop().await.success());
+}
