@@ -402,28 +402,48 @@ func TestKubernetesManifestsAreValidAndWiredTogether(t *testing.T) {
 		servicePorts[p.Name] = p.Port
 	}
 	host := fmt.Sprintf("%s.%s.svc.cluster.local", service.Name, service.Namespace)
-	plugin := istioWasmPlugin(t)
-	config := plugin.GetPluginConfig().AsMap()
-	for key, port := range map[string]string{"collector_cluster": "otlp-grpc", "query_cluster": "admin"} {
-		if want := fmt.Sprintf("outbound|%d||%s", servicePorts[port], host); config[key] != want {
-			t.Errorf("examples/istio/wasmplugin.yaml %s is %v, the Service's %s port is %s", key, config[key], port, want)
+	for _, f := range istioFilters(t) {
+		// OTLP/HTTP export goes to the Service's otlp-http port, gRPC to otlp-grpc.
+		collectorPort := "otlp-grpc"
+		if f.config["export_protocol"] == "http" {
+			collectorPort = "otlp-http"
 		}
-	}
-	if config["query_authority"] != host {
-		t.Errorf("examples/istio/wasmplugin.yaml query_authority is %v, want %s", config["query_authority"], host)
+		for key, port := range map[string]string{"collector_cluster": collectorPort, "query_cluster": "admin"} {
+			if want := fmt.Sprintf("outbound|%d||%s", servicePorts[port], host); f.config[key] != want {
+				t.Errorf("%s %s is %v, the Service's %s port is %s", f.file, key, f.config[key], port, want)
+			}
+		}
+		for _, key := range []string{"query_authority", "collector_authority"} {
+			if v, ok := f.config[key]; ok && v != host {
+				t.Errorf("%s %s is %v, want %s", f.file, key, v, host)
+			}
+		}
+		// The image reference scripts/package-filter's output is pushed to.
+		if !regexp.MustCompile(`^oci://[^/]+/.+:[A-Za-z0-9_][A-Za-z0-9._-]*$`).MatchString(f.url) {
+			t.Errorf("%s: url %q is not an oci:// image reference", f.file, f.url)
+		}
 	}
 }
 
-// istioWasmPlugin decodes examples/istio strictly and returns its WasmPlugin.
-func istioWasmPlugin(t *testing.T) *extensionsv1alpha1.WasmPlugin {
+// istioFilter is the edge filter as one Istio resource loads it.
+type istioFilter struct {
+	file   string
+	url    string
+	config map[string]any
+}
+
+// istioFilters decodes examples/istio strictly and returns the filter of
+// each WasmPlugin and TrafficExtension (its successor, Istio 1.30+).
+func istioFilters(t *testing.T) []istioFilter {
 	t.Helper()
-	var plugin *extensionsv1alpha1.WasmPlugin
+	var filters []istioFilter
 	for _, d := range documents(t, "examples/istio/*.yaml") {
 		var spec proto.Message
 		switch d.meta.APIVersion + " " + d.meta.Kind {
 		case "extensions.istio.io/v1alpha1 WasmPlugin":
-			plugin = &extensionsv1alpha1.WasmPlugin{}
-			spec = plugin
+			spec = &extensionsv1alpha1.WasmPlugin{}
+		case "extensions.istio.io/v1alpha1 TrafficExtension":
+			spec = &extensionsv1alpha1.TrafficExtension{}
 		case "networking.istio.io/v1 DestinationRule":
 			spec = &networkingv1.DestinationRule{}
 		case "networking.istio.io/v1 VirtualService":
@@ -436,13 +456,18 @@ func istioWasmPlugin(t *testing.T) *extensionsv1alpha1.WasmPlugin {
 		if _, err := decodeIstio(d, spec); err != nil {
 			t.Fatalf("%s: %v", d, err)
 		}
+		switch s := spec.(type) {
+		case *extensionsv1alpha1.WasmPlugin:
+			filters = append(filters, istioFilter{d.file, s.GetUrl(), s.GetPluginConfig().AsMap()})
+		case *extensionsv1alpha1.TrafficExtension:
+			if s.GetWasm() == nil {
+				t.Fatalf("%s: no wasm filter", d)
+			}
+			filters = append(filters, istioFilter{d.file, s.GetWasm().GetUrl(), s.GetWasm().GetPluginConfig().AsMap()})
+		}
 	}
-	if plugin == nil {
-		t.Fatal("examples/istio has no WasmPlugin")
+	if len(filters) == 0 {
+		t.Fatal("examples/istio has no WasmPlugin or TrafficExtension")
 	}
-	// The image reference scripts/package-filter's output is pushed to.
-	if !regexp.MustCompile(`^oci://[^/]+/.+:[A-Za-z0-9_][A-Za-z0-9._-]*$`).MatchString(plugin.GetUrl()) {
-		t.Errorf("WasmPlugin url %q is not an oci:// image reference", plugin.GetUrl())
-	}
-	return plugin
+	return filters
 }
