@@ -539,7 +539,7 @@ mod tests {
     use crate::emit::history::HistoryLimits;
     use crate::extract::Outcome;
     use crate::judge::{AlertState, Severity};
-    use crate::testing::{endpoint, request};
+    use crate::testing::{endpoint, lending_incident, request};
 
     const T0: u64 = 1_763_658_000_000;
 
@@ -564,37 +564,7 @@ mod tests {
     /// at 700-820 ms with timeouts fires. Returns the time reached.
     fn incident() -> (Aggregator, Judge, u64) {
         let (mut agg, mut judge) = empty();
-        let mut t = T0;
-        for i in 0..100 {
-            let ms = 85.0 + f64::from(i % 30);
-            agg.record(
-                &[
-                    request("/risk-score", "v1.2", ms, Outcome::Ok),
-                    request("/funding-approve", "v1.2", ms, Outcome::Ok),
-                ],
-                t,
-            );
-            t += 100;
-            judge.evaluate(&agg, t);
-        }
-        for i in 0..40 {
-            let outcome = if i % 5 == 0 {
-                Outcome::Ok
-            } else {
-                Outcome::Timeout
-            };
-            let ms = 700.0 + f64::from(i * 3 % 120);
-            agg.record(
-                &[
-                    request("/risk-score", "v1.3", ms, outcome),
-                    request("/funding-approve", "v1.3", ms, outcome),
-                    request("/risk-score", "v1.2", 100.0, Outcome::Ok),
-                ],
-                t,
-            );
-            t += 250;
-            judge.evaluate(&agg, t);
-        }
+        let t = lending_incident(&mut agg, &mut judge, T0);
         (agg, judge, t)
     }
 

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use crate::aggregate::Aggregator;
 use crate::extract::{EndpointKey, Outcome, Sample};
+use crate::judge::Judge;
 
 /// The service every test sample belongs to.
 pub(crate) const SERVICE: &str = "lending-api";
@@ -26,4 +28,44 @@ pub(crate) fn request(path: &str, version: &str, ms: f64, outcome: Outcome) -> S
         outcome,
         0,
     )
+}
+
+/// The lending incident, condensed, judged after every batch from
+/// `start_ms`: v1.2 alone on both endpoints (100 requests 100 ms apart)
+/// becomes the baseline, then v1.3 at 700-820 ms with 80% timeouts beside
+/// v1.2 (40 rounds 250 ms apart). Returns the time reached.
+pub(crate) fn lending_incident(agg: &mut Aggregator, judge: &mut Judge, start_ms: u64) -> u64 {
+    let mut t = start_ms;
+    for i in 0..100 {
+        let ms = 85.0 + f64::from(i % 30);
+        agg.record(
+            &[
+                request("/risk-score", "v1.2", ms, Outcome::Ok),
+                request("/funding-approve", "v1.2", ms, Outcome::Ok),
+            ],
+            t,
+        );
+        t += 100;
+        judge.evaluate(agg, t);
+    }
+    for i in 0..40 {
+        let outcome = if i % 5 == 0 {
+            Outcome::Ok
+        } else {
+            Outcome::Timeout
+        };
+        let ms = 700.0 + f64::from(i * 3 % 120);
+        agg.record(
+            &[
+                request("/risk-score", "v1.3", ms, outcome),
+                request("/funding-approve", "v1.3", ms, outcome),
+                request("/risk-score", "v1.2", 100.0, Outcome::Ok),
+                request("/funding-approve", "v1.2", 100.0, Outcome::Ok),
+            ],
+            t,
+        );
+        t += 250;
+        judge.evaluate(agg, t);
+    }
+    t
 }

@@ -641,78 +641,85 @@ fn by_service(agg: &Aggregator) -> BTreeMap<&str, Vec<(&EndpointKey, &Versions)>
     out
 }
 
-/// [`Judge::judge_candidate`].
-pub(super) fn on_the_spot(
-    judge: &Judge,
-    agg: &Aggregator,
-    service: &str,
-    version: &str,
-    only: Option<&str>,
-    baseline: Option<&str>,
-    now_ms: u64,
-) -> Vec<(AlertKey, RuleResult)> {
-    let none = HashSet::new();
-    let endpoints: Vec<(&EndpointKey, &Versions)> = agg
-        .endpoints()
-        .filter(|(k, v)| {
-            k.service == service && only.is_none_or(|e| e == k.endpoint) && v.contains_key(version)
-        })
-        .collect();
-    let last = last_requests(&endpoints);
-    let mut seen: Vec<Endpoint<'_>> = endpoints
-        .into_iter()
-        .map(|(key, versions)| judge.see(agg, key, versions, &none, &last, now_ms))
-        .collect();
-    if let Some(b) = baseline {
-        for e in &mut seen {
-            let versions = agg.versions(e.key);
-            e.baseline = Some(Cow::Owned(b.to_owned()));
-            e.base = versions
-                .and_then(|v| v.get(b))
-                .map(|s| agg.horizon(s, now_ms))
-                .unwrap_or_default();
-            e.untrusted = judge.distrust(e);
+impl Judge {
+    /// [`Judge::evaluate`]'s judgement of one candidate on the spot, with
+    /// this judge's configuration and no history: every endpoint of
+    /// `service` it serves (only `only` when given), each against
+    /// `baseline` or the endpoint's own, and version-wide.
+    pub fn judge_candidate(
+        &self,
+        agg: &Aggregator,
+        service: &str,
+        version: &str,
+        only: Option<&str>,
+        baseline: Option<&str>,
+        now_ms: u64,
+    ) -> Vec<(AlertKey, RuleResult)> {
+        let none = HashSet::new();
+        let endpoints: Vec<(&EndpointKey, &Versions)> = agg
+            .endpoints()
+            .filter(|(k, v)| {
+                k.service == service
+                    && only.is_none_or(|e| e == k.endpoint)
+                    && v.contains_key(version)
+            })
+            .collect();
+        let last = last_requests(&endpoints);
+        let mut seen: Vec<Endpoint<'_>> = endpoints
+            .into_iter()
+            .map(|(key, versions)| self.see(agg, key, versions, &none, &last, now_ms))
+            .collect();
+        if let Some(b) = baseline {
+            for e in &mut seen {
+                let versions = agg.versions(e.key);
+                e.baseline = Some(Cow::Owned(b.to_owned()));
+                e.base = versions
+                    .and_then(|v| v.get(b))
+                    .map(|s| agg.horizon(s, now_ms))
+                    .unwrap_or_default();
+                e.untrusted = self.distrust(e);
+            }
         }
-    }
-    let mut decided = Vec::new();
-    for e in &seen {
-        let Some(s) = e.versions.iter().find(|s| s.version == version) else {
-            continue;
-        };
-        let c = candidate(s);
-        // Judged as a candidate even when it is the baseline itself: its
-        // comparative rules then say there is nothing to compare with.
-        let (label, compared) = if e.is_baseline(version) {
-            (
-                String::new(),
-                Err(format!("{version} is the baseline of this endpoint")),
-            )
-        } else {
-            (
-                e.baseline.as_deref().unwrap_or_default().to_owned(),
-                compared(e, c),
-            )
-        };
-        for r in rules_for(judge, &[c], compared) {
-            let key = AlertKey {
-                endpoint: e.key.clone(),
-                candidate: version.to_owned(),
-                baseline: label.clone(),
-                rule: r.rule,
+        let mut decided = Vec::new();
+        for e in &seen {
+            let Some(s) = e.versions.iter().find(|s| s.version == version) else {
+                continue;
             };
-            decided.push((key, r));
+            let c = candidate(s);
+            // Judged as a candidate even when it is the baseline itself: its
+            // comparative rules then say there is nothing to compare with.
+            let (label, compared) = if e.is_baseline(version) {
+                (
+                    String::new(),
+                    Err(format!("{version} is the baseline of this endpoint")),
+                )
+            } else {
+                (
+                    e.baseline.as_deref().unwrap_or_default().to_owned(),
+                    compared(e, c),
+                )
+            };
+            for r in rules_for(self, &[c], compared) {
+                let key = AlertKey {
+                    endpoint: e.key.clone(),
+                    candidate: version.to_owned(),
+                    baseline: label.clone(),
+                    rule: r.rule,
+                };
+                decided.push((key, r));
+            }
         }
-    }
-    if only.is_none() {
-        let mut versions = Vec::new();
-        judge.judge_versions(&seen, &none, now_ms, &mut versions);
-        for (key, update) in versions {
-            if key.candidate == version {
-                if let Update::Judged(r) = update {
-                    decided.push((key.to_key(), *r));
+        if only.is_none() {
+            let mut versions = Vec::new();
+            self.judge_versions(&seen, &none, now_ms, &mut versions);
+            for (key, update) in versions {
+                if key.candidate == version {
+                    if let Update::Judged(r) = update {
+                        decided.push((key.to_key(), *r));
+                    }
                 }
             }
         }
+        decided
     }
-    decided
 }

@@ -49,7 +49,7 @@ use std::cmp::Ordering;
 use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Aggregator, Versions, WindowSummary};
+use crate::aggregate::{Aggregator, Versions};
 use crate::config::{BaselineConfig, JudgeConfig};
 use crate::extract::EndpointKey;
 pub use alert::{AlertMachine, AlertState, Resolution};
@@ -621,47 +621,6 @@ impl Judge {
             })
             .map(|(v, _)| Cow::Borrowed(v.as_str()))
     }
-
-    /// [`Judge::evaluate`]'s judgement of one candidate on the spot, with
-    /// this judge's configuration and no history: every endpoint of
-    /// `service` it serves (only `endpoint` when given), each against
-    /// `baseline` or the endpoint's own, and version-wide.
-    pub fn judge_candidate(
-        &self,
-        agg: &Aggregator,
-        service: &str,
-        candidate: &str,
-        endpoint: Option<&str>,
-        baseline: Option<&str>,
-        now_ms: u64,
-    ) -> Vec<(AlertKey, RuleResult)> {
-        evaluate::on_the_spot(self, agg, service, candidate, endpoint, baseline, now_ms)
-    }
-
-    /// Applies every enabled rule to one batch of data with no time in it
-    /// (offline analysis): the window is the whole epoch.
-    pub fn judge_pair(
-        &self,
-        candidate: &WindowSummary,
-        baseline: Option<(&str, &WindowSummary)>,
-    ) -> Vec<RuleResult> {
-        let epoch = Epoch::of(candidate.clone());
-        let c = Candidate {
-            window: candidate,
-            epoch: &epoch,
-        };
-        let compared = match baseline {
-            Some((version, horizon)) => Ok((
-                version,
-                vec![Pair {
-                    candidate: c,
-                    baseline: horizon,
-                }],
-            )),
-            None => Err("no baseline distinct from the candidate".to_owned()),
-        };
-        evaluate::rules_for(self, &[c], compared)
-    }
 }
 
 /// The baseline `entries` give `endpoint`: its own entry, else its
@@ -684,7 +643,7 @@ mod tests {
     use crate::extract::Outcome;
     use crate::extract::Sample;
     use crate::judge::{AlertState, Resolution, Severity, Verdict};
-    use crate::testing::{endpoint, request};
+    use crate::testing::{endpoint, lending_incident, request};
 
     const T0: u64 = 1_763_658_000_000;
 
@@ -728,40 +687,7 @@ mod tests {
     #[test]
     fn lending_incident_fires_all_rules_for_v13_on_both_endpoints() {
         let (mut agg, mut judge) = setup(JudgeConfig::default());
-        let mut t = T0;
-        // v1.2 alone for a while: becomes the baseline.
-        for i in 0..100 {
-            let ms = 85.0 + f64::from(i % 30);
-            agg.record(
-                &[
-                    request("/risk-score", "v1.2", ms, Outcome::Ok),
-                    request("/funding-approve", "v1.2", ms, Outcome::Ok),
-                ],
-                t,
-            );
-            t += 100;
-            judge.evaluate(&agg, t);
-        }
-        // The rollout: v1.3 at 700-820 ms, 80% timeouts, beside v1.2.
-        for i in 0..40 {
-            let outcome = if i % 5 == 0 {
-                Outcome::Ok
-            } else {
-                Outcome::Timeout
-            };
-            let ms = 700.0 + f64::from(i * 3 % 120);
-            agg.record(
-                &[
-                    request("/risk-score", "v1.3", ms, outcome),
-                    request("/funding-approve", "v1.3", ms, outcome),
-                    request("/risk-score", "v1.2", 100.0, Outcome::Ok),
-                    request("/funding-approve", "v1.2", 100.0, Outcome::Ok),
-                ],
-                t,
-            );
-            t += 250;
-            judge.evaluate(&agg, t);
-        }
+        lending_incident(&mut agg, &mut judge, T0);
         let firing = active(&judge);
         for ep in ["/funding-approve", "/risk-score"] {
             for rule in [Rule::Sla, Rule::Relative, Rule::Errors] {

@@ -50,9 +50,9 @@ pub fn router(pipeline: PipelineHandle) -> Router {
         .route("/api/v1/regressions", get(regressions))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/history", get(history))
-        .route("/api/v1/baseline", post(set_baseline))
-        .route("/api/v1/alerts/ack", post(acknowledge))
-        .route("/api/v1/verdict/reset", post(reset_verdict))
+        .route("/api/v1/baseline", post(write::<BaselineBody>))
+        .route("/api/v1/alerts/ack", post(write::<AckBody>))
+        .route("/api/v1/verdict/reset", post(write::<ResetBody>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see / (dashboard), /api/v1/versions, /api/v1/verdict, /api/v1/regressions, /api/v1/alerts, /api/v1/history, /metrics; writes: POST /api/v1/baseline, /api/v1/alerts/ack, /api/v1/verdict/reset") })
@@ -352,26 +352,31 @@ async fn alerts(
 }
 
 /// A write's JSON body: what it must look like (for the error) and the
-/// API request it stands for.
-trait WriteBody: serde::de::DeserializeOwned {
+/// API call it stands for.
+trait WriteBody: serde::de::DeserializeOwned + Send + 'static {
     /// The body's fields, as a refusal names them.
     const SHAPE: &'static str;
-    /// The `modelgate.v1` request.
-    type Request;
-    fn request(self) -> Self::Request;
+    /// The `modelgate.v1` answer.
+    type Answer: serde::Serialize;
+    /// The API call (`query::api`), as the gRPC service makes it.
+    fn answer(
+        self,
+        pipeline: &PipelineHandle,
+    ) -> impl std::future::Future<Output = Result<Self::Answer, ApiError>> + Send;
 }
 
-/// The request of a write's body, or the 400 that names what was wrong and
-/// what the body must be.
-fn write_request<B: WriteBody>(
+/// A write: its body's API call answered, or the 400 that names what was
+/// wrong with the body and what it must be.
+async fn write<B: WriteBody>(
+    State(pipeline): State<PipelineHandle>,
     body: Result<Json<B>, JsonRejection>,
-) -> Result<B::Request, Box<Response>> {
+) -> Response {
     match body {
-        Ok(Json(b)) => Ok(b.request()),
-        Err(e) => Err(Box::new(error(
+        Ok(Json(b)) => answer(b.answer(&pipeline).await),
+        Err(e) => error(
             StatusCode::BAD_REQUEST,
             format!("{} (body: {})", e.body_text(), B::SHAPE),
-        ))),
+        ),
     }
 }
 
@@ -388,23 +393,17 @@ struct BaselineBody {
 
 impl WriteBody for BaselineBody {
     const SHAPE: &'static str = r#"{"service", "endpoint" (optional), "version"}"#;
-    type Request = pb::SetBaselineRequest;
-    fn request(self) -> Self::Request {
-        pb::SetBaselineRequest {
+    type Answer = pb::SetBaselineResponse;
+    fn answer(
+        self,
+        pipeline: &PipelineHandle,
+    ) -> impl std::future::Future<Output = Result<Self::Answer, ApiError>> + Send {
+        let request = pb::SetBaselineRequest {
             service: self.service,
             endpoint: self.endpoint.unwrap_or_default(),
             version: self.version,
-        }
-    }
-}
-
-async fn set_baseline(
-    State(pipeline): State<PipelineHandle>,
-    body: Result<Json<BaselineBody>, JsonRejection>,
-) -> Response {
-    match write_request(body) {
-        Ok(request) => answer(api::answer_set_baseline(&pipeline, request).await),
-        Err(refusal) => *refusal,
+        };
+        api::answer_set_baseline(pipeline, request)
     }
 }
 
@@ -421,24 +420,18 @@ struct AckBody {
 
 impl WriteBody for AckBody {
     const SHAPE: &'static str = r#"{"service", "endpoint", "candidate", "rule"}"#;
-    type Request = pb::AcknowledgeAlertRequest;
-    fn request(self) -> Self::Request {
-        pb::AcknowledgeAlertRequest {
+    type Answer = pb::AcknowledgeAlertResponse;
+    fn answer(
+        self,
+        pipeline: &PipelineHandle,
+    ) -> impl std::future::Future<Output = Result<Self::Answer, ApiError>> + Send {
+        let request = pb::AcknowledgeAlertRequest {
             service: self.service,
             endpoint: self.endpoint,
             candidate_version: self.candidate,
             rule: self.rule,
-        }
-    }
-}
-
-async fn acknowledge(
-    State(pipeline): State<PipelineHandle>,
-    body: Result<Json<AckBody>, JsonRejection>,
-) -> Response {
-    match write_request(body) {
-        Ok(request) => answer(api::answer_acknowledge(&pipeline, request).await),
-        Err(refusal) => *refusal,
+        };
+        api::answer_acknowledge(pipeline, request)
     }
 }
 
@@ -452,22 +445,16 @@ struct ResetBody {
 
 impl WriteBody for ResetBody {
     const SHAPE: &'static str = r#"{"service", "candidate"}"#;
-    type Request = pb::ResetVerdictRequest;
-    fn request(self) -> Self::Request {
-        pb::ResetVerdictRequest {
+    type Answer = pb::ResetVerdictResponse;
+    fn answer(
+        self,
+        pipeline: &PipelineHandle,
+    ) -> impl std::future::Future<Output = Result<Self::Answer, ApiError>> + Send {
+        let request = pb::ResetVerdictRequest {
             service: self.service,
             candidate_version: self.candidate,
-        }
-    }
-}
-
-async fn reset_verdict(
-    State(pipeline): State<PipelineHandle>,
-    body: Result<Json<ResetBody>, JsonRejection>,
-) -> Response {
-    match write_request(body) {
-        Ok(request) => answer(api::answer_reset_verdict(&pipeline, request).await),
-        Err(refusal) => *refusal,
+        };
+        api::answer_reset_verdict(pipeline, request)
     }
 }
 

@@ -2,10 +2,11 @@
 //! or against an absolute ceiling.
 
 use super::{
-    decide, fmt_e, power_words, rate_upper, ratio, settle, too_few_result, verdict_words,
+    decide, fmt_e, power_words, rate_upper, ratio, settle, too_few_result, totals, verdict_words,
     Candidate, Condition, Conditions, Evidence, Level, Pair, Rule, RuleResult, Sequential, Test,
     Unit,
 };
+use crate::aggregate::WindowSummary;
 use crate::config::ErrorsRule;
 use crate::extract::Outcome;
 use crate::judge::power::{self, Power};
@@ -27,11 +28,9 @@ pub fn errors(
     let Some((version, pairs)) = compared else {
         return ceiling(rule, seq, candidates);
     };
-    let nc: u64 = pairs.iter().map(|p| p.candidate.window.count()).sum();
-    let fc: u64 = pairs.iter().map(|p| p.candidate.window.failures()).sum();
+    let (nc, nb) = totals(pairs, WindowSummary::count);
+    let (fc, fb) = totals(pairs, WindowSummary::failures);
     let rc = fc as f64 / nc.max(1) as f64;
-    let nb: u64 = pairs.iter().map(|p| p.baseline.count()).sum();
-    let fb: u64 = pairs.iter().map(|p| p.baseline.failures()).sum();
     let rb = fb as f64 / nb.max(1) as f64;
     let mut evidence = Evidence {
         candidate_count: nc,

@@ -2,9 +2,10 @@
 //! baseline's (the e-commerce incident).
 
 use super::{
-    decide, fmt_e, power_words, ratio, settle, too_few_result, verdict_words, Condition,
+    decide, fmt_e, power_words, ratio, settle, too_few_result, totals, verdict_words, Condition,
     Conditions, Evidence, Level, Pair, Rule, RuleResult, Sequential, Test, Unit,
 };
+use crate::aggregate::WindowSummary;
 use crate::config::FanoutRule;
 use crate::judge::power::{self, Power};
 use crate::judge::stats;
@@ -21,10 +22,8 @@ pub fn fanout(
     baseline: &str,
     pairs: &[Pair<'_>],
 ) -> RuleResult {
-    let nc: u64 = pairs.iter().map(|p| p.candidate.window.count()).sum();
-    let nb: u64 = pairs.iter().map(|p| p.baseline.count()).sum();
-    let cc: u64 = pairs.iter().map(|p| p.candidate.window.db_calls).sum();
-    let cb: u64 = pairs.iter().map(|p| p.baseline.db_calls).sum();
+    let (nc, nb) = totals(pairs, WindowSummary::count);
+    let (cc, cb) = totals(pairs, |s| s.db_calls);
     let dc = cc as f64 / nc.max(1) as f64;
     let db = cb as f64 / nb.max(1) as f64;
     let r = ratio(dc, db.max(1.0 / nb.max(1) as f64));

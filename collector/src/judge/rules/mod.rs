@@ -415,6 +415,13 @@ pub struct Pair<'a> {
     pub baseline: &'a WindowSummary,
 }
 
+/// `figure` summed over `pairs`: (the candidates', the baselines').
+pub(crate) fn totals(pairs: &[Pair<'_>], figure: impl Fn(&WindowSummary) -> u64) -> (u64, u64) {
+    pairs.iter().fold((0, 0), |(c, b), p| {
+        (c + figure(p.candidate.window), b + figure(p.baseline))
+    })
+}
+
 /// What is judged: one endpoint, or a version across its endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {

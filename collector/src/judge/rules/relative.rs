@@ -4,11 +4,11 @@
 use std::fmt::Write as _;
 
 use super::{
-    decide, fmt_e, pct, power_words, rate_upper, ratio, settle, too_few_result, verdict_words,
-    Condition, Conditions, Evidence, Level, Pair, Rule, RuleResult, Sequential, Severity, Test,
-    Unit,
+    decide, fmt_e, pct, power_words, rate_upper, ratio, settle, too_few_result, totals,
+    verdict_words, Condition, Conditions, Evidence, Level, Pair, Rule, RuleResult, Sequential,
+    Severity, Test, Unit,
 };
-use crate::aggregate::Sketch;
+use crate::aggregate::{Sketch, WindowSummary};
 use crate::config::RelativeRule;
 use crate::judge::power::{self, Power};
 use crate::judge::stats;
@@ -83,8 +83,7 @@ pub fn relative(
     baseline: &str,
     pairs: &[Pair<'_>],
 ) -> RuleResult {
-    let nc: u64 = pairs.iter().map(|p| p.candidate.window.count()).sum();
-    let nb: u64 = pairs.iter().map(|p| p.baseline.count()).sum();
+    let (nc, nb) = totals(pairs, WindowSummary::count);
     let mut evidence = Evidence {
         candidate_count: nc,
         baseline_count: nb,
