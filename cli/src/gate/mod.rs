@@ -558,81 +558,65 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_warning_is_watched_until_the_wait_is_over() {
-        // A warning stays one: reported when the wait is over, exit 0.
+    /// [`poll`] with `options`, the collector answering its n-th question
+    /// (from 1) with `answer(n)`.
+    async fn scripted(
+        options: GateOptions,
+        answer: impl Fn(u32) -> Result<pb::Verdict, ClientError>,
+    ) -> Result<GateReport, ClientError> {
         let asked = Cell::new(0);
-        let report = poll(
+        poll(
             || {
                 asked.set(asked.get() + 1);
-                async { Ok(regression(pb::Severity::Warning)) }
+                std::future::ready(answer(asked.get()))
             },
-            &GateOptions {
-                wait: Duration::from_secs(3),
-                ..options()
-            },
+            &options,
         )
         .await
-        .unwrap();
-        assert_eq!(report.decision, Decision::Warning);
-        assert_eq!((report.polls, asked.get()), (4, 4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warning_is_watched_until_the_wait_is_over() {
+        let warning = |_| Ok(regression(pb::Severity::Warning));
+        // A warning stays one: reported when the wait is over, exit 0.
+        let three_seconds = GateOptions {
+            wait: Duration::from_secs(3),
+            ..options()
+        };
+        let report = scripted(three_seconds, warning).await.unwrap();
+        assert_eq!((report.decision, report.polls), (Decision::Warning, 4));
         assert_eq!(report.reason, None);
         // A warning that grows critical fails the gate as soon as it does.
-        let asked = Cell::new(0);
-        let report = poll(
-            || {
-                asked.set(asked.get() + 1);
-                let n = asked.get();
-                async move {
-                    Ok(regression(if n < 3 {
-                        pb::Severity::Warning
-                    } else {
-                        pb::Severity::Critical
-                    }))
-                }
-            },
-            &GateOptions {
-                wait: Duration::from_secs(60),
-                ..options()
-            },
-        )
+        let report = scripted(options(), |n| {
+            Ok(regression(if n < 3 {
+                pb::Severity::Warning
+            } else {
+                pb::Severity::Critical
+            }))
+        })
         .await
         .unwrap();
         assert_eq!((report.decision, report.polls), (Decision::Regression, 3));
         // --fail-on warning: the first warning fails it.
-        let report = poll(
-            || async { Ok(regression(pb::Severity::Warning)) },
-            &GateOptions {
-                fail_on: Severity::Warning,
-                ..options()
-            },
-        )
-        .await
-        .unwrap();
+        let fail_on_warning = GateOptions {
+            fail_on: Severity::Warning,
+            ..options()
+        };
+        let report = scripted(fail_on_warning, warning).await.unwrap();
         assert_eq!((report.decision, report.polls), (Decision::Regression, 1));
     }
 
     #[tokio::test(start_paused = true)]
     async fn polls_until_conclusive() {
         use pb::VerdictOutcome as O;
-        let asked = Cell::new(0);
-        let report = poll(
-            || {
-                asked.set(asked.get() + 1);
-                let n = asked.get();
-                async move {
-                    match n {
-                        1 => Err(ClientError::Unreachable {
-                            url: "u".into(),
-                            message: "starting".into(),
-                        }),
-                        2 => Ok(verdict(O::Inconclusive, vec![])),
-                        _ => Ok(verdict(O::Regression, vec![])),
-                    }
-                }
-            },
-            &options(),
-        )
+        let report = scripted(options(), |n| match n {
+            1 => Err(ClientError::Unreachable {
+                url: "u".into(),
+                message: "starting".into(),
+            }),
+            2 => Ok(verdict(O::Inconclusive, vec![])),
+            _ => Ok(verdict(O::Regression, vec![])),
+        })
         .await
         .unwrap();
         assert_eq!(report.decision, Decision::Regression);

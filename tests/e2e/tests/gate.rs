@@ -26,6 +26,14 @@ async fn gate(args: &[&str]) -> Run {
     run_modelgate(&all, &[("MODELGATE_LOG", "warn")], GATE_TIMEOUT).await
 }
 
+/// `modelgate gate --url <url> --service <service> --candidate <candidate>
+/// <rest>`.
+async fn gate_for(url: &str, service: &str, candidate: &str, rest: &[&str]) -> Run {
+    let mut args = vec!["--url", url, "--service", service, "--candidate", candidate];
+    args.extend_from_slice(rest);
+    gate(&args).await
+}
+
 fn json(run: &Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON: {e}\n{run}"))
 }
@@ -89,17 +97,7 @@ async fn lending_v13_fails_the_gate_and_too_little_traffic_is_inconclusive() {
     all_accepted(&collector, 504.0).await;
 
     // Exit 1 with the collector's own thresholds, text.
-    let run = gate(&[
-        "--url",
-        &url,
-        "--service",
-        "lending-api",
-        "--candidate",
-        "v1.3",
-        "--wait",
-        "20s",
-    ])
-    .await;
+    let run = gate_for(&url, "lending-api", "v1.3", &["--wait", "20s"]).await;
     assert_eq!(run.code, 1, "{run}");
     assert!(
         run.stdout
@@ -118,22 +116,21 @@ async fn lending_v13_fails_the_gate_and_too_little_traffic_is_inconclusive() {
     println!("gate on v1.3:\n{}", run.stdout);
 
     // Exit 1 with the gate's own thresholds, as JSON.
-    let run = gate(&[
-        "--url",
+    let run = gate_for(
         &url,
-        "--service",
         "lending-api",
-        "--candidate",
         "v1.3",
-        "--sla",
-        "150ms",
-        "--min-samples",
-        "50",
-        "--wait",
-        "20s",
-        "--format",
-        "json",
-    ])
+        &[
+            "--sla",
+            "150ms",
+            "--min-samples",
+            "50",
+            "--wait",
+            "20s",
+            "--format",
+            "json",
+        ],
+    )
     .await;
     assert_eq!(run.code, 1, "{run}");
     let doc = json(&run);
@@ -158,18 +155,12 @@ async fn lending_v13_fails_the_gate_and_too_little_traffic_is_inconclusive() {
     }
 
     // Exit 2: v1.4 sent four requests; the gate wants 20 and waits 2 s.
-    let run = gate(&[
-        "--url",
+    let run = gate_for(
         &url,
-        "--service",
         "lending-api",
-        "--candidate",
         "v1.4",
-        "--min-samples",
-        "20",
-        "--wait",
-        "2s",
-    ])
+        &["--min-samples", "20", "--wait", "2s"],
+    )
     .await;
     assert_eq!(run.code, 2, "{run}");
     assert!(
@@ -182,18 +173,12 @@ async fn lending_v13_fails_the_gate_and_too_little_traffic_is_inconclusive() {
     assert!(run.elapsed < Duration::from_secs(10), "{run}");
 
     // Exit 2: a version the collector never saw.
-    let run = gate(&[
-        "--url",
+    let run = gate_for(
         &url,
-        "--service",
         "lending-api",
-        "--candidate",
         "v9.9",
-        "--wait",
-        "1s",
-        "--format",
-        "json",
-    ])
+        &["--wait", "1s", "--format", "json"],
+    )
     .await;
     assert_eq!(run.code, 2, "{run}");
     assert!(run.stderr.contains("unknown to the collector"), "{run}");
@@ -202,18 +187,12 @@ async fn lending_v13_fails_the_gate_and_too_little_traffic_is_inconclusive() {
     assert_eq!(doc["verdict"]["endpoints"].as_array().unwrap().len(), 0);
 
     // Exit 64 (usage): an override the collector refuses, named; not retried.
-    let run = gate(&[
-        "--url",
+    let run = gate_for(
         &url,
-        "--service",
         "lending-api",
-        "--candidate",
         "v1.3",
-        "--sla",
-        "0ms",
-        "--wait",
-        "30s",
-    ])
+        &["--sla", "0ms", "--wait", "30s"],
+    )
     .await;
     assert_eq!(run.code, 64, "{run}");
     assert!(
@@ -302,24 +281,23 @@ async fn aa_candidate_passes_the_gate() {
         .to_owned();
     let (baseline, candidate) = ("v1", "v2");
 
-    let run = gate(&[
-        "--url",
+    let run = gate_for(
         &url,
-        "--service",
         "aa-api",
-        "--candidate",
         candidate,
-        "--baseline",
-        baseline,
-        "--sla",
-        "150ms",
-        "--min-samples",
-        "500",
-        "--wait",
-        "20s",
-        "--format",
-        "json",
-    ])
+        &[
+            "--baseline",
+            baseline,
+            "--sla",
+            "150ms",
+            "--min-samples",
+            "500",
+            "--wait",
+            "20s",
+            "--format",
+            "json",
+        ],
+    )
     .await;
     assert_eq!(run.code, 0, "{run}");
     let doc = json(&run);
@@ -347,18 +325,12 @@ async fn aa_candidate_passes_the_gate() {
     // The collector's own thresholds, baseline and stored judgements, as
     // text, on one endpoint.
     let candidate = if own_baseline == "v1" { "v2" } else { "v1" };
-    let run = gate(&[
-        "--url",
+    let run = gate_for(
         &url,
-        "--service",
         "aa-api",
-        "--candidate",
         candidate,
-        "--endpoint",
-        "/predict",
-        "--wait",
-        "20s",
-    ])
+        &["--endpoint", "/predict", "--wait", "20s"],
+    )
     .await;
     assert_eq!(run.code, 0, "{run}");
     assert!(
@@ -385,17 +357,7 @@ async fn unreachable_collector_is_a_connection_error() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let run = gate(&[
-        "--url",
-        &url,
-        "--service",
-        "lending-api",
-        "--candidate",
-        "v1.3",
-        "--wait",
-        "2s",
-    ])
-    .await;
+    let run = gate_for(&url, "lending-api", "v1.3", &["--wait", "2s"]).await;
     assert_eq!(run.code, 69, "{run}");
     assert!(
         run.stderr
@@ -404,18 +366,12 @@ async fn unreachable_collector_is_a_connection_error() {
     );
     assert!(run.stdout.is_empty(), "{run}");
     assert!(run.elapsed < Duration::from_secs(10), "{run}");
-    let run = gate(&[
-        "--url",
+    let run = gate_for(
         &url,
-        "--service",
         "lending-api",
-        "--candidate",
         "v1.3",
-        "--wait",
-        "0s",
-        "--format",
-        "json",
-    ])
+        &["--wait", "0s", "--format", "json"],
+    )
     .await;
     assert_eq!(run.code, 69, "{run}");
     let doc = json(&run);
@@ -533,29 +489,15 @@ async fn a_warning_fails_the_gate_only_on_request_and_no_baseline_is_inconclusiv
         assert_eq!(report.failed, 0);
     }
     all_accepted(&collector, 8000.0).await;
-    // Every run: this collector, a 3 s wait.
-    let ask = |args: &[&str]| {
-        let all: Vec<String> = ["--url", url.as_str(), "--wait", "3s"]
-            .iter()
-            .chain(args)
-            .map(ToString::to_string)
-            .collect();
-        async move { gate(&all.iter().map(String::as_str).collect::<Vec<_>>()).await }
-    };
-    const MILD_V2: [&str; 8] = [
-        "--service",
-        "mild-api",
-        "--candidate",
-        "v2",
-        "--baseline",
-        "v1",
-        "--sla",
-        "1s",
-    ];
+    /// The gate on v2 against v1, held to a 1 s SLA, for 3 s at most.
+    async fn mild(url: &str, rest: &[&str]) -> Run {
+        let args = [&["--baseline", "v1", "--sla", "1s", "--wait", "3s"], rest].concat();
+        gate_for(url, "mild-api", "v2", &args).await
+    }
 
     // Default --fail-on critical: printed as a warning, watched for the
     // whole wait (it might grow critical), exit 0.
-    let run = ask(&MILD_V2).await;
+    let run = mild(&url, &[]).await;
     assert_eq!(run.code, 0, "{run}");
     assert!(
         run.stdout.starts_with("mild-api v2: WARNING (exit 0)"),
@@ -570,7 +512,7 @@ async fn a_warning_fails_the_gate_only_on_request_and_no_baseline_is_inconclusiv
     assert!(run.elapsed >= Duration::from_secs(2), "{run}");
 
     // --fail-on warning: exit 1 at once.
-    let run = ask(&[&MILD_V2[..], &["--fail-on", "warning", "--format", "json"]].concat()).await;
+    let run = mild(&url, &["--fail-on", "warning", "--format", "json"]).await;
     assert_eq!(run.code, 1, "{run}");
     let doc = json(&run);
     assert_eq!(doc["decision"], "regression", "{doc}");
@@ -579,12 +521,12 @@ async fn a_warning_fails_the_gate_only_on_request_and_no_baseline_is_inconclusiv
     assert_eq!(doc["polls"], 1, "{doc}");
 
     // A bad severity is a usage error naming the choices.
-    let run = ask(&[&MILD_V2[..], &["--fail-on", "severe"]].concat()).await;
+    let run = mild(&url, &["--fail-on", "severe"]).await;
     assert_eq!(run.code, 64, "{run}");
     assert!(run.stderr.contains("warning or critical"), "{run}");
 
     // No baseline distinct from the candidate: inconclusive, saying so.
-    let run = ask(&["--service", "solo-api", "--candidate", "v1"]).await;
+    let run = gate_for(&url, "solo-api", "v1", &["--wait", "3s"]).await;
     assert_eq!(run.code, 2, "{run}");
     assert!(run.stdout.contains("/predict (baseline none)"), "{run}");
     assert!(
