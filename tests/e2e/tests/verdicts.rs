@@ -122,7 +122,11 @@ async fn verdicts(collector: &Collector) -> Vec<Value> {
 }
 
 async fn baselines(collector: &Collector) -> Vec<(String, String)> {
-    let versions = collector.json("/api/v1/versions?service=lending-api").await;
+    baselines_in(&collector.json("/api/v1/versions?service=lending-api").await)
+}
+
+/// (endpoint, baseline) of each endpoint of a `/api/v1/versions` answer.
+fn baselines_in(versions: &serde_json::Value) -> Vec<(String, String)> {
     versions["endpoints"]
         .as_array()
         .unwrap()
@@ -182,17 +186,7 @@ async fn the_same_records_give_the_same_verdicts_live_in_one_batch_and_offline()
             )
         })
         .collect();
-    let offline_baselines: Vec<(String, String)> = offline["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["endpoint"].as_str().unwrap().to_owned(),
-                e["baseline_version"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let offline_baselines = baselines_in(&offline);
 
     // The live collectors judge on their tick: wait until both have.
     let settled = eventually(Duration::from_secs(20), || async {
