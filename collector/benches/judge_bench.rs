@@ -913,6 +913,26 @@ fn detection(quick: bool) -> DetectTotals {
 /// tables.
 type Firsts = BTreeMap<(String, Rule, Severity), (u64, u64, String)>;
 
+/// Notes `t`'s firing if it is the first of its scope, rule and severity:
+/// the candidate's requests on its scope (`counts`, per endpoint of `eps`;
+/// their sum version-wide) and `seconds` since the candidate's first one.
+fn note_first(
+    firsts: &mut Firsts,
+    t: &Transition,
+    eps: &[EndpointKey],
+    counts: &[u64],
+    seconds: u64,
+) {
+    let scope = &t.key.endpoint.endpoint;
+    let n = match eps.iter().position(|e| e.endpoint == *scope) {
+        Some(i) => counts[i],
+        None => counts.iter().sum(),
+    };
+    firsts
+        .entry((scope.clone(), t.key.rule, t.severity))
+        .or_insert_with(|| (n, seconds, t.judgement.result.evidence.detail.clone()));
+}
+
 fn print_firsts(firsts: &Firsts, version: &str) {
     println!("| scope | rule | severity | {version} requests on the scope when it fired | seconds after {version}'s first request |");
     println!("|---|---|---|---|---|");
@@ -983,16 +1003,7 @@ fn lending() -> u64 {
                 v12_alerts += 1;
                 continue;
             }
-            let scope = t.key.endpoint.endpoint.clone();
-            let n = match eps.iter().position(|e| e.endpoint == scope) {
-                Some(i) => v13[i],
-                None => v13.iter().sum(),
-            };
-            firsts.entry((scope, t.key.rule, t.severity)).or_insert((
-                n,
-                s - start,
-                t.judgement.result.evidence.detail.clone(),
-            ));
+            note_first(&mut firsts, &t, &eps, &v13, s - start);
         }
     }
     print_firsts(&firsts, "v1.3");
@@ -1093,15 +1104,7 @@ fn ecommerce() -> u64 {
             let scope = t.key.endpoint.endpoint.clone();
             match (t.alert().state, t.key.candidate.as_str()) {
                 (AlertState::Firing, "v2.8") => {
-                    let n = match eps.iter().position(|e| e.endpoint == scope) {
-                        Some(i) => requests["v2.8"][i],
-                        None => requests["v2.8"].iter().sum(),
-                    };
-                    firsts.entry((scope, t.key.rule, t.severity)).or_insert((
-                        n,
-                        s - v28_start,
-                        t.judgement.result.evidence.detail.clone(),
-                    ));
+                    note_first(&mut firsts, &t, &eps, &requests["v2.8"], s - v28_start);
                 }
                 (AlertState::Firing, other) => {
                     *others
