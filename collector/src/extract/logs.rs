@@ -22,7 +22,8 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValu
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use super::{
-    ExtractReport, Interner, Outcome, Sample, SampleKind, SampleRef, MAX_REASONS, UNKNOWN_SERVICE,
+    ExtractReport, Interner, Outcome, Sample, SampleKind, SampleRef, Unusable, MAX_REASONS,
+    UNKNOWN_SERVICE,
 };
 use crate::config::{ExtractConfig, LogMapping};
 
@@ -147,6 +148,9 @@ pub fn extract_line(
     let object = line.as_object().ok_or("not a JSON object".to_owned())?;
     let get = |name: &str| json_field(object.get(name)?);
     let mapped = config.logs.map(get)?;
+    if !config.plausible(mapped.duration) {
+        return Err(Unusable::Implausible.reason().to_owned());
+    }
     let dims: Vec<Cow<'_, str>> = config
         .dimensions
         .iter()
@@ -156,7 +160,7 @@ pub fn extract_line(
                 .unwrap_or_default()
         })
         .collect();
-    Ok(interner.intern(&SampleRef {
+    let mut sample = SampleRef {
         service: mapped.service.as_deref().unwrap_or(UNKNOWN_SERVICE),
         endpoint: super::endpoint_name(&mapped.endpoint),
         dims,
@@ -167,7 +171,9 @@ pub fn extract_line(
             duration: mapped.duration,
             outcome: mapped.outcome,
         },
-    }))
+    };
+    sample.bound_names(config.max_name_length);
+    Ok(interner.intern(&sample))
 }
 
 /// A time field's value in unix milliseconds: an RFC 3339 string
@@ -246,12 +252,14 @@ pub fn extract_logs(
             for record in &scope_logs.log_records {
                 index += 1;
                 match sample_of(record, resource, resource_service, config, interner) {
-                    Ok(sample) => {
+                    Ok((sample, truncated)) => {
                         report.samples += 1;
+                        report.truncated += truncated;
                         out.push(sample);
                     }
                     Err(reason) => {
                         report.rejected += 1;
+                        report.implausible += u64::from(reason == Unusable::Implausible.reason());
                         if report.rejected as usize <= MAX_REASONS {
                             if !report.message.is_empty() {
                                 report.message.push_str("; ");
@@ -279,7 +287,7 @@ fn sample_of(
     resource_service: Option<&str>,
     config: &ExtractConfig,
     interner: &mut Interner,
-) -> Result<Sample, String> {
+) -> Result<(Sample, u64), String> {
     let body = record.body.as_ref().and_then(|b| b.value.as_ref());
     let body_map: &[KeyValue] = match body {
         Some(Value::KvlistValue(list)) => &list.values,
@@ -301,6 +309,9 @@ fn sample_of(
             .or_else(|| find(resource, name).and_then(any_field))
     };
     let mapped = config.logs.map(get)?;
+    if !config.plausible(mapped.duration) {
+        return Err(Unusable::Implausible.reason().to_owned());
+    }
     let service = mapped
         .service
         .as_deref()
@@ -323,7 +334,7 @@ fn sample_of(
         .or_else(|| nanos_to_ms(record.time_unix_nano))
         .or_else(|| nanos_to_ms(record.observed_time_unix_nano))
         .unwrap_or(0);
-    Ok(interner.intern(&SampleRef {
+    let mut sample = SampleRef {
         service,
         endpoint: super::endpoint_name(&mapped.endpoint),
         dims,
@@ -334,7 +345,9 @@ fn sample_of(
             duration: mapped.duration,
             outcome: mapped.outcome,
         },
-    }))
+    };
+    let truncated = sample.bound_names(config.max_name_length);
+    Ok((interner.intern(&sample), truncated))
 }
 
 #[cfg(test)]

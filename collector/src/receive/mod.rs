@@ -109,8 +109,21 @@ pub fn hand_over(
     }
     let telemetry = pipeline.telemetry();
     telemetry.spans_accepted(report.samples + report.ignored);
+    if report.truncated > 0 {
+        telemetry.names_truncated(report.truncated);
+    }
     Ok((report.rejected > 0).then(|| {
-        telemetry.refused(unusable, report.rejected, &report.message);
+        let implausible = report.implausible.min(report.rejected);
+        if implausible > 0 {
+            telemetry.refused(
+                RefusedReason::ImplausibleDuration,
+                implausible,
+                &report.message,
+            );
+        }
+        if report.rejected > implausible {
+            telemetry.refused(unusable, report.rejected - implausible, &report.message);
+        }
         Partial {
             rejected: i64::try_from(report.rejected).unwrap_or(i64::MAX),
             message: report.message,
