@@ -273,6 +273,8 @@ pub struct Pipeline {
     /// Writes snapshots when `snapshot.dir` is set.
     snapshots: Option<Snapshotter>,
     snapshot_interval: Duration,
+    /// `snapshot.max_bytes`: the largest snapshot file restored.
+    snapshot_max_bytes: u64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -320,6 +322,7 @@ impl Pipeline {
             history_limits,
             snapshots: config.snapshot.dir.clone().map(Snapshotter::new),
             snapshot_interval: config.snapshot.interval,
+            snapshot_max_bytes: config.snapshot.max_bytes,
         };
         let handle = PipelineHandle {
             ingest: ingest_tx,
@@ -380,13 +383,21 @@ impl Pipeline {
         let bounds = s.bounds_ms.clone();
         let telemetry = s.telemetry.clone();
         let limits = self.history_limits;
+        let max_bytes = self.snapshot_max_bytes;
         // The state is built on the blocking thread and moved back whole.
         let restored = tokio::task::spawn_blocking(move || {
             let now = now_ms();
             let mut aggregator = Aggregator::new(config.0, bounds, telemetry, now);
             let mut judge = Judge::new(config.1);
             let mut history = History::new(limits);
-            snapshots::restore_at_start(&dir, &mut aggregator, &mut judge, &mut history, now);
+            snapshots::restore_at_start(
+                &dir,
+                max_bytes,
+                &mut aggregator,
+                &mut judge,
+                &mut history,
+                now,
+            );
             (aggregator, judge, history)
         })
         .await;

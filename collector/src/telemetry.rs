@@ -12,6 +12,7 @@
 //! block or allocate (but [`Telemetry::readings`], for the emitters).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Why spans (or whole requests) were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -289,6 +290,8 @@ pub struct Telemetry {
     bytes_in_flight: AtomicU64,
     memory_resident: AtomicU64,
     metrics_omitted: AtomicU64,
+    /// The first long-lived task that ended abnormally, for `/healthz`.
+    failure: OnceLock<String>,
 }
 
 impl Telemetry {
@@ -416,6 +419,18 @@ impl Telemetry {
     /// `n` series were left out of a `/metrics` exposition.
     pub fn metrics_omitted(&self, n: u64) {
         self.metrics_omitted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A long-lived task (the pipeline, the forwarder, a server) ended
+    /// abnormally: logged, and kept for `/healthz` (the first one wins).
+    pub fn task_failed(&self, task: &str, why: &str) {
+        tracing::error!(task, why, "a long-lived task failed: shutting down");
+        let _ = self.failure.set(format!("the {task} task failed: {why}"));
+    }
+
+    /// What failed, if anything did (see [`Telemetry::task_failed`]).
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
     }
 
     /// Every figure now, in [`SelfMetric::ALL`] order (figures split by

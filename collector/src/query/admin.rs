@@ -53,7 +53,7 @@ pub fn router(pipeline: PipelineHandle) -> Router {
         .route("/api/v1/baseline", post(set_baseline))
         .route("/api/v1/alerts/ack", post(acknowledge))
         .route("/api/v1/verdict/reset", post(reset_verdict))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see / (dashboard), /api/v1/versions, /api/v1/verdict, /api/v1/regressions, /api/v1/alerts, /api/v1/history, /metrics; writes: POST /api/v1/baseline, /api/v1/alerts/ack, /api/v1/verdict/reset") })
         .with_state(pipeline)
@@ -448,6 +448,15 @@ async fn reset_verdict(
         candidate_version: b.candidate,
     };
     answer(api::answer_reset_verdict(&pipeline, request).await)
+}
+
+/// `200 ok` while every long-lived task runs; `503` naming the one that
+/// failed (the process is then shutting down, to exit non-zero).
+async fn healthz(State(pipeline): State<PipelineHandle>) -> Response {
+    match pipeline.telemetry().failure() {
+        None => "ok\n".into_response(),
+        Some(failure) => error(StatusCode::SERVICE_UNAVAILABLE, failure),
+    }
 }
 
 async fn readyz(State(pipeline): State<PipelineHandle>) -> Response {

@@ -51,6 +51,10 @@ const GRPC_STREAM_WINDOW_BYTES: u32 = 2 << 20;
 /// The same per connection, for several exports in flight at once.
 const GRPC_CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
 
+/// How long `/healthz` reports a failed task before the admin port stops
+/// and the process exits.
+pub const FAILURE_REPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why the collector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -76,6 +80,17 @@ pub enum ServeError {
     /// Forwarding could not be set up.
     #[error(transparent)]
     Forward(#[from] ForwardSetupError),
+    /// `snapshot.dir` is held by another instance, or cannot be locked.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// A long-lived task (the pipeline, the forwarder) ended abnormally.
+    #[error("the {task} task failed: {message}")]
+    Task {
+        /// Which one.
+        task: &'static str,
+        /// Its panic message, or why it ended.
+        message: String,
+    },
     /// A server failed while running.
     #[error("{server} server failed: {message}")]
     Server {
@@ -96,7 +111,16 @@ pub struct Running {
     /// Where the admin HTTP port is served.
     pub admin_addr: SocketAddr,
     receivers: CancellationToken,
+    /// Cancelled to stop the admin port: last on a failure, so probes see
+    /// `/healthz` name it first.
+    admin_stop: CancellationToken,
     pipeline: CancellationToken,
+    /// The pipeline's handle (tests ask it questions).
+    #[allow(dead_code, reason = "read by the tests only")]
+    handle: crate::pipeline::PipelineHandle,
+    telemetry: Arc<Telemetry>,
+    /// `snapshot.dir`, held while running.
+    _lock: Option<crate::snapshot::DirLock>,
     grpc: JoinHandle<Result<(), ServeError>>,
     http: JoinHandle<Result<(), ServeError>>,
     admin: JoinHandle<Result<(), ServeError>>,
@@ -130,6 +154,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     // is taken.
     let tls = config.tls.as_ref().map(Tls::load).transpose()?;
     let auth = Auth::load(&config.auth)?;
+    // Before any port: a second instance on the same snapshot directory is
+    // refused, naming the first, instead of overwriting its alerts.
+    let lock = config
+        .snapshot
+        .dir
+        .as_deref()
+        .map(crate::snapshot::lock_dir)
+        .transpose()?;
     let grpc_listener = bind("receiver.grpc_listen", config.receiver.grpc_listen).await?;
     let http_listener = bind("receiver.http_listen", config.receiver.http_listen).await?;
     let admin_listener = bind("admin.listen", config.admin.listen).await?;
@@ -156,7 +188,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ),
         None => (None, None),
     };
-    let (pipeline, handle) = Pipeline::new(&config, telemetry, otlp, receivers.clone());
+    let (pipeline, handle) = Pipeline::new(&config, telemetry.clone(), otlp, receivers.clone());
+    let admin_stop = CancellationToken::new();
 
     let pipeline_token = CancellationToken::new();
     let pipeline_task = tokio::spawn(pipeline.run(pipeline_token.clone()));
@@ -191,8 +224,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         "admin",
         admin_listener,
         tls.as_ref(),
-        HttpGuard::new(auth.clone(), auth::admin_access).protect(admin::router(handle)),
-        receivers.clone(),
+        HttpGuard::new(auth.clone(), auth::admin_access).protect(admin::router(handle.clone())),
+        admin_stop.clone(),
     )?;
     tracing::info!(
         otlp_grpc = %grpc_addr,
@@ -207,7 +240,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         http_addr,
         admin_addr,
         receivers,
+        admin_stop,
         pipeline: pipeline_token,
+        handle,
+        telemetry,
+        _lock: lock,
         grpc,
         http,
         admin,
@@ -318,15 +355,32 @@ fn serve_http(
 impl Running {
     /// Waits for `stop`, or for a server to fail on its own (then returns
     /// its error: a collector that lost a listener must not linger).
+    /// A long-lived task ending (a panic in the pipeline or the forwarder)
+    /// fails the collector too: `/healthz` names it for
+    /// [`FAILURE_REPORT_GRACE`], the rest shuts down in flow order and the
+    /// error is returned (the binary exits non-zero), instead of a zombie
+    /// that refuses every export as "shutting down".
     pub async fn run_until(
         mut self,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServeError> {
+        let forward_task = async {
+            match self.forward_task.as_mut() {
+                Some(task) => task.await,
+                None => std::future::pending().await,
+            }
+        };
         let failed = tokio::select! {
             () = stop => None,
             r = &mut self.grpc => Some(("OTLP/gRPC", r)),
             r = &mut self.http => Some(("OTLP/HTTP", r)),
             r = &mut self.admin => Some(("admin", r)),
+            r = &mut self.pipeline_task => {
+                return self.task_failed("pipeline", r).await;
+            }
+            r = forward_task => {
+                return self.task_failed("forward", r).await;
+            }
         };
         match failed {
             None => self.shutdown().await,
@@ -343,6 +397,7 @@ impl Running {
                     },
                 };
                 self.receivers.cancel();
+                self.admin_stop.cancel();
                 self.pipeline.cancel();
                 let _ = self.pipeline_task.await;
                 self.forward.cancel();
@@ -354,11 +409,49 @@ impl Running {
         }
     }
 
+    /// `task` ended on its own with `result`: report it, stop the rest.
+    async fn task_failed(
+        self,
+        task: &'static str,
+        result: Result<(), tokio::task::JoinError>,
+    ) -> Result<(), ServeError> {
+        let message = match result {
+            Ok(()) => "it ended on its own".to_owned(),
+            Err(e) if e.is_panic() => {
+                let panic = e.into_panic();
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                format!("panicked: {text}")
+            }
+            Err(e) => e.to_string(),
+        };
+        self.telemetry.task_failed(task, &message);
+        self.receivers.cancel();
+        tokio::time::sleep(FAILURE_REPORT_GRACE).await;
+        self.pipeline.cancel();
+        if task != "pipeline" {
+            let _ = self.pipeline_task.await;
+        }
+        self.forward.cancel();
+        if let Some(forward) = self.forward_task {
+            if task != "forward" {
+                let _ = forward.await;
+            }
+        }
+        self.admin_stop.cancel();
+        let _ = tokio::join!(self.grpc, self.http, self.admin);
+        Err(ServeError::Task { task, message })
+    }
+
     /// Stops accepting, lets the pipeline drain what was accepted and judge
     /// it once more, flushes the OTLP push, then drains the forward queue
     /// (bounded by `forward.drain_timeout`; what is left is counted).
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.receivers.cancel();
+        self.admin_stop.cancel();
         let grpc = self.grpc.await;
         let http = self.http.await;
         let admin = self.admin.await;
@@ -384,5 +477,89 @@ impl Running {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A config on ephemeral localhost ports.
+    pub(crate) fn local(yaml: &str) -> Config {
+        let mut config = Config::from_yaml(yaml).unwrap();
+        for addr in [
+            &mut config.receiver.grpc_listen,
+            &mut config.receiver.http_listen,
+            &mut config.admin.listen,
+        ] {
+            *addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        }
+        config
+    }
+
+    /// One HTTP/1.1 GET: the status line and body as text.
+    pub(crate) async fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).await?;
+        Ok(text)
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_pipeline_fails_healthz_and_the_run() {
+        let running = start(local("")).await.unwrap();
+        let admin = running.admin_addr;
+        let handle = running.handle.clone();
+        assert!(get(admin, "/healthz").await.unwrap().contains("200 OK"));
+        let run = tokio::spawn(running.run_until(std::future::pending()));
+        let asked = handle
+            .ask(|_, _| -> () { panic!("injected by the test") })
+            .await;
+        assert!(asked.is_err());
+        let mut seen = String::new();
+        for _ in 0..100 {
+            seen = get(admin, "/healthz").await.unwrap_or_default();
+            if seen.contains("503") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            seen.contains("503") && seen.contains("pipeline task failed: panicked: injected"),
+            "{seen}"
+        );
+        let result = tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .unwrap()
+            .unwrap();
+        match result {
+            Err(ServeError::Task { task, message }) => {
+                assert_eq!(task, "pipeline");
+                assert!(message.contains("injected by the test"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_instance_on_the_snapshot_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!("snapshot:\n  dir: {}\n", dir.path().display());
+        let first = start(local(&yaml)).await.unwrap();
+        let err = start(local(&yaml)).await.unwrap_err().to_string();
+        assert!(
+            err.contains("in use by another modelgate") && err.contains("pid "),
+            "{err}"
+        );
+        first.shutdown().await.unwrap();
+        start(local(&yaml)).await.unwrap().shutdown().await.unwrap();
     }
 }
