@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt as _;
 use modelgate_proto::v1::query_server::QueryServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -27,7 +26,8 @@ use crate::query::api::QueryService;
 use crate::receive::grpc::TraceReceiver;
 use crate::receive::http;
 use crate::telemetry::Telemetry;
-use socket::no_delay;
+use socket::{no_delay, Connections, Track};
+use std::time::Duration;
 use tls::{Tls, TlsError};
 
 mod socket;
@@ -48,8 +48,13 @@ const GRPC_MAX_FRAME_BYTES: u32 = 1 << 20;
 /// what a request may have in flight.
 const GRPC_STREAM_WINDOW_BYTES: u32 = 2 << 20;
 
-/// The same per connection, for several exports in flight at once.
+/// The same per connection, for several exports in flight at once. It is
+/// also the most a connection's unread requests hold in h2's buffers.
 const GRPC_CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
+
+/// The largest header block a gRPC request may send (h2's default is 16
+/// MiB per connection): OTLP sends a few hundred bytes of headers.
+const GRPC_MAX_HEADER_BYTES: u32 = 64 << 10;
 
 /// How long `/healthz` reports a failed task before the admin port stops
 /// and the process exits.
@@ -190,6 +195,23 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
     let (pipeline, handle) = Pipeline::new(&config, telemetry.clone(), otlp, receivers.clone());
     let admin_stop = CancellationToken::new();
+    let receiver = &config.receiver;
+    let max_connections = receiver
+        .max_connections
+        .unwrap_or_else(socket::default_max_connections);
+    let connections = Connections::new(
+        max_connections,
+        receiver.idle_timeout,
+        receiver.write_timeout,
+        telemetry.clone(),
+    );
+    // Both stop with the last server, the admin port.
+    tokio::spawn(connections.clone().reap(admin_stop.clone()));
+    let limits = crate::receive::Limits::new(receiver, telemetry.clone());
+    tokio::spawn(limits.memory.clone().watch(admin_stop.clone()));
+    let http_limits = HttpLimits {
+        header_timeout: receiver.header_timeout,
+    };
 
     let pipeline_token = CancellationToken::new();
     let pipeline_task = tokio::spawn(pipeline.run(pipeline_token.clone()));
@@ -197,7 +219,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let trace_service = TraceReceiver::service(
         handle.clone(),
         config.extract.clone(),
-        config.receiver.max_message_bytes,
+        limits.clone(),
         forward.clone(),
     );
     let query = QueryServer::new(QueryService::new(handle.clone()));
@@ -207,6 +229,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         Authenticated::new(trace_service, auth.clone()),
         Authenticated::new(query, auth.clone()),
         receivers.clone(),
+        connections.clone(),
+        receiver.max_concurrent_streams,
     )?;
     let http = serve_http(
         "OTLP/HTTP",
@@ -215,10 +239,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         HttpGuard::new(auth.clone(), auth::receiver_access).protect(http::router(
             handle.clone(),
             config.extract.clone(),
-            config.receiver.max_message_bytes,
+            limits.clone(),
             forward,
         )),
         receivers.clone(),
+        connections.clone(),
+        http_limits,
     )?;
     let admin = serve_http(
         "admin",
@@ -226,6 +252,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tls.as_ref(),
         HttpGuard::new(auth.clone(), auth::admin_access).protect(admin::router(handle.clone())),
         admin_stop.clone(),
+        connections,
+        http_limits,
     )?;
     tracing::info!(
         otlp_grpc = %grpc_addr,
@@ -233,6 +261,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         admin = %admin_addr,
         tls = tls.is_some(),
         auth = auth.enabled(),
+        max_connections,
+        memory_limit = limits.memory.limit(),
         "listening"
     );
     Ok(Running {
@@ -262,6 +292,8 @@ fn serve_grpc<T, Q>(
     traces: T,
     query: Q,
     shutdown: CancellationToken,
+    connections: Arc<Connections>,
+    max_concurrent_streams: u32,
 ) -> Result<JoinHandle<Result<(), ServeError>>, ServeError>
 where
     T: tower::Service<
@@ -288,7 +320,9 @@ where
     let mut builder = tonic::transport::Server::builder()
         .max_frame_size(GRPC_MAX_FRAME_BYTES)
         .initial_stream_window_size(GRPC_STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(GRPC_CONNECTION_WINDOW_BYTES);
+        .initial_connection_window_size(GRPC_CONNECTION_WINDOW_BYTES)
+        .max_concurrent_streams(max_concurrent_streams)
+        .http2_max_header_list_size(GRPC_MAX_HEADER_BYTES);
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls.grpc())
@@ -297,17 +331,22 @@ where
                 message: format!("TLS: {e}"),
             })?;
     }
+    let mut builder = builder.layer(socket::TrackLayer);
     Ok(tokio::spawn(async move {
         builder
             .add_service(traces)
             .add_service(query)
             .serve_with_incoming_shutdown(
                 // tonic's `tcp_nodelay` does not apply to an incoming stream.
-                TcpListenerStream::new(listener).map(|stream| {
-                    if let Ok(stream) = &stream {
-                        no_delay(stream);
+                TcpListenerStream::new(listener).filter_map(move |stream| match stream {
+                    Ok(tcp) => {
+                        no_delay(&tcp);
+                        connections.admit(tcp).map(Ok)
                     }
-                    stream
+                    Err(e) => {
+                        tracing::error!(server = "OTLP/gRPC", error = %e, "accept failed (out of file descriptors?)");
+                        None::<Result<_, std::io::Error>>
+                    }
                 }),
                 shutdown.cancelled_owned(),
             )
@@ -319,37 +358,144 @@ where
     }))
 }
 
+/// What the HTTP/1 listeners enforce per connection besides
+/// [`Connections`].
+#[derive(Debug, Clone, Copy)]
+struct HttpLimits {
+    /// `receiver.header_timeout`: the request head, and the wait for the
+    /// next request on a kept-alive connection.
+    header_timeout: Duration,
+}
+
 /// Serves `router` on `listener` (with `tls` when given) until `shutdown`,
-/// then lets requests in flight finish.
+/// then lets requests in flight finish. hyper directly (as `axum::serve`
+/// does inside) for the header timeout, with every connection admitted by
+/// `connections`.
 fn serve_http(
     server: &'static str,
     listener: TcpListener,
     tls: Option<&Tls>,
     router: axum::Router,
     shutdown: CancellationToken,
+    connections: Arc<Connections>,
+    limits: HttpLimits,
 ) -> Result<JoinHandle<Result<(), ServeError>>, ServeError> {
     let failed = move |e: std::io::Error| ServeError::Server {
         server,
         message: e.to_string(),
     };
+    let tasks = tokio_util::task::TaskTracker::new();
     Ok(match tls {
         None => tokio::spawn(async move {
-            let listener = listener.tap_io(|tcp| no_delay(tcp));
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-                .map_err(failed)
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    () = shutdown.cancelled() => break,
+                };
+                let tcp = match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        accept_failed(server, &e).await;
+                        continue;
+                    }
+                };
+                no_delay(&tcp);
+                let Some(tracked) = connections.admit(tcp) else {
+                    continue;
+                };
+                let info = tracked.info();
+                tasks.spawn(serve_connection(
+                    tracked,
+                    info,
+                    router.clone(),
+                    shutdown.clone(),
+                    limits,
+                ));
+            }
+            tasks.close();
+            tasks.wait().await;
+            Ok(())
         }),
         Some(tls) => {
-            let listener = tls.listener(listener).map_err(failed)?;
+            let mut listener = tls
+                .listener(listener, connections.clone())
+                .map_err(failed)?;
             tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown.cancelled_owned())
-                    .await
-                    .map_err(failed)
+                loop {
+                    let tls_stream = tokio::select! {
+                        c = listener.accept() => c,
+                        () = shutdown.cancelled() => break,
+                    };
+                    let info = tls_stream.get_ref().0.info();
+                    tasks.spawn(serve_connection(
+                        tls_stream,
+                        info,
+                        router.clone(),
+                        shutdown.clone(),
+                        limits,
+                    ));
+                }
+                tasks.close();
+                tasks.wait().await;
+                Ok(())
             })
         }
     })
+}
+
+/// An accept that failed (out of file descriptors and the like): logged,
+/// then a pause, as hyper's servers do, instead of a busy loop.
+async fn accept_failed(server: &str, e: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(server, error = %e, "accept failed (out of file descriptors?): pausing 100ms");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Serves one HTTP/1 connection until it ends or `shutdown` (then its
+/// requests in flight finish).
+async fn serve_connection<IO>(
+    io: IO,
+    info: socket::ConnInfo,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    limits: HttpLimits,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt as _;
+    let service = Track::new(router).map_request(
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(info.clone());
+            request.map(axum::body::Body::new)
+        },
+    );
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let connection = builder.serve_connection(
+        hyper_util::rt::TokioIo::new(io),
+        hyper_util::service::TowerToHyperService::new(service),
+    );
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            return;
+        }
+        () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+    }
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "connection ended while shutting down");
+    }
 }
 
 impl Running {
