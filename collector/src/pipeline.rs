@@ -163,6 +163,8 @@ pub struct State {
     pub telemetry: Arc<Telemetry>,
     /// The Prometheus histogram's bucket bounds, ms.
     pub bounds_ms: Vec<f64>,
+    /// `extract.dimensions`: the names of a series' extra values.
+    pub dimensions: Vec<String>,
     /// `judge.evaluation_interval`.
     pub evaluation_interval: Duration,
     /// `aggregate.window`, ms.
@@ -235,16 +237,19 @@ impl State {
             AlertState::Inactive => "regression alert back to inactive",
         };
         tracing::info!(
-            service = %k.endpoint.service,
-            endpoint = %k.endpoint.endpoint,
-            candidate = %k.candidate,
-            baseline = %k.baseline,
+            // Names come from senders: `?` escapes control characters (a
+            // version with a newline or an ANSI escape cannot forge a line).
+            service = ?k.endpoint.service,
+            endpoint = ?k.endpoint.endpoint,
+            dimensions = ?k.endpoint.dims,
+            candidate = ?k.candidate,
+            baseline = ?k.baseline,
             rule = %k.rule,
             severity = %t.severity,
             from = t.previous.as_str(),
             to = alert.state.as_str(),
             resolution = alert.resolution.map_or("", |r| r.as_str()),
-            detail = %t.judgement.result.evidence.detail,
+            detail = ?t.judgement.result.evidence.detail,
             acknowledged,
             "{message}"
         );
@@ -309,6 +314,7 @@ impl Pipeline {
             history: History::new(history_limits),
             telemetry: telemetry.clone(),
             bounds_ms: config.emit.histogram_buckets_ms.clone(),
+            dimensions: config.extract.dimensions.clone(),
             evaluation_interval: config.judge.evaluation_interval,
             window_ms: config.aggregate.window.as_millis() as u64,
             revision: 0,

@@ -530,7 +530,7 @@ pub fn restore_at_start(
         Ok(Some((s, writer))) => {
             tracing::info!(
                 file = %path.display(),
-                writer = %writer,
+                writer = ?writer,
                 age_s = now_ms.saturating_sub(s.written_at_ms) as f64 / 1e3,
                 series = s.series,
                 baselines = s.baselines,

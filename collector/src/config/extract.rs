@@ -18,6 +18,23 @@ pub const MAX_DIMENSIONS: usize = 16;
 /// accepted duration is ever folded into its top bucket.
 pub const MAX_PLAUSIBLE_DURATION: Duration = Duration::from_secs(3 * 86_400);
 
+/// The attribute names modelgate's metrics carry themselves, in their
+/// Prometheus spelling: no dimension may take one.
+const RESERVED_LABELS: [&str; 12] = [
+    "service_name",
+    "endpoint",
+    "model_version",
+    "outcome",
+    "candidate_version",
+    "baseline_version",
+    "rule",
+    "severity",
+    "verdict",
+    "reason",
+    "le",
+    "otel_metric_overflow",
+];
+
 /// Bounds of `extract.max_name_length`, in bytes.
 pub const NAME_LENGTH_RANGE: std::ops::RangeInclusive<usize> = 16..=4096;
 
@@ -102,6 +119,34 @@ impl ExtractConfig {
                     format!(
                         "names {} attributes; at most {most} are allowed",
                         list.len()
+                    ),
+                ));
+            }
+        }
+        // Dimensions become attributes (and Prometheus labels) next to
+        // modelgate's own: a clash would make two series one line.
+        let mut labels = std::collections::HashSet::new();
+        for dimension in &self.dimensions {
+            let label = dimension.replace('.', "_");
+            let valid = label
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !label.starts_with("__");
+            if !valid {
+                return Err(invalid(
+                    "extract.dimensions",
+                    format!(
+                        "{dimension:?} is not a usable attribute name (letters, digits, `_` and `.`, not starting with a digit or `__`)"
+                    ),
+                ));
+            }
+            if RESERVED_LABELS.contains(&label.as_str()) || !labels.insert(label) {
+                return Err(invalid(
+                    "extract.dimensions",
+                    format!(
+                        "{dimension:?} clashes with another dimension or with one of modelgate's own attributes"
                     ),
                 ));
             }

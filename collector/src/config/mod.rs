@@ -769,6 +769,24 @@ mod tests {
     }
 
     #[test]
+    fn dimensions_cannot_clash_with_modelgate_attributes_or_each_other() {
+        Config::from_yaml("extract:\n  dimensions: [deployment.environment.name, region]\n")
+            .unwrap();
+        for list in [
+            "[service.name]",
+            "[endpoint]",
+            "[a.b, a_b]",
+            "[\"bad key\"]",
+            "[\"9lives\"]",
+        ] {
+            let err = Config::from_yaml(&format!("extract:\n  dimensions: {list}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("extract.dimensions"), "{list}: {err}");
+        }
+    }
+
+    #[test]
     fn a_config_file_is_size_checked_before_it_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.yaml");

@@ -183,7 +183,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let admin_addr = local_addr("admin.listen", &admin_listener, config.admin.listen)?;
 
     let telemetry = Arc::new(Telemetry::default());
-    let otlp = OtlpEmitter::start(&config.emit, telemetry.clone(), config.aggregate.max_series)?;
+    let otlp = OtlpEmitter::start(
+        &config.emit,
+        &config.extract.dimensions,
+        telemetry.clone(),
+        config.aggregate.max_series,
+    )?;
     let receivers = CancellationToken::new();
     let forward_token = CancellationToken::new();
     let (forward, forward_task) = match forward::start(&config.forward, telemetry.clone())? {
@@ -250,7 +255,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         "admin",
         admin_listener,
         tls.as_ref(),
-        HttpGuard::new(auth.clone(), auth::admin_access).protect(admin::router(handle.clone())),
+        HttpGuard::new(auth.clone(), auth::admin_access).protect(admin::router(
+            handle.clone(),
+            admin::MetricsPage::new(&config.admin),
+        )),
         admin_stop.clone(),
         connections,
         http_limits,
