@@ -21,14 +21,19 @@ CONFIGURATION
                                   MODELGATE_RECEIVER__GRPC_LISTEN=0.0.0.0:4317
     4. the --grpc-listen / --http-listen / --admin-listen flags
   Sections: receiver (grpc_listen, http_listen, max_message_bytes,
-  queue_batches), extract (version_attributes, timeout, dimensions, logs:
+  queue_batches, max_bytes_in_flight, header_timeout, body_timeout,
+  idle_timeout, write_timeout, max_connections, max_concurrent_streams,
+  memory_limit), extract (version_attributes, timeout, min_duration,
+  max_duration, max_name_length, dimensions, logs:
   duration_field, duration_unit, version_field, endpoint_field,
   status_field, service_field, timeout_values, error_values), aggregate (window,
-  baseline_horizon, slot, max_series, series_idle_timeout, max_pending_traces),
+  baseline_horizon, slot, max_series, service_share, evict_below,
+  series_idle_timeout, max_pending_traces),
   judge (evaluation_interval, baselines, sla, relative, errors, alerts),
   emit (otlp_endpoint, otlp_interval, histogram_buckets_ms), admin (listen,
-  history_points, history_series, history_regressions), snapshot (dir,
-  interval; unset dir: no snapshots).
+  history_points, history_series, history_regressions, metrics_interval,
+  metrics_max_bytes), snapshot (dir, interval, max_bytes; unset dir: no
+  snapshots).
   A bad key or value is refused with its name and the problem.
 
 ENDPOINTS (defaults)
