@@ -590,7 +590,7 @@ impl Aggregator {
             candidates.truncate(batch);
         }
         // Highest positions first, so removing one never moves another.
-        candidates.sort_unstable_by(|a, b| (b.2, b.3).cmp(&(a.2, a.3)));
+        candidates.sort_unstable_by_key(|c| std::cmp::Reverse((c.2, c.3)));
         let mut evicted = 0;
         for (_, _, e, v) in candidates {
             if let Some((key, versions)) = self.endpoints.get_index_mut(e) {

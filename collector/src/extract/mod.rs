@@ -264,7 +264,7 @@ impl<'a> SampleRef<'a> {
         let mut cut = 0;
         for name in [&mut self.service, &mut self.endpoint, &mut self.version] {
             if name.len() > max {
-                *name = truncate_bytes(*name, max);
+                *name = truncate_bytes(name, max);
                 cut += 1;
             }
         }
