@@ -284,7 +284,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> Tracked<IO> {
-    fn wrote<T>(&mut self, result: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+    /// Notes whether a write waits for the peer or progressed: only bytes
+    /// taken clear a wait (a flush succeeds on a full socket too).
+    fn wrote(&mut self, result: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
         match &result {
             Poll::Pending => {
                 if self.state.write_blocked.load(Ordering::Relaxed) == 0 {
@@ -292,7 +294,8 @@ impl<IO: AsyncWrite + Unpin> Tracked<IO> {
                     self.state.write_blocked.store(now, Ordering::Relaxed);
                 }
             }
-            Poll::Ready(_) => self.state.write_blocked.store(0, Ordering::Relaxed),
+            Poll::Ready(Ok(n)) if *n > 0 => self.state.write_blocked.store(0, Ordering::Relaxed),
+            Poll::Ready(_) => {}
         }
         result
     }
@@ -331,8 +334,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
         if self.closed(cx) {
             return Poll::Ready(Err(closed_error()));
         }
-        let result = Pin::new(&mut self.io).poll_flush(cx);
-        self.wrote(result)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -511,6 +513,39 @@ mod tests {
         assert!(!third.state.close.is_cancelled(), "in flight: not idle");
         assert_eq!(
             telemetry.connections_closed_total(ConnectionClosed::Idle),
+            1
+        );
+        stop.cancel();
+        reaper.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_peer_does_not_take_is_closed_after_the_write_timeout() {
+        use tokio::io::AsyncWriteExt as _;
+        let telemetry = Arc::new(Telemetry::default());
+        let connections = Connections::new(
+            8,
+            Duration::from_secs(600),
+            Duration::from_secs(5),
+            telemetry.clone(),
+        );
+        let stop = CancellationToken::new();
+        let reaper = tokio::spawn(connections.clone().reap(stop.clone()));
+        // A peer that never reads: 64 bytes of buffer, then writes wait.
+        let (io, _peer) = tokio::io::duplex(64);
+        let mut stalled = connections.admit(io).unwrap();
+        let _busy = InFlight::begin(stalled.info());
+        let write = tokio::spawn(async move { stalled.write_all(&[0; 4096]).await });
+        let failed = tokio::time::timeout(Duration::from_secs(30), write)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            failed.unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionAborted
+        );
+        assert_eq!(
+            telemetry.connections_closed_total(ConnectionClosed::Stalled),
             1
         );
         stop.cancel();

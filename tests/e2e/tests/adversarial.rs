@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use modelgate_e2e::{eventually, metric, modelgate_command, output_text, Collector};
+use modelgate_e2e::{eventually, metric, modelgate_command, Collector};
 use modelgate_fixture::{attr_str, request_of, SpanSpec};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -147,6 +147,16 @@ async fn a_flood_of_junk_series_cannot_hide_a_real_incident() {
     assert!(started.elapsed() < ATTACK_TIME);
 }
 
+/// What a command that is expected to fail printed.
+fn failure_text(output: &std::process::Output) -> String {
+    assert!(!output.status.success(), "expected a refusal");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Resident memory of the collector now, MiB.
 fn rss_mib(collector: &Collector) -> f64 {
     collector.rss_kib() as f64 / 1024.0
@@ -244,7 +254,7 @@ async fn stalled_readers_unfinished_bodies_and_idle_connections_stay_bounded() {
         peak < before + bound_mib,
         "RSS {before:.0} -> {peak:.0} MiB"
     );
-    assert!(closed("stalled") >= 1.0, "{text}");
+    assert!(closed("stalled") >= 1.0, "no stalled write closed");
     assert!(closed("evicted") + closed("idle") >= 100.0);
     assert!(refused_timeout >= 1.0);
     drop(held);
@@ -286,8 +296,7 @@ async fn a_second_instance_on_one_snapshot_dir_is_refused_naming_the_first() {
         .env("MODELGATE_ADMIN__LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
-    let text = output_text("second modelgate", &output);
-    assert!(!output.status.success(), "{text}");
+    let text = failure_text(&output);
     assert!(
         text.contains("in use by another modelgate")
             && text.contains(&format!("pid {}", first.pid())),
