@@ -193,6 +193,19 @@ async fn stalled_readers_unfinished_bodies_and_idle_connections_stay_bounded() {
             .unwrap();
         held.push(tcp);
     }
+    // Their writes stall: closed after receiver.write_timeout (3 s here).
+    let stalled = eventually(Duration::from_secs(10), || async {
+        let text = collector.metrics().await;
+        metric(
+            &text,
+            "modelgate_connections_closed_total",
+            &[("reason", "stalled")],
+        )
+        .filter(|n| *n >= 30.0)
+    })
+    .await;
+    assert!(stalled.is_some(), "the 30 stalled scrapers were not closed");
+    peak = peak.max(rss_mib(&collector));
     // 200 chunked bodies that never finish, 256 KiB each so far.
     let chunk = vec![b'x'; 256 << 10];
     for _ in 0..200 {
@@ -241,7 +254,7 @@ async fn stalled_readers_unfinished_bodies_and_idle_connections_stay_bounded() {
         &[("reason", "timeout")],
     )
     .unwrap_or(0.0);
-    let bound_mib = 300.0;
+    let bound_mib = 400.0;
     println!(
         "adversarial: rss before {before:.0} MiB, peak {peak:.0} MiB (bound: before + {bound_mib} MiB); /metrics page {} KiB; {served} legitimate rounds served; closed idle {} stalled {} evicted {} refused {}; body timeouts {refused_timeout}",
         page.len() / 1024,
@@ -254,7 +267,6 @@ async fn stalled_readers_unfinished_bodies_and_idle_connections_stay_bounded() {
         peak < before + bound_mib,
         "RSS {before:.0} -> {peak:.0} MiB"
     );
-    assert!(closed("stalled") >= 1.0, "no stalled write closed");
     assert!(closed("evicted") + closed("idle") >= 100.0);
     assert!(refused_timeout >= 1.0);
     drop(held);
@@ -379,11 +391,8 @@ fn configuration_that_would_break_the_collector_is_refused_naming_the_key() {
             .env(key, value)
             .output()
             .unwrap();
-        let text = output_text("modelgate config", &output);
-        assert!(
-            !output.status.success() && text.contains(named),
-            "{key}: {text}"
-        );
+        let text = failure_text(&output);
+        assert!(text.contains(named), "{key}: {text}");
     }
     let output = modelgate_command(None)
         .arg("config")
@@ -393,6 +402,6 @@ fn configuration_that_would_break_the_collector_is_refused_naming_the_key() {
     assert!(
         output.status.success(),
         "{}",
-        output_text("config", &output)
+        String::from_utf8_lossy(&output.stderr)
     );
 }
