@@ -603,7 +603,8 @@ impl Aggregator {
                 }
             }
         }
-        // Emptied endpoints go, from the back so indexes stay valid.
+        // Emptied endpoints go, from the back: a swap brings in the last
+        // endpoint, already seen and kept, so one pass is O(endpoints).
         let mut e = self.endpoints.len();
         while e > 0 {
             e -= 1;
@@ -612,7 +613,7 @@ impl Aggregator {
                 .get_index(e)
                 .is_some_and(|(_, v)| v.is_empty())
             {
-                self.endpoints.shift_remove_index(e);
+                self.endpoints.swap_remove_index(e);
             }
         }
         self.per_service.retain(|_, n| *n > 0);
