@@ -33,15 +33,19 @@ CONFIGURATION
     4. the --grpc-listen / --http-listen / --admin-listen flags (before or
        after run, config and validate)
   Sections: receiver (grpc_listen, http_listen, max_message_bytes,
-  queue_batches), extract (version_attributes, timeout, dimensions, logs:
+  queue_batches, max_bytes_in_flight, header_timeout, body_timeout,
+  idle_timeout, write_timeout, max_connections, max_concurrent_streams,
+  memory_limit), extract (version_attributes, timeout, min_duration,
+  max_duration, max_name_length, dimensions, logs:
   duration_field, duration_unit, version_field, endpoint_field,
   status_field, service_field, timeout_values, error_values), aggregate (window,
-  baseline_horizon, slot, max_series, series_idle_timeout, max_pending_traces),
+  baseline_horizon, slot, max_series, service_share, evict_below,
+  series_idle_timeout, max_pending_traces),
   judge (evaluation_interval, baselines, sla, relative, errors, alerts),
   emit (otlp_endpoint, otlp_interval, histogram_buckets_ms), admin (listen,
-  history_points, history_series, history_regressions), snapshot (dir,
-  interval; unset dir: no snapshots), tls (cert, key, client_ca), auth
-  (token, token_file).
+  history_points, history_series, history_regressions, metrics_interval,
+  metrics_max_bytes), snapshot (dir, interval, max_bytes; unset dir: no
+  snapshots), tls (cert, key, client_ca), auth (token, token_file).
   A bad key or value is refused with its name and the problem; check a
   setup without starting: modelgate validate. The variables Kubernetes
   injects for a Service named modelgate (MODELGATE_PORT,
@@ -356,8 +360,12 @@ impl From<ServeError> for Failure {
             ServeError::Tls(_)
             | ServeError::Auth(_)
             | ServeError::Otlp(_)
-            | ServeError::Forward(_) => Exit::Configuration,
-            ServeError::Bind { .. } | ServeError::Server { .. } => Exit::Failure,
+            | ServeError::Forward(_)
+            // Another instance holds snapshot.dir, or it cannot be read.
+            | ServeError::Snapshot(_) => Exit::Configuration,
+            ServeError::Bind { .. } | ServeError::Server { .. } | ServeError::Task { .. } => {
+                Exit::Failure
+            }
         };
         Failure::new(exit, error)
     }

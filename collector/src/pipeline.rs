@@ -163,6 +163,8 @@ pub struct State {
     pub telemetry: Arc<Telemetry>,
     /// The Prometheus histogram's bucket bounds, ms.
     pub bounds_ms: Vec<f64>,
+    /// `extract.dimensions`: the names of a series' extra values.
+    pub dimensions: Vec<String>,
     /// `judge.evaluation_interval`.
     pub evaluation_interval: Duration,
     /// `aggregate.window`, ms.
@@ -235,16 +237,19 @@ impl State {
             AlertState::Inactive => "regression alert back to inactive",
         };
         tracing::info!(
-            service = %k.endpoint.service,
-            endpoint = %k.endpoint.endpoint,
-            candidate = %k.candidate,
-            baseline = %k.baseline,
+            // Names come from senders: `?` escapes control characters (a
+            // version with a newline or an ANSI escape cannot forge a line).
+            service = ?k.endpoint.service,
+            endpoint = ?k.endpoint.endpoint,
+            dimensions = ?k.endpoint.dims,
+            candidate = ?k.candidate,
+            baseline = ?k.baseline,
             rule = %k.rule,
             severity = %t.severity,
             from = t.previous.as_str(),
             to = alert.state.as_str(),
             resolution = alert.resolution.map_or("", |r| r.as_str()),
-            detail = %t.judgement.result.evidence.detail,
+            detail = ?t.judgement.result.evidence.detail,
             acknowledged,
             "{message}"
         );
@@ -273,6 +278,8 @@ pub struct Pipeline {
     /// Writes snapshots when `snapshot.dir` is set.
     snapshots: Option<Snapshotter>,
     snapshot_interval: Duration,
+    /// `snapshot.max_bytes`: the largest snapshot file restored.
+    snapshot_max_bytes: u64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -307,6 +314,7 @@ impl Pipeline {
             history: History::new(history_limits),
             telemetry: telemetry.clone(),
             bounds_ms: config.emit.histogram_buckets_ms.clone(),
+            dimensions: config.extract.dimensions.clone(),
             evaluation_interval: config.judge.evaluation_interval,
             window_ms: config.aggregate.window.as_millis() as u64,
             revision: 0,
@@ -320,6 +328,7 @@ impl Pipeline {
             history_limits,
             snapshots: config.snapshot.dir.clone().map(Snapshotter::new),
             snapshot_interval: config.snapshot.interval,
+            snapshot_max_bytes: config.snapshot.max_bytes,
         };
         let handle = PipelineHandle {
             ingest: ingest_tx,
@@ -380,13 +389,21 @@ impl Pipeline {
         let bounds = s.bounds_ms.clone();
         let telemetry = s.telemetry.clone();
         let limits = self.history_limits;
+        let max_bytes = self.snapshot_max_bytes;
         // The state is built on the blocking thread and moved back whole.
         let restored = tokio::task::spawn_blocking(move || {
             let now = now_ms();
             let mut aggregator = Aggregator::new(config.0, bounds, telemetry, now);
             let mut judge = Judge::new(config.1);
             let mut history = History::new(limits);
-            snapshots::restore_at_start(&dir, &mut aggregator, &mut judge, &mut history, now);
+            snapshots::restore_at_start(
+                &dir,
+                max_bytes,
+                &mut aggregator,
+                &mut judge,
+                &mut history,
+                now,
+            );
             (aggregator, judge, history)
         })
         .await;

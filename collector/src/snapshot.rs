@@ -154,6 +154,30 @@ pub enum SnapshotError {
         /// What is wrong.
         problem: String,
     },
+    /// Larger than `snapshot.max_bytes`: refused by its size, unread.
+    #[error(
+        "snapshot {} refused: {bytes} bytes, more than snapshot.max_bytes ({max})",
+        path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// `snapshot.max_bytes`.
+        max: u64,
+    },
+    /// Another running instance holds `snapshot.dir`.
+    #[error(
+        "snapshot.dir {} is in use by another modelgate ({holder}); two instances writing one snapshot would overwrite each other's alerts",
+        dir.display()
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// What the holder wrote in the lock file (its pid).
+        holder: String,
+    },
     /// A valid state that this configuration cannot take over.
     #[error("snapshot {} refused: incompatible with this configuration: {problem}", path.display())]
     Incompatible {
@@ -348,12 +372,93 @@ impl Snapshot {
 }
 
 /// Reads and checks `<dir>/modelgate.snapshot`; `None` when there is none.
-pub fn read(dir: &Path) -> Result<Option<Snapshot>, SnapshotError> {
+/// A file larger than `max_bytes` is refused by its size before a byte of
+/// it is read (and never more than `max_bytes` are, should it grow).
+pub fn read(dir: &Path, max_bytes: u64) -> Result<Option<Snapshot>, SnapshotError> {
+    use std::io::Read as _;
     let path = dir.join(FILE_NAME);
-    match fs::read(&path) {
-        Ok(bytes) => decode(&path, &bytes).map(Some),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SnapshotError::Read { path, source }),
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(SnapshotError::Read { path, source }),
+    };
+    let read_error = |source| SnapshotError::Read {
+        path: path.clone(),
+        source,
+    };
+    let bytes = file.metadata().map_err(read_error)?.len();
+    if bytes > max_bytes {
+        return Err(SnapshotError::TooLarge {
+            path,
+            bytes,
+            max: max_bytes,
+        });
+    }
+    let mut content = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut content)
+        .map_err(read_error)?;
+    if content.len() as u64 > max_bytes {
+        return Err(SnapshotError::TooLarge {
+            path,
+            bytes: content.len() as u64,
+            max: max_bytes,
+        });
+    }
+    decode(&path, &content).map(Some)
+}
+
+/// The lock file inside `snapshot.dir`.
+pub const LOCK_NAME: &str = "modelgate.lock";
+
+/// `snapshot.dir` held by this process (an advisory `flock`, released by
+/// the kernel when the process ends, however it ends: a `kill -9` leaves
+/// no stale lock behind).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+/// Takes `dir` for this process, or names the process that holds it.
+pub fn lock_dir(dir: &Path) -> Result<DirLock, SnapshotError> {
+    use std::io::Read as _;
+    let path = dir.join(LOCK_NAME);
+    let write_error = |source| SnapshotError::Write {
+        path: path.clone(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(|source| SnapshotError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(write_error)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(write_error)?;
+            writeln!(file, "pid {}", std::process::id()).map_err(write_error)?;
+            Ok(DirLock { _file: file })
+        }
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            // What the holder wrote: a pid line, never more than this.
+            let _ = (&mut file).take(256).read_to_string(&mut holder);
+            let holder = holder.trim();
+            Err(SnapshotError::Locked {
+                dir: dir.to_owned(),
+                holder: if holder.is_empty() {
+                    "a process that wrote no pid yet".into()
+                } else {
+                    holder.escape_debug().to_string()
+                },
+            })
+        }
+        Err(fs::TryLockError::Error(source)) => Err(write_error(source)),
     }
 }
 
@@ -403,13 +508,14 @@ pub fn write_atomic(dir: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
 /// Never fails.
 pub fn restore_at_start(
     dir: &Path,
+    max_bytes: u64,
     agg: &mut Aggregator,
     judge: &mut Judge,
     history: &mut History,
     now_ms: u64,
 ) {
     let path = dir.join(FILE_NAME);
-    let outcome = read(dir).and_then(|s| {
+    let outcome = read(dir, max_bytes).and_then(|s| {
         s.map(|s| {
             let writer = s.writer().to_owned();
             s.apply(agg, judge, history)
@@ -424,7 +530,7 @@ pub fn restore_at_start(
         Ok(Some((s, writer))) => {
             tracing::info!(
                 file = %path.display(),
-                writer = %writer,
+                writer = ?writer,
                 age_s = now_ms.saturating_sub(s.written_at_ms) as f64 / 1e3,
                 series = s.series,
                 baselines = s.baselines,
@@ -848,14 +954,65 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_over_the_size_limit_is_refused_unread_and_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join(FILE_NAME)).unwrap();
+        // 3 GiB, sparse: nothing of it is ever read.
+        file.set_len(3 << 30).unwrap();
+        let err = read(dir.path(), 1 << 20).unwrap_err().to_string();
+        assert!(
+            err.contains("snapshot.max_bytes") && err.contains(FILE_NAME),
+            "{err}"
+        );
+        let (mut agg, mut judge) = empty();
+        restore_at_start(
+            dir.path(),
+            1 << 20,
+            &mut agg,
+            &mut judge,
+            &mut history(),
+            T0,
+        );
+        assert!(dir.path().join(REFUSED_NAME).exists());
+        assert!(!dir.path().join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_second_holder_of_the_directory_is_refused_by_the_first_ones_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_dir(dir.path()).unwrap();
+        let err = lock_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())) && err.contains("in use"),
+            "{err}"
+        );
+        drop(first);
+        lock_dir(dir.path()).unwrap();
+    }
+
+    #[test]
     fn restore_at_start_is_fresh_on_nothing_and_moves_a_bad_file_aside() {
         let dir = tempfile::tempdir().unwrap();
         let (mut agg, mut judge) = empty();
-        restore_at_start(dir.path(), &mut agg, &mut judge, &mut history(), T0);
+        restore_at_start(
+            dir.path(),
+            1 << 30,
+            &mut agg,
+            &mut judge,
+            &mut history(),
+            T0,
+        );
         assert_eq!(agg.series_count(), 0);
 
         fs::write(dir.path().join(FILE_NAME), b"garbage bytes, not a snapshot").unwrap();
-        restore_at_start(dir.path(), &mut agg, &mut judge, &mut history(), T0);
+        restore_at_start(
+            dir.path(),
+            1 << 30,
+            &mut agg,
+            &mut judge,
+            &mut history(),
+            T0,
+        );
         assert_eq!(agg.series_count(), 0);
         assert!(!dir.path().join(FILE_NAME).exists());
         assert_eq!(
@@ -865,7 +1022,14 @@ mod tests {
 
         let (a, j, t) = incident();
         write_atomic(dir.path(), &encode2(&a, &j, t)).unwrap();
-        restore_at_start(dir.path(), &mut agg, &mut judge, &mut history(), t + 1_000);
+        restore_at_start(
+            dir.path(),
+            1 << 30,
+            &mut agg,
+            &mut judge,
+            &mut history(),
+            t + 1_000,
+        );
         assert_eq!(agg.series_count(), 4);
         assert_eq!(firing(&judge), firing(&j));
     }

@@ -12,6 +12,7 @@
 //! block or allocate (but [`Telemetry::readings`], for the emitters).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Why spans (or whole requests) were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,16 +27,32 @@ pub enum RefusedReason {
     QueueFull,
     /// A log record the `extract.logs` mapping could not turn into a request.
     UnmappedLog,
+    /// A span or log record whose duration is outside
+    /// `extract.min_duration..=extract.max_duration`.
+    ImplausibleDuration,
+    /// A request whose body did not arrive within `receiver.body_timeout`
+    /// (one per request).
+    Timeout,
+    /// A request refused because `receiver.max_bytes_in_flight` bytes of
+    /// other requests were being read (one per request; retryable).
+    BytesInFlight,
+    /// A request refused because the process was over
+    /// `receiver.memory_limit` (one per request; retryable).
+    MemoryLimit,
 }
 
 impl RefusedReason {
     /// Every reason, in counter order.
-    pub const ALL: [RefusedReason; 5] = [
+    pub const ALL: [RefusedReason; 9] = [
         RefusedReason::InvalidPayload,
         RefusedReason::TooLarge,
         RefusedReason::InvalidSpan,
         RefusedReason::QueueFull,
         RefusedReason::UnmappedLog,
+        RefusedReason::ImplausibleDuration,
+        RefusedReason::Timeout,
+        RefusedReason::BytesInFlight,
+        RefusedReason::MemoryLimit,
     ];
 
     /// The `reason` attribute value.
@@ -46,6 +63,10 @@ impl RefusedReason {
             RefusedReason::InvalidSpan => "invalid_span",
             RefusedReason::QueueFull => "queue_full",
             RefusedReason::UnmappedLog => "unmapped_log",
+            RefusedReason::ImplausibleDuration => "implausible_duration",
+            RefusedReason::Timeout => "timeout",
+            RefusedReason::BytesInFlight => "bytes_in_flight",
+            RefusedReason::MemoryLimit => "memory_limit",
         }
     }
 
@@ -114,6 +135,45 @@ impl SampleDropped {
     }
 }
 
+/// Why modelgate closed (or never served) a client's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionClosed {
+    /// No request in flight and no byte for `receiver.idle_timeout`.
+    Idle,
+    /// A write made no progress for `receiver.write_timeout` (a client that
+    /// stopped reading).
+    Stalled,
+    /// The oldest idle connection, closed to make room for a new one at
+    /// `receiver.max_connections`.
+    Evicted,
+    /// Refused at `receiver.max_connections`: every connection was busy.
+    Refused,
+}
+
+impl ConnectionClosed {
+    /// Every reason, in counter order.
+    pub const ALL: [ConnectionClosed; 4] = [
+        ConnectionClosed::Idle,
+        ConnectionClosed::Stalled,
+        ConnectionClosed::Evicted,
+        ConnectionClosed::Refused,
+    ];
+
+    /// The `reason` attribute value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConnectionClosed::Idle => "idle",
+            ConnectionClosed::Stalled => "stalled",
+            ConnectionClosed::Evicted => "evicted",
+            ConnectionClosed::Refused => "refused",
+        }
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The forwarder's figures at one moment, in export requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ForwardCounters {
@@ -155,11 +215,26 @@ pub enum SelfMetric {
     DbPendingDropped,
     /// Database calls that never met their request.
     DbUnmatched,
+    /// Attribute values naming a series cut to `extract.max_name_length`.
+    NamesTruncated,
+    /// Series evicted to make room for a new one under the series cap.
+    SeriesEvicted,
+    /// Client connections open, all listeners.
+    ConnectionsActive,
+    /// Client connections closed by modelgate, by [`ConnectionClosed`].
+    ConnectionsClosed,
+    /// Request bytes being read or held by the receivers now.
+    BytesInFlight,
+    /// The process's resident memory, as last measured for
+    /// `receiver.memory_limit`.
+    MemoryResident,
+    /// Series left out of a `/metrics` exposition by `admin.metrics_max_bytes`.
+    MetricsOmitted,
 }
 
 impl SelfMetric {
     /// Every figure, in the order [`Telemetry::readings`] lists them.
-    pub const ALL: [SelfMetric; 12] = [
+    pub const ALL: [SelfMetric; 19] = [
         SelfMetric::ReceiverAccepted,
         SelfMetric::ReceiverRefused,
         SelfMetric::SamplesDropped,
@@ -172,6 +247,13 @@ impl SelfMetric {
         SelfMetric::SeriesExpired,
         SelfMetric::DbPendingDropped,
         SelfMetric::DbUnmatched,
+        SelfMetric::NamesTruncated,
+        SelfMetric::SeriesEvicted,
+        SelfMetric::ConnectionsActive,
+        SelfMetric::ConnectionsClosed,
+        SelfMetric::BytesInFlight,
+        SelfMetric::MemoryResident,
+        SelfMetric::MetricsOmitted,
     ];
 }
 
@@ -201,6 +283,15 @@ pub struct Telemetry {
     series_expired: AtomicU64,
     db_pending_dropped: AtomicU64,
     db_unmatched: AtomicU64,
+    names_truncated: AtomicU64,
+    series_evicted: AtomicU64,
+    connections_active: AtomicU64,
+    connections_closed: [AtomicU64; ConnectionClosed::ALL.len()],
+    bytes_in_flight: AtomicU64,
+    memory_resident: AtomicU64,
+    metrics_omitted: AtomicU64,
+    /// The first long-lived task that ended abnormally, for `/healthz`.
+    failure: OnceLock<String>,
 }
 
 impl Telemetry {
@@ -283,6 +374,65 @@ impl Telemetry {
         self.db_unmatched.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// `n` attribute values naming a series were cut to
+    /// `extract.max_name_length`.
+    pub fn names_truncated(&self, n: u64) {
+        self.names_truncated.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` series were evicted under the series cap to make room.
+    pub fn series_evicted(&self, n: u64) {
+        self.series_evicted.fetch_add(n, Ordering::Relaxed);
+        tracing::debug!(count = n, "series evicted");
+    }
+
+    /// A client connection opened.
+    pub fn connection_opened(&self) {
+        self.connections_active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client connection ended (for whatever reason).
+    pub fn connection_ended(&self) {
+        self.connections_active.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// modelgate closed a client's connection (or refused it) for `reason`.
+    pub fn connection_closed(&self, reason: ConnectionClosed) {
+        self.connections_closed[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Total connections closed so far for `reason`.
+    pub fn connections_closed_total(&self, reason: ConnectionClosed) -> u64 {
+        self.connections_closed[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Request bytes held by the receivers now.
+    pub fn bytes_in_flight(&self, n: usize) {
+        self.bytes_in_flight.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// The resident memory last measured.
+    pub fn memory_resident(&self, bytes: u64) {
+        self.memory_resident.store(bytes, Ordering::Relaxed);
+    }
+
+    /// `n` series were left out of a `/metrics` exposition.
+    pub fn metrics_omitted(&self, n: u64) {
+        self.metrics_omitted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A long-lived task (the pipeline, the forwarder, a server) ended
+    /// abnormally: logged, and kept for `/healthz` (the first one wins).
+    pub fn task_failed(&self, task: &str, why: &str) {
+        tracing::error!(task, why, "a long-lived task failed: shutting down");
+        let _ = self.failure.set(format!("the {task} task failed: {why}"));
+    }
+
+    /// What failed, if anything did (see [`Telemetry::task_failed`]).
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
     /// Every figure now, in [`SelfMetric::ALL`] order (figures split by
     /// reason once per reason): what both exporters show.
     pub fn readings(&self) -> Vec<Reading> {
@@ -321,6 +471,20 @@ impl Telemetry {
             load(&self.db_pending_dropped),
         ));
         out.push(one(SelfMetric::DbUnmatched, load(&self.db_unmatched)));
+        out.push(one(SelfMetric::NamesTruncated, load(&self.names_truncated)));
+        out.push(one(SelfMetric::SeriesEvicted, load(&self.series_evicted)));
+        out.push(one(
+            SelfMetric::ConnectionsActive,
+            load(&self.connections_active),
+        ));
+        out.extend(ConnectionClosed::ALL.iter().map(|r| Reading {
+            metric: SelfMetric::ConnectionsClosed,
+            reason: Some(r.as_str()),
+            value: load(&self.connections_closed[r.index()]),
+        }));
+        out.push(one(SelfMetric::BytesInFlight, load(&self.bytes_in_flight)));
+        out.push(one(SelfMetric::MemoryResident, load(&self.memory_resident)));
+        out.push(one(SelfMetric::MetricsOmitted, load(&self.metrics_omitted)));
         out
     }
 

@@ -383,6 +383,10 @@ pub struct Aggregator {
     /// expired, a restore), when it is cleared.
     located: hashbrown::HashMap<usize, Located, FastHash>,
     series: usize,
+    /// Series per service, for `aggregate.service_share`.
+    per_service: HashMap<String, usize>,
+    /// The most series one service may hold.
+    service_limit: usize,
     overflow: Series,
     pending_db: HashMap<[u8; 16], Vec<PendingDb>>,
     pending_traces: usize,
@@ -409,6 +413,8 @@ impl Aggregator {
             .min(config.baseline_horizon)
             .as_millis() as u64;
         let future_ms = config.max_future.as_millis() as u64;
+        let service_limit =
+            ((config.max_series as f64 * config.service_share).ceil() as usize).max(1);
         Self {
             config,
             bounds_ms,
@@ -420,6 +426,8 @@ impl Aggregator {
             endpoints: Endpoints::default(),
             located: hashbrown::HashMap::default(),
             series: 0,
+            per_service: HashMap::new(),
+            service_limit,
             overflow: Series::new(now_ms),
             pending_db: HashMap::new(),
             pending_traces: 0,
@@ -490,10 +498,18 @@ impl Aggregator {
         at
     }
 
-    /// The location of a series, created if there is room under the cap;
+    /// The location of a series, created if there is room under the cap
+    /// (made by evicting nearly empty series, see [`Aggregator::make_room`]);
     /// `None` (the overflow series) when there is not.
     fn locate(&mut self, endpoint: &EndpointKey, version: &str, time_ms: u64) -> Location {
-        let at_cap = self.series >= self.config.max_series;
+        let known = self
+            .endpoints
+            .get_full(endpoint)
+            .and_then(|(e, _, versions)| versions.position(version).ok().map(|v| (e, v)));
+        if known.is_some() {
+            return known;
+        }
+        let at_cap = !self.make_room(&endpoint.service, time_ms);
         match self.endpoints.get_full_mut(endpoint) {
             Some((e, _, versions)) => match versions.position(version) {
                 Ok(v) => Some((e, v)),
@@ -503,6 +519,10 @@ impl Aggregator {
                         .0
                         .insert(v, (version.to_owned(), Series::new(time_ms)));
                     self.series += 1;
+                    *self
+                        .per_service
+                        .entry(endpoint.service.clone())
+                        .or_default() += 1;
                     self.telemetry.series_active(self.series);
                     // The endpoint's later versions moved.
                     self.located.clear();
@@ -515,10 +535,92 @@ impl Aggregator {
                 let versions = Versions(vec![(version.to_owned(), Series::new(time_ms))]);
                 let (e, _) = self.endpoints.insert_full(endpoint.clone(), versions);
                 self.series += 1;
+                *self
+                    .per_service
+                    .entry(endpoint.service.clone())
+                    .or_default() += 1;
                 self.telemetry.series_active(self.series);
                 Some((e, 0))
             }
         }
+    }
+
+    /// Whether a new series of `service` fits: under its service's share
+    /// and the cap, after evicting nearly empty series (of that service
+    /// when it is at its share, of any otherwise) when it must.
+    fn make_room(&mut self, service: &str, now_ms: u64) -> bool {
+        let held = self.per_service.get(service).copied().unwrap_or(0);
+        if held >= self.service_limit {
+            self.evict(Some(service), self.service_limit, now_ms);
+            if self.per_service.get(service).copied().unwrap_or(0) >= self.service_limit {
+                return false;
+            }
+        }
+        if self.series >= self.config.max_series {
+            self.evict(None, self.config.max_series, now_ms);
+        }
+        self.series < self.config.max_series
+    }
+
+    /// Evicts up to a 64th of `limit` nearly empty series (fewer than
+    /// `aggregate.evict_below` requests over the horizon) of `service` (any
+    /// when `None`): fewest requests first, then the one idle longest, so
+    /// a flood of one-request series evicts itself before it reaches a
+    /// series with traffic. One pass over the series per batch keeps the
+    /// cost per new series constant.
+    fn evict(&mut self, service: Option<&str>, limit: usize, now_ms: u64) {
+        let batch = (limit / 64).max(1);
+        let mut candidates: Vec<(u64, u64, usize, usize)> = Vec::new();
+        for (e, (key, versions)) in self.endpoints.iter().enumerate() {
+            if service.is_some_and(|s| s != key.service) {
+                continue;
+            }
+            for (v, (_, series)) in versions.0.iter().enumerate() {
+                let count = self.horizon_count(series, now_ms);
+                if count < self.config.evict_below {
+                    candidates.push((count, series.last_seen_ms, e, v));
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        if candidates.len() > batch {
+            candidates.select_nth_unstable(batch - 1);
+            candidates.truncate(batch);
+        }
+        // Highest positions first, so removing one never moves another.
+        candidates.sort_unstable_by_key(|c| std::cmp::Reverse((c.2, c.3)));
+        let mut evicted = 0;
+        for (_, _, e, v) in candidates {
+            if let Some((key, versions)) = self.endpoints.get_index_mut(e) {
+                if v < versions.0.len() {
+                    versions.0.remove(v);
+                    evicted += 1;
+                    if let Some(n) = self.per_service.get_mut(&key.service) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        // Emptied endpoints go, from the back: a swap brings in the last
+        // endpoint, already seen and kept, so one pass is O(endpoints).
+        let mut e = self.endpoints.len();
+        while e > 0 {
+            e -= 1;
+            if self
+                .endpoints
+                .get_index(e)
+                .is_some_and(|(_, v)| v.is_empty())
+            {
+                self.endpoints.swap_remove_index(e);
+            }
+        }
+        self.per_service.retain(|_, n| *n > 0);
+        self.series -= evicted;
+        self.located.clear();
+        self.telemetry.series_evicted(evicted as u64);
+        self.telemetry.series_active(self.series);
     }
 
     fn record_db_call(&mut self, trace_id: &[u8; 16], service: &str, now_ms: u64) {
@@ -605,17 +707,26 @@ impl Aggregator {
         let oldest_kept = (now_slot + 1).saturating_sub(self.horizon_slots);
         let idle_ms = self.config.series_idle_timeout.as_millis() as u64;
         let mut removed = 0;
-        self.endpoints.retain(|_, versions| {
+        let per_service = &mut self.per_service;
+        self.endpoints.retain(|key, versions| {
             versions.0.retain_mut(|(_, series)| {
                 while series.slots.front().is_some_and(|s| s.index < oldest_kept) {
                     series.slots.pop_front();
                 }
-                let keep = series.last_seen_ms + idle_ms > now_ms;
-                removed += usize::from(!keep);
+                let keep = series.last_seen_ms.saturating_add(idle_ms) > now_ms;
+                if !keep {
+                    removed += 1;
+                    if let Some(n) = per_service.get_mut(&key.service) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
                 keep
             });
             !versions.is_empty()
         });
+        if removed > 0 {
+            self.per_service.retain(|_, n| *n > 0);
+        }
         while self
             .overflow
             .slots
@@ -784,6 +895,10 @@ impl Aggregator {
         }
         endpoints.retain(|_, v| !v.is_empty());
         self.series = endpoints.values().map(Versions::len).sum();
+        self.per_service.clear();
+        for (key, versions) in &endpoints {
+            *self.per_service.entry(key.service.clone()).or_default() += versions.len();
+        }
         self.endpoints = endpoints;
         self.located.clear();
         self.overflow = overflow;
@@ -827,6 +942,8 @@ mod tests {
             baseline_horizon: Duration::from_secs(300),
             slot: Duration::from_secs(10),
             max_series: 100,
+            service_share: 1.0,
+            evict_below: 1,
             series_idle_timeout: Duration::from_secs(600),
             max_pending_traces: 4,
             allowed_lateness: Duration::from_secs(120),
@@ -947,6 +1064,72 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_new_series_evicts_itself_not_the_established_ones() {
+        let mut agg = aggregator(AggregateConfig {
+            max_series: 128,
+            service_share: 0.5,
+            evict_below: 5,
+            ..config()
+        });
+        // An established service: two versions with traffic.
+        for i in 0..10 {
+            agg.record(
+                &[
+                    request("/risk-score", "v1", 50, Outcome::Ok, i),
+                    request("/risk-score", "v2", 50, Outcome::Ok, i),
+                ],
+                T0,
+            );
+        }
+        // A junk sender: 10,000 one-request endpoints of its own service,
+        // and 10,000 one-request services.
+        let junk = |name: &str, service: &str| {
+            let mut sample = request(name, "x", 1, Outcome::Ok, 0);
+            Arc::make_mut(&mut sample.series).endpoint.service = service.into();
+            sample
+        };
+        let flood: Vec<Sample> = (0..10_000)
+            .map(|i| junk(&format!("/junk/{i}"), "junk"))
+            .chain((0..10_000).map(|i| junk("/", &format!("svc-{i}"))))
+            .collect();
+        agg.record(&flood, T0 + 1_000);
+        assert!(agg.series_count() <= 128);
+        assert!(
+            agg.per_service.get("junk").copied().unwrap_or(0) <= 64,
+            "{:?}",
+            agg.per_service.get("junk")
+        );
+        // The established series kept every request.
+        assert_eq!(window_of(&agg, "/risk-score", "v1", T0 + 1_000).count(), 10);
+        // A real incident after the flood gets a series of its own.
+        for i in 0..20 {
+            agg.record(
+                &[request("/risk-score", "v3", 500, Outcome::Ok, i)],
+                T0 + 2_000,
+            );
+            agg.record(&[junk(&format!("/late/{i}"), "junk")], T0 + 2_000);
+        }
+        assert_eq!(window_of(&agg, "/risk-score", "v3", T0 + 2_000).count(), 20);
+        assert!(agg.telemetry.reading(SelfMetric::SeriesEvicted) > 19_000);
+        // Only when every series is established does a newcomer overflow.
+        let mut full = aggregator(AggregateConfig {
+            max_series: 2,
+            evict_below: 1,
+            ..config()
+        });
+        full.record(
+            &[
+                request("/a", "v1", 5, Outcome::Ok, 1),
+                request("/b", "v1", 5, Outcome::Ok, 1),
+                request("/c", "v1", 5, Outcome::Ok, 1),
+            ],
+            T0,
+        );
+        assert_eq!(full.series_count(), 2);
+        assert_eq!(full.telemetry.reading(SelfMetric::SeriesOverflow), 1);
+    }
+
+    #[test]
     fn database_calls_join_their_request_by_trace() {
         let mut agg = aggregator(config());
         // Same batch, request listed first: still joined.
@@ -1036,11 +1219,12 @@ mod tests {
         );
         let count = |path, version| window_of(&agg, path, version, later).count();
         assert_eq!((count("/c", "v1"), count("/a", "v3")), (1, 1));
-        assert_eq!(
-            agg.telemetry.reading(SelfMetric::SeriesOverflow),
-            4,
-            "/a v1 still over the cap"
-        );
+        // At the cap, /a v1 takes the place of /a v2, which has had no
+        // request over the horizon: evicted, not overflowed.
+        assert_eq!(count("/a", "v1"), 1);
+        assert!(agg.versions(&endpoint("/a")).unwrap().get("v2").is_none());
+        assert_eq!(agg.telemetry.reading(SelfMetric::SeriesOverflow), 3);
+        assert_eq!(agg.telemetry.reading(SelfMetric::SeriesEvicted), 1);
     }
 
     fn at(path: &str, version: &str, time_ms: u64) -> Sample {

@@ -1,10 +1,11 @@
 //! `admin`: the admin HTTP port and the dashboard's history limits.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use super::{at_most, invalid, ConfigError};
 
 /// The admin HTTP port.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,15 @@ pub struct AdminConfig {
     /// Resolved regressions remembered, newest first, with the evidence they
     /// fired on.
     pub history_regressions: usize,
+    /// How long one encoding of `/metrics` is served to every scraper: the
+    /// page is encoded once per interval and shared, so thirty scrapers
+    /// (or thirty stalled ones) cost one page of memory, not thirty.
+    #[serde(with = "humantime_serde")]
+    pub metrics_interval: Duration,
+    /// The largest `/metrics` page: latency histograms of further series
+    /// are left out (counted in `modelgate_metrics_omitted_total`); the
+    /// regression and self-telemetry families always stay.
+    pub metrics_max_bytes: usize,
 }
 
 /// Most points per series `admin.history_points` may ask for.
@@ -37,6 +47,8 @@ impl Default for AdminConfig {
             history_points: 360,
             history_series: 1000,
             history_regressions: 100,
+            metrics_interval: Duration::from_secs(1),
+            metrics_max_bytes: 256 << 20,
         }
     }
 }
@@ -52,11 +64,34 @@ impl AdminConfig {
                 ),
             ));
         }
-        if self.history_series == 0 {
-            return Err(invalid("admin.history_series", "must be at least 1"));
+        if !(1..=1_000_000).contains(&self.history_series) {
+            return Err(invalid(
+                "admin.history_series",
+                format!("must be between 1 and 1000000, got {}", self.history_series),
+            ));
         }
-        if self.history_regressions == 0 {
-            return Err(invalid("admin.history_regressions", "must be at least 1"));
+        if !(1..=100_000).contains(&self.history_regressions) {
+            return Err(invalid(
+                "admin.history_regressions",
+                format!(
+                    "must be between 1 and 100000, got {}",
+                    self.history_regressions
+                ),
+            ));
+        }
+        at_most(
+            "admin.metrics_interval",
+            self.metrics_interval,
+            Duration::from_secs(300),
+        )?;
+        if !((64 << 10)..=(4 << 30)).contains(&self.metrics_max_bytes) {
+            return Err(invalid(
+                "admin.metrics_max_bytes",
+                format!(
+                    "must be between 64 KiB and 4 GiB, got {} bytes",
+                    self.metrics_max_bytes
+                ),
+            ));
         }
         Ok(())
     }

@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use super::{at_most, invalid, ConfigError, MAX_DURATION};
+
+/// Most `aggregate.max_series` (and `max_pending_traces`): ten million
+/// series is some 20 GB of sketches.
+pub const MAX_SERIES: usize = 10_000_000;
 
 /// Keeping latency per series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,9 +39,22 @@ pub struct AggregateConfig {
     /// gone wrong must not fill windows that have not begun.
     #[serde(with = "humantime_serde")]
     pub max_future: Duration,
-    /// Hard cap on series; samples of further series go to one overflow
+    /// Hard cap on series. At the cap a new series takes the place of the
+    /// nearly empty ones (see `evict_below`) that idled longest; when every
+    /// series is established, samples of further series go to one overflow
     /// series marked `otel.metric.overflow=true`, and are counted.
     pub max_series: usize,
+    /// The share of `max_series` one service may hold (0.5: half), so one
+    /// sender's junk endpoints cannot take every other service's room; a
+    /// service at its share makes room among its own series first.
+    pub service_share: f64,
+    /// A series with fewer requests than this over the baseline horizon is
+    /// nearly empty: under the cap it may be evicted (least requests first,
+    /// then the one idle longest) to make room for a new series. A series
+    /// with at least this many is established and never evicted, so a
+    /// flood of one-request series can neither starve it nor keep a real
+    /// incident's series from being made.
+    pub evict_below: u64,
     /// A series with no sample for this long is forgotten, so memory follows
     /// live traffic; at least `baseline_horizon`.
     #[serde(with = "humantime_serde")]
@@ -56,6 +73,8 @@ impl Default for AggregateConfig {
             allowed_lateness: Duration::from_secs(1800),
             max_future: Duration::from_secs(60),
             max_series: 100_000,
+            service_share: 0.5,
+            evict_below: 10,
             series_idle_timeout: Duration::from_secs(1800),
             max_pending_traces: 100_000,
         }
@@ -93,8 +112,43 @@ impl AggregateConfig {
                 "must be at least aggregate.baseline_horizon",
             ));
         }
-        if self.max_series == 0 {
-            return Err(invalid("aggregate.max_series", "must be at least 1"));
+        if !(1..=MAX_SERIES).contains(&self.max_series) {
+            return Err(invalid(
+                "aggregate.max_series",
+                format!(
+                    "must be between 1 and {MAX_SERIES}, got {}",
+                    self.max_series
+                ),
+            ));
+        }
+        if !(self.service_share > 0.0 && self.service_share <= 1.0) {
+            return Err(invalid(
+                "aggregate.service_share",
+                format!("must be in (0, 1], got {}", self.service_share),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.evict_below) {
+            return Err(invalid(
+                "aggregate.evict_below",
+                format!("must be between 1 and 1000000, got {}", self.evict_below),
+            ));
+        }
+        if !(1..=MAX_SERIES).contains(&self.max_pending_traces) {
+            return Err(invalid(
+                "aggregate.max_pending_traces",
+                format!(
+                    "must be between 1 and {MAX_SERIES}, got {}",
+                    self.max_pending_traces
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("aggregate.baseline_horizon", self.baseline_horizon),
+            ("aggregate.allowed_lateness", self.allowed_lateness),
+            ("aggregate.max_future", self.max_future),
+            ("aggregate.series_idle_timeout", self.series_idle_timeout),
+        ] {
+            at_most(key, value, MAX_DURATION)?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use super::{at_most, invalid, ConfigError};
 
 /// Where the findings go besides the admin port.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +49,17 @@ impl EmitConfig {
         }
         if self.otlp_interval < Duration::from_millis(100) {
             return Err(invalid("emit.otlp_interval", "must be at least 100ms"));
+        }
+        at_most(
+            "emit.otlp_interval",
+            self.otlp_interval,
+            Duration::from_secs(86_400),
+        )?;
+        if buckets.len() > 64 {
+            return Err(invalid(
+                "emit.histogram_buckets_ms",
+                format!("must list at most 64 bounds, got {}", buckets.len()),
+            ));
         }
         Ok(())
     }

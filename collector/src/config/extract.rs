@@ -13,6 +13,31 @@ pub const MAX_VERSION_ATTRIBUTES: usize = 16;
 /// At most this many `extract.dimensions` (each multiplies the series).
 pub const MAX_DIMENSIONS: usize = 16;
 
+/// The longest `extract.max_duration` may be: the latency sketch keeps
+/// values up to 2^28 ms (about 3.1 days) in buckets of its own, so no
+/// accepted duration is ever folded into its top bucket.
+pub const MAX_PLAUSIBLE_DURATION: Duration = Duration::from_secs(3 * 86_400);
+
+/// The attribute names modelgate's metrics carry themselves, in their
+/// Prometheus spelling: no dimension may take one.
+const RESERVED_LABELS: [&str; 12] = [
+    "service_name",
+    "endpoint",
+    "model_version",
+    "outcome",
+    "candidate_version",
+    "baseline_version",
+    "rule",
+    "severity",
+    "verdict",
+    "reason",
+    "le",
+    "otel_metric_overflow",
+];
+
+/// Bounds of `extract.max_name_length`, in bytes.
+pub const NAME_LENGTH_RANGE: std::ops::RangeInclusive<usize> = 16..=4096;
+
 /// Turning spans into samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,6 +49,22 @@ pub struct ExtractConfig {
     /// else says so (unset: only attributes decide).
     #[serde(with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// Shortest plausible request: a span or log record lasting less is
+    /// refused (in `partial_success`) and counted
+    /// (`modelgate.receiver.refused{reason="implausible_duration"}`).
+    #[serde(with = "humantime_serde")]
+    pub min_duration: Duration,
+    /// Longest plausible request (a day; at most 3 days): one span of absurd
+    /// duration (a clock gone wrong, a forged export) is refused and counted
+    /// instead of turning a healthy version's quantiles into its own.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// Longest value, in bytes, of an attribute that names a series
+    /// (service, endpoint, version, dimensions); longer ones are cut at a
+    /// character boundary and counted (`modelgate.names.truncated`), so a
+    /// sender's 64 KB endpoint names cannot make a series, a scrape line or
+    /// a log line 64 KB long.
+    pub max_name_length: usize,
     /// Extra attributes (span, then resource) that split series further, e.g.
     /// `deployment.environment.name`. Each multiplies the series count; at
     /// most [`MAX_DIMENSIONS`].
@@ -46,6 +87,9 @@ impl Default for ExtractConfig {
             .map(str::to_owned)
             .to_vec(),
             timeout: None,
+            min_duration: Duration::ZERO,
+            max_duration: Duration::from_secs(86_400),
+            max_name_length: 256,
             dimensions: Vec::new(),
             logs: LogMapping::default(),
         }
@@ -79,6 +123,69 @@ impl ExtractConfig {
                 ));
             }
         }
+        // Dimensions become attributes (and Prometheus labels) next to
+        // modelgate's own: a clash would make two series one line.
+        let mut labels = std::collections::HashSet::new();
+        for dimension in &self.dimensions {
+            let label = dimension.replace('.', "_");
+            let valid = label
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !label.starts_with("__");
+            if !valid {
+                return Err(invalid(
+                    "extract.dimensions",
+                    format!(
+                        "{dimension:?} is not a usable attribute name (letters, digits, `_` and `.`, not starting with a digit or `__`)"
+                    ),
+                ));
+            }
+            if RESERVED_LABELS.contains(&label.as_str()) || !labels.insert(label) {
+                return Err(invalid(
+                    "extract.dimensions",
+                    format!(
+                        "{dimension:?} clashes with another dimension or with one of modelgate's own attributes"
+                    ),
+                ));
+            }
+        }
+        if self.timeout.is_some_and(|t| t < Duration::from_millis(1)) {
+            return Err(invalid(
+                "extract.timeout",
+                "must be at least 1ms (unset it to let only attributes decide)",
+            ));
+        }
+        if self.max_duration < Duration::from_millis(1)
+            || self.max_duration > MAX_PLAUSIBLE_DURATION
+        {
+            return Err(invalid(
+                "extract.max_duration",
+                format!(
+                    "must be between 1ms and {}, got {}",
+                    humantime::format_duration(MAX_PLAUSIBLE_DURATION),
+                    humantime::format_duration(self.max_duration)
+                ),
+            ));
+        }
+        if self.min_duration >= self.max_duration {
+            return Err(invalid(
+                "extract.min_duration",
+                "must be less than extract.max_duration",
+            ));
+        }
+        if !NAME_LENGTH_RANGE.contains(&self.max_name_length) {
+            return Err(invalid(
+                "extract.max_name_length",
+                format!(
+                    "must be between {} and {} bytes, got {}",
+                    NAME_LENGTH_RANGE.start(),
+                    NAME_LENGTH_RANGE.end(),
+                    self.max_name_length
+                ),
+            ));
+        }
         let logs = &self.logs;
         for (key, field) in [
             ("extract.logs.duration_field", &logs.duration_field),
@@ -91,6 +198,14 @@ impl ExtractConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl ExtractConfig {
+    /// Whether `duration` is a plausible request's
+    /// (`extract.min_duration..=extract.max_duration`).
+    pub fn plausible(&self, duration: Duration) -> bool {
+        (self.min_duration..=self.max_duration).contains(&duration)
     }
 }
 

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use super::{at_most, invalid, ConfigError, MAX_DURATION};
+
+/// Most `forward.queue_items`: the queue is a channel of that many slots.
+pub const MAX_FORWARD_QUEUE: usize = 1_000_000;
 
 /// How forwarded export requests travel to the downstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,8 +86,23 @@ impl ForwardConfig {
                 }
             }
         }
-        if self.queue_items == 0 {
-            return Err(invalid("forward.queue_items", "must be at least 1"));
+        if !(1..=MAX_FORWARD_QUEUE).contains(&self.queue_items) {
+            return Err(invalid(
+                "forward.queue_items",
+                format!(
+                    "must be between 1 and {MAX_FORWARD_QUEUE}, got {}",
+                    self.queue_items
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("forward.initial_backoff", self.initial_backoff),
+            ("forward.max_backoff", self.max_backoff),
+            ("forward.max_elapsed", self.max_elapsed),
+            ("forward.timeout", self.timeout),
+            ("forward.drain_timeout", self.drain_timeout),
+        ] {
+            at_most(key, value, MAX_DURATION)?;
         }
         for (key, d) in [
             ("forward.initial_backoff", self.initial_backoff),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, AggregateConfig, ConfigError};
+use super::{at_most, invalid, AggregateConfig, ConfigError, MAX_DURATION};
 
 /// Judging versions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -385,6 +385,36 @@ impl JudgeConfig {
                 "must be at least 10ms",
             ));
         }
+        // Judging less often than the window slides would judge windows
+        // nobody sees (and a year's interval would never judge at all).
+        at_most(
+            "judge.evaluation_interval",
+            self.evaluation_interval,
+            aggregate.window.min(Duration::from_secs(3600)),
+        )
+        .map_err(|_| {
+            invalid(
+                "judge.evaluation_interval",
+                "must be at most aggregate.window (and at most 1h)",
+            )
+        })?;
+        at_most("judge.sla.limit", self.sla.limit, MAX_SLA_OVERRIDE)?;
+        at_most(
+            "judge.relative.min_difference",
+            self.relative.min_difference,
+            MAX_SLA_OVERRIDE,
+        )?;
+        for (key, value) in [
+            ("judge.alerts.hold", self.alerts.hold),
+            ("judge.alerts.resolve_hold", self.alerts.resolve_hold),
+            (
+                "judge.alerts.no_traffic_resolve",
+                self.alerts.no_traffic_resolve,
+            ),
+            ("judge.promotion.after", self.promotion.after),
+        ] {
+            at_most(key, value, MAX_DURATION)?;
+        }
         self.sla.validate()?;
         self.relative.validate()?;
         self.errors.validate()?;
@@ -562,8 +592,12 @@ fn check_factors(rule: &str, warning: f64, critical: f64) -> Result<(), ConfigEr
 }
 
 fn check_min_samples(key: &str, n: u64) -> Result<(), ConfigError> {
-    if n == 0 {
-        return Err(invalid(key, "must be at least 1"));
+    // More than a billion requests in one window would never be judged.
+    if !(1..=1_000_000_000).contains(&n) {
+        return Err(invalid(
+            key,
+            format!("must be between 1 and 1000000000, got {n}"),
+        ));
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! hands a section what it is checked against in another.
 
 use std::path::Path;
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
@@ -29,17 +30,18 @@ mod security;
 mod snapshot;
 
 pub use admin::{AdminConfig, MAX_HISTORY_POINTS};
-pub use aggregate::AggregateConfig;
+pub use aggregate::{AggregateConfig, MAX_SERIES};
 pub use emit::EmitConfig;
 pub use extract::{
-    DurationUnit, ExtractConfig, LogMapping, MAX_DIMENSIONS, MAX_VERSION_ATTRIBUTES,
+    DurationUnit, ExtractConfig, LogMapping, MAX_DIMENSIONS, MAX_PLAUSIBLE_DURATION,
+    MAX_VERSION_ATTRIBUTES, NAME_LENGTH_RANGE,
 };
-pub use forward::{ForwardConfig, ForwardProtocol};
+pub use forward::{ForwardConfig, ForwardProtocol, MAX_FORWARD_QUEUE};
 pub use judge::{
     AlertPolicy, BaselineConfig, ErrorsRule, FanoutRule, JudgeConfig, JudgeOverrides,
     OverrideError, PromotionPolicy, RelativeRule, SequentialPolicy, SlaRule, MAX_SLA_OVERRIDE,
 };
-pub use receiver::ReceiverConfig;
+pub use receiver::{ReceiverConfig, MAX_MESSAGE_BYTES, MAX_QUEUE_BATCHES, MIN_MEMORY_LIMIT};
 pub use security::{AuthConfig, Secret, TlsConfig};
 pub use snapshot::{SnapshotConfig, MIN_SNAPSHOT_INTERVAL};
 
@@ -71,6 +73,40 @@ pub(crate) fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
         key: key.to_owned(),
         problem: problem.into(),
     }
+}
+
+/// The longest any duration setting may be unless its section says less: a
+/// year. Longer is a unit mistake, and timers set that far overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// Refuses `value` of `key` when it is shorter than `least`.
+pub(crate) fn at_least(key: &str, value: Duration, least: Duration) -> Result<(), ConfigError> {
+    if value < least {
+        return Err(invalid(
+            key,
+            format!(
+                "must be at least {}, got {}",
+                humantime::format_duration(least),
+                humantime::format_duration(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses `value` of `key` when it is longer than `most`.
+pub(crate) fn at_most(key: &str, value: Duration, most: Duration) -> Result<(), ConfigError> {
+    if value > most {
+        return Err(invalid(
+            key,
+            format!(
+                "must be at most {}, got {}",
+                humantime::format_duration(most),
+                humantime::format_duration(value)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Everything modelgate can be told.
@@ -125,23 +161,25 @@ impl Config {
     fn figment(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
-            if !path.is_file() {
-                return Err(invalid(
-                    "--config",
-                    format!("no such file: {}", path.display()),
-                ));
-            }
+            let text = read_file(path)?;
+            unique_keys(&text)?;
             figment = figment.merge(Yaml::file_exact(path));
         }
         // MODELGATE_CONFIG names the file and MODELGATE_LOG the log filter;
-        // neither is a setting.
-        let config: Config = figment.merge(env.ignore(&["config", "log"])).extract()?;
+        // neither is a setting. The token is taken as the text it is: the
+        // environment provider would read an all-digit one as a number.
+        figment = figment.merge(env.ignore(&["config", "log", "auth.token"]));
+        if let Ok(token) = std::env::var("MODELGATE_AUTH__TOKEN") {
+            figment = figment.merge(Serialized::default("auth.token", token));
+        }
+        let config: Config = figment.extract()?;
         config.validate()?;
         Ok(config)
     }
 
     /// Parses YAML text on top of the defaults (no environment), checked.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        unique_keys(text)?;
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Yaml::string(text))
             .extract()?;
@@ -160,6 +198,148 @@ impl Config {
         self.snapshot.validate()?;
         self.auth.validate()?;
         self.forward.validate()
+    }
+}
+
+/// The largest configuration file read: a configuration is a few
+/// kilobytes, and anything near this is a wrong path.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The file's text, its size checked before it is read.
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)
+        .and_then(|f| f.metadata().map(|m| (f, m)))
+        .map_err(|e| invalid("--config", format!("cannot read {}: {e}", path.display())))?;
+    let (file, metadata) = file;
+    if !metadata.is_file() {
+        return Err(invalid(
+            "--config",
+            format!("no such file: {}", path.display()),
+        ));
+    }
+    if metadata.len() > MAX_CONFIG_BYTES {
+        return Err(invalid(
+            "--config",
+            format!(
+                "{} is {} bytes; a configuration file is at most {MAX_CONFIG_BYTES}",
+                path.display(),
+                metadata.len()
+            ),
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| invalid("--config", format!("cannot read {}: {e}", path.display())))?;
+    Ok(text)
+}
+
+/// Refuses YAML that names a key twice in one mapping: YAML says keys are
+/// unique, and serde would silently keep the last one. The error names the
+/// key's dotted path.
+fn unique_keys(text: &str) -> Result<(), ConfigError> {
+    use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
+
+    /// Walks one value at `path`; `duplicate` receives the first repeated key.
+    struct Unique<'a> {
+        path: String,
+        duplicate: &'a std::cell::RefCell<Option<String>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Unique<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Unique<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any YAML value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<serde_yaml_ng::Value>()? {
+                let name = match &key {
+                    serde_yaml_ng::Value::String(s) => s.clone(),
+                    other => serde_yaml_ng::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
+                };
+                let path = if self.path.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{}.{name}", self.path)
+                };
+                if !seen.insert(name) {
+                    *self.duplicate.borrow_mut() = Some(path);
+                    return Err(A::Error::custom("duplicate key"));
+                }
+                map.next_value_seed(Unique {
+                    path,
+                    duplicate: self.duplicate,
+                })?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while seq
+                .next_element_seed(Unique {
+                    path: format!("{}[{i}]", self.path),
+                    duplicate: self.duplicate,
+                })?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_none<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    let duplicate = std::cell::RefCell::new(None);
+    let seed = Unique {
+        path: String::new(),
+        duplicate: &duplicate,
+    };
+    // Syntax errors are figment's to report, with their line.
+    let _ = seed.deserialize(serde_yaml_ng::Deserializer::from_str(text));
+    match duplicate.into_inner() {
+        Some(path) => Err(invalid(
+            &path,
+            "is set twice in the file (YAML keys are unique; remove one)",
+        )),
+        None => Ok(()),
     }
 }
 
@@ -580,6 +760,156 @@ mod tests {
             let config = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(config.auth.token, Some(Secret("s3cret".into())));
             assert_eq!(config.tls.map(|t| t.key), Some(PathBuf::from("k.pem")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_duplicated_key_is_refused_by_its_path() {
+        let err = Config::from_yaml("judge:\n  sla:\n    limit: 1s\n    limit: 2s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("judge.sla.limit") && err.contains("twice"),
+            "{err}"
+        );
+        let err = Config::from_yaml("aggregate:\n  window: 1m\naggregate:\n  slot: 1s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`aggregate`"), "{err}");
+        // The same key in two list entries is no duplicate.
+        Config::from_yaml(
+            "judge:\n  baselines:\n    - service: a\n      version: v1\n    - service: b\n      version: v1\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn values_that_would_overflow_or_never_run_are_refused_by_key() {
+        for (yaml, key) in [
+            (
+                "receiver:\n  max_message_bytes: 18446744073709551615\n",
+                "receiver.max_message_bytes",
+            ),
+            (
+                "receiver:\n  queue_batches: 18446744073709551615\n",
+                "receiver.queue_batches",
+            ),
+            (
+                "receiver:\n  max_bytes_in_flight: 1024\n",
+                "receiver.max_bytes_in_flight",
+            ),
+            ("receiver:\n  idle_timeout: 0s\n", "receiver.idle_timeout"),
+            (
+                "receiver:\n  body_timeout: 584years\n",
+                "receiver.body_timeout",
+            ),
+            (
+                "receiver:\n  max_connections: 1\n",
+                "receiver.max_connections",
+            ),
+            (
+                "receiver:\n  max_concurrent_streams: 0\n",
+                "receiver.max_concurrent_streams",
+            ),
+            ("receiver:\n  memory_limit: 1000\n", "receiver.memory_limit"),
+            (
+                "forward:\n  queue_items: 18446744073709551615\n",
+                "forward.queue_items",
+            ),
+            (
+                "forward:\n  drain_timeout: 584years\n",
+                "forward.drain_timeout",
+            ),
+            (
+                "judge:\n  evaluation_interval: 584years\n",
+                "judge.evaluation_interval",
+            ),
+            (
+                "judge:\n  sla:\n    min_samples: 18446744073709551615\n",
+                "judge.sla.min_samples",
+            ),
+            (
+                "judge:\n  alerts:\n    hold: 584years\n",
+                "judge.alerts.hold",
+            ),
+            ("extract:\n  timeout: 0s\n", "extract.timeout"),
+            ("extract:\n  max_duration: 30d\n", "extract.max_duration"),
+            ("extract:\n  min_duration: 2d\n", "extract.min_duration"),
+            (
+                "extract:\n  max_name_length: 1\n",
+                "extract.max_name_length",
+            ),
+            (
+                "aggregate:\n  max_series: 18446744073709551615\n",
+                "aggregate.max_series",
+            ),
+            (
+                "aggregate:\n  service_share: 0\n",
+                "aggregate.service_share",
+            ),
+            ("aggregate:\n  evict_below: 0\n", "aggregate.evict_below"),
+            (
+                "aggregate:\n  series_idle_timeout: 584years\n",
+                "aggregate.series_idle_timeout",
+            ),
+            ("emit:\n  otlp_interval: 584years\n", "emit.otlp_interval"),
+            ("snapshot:\n  interval: 584years\n", "snapshot.interval"),
+            ("snapshot:\n  max_bytes: 10\n", "snapshot.max_bytes"),
+            (
+                "admin:\n  metrics_max_bytes: 10\n",
+                "admin.metrics_max_bytes",
+            ),
+            (
+                "admin:\n  history_series: 18446744073709551615\n",
+                "admin.history_series",
+            ),
+        ] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn dimensions_cannot_clash_with_modelgate_attributes_or_each_other() {
+        Config::from_yaml("extract:\n  dimensions: [deployment.environment.name, region]\n")
+            .unwrap();
+        for list in [
+            "[service.name]",
+            "[endpoint]",
+            "[a.b, a_b]",
+            "[\"bad key\"]",
+            "[\"9lives\"]",
+        ] {
+            let err = Config::from_yaml(&format!("extract:\n  dimensions: {list}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("extract.dimensions"), "{list}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_config_file_is_size_checked_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.yaml");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("at most") && err.contains("big.yaml"), "{err}");
+        let err = Config::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("no such file"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error
+    fn an_all_digit_token_from_the_environment_is_a_token() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MODELGATE_AUTH__TOKEN", "0012345678901234567890");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.auth.token,
+                Some(Secret("0012345678901234567890".into()))
+            );
             Ok(())
         });
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use super::{at_most, invalid, ConfigError};
 
 /// Snapshots of the collector's state (series windows, baselines, alert
 /// states), so a restart in the middle of an incident keeps the alert firing
@@ -25,6 +25,10 @@ pub struct SnapshotConfig {
     /// writing more often costs a serialization pass in the pipeline task.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// The largest snapshot file read at start; a larger one is refused by
+    /// its size before a byte of it is read (and moved aside), so a stray
+    /// 3 GiB file cannot take the memory of the start.
+    pub max_bytes: u64,
 }
 
 impl Default for SnapshotConfig {
@@ -32,6 +36,7 @@ impl Default for SnapshotConfig {
         Self {
             dir: None,
             interval: Duration::from_secs(5),
+            max_bytes: 2 << 30,
         }
     }
 }
@@ -46,6 +51,20 @@ impl SnapshotConfig {
             return Err(invalid(
                 "snapshot.dir",
                 "must name a directory (leave it unset to disable snapshots)",
+            ));
+        }
+        at_most(
+            "snapshot.interval",
+            self.interval,
+            Duration::from_secs(86_400),
+        )?;
+        if !((1 << 20)..=(64 << 30)).contains(&self.max_bytes) {
+            return Err(invalid(
+                "snapshot.max_bytes",
+                format!(
+                    "must be between 1 MiB and 64 GiB, got {} bytes",
+                    self.max_bytes
+                ),
             ));
         }
         if self.interval < MIN_SNAPSHOT_INTERVAL {

@@ -206,6 +206,69 @@ pub static DB_UNMATCHED: Metric = Metric {
     help: "Database calls whose request span never arrived.",
 };
 
+/// `modelgate.names.truncated`.
+pub static NAMES_TRUNCATED: Metric = Metric {
+    otlp: "modelgate.names.truncated",
+    prometheus: "modelgate_names_truncated",
+    kind: Kind::Counter,
+    unit: None,
+    help: "Attribute values naming a series (service, endpoint, version, dimension) cut to extract.max_name_length.",
+};
+
+/// `modelgate.series.evicted`.
+pub static SERIES_EVICTED: Metric = Metric {
+    otlp: "modelgate.series.evicted",
+    prometheus: "modelgate_series_evicted",
+    kind: Kind::Counter,
+    unit: None,
+    help: "Idle or nearly empty series evicted at the series cap (or a service's share of it) to make room for a new one.",
+};
+
+/// `modelgate.connections.active`.
+pub static CONNECTIONS_ACTIVE: Metric = Metric {
+    otlp: "modelgate.connections.active",
+    prometheus: "modelgate_connections_active",
+    kind: Kind::Gauge,
+    unit: None,
+    help: "Client connections open on all listeners.",
+};
+
+/// `modelgate.connections.closed`.
+pub static CONNECTIONS_CLOSED: Metric = Metric {
+    otlp: "modelgate.connections.closed",
+    prometheus: "modelgate_connections_closed",
+    kind: Kind::Counter,
+    unit: None,
+    help: "Client connections closed by modelgate, by reason: idle (receiver.idle_timeout), stalled (receiver.write_timeout), evicted or refused (receiver.max_connections).",
+};
+
+/// `modelgate.receiver.bytes_in_flight`.
+pub static BYTES_IN_FLIGHT: Metric = Metric {
+    otlp: "modelgate.receiver.bytes_in_flight",
+    prometheus: "modelgate_receiver_bytes_in_flight",
+    kind: Kind::Gauge,
+    unit: None,
+    help: "Request bytes being read or held by the receivers (bounded by receiver.max_bytes_in_flight).",
+};
+
+/// `modelgate.memory.resident`.
+pub static MEMORY_RESIDENT: Metric = Metric {
+    otlp: "modelgate.memory.resident",
+    prometheus: "modelgate_memory_resident",
+    kind: Kind::Gauge,
+    unit: None,
+    help: "Resident memory of the process in bytes, as last measured for receiver.memory_limit.",
+};
+
+/// `modelgate.metrics.omitted`.
+pub static METRICS_OMITTED: Metric = Metric {
+    otlp: "modelgate.metrics.omitted",
+    prometheus: "modelgate_metrics_omitted",
+    kind: Kind::Counter,
+    unit: None,
+    help: "Latency histogram series left out of a /metrics exposition to keep it under admin.metrics_max_bytes.",
+};
+
 /// The catalogue entry of one of modelgate's own figures.
 pub fn self_metric(metric: SelfMetric) -> &'static Metric {
     match metric {
@@ -221,11 +284,18 @@ pub fn self_metric(metric: SelfMetric) -> &'static Metric {
         SelfMetric::SeriesExpired => &SERIES_EXPIRED,
         SelfMetric::DbPendingDropped => &DB_PENDING_DROPPED,
         SelfMetric::DbUnmatched => &DB_UNMATCHED,
+        SelfMetric::NamesTruncated => &NAMES_TRUNCATED,
+        SelfMetric::SeriesEvicted => &SERIES_EVICTED,
+        SelfMetric::ConnectionsActive => &CONNECTIONS_ACTIVE,
+        SelfMetric::ConnectionsClosed => &CONNECTIONS_CLOSED,
+        SelfMetric::BytesInFlight => &BYTES_IN_FLIGHT,
+        SelfMetric::MemoryResident => &MEMORY_RESIDENT,
+        SelfMetric::MetricsOmitted => &METRICS_OMITTED,
     }
 }
 
 /// Every metric, in the order `/metrics` lists them.
-pub static ALL: [&Metric; 19] = [
+pub static ALL: [&Metric; 26] = [
     &REQUEST_DURATION,
     &REGRESSION_ACTIVE,
     &REGRESSION_RATIO,
@@ -245,6 +315,13 @@ pub static ALL: [&Metric; 19] = [
     &SERIES_EXPIRED,
     &DB_PENDING_DROPPED,
     &DB_UNMATCHED,
+    &NAMES_TRUNCATED,
+    &SERIES_EVICTED,
+    &CONNECTIONS_ACTIVE,
+    &CONNECTIONS_CLOSED,
+    &BYTES_IN_FLIGHT,
+    &MEMORY_RESIDENT,
+    &METRICS_OMITTED,
 ];
 
 #[cfg(test)]

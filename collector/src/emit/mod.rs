@@ -20,7 +20,9 @@ use crate::aggregate::Aggregator;
 use crate::extract::Outcome;
 use crate::judge::{AlertState, Judge, Severity, Verdict};
 use crate::telemetry::Telemetry;
-use prometheus::{HistogramRow, MetricsSnapshot, RegressionRow};
+use std::borrow::Cow;
+
+use prometheus::{HistogramRow, Labels, MetricsSnapshot, RegressionRow};
 
 /// The bounded `verdict` attribute of a rule's latest evaluation.
 pub fn verdict_of(verdict: Verdict) -> &'static str {
@@ -37,8 +39,17 @@ pub fn snapshot(
     judge: &Judge,
     telemetry: &Telemetry,
     bounds_ms: &[f64],
+    dimensions: &[String],
     now_ms: u64,
 ) -> MetricsSnapshot {
+    // Every series identity carries its dimensions: without them two
+    // series that differ only there would be one duplicated line.
+    let named = |mut labels: Labels, values: &[String]| {
+        for (name, value) in dimensions.iter().zip(values) {
+            labels.push((Cow::Owned(name.clone()), value.clone()));
+        }
+        labels
+    };
     let mut histograms = Vec::new();
     let mut db_calls = Vec::new();
     for (endpoint, versions) in agg.endpoints() {
@@ -46,22 +57,28 @@ pub fn snapshot(
             for outcome in Outcome::ALL {
                 if let Some(h) = &series.histograms[outcome.index()] {
                     histograms.push(HistogramRow {
-                        labels: vec![
-                            ("service.name", endpoint.service.clone()),
-                            ("endpoint", endpoint.endpoint.clone()),
-                            ("model.version", version.clone()),
-                            ("outcome", outcome.as_str().to_owned()),
-                        ],
+                        labels: named(
+                            vec![
+                                ("service.name".into(), endpoint.service.clone()),
+                                ("endpoint".into(), endpoint.endpoint.clone()),
+                                ("model.version".into(), version.clone()),
+                                ("outcome".into(), outcome.as_str().to_owned()),
+                            ],
+                            &endpoint.dims,
+                        ),
                         histogram: (**h).clone(),
                     });
                 }
             }
             db_calls.push((
-                vec![
-                    ("service.name", endpoint.service.clone()),
-                    ("endpoint", endpoint.endpoint.clone()),
-                    ("model.version", version.clone()),
-                ],
+                named(
+                    vec![
+                        ("service.name".into(), endpoint.service.clone()),
+                        ("endpoint".into(), endpoint.endpoint.clone()),
+                        ("model.version".into(), version.clone()),
+                    ],
+                    &endpoint.dims,
+                ),
                 agg.window(series, now_ms).db_calls_per_request(),
             ));
         }
@@ -71,7 +88,7 @@ pub fn snapshot(
     for outcome in Outcome::ALL {
         if let Some(h) = &agg.overflow().histograms[outcome.index()] {
             histograms.push(HistogramRow {
-                labels: vec![("otel.metric.overflow", "true".to_owned())],
+                labels: vec![("otel.metric.overflow".into(), "true".to_owned())],
                 histogram: (**h).clone(),
             });
         }
@@ -79,13 +96,16 @@ pub fn snapshot(
     let mut regressions: Vec<RegressionRow> = judge
         .judgements()
         .map(|(k, j)| RegressionRow {
-            labels: vec![
-                ("service.name", k.endpoint.service.clone()),
-                ("endpoint", k.endpoint.endpoint.clone()),
-                ("candidate.version", k.candidate.clone()),
-                ("baseline.version", k.baseline.clone()),
-                ("rule", k.rule.as_str().to_owned()),
-            ],
+            labels: named(
+                vec![
+                    ("service.name".into(), k.endpoint.service.clone()),
+                    ("endpoint".into(), k.endpoint.endpoint.clone()),
+                    ("candidate.version".into(), k.candidate.clone()),
+                    ("baseline.version".into(), k.baseline.clone()),
+                    ("rule".into(), k.rule.as_str().to_owned()),
+                ],
+                &k.endpoint.dims,
+            ),
             active: Severity::ALL.map(|s| j.alert(s).state == AlertState::Firing),
             ratio: j.result.evidence.ratio,
             difference: j.result.evidence.difference,

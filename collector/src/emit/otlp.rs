@@ -36,6 +36,8 @@ pub struct OtlpError {
 /// The SDK instruments modelgate records into.
 #[derive(Debug)]
 pub struct OtlpEmitter {
+    /// `extract.dimensions`: attribute names of a series' extra values.
+    dimensions: Vec<String>,
     provider: SdkMeterProvider,
     duration: Histogram<f64>,
     active: Gauge<u64>,
@@ -52,6 +54,7 @@ impl OtlpEmitter {
     /// SDK does not fold series that modelgate itself keeps apart.
     pub fn start(
         config: &EmitConfig,
+        dimensions: &[String],
         telemetry: Arc<Telemetry>,
         series_cap: usize,
     ) -> Result<Option<Self>, OtlpError> {
@@ -112,6 +115,7 @@ impl OtlpEmitter {
         let (name, help) = described(&catalogue::DB_CALLS_PER_REQUEST);
         let db_calls = meter.f64_gauge(name).with_description(help).build();
         Ok(Some(Self {
+            dimensions: dimensions.to_vec(),
             duration,
             active,
             ratio,
@@ -126,15 +130,14 @@ impl OtlpEmitter {
     /// Records one request's latency.
     pub fn record_request(&self, series: &SeriesName, seconds: f64, outcome: Outcome) {
         let endpoint = &series.endpoint;
-        self.duration.record(
-            seconds,
-            &[
-                KeyValue::new("service.name", endpoint.service.clone()),
-                KeyValue::new("endpoint", endpoint.endpoint.clone()),
-                KeyValue::new("model.version", series.version.clone()),
-                KeyValue::new("outcome", outcome.as_str()),
-            ],
-        );
+        let mut attrs = vec![
+            KeyValue::new("service.name", endpoint.service.clone()),
+            KeyValue::new("endpoint", endpoint.endpoint.clone()),
+            KeyValue::new("model.version", series.version.clone()),
+            KeyValue::new("outcome", outcome.as_str()),
+        ];
+        self.push_dimensions(&mut attrs, &endpoint.dims);
+        self.duration.record(seconds, &attrs);
     }
 
     /// Records what an evaluation left: every judgement's alert states
@@ -148,7 +151,8 @@ impl OtlpEmitter {
         now_ms: u64,
     ) {
         for (key, judgement) in judge.judgements() {
-            let attrs = regression_attributes(key);
+            let mut attrs = regression_attributes(key).to_vec();
+            self.push_dimensions(&mut attrs, &key.endpoint.dims);
             self.ratio.record(judgement.result.evidence.ratio, &attrs);
             self.difference
                 .record(judgement.result.evidence.difference, &attrs);
@@ -175,15 +179,22 @@ impl OtlpEmitter {
         for (endpoint, versions) in agg.endpoints() {
             for (version, series) in versions.iter() {
                 let w = agg.window(series, now_ms);
-                self.db_calls.record(
-                    w.db_calls_per_request(),
-                    &[
-                        KeyValue::new("service.name", endpoint.service.clone()),
-                        KeyValue::new("endpoint", endpoint.endpoint.clone()),
-                        KeyValue::new("model.version", version.clone()),
-                    ],
-                );
+                let mut attrs = vec![
+                    KeyValue::new("service.name", endpoint.service.clone()),
+                    KeyValue::new("endpoint", endpoint.endpoint.clone()),
+                    KeyValue::new("model.version", version.clone()),
+                ];
+                self.push_dimensions(&mut attrs, &endpoint.dims);
+                self.db_calls.record(w.db_calls_per_request(), &attrs);
             }
+        }
+    }
+
+    /// The series' `extract.dimensions`, named, so series that differ only
+    /// by them stay apart.
+    fn push_dimensions(&self, attrs: &mut Vec<KeyValue>, values: &[String]) {
+        for (name, value) in self.dimensions.iter().zip(values) {
+            attrs.push(KeyValue::new(name.clone(), value.clone()));
         }
     }
 

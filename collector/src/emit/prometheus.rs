@@ -20,7 +20,8 @@ use crate::telemetry::{Reading, SelfMetric};
 /// The media type of what [`encode`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-type Labels = Vec<(&'static str, String)>;
+/// Attribute names (OTLP spelling) and values.
+pub type Labels = Vec<(Cow<'static, str>, String)>;
 
 /// One series' latency histogram for one outcome.
 #[derive(Debug, Clone)]
@@ -83,51 +84,50 @@ pub fn encode(snapshot: MetricsSnapshot) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
-/// A `fmt::Write` that hands its text on in chunks, so a scrape of 100,000
-/// series (hundreds of megabytes of text) never sits in memory whole. A
-/// closed receiver (the scraper left) aborts the encoding.
-#[derive(Debug)]
-pub struct ChunkWriter {
-    buffer: String,
-    chunk: usize,
-    tx: tokio::sync::mpsc::Sender<String>,
+/// Bytes a sample line takes besides its labels: the family name, the
+/// `le` of a bucket, the value and punctuation (an upper estimate).
+const LINE_BYTES: usize = 96;
+
+/// Leaves out the latency histograms of the last series until the page's
+/// estimated size fits `max_bytes` (`admin.metrics_max_bytes`); the
+/// regression, database and self-telemetry families always stay. Returns
+/// how many series were left out.
+pub fn bound(snapshot: &mut MetricsSnapshot, max_bytes: usize) -> u64 {
+    fn labels_len(labels: &Labels) -> usize {
+        labels.iter().map(|(k, v)| k.len() + v.len() + 4).sum()
+    }
+    // Per regression: active and alerts per severity, ratio, difference,
+    // three verdicts.
+    let regressions: usize = snapshot
+        .regressions
+        .iter()
+        .map(|r| 9 * (LINE_BYTES + labels_len(&r.labels) + 24))
+        .sum();
+    let db: usize = snapshot
+        .db_calls
+        .iter()
+        .map(|(l, _)| LINE_BYTES + labels_len(l))
+        .sum();
+    // Descriptors and self-telemetry.
+    let fixed = 16 << 10;
+    let per_row =
+        |labels: &Labels| (snapshot.bounds_ms.len() + 3) * (LINE_BYTES + labels_len(labels));
+    let mut total = regressions + db + fixed;
+    let mut keep = 0;
+    for row in &snapshot.histograms {
+        let n = per_row(&row.labels);
+        if total + n > max_bytes {
+            break;
+        }
+        total += n;
+        keep += 1;
+    }
+    let omitted = snapshot.histograms.len() - keep;
+    snapshot.histograms.truncate(keep);
+    omitted as u64
 }
 
-impl ChunkWriter {
-    /// Chunks of about `chunk` bytes go to `tx`; call from a blocking thread.
-    pub fn new(chunk: usize, tx: tokio::sync::mpsc::Sender<String>) -> Self {
-        Self {
-            buffer: String::with_capacity(chunk),
-            chunk,
-            tx,
-        }
-    }
-
-    /// Sends what is left.
-    pub fn finish(mut self) -> Result<(), std::fmt::Error> {
-        self.flush()
-    }
-
-    fn flush(&mut self) -> Result<(), std::fmt::Error> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buffer, String::with_capacity(self.chunk));
-        self.tx.blocking_send(chunk).map_err(|_| std::fmt::Error)
-    }
-}
-
-impl std::fmt::Write for ChunkWriter {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.buffer.push_str(s);
-        if self.buffer.len() >= self.chunk {
-            self.flush()?;
-        }
-        Ok(())
-    }
-}
-
-fn labels(pairs: &[(&'static str, String)]) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+fn labels(pairs: &[(Cow<'static, str>, String)]) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
     pairs
         .iter()
         .map(|(k, v)| (Cow::Owned(k.replace('.', "_")), Cow::Owned(v.clone())))
@@ -145,7 +145,7 @@ impl MetricsSnapshot {
 
 /// A regression row's labels with its `severity`.
 fn with_severity(
-    pairs: &[(&'static str, String)],
+    pairs: &[(Cow<'static, str>, String)],
     severity: Severity,
 ) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
     let mut set = labels(pairs);
@@ -292,6 +292,34 @@ mod tests {
     use crate::telemetry::{DroppedReason, RefusedReason, Telemetry};
 
     #[test]
+    fn the_page_is_bounded_by_bytes() {
+        let row = |i: usize| HistogramRow {
+            labels: vec![
+                ("service.name".into(), "s".into()),
+                ("endpoint".into(), format!("/{}", "x".repeat(1000 + i))),
+                ("model.version".into(), "v1".into()),
+                ("outcome".into(), "ok".into()),
+            ],
+            histogram: Cumulative {
+                buckets: vec![1, 0, 0],
+                sum_ms: 1.0,
+                count: 1,
+            },
+        };
+        let mut snapshot = MetricsSnapshot {
+            bounds_ms: vec![100.0, 150.0],
+            histograms: (0..1000).map(row).collect(),
+            ..MetricsSnapshot::default()
+        };
+        let max = 256 << 10;
+        let omitted = bound(&mut snapshot, max);
+        assert!(omitted > 900 && omitted < 1000, "{omitted}");
+        let text = encode(snapshot).unwrap();
+        assert!(text.len() <= max, "{}", text.len());
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
     fn renders_names_labels_and_buckets_as_prometheus_expects() {
         let telemetry = Telemetry::default();
         telemetry.refused(RefusedReason::TooLarge, 2, "test");
@@ -311,10 +339,10 @@ mod tests {
             bounds_ms: vec![100.0, 150.0],
             histograms: vec![HistogramRow {
                 labels: vec![
-                    ("service.name", "lending-api".into()),
-                    ("endpoint", "/risk-score".into()),
-                    ("model.version", "v1.3".into()),
-                    ("outcome", "timeout".into()),
+                    ("service.name".into(), "lending-api".into()),
+                    ("endpoint".into(), "/risk-score".into()),
+                    ("model.version".into(), "v1.3".into()),
+                    ("outcome".into(), "timeout".into()),
                 ],
                 histogram: Cumulative {
                     buckets: vec![0, 1, 2],
@@ -324,11 +352,11 @@ mod tests {
             }],
             regressions: vec![RegressionRow {
                 labels: vec![
-                    ("service.name", "lending-api".into()),
-                    ("endpoint", "/risk-score".into()),
-                    ("candidate.version", "v1.3".into()),
-                    ("baseline.version", "v1.2".into()),
-                    ("rule", "sla".into()),
+                    ("service.name".into(), "lending-api".into()),
+                    ("endpoint".into(), "/risk-score".into()),
+                    ("candidate.version".into(), "v1.3".into()),
+                    ("baseline.version".into(), "v1.2".into()),
+                    ("rule".into(), "sla".into()),
                 ],
                 active: [true, true],
                 ratio: 5.07,

@@ -22,7 +22,8 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValu
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use super::{
-    ExtractReport, Interner, Outcome, Sample, SampleKind, SampleRef, MAX_REASONS, UNKNOWN_SERVICE,
+    ExtractReport, Interner, Outcome, Sample, SampleKind, SampleRef, Unusable, MAX_REASONS,
+    UNKNOWN_SERVICE,
 };
 use crate::config::{ExtractConfig, LogMapping};
 
@@ -152,20 +153,26 @@ pub fn extract_line(
         config,
         interner,
     )
+    .map(|(sample, _truncated)| sample)
 }
 
 /// The sample of one record whose fields `get` looks up: mapped by
 /// `config.logs`, its service the mapping's (else `resource_service`, else
 /// [`UNKNOWN_SERVICE`]), its time the mapping's time field, else
-/// `record_time_ms` (0: none), its dimensions read the same way.
+/// `record_time_ms` (0: none), its dimensions read the same way; with the
+/// number of names cut to `extract.max_name_length`. An implausible
+/// duration is refused like a span's.
 fn mapped_sample<'a>(
     get: impl Fn(&str) -> Option<Field<'a>>,
     resource_service: Option<&str>,
     record_time_ms: u64,
     config: &ExtractConfig,
     interner: &mut Interner,
-) -> Result<Sample, String> {
+) -> Result<(Sample, u64), String> {
     let mapped = config.logs.map(&get)?;
+    if !config.plausible(mapped.duration) {
+        return Err(Unusable::Implausible.reason().to_owned());
+    }
     let dims: Vec<Cow<'_, str>> = config
         .dimensions
         .iter()
@@ -175,7 +182,7 @@ fn mapped_sample<'a>(
                 .unwrap_or_default()
         })
         .collect();
-    Ok(interner.intern(&SampleRef {
+    let mut sample = SampleRef {
         service: mapped
             .service
             .as_deref()
@@ -190,7 +197,9 @@ fn mapped_sample<'a>(
             duration: mapped.duration,
             outcome: mapped.outcome,
         },
-    }))
+    };
+    let truncated = sample.bound_names(config.max_name_length);
+    Ok((interner.intern(&sample), truncated))
 }
 
 /// A time field's value in unix milliseconds: an RFC 3339 string
@@ -269,12 +278,14 @@ pub fn extract_logs(
             for record in &scope_logs.log_records {
                 index += 1;
                 match sample_of(record, resource, resource_service, config, interner) {
-                    Ok(sample) => {
+                    Ok((sample, truncated)) => {
                         report.samples += 1;
+                        report.truncated += truncated;
                         out.push(sample);
                     }
                     Err(reason) => {
                         report.rejected += 1;
+                        report.implausible += u64::from(reason == Unusable::Implausible.reason());
                         if report.rejected as usize <= MAX_REASONS {
                             if !report.message.is_empty() {
                                 report.message.push_str("; ");
@@ -302,7 +313,7 @@ fn sample_of(
     resource_service: Option<&str>,
     config: &ExtractConfig,
     interner: &mut Interner,
-) -> Result<Sample, String> {
+) -> Result<(Sample, u64), String> {
     let body = record.body.as_ref().and_then(|b| b.value.as_ref());
     let body_map: &[KeyValue] = match body {
         Some(Value::KvlistValue(list)) => &list.values,
@@ -329,9 +340,11 @@ fn sample_of(
     let record_time_ms = nanos_to_ms(record.time_unix_nano)
         .or_else(|| nanos_to_ms(record.observed_time_unix_nano))
         .unwrap_or(0);
-    let sample = mapped_sample(get, resource_service, record_time_ms, config, interner)?;
+    let (sample, truncated) =
+        mapped_sample(get, resource_service, record_time_ms, config, interner)?;
     // The trace, when the record names one.
-    Ok(sample.in_trace(record.trace_id.as_slice().try_into().unwrap_or([0; 16])))
+    let trace_id = record.trace_id.as_slice().try_into().unwrap_or([0; 16]);
+    Ok((sample.in_trace(trace_id), truncated))
 }
 
 #[cfg(test)]

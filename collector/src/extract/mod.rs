@@ -223,6 +223,12 @@ pub struct ExtractReport {
     pub ignored: u64,
     /// Spans that cannot be used; reported back in `partial_success`.
     pub rejected: u64,
+    /// Of `rejected`, those refused for a duration outside
+    /// `extract.min_duration..=extract.max_duration`.
+    pub implausible: u64,
+    /// Attribute values naming a series that were cut to
+    /// `extract.max_name_length`.
+    pub truncated: u64,
     /// The first few rejection reasons, for the `partial_success` message.
     pub message: String,
 }
@@ -249,6 +255,39 @@ pub struct SampleRef<'a> {
     pub time_ms: u64,
     /// Request or database call.
     pub kind: SampleKind,
+}
+
+impl<'a> SampleRef<'a> {
+    /// Cuts every name (service, endpoint, version, dimensions) to at most
+    /// `max` bytes, at a character boundary; how many were cut.
+    pub(crate) fn bound_names(&mut self, max: usize) -> u64 {
+        let mut cut = 0;
+        for name in [&mut self.service, &mut self.endpoint, &mut self.version] {
+            if name.len() > max {
+                *name = truncate_bytes(name, max);
+                cut += 1;
+            }
+        }
+        for dim in &mut self.dims {
+            if dim.len() > max {
+                *dim = match std::mem::take(dim) {
+                    Cow::Borrowed(s) => Cow::Borrowed(truncate_bytes(s, max)),
+                    Cow::Owned(s) => Cow::Owned(truncate_bytes(&s, max).to_owned()),
+                };
+                cut += 1;
+            }
+        }
+        cut
+    }
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn truncate_bytes(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// An attribute value as the rules read it, borrowed.
@@ -322,32 +361,69 @@ impl<'a> SpanFields<'a, &'a [KeyValue]> {
     }
 }
 
+/// Why a span or log record cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unusable {
+    /// It breaks the data model (no timestamps, ends before it starts).
+    Invalid(&'static str),
+    /// Its duration is outside `extract.min_duration..=extract.max_duration`.
+    Implausible,
+}
+
+impl Unusable {
+    /// The reason, for `partial_success`.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Unusable::Invalid(reason) => reason,
+            Unusable::Implausible => {
+                "duration outside extract.min_duration..extract.max_duration (implausible)"
+            }
+        }
+    }
+}
+
 /// Counts what became of each span of one request: the one place the
 /// report is written, for both readers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Tally {
     report: ExtractReport,
+    max_name_length: usize,
 }
 
 impl Tally {
-    /// Counts one span's outcome; the sample when there is one.
+    pub(crate) fn new(config: &ExtractConfig) -> Self {
+        Self {
+            report: ExtractReport::default(),
+            max_name_length: config.max_name_length,
+        }
+    }
+
+    /// Counts one span's outcome; the sample when there is one, its names
+    /// cut to `extract.max_name_length`.
     pub(crate) fn count<'a, A>(
         &mut self,
         span: &SpanFields<'a, A>,
-        result: Result<Option<SampleRef<'a>>, &'static str>,
+        result: Result<Option<SampleRef<'a>>, Unusable>,
     ) -> Option<SampleRef<'a>> {
         match result {
-            Ok(Some(sample)) => {
+            Ok(Some(mut sample)) => {
                 self.report.samples += 1;
+                self.report.truncated += sample.bound_names(self.max_name_length);
                 Some(sample)
             }
             Ok(None) => {
                 self.report.ignored += 1;
                 None
             }
-            Err(reason) => {
+            Err(unusable) => {
                 self.report.rejected += 1;
-                note_rejection(&mut self.report, span.name, span.trace_id, reason);
+                self.report.implausible += u64::from(unusable == Unusable::Implausible);
+                note_rejection(
+                    &mut self.report,
+                    span.name,
+                    span.trace_id,
+                    unusable.reason(),
+                );
                 None
             }
         }
@@ -376,7 +452,7 @@ pub fn extract(
     interner: &mut Interner,
     out: &mut Vec<Sample>,
 ) -> ExtractReport {
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(config);
     for resource_spans in &request.resource_spans {
         let resource_attrs: &[KeyValue] = resource_spans
             .resource
@@ -425,7 +501,7 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
     service: &'a str,
     resource_attrs: &R,
     config: &ExtractConfig,
-) -> Result<Option<SampleRef<'a>>, &'static str> {
+) -> Result<Option<SampleRef<'a>>, Unusable> {
     let attrs = &span.attributes;
     let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
     let is_request = matches!(kind, SpanKind::Server | SpanKind::Consumer) || !span.has_parent;
@@ -435,10 +511,14 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
         return Ok(None);
     }
     if span.start_time_unix_nano == 0 || span.end_time_unix_nano == 0 {
-        return Err("missing start_time_unix_nano or end_time_unix_nano");
+        return Err(Unusable::Invalid(
+            "missing start_time_unix_nano or end_time_unix_nano",
+        ));
     }
     if span.end_time_unix_nano < span.start_time_unix_nano {
-        return Err("end_time_unix_nano is before start_time_unix_nano");
+        return Err(Unusable::Invalid(
+            "end_time_unix_nano is before start_time_unix_nano",
+        ));
     }
     let trace_id = span.trace_id.try_into().unwrap_or([0; 16]);
     let version = config
@@ -460,6 +540,9 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
         }));
     }
     let duration = Duration::from_nanos(span.end_time_unix_nano - span.start_time_unix_nano);
+    if !config.plausible(duration) {
+        return Err(Unusable::Implausible);
+    }
     let dims = if config.dimensions.is_empty() {
         // Not even the call that collects nothing, once per span.
         Vec::new()
@@ -743,6 +826,43 @@ mod tests {
         let (report, _) = one(SpanSpec::server("svc", "no-time", 5).no_timestamps());
         assert_eq!(report.rejected, 1);
         assert!(report.message.contains("missing"), "{}", report.message);
+    }
+
+    #[test]
+    fn implausible_durations_are_refused_and_counted_apart() {
+        // A day is the default limit: 1e12 ms (31 years) is refused.
+        let (report, out) = one(SpanSpec::server("svc", "absurd", 1_000_000_000_000));
+        assert_eq!(
+            (report.samples, report.rejected, report.implausible),
+            (0, 1, 1)
+        );
+        assert!(out.is_empty());
+        assert!(
+            report.message.contains("extract.max_duration"),
+            "{}",
+            report.message
+        );
+        let (report, _) = one(SpanSpec::server("svc", "a day", 86_400_000));
+        assert_eq!((report.samples, report.implausible), (1, 0));
+        // The wire reader agrees.
+        let bytes = prost::Message::encode_to_vec(
+            &SpanSpec::server("svc", "absurd", 1_000_000_000_000).into_request(),
+        );
+        let report = wire::scan(&bytes, &config(), |_| {}).unwrap();
+        assert_eq!((report.rejected, report.implausible), (1, 1));
+    }
+
+    #[test]
+    fn names_are_cut_to_the_configured_length_and_counted() {
+        let long = "é".repeat(200);
+        let (report, out) = one(SpanSpec::server(&long, "op", 5)
+            .attr(attr_str("http.route", &format!("/{long}")))
+            .attr(attr_str("model.version", "v1")));
+        assert_eq!(report.truncated, 2);
+        let name = &out[0].series.endpoint;
+        assert!(name.service.len() <= 256 && name.service.len() >= 254);
+        assert!(name.endpoint.starts_with("/é") && name.endpoint.len() <= 256);
+        assert_eq!(out[0].version(), "v1");
     }
 
     #[test]

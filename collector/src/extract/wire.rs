@@ -410,7 +410,7 @@ pub fn scan<'a>(
     config: &ExtractConfig,
     mut sink: impl FnMut(SampleRef<'a>),
 ) -> Result<ExtractReport, WireError> {
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(config);
     let wanted = Wanted::new(config);
     let mut resource_attrs = Found::new(&wanted);
     let mut span_attrs = Found::new(&wanted);

@@ -498,8 +498,8 @@ impl Judge {
         self.candidacy.retain(|k, _| still.contains(k));
         for (endpoint, version) in promotions {
             tracing::info!(
-                service = %endpoint.service,
-                endpoint = %endpoint.endpoint,
+                service = ?endpoint.service,
+                endpoint = ?endpoint.endpoint,
                 version,
                 "baseline promoted: passed for judge.promotion.after with enough traffic"
             );

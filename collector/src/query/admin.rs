@@ -18,7 +18,10 @@
 //! changes a poll costs no body to send or to parse.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
@@ -40,8 +43,50 @@ use crate::query::dashboard;
 /// How long `/readyz` waits for the pipeline task.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `/metrics`: one encoding per `admin.metrics_interval`, shared by every
+/// scraper (and bounded by `admin.metrics_max_bytes`), so thirty scrapers,
+/// stalled or not, cost one page of memory.
+#[derive(Debug)]
+pub struct MetricsPage {
+    interval: Duration,
+    max_bytes: usize,
+    /// The page and when it was encoded; locked while one is encoded, so
+    /// the others wait for it instead of encoding their own.
+    page: tokio::sync::Mutex<Option<(tokio::time::Instant, Bytes)>>,
+}
+
+impl MetricsPage {
+    /// Pages of `admin.metrics_interval` and `admin.metrics_max_bytes`.
+    pub fn new(config: &crate::config::AdminConfig) -> Self {
+        Self {
+            interval: config.metrics_interval,
+            max_bytes: config.metrics_max_bytes,
+            page: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// What the admin handlers share.
+#[derive(Debug, Clone)]
+struct Admin {
+    pipeline: PipelineHandle,
+    metrics: Arc<MetricsPage>,
+}
+
+impl axum::extract::FromRef<Admin> for PipelineHandle {
+    fn from_ref(admin: &Admin) -> Self {
+        admin.pipeline.clone()
+    }
+}
+
+impl axum::extract::FromRef<Admin> for Arc<MetricsPage> {
+    fn from_ref(admin: &Admin) -> Self {
+        admin.metrics.clone()
+    }
+}
+
 /// The admin routes, the dashboard's among them.
-pub fn router(pipeline: PipelineHandle) -> Router {
+pub fn router(pipeline: PipelineHandle, page: MetricsPage) -> Router {
     Router::new()
         .merge(dashboard::routes())
         .route("/metrics", get(metrics))
@@ -53,10 +98,13 @@ pub fn router(pipeline: PipelineHandle) -> Router {
         .route("/api/v1/baseline", post(write::<BaselineBody>))
         .route("/api/v1/alerts/ack", post(write::<AckBody>))
         .route("/api/v1/verdict/reset", post(write::<ResetBody>))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see / (dashboard), /api/v1/versions, /api/v1/verdict, /api/v1/regressions, /api/v1/alerts, /api/v1/history, /metrics; writes: POST /api/v1/baseline, /api/v1/alerts/ack, /api/v1/verdict/reset") })
-        .with_state(pipeline)
+        .with_state(Admin {
+            pipeline,
+            metrics: Arc::new(page),
+        })
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -136,32 +184,54 @@ fn json_with_etag<T: serde::Serialize>(request: &HeaderMap, value: &T) -> Respon
         .into_response()
 }
 
-/// Bytes per chunk of the streamed `/metrics` body.
-const METRICS_CHUNK: usize = 64 * 1024;
-
-async fn metrics(State(pipeline): State<PipelineHandle>) -> Response {
-    let snapshot = pipeline
-        .ask(|s, now| {
-            crate::emit::snapshot(&s.aggregator, &s.judge, &s.telemetry, &s.bounds_ms, now)
-        })
-        .await;
-    let Ok(snapshot) = snapshot else {
-        return unavailable();
-    };
-    // Encoding 100k series takes a while and hundreds of megabytes of text:
-    // encode on a blocking thread and stream it out chunk by chunk.
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut writer = prometheus::ChunkWriter::new(METRICS_CHUNK, tx);
-        // An error means the scraper went away; nothing else to do.
-        if prometheus::encode_into(snapshot, &mut writer).is_ok() {
-            let _ = writer.finish();
+async fn metrics(
+    State(pipeline): State<PipelineHandle>,
+    State(metrics): State<Arc<MetricsPage>>,
+) -> Response {
+    let mut page = metrics.page.lock().await;
+    let fresh = page
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < metrics.interval)
+        .map(|(_, text)| text.clone());
+    let text = match fresh {
+        Some(text) => text,
+        None => {
+            let snapshot = pipeline
+                .ask(|s, now| {
+                    crate::emit::snapshot(
+                        &s.aggregator,
+                        &s.judge,
+                        &s.telemetry,
+                        &s.bounds_ms,
+                        &s.dimensions,
+                        now,
+                    )
+                })
+                .await;
+            let Ok(mut snapshot) = snapshot else {
+                return unavailable();
+            };
+            let max_bytes = metrics.max_bytes;
+            let telemetry = pipeline.telemetry().clone();
+            // Encoding 100k series takes a while: on a blocking thread.
+            let encoded = tokio::task::spawn_blocking(move || {
+                let omitted = prometheus::bound(&mut snapshot, max_bytes);
+                if omitted > 0 {
+                    telemetry.metrics_omitted(omitted);
+                }
+                prometheus::encode(snapshot)
+            })
+            .await;
+            let Ok(Ok(text)) = encoded else {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode /metrics");
+            };
+            let text = Bytes::from(text);
+            *page = Some((tokio::time::Instant::now(), text.clone()));
+            text
         }
-    });
-    let body = axum::body::Body::from_stream(
-        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>),
-    );
-    ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], body).into_response()
+    };
+    drop(page);
+    ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response()
 }
 
 /// Filters of `/api/v1/versions`.
@@ -455,6 +525,15 @@ impl WriteBody for ResetBody {
             candidate_version: self.candidate,
         };
         api::answer_reset_verdict(pipeline, request)
+    }
+}
+
+/// `200 ok` while every long-lived task runs; `503` naming the one that
+/// failed (the process is then shutting down, to exit non-zero).
+async fn healthz(State(pipeline): State<PipelineHandle>) -> Response {
+    match pipeline.telemetry().failure() {
+        None => "ok\n".into_response(),
+        Some(failure) => error(StatusCode::SERVICE_UNAVAILABLE, failure),
     }
 }
 

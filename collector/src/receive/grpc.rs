@@ -49,7 +49,7 @@ use crate::codec::TRACE_EXPORT_PATH;
 use crate::config::ExtractConfig;
 use crate::forward::{ForwardError, ForwardHandle, Signal, REFUSAL_RETRY_DELAY};
 use crate::pipeline::{IngestError, PipelineHandle};
-use crate::receive::{gunzip, hand_over, read_traces, BodyError};
+use crate::receive::{gunzip, hand_over, read_traces, BodyError, Limits, Reservation};
 use crate::telemetry::RefusedReason;
 
 /// The `TraceService/Export` handler: scan, hand over, forward the bytes.
@@ -65,7 +65,7 @@ pub struct TraceReceiver {
 #[derive(Debug, Clone)]
 pub struct TraceServer {
     receiver: Arc<TraceReceiver>,
-    max_message_bytes: usize,
+    limits: Limits,
 }
 
 impl NamedService for TraceServer {
@@ -77,7 +77,7 @@ impl TraceReceiver {
     pub fn service(
         pipeline: PipelineHandle,
         extract: ExtractConfig,
-        max_message_bytes: usize,
+        limits: Limits,
         forward: Option<ForwardHandle>,
     ) -> TraceServer {
         TraceServer {
@@ -86,20 +86,28 @@ impl TraceReceiver {
                 extract: Arc::new(extract),
                 forward,
             }),
-            max_message_bytes,
+            limits,
         }
     }
 
     /// One Export call: its message read, exported, answered.
-    async fn answer<B>(&self, request: HttpRequest<B>, limit: usize) -> HttpResponse<Body>
+    async fn answer<B>(&self, request: HttpRequest<B>, limits: &Limits) -> HttpResponse<Body>
     where
         B: tonic::codegen::Body,
         B::Error: Into<tonic::codegen::StdError>,
     {
-        let bytes = match unary_message(request, limit).await {
-            Ok(bytes) => bytes,
+        let read = if limits.memory.shedding() {
+            Err(Refusal::Shedding)
+        } else {
+            tokio::time::timeout(limits.body_timeout, unary_message(request, limits))
+                .await
+                .unwrap_or(Err(Refusal::Timeout))
+        };
+        // Held until the answer: the bytes of this request count in flight.
+        let (bytes, _reservation) = match read {
+            Ok(read) => read,
             Err(refusal) => {
-                let (status, reason) = refusal.status(limit);
+                let (status, reason) = refusal.status(limits);
                 self.pipeline
                     .telemetry()
                     .refused(reason, 1, status.message());
@@ -158,18 +166,47 @@ enum Refusal {
     Invalid(String),
     /// Compressed with something other than gzip.
     Unsupported(String),
+    /// Not whole within `receiver.body_timeout`.
+    Timeout,
+    /// Over `receiver.max_bytes_in_flight` (retryable).
+    InFlight,
+    /// Over `receiver.memory_limit` (retryable).
+    Shedding,
 }
 
 impl Refusal {
     /// The answer and the reason it is counted under.
-    fn status(self, limit: usize) -> (Status, RefusedReason) {
+    fn status(self, limits: &Limits) -> (Status, RefusedReason) {
+        let retryable = |message: &str| {
+            Status::with_error_details(
+                Code::Unavailable,
+                message,
+                ErrorDetails::with_retry_info(Some(REFUSAL_RETRY_DELAY)),
+            )
+        };
         match self {
             // Retrying cannot help: no RetryInfo.
             Refusal::TooLarge => (
                 Status::resource_exhausted(format!(
-                    "the message exceeds receiver.max_message_bytes ({limit} bytes)"
+                    "the message exceeds receiver.max_message_bytes ({} bytes)",
+                    limits.max_message_bytes
                 )),
                 RefusedReason::TooLarge,
+            ),
+            Refusal::Timeout => (
+                Status::deadline_exceeded(format!(
+                    "the message did not arrive within receiver.body_timeout ({})",
+                    humantime::format_duration(limits.body_timeout)
+                )),
+                RefusedReason::Timeout,
+            ),
+            Refusal::InFlight => (
+                retryable("modelgate holds receiver.max_bytes_in_flight of other requests; retry with backoff"),
+                RefusedReason::BytesInFlight,
+            ),
+            Refusal::Shedding => (
+                retryable("modelgate is over receiver.memory_limit; retry with backoff"),
+                RefusedReason::MemoryLimit,
             ),
             Refusal::Invalid(message) => (
                 Status::invalid_argument(message),
@@ -194,6 +231,8 @@ impl From<BodyError> for Refusal {
         match e {
             BodyError::TooLarge => Refusal::TooLarge,
             BodyError::Invalid(message) => Refusal::Invalid(message),
+            BodyError::Timeout => Refusal::Timeout,
+            BodyError::InFlight => Refusal::InFlight,
         }
     }
 }
@@ -202,8 +241,12 @@ impl From<BodyError> for Refusal {
 /// frame holds it (later frames, from senders with small frames, are
 /// gathered into one copy), gunzipped when flagged so, never more than
 /// `limit` bytes either way; the declared length is checked before the
-/// rest of the body is read.
-async fn unary_message<B>(request: HttpRequest<B>, limit: usize) -> Result<Bytes, Refusal>
+/// rest of the body is read. Its bytes (and the inflated copy) are
+/// reserved in `receiver.max_bytes_in_flight` as they come.
+async fn unary_message<B>(
+    request: HttpRequest<B>,
+    limits: &Limits,
+) -> Result<(Bytes, Reservation), Refusal>
 where
     B: tonic::codegen::Body,
     B::Error: Into<tonic::codegen::StdError>,
@@ -217,6 +260,8 @@ where
             ))
         }
     };
+    let limit = limits.max_message_bytes;
+    let mut reservation = limits.in_flight.reserve(0).ok_or(Refusal::InFlight)?;
     let mut body = std::pin::pin!(request.into_body());
     let mut first = Bytes::new();
     let mut gathered: Option<BytesMut> = None;
@@ -232,6 +277,9 @@ where
             // The END_STREAM frame of a sender that learnt late that the
             // body was over.
             continue;
+        }
+        if !reservation.grow(chunk.len()) {
+            return Err(Refusal::InFlight);
         }
         let so_far = match &mut gathered {
             None if first.is_empty() => {
@@ -266,8 +314,14 @@ where
     }
     let message = body.slice(GRPC_PREFIX_BYTES..);
     match (body.first(), gzip) {
-        (Some(0), _) => Ok(message),
-        (Some(1), true) => Ok(Bytes::from(gunzip(&message, limit)?)),
+        (Some(0), _) => Ok((message, reservation)),
+        (Some(1), true) => {
+            let inflated = gunzip(&message, limit)?;
+            if !reservation.grow(inflated.len()) {
+                return Err(Refusal::InFlight);
+            }
+            Ok((Bytes::from(inflated), reservation))
+        }
         (Some(1), false) => Err(Refusal::Invalid(
             "the gRPC message is flagged compressed but the call has no grpc-encoding".into(),
         )),
@@ -336,8 +390,8 @@ where
             });
         }
         let receiver = self.receiver.clone();
-        let limit = self.max_message_bytes;
-        Box::pin(async move { Ok(receiver.answer(request, limit).await) })
+        let limits = self.limits.clone();
+        Box::pin(async move { Ok(receiver.answer(request, &limits).await) })
     }
 }
 
@@ -391,8 +445,18 @@ mod tests {
         encoder.finish().unwrap()
     }
 
+    fn limits() -> Limits {
+        let config = crate::config::ReceiverConfig {
+            max_message_bytes: 1024,
+            ..crate::config::ReceiverConfig::default()
+        };
+        Limits::new(&config, Arc::new(crate::telemetry::Telemetry::default()))
+    }
+
     async fn read(chunks: &[Bytes], encoding: Option<&'static str>) -> Result<Bytes, Refusal> {
-        unary_message(request(chunks, encoding), 1024).await
+        unary_message(request(chunks, encoding), &limits())
+            .await
+            .map(|(bytes, _)| bytes)
     }
 
     #[tokio::test]
@@ -441,7 +505,7 @@ mod tests {
         lying.extend_from_slice(&[0; 2000]);
         let refusal = read(&[lying.into()], None).await.unwrap_err();
         assert!(matches!(refusal, Refusal::TooLarge), "{refusal:?}");
-        let (status, reason) = Refusal::TooLarge.status(1024);
+        let (status, reason) = Refusal::TooLarge.status(&limits());
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(status
             .message()
@@ -480,7 +544,7 @@ mod tests {
         let refusal = read(&[framed(1, b"hello")], Some("zstd"))
             .await
             .unwrap_err();
-        let (status, reason) = refusal.status(1024);
+        let (status, reason) = refusal.status(&limits());
         assert_eq!(status.code(), Code::Unimplemented);
         assert!(
             status.message().contains("\"zstd\""),

@@ -4,9 +4,12 @@
 //! - Bodies are binary protobuf (`application/x-protobuf`) or OTLP/JSON
 //!   (`application/json`); the answer uses the request's encoding. Any
 //!   other content type gets `415`.
-//! - `Content-Encoding: gzip` is accepted; the body is capped at
-//!   `receiver.max_message_bytes` before and after decompression, and a
-//!   larger one gets `413` (retrying cannot help).
+//! - `Content-Encoding: gzip` is accepted (every member); the body is
+//!   capped at `receiver.max_message_bytes` before and after decompression,
+//!   and a larger one gets `413` (retrying cannot help).
+//! - A body not whole within `receiver.body_timeout` gets `408`; one that
+//!   would take the receivers past `receiver.max_bytes_in_flight`, or any
+//!   export while over `receiver.memory_limit`, the retryable `503`.
 //! - A body that does not decode gets `400` with a `google.rpc.Status`.
 //! - A full aggregation queue gets the retryable `503` with `Retry-After`.
 //! - With forwarding on, a full forward queue gets the same `503`; an
@@ -43,7 +46,9 @@ use crate::extract::logs::extract_logs;
 use crate::extract::{extract, ExtractReport, Interner, Sample};
 use crate::forward::{ForwardError, ForwardHandle, Signal};
 use crate::pipeline::{IngestError, PipelineHandle};
-use crate::receive::{gunzip, hand_over, read_traces, with_interner, BodyError, Partial};
+use crate::receive::{
+    gunzip, hand_over, read_traces, with_interner, BodyError, Limits, Partial, Reservation,
+};
 use crate::telemetry::RefusedReason;
 
 /// Seconds a sender is asked to wait when the queue is full.
@@ -51,6 +56,8 @@ const RETRY_AFTER_SECONDS: &str = "1";
 
 /// gRPC code `INVALID_ARGUMENT`, for the `google.rpc.Status` of a `400`.
 const INVALID_ARGUMENT: i32 = 3;
+/// gRPC code `DEADLINE_EXCEEDED`, for a `408`.
+const DEADLINE_EXCEEDED: i32 = 4;
 /// gRPC code `RESOURCE_EXHAUSTED`, for a `413`.
 const RESOURCE_EXHAUSTED: i32 = 8;
 /// gRPC code `UNAVAILABLE`, for a `503`.
@@ -129,7 +136,7 @@ impl Encoding {
 struct Receiver {
     pipeline: PipelineHandle,
     extract: ExtractConfig,
-    max_message_bytes: usize,
+    limits: Limits,
     forward: Option<ForwardHandle>,
 }
 
@@ -137,7 +144,7 @@ struct Receiver {
 pub fn router(
     pipeline: PipelineHandle,
     extract: ExtractConfig,
-    max_message_bytes: usize,
+    limits: Limits,
     forward: Option<ForwardHandle>,
 ) -> Router {
     Router::new()
@@ -152,7 +159,7 @@ pub fn router(
         .with_state(Arc::new(Receiver {
             pipeline,
             extract,
-            max_message_bytes,
+            limits,
             forward,
         }))
 }
@@ -256,12 +263,19 @@ where
         )
             .into_response();
     };
-    let body = match read_body(body, headers, receiver.max_message_bytes).await {
-        Ok(body) => body,
+    if receiver.limits.memory.shedding() {
+        let message = "modelgate is over receiver.memory_limit; retry with backoff";
+        telemetry.refused(RefusedReason::MemoryLimit, 1, message);
+        return unavailable(encoding, message);
+    }
+    let limits = &receiver.limits;
+    // Held until the answer: the bytes of this request count in flight.
+    let (body, _reservation) = match read_body(body, headers, limits).await {
+        Ok(read) => read,
         Err(BodyError::TooLarge) => {
             let message = format!(
                 "the request exceeds receiver.max_message_bytes ({} bytes)",
-                receiver.max_message_bytes
+                limits.max_message_bytes
             );
             telemetry.refused(RefusedReason::TooLarge, 1, &message);
             return encoding.error(StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED, message);
@@ -269,6 +283,19 @@ where
         Err(BodyError::Invalid(message)) => {
             telemetry.refused(RefusedReason::InvalidPayload, 1, &message);
             return encoding.error(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message);
+        }
+        Err(BodyError::Timeout) => {
+            let message = format!(
+                "the body did not arrive within receiver.body_timeout ({})",
+                humantime::format_duration(limits.body_timeout)
+            );
+            telemetry.refused(RefusedReason::Timeout, 1, &message);
+            return encoding.error(StatusCode::REQUEST_TIMEOUT, DEADLINE_EXCEEDED, message);
+        }
+        Err(BodyError::InFlight) => {
+            let message = "modelgate holds receiver.max_bytes_in_flight of other requests; retry with backoff";
+            telemetry.refused(RefusedReason::BytesInFlight, 1, message);
+            return unavailable(encoding, message);
         }
     };
     let forwarding = receiver.forward.is_some();
@@ -327,27 +354,65 @@ fn unavailable(encoding: Encoding, message: &str) -> Response {
     answer
 }
 
-/// The body (as received, unless gunzipped), never more than `limit` bytes
-/// either way (a small gzip bomb stays small).
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, BodyError> {
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // to_bytes fails on the limit or on a broken connection; a body that
-        // stopped arriving is not the sender's encoding mistake, but it is
-        // not something to retry with the same bytes either.
-        let length_limit = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if length_limit {
-            BodyError::TooLarge
-        } else {
-            BodyError::Invalid(format!("reading the body: {e}"))
+/// The body (as received, unless gunzipped), never more than
+/// `receiver.max_message_bytes` either way (a small gzip bomb stays small),
+/// whole within `receiver.body_timeout`, and its bytes (both copies of a
+/// gzipped one) reserved in flight as they come.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limits: &Limits,
+) -> Result<(Bytes, Reservation), BodyError> {
+    use http_body_util::BodyExt as _;
+    let limit = limits.max_message_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut reservation = limits
+        .in_flight
+        .reserve(declared.unwrap_or(0))
+        .ok_or(BodyError::InFlight)?;
+    let read = async {
+        let mut body = body;
+        let mut raw = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            // A body that stopped arriving is not the sender's encoding
+            // mistake, but it is not something to retry with the same
+            // bytes either.
+            let frame = frame.map_err(|e| BodyError::Invalid(format!("reading the body: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let total = raw.len() + data.len();
+            if total > limit {
+                return Err(BodyError::TooLarge);
+            }
+            if total > declared.unwrap_or(0) && !reservation.grow(data.len()) {
+                return Err(BodyError::InFlight);
+            }
+            raw.extend_from_slice(&data);
         }
-    })?;
+        Ok(raw.freeze())
+    };
+    let raw = tokio::time::timeout(limits.body_timeout, read)
+        .await
+        .map_err(|_| BodyError::Timeout)??;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     match encoding.as_deref() {
-        None | Some("" | "identity") => Ok(raw),
-        Some("gzip") => gunzip(&raw, limit).map(Bytes::from),
+        None | Some("" | "identity") => Ok((raw, reservation)),
+        Some("gzip") => {
+            let inflated = gunzip(&raw, limit)?;
+            if !reservation.grow(inflated.len()) {
+                return Err(BodyError::InFlight);
+            }
+            Ok((Bytes::from(inflated), reservation))
+        }
         Some(other) => Err(BodyError::Invalid(format!(
             "unsupported Content-Encoding {other:?} (gzip or none)"
         ))),

@@ -13,11 +13,16 @@
 //! per-thread cache of interned series names (`with_interner`).
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::ExtractConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ExtractConfig, ReceiverConfig};
 use crate::extract::{wire, ExtractReport, Interner, Sample};
 use crate::pipeline::{IngestError, PipelineHandle};
-use crate::telemetry::RefusedReason;
+use crate::telemetry::{RefusedReason, Telemetry};
 
 pub mod grpc;
 pub mod http;
@@ -61,6 +66,194 @@ pub(crate) enum BodyError {
     TooLarge,
     /// Not readable: broken off, or not the encoding it says.
     Invalid(String),
+    /// Not whole within `receiver.body_timeout`.
+    Timeout,
+    /// Reading it would take the receivers past
+    /// `receiver.max_bytes_in_flight` (retryable).
+    InFlight,
+}
+
+/// What every receiver enforces on a request, shared by all of them.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `receiver.max_message_bytes`.
+    pub max_message_bytes: usize,
+    /// `receiver.body_timeout`.
+    pub body_timeout: Duration,
+    /// The bytes all requests hold while they are read.
+    pub in_flight: Arc<BytesInFlight>,
+    /// The soft memory limit.
+    pub memory: Arc<MemoryLimit>,
+}
+
+impl Limits {
+    /// The limits of `config`, counted in `telemetry`.
+    pub fn new(config: &ReceiverConfig, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            max_message_bytes: config.max_message_bytes,
+            body_timeout: config.body_timeout,
+            in_flight: Arc::new(BytesInFlight {
+                held: AtomicUsize::new(0),
+                max: config.max_bytes_in_flight,
+                telemetry: telemetry.clone(),
+            }),
+            memory: Arc::new(MemoryLimit {
+                limit: config.memory_limit.unwrap_or_else(default_memory_limit),
+                shedding: AtomicBool::new(false),
+                telemetry,
+            }),
+        }
+    }
+}
+
+/// Request bytes held by the receivers, bounded by
+/// `receiver.max_bytes_in_flight`: each request reserves what it reads
+/// (and what it inflates) and gives it back when it is answered.
+#[derive(Debug)]
+pub struct BytesInFlight {
+    held: AtomicUsize,
+    max: usize,
+    telemetry: Arc<Telemetry>,
+}
+
+impl BytesInFlight {
+    /// `n` bytes reserved, or `None` when they would go over the bound.
+    pub fn reserve(self: &Arc<Self>, n: usize) -> Option<Reservation> {
+        let mut reservation = Reservation {
+            pool: self.clone(),
+            held: 0,
+        };
+        reservation.grow(n).then_some(reservation)
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes one request holds in [`BytesInFlight`]; given back on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    pool: Arc<BytesInFlight>,
+    held: usize,
+}
+
+impl Reservation {
+    /// Holds `n` more bytes; `false` (nothing more held) over the bound.
+    pub fn grow(&mut self, n: usize) -> bool {
+        let pool = &self.pool;
+        let took = pool
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(n).filter(|total| *total <= pool.max)
+            });
+        match took {
+            Ok(before) => {
+                self.held += n;
+                pool.telemetry.bytes_in_flight(before + n);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let before = self.pool.held.fetch_sub(self.held, Ordering::Relaxed);
+        self.pool
+            .telemetry
+            .bytes_in_flight(before.saturating_sub(self.held));
+    }
+}
+
+/// The soft memory limit (`receiver.memory_limit`): measured every
+/// [`MEMORY_CHECK_INTERVAL`] by [`MemoryLimit::watch`]; while the process
+/// is over it (until it is back under 90% of it) the receivers refuse
+/// exports with the retryable answer.
+#[derive(Debug)]
+pub struct MemoryLimit {
+    limit: u64,
+    shedding: AtomicBool,
+    telemetry: Arc<Telemetry>,
+}
+
+/// How often resident memory is read, as the Collector's `memory_limiter`
+/// does by default (its `check_interval` is 1s; a quarter of it here).
+pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+impl MemoryLimit {
+    /// Whether exports are being refused now.
+    pub fn shedding(&self) -> bool {
+        self.shedding.load(Ordering::Relaxed)
+    }
+
+    /// The limit in force, bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Measures resident memory until `stop`, shedding above the limit.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(MEMORY_CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let Some(resident) = resident_bytes() else {
+                return;
+            };
+            self.telemetry.memory_resident(resident);
+            let shedding = self.shedding();
+            if !shedding && resident > self.limit {
+                self.shedding.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    resident,
+                    limit = self.limit,
+                    "over receiver.memory_limit: refusing exports with the retryable answer"
+                );
+            } else if shedding && resident < self.limit / 10 * 9 {
+                self.shedding.store(false, Ordering::Relaxed);
+                tracing::info!(
+                    resident,
+                    limit = self.limit,
+                    "back under receiver.memory_limit: accepting exports again"
+                );
+            }
+        }
+    }
+}
+
+/// The process's resident memory (`VmRSS` of `/proc/self/status`), bytes.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The default `receiver.memory_limit`: 80% of the cgroup's memory limit
+/// or of the machine's memory, whichever is less (no limit known: never).
+fn default_memory_limit() -> u64 {
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let machine = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kib| kib * 1024)
+    });
+    match (cgroup, machine) {
+        (Some(a), Some(b)) => a.min(b) / 5 * 4,
+        (Some(a), None) | (None, Some(a)) => a / 5 * 4,
+        (None, None) => u64::MAX,
+    }
 }
 
 /// `gzipped` inflated, every member of it (RFC 1952 allows several, one
@@ -109,8 +302,21 @@ pub fn hand_over(
     }
     let telemetry = pipeline.telemetry();
     telemetry.spans_accepted(report.samples + report.ignored);
+    if report.truncated > 0 {
+        telemetry.names_truncated(report.truncated);
+    }
     Ok((report.rejected > 0).then(|| {
-        telemetry.refused(unusable, report.rejected, &report.message);
+        let implausible = report.implausible.min(report.rejected);
+        if implausible > 0 {
+            telemetry.refused(
+                RefusedReason::ImplausibleDuration,
+                implausible,
+                &report.message,
+            );
+        }
+        if report.rejected > implausible {
+            telemetry.refused(unusable, report.rejected - implausible, &report.message);
+        }
         Partial {
             rejected: i64::try_from(report.rejected).unwrap_or(i64::MAX),
             message: report.message,
@@ -143,5 +349,24 @@ mod tests {
         // A truncated second member is an error, not a silent half.
         let cut = &body[..body.len() - 4];
         assert!(matches!(gunzip(cut, 1024), Err(BodyError::Invalid(_))));
+    }
+
+    #[test]
+    fn bytes_in_flight_are_bounded_and_given_back() {
+        let telemetry = Arc::new(Telemetry::default());
+        let config = ReceiverConfig {
+            max_message_bytes: 1024,
+            max_bytes_in_flight: 4096,
+            ..ReceiverConfig::default()
+        };
+        let limits = Limits::new(&config, telemetry);
+        let mut a = limits.in_flight.reserve(3000).unwrap();
+        assert!(limits.in_flight.reserve(2000).is_none());
+        assert!(!a.grow(2000));
+        assert!(a.grow(1000));
+        assert_eq!(limits.in_flight.held(), 4000);
+        drop(a);
+        assert_eq!(limits.in_flight.held(), 0);
+        assert!(limits.in_flight.reserve(4096).is_some());
     }
 }

@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt as _;
 use modelgate_proto::v1::query_server::QueryServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -27,7 +26,8 @@ use crate::query::api::QueryService;
 use crate::receive::grpc::TraceReceiver;
 use crate::receive::http;
 use crate::telemetry::Telemetry;
-use socket::no_delay;
+use socket::{no_delay, Connections, Track};
+use std::time::Duration;
 use tls::{Tls, TlsError};
 
 mod socket;
@@ -48,8 +48,17 @@ const GRPC_MAX_FRAME_BYTES: u32 = 1 << 20;
 /// what a request may have in flight.
 const GRPC_STREAM_WINDOW_BYTES: u32 = 2 << 20;
 
-/// The same per connection, for several exports in flight at once.
+/// The same per connection, for several exports in flight at once. It is
+/// also the most a connection's unread requests hold in h2's buffers.
 const GRPC_CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
+
+/// The largest header block a gRPC request may send (h2's default is 16
+/// MiB per connection): OTLP sends a few hundred bytes of headers.
+const GRPC_MAX_HEADER_BYTES: u32 = 64 << 10;
+
+/// How long `/healthz` reports a failed task before the admin port stops
+/// and the process exits.
+pub const FAILURE_REPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why the collector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +85,17 @@ pub enum ServeError {
     /// Forwarding could not be set up.
     #[error(transparent)]
     Forward(#[from] ForwardSetupError),
+    /// `snapshot.dir` is held by another instance, or cannot be locked.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// A long-lived task (the pipeline, the forwarder) ended abnormally.
+    #[error("the {task} task failed: {message}")]
+    Task {
+        /// Which one.
+        task: &'static str,
+        /// Its panic message, or why it ended.
+        message: String,
+    },
     /// A server failed while running.
     #[error("{server} server failed: {message}")]
     Server {
@@ -96,7 +116,16 @@ pub struct Running {
     /// Where the admin HTTP port is served.
     pub admin_addr: SocketAddr,
     receivers: CancellationToken,
+    /// Cancelled to stop the admin port: last on a failure, so probes see
+    /// `/healthz` name it first.
+    admin_stop: CancellationToken,
     pipeline: CancellationToken,
+    /// The pipeline's handle (tests ask it questions).
+    #[allow(dead_code, reason = "read by the tests only")]
+    handle: crate::pipeline::PipelineHandle,
+    telemetry: Arc<Telemetry>,
+    /// `snapshot.dir`, held while running.
+    _lock: Option<crate::snapshot::DirLock>,
     grpc: JoinHandle<Result<(), ServeError>>,
     http: JoinHandle<Result<(), ServeError>>,
     admin: JoinHandle<Result<(), ServeError>>,
@@ -130,6 +159,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     // is taken.
     let tls = config.tls.as_ref().map(Tls::load).transpose()?;
     let auth = Auth::load(&config.auth)?;
+    // Before any port: a second instance on the same snapshot directory is
+    // refused, naming the first, instead of overwriting its alerts.
+    let lock = config
+        .snapshot
+        .dir
+        .as_deref()
+        .map(crate::snapshot::lock_dir)
+        .transpose()?;
     let grpc_listener = bind("receiver.grpc_listen", config.receiver.grpc_listen).await?;
     let http_listener = bind("receiver.http_listen", config.receiver.http_listen).await?;
     let admin_listener = bind("admin.listen", config.admin.listen).await?;
@@ -146,7 +183,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let admin_addr = local_addr("admin.listen", &admin_listener, config.admin.listen)?;
 
     let telemetry = Arc::new(Telemetry::default());
-    let otlp = OtlpEmitter::start(&config.emit, telemetry.clone(), config.aggregate.max_series)?;
+    let otlp = OtlpEmitter::start(
+        &config.emit,
+        &config.extract.dimensions,
+        telemetry.clone(),
+        config.aggregate.max_series,
+    )?;
     let receivers = CancellationToken::new();
     let forward_token = CancellationToken::new();
     let (forward, forward_task) = match forward::start(&config.forward, telemetry.clone())? {
@@ -156,7 +198,25 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ),
         None => (None, None),
     };
-    let (pipeline, handle) = Pipeline::new(&config, telemetry, otlp, receivers.clone());
+    let (pipeline, handle) = Pipeline::new(&config, telemetry.clone(), otlp, receivers.clone());
+    let admin_stop = CancellationToken::new();
+    let receiver = &config.receiver;
+    let max_connections = receiver
+        .max_connections
+        .unwrap_or_else(socket::default_max_connections);
+    let connections = Connections::new(
+        max_connections,
+        receiver.idle_timeout,
+        receiver.write_timeout,
+        telemetry.clone(),
+    );
+    // Both stop with the last server, the admin port.
+    tokio::spawn(connections.clone().reap(admin_stop.clone()));
+    let limits = crate::receive::Limits::new(receiver, telemetry.clone());
+    tokio::spawn(limits.memory.clone().watch(admin_stop.clone()));
+    let http_limits = HttpLimits {
+        header_timeout: receiver.header_timeout,
+    };
 
     let pipeline_token = CancellationToken::new();
     let pipeline_task = tokio::spawn(pipeline.run(pipeline_token.clone()));
@@ -164,7 +224,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let trace_service = TraceReceiver::service(
         handle.clone(),
         config.extract.clone(),
-        config.receiver.max_message_bytes,
+        limits.clone(),
         forward.clone(),
     );
     let query = QueryServer::new(QueryService::new(handle.clone()));
@@ -174,6 +234,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         Authenticated::new(trace_service, auth.clone()),
         Authenticated::new(query, auth.clone()),
         receivers.clone(),
+        connections.clone(),
+        receiver.max_concurrent_streams,
     )?;
     let http = serve_http(
         "OTLP/HTTP",
@@ -182,17 +244,24 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         HttpGuard::new(auth.clone(), auth::receiver_access).protect(http::router(
             handle.clone(),
             config.extract.clone(),
-            config.receiver.max_message_bytes,
+            limits.clone(),
             forward,
         )),
         receivers.clone(),
+        connections.clone(),
+        http_limits,
     )?;
     let admin = serve_http(
         "admin",
         admin_listener,
         tls.as_ref(),
-        HttpGuard::new(auth.clone(), auth::admin_access).protect(admin::router(handle)),
-        receivers.clone(),
+        HttpGuard::new(auth.clone(), auth::admin_access).protect(admin::router(
+            handle.clone(),
+            admin::MetricsPage::new(&config.admin),
+        )),
+        admin_stop.clone(),
+        connections,
+        http_limits,
     )?;
     tracing::info!(
         otlp_grpc = %grpc_addr,
@@ -200,6 +269,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         admin = %admin_addr,
         tls = tls.is_some(),
         auth = auth.enabled(),
+        max_connections,
+        memory_limit = limits.memory.limit(),
         "listening"
     );
     Ok(Running {
@@ -207,7 +278,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         http_addr,
         admin_addr,
         receivers,
+        admin_stop,
         pipeline: pipeline_token,
+        handle,
+        telemetry,
+        _lock: lock,
         grpc,
         http,
         admin,
@@ -225,6 +300,8 @@ fn serve_grpc<T, Q>(
     traces: T,
     query: Q,
     shutdown: CancellationToken,
+    connections: Arc<Connections>,
+    max_concurrent_streams: u32,
 ) -> Result<JoinHandle<Result<(), ServeError>>, ServeError>
 where
     T: tower::Service<
@@ -251,7 +328,9 @@ where
     let mut builder = tonic::transport::Server::builder()
         .max_frame_size(GRPC_MAX_FRAME_BYTES)
         .initial_stream_window_size(GRPC_STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(GRPC_CONNECTION_WINDOW_BYTES);
+        .initial_connection_window_size(GRPC_CONNECTION_WINDOW_BYTES)
+        .max_concurrent_streams(max_concurrent_streams)
+        .http2_max_header_list_size(GRPC_MAX_HEADER_BYTES);
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls.grpc())
@@ -260,17 +339,22 @@ where
                 message: format!("TLS: {e}"),
             })?;
     }
+    let mut builder = builder.layer(socket::TrackLayer);
     Ok(tokio::spawn(async move {
         builder
             .add_service(traces)
             .add_service(query)
             .serve_with_incoming_shutdown(
                 // tonic's `tcp_nodelay` does not apply to an incoming stream.
-                TcpListenerStream::new(listener).map(|stream| {
-                    if let Ok(stream) = &stream {
-                        no_delay(stream);
+                TcpListenerStream::new(listener).filter_map(move |stream| match stream {
+                    Ok(tcp) => {
+                        no_delay(&tcp);
+                        connections.admit(tcp).map(Ok)
                     }
-                    stream
+                    Err(e) => {
+                        tracing::error!(server = "OTLP/gRPC", error = %e, "accept failed (out of file descriptors?)");
+                        None::<Result<_, std::io::Error>>
+                    }
                 }),
                 shutdown.cancelled_owned(),
             )
@@ -282,51 +366,175 @@ where
     }))
 }
 
+/// What the HTTP/1 listeners enforce per connection besides
+/// [`Connections`].
+#[derive(Debug, Clone, Copy)]
+struct HttpLimits {
+    /// `receiver.header_timeout`: the request head, and the wait for the
+    /// next request on a kept-alive connection.
+    header_timeout: Duration,
+}
+
 /// Serves `router` on `listener` (with `tls` when given) until `shutdown`,
-/// then lets requests in flight finish.
+/// then lets requests in flight finish. hyper directly (as `axum::serve`
+/// does inside) for the header timeout, with every connection admitted by
+/// `connections`.
 fn serve_http(
     server: &'static str,
     listener: TcpListener,
     tls: Option<&Tls>,
     router: axum::Router,
     shutdown: CancellationToken,
+    connections: Arc<Connections>,
+    limits: HttpLimits,
 ) -> Result<JoinHandle<Result<(), ServeError>>, ServeError> {
     let failed = move |e: std::io::Error| ServeError::Server {
         server,
         message: e.to_string(),
     };
+    let tasks = tokio_util::task::TaskTracker::new();
     Ok(match tls {
         None => tokio::spawn(async move {
-            let listener = listener.tap_io(|tcp| no_delay(tcp));
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-                .map_err(failed)
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    () = shutdown.cancelled() => break,
+                };
+                let tcp = match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        accept_failed(server, &e).await;
+                        continue;
+                    }
+                };
+                no_delay(&tcp);
+                let Some(tracked) = connections.admit(tcp) else {
+                    continue;
+                };
+                let info = tracked.info();
+                tasks.spawn(serve_connection(
+                    tracked,
+                    info,
+                    router.clone(),
+                    shutdown.clone(),
+                    limits,
+                ));
+            }
+            tasks.close();
+            tasks.wait().await;
+            Ok(())
         }),
         Some(tls) => {
-            let listener = tls.listener(listener).map_err(failed)?;
+            let mut listener = tls
+                .listener(listener, connections.clone())
+                .map_err(failed)?;
             tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown.cancelled_owned())
-                    .await
-                    .map_err(failed)
+                loop {
+                    let tls_stream = tokio::select! {
+                        c = listener.accept() => c,
+                        () = shutdown.cancelled() => break,
+                    };
+                    let info = tls_stream.get_ref().0.info();
+                    tasks.spawn(serve_connection(
+                        tls_stream,
+                        info,
+                        router.clone(),
+                        shutdown.clone(),
+                        limits,
+                    ));
+                }
+                tasks.close();
+                tasks.wait().await;
+                Ok(())
             })
         }
     })
 }
 
+/// An accept that failed (out of file descriptors and the like): logged,
+/// then a pause, as hyper's servers do, instead of a busy loop.
+async fn accept_failed(server: &str, e: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(server, error = %e, "accept failed (out of file descriptors?): pausing 100ms");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Serves one HTTP/1 connection until it ends or `shutdown` (then its
+/// requests in flight finish).
+async fn serve_connection<IO>(
+    io: IO,
+    info: socket::ConnInfo,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    limits: HttpLimits,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt as _;
+    let service = Track::new(router).map_request(
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(info.clone());
+            request.map(axum::body::Body::new)
+        },
+    );
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let connection = builder.serve_connection(
+        hyper_util::rt::TokioIo::new(io),
+        hyper_util::service::TowerToHyperService::new(service),
+    );
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            return;
+        }
+        () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+    }
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "connection ended while shutting down");
+    }
+}
+
 impl Running {
     /// Waits for `stop`, or for a server to fail on its own (then returns
     /// its error: a collector that lost a listener must not linger).
+    /// A long-lived task ending (a panic in the pipeline or the forwarder)
+    /// fails the collector too: `/healthz` names it for
+    /// [`FAILURE_REPORT_GRACE`], the rest shuts down in flow order and the
+    /// error is returned (the binary exits non-zero), instead of a zombie
+    /// that refuses every export as "shutting down".
     pub async fn run_until(
         mut self,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServeError> {
+        let forward_task = async {
+            match self.forward_task.as_mut() {
+                Some(task) => task.await,
+                None => std::future::pending().await,
+            }
+        };
         let failed = tokio::select! {
             () = stop => None,
             r = &mut self.grpc => Some(("OTLP/gRPC", r)),
             r = &mut self.http => Some(("OTLP/HTTP", r)),
             r = &mut self.admin => Some(("admin", r)),
+            r = &mut self.pipeline_task => {
+                return self.task_failed("pipeline", r).await;
+            }
+            r = forward_task => {
+                return self.task_failed("forward", r).await;
+            }
         };
         match failed {
             None => self.shutdown().await,
@@ -343,6 +551,7 @@ impl Running {
                     },
                 };
                 self.receivers.cancel();
+                self.admin_stop.cancel();
                 self.pipeline.cancel();
                 let _ = self.pipeline_task.await;
                 self.forward.cancel();
@@ -354,11 +563,49 @@ impl Running {
         }
     }
 
+    /// `task` ended on its own with `result`: report it, stop the rest.
+    async fn task_failed(
+        self,
+        task: &'static str,
+        result: Result<(), tokio::task::JoinError>,
+    ) -> Result<(), ServeError> {
+        let message = match result {
+            Ok(()) => "it ended on its own".to_owned(),
+            Err(e) if e.is_panic() => {
+                let panic = e.into_panic();
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                format!("panicked: {text}")
+            }
+            Err(e) => e.to_string(),
+        };
+        self.telemetry.task_failed(task, &message);
+        self.receivers.cancel();
+        tokio::time::sleep(FAILURE_REPORT_GRACE).await;
+        self.pipeline.cancel();
+        if task != "pipeline" {
+            let _ = self.pipeline_task.await;
+        }
+        self.forward.cancel();
+        if let Some(forward) = self.forward_task {
+            if task != "forward" {
+                let _ = forward.await;
+            }
+        }
+        self.admin_stop.cancel();
+        let _ = tokio::join!(self.grpc, self.http, self.admin);
+        Err(ServeError::Task { task, message })
+    }
+
     /// Stops accepting, lets the pipeline drain what was accepted and judge
     /// it once more, flushes the OTLP push, then drains the forward queue
     /// (bounded by `forward.drain_timeout`; what is left is counted).
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.receivers.cancel();
+        self.admin_stop.cancel();
         let grpc = self.grpc.await;
         let http = self.http.await;
         let admin = self.admin.await;
@@ -384,5 +631,89 @@ impl Running {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A config on ephemeral localhost ports.
+    pub(crate) fn local(yaml: &str) -> Config {
+        let mut config = Config::from_yaml(yaml).unwrap();
+        for addr in [
+            &mut config.receiver.grpc_listen,
+            &mut config.receiver.http_listen,
+            &mut config.admin.listen,
+        ] {
+            *addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        }
+        config
+    }
+
+    /// One HTTP/1.1 GET: the status line and body as text.
+    pub(crate) async fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).await?;
+        Ok(text)
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_pipeline_fails_healthz_and_the_run() {
+        let running = start(local("")).await.unwrap();
+        let admin = running.admin_addr;
+        let handle = running.handle.clone();
+        assert!(get(admin, "/healthz").await.unwrap().contains("200 OK"));
+        let run = tokio::spawn(running.run_until(std::future::pending()));
+        let asked = handle
+            .ask(|_, _| -> () { panic!("injected by the test") })
+            .await;
+        assert!(asked.is_err());
+        let mut seen = String::new();
+        for _ in 0..100 {
+            seen = get(admin, "/healthz").await.unwrap_or_default();
+            if seen.contains("503") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            seen.contains("503") && seen.contains("pipeline task failed: panicked: injected"),
+            "{seen}"
+        );
+        let result = tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .unwrap()
+            .unwrap();
+        match result {
+            Err(ServeError::Task { task, message }) => {
+                assert_eq!(task, "pipeline");
+                assert!(message.contains("injected by the test"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_instance_on_the_snapshot_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!("snapshot:\n  dir: {}\n", dir.path().display());
+        let first = start(local(&yaml)).await.unwrap();
+        let err = start(local(&yaml)).await.unwrap_err().to_string();
+        assert!(
+            err.contains("in use by another modelgate") && err.contains("pid "),
+            "{err}"
+        );
+        first.shutdown().await.unwrap();
+        start(local(&yaml)).await.unwrap().shutdown().await.unwrap();
     }
 }

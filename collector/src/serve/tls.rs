@@ -7,7 +7,7 @@
 //! listener gets tonic's own TLS acceptor ([`Tls::grpc`], ALPN `h2`); the two
 //! axum listeners get a [`TlsListener`], which runs each handshake in its own
 //! task (bounded by [`HANDSHAKE_TIMEOUT`]) so a slow or silent client never
-//! holds up the others, and hands finished connections to `axum::serve`.
+//! holds up the others, and hands finished connections to the HTTP server.
 //!
 //! This module never decides who may do what: that is [`crate::auth`].
 
@@ -25,6 +25,8 @@ use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use super::socket::{Connections, Tracked};
 
 use crate::config::TlsConfig;
 
@@ -169,34 +171,53 @@ impl Tls {
         self.grpc.clone()
     }
 
-    /// `listener`, with TLS, for `axum::serve`.
-    pub fn listener(&self, listener: TcpListener) -> std::io::Result<TlsListener> {
-        TlsListener::new(listener, TlsAcceptor::from(self.http.clone()))
+    /// `listener`, with TLS, its connections admitted by `connections`.
+    pub(crate) fn listener(
+        &self,
+        listener: TcpListener,
+        connections: Arc<Connections>,
+    ) -> std::io::Result<TlsListener> {
+        TlsListener::new(listener, TlsAcceptor::from(self.http.clone()), connections)
     }
 }
 
-/// A TLS listener for `axum::serve`: a task accepts TCP connections and
-/// spawns one handshake task each; finished ones wait in a small queue.
-/// The task ends when the listener is dropped (the server stopped).
+/// A TLS connection, watched by [`Connections`].
+pub(crate) type TlsConnection = TlsStream<Tracked<TcpStream>>;
+
+/// A TLS listener: a task accepts TCP connections and spawns one handshake
+/// task each; finished ones wait in a small queue. The task ends when the
+/// listener is dropped (the server stopped).
 #[derive(Debug)]
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
+pub(crate) struct TlsListener {
+    ready: mpsc::Receiver<(TlsConnection, SocketAddr)>,
 }
 
 impl TlsListener {
-    fn new(listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
+    fn new(
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        connections: Arc<Connections>,
+    ) -> std::io::Result<Self> {
         let (tx, ready) = mpsc::channel(READY_CONNECTIONS);
-        tokio::spawn(accept_loop(listener, acceptor, tx));
-        Ok(Self { ready, local })
+        tokio::spawn(accept_loop(listener, acceptor, tx, connections));
+        Ok(Self { ready })
+    }
+
+    /// The next connection whose handshake finished.
+    pub(crate) async fn accept(&mut self) -> TlsConnection {
+        match self.ready.recv().await {
+            Some((connection, _)) => connection,
+            // The accept task only ends once this listener is gone.
+            None => std::future::pending().await,
+        }
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    tx: mpsc::Sender<(TlsConnection, SocketAddr)>,
+    connections: Arc<Connections>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -213,6 +234,9 @@ async fn accept_loop(
             }
         };
         super::socket::no_delay(&tcp);
+        let Some(tcp) = connections.admit(tcp) else {
+            continue;
+        };
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -225,23 +249,6 @@ async fn accept_loop(
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accept task only ends once this listener is gone.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }
 

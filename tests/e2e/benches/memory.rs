@@ -28,7 +28,11 @@ const RSS_SAMPLES: usize = 20;
 const RSS_EVERY: Duration = Duration::from_millis(500);
 
 async fn by_series(env: &[(&str, &str)]) {
-    let collector = Collector::start(env).await;
+    // One service holds the whole cap here (by default it may hold half):
+    // the figures are per series, whoever sends them.
+    let mut env = env.to_vec();
+    env.push(("MODELGATE_AGGREGATE__SERVICE_SHARE", "1"));
+    let collector = Collector::start(&env).await;
     let channel = Channel::from_shared(collector.grpc_url())
         .unwrap()
         .connect()
