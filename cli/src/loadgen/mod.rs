@@ -19,7 +19,8 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 use modelgate_collector::aggregate::Sketch;
-use modelgate_collector::codec::{BytesCodec, TRACE_EXPORT_PATH};
+use modelgate_collector::codec::BytesCodec;
+use modelgate_collector::receive::Signal;
 
 mod batch;
 
@@ -33,7 +34,7 @@ pub async fn send_raw(channel: &Channel, body: Vec<u8>, gzip: bool) -> Result<Ve
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(TRACE_EXPORT_PATH);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(Signal::Traces.grpc_path());
     grpc.unary(tonic::Request::new(Bytes::from(body)), path, BytesCodec)
         .await
         .map(|r| r.into_inner().to_vec())

@@ -32,7 +32,8 @@ pub use admin::{AdminConfig, MAX_HISTORY_POINTS};
 pub use aggregate::AggregateConfig;
 pub use emit::EmitConfig;
 pub use extract::{
-    DurationUnit, ExtractConfig, LogMapping, MAX_DIMENSIONS, MAX_VERSION_ATTRIBUTES,
+    DurationUnit, EndpointTemplates, ExtractConfig, HistogramMetric, LogMapping, MetricsMapping,
+    MAX_DIMENSIONS, MAX_HISTOGRAM_METRICS, MAX_VERSION_ATTRIBUTES,
 };
 pub use forward::{ForwardConfig, ForwardProtocol};
 pub use judge::{

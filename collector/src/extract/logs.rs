@@ -14,16 +14,13 @@
 //! was missing or wrong, and the receiver counts it.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
-use super::{
-    ExtractReport, Interner, Outcome, Sample, SampleKind, SampleRef, MAX_REASONS, UNKNOWN_SERVICE,
-};
+use super::{ExtractReport, Interner, Outcome, Sample, SampleKind, SampleRef, UNKNOWN_SERVICE};
 use crate::config::{ExtractConfig, LogMapping};
 
 /// A field's value as a mapping reads it.
@@ -156,9 +153,9 @@ pub fn extract_line(
                 .unwrap_or_default()
         })
         .collect();
-    Ok(interner.intern(&SampleRef {
+    Ok(interner.intern(SampleRef {
         service: mapped.service.as_deref().unwrap_or(UNKNOWN_SERVICE),
-        endpoint: super::endpoint_name(&mapped.endpoint),
+        endpoint: super::templated(&mapped.endpoint, &config.endpoints),
         dims,
         version: &mapped.version,
         trace_id: [0; 16],
@@ -250,27 +247,12 @@ pub fn extract_logs(
                         report.samples += 1;
                         out.push(sample);
                     }
-                    Err(reason) => {
-                        report.rejected += 1;
-                        if report.rejected as usize <= MAX_REASONS {
-                            if !report.message.is_empty() {
-                                report.message.push_str("; ");
-                            }
-                            let _ = write!(report.message, "log record {index}: {reason}");
-                        }
-                    }
+                    Err(reason) => report.reject(format_args!("log record {index}: {reason}")),
                 }
             }
         }
     }
-    if report.rejected as usize > MAX_REASONS {
-        let _ = write!(
-            report.message,
-            "; and {} more",
-            report.rejected as usize - MAX_REASONS
-        );
-    }
-    report
+    report.finish()
 }
 
 fn sample_of(
@@ -323,9 +305,9 @@ fn sample_of(
         .or_else(|| nanos_to_ms(record.time_unix_nano))
         .or_else(|| nanos_to_ms(record.observed_time_unix_nano))
         .unwrap_or(0);
-    Ok(interner.intern(&SampleRef {
+    Ok(interner.intern(SampleRef {
         service,
-        endpoint: super::endpoint_name(&mapped.endpoint),
+        endpoint: super::templated(&mapped.endpoint, &config.endpoints),
         dims,
         version: &mapped.version,
         trace_id: record.trace_id.as_slice().try_into().unwrap_or([0; 16]),
@@ -388,7 +370,7 @@ mod tests {
             SampleKind::Request { duration, outcome } => {
                 (sample.series.endpoint.endpoint.as_str(), duration, outcome)
             }
-            SampleKind::DbCall => panic!("a log is never a db call"),
+            _ => panic!("a log is a request, not {sample:?}"),
         }
     }
 

@@ -23,7 +23,7 @@ use modelgate::loadgen::{batches, LoadOptions};
 use modelgate_collector::aggregate::Aggregator;
 use modelgate_collector::config::{AggregateConfig, ExtractConfig};
 use modelgate_collector::extract::{extract, wire, Interner};
-use modelgate_e2e::{metric, modelgate_command, Collector};
+use modelgate_e2e::{metric_sum, modelgate_command, Collector};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
@@ -112,7 +112,7 @@ async fn main() {
     let mut interned = Vec::with_capacity(options.batch_spans);
     let fast = in_process(&encoded, seconds, |b| {
         interned.clear();
-        wire::scan(b, &config, |s| interned.push(interner.intern(&s))).unwrap();
+        wire::scan(b, &config, |s| interned.push(interner.intern(s))).unwrap();
         let now = modelgate_collector::pipeline::now_ms();
         agg.record(&interned, now);
         interned.len()
@@ -165,7 +165,7 @@ async fn main() {
         field(&half, "export_p50_ms="),
         field(&half, "export_p99_ms="),
     );
-    let counted = metric(
+    let counted = metric_sum(
         &collector.metrics().await,
         "modelgate_receiver_accepted_total",
         &[],

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use modelgate::replay::{replay, ReplayOptions, Scenario};
-use modelgate_e2e::{eventually, metric, modelgate_command, Collector};
+use modelgate_e2e::{eventually, metric_sum, modelgate_command, Collector};
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::query_client::QueryClient;
 
@@ -77,7 +77,7 @@ fn options(collector: &Collector, rate: Option<f64>) -> ReplayOptions {
 
 async fn all_accepted(collector: &Collector, n: f64) {
     eventually(Duration::from_secs(20), || async {
-        (metric(
+        (metric_sum(
             &collector.metrics().await,
             "modelgate_receiver_accepted_total",
             &[],

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use modelgate_e2e::otelcol::{telemetrygen, DebugText, Otelcol, Signal};
 use modelgate_e2e::sdk::{self, Request};
-use modelgate_e2e::{eventually, free_addr, metric, repo, Collector};
+use modelgate_e2e::{eventually, free_addr, metric, metric_sum, repo, Collector};
 
 /// The incident's own eight lines (line 5 malformed), moved in time so that
 /// the last one is now: modelgate judges a record at its own time, and one
@@ -180,7 +180,7 @@ async fn v13_firing(collector: &Collector) -> Option<serde_json::Value> {
 async fn received(collector: &Collector) -> (Option<f64>, Option<f64>) {
     let metrics = collector.metrics().await;
     (
-        metric(&metrics, "modelgate_receiver_accepted_total", &[]),
+        metric_sum(&metrics, "modelgate_receiver_accepted_total", &[]),
         metric(
             &metrics,
             "modelgate_receiver_refused_total",
@@ -552,7 +552,7 @@ async fn through_the_collector(route: &Route) {
     let metrics = modelgate.metrics().await;
     let mapped_logs = (SDK_LOGS + FILE_LINES) as f64;
     assert_eq!(
-        metric(&metrics, "modelgate_receiver_accepted_total", &[]),
+        metric_sum(&metrics, "modelgate_receiver_accepted_total", &[]),
         Some(spans + mapped_logs),
         "{metrics}"
     );
