@@ -555,6 +555,11 @@ impl Aggregator {
                     let Some(read) = self.histogram_requests(point, now_ms) else {
                         continue;
                     };
+                    // A cumulative stream that did not move: nothing
+                    // happened, and a quiet series must stay quiet.
+                    if read.latency.count() == 0 {
+                        continue;
+                    }
                     requests = read;
                     Added::Many(&requests)
                 }

@@ -99,7 +99,7 @@ fn evidence(e: &Evidence) -> pb::Evidence {
             sufficient: p.sufficient,
         }),
         binned_requests: e.binned,
-        resolution: e.resolution,
+        binned_error: e.binned_error,
     }
 }
 

@@ -238,7 +238,7 @@ pub struct Evidence {
     pub binned: u64,
     /// The largest relative error of a latency read from a bucket (0 when
     /// none was; latency rules only).
-    pub resolution: f64,
+    pub binned_error: f64,
     /// The unit of the figures.
     pub unit: Unit,
     /// One sentence.
@@ -266,7 +266,7 @@ impl Evidence {
             share_beyond_p95: None,
             power: None,
             binned: 0,
-            resolution: 0.0,
+            binned_error: 0.0,
             unit,
             detail: String::new(),
         }
@@ -588,7 +588,7 @@ pub(super) fn state_resolution(result: &mut RuleResult, windows: &[&WindowSummar
     let all: u64 = windows.iter().map(|w| w.count()).sum();
     let e = &mut result.evidence;
     e.binned = binned;
-    e.resolution = resolution;
+    e.binned_error = resolution;
     let _ = write!(
         e.detail,
         "; {binned} of {all} requests read from histogram buckets, their latencies known within {:.1}%",
