@@ -39,7 +39,7 @@ fn incident() -> Vec<Vec<Request>> {
             Request::new(route, version, 85 + (i % 35) as u64)
         } else {
             let mut r = Request::new(route, version, 700 + (i % 120) as u64);
-            r.timed_out = i % 5 != 0;
+            r.timed_out = !i.is_multiple_of(5);
             r
         }
     };
