@@ -384,23 +384,24 @@ async fn every_signal_on_both_transports_is_answered_counted_judged_and_forwarde
     assert_eq!(over_grpc, over_http, "logs over gRPC and over HTTP differ");
 
     // ---- Forwarded: every accepted export, as it was sent. ----
-    let all_forwarded = eventually(Duration::from_secs(20), || async {
-        let (t, l, m) = (
+    let counts = || {
+        (
             downstream.traces.lock().unwrap().len(),
             downstream.logs.lock().unwrap().len(),
             downstream.metrics.lock().unwrap().len(),
-        );
-        (t == 1 && l == 2 && m == 6).then_some(())
+        )
+    };
+    let all_forwarded = eventually(Duration::from_secs(20), || async {
+        (counts() == (1, 2, 6)).then_some(())
     })
     .await;
-    assert!(
-        all_forwarded.is_some(),
-        "the downstream got {} trace, {} logs and {} metrics exports\n{}",
-        downstream.traces.lock().unwrap().len(),
-        downstream.logs.lock().unwrap().len(),
-        downstream.metrics.lock().unwrap().len(),
-        collector.metrics().await
-    );
+    if all_forwarded.is_none() {
+        let (t, l, m) = counts();
+        panic!(
+            "the downstream got {t} trace, {l} logs and {m} metrics exports\n{}",
+            collector.metrics().await
+        );
+    }
     assert_eq!(downstream.traces.lock().unwrap()[0], spans);
     let logs = downstream.logs.lock().unwrap().clone();
     assert!(logs.contains(&grpc_logs) && logs.contains(&http_logs));
