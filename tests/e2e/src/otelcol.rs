@@ -87,11 +87,46 @@ impl Otelcol {
         Self::launch(config, env).0
     }
 
+    /// [`Otelcol::start`] on processor `cpu` only (`taskset`), for
+    /// benchmarks that give it and its load one core each.
+    pub async fn start_pinned(cpu: usize, config: &Path, env: &[(&str, &str)]) -> Self {
+        let (collector, ready) = Self::launch_on(Some(cpu), config, env);
+        match tokio::time::timeout(START_TIMEOUT, ready).await {
+            Ok(Ok(_)) => collector,
+            _ => panic!(
+                "the Collector on {} did not start; log:\n{}",
+                config.display(),
+                collector.log()
+            ),
+        }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     fn launch(
         config: &Path,
         env: &[(&str, &str)],
     ) -> (Self, tokio::sync::oneshot::Receiver<String>) {
-        let mut child = Command::new(otelcol_bin())
+        Self::launch_on(None, config, env)
+    }
+
+    fn launch_on(
+        cpu: Option<usize>,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> (Self, tokio::sync::oneshot::Receiver<String>) {
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                taskset.arg("-c").arg(cpu.to_string()).arg(otelcol_bin());
+                taskset
+            }
+            None => Command::new(otelcol_bin()),
+        };
+        let mut child = command
             .arg("--config")
             .arg(config)
             .envs(env.iter().copied())
