@@ -11,9 +11,6 @@ use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
-/// The OTLP trace export method.
-pub const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-
 /// Sends and receives messages as the `Bytes` of their frames.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BytesCodec;

@@ -1,7 +1,7 @@
 //! Forward: pass everything received, unchanged, to the next OTLP hop.
 //!
 //! When `forward.endpoint` is set, every export request a receiver accepts
-//! (traces over gRPC and HTTP, logs over HTTP) is also put, as encoded
+//! (traces, logs and metrics, over gRPC and HTTP) is also put, as encoded
 //! protobuf, on one bounded queue (`forward.queue_items` export requests).
 //! One task, [`Forwarder::run`], owns the queue's receiving end and sends
 //! the requests one at a time to the downstream over OTLP/gRPC or
@@ -10,10 +10,10 @@
 //! (`google.rpc.RetryInfo` in a gRPC status, `Retry-After` on an HTTP `429`
 //! or `503`), as the OTLP specification describes.
 //!
-//! The bytes sent are the received protobuf bytes where the receiver has
-//! them (OTLP/HTTP protobuf, after gunzip); a gRPC request, which tonic has
-//! already decoded, and an OTLP/JSON body are re-encoded from the decoded
-//! message (the same data; fields prost does not know are not carried).
+//! The bytes sent are the protobuf bytes received (gRPC and OTLP/HTTP
+//! protobuf, after gunzip); an OTLP/JSON body is re-encoded from the
+//! decoded message (the same data; fields prost does not know are not
+//! carried).
 //!
 //! Receivers take a slot ([`ForwardHandle::reserve`]) before they hand the
 //! samples to the pipeline and fill it only once the pipeline took them, so
@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -43,38 +44,12 @@ use tonic_types::StatusExt;
 
 use crate::codec::BytesCodec;
 use crate::config::{ForwardConfig, ForwardProtocol};
+pub use crate::receive::Signal;
 use crate::telemetry::{DroppedReason, Telemetry};
 
 /// How long a sender refused because the forward queue is full is asked to
 /// wait (gRPC `RetryInfo`, HTTP `Retry-After`).
 pub const REFUSAL_RETRY_DELAY: Duration = Duration::from_secs(1);
-
-/// Which OTLP signal an export request carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// `ExportTraceServiceRequest`.
-    Traces,
-    /// `ExportLogsServiceRequest`.
-    Logs,
-}
-
-impl Signal {
-    /// The OTLP/gRPC method.
-    pub const fn grpc_path(self) -> &'static str {
-        match self {
-            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-        }
-    }
-
-    /// The OTLP/HTTP path.
-    pub const fn http_path(self) -> &'static str {
-        match self {
-            Signal::Traces => "/v1/traces",
-            Signal::Logs => "/v1/logs",
-        }
-    }
-}
 
 /// One export request waiting for the downstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,6 +455,10 @@ fn log_partial(signal: Signal, answer: &[u8]) {
             .ok()
             .and_then(|r| r.partial_success)
             .map(|p| (p.rejected_log_records, p.error_message)),
+        Signal::Metrics => ExportMetricsServiceResponse::decode(answer)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_data_points, p.error_message)),
     }
     .unwrap_or_default();
     if rejected > 0 || !message.is_empty() {
@@ -545,7 +524,8 @@ pub struct HttpDownstream {
 }
 
 impl HttpDownstream {
-    /// A client for `endpoint` (`/v1/traces` and `/v1/logs` are appended)
+    /// A client for `endpoint` (`/v1/traces`, `/v1/logs`, `/v1/metrics` are
+    /// appended)
     /// with `timeout` per request.
     pub fn new(endpoint: &str, timeout: Duration) -> Result<Self, ForwardSetupError> {
         let client = reqwest::Client::builder()

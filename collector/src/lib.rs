@@ -1,8 +1,9 @@
 //! modelgate's collector: catch a slow new model or service version from its
 //! telemetry.
 //!
-//! The collector sits in an OpenTelemetry pipeline, turns spans into latency
-//! samples per service, endpoint and version, judges each new version against
+//! The collector sits in an OpenTelemetry pipeline, turns spans (and request
+//! log records and histogram points) into latency samples per service,
+//! endpoint and version, judges each new version against
 //! its baseline, and emits what it finds as metrics and a query API.
 //!
 //! This library is the server only. The `modelgate` binary and the client
@@ -13,9 +14,9 @@
 //!
 //! # Layout (in the order a span travels)
 //! - [`config`]: every setting, one file per section: its default and the checks that name a bad key.
-//! - [`receive`]: OTLP over gRPC and HTTP in; the only place protocol status codes are made.
-//! - [`extract`]: a span or log record -> one [`extract::Sample`] (series, event time, duration, outcome). Pure; [`extract::wire`] reads protobuf bytes without decoding, [`extract::intern`] names series without a `String` per span.
-//! - [`aggregate`]: samples -> per-series windows of latency sketches at the samples' own time, capped and expiring.
+//! - [`receive`]: OTLP traces, logs and metrics over gRPC and HTTP in; the only place protocol status codes are made.
+//! - [`extract`]: a span, log record or histogram point -> one [`extract::Sample`] (series, event time, one request or a point's buckets, outcome). Pure; [`extract::wire`] reads protobuf bytes without decoding, [`extract::intern`] names series without a `String` per span, [`extract::template`] makes endpoints of raw paths.
+//! - [`aggregate`]: samples -> per-series windows of latency sketches at the samples' own time, capped (series, endpoints per service) and expiring; cumulative histogram streams to increases.
 //! - [`judge`]: windows -> rule results per endpoint and version-wide, per severity -> alert states; baselines promoted, never taken.
 //! - [`emit`]: what the judge found and the aggregator measured, out: the metric catalogue, Prometheus text, OTLP push, the dashboard's history, and pure views of the state.
 //! - [`query`]: the servers that answer questions: the `modelgate.v1.Query` gRPC service, the admin port's JSON API, `/metrics` and the dashboard.

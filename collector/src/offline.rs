@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, InputLimits};
 use crate::config::Config;
 use crate::emit::views::{self, EndpointVersions, VerdictQuery, VerdictView};
 use crate::extract::Sample;
@@ -74,7 +74,8 @@ impl Offline {
                 config.emit.histogram_buckets_ms.clone(),
                 telemetry.clone(),
                 0,
-            ),
+            )
+            .with_limits(InputLimits::of(&config.extract)),
             judge: Judge::new(config.judge.clone()),
             telemetry,
             interval_ms: (config.judge.evaluation_interval.as_millis() as u64).max(1),
@@ -146,7 +147,7 @@ impl Offline {
             .telemetry
             .readings()
             .iter()
-            .filter(|r| r.reason == Some(crate::telemetry::SampleDropped::Late.as_str()))
+            .filter(|r| r.label == Some(("reason", crate::telemetry::SampleDropped::Late.as_str())))
             .map(|r| r.value)
             .sum();
         Report {

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, InputLimits};
 use crate::config::Config;
 use crate::emit::history::{History, HistoryLimits};
 use crate::emit::otlp::OtlpEmitter;
@@ -309,7 +309,8 @@ impl Pipeline {
                 config.emit.histogram_buckets_ms.clone(),
                 telemetry.clone(),
                 now_ms(),
-            ),
+            )
+            .with_limits(InputLimits::of(&config.extract)),
             judge: Judge::new(config.judge.clone()),
             history: History::new(history_limits),
             telemetry: telemetry.clone(),
@@ -385,7 +386,11 @@ impl Pipeline {
             return;
         };
         let s = &self.state;
-        let config = (s.aggregator.config().clone(), s.judge.config().clone());
+        let config = (
+            s.aggregator.config().clone(),
+            s.judge.config().clone(),
+            s.aggregator.limits(),
+        );
         let bounds = s.bounds_ms.clone();
         let telemetry = s.telemetry.clone();
         let limits = self.history_limits;
@@ -393,7 +398,8 @@ impl Pipeline {
         // The state is built on the blocking thread and moved back whole.
         let restored = tokio::task::spawn_blocking(move || {
             let now = now_ms();
-            let mut aggregator = Aggregator::new(config.0, bounds, telemetry, now);
+            let mut aggregator =
+                Aggregator::new(config.0, bounds, telemetry, now).with_limits(config.2);
             let mut judge = Judge::new(config.1);
             let mut history = History::new(limits);
             snapshots::restore_at_start(

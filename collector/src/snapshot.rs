@@ -11,9 +11,11 @@
 //! The dashboard's history (chart points, firing and resolved regressions)
 //! is kept too, within the limits configured at restore. Not kept:
 //! modelgate's own counters ([`crate::telemetry`]: they are process
-//! counters, and scrapers take a restart as a counter reset).
+//! counters, and scrapers take a restart as a counter reset), and the last
+//! point of each cumulative histogram stream (after a restart a stream's
+//! next point is its reference: one export interval of it is not judged).
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //!
 //! One self-describing file, `<snapshot.dir>/modelgate.snapshot`:
 //!
@@ -75,7 +77,7 @@ const REFUSED_NAME: &str = "modelgate.snapshot.refused";
 pub const MAGIC: [u8; 8] = *b"MGSNAP\r\n";
 
 /// The payload layout this build writes and reads.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 /// Magic, version, reserved, length, checksum.
 const HEADER_LEN: usize = 8 + 2 + 2 + 8 + 4;

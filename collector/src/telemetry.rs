@@ -1,7 +1,8 @@
 //! modelgate's own figures, as named internal events: what the receivers
-//! accepted and refused, and why; what the forwarder queued, sent, refused
-//! and dropped; what limits the aggregator hit (series cap, idle expiry,
-//! database calls that waited in vain).
+//! accepted (per signal) and refused, and why; what the forwarder queued,
+//! sent, refused and dropped; what limits the aggregator hit (series cap,
+//! a service's endpoint cap, idle expiry, database calls that waited in
+//! vain, cumulative metric streams).
 //!
 //! This is the one place self-telemetry lives (vector's `internal_events`
 //! is the model): each internal event is one method that bumps its counter
@@ -13,6 +14,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+
+use crate::receive::Signal;
 
 /// Why spans (or whole requests) were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,11 +42,14 @@ pub enum RefusedReason {
     /// A request refused because the process was over
     /// `receiver.memory_limit` (one per request; retryable).
     MemoryLimit,
+    /// A histogram data point of a mapped metric that cannot be read as
+    /// requests (buckets that do not add up, negative durations).
+    InvalidPoint,
 }
 
 impl RefusedReason {
     /// Every reason, in counter order.
-    pub const ALL: [RefusedReason; 9] = [
+    pub const ALL: [RefusedReason; 10] = [
         RefusedReason::InvalidPayload,
         RefusedReason::TooLarge,
         RefusedReason::InvalidSpan,
@@ -53,6 +59,7 @@ impl RefusedReason {
         RefusedReason::Timeout,
         RefusedReason::BytesInFlight,
         RefusedReason::MemoryLimit,
+        RefusedReason::InvalidPoint,
     ];
 
     /// The `reason` attribute value.
@@ -67,6 +74,7 @@ impl RefusedReason {
             RefusedReason::Timeout => "timeout",
             RefusedReason::BytesInFlight => "bytes_in_flight",
             RefusedReason::MemoryLimit => "memory_limit",
+            RefusedReason::InvalidPoint => "invalid_point",
         }
     }
 
@@ -116,17 +124,37 @@ pub enum SampleDropped {
     Late,
     /// Further in the future than `aggregate.max_future`.
     Future,
+    /// A cumulative histogram point kept only as the reference its
+    /// stream's next point is measured from: the first point of a stream
+    /// that started before `aggregate.allowed_lateness`, or one whose
+    /// counts went down or whose buckets changed without a new start time.
+    CumulativeReference,
+    /// A cumulative histogram point no newer than its stream's last one
+    /// (a retry, a duplicate).
+    Repeated,
+    /// A cumulative histogram point of a new stream while
+    /// `extract.metrics.max_streams` streams are remembered.
+    StreamCap,
 }
 
 impl SampleDropped {
     /// Every reason, in counter order.
-    pub const ALL: [SampleDropped; 2] = [SampleDropped::Late, SampleDropped::Future];
+    pub const ALL: [SampleDropped; 5] = [
+        SampleDropped::Late,
+        SampleDropped::Future,
+        SampleDropped::CumulativeReference,
+        SampleDropped::Repeated,
+        SampleDropped::StreamCap,
+    ];
 
     /// The `reason` attribute value.
     pub const fn as_str(self) -> &'static str {
         match self {
             SampleDropped::Late => "late",
             SampleDropped::Future => "future",
+            SampleDropped::CumulativeReference => "cumulative_reference",
+            SampleDropped::Repeated => "repeated",
+            SampleDropped::StreamCap => "stream_cap",
         }
     }
 
@@ -191,7 +219,7 @@ pub struct ForwardCounters {
 /// [`crate::emit::catalogue::self_metric`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SelfMetric {
-    /// Spans and log records accepted.
+    /// Spans, log records and data points accepted, by [`Signal`].
     ReceiverAccepted,
     /// Refused, by [`RefusedReason`].
     ReceiverRefused,
@@ -211,6 +239,10 @@ pub enum SelfMetric {
     SeriesOverflow,
     /// Series forgotten after idling.
     SeriesExpired,
+    /// Samples that went to their service's overflow endpoint.
+    EndpointsOverflow,
+    /// Cumulative histogram streams remembered.
+    MetricStreams,
     /// Database calls dropped: too many traces waiting.
     DbPendingDropped,
     /// Database calls that never met their request.
@@ -234,7 +266,7 @@ pub enum SelfMetric {
 
 impl SelfMetric {
     /// Every figure, in the order [`Telemetry::readings`] lists them.
-    pub const ALL: [SelfMetric; 19] = [
+    pub const ALL: [SelfMetric; 21] = [
         SelfMetric::ReceiverAccepted,
         SelfMetric::ReceiverRefused,
         SelfMetric::SamplesDropped,
@@ -245,6 +277,8 @@ impl SelfMetric {
         SelfMetric::SeriesActive,
         SelfMetric::SeriesOverflow,
         SelfMetric::SeriesExpired,
+        SelfMetric::EndpointsOverflow,
+        SelfMetric::MetricStreams,
         SelfMetric::DbPendingDropped,
         SelfMetric::DbUnmatched,
         SelfMetric::NamesTruncated,
@@ -262,8 +296,9 @@ impl SelfMetric {
 pub struct Reading {
     /// Which figure.
     pub metric: SelfMetric,
-    /// Its `reason` attribute, for the figures split by reason.
-    pub reason: Option<&'static str>,
+    /// Its one attribute (`reason`, `signal`), for the figures split by
+    /// one: (key, value).
+    pub label: Option<(&'static str, &'static str)>,
     /// The value.
     pub value: u64,
 }
@@ -271,7 +306,7 @@ pub struct Reading {
 /// modelgate's own counters, shared; see the module docs.
 #[derive(Debug, Default)]
 pub struct Telemetry {
-    accepted: AtomicU64,
+    accepted: [AtomicU64; Signal::ALL.len()],
     refused: [AtomicU64; RefusedReason::ALL.len()],
     forward_queue: AtomicU64,
     forward_sent: AtomicU64,
@@ -281,6 +316,8 @@ pub struct Telemetry {
     series_active: AtomicU64,
     series_overflow: AtomicU64,
     series_expired: AtomicU64,
+    endpoints_overflow: AtomicU64,
+    metric_streams: AtomicU64,
     db_pending_dropped: AtomicU64,
     db_unmatched: AtomicU64,
     names_truncated: AtomicU64,
@@ -295,9 +332,9 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Spans and log records accepted (measured or deliberately ignored).
-    pub fn spans_accepted(&self, n: u64) {
-        self.accepted.fetch_add(n, Ordering::Relaxed);
+    /// Items of `signal` accepted (measured or deliberately ignored).
+    pub fn accepted(&self, signal: Signal, n: u64) {
+        self.accepted[signal.index()].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Spans or log records (or requests, for payload-level reasons) refused.
@@ -306,9 +343,12 @@ impl Telemetry {
         tracing::debug!(reason = reason.as_str(), count = n, detail, "refused");
     }
 
-    /// Total accepted so far.
+    /// Total accepted so far, every signal.
     pub fn accepted_total(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
+        self.accepted
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Total refused so far for `reason`.
@@ -360,6 +400,17 @@ impl Telemetry {
     pub fn series_expired(&self, n: u64) {
         self.series_expired.fetch_add(n, Ordering::Relaxed);
         tracing::debug!(count = n, "series expired");
+    }
+
+    /// A sample went to its service's overflow endpoint:
+    /// `extract.endpoints.max_per_service` is reached.
+    pub fn endpoint_overflowed(&self) {
+        self.endpoints_overflow.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The number of cumulative histogram streams remembered changed to `n`.
+    pub fn metric_streams(&self, n: usize) {
+        self.metric_streams.store(n as u64, Ordering::Relaxed);
     }
 
     /// A database call was dropped: `aggregate.max_pending_traces` traces
@@ -439,33 +490,52 @@ impl Telemetry {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let one = |metric, value| Reading {
             metric,
-            reason: None,
+            label: None,
+            value,
+        };
+        let by_reason = |metric, reason, value| Reading {
+            metric,
+            label: Some(("reason", reason)),
             value,
         };
         let forward = self.forward();
-        let mut out = Vec::with_capacity(SelfMetric::ALL.len() + 8);
-        out.push(one(SelfMetric::ReceiverAccepted, load(&self.accepted)));
-        out.extend(RefusedReason::ALL.iter().map(|r| Reading {
-            metric: SelfMetric::ReceiverRefused,
-            reason: Some(r.as_str()),
-            value: self.refused_total(*r),
+        let mut out = Vec::with_capacity(SelfMetric::ALL.len() + 16);
+        out.extend(Signal::ALL.iter().map(|s| Reading {
+            metric: SelfMetric::ReceiverAccepted,
+            label: Some(("signal", s.as_str())),
+            value: load(&self.accepted[s.index()]),
         }));
-        out.extend(SampleDropped::ALL.iter().map(|r| Reading {
-            metric: SelfMetric::SamplesDropped,
-            reason: Some(r.as_str()),
-            value: load(&self.samples_dropped[r.index()]),
+        out.extend(RefusedReason::ALL.iter().map(|r| {
+            by_reason(
+                SelfMetric::ReceiverRefused,
+                r.as_str(),
+                self.refused_total(*r),
+            )
+        }));
+        out.extend(SampleDropped::ALL.iter().map(|r| {
+            by_reason(
+                SelfMetric::SamplesDropped,
+                r.as_str(),
+                load(&self.samples_dropped[r.index()]),
+            )
         }));
         out.push(one(SelfMetric::ForwardQueue, forward.queue));
         out.push(one(SelfMetric::ForwardSent, forward.sent));
         out.push(one(SelfMetric::ForwardRefused, forward.refused));
-        out.extend(forward.dropped.iter().map(|(r, n)| Reading {
-            metric: SelfMetric::ForwardDropped,
-            reason: Some(r.as_str()),
-            value: *n,
-        }));
+        out.extend(
+            forward
+                .dropped
+                .iter()
+                .map(|(r, n)| by_reason(SelfMetric::ForwardDropped, r.as_str(), *n)),
+        );
         out.push(one(SelfMetric::SeriesActive, load(&self.series_active)));
         out.push(one(SelfMetric::SeriesOverflow, load(&self.series_overflow)));
         out.push(one(SelfMetric::SeriesExpired, load(&self.series_expired)));
+        out.push(one(
+            SelfMetric::EndpointsOverflow,
+            load(&self.endpoints_overflow),
+        ));
+        out.push(one(SelfMetric::MetricStreams, load(&self.metric_streams)));
         out.push(one(
             SelfMetric::DbPendingDropped,
             load(&self.db_pending_dropped),
@@ -479,7 +549,7 @@ impl Telemetry {
         ));
         out.extend(ConnectionClosed::ALL.iter().map(|r| Reading {
             metric: SelfMetric::ConnectionsClosed,
-            reason: Some(r.as_str()),
+            label: Some(("reason", r.as_str())),
             value: load(&self.connections_closed[r.index()]),
         }));
         out.push(one(SelfMetric::BytesInFlight, load(&self.bytes_in_flight)));
@@ -488,7 +558,8 @@ impl Telemetry {
         out
     }
 
-    /// The value of an unsplit figure now (tests and benchmarks).
+    /// The value of a figure now, summed over its attribute (tests and
+    /// benchmarks).
     pub fn reading(&self, metric: SelfMetric) -> u64 {
         self.readings()
             .iter()

@@ -7,9 +7,10 @@
 //! - a log line, one request, mapped by the configured
 //!   [`LogMapping`](modelgate_collector::config::LogMapping) (the lending
 //!   incident's format by default, its `timestamp` the request's time);
-//! - an OTLP/JSON export request (`{"resourceSpans": ...}` or
-//!   `{"resourceLogs": ...}`), one per line, as the OpenTelemetry Collector's
-//!   file exporter writes them.
+//! - an OTLP/JSON export request (`{"resourceSpans": ...}`,
+//!   `{"resourceLogs": ...}` or `{"resourceMetrics": ...}`, its histogram
+//!   points read as `extract.metrics` says), one per line, as the
+//!   OpenTelemetry Collector's file exporter writes them.
 //!
 //! Lines that are not JSON, lack a field or hold unusable spans are reported
 //! by file and line number and skipped: a bad line never stops the
@@ -22,10 +23,12 @@ use std::path::Path;
 use modelgate_collector::config::Config;
 use modelgate_collector::emit::views::VerdictView;
 use modelgate_collector::extract::logs::{extract_line, extract_logs};
+use modelgate_collector::extract::metrics::extract_metrics;
 use modelgate_collector::extract::{extract, Interner, Sample};
 use modelgate_collector::judge::{Severity, Verdict};
 use modelgate_collector::offline::{Offline, Report};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde_json::Value;
 
@@ -136,6 +139,10 @@ impl Analysis {
             let request: ExportLogsServiceRequest = serde_json::from_value(value)
                 .map_err(|e| format!("not an OTLP/JSON logs export: {e}"))?;
             extract_logs(&request, config, &mut self.interner, samples)
+        } else if value.get("resourceMetrics").is_some() {
+            let request: ExportMetricsServiceRequest = serde_json::from_value(value)
+                .map_err(|e| format!("not an OTLP/JSON metrics export: {e}"))?;
+            extract_metrics(&request, config, &mut self.interner, samples)
         } else {
             samples.push(extract_line(&value, config, &mut self.interner)?);
             return Ok(());

@@ -21,7 +21,8 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 use modelgate_collector::aggregate::Sketch;
-use modelgate_collector::codec::{BytesCodec, TRACE_EXPORT_PATH};
+use modelgate_collector::codec::BytesCodec;
+use modelgate_collector::receive::Signal;
 
 use crate::client::{normalize_url, ClientError, ClientOptions, GrpcOnly};
 use crate::exit::Exit;
@@ -61,7 +62,7 @@ where
         status.set_source(Arc::from(error));
         status
     })?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(TRACE_EXPORT_PATH);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(Signal::Traces.grpc_path());
     let mut request = tonic::Request::new(Bytes::from(body));
     *request.metadata_mut() = metadata;
     grpc.unary(request, path, BytesCodec)

@@ -5,13 +5,21 @@
 //! `window` of it for a candidate and the whole horizon for a baseline. The
 //! series count is capped: samples of series beyond the cap go to a single
 //! overflow series (`otel.metric.overflow=true`, as the OpenTelemetry
-//! Collector marks it) and are counted. Series idle past the idle timeout are
-//! dropped, so memory follows live traffic, not history.
+//! Collector marks it) and are counted; so are the endpoints of one service
+//! (`extract.endpoints.max_per_service`): a service's further endpoints
+//! share its endpoint [`OVERFLOW_ENDPOINT`]. Series idle past the idle
+//! timeout are dropped, so memory follows live traffic, not history.
+//!
+//! A histogram point is many requests at once: [`histogram`] turns it into
+//! requests (a cumulative point's increase, then its buckets onto the
+//! sketch) and they take the same path into their series' slot as a span's
+//! one request, marked as read from buckets ([`WindowSummary::binned`]).
 //!
 //! The [`Aggregator`] is a plain struct owned by one task; time is always a
 //! parameter (`now_ms`, unix milliseconds). It must never read the clock,
 //! block, or grow without a bound.
 
+mod histogram;
 pub mod sketch;
 
 use std::collections::{HashMap, VecDeque};
@@ -20,9 +28,11 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::config::AggregateConfig;
-use crate::extract::{EndpointKey, Outcome, Sample, SampleKind, SeriesName};
+use crate::config::{AggregateConfig, ExtractConfig};
+use crate::extract::metrics::Point;
+use crate::extract::{EndpointKey, Outcome, Sample, SampleKind, SeriesName, OVERFLOW_ENDPOINT};
 use crate::telemetry::{SampleDropped, Telemetry};
+use histogram::{Requests, Streams};
 pub use sketch::Sketch;
 
 /// The hasher of the series map: foldhash (through hashbrown's default),
@@ -52,6 +62,8 @@ type Location = Option<(usize, usize)>;
 struct Located {
     _name: Arc<SeriesName>,
     at: Location,
+    /// Its service's endpoint cap sent it to [`OVERFLOW_ENDPOINT`].
+    capped: bool,
 }
 
 /// Database calls wait this long for their request span. A request span ends
@@ -67,6 +79,17 @@ struct Slot {
     latency: Sketch,
     outcomes: [u64; 3],
     db_calls: u64,
+    /// Its requests read from histogram points, if any (boxed: most slots
+    /// have none and pay one pointer).
+    binned: Option<Box<Binned>>,
+}
+
+/// Requests of a slot read from histogram points.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Binned {
+    requests: u64,
+    /// The largest relative error of their reported latencies.
+    resolution: f64,
 }
 
 /// What a series did over a stretch of its window.
@@ -78,6 +101,13 @@ pub struct WindowSummary {
     pub outcomes: [u64; 3],
     /// Database calls joined to these requests.
     pub db_calls: u64,
+    /// Requests read from histogram points: their database calls are
+    /// unknown, and their latency is known to `resolution`.
+    pub binned: u64,
+    /// The largest relative error of a latency read from a histogram
+    /// bucket (0 when `binned` is 0): the sketch's own 0.54% where buckets
+    /// map exactly, more for coarse buckets.
+    pub resolution: f64,
 }
 
 impl WindowSummary {
@@ -108,6 +138,8 @@ impl WindowSummary {
             *sum += n;
         }
         self.db_calls += other.db_calls;
+        self.binned += other.binned;
+        self.resolution = self.resolution.max(other.resolution);
     }
 
     fn add(&mut self, slot: &Slot) {
@@ -116,6 +148,30 @@ impl WindowSummary {
             *sum += n;
         }
         self.db_calls += slot.db_calls;
+        if let Some(binned) = &slot.binned {
+            self.binned += binned.requests;
+            self.resolution = self.resolution.max(binned.resolution);
+        }
+    }
+}
+
+/// What one sample adds to its series' slot.
+#[derive(Debug, Clone, Copy)]
+enum Added<'a> {
+    /// A span's or log record's one request.
+    One { duration_ms: f64, outcome: Outcome },
+    /// A histogram point's requests.
+    Many(&'a Requests),
+}
+
+/// One fewer for `service` in a per-service count (its series, for its
+/// share of the cap; its endpoints, for the endpoint cap); at zero it leaves.
+fn forget_one(counts: &mut HashMap<String, usize>, service: &str) {
+    if let Some(n) = counts.get_mut(service) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(service);
+        }
     }
 }
 
@@ -365,6 +421,27 @@ pub(crate) struct Restored {
     pub(crate) histograms_dropped: bool,
 }
 
+/// What `extract` limits in the aggregator: a service's endpoints
+/// (`extract.endpoints.max_per_service`) and the cumulative histogram
+/// streams remembered (`extract.metrics.max_streams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    /// Endpoints one service may have before its overflow endpoint.
+    pub max_endpoints_per_service: usize,
+    /// Cumulative streams remembered.
+    pub max_streams: usize,
+}
+
+impl InputLimits {
+    /// The limits `extract` sets.
+    pub fn of(extract: &ExtractConfig) -> Self {
+        Self {
+            max_endpoints_per_service: extract.endpoints.max_per_service,
+            max_streams: extract.metrics.max_streams,
+        }
+    }
+}
+
 /// Owner of every series; see the module docs.
 #[derive(Debug)]
 pub struct Aggregator {
@@ -390,8 +467,14 @@ pub struct Aggregator {
     overflow: Series,
     pending_db: HashMap<[u8; 16], Vec<PendingDb>>,
     pending_traces: usize,
-    /// Where the limits it hits are counted (series cap, expiry, database
-    /// calls that waited in vain).
+    /// `extract.endpoints.max_per_service`.
+    max_endpoints_per_service: usize,
+    /// Endpoints per service, for that cap.
+    service_endpoints: HashMap<String, usize>,
+    /// The last point of every cumulative histogram stream.
+    streams: Streams,
+    /// Where the limits it hits are counted (series cap, endpoint cap,
+    /// expiry, database calls that waited in vain, histogram streams).
     telemetry: Arc<Telemetry>,
 }
 
@@ -415,6 +498,7 @@ impl Aggregator {
         let future_ms = config.max_future.as_millis() as u64;
         let service_limit =
             ((config.max_series as f64 * config.service_share).ceil() as usize).max(1);
+        let defaults = InputLimits::of(&ExtractConfig::default());
         Self {
             config,
             bounds_ms,
@@ -431,7 +515,26 @@ impl Aggregator {
             overflow: Series::new(now_ms),
             pending_db: HashMap::new(),
             pending_traces: 0,
+            max_endpoints_per_service: defaults.max_endpoints_per_service,
+            service_endpoints: HashMap::new(),
+            streams: Streams::new(defaults.max_streams),
             telemetry,
+        }
+    }
+
+    /// With the limits `extract` sets on what it keeps (the defaults until
+    /// called).
+    pub fn with_limits(mut self, limits: InputLimits) -> Self {
+        self.max_endpoints_per_service = limits.max_endpoints_per_service.max(1);
+        self.streams.set_max(limits.max_streams);
+        self
+    }
+
+    /// The limits it keeps its input to.
+    pub fn limits(&self) -> InputLimits {
+        InputLimits {
+            max_endpoints_per_service: self.max_endpoints_per_service,
+            max_streams: self.streams.max(),
         }
     }
 
@@ -439,7 +542,9 @@ impl Aggregator {
     /// request in the same batch finds the calls of its trace. Each request
     /// counts at its own time ([`Sample::time_ms`], the arrival time when it
     /// has none); one too late for the judgement or from too far in the
-    /// future is counted and left out (`Aggregator::admit`).
+    /// future is counted and left out (`Aggregator::admit`). A histogram
+    /// point's requests take the same path: its increase over its stream's
+    /// last point (cumulative) or all of it (delta), at the point's time.
     pub fn record(&mut self, samples: &[Sample], now_ms: u64) {
         for sample in samples {
             if sample.kind == SampleKind::DbCall {
@@ -447,15 +552,61 @@ impl Aggregator {
             }
         }
         for sample in samples {
-            let SampleKind::Request { duration, outcome } = sample.kind else {
-                continue;
+            let requests;
+            let added = match &sample.kind {
+                SampleKind::Request { duration, outcome } => Added::One {
+                    duration_ms: duration.as_secs_f64() * 1e3,
+                    outcome: *outcome,
+                },
+                SampleKind::Histogram(point) => {
+                    // The stream moves on even when the point is then left
+                    // out: its requests must not come back with the next.
+                    let Some(read) = self.histogram_requests(point, now_ms) else {
+                        continue;
+                    };
+                    // A cumulative stream that did not move: nothing
+                    // happened, and a quiet series must stay quiet.
+                    if read.latency.count() == 0 {
+                        continue;
+                    }
+                    requests = read;
+                    Added::Many(&requests)
+                }
+                SampleKind::DbCall => continue,
             };
             let Some(time_ms) = self.admit(sample.time_ms, now_ms) else {
                 continue;
             };
-            let db_calls = self.take_pending_db(&sample.trace_id, sample.service());
-            let at = self.located(&sample.series, time_ms);
-            self.record_at(at, duration.as_secs_f64() * 1e3, outcome, db_calls, time_ms);
+            let db_calls = match added {
+                Added::One { .. } => self.take_pending_db(&sample.trace_id, sample.service()),
+                // Histograms carry no traces.
+                Added::Many(_) => 0,
+            };
+            let (at, capped) = self.located(&sample.series, time_ms);
+            if capped {
+                self.telemetry.endpoint_overflowed();
+            }
+            self.record_at(at, &added, db_calls, time_ms);
+        }
+    }
+
+    /// The requests of a histogram point: all of a delta point's; a
+    /// cumulative point's increase since its stream's last point, or
+    /// `None` (counted) when there is none to count.
+    fn histogram_requests(&mut self, point: &Point, now_ms: u64) -> Option<Requests> {
+        let Some(stream) = &point.cumulative else {
+            return Some(histogram::requests(point, &point.buckets));
+        };
+        let increase = self
+            .streams
+            .increase(stream, &point.buckets, now_ms, self.lateness_ms);
+        self.telemetry.metric_streams(self.streams.len());
+        match increase {
+            Ok(buckets) => Some(histogram::requests(point, &buckets)),
+            Err(reason) => {
+                self.telemetry.sample_dropped(reason);
+                None
+            }
         }
     }
 
@@ -477,14 +628,16 @@ impl Aggregator {
         Some(time_ms)
     }
 
-    /// The location of `name`'s series (created if there is room): a hash
-    /// of its address when remembered, else a lookup by its strings.
-    fn located(&mut self, name: &Arc<SeriesName>, time_ms: u64) -> Location {
+    /// The location of `name`'s series (created if there is room), and
+    /// whether its service's endpoint cap sent it to the overflow
+    /// endpoint: a hash of its address when remembered, else a lookup by
+    /// its strings.
+    fn located(&mut self, name: &Arc<SeriesName>, time_ms: u64) -> (Location, bool) {
         let key = Arc::as_ptr(name) as usize;
         if let Some(located) = self.located.get(&key) {
-            return located.at;
+            return (located.at, located.capped);
         }
-        let at = self.locate(&name.endpoint, &name.version, time_ms);
+        let (at, capped) = self.locate(&name.endpoint, &name.version, time_ms);
         if self.located.len() >= MAX_LOCATED {
             self.located.clear();
         }
@@ -493,27 +646,29 @@ impl Aggregator {
             Located {
                 _name: name.clone(),
                 at,
+                capped,
             },
         );
-        at
+        (at, capped)
     }
 
     /// The location of a series, created if there is room under the cap
     /// (made by evicting nearly empty series, see [`Aggregator::make_room`]);
-    /// `None` (the overflow series) when there is not.
-    fn locate(&mut self, endpoint: &EndpointKey, version: &str, time_ms: u64) -> Location {
+    /// `None` (the overflow series) when there is not. A new endpoint of a
+    /// service at its endpoint cap is its [`OVERFLOW_ENDPOINT`] (`true`).
+    fn locate(&mut self, endpoint: &EndpointKey, version: &str, time_ms: u64) -> (Location, bool) {
         let known = self
             .endpoints
             .get_full(endpoint)
             .and_then(|(e, _, versions)| versions.position(version).ok().map(|v| (e, v)));
         if known.is_some() {
-            return known;
+            return (known, false);
         }
         let at_cap = !self.make_room(&endpoint.service, time_ms);
         match self.endpoints.get_full_mut(endpoint) {
             Some((e, _, versions)) => match versions.position(version) {
-                Ok(v) => Some((e, v)),
-                Err(_) if at_cap => None,
+                Ok(v) => (Some((e, v)), false),
+                Err(_) if at_cap => (None, false),
                 Err(v) => {
                     versions
                         .0
@@ -526,21 +681,35 @@ impl Aggregator {
                     self.telemetry.series_active(self.series);
                     // The endpoint's later versions moved.
                     self.located.clear();
-                    Some((e, v))
+                    (Some((e, v)), false)
                 }
             },
-            None if at_cap => None,
+            None if at_cap => (None, false),
             None => {
+                let endpoints = self.service_endpoints.get(&endpoint.service);
+                if endpoints.is_some_and(|n| *n >= self.max_endpoints_per_service)
+                    && endpoint.endpoint != OVERFLOW_ENDPOINT
+                {
+                    let overflow = EndpointKey {
+                        endpoint: OVERFLOW_ENDPOINT.to_owned(),
+                        ..endpoint.clone()
+                    };
+                    return (self.locate(&overflow, version, time_ms).0, true);
+                }
                 // Appended last: no other position moves.
                 let versions = Versions(vec![(version.to_owned(), Series::new(time_ms))]);
                 let (e, _) = self.endpoints.insert_full(endpoint.clone(), versions);
+                *self
+                    .service_endpoints
+                    .entry(endpoint.service.clone())
+                    .or_default() += 1;
                 self.series += 1;
                 *self
                     .per_service
                     .entry(endpoint.service.clone())
                     .or_default() += 1;
                 self.telemetry.series_active(self.series);
-                Some((e, 0))
+                (Some((e, 0)), false)
             }
         }
     }
@@ -597,9 +766,7 @@ impl Aggregator {
                 if v < versions.0.len() {
                     versions.0.remove(v);
                     evicted += 1;
-                    if let Some(n) = self.per_service.get_mut(&key.service) {
-                        *n = n.saturating_sub(1);
-                    }
+                    forget_one(&mut self.per_service, &key.service);
                 }
             }
         }
@@ -613,10 +780,11 @@ impl Aggregator {
                 .get_index(e)
                 .is_some_and(|(_, v)| v.is_empty())
             {
-                self.endpoints.swap_remove_index(e);
+                if let Some((key, _)) = self.endpoints.swap_remove_index(e) {
+                    forget_one(&mut self.service_endpoints, &key.service);
+                }
             }
         }
-        self.per_service.retain(|_, n| *n > 0);
         self.series -= evicted;
         self.located.clear();
         self.telemetry.series_evicted(evicted as u64);
@@ -667,14 +835,7 @@ impl Aggregator {
         calls
     }
 
-    fn record_at(
-        &mut self,
-        at: Location,
-        duration_ms: f64,
-        outcome: Outcome,
-        db_calls: u64,
-        time_ms: u64,
-    ) {
+    fn record_at(&mut self, at: Location, added: &Added<'_>, db_calls: u64, time_ms: u64) {
         let slot_index = time_ms / self.slot_ms;
         let series = at.and_then(|(e, v)| {
             let (_, versions) = self.endpoints.get_index_mut(e)?;
@@ -691,13 +852,32 @@ impl Aggregator {
         series.first_seen_ms = series.first_seen_ms.min(time_ms);
         series.last_seen_ms = series.last_seen_ms.max(time_ms);
         let slot = series.slot_mut(slot_index);
-        slot.latency.record(duration_ms);
-        slot.outcomes[outcome.index()] += 1;
         slot.db_calls += db_calls;
-        let bounds = &self.bounds_ms;
-        series.histograms[outcome.index()]
-            .get_or_insert_with(|| Box::new(Cumulative::new(bounds.len())))
-            .record(bounds, duration_ms);
+        match *added {
+            Added::One {
+                duration_ms,
+                outcome,
+            } => {
+                slot.latency.record(duration_ms);
+                slot.outcomes[outcome.index()] += 1;
+                let bounds = &self.bounds_ms;
+                series.histograms[outcome.index()]
+                    .get_or_insert_with(|| Box::new(Cumulative::new(bounds.len())))
+                    .record(bounds, duration_ms);
+            }
+            // Not in the cumulative (Prometheus) histograms: those are the
+            // requests modelgate measured; these are the sender's own
+            // histograms, forwarded as they came.
+            Added::Many(requests) => {
+                slot.latency.merge(&requests.latency);
+                for (sum, n) in slot.outcomes.iter_mut().zip(requests.outcomes) {
+                    *sum += n;
+                }
+                let binned = slot.binned.get_or_insert_with(Box::default);
+                binned.requests += requests.latency.count();
+                binned.resolution = binned.resolution.max(requests.resolution);
+            }
+        }
     }
 
     /// Drops slots older than the horizon, series idle past the timeout and
@@ -708,6 +888,7 @@ impl Aggregator {
         let idle_ms = self.config.series_idle_timeout.as_millis() as u64;
         let mut removed = 0;
         let per_service = &mut self.per_service;
+        let service_endpoints = &mut self.service_endpoints;
         self.endpoints.retain(|key, versions| {
             versions.0.retain_mut(|(_, series)| {
                 while series.slots.front().is_some_and(|s| s.index < oldest_kept) {
@@ -716,17 +897,18 @@ impl Aggregator {
                 let keep = series.last_seen_ms.saturating_add(idle_ms) > now_ms;
                 if !keep {
                     removed += 1;
-                    if let Some(n) = per_service.get_mut(&key.service) {
-                        *n = n.saturating_sub(1);
-                    }
+                    forget_one(per_service, &key.service);
                 }
                 keep
             });
-            !versions.is_empty()
+            let keep = !versions.is_empty();
+            if !keep {
+                forget_one(service_endpoints, &key.service);
+            }
+            keep
         });
-        if removed > 0 {
-            self.per_service.retain(|_, n| *n > 0);
-        }
+        self.streams.expire(now_ms, idle_ms);
+        self.telemetry.metric_streams(self.streams.len());
         while self
             .overflow
             .slots
@@ -896,8 +1078,13 @@ impl Aggregator {
         endpoints.retain(|_, v| !v.is_empty());
         self.series = endpoints.values().map(Versions::len).sum();
         self.per_service.clear();
+        self.service_endpoints.clear();
         for (key, versions) in &endpoints {
             *self.per_service.entry(key.service.clone()).or_default() += versions.len();
+            *self
+                .service_endpoints
+                .entry(key.service.clone())
+                .or_default() += 1;
         }
         self.endpoints = endpoints;
         self.located.clear();
@@ -1281,12 +1468,133 @@ mod tests {
             agg.telemetry
                 .readings()
                 .iter()
-                .find(|r| r.metric == SelfMetric::SamplesDropped && r.reason == Some(reason))
+                .find(|r| {
+                    r.metric == SelfMetric::SamplesDropped && r.label == Some(("reason", reason))
+                })
                 .map(|r| r.value)
         };
         assert_eq!((dropped("late"), dropped("future")), (Some(1), Some(1)));
         let v1 = &agg.versions(&endpoint("/a")).unwrap()["v1"];
         assert_eq!(agg.horizon(v1, now + 30_000).count(), 3);
         assert_eq!(v1.first_seen_ms, now - 120_000);
+    }
+
+    fn histogram(path: &str, version: &str, counts: &[(usize, u64)], time_ms: u64) -> Sample {
+        let bounds_ms = vec![50.0, 100.0, 250.0, 500.0, 750.0, 1000.0];
+        let mut all = vec![0; bounds_ms.len() + 1];
+        for (i, n) in counts {
+            all[*i] = *n;
+        }
+        let mut sample = request(path, version, 1, Outcome::Ok, 0);
+        sample.time_ms = time_ms;
+        sample.kind = SampleKind::Histogram(Box::new(Point {
+            outcome: Outcome::Ok,
+            buckets: crate::extract::metrics::Buckets::Explicit {
+                bounds_ms,
+                counts: all,
+            },
+            cumulative: None,
+            min_ms: None,
+            max_ms: None,
+            timeout_ms: Some(750.0),
+        }));
+        sample
+    }
+
+    fn cumulative(mut sample: Sample, start_ms: u64) -> Sample {
+        if let SampleKind::Histogram(p) = &mut sample.kind {
+            p.cumulative = Some(crate::extract::metrics::Stream {
+                id: 42,
+                start_ns: start_ms * 1_000_000,
+                time_ns: sample.time_ms * 1_000_000,
+            });
+        }
+        sample
+    }
+
+    #[test]
+    fn a_histogram_point_adds_its_requests_to_its_series_marked_as_read_from_buckets() {
+        let mut agg = aggregator(config());
+        agg.record(&[request("/a", "v1", 120, Outcome::Ok, 1)], T0);
+        // 18 requests in (100, 250], 4 in (750, 1000]: timeouts at 750 ms.
+        agg.record(&[histogram("/a", "v1", &[(2, 18), (5, 4)], T0)], T0);
+        let w = window_of(&agg, "/a", "v1", T0);
+        assert_eq!(w.count(), 23);
+        assert_eq!(w.outcomes, [19, 0, 4]);
+        assert_eq!(w.binned, 22);
+        assert!(
+            (w.resolution - 150.0 / 350.0).abs() < 0.01,
+            "{}",
+            w.resolution
+        );
+        // The Prometheus histogram holds the measured request only.
+        let series = &agg.versions(&endpoint("/a")).unwrap()["v1"];
+        let ok = series.histograms[Outcome::Ok.index()].as_deref().unwrap();
+        assert_eq!(ok.count, 1);
+        assert!(series.histograms[Outcome::Timeout.index()].is_none());
+    }
+
+    #[test]
+    fn a_cumulative_stream_counts_its_increase_at_each_points_time() {
+        let mut agg = aggregator(config());
+        let start = T0 - 5_000;
+        agg.record(
+            &[cumulative(histogram("/a", "v1", &[(2, 10)], T0), start)],
+            T0,
+        );
+        let later = T0 + 30_000;
+        let next = cumulative(histogram("/a", "v1", &[(2, 15), (3, 2)], later), start);
+        agg.record(&[next.clone(), next], later);
+        let series = &agg.versions(&endpoint("/a")).unwrap()["v1"];
+        assert_eq!(agg.horizon(series, later).count(), 17);
+        // The increase counts at the second point's time.
+        assert_eq!(agg.since(series, later, later).count(), 7);
+        let dropped = |reason: &str| {
+            agg.telemetry
+                .readings()
+                .iter()
+                .find(|r| {
+                    r.metric == SelfMetric::SamplesDropped && r.label == Some(("reason", reason))
+                })
+                .map(|r| r.value)
+        };
+        assert_eq!(dropped("repeated"), Some(1));
+        assert_eq!(agg.telemetry.reading(SelfMetric::MetricStreams), 1);
+        agg.expire(later + 600_000);
+        assert_eq!(agg.telemetry.reading(SelfMetric::MetricStreams), 0);
+    }
+
+    #[test]
+    fn a_services_endpoints_beyond_its_cap_share_its_overflow_endpoint() {
+        let mut agg = aggregator(config()).with_limits(InputLimits {
+            max_endpoints_per_service: 3,
+            max_streams: 10,
+        });
+        let samples: Vec<_> = (0..10)
+            .map(|i| request(&format!("/e{i}"), "v1", 10, Outcome::Ok, 1))
+            .collect();
+        agg.record(&samples, T0);
+        agg.record(&samples[9..], T0);
+        let other = Sample::request(
+            EndpointKey {
+                service: "other".into(),
+                endpoint: "/x".into(),
+                dims: Vec::new(),
+            },
+            "v1",
+            Duration::from_millis(5),
+            Outcome::Ok,
+            0,
+        );
+        agg.record(&[other], T0);
+        assert_eq!(agg.endpoint_count(), 5);
+        assert_eq!(window_of(&agg, OVERFLOW_ENDPOINT, "v1", T0).count(), 8);
+        assert_eq!(agg.telemetry.reading(SelfMetric::EndpointsOverflow), 8);
+        // Known endpoints still record; expired ones free their place.
+        agg.record(&samples[..1], T0 + 500_000);
+        agg.expire(T0 + 600_000);
+        assert_eq!(agg.endpoint_count(), 1);
+        agg.record(&samples[5..6], T0 + 600_000);
+        assert_eq!(window_of(&agg, "/e5", "v1", T0 + 600_000).count(), 1);
     }
 }

@@ -108,6 +108,32 @@ impl Sketch {
         }
     }
 
+    /// Records `n` values known only to lie in `(lo_ms, hi_ms]` (a
+    /// histogram bucket, `0 < lo_ms < hi_ms`) at the value that minimises
+    /// the worst relative error over the bucket, the harmonic mean of its
+    /// bounds, and returns that error: no reported value is further than it
+    /// from any value of the bucket, relative to the value (the sketch's
+    /// own [`RELATIVE_ERROR`] at most when the bucket lies inside one of
+    /// its buckets; `(hi - lo) / (hi + lo)` or a little more otherwise).
+    pub fn record_between(&mut self, lo_ms: f64, hi_ms: f64, n: u32) -> f64 {
+        let at = 2.0 * lo_ms * hi_ms / (lo_ms + hi_ms);
+        self.record_n(at, n);
+        // A quantile is reported between the bucket's value and the
+        // recorded one (it is clamped to what was recorded).
+        let reported = value_of(index_of(at));
+        let worst = |v: f64| ((v - lo_ms) / lo_ms).max((hi_ms - v) / hi_ms);
+        worst(at).max(worst(reported)).max(0.0)
+    }
+
+    /// Records `n` values of bucket `index` of an OpenTelemetry exponential
+    /// histogram of milliseconds at `scale` (6 or more): that bucket lies
+    /// inside this sketch's bucket `index >> (scale - 6)`, so this is
+    /// exactly what recording the values one by one would do.
+    pub fn record_exponential(&mut self, scale: i32, index: i32, n: u32) {
+        let shift = scale.saturating_sub(6).clamp(0, 31);
+        self.record_n(value_of(index >> shift), n);
+    }
+
     fn add_to_bucket(&mut self, index: i32, n: u32) {
         if self.counts.is_empty() {
             self.offset = index;

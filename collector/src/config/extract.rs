@@ -1,5 +1,6 @@
-//! `extract`: how spans and log records become samples (the version
-//! attributes, extra dimensions, the timeout, and the log mapping).
+//! `extract`: how spans, log records and histogram points become samples
+//! (the version attributes, extra dimensions, the timeout, the log mapping,
+//! the histogram metrics read as requests, and endpoint templates).
 
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ const RESERVED_LABELS: [&str; 12] = [
 
 /// Bounds of `extract.max_name_length`, in bytes.
 pub const NAME_LENGTH_RANGE: std::ops::RangeInclusive<usize> = 16..=4096;
+/// At most this many `extract.metrics.histograms` (every metric of every
+/// export is looked up in the list).
+pub const MAX_HISTOGRAM_METRICS: usize = 64;
 
 /// Turning spans into samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,9 +73,14 @@ pub struct ExtractConfig {
     /// `deployment.environment.name`. Each multiplies the series count; at
     /// most [`MAX_DIMENSIONS`].
     pub dimensions: Vec<String>,
-    /// How log records (OTLP/HTTP `/v1/logs`, `modelgate analyze`) become
-    /// request samples; the default is the lending incident's format.
+    /// How log records (OTLP `logs`, `modelgate analyze`) become request
+    /// samples; the default is the lending incident's format.
     pub logs: LogMapping,
+    /// Which histogram metrics (OTLP `metrics`) are read as requests: each
+    /// data point is many requests at once.
+    pub metrics: MetricsMapping,
+    /// How raw paths become endpoints, and how many a service may have.
+    pub endpoints: EndpointTemplates,
 }
 
 impl Default for ExtractConfig {
@@ -92,6 +101,8 @@ impl Default for ExtractConfig {
             max_name_length: 256,
             dimensions: Vec::new(),
             logs: LogMapping::default(),
+            metrics: MetricsMapping::default(),
+            endpoints: EndpointTemplates::default(),
         }
     }
 }
@@ -197,7 +208,8 @@ impl ExtractConfig {
                 return Err(invalid(key, "must name a field"));
             }
         }
-        Ok(())
+        self.metrics.validate()?;
+        self.endpoints.validate()
     }
 }
 
@@ -285,5 +297,179 @@ impl LogMapping {
             timeout_values: vec!["timeout".into()],
             error_values: vec!["error".into(), "failed".into()],
         }
+    }
+}
+
+/// The histogram metrics read as request latency, and the state their
+/// cumulative points need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsMapping {
+    /// Histogram metrics (explicit-bucket or exponential) whose points are
+    /// requests; at most [`MAX_HISTOGRAM_METRICS`]. The defaults are the
+    /// standard per-request histograms: `http.server.request.duration`,
+    /// `http.server.duration`, `rpc.server.duration`,
+    /// `gen_ai.server.request.duration` and the spanmetrics connector's
+    /// `traces.span.metrics.duration`. Any other metric is forwarded, not
+    /// read.
+    pub histograms: Vec<HistogramMetric>,
+    /// Cumulative streams (a metric's points with one set of attributes)
+    /// whose last point is remembered, to measure the next one's increase;
+    /// a point of a new stream beyond this is counted
+    /// (`modelgate.samples.dropped{reason="stream_cap"}`) and not judged. A
+    /// stream idle past `aggregate.series_idle_timeout` is forgotten.
+    pub max_streams: usize,
+}
+
+impl Default for MetricsMapping {
+    fn default() -> Self {
+        let metric = |name: &str, unit| HistogramMetric {
+            name: name.to_owned(),
+            unit,
+            endpoint_attributes: Vec::new(),
+        };
+        Self {
+            histograms: vec![
+                metric("http.server.request.duration", DurationUnit::S),
+                metric("http.server.duration", DurationUnit::Ms),
+                metric("rpc.server.duration", DurationUnit::Ms),
+                metric("gen_ai.server.request.duration", DurationUnit::S),
+                metric("traces.span.metrics.duration", DurationUnit::Ms),
+            ],
+            max_streams: 100_000,
+        }
+    }
+}
+
+impl MetricsMapping {
+    /// The mapping of the metric called `name`, if it is read.
+    pub fn histogram(&self, name: &str) -> Option<&HistogramMetric> {
+        self.histograms.iter().find(|h| h.name == name)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = "extract.metrics.histograms";
+        if self.histograms.len() > MAX_HISTOGRAM_METRICS {
+            return Err(invalid(
+                key,
+                format!(
+                    "names {} metrics; at most {MAX_HISTOGRAM_METRICS} are allowed",
+                    self.histograms.len()
+                ),
+            ));
+        }
+        for (i, h) in self.histograms.iter().enumerate() {
+            if h.name.trim().is_empty() {
+                return Err(invalid(&format!("{key}[{i}].name"), "must name a metric"));
+            }
+            if self.histograms[..i].iter().any(|o| o.name == h.name) {
+                return Err(invalid(
+                    &format!("{key}[{i}].name"),
+                    format!("{:?} is listed twice", h.name),
+                ));
+            }
+            if h.endpoint_attributes.len() > MAX_VERSION_ATTRIBUTES {
+                return Err(invalid(
+                    &format!("{key}[{i}].endpoint_attributes"),
+                    format!("at most {MAX_VERSION_ATTRIBUTES} attributes are allowed"),
+                ));
+            }
+        }
+        if self.max_streams == 0 {
+            return Err(invalid(
+                "extract.metrics.max_streams",
+                "must be at least 1 (cumulative histograms need their last point)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One histogram metric read as requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistogramMetric {
+    /// The metric's name, exactly.
+    pub name: String,
+    /// The unit of its values when the metric itself names none of `s`,
+    /// `ms`, `us`, `ns` (its own unit wins).
+    pub unit: DurationUnit,
+    /// Point (then resource) attributes naming the endpoint, first present
+    /// wins; empty: those of spans (`http.route`, `url.path`,
+    /// `http.target`), then the spanmetrics connector's `span.name`,
+    /// `rpc.service`/`rpc.method`, `gen_ai.operation.name`, else the
+    /// metric's name.
+    pub endpoint_attributes: Vec<String>,
+}
+
+impl Default for HistogramMetric {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            unit: DurationUnit::S,
+            endpoint_attributes: Vec::new(),
+        }
+    }
+}
+
+/// Endpoints made from raw paths, and a cap on them per service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EndpointTemplates {
+    /// When a request has no route (`url.path` or `http.target` only, or a
+    /// log's endpoint field), replace id-like path segments with
+    /// `placeholder`: numbers, UUIDs, hex tokens, base64 tokens and long
+    /// segments mixing letters and digits; the query string is dropped.
+    /// Off: every raw path is an endpoint of its own.
+    pub templates: bool,
+    /// What an id-like segment becomes.
+    pub placeholder: String,
+    /// Segments at least this long that mix letters and digits (tokens,
+    /// slugs with ids) are ids; shorter ones (`v2`, `oauth2`) are kept.
+    pub min_token_length: usize,
+    /// Segments never replaced (say `2024` in `/reports/2024` when years
+    /// are endpoints of their own).
+    pub keep: Vec<String>,
+    /// Endpoints one service may have; the requests of its further
+    /// endpoints are kept together under the endpoint
+    /// `{overflow}` (judged like any other, so a slow version is still
+    /// caught there) and counted (`modelgate.endpoints.overflow`).
+    pub max_per_service: usize,
+}
+
+impl Default for EndpointTemplates {
+    fn default() -> Self {
+        Self {
+            templates: true,
+            placeholder: "{id}".into(),
+            min_token_length: 16,
+            keep: Vec::new(),
+            max_per_service: 500,
+        }
+    }
+}
+
+impl EndpointTemplates {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.placeholder;
+        if p.is_empty() || p.contains(['/', '?', '#']) || p.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "extract.endpoints.placeholder",
+                "must be a non-empty path segment (no '/', '?', '#' or spaces)",
+            ));
+        }
+        if self.min_token_length < 4 {
+            return Err(invalid(
+                "extract.endpoints.min_token_length",
+                "must be at least 4 (shorter segments like `v2` are names, not ids)",
+            ));
+        }
+        if self.max_per_service == 0 {
+            return Err(invalid(
+                "extract.endpoints.max_per_service",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }

@@ -33,8 +33,9 @@ pub use admin::{AdminConfig, MAX_HISTORY_POINTS};
 pub use aggregate::{AggregateConfig, MAX_SERIES};
 pub use emit::EmitConfig;
 pub use extract::{
-    DurationUnit, ExtractConfig, LogMapping, MAX_DIMENSIONS, MAX_PLAUSIBLE_DURATION,
-    MAX_VERSION_ATTRIBUTES, NAME_LENGTH_RANGE,
+    DurationUnit, EndpointTemplates, ExtractConfig, HistogramMetric, LogMapping, MetricsMapping,
+    MAX_DIMENSIONS, MAX_HISTOGRAM_METRICS, MAX_PLAUSIBLE_DURATION, MAX_VERSION_ATTRIBUTES,
+    NAME_LENGTH_RANGE,
 };
 pub use forward::{ForwardConfig, ForwardProtocol, MAX_FORWARD_QUEUE};
 pub use judge::{

@@ -41,7 +41,7 @@ pub static REQUEST_DURATION: Metric = Metric {
     prometheus: "modelgate_request_duration",
     kind: Kind::Histogram,
     unit: Some("s"),
-    help: "Request latency per service, endpoint, model version and outcome.",
+    help: "Request latency per service, endpoint, model version and outcome, of the requests modelgate measured from spans and log records (requests read from histogram points are the sender's own histograms, forwarded as they came).",
 };
 
 /// `modelgate.regression.active`.
@@ -104,7 +104,7 @@ pub static RECEIVER_ACCEPTED: Metric = Metric {
     prometheus: "modelgate_receiver_accepted",
     kind: Kind::Counter,
     unit: None,
-    help: "Spans and log records accepted by the receivers.",
+    help: "Spans, log records and metric data points accepted by the receivers, by signal.",
 };
 
 /// `modelgate.receiver.refused`.
@@ -113,7 +113,7 @@ pub static RECEIVER_REFUSED: Metric = Metric {
     prometheus: "modelgate_receiver_refused",
     kind: Kind::Counter,
     unit: None,
-    help: "Spans and log records refused, by reason (a payload that could not be decoded counts once).",
+    help: "Spans, log records and data points refused, by reason (a payload that could not be decoded counts once).",
 };
 
 /// `modelgate.samples.dropped`.
@@ -122,7 +122,7 @@ pub static SAMPLES_DROPPED: Metric = Metric {
     prometheus: "modelgate_samples_dropped",
     kind: Kind::Counter,
     unit: None,
-    help: "Accepted samples left out of the judgement, by reason: late (older than aggregate.allowed_lateness) or future (beyond aggregate.max_future).",
+    help: "Accepted samples left out of the judgement, by reason: late (older than aggregate.allowed_lateness), future (beyond aggregate.max_future), cumulative_reference (a cumulative histogram point kept as the reference of its stream's next one), repeated (a cumulative point no newer than its stream's last), stream_cap (extract.metrics.max_streams reached).",
 };
 
 /// `modelgate.forward.queue`.
@@ -186,6 +186,24 @@ pub static SERIES_EXPIRED: Metric = Metric {
     kind: Kind::Counter,
     unit: None,
     help: "Series forgotten after idling past aggregate.series_idle_timeout.",
+};
+
+/// `modelgate.endpoints.overflow`.
+pub static ENDPOINTS_OVERFLOW: Metric = Metric {
+    otlp: "modelgate.endpoints.overflow",
+    prometheus: "modelgate_endpoints_overflow",
+    kind: Kind::Counter,
+    unit: None,
+    help: "Samples routed to their service's overflow endpoint because extract.endpoints.max_per_service was reached.",
+};
+
+/// `modelgate.metric.streams`.
+pub static METRIC_STREAMS: Metric = Metric {
+    otlp: "modelgate.metric.streams",
+    prometheus: "modelgate_metric_streams",
+    kind: Kind::Gauge,
+    unit: None,
+    help: "Cumulative histogram streams remembered (each one's last point, to measure the next one's increase).",
 };
 
 /// `modelgate.db.pending_dropped`.
@@ -282,6 +300,8 @@ pub fn self_metric(metric: SelfMetric) -> &'static Metric {
         SelfMetric::SeriesActive => &SERIES_ACTIVE,
         SelfMetric::SeriesOverflow => &SERIES_OVERFLOW,
         SelfMetric::SeriesExpired => &SERIES_EXPIRED,
+        SelfMetric::EndpointsOverflow => &ENDPOINTS_OVERFLOW,
+        SelfMetric::MetricStreams => &METRIC_STREAMS,
         SelfMetric::DbPendingDropped => &DB_PENDING_DROPPED,
         SelfMetric::DbUnmatched => &DB_UNMATCHED,
         SelfMetric::NamesTruncated => &NAMES_TRUNCATED,
@@ -295,7 +315,7 @@ pub fn self_metric(metric: SelfMetric) -> &'static Metric {
 }
 
 /// Every metric, in the order `/metrics` lists them.
-pub static ALL: [&Metric; 26] = [
+pub static ALL: [&Metric; 28] = [
     &REQUEST_DURATION,
     &REGRESSION_ACTIVE,
     &REGRESSION_RATIO,
@@ -313,6 +333,8 @@ pub static ALL: [&Metric; 26] = [
     &SERIES_ACTIVE,
     &SERIES_OVERFLOW,
     &SERIES_EXPIRED,
+    &ENDPOINTS_OVERFLOW,
+    &METRIC_STREAMS,
     &DB_PENDING_DROPPED,
     &DB_UNMATCHED,
     &NAMES_TRUNCATED,

@@ -223,8 +223,8 @@ fn observe(meter: &Meter, metric: SelfMetric, telemetry: Arc<Telemetry>) {
     let entry = catalogue::self_metric(metric);
     let callback = move |observe: &dyn Fn(u64, &[KeyValue])| {
         for r in telemetry.readings().iter().filter(|r| r.metric == metric) {
-            match r.reason {
-                Some(reason) => observe(r.value, &[KeyValue::new("reason", reason)]),
+            match r.label {
+                Some((key, value)) => observe(r.value, &[KeyValue::new(key, value)]),
                 None => observe(r.value, &[]),
             }
         }

@@ -251,10 +251,8 @@ fn encode_readings(
         let entry = catalogue::self_metric(metric);
         let mut m = descriptor(encoder, entry)?;
         for r in readings.iter().filter(|r| r.metric == metric) {
-            match r.reason {
-                Some(reason) => {
-                    encode_value(&mut m.encode_family(&[("reason", reason)])?, entry, r.value)?
-                }
+            match r.label {
+                Some(label) => encode_value(&mut m.encode_family(&[label])?, entry, r.value)?,
                 None => encode_value(&mut m, entry, r.value)?,
             }
         }
@@ -323,7 +321,7 @@ mod tests {
     fn renders_names_labels_and_buckets_as_prometheus_expects() {
         let telemetry = Telemetry::default();
         telemetry.refused(RefusedReason::TooLarge, 2, "test");
-        telemetry.spans_accepted(10);
+        telemetry.accepted(crate::receive::Signal::Traces, 10);
         // 12 in, 7 delivered, 2 given up on: 3 still queued.
         for _ in 0..12 {
             telemetry.forward_queued();
@@ -398,7 +396,7 @@ mod tests {
             assert!(text.contains(line), "{line}: {text}");
         }
         assert!(
-            text.contains("modelgate_receiver_accepted_total 10"),
+            text.contains("modelgate_receiver_accepted_total{signal=\"traces\"} 10"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");

@@ -70,11 +70,11 @@ impl Interner {
     }
 
     /// `sample` with its series interned.
-    pub fn intern(&mut self, sample: &SampleRef<'_>) -> Sample {
+    pub fn intern(&mut self, sample: SampleRef<'_>) -> Sample {
         Sample {
             series: self.name(
                 sample.service,
-                sample.endpoint,
+                &sample.endpoint,
                 &sample.dims,
                 sample.version,
             ),
@@ -163,7 +163,7 @@ mod tests {
     fn request<'a>(service: &'a str, endpoint: &'a str, version: &'a str) -> SampleRef<'a> {
         SampleRef {
             service,
-            endpoint,
+            endpoint: Cow::Borrowed(endpoint),
             dims: vec![Cow::Borrowed("eu")],
             version,
             trace_id: [1; 16],
@@ -178,9 +178,9 @@ mod tests {
     #[test]
     fn the_same_series_shares_one_name_and_others_do_not() {
         let mut interner = Interner::new(16);
-        let a = interner.intern(&request("s", "/a", "v1"));
-        let again = interner.intern(&request("s", "/a", "v1"));
-        let other = interner.intern(&request("s", "/a", "v2"));
+        let a = interner.intern(request("s", "/a", "v1"));
+        let again = interner.intern(request("s", "/a", "v1"));
+        let other = interner.intern(request("s", "/a", "v2"));
         assert!(Arc::ptr_eq(&a.series, &again.series));
         assert!(!Arc::ptr_eq(&a.series, &other.series));
         assert_eq!(a.series.endpoint.dims, vec!["eu".to_owned()]);
@@ -193,7 +193,7 @@ mod tests {
         let mut interner = Interner::new(3);
         for i in 0..10 {
             let endpoint = format!("/e{i}");
-            let s = interner.intern(&request("s", &endpoint, "v"));
+            let s = interner.intern(request("s", &endpoint, "v"));
             assert_eq!(s.series.endpoint.endpoint, endpoint);
             assert!(interner.len() <= 3);
         }
@@ -202,9 +202,9 @@ mod tests {
     #[test]
     fn database_calls_are_named_by_service_and_version() {
         let mut interner = Interner::new(4);
-        let db = interner.intern(&SampleRef {
+        let db = interner.intern(SampleRef {
             service: "s",
-            endpoint: "",
+            endpoint: Cow::Borrowed(""),
             dims: Vec::new(),
             version: "v1",
             trace_id: [2; 16],

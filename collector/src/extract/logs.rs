@@ -14,7 +14,6 @@
 //! was missing or wrong, and the receiver counts it.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -22,8 +21,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValu
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use super::{
-    ExtractReport, Interner, Outcome, Sample, SampleKind, SampleRef, Unusable, MAX_REASONS,
-    UNKNOWN_SERVICE,
+    ExtractReport, Interner, Outcome, Sample, SampleKind, SampleRef, Unusable, UNKNOWN_SERVICE,
 };
 use crate::config::{ExtractConfig, LogMapping};
 
@@ -188,7 +186,7 @@ fn mapped_sample<'a>(
             .as_deref()
             .or(resource_service)
             .unwrap_or(UNKNOWN_SERVICE),
-        endpoint: super::endpoint_name(&mapped.endpoint),
+        endpoint: super::templated(&mapped.endpoint, &config.endpoints),
         dims,
         version: &mapped.version,
         trace_id: [0; 16],
@@ -199,7 +197,7 @@ fn mapped_sample<'a>(
         },
     };
     let truncated = sample.bound_names(config.max_name_length);
-    Ok((interner.intern(&sample), truncated))
+    Ok((interner.intern(sample), truncated))
 }
 
 /// A time field's value in unix milliseconds: an RFC 3339 string
@@ -284,27 +282,14 @@ pub fn extract_logs(
                         out.push(sample);
                     }
                     Err(reason) => {
-                        report.rejected += 1;
                         report.implausible += u64::from(reason == Unusable::Implausible.reason());
-                        if report.rejected as usize <= MAX_REASONS {
-                            if !report.message.is_empty() {
-                                report.message.push_str("; ");
-                            }
-                            let _ = write!(report.message, "log record {index}: {reason}");
-                        }
+                        report.reject(format_args!("log record {index}: {reason}"));
                     }
                 }
             }
         }
     }
-    if report.rejected as usize > MAX_REASONS {
-        let _ = write!(
-            report.message,
-            "; and {} more",
-            report.rejected as usize - MAX_REASONS
-        );
-    }
-    report
+    report.finish()
 }
 
 fn sample_of(
@@ -398,7 +383,7 @@ mod tests {
             SampleKind::Request { duration, outcome } => {
                 (sample.series.endpoint.endpoint.as_str(), duration, outcome)
             }
-            SampleKind::DbCall => panic!("a log is never a db call"),
+            _ => panic!("a log is a request, not {sample:?}"),
         }
     }
 

@@ -8,7 +8,8 @@
 //! goes back to the sender in `partial_success`.
 //!
 //! [`logs`] does the same for log records and JSON log lines that carry a
-//! request's duration.
+//! request's duration, [`metrics`] for the data points of histogram metrics
+//! (many requests each), and [`template`] makes endpoints of raw paths.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -21,10 +22,12 @@ use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, 
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ExtractConfig;
+use crate::config::{EndpointTemplates, ExtractConfig};
 
 pub mod intern;
 pub mod logs;
+pub mod metrics;
+pub mod template;
 pub mod wire;
 
 pub use intern::{Interner, SeriesName};
@@ -37,6 +40,11 @@ pub const UNKNOWN_VERSION: &str = "unknown";
 /// (`endpoint="*"` in metrics and the API); a span's own endpoint never is
 /// (`endpoint_name` makes it `/*`).
 pub const ALL_ENDPOINTS: &str = "*";
+
+/// The endpoint that holds a service's requests beyond its endpoint cap
+/// (`extract.endpoints.max_per_service`): judged like any other, so a slow
+/// version is still caught there.
+pub const OVERFLOW_ENDPOINT: &str = "{overflow}";
 
 /// `service.name` of resources that have none, as the OpenTelemetry SDKs do.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
@@ -51,8 +59,11 @@ pub(crate) mod keys {
     pub(crate) static SERVICE_NAME: &str = "service.name";
     /// Any of these on a CLIENT span makes it a database call.
     pub(crate) static DB_SYSTEM: [&str; 2] = ["db.system", "db.system.name"];
-    /// The endpoint, first non-empty one wins (else the span name).
-    pub(crate) static ENDPOINT: [&str; 3] = ["http.route", "url.path", "http.target"];
+    /// The endpoint as a template: first choice.
+    pub(crate) static ROUTE: &str = "http.route";
+    /// A raw path, made a template ([`super::template`]) when there is no
+    /// route; the first non-empty one wins (else the span name).
+    pub(crate) static RAW_PATH: [&str; 2] = ["url.path", "http.target"];
     /// The HTTP status code, new name first.
     pub(crate) static STATUS_CODE: [&str; 2] = ["http.response.status_code", "http.status_code"];
     /// A timeout when it names one.
@@ -62,10 +73,10 @@ pub(crate) mod keys {
 
     /// Every key above.
     pub(crate) fn all() -> impl Iterator<Item = &'static str> {
-        [SERVICE_NAME, ERROR_TYPE, GRPC_STATUS]
+        [SERVICE_NAME, ROUTE, ERROR_TYPE, GRPC_STATUS]
             .into_iter()
             .chain(DB_SYSTEM)
-            .chain(ENDPOINT)
+            .chain(RAW_PATH)
             .chain(STATUS_CODE)
     }
 }
@@ -123,8 +134,8 @@ impl Outcome {
     }
 }
 
-/// What a measured span or log record is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a measured span, log record or histogram point is.
+#[derive(Debug, Clone, PartialEq)]
 pub enum SampleKind {
     /// A request (SERVER or CONSUMER span, a root span, or a mapped log
     /// record) and its latency.
@@ -137,10 +148,14 @@ pub enum SampleKind {
     /// A database call (CLIENT span with `db.system` or `db.system.name`),
     /// attributed to the request of the same trace and service.
     DbCall,
+    /// Many requests at once: one histogram data point of a mapped metric,
+    /// its buckets in milliseconds ([`metrics`]). Boxed: a span's sample
+    /// stays as small as before.
+    Histogram(Box<metrics::Point>),
 }
 
-/// One span or log record, reduced to what the aggregator needs: the one
-/// shape every reader hands over. Its series is named by a shared
+/// One span, log record or histogram point, reduced to what the
+/// aggregator needs: the one shape every reader hands over. Its series is named by a shared
 /// [`SeriesName`] (see [`intern`]), so a sample owns no string of its own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -150,10 +165,10 @@ pub struct Sample {
     /// The trace, to join database calls to their request.
     pub trace_id: [u8; 16],
     /// When it happened, unix milliseconds: the span's end, the log
-    /// record's time. 0 when the sender gave none: the aggregator then
-    /// takes the arrival time.
+    /// record's time, the end of a histogram point's interval. 0 when the
+    /// sender gave none: the aggregator then takes the arrival time.
     pub time_ms: u64,
-    /// Request or database call.
+    /// Request, database call, or a histogram point's requests.
     pub kind: SampleKind,
 }
 
@@ -235,15 +250,16 @@ pub struct ExtractReport {
 
 /// A [`Sample`] before its series is named: every string borrowed from
 /// the request. What every reader produces ([`extract`] on a decoded
-/// message, [`wire::scan`] on the protobuf bytes, [`logs`] on log records),
-/// so the rules exist once; [`Interner::intern`] turns it into a [`Sample`].
+/// message, [`wire::scan`] on the protobuf bytes, [`logs`] on log records,
+/// [`metrics`] on histogram points), so the rules exist once;
+/// [`Interner::intern`] turns it into a [`Sample`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleRef<'a> {
     /// `service.name` of the span's resource.
     pub service: &'a str,
-    /// `http.route`, else `url.path` / `http.target`, else the span name;
-    /// empty for a database call.
-    pub endpoint: &'a str,
+    /// `http.route`, else `url.path` / `http.target` as a template, else
+    /// the span name; empty for a database call.
+    pub endpoint: Cow<'a, str>,
     /// Values of the configured extra dimensions (owned only when a value
     /// is not a string attribute); empty for a database call.
     pub dims: Vec<Cow<'a, str>>,
@@ -253,7 +269,7 @@ pub struct SampleRef<'a> {
     pub trace_id: [u8; 16],
     /// See [`Sample::time_ms`].
     pub time_ms: u64,
-    /// Request or database call.
+    /// See [`Sample::kind`].
     pub kind: SampleKind,
 }
 
@@ -262,13 +278,13 @@ impl<'a> SampleRef<'a> {
     /// `max` bytes, at a character boundary; how many were cut.
     pub(crate) fn bound_names(&mut self, max: usize) -> u64 {
         let mut cut = 0;
-        for name in [&mut self.service, &mut self.endpoint, &mut self.version] {
+        for name in [&mut self.service, &mut self.version] {
             if name.len() > max {
                 *name = truncate_bytes(name, max);
                 cut += 1;
             }
         }
-        for dim in &mut self.dims {
+        for dim in std::iter::once(&mut self.endpoint).chain(&mut self.dims) {
             if dim.len() > max {
                 *dim = match std::mem::take(dim) {
                     Cow::Borrowed(s) => Cow::Borrowed(truncate_bytes(s, max)),
@@ -416,29 +432,47 @@ impl Tally {
                 None
             }
             Err(unusable) => {
-                self.report.rejected += 1;
                 self.report.implausible += u64::from(unusable == Unusable::Implausible);
-                note_rejection(
-                    &mut self.report,
-                    span.name,
-                    span.trace_id,
-                    unusable.reason(),
-                );
+                self.report.reject(format_args!(
+                    "span {:?} (trace {}): {}",
+                    truncate(span.name, 64),
+                    hex(span.trace_id),
+                    unusable.reason()
+                ));
                 None
             }
         }
     }
 
-    pub(crate) fn finish(mut self) -> ExtractReport {
-        let report = &mut self.report;
-        if report.rejected as usize > MAX_REASONS {
+    pub(crate) fn finish(self) -> ExtractReport {
+        self.report.finish()
+    }
+}
+
+impl ExtractReport {
+    /// Counts one item that cannot be used; the first [`MAX_REASONS`]
+    /// reasons are spelled out for `partial_success`.
+    pub(crate) fn reject(&mut self, why: std::fmt::Arguments<'_>) {
+        self.rejected += 1;
+        if self.rejected as usize > MAX_REASONS {
+            return;
+        }
+        if !self.message.is_empty() {
+            self.message.push_str("; ");
+        }
+        let _ = self.message.write_fmt(why);
+    }
+
+    /// The report, with how many reasons were left out.
+    pub(crate) fn finish(mut self) -> Self {
+        if self.rejected as usize > MAX_REASONS {
             let _ = write!(
-                report.message,
+                self.message,
                 "; and {} more",
-                report.rejected as usize - MAX_REASONS
+                self.rejected as usize - MAX_REASONS
             );
         }
-        self.report
+        self
     }
 }
 
@@ -464,7 +498,7 @@ pub fn extract(
                 let fields = SpanFields::of(span);
                 let result = sample_of(&fields, service, &resource_attrs, config);
                 if let Some(sample) = tally.count(&fields, result) {
-                    out.push(interner.intern(&sample));
+                    out.push(interner.intern(sample));
                 }
             }
         }
@@ -477,21 +511,6 @@ pub(crate) fn service_of<'a>(resource_attrs: &impl Attrs<'a>) -> &'a str {
     resource_attrs
         .find_str(keys::SERVICE_NAME)
         .unwrap_or(UNKNOWN_SERVICE)
-}
-
-fn note_rejection(report: &mut ExtractReport, name: &str, trace_id: &[u8], reason: &str) {
-    if report.rejected as usize > MAX_REASONS {
-        return;
-    }
-    if !report.message.is_empty() {
-        report.message.push_str("; ");
-    }
-    let _ = write!(
-        report.message,
-        "span {:?} (trace {}): {reason}",
-        truncate(name, 64),
-        hex(trace_id)
-    );
 }
 
 /// The sample of one span: `Ok(None)` when the span is not measured,
@@ -531,7 +550,7 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
     if !is_request {
         return Ok(Some(SampleRef {
             service,
-            endpoint: "",
+            endpoint: Cow::Borrowed(""),
             dims: Vec::new(),
             version,
             trace_id,
@@ -561,7 +580,7 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
     };
     Ok(Some(SampleRef {
         service,
-        endpoint: endpoint_of(span),
+        endpoint: endpoint_of(span, &config.endpoints),
         dims,
         version,
         trace_id,
@@ -573,12 +592,28 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
     }))
 }
 
-fn endpoint_of<'a, A: Attrs<'a>>(span: &SpanFields<'a, A>) -> &'a str {
-    let endpoint = keys::ENDPOINT
-        .iter()
-        .find_map(|key| span.attributes.find_str(key).filter(|v| !v.is_empty()))
-        .unwrap_or(span.name);
-    endpoint_name(endpoint)
+fn endpoint_of<'a, A: Attrs<'a>>(
+    span: &SpanFields<'a, A>,
+    templates: &EndpointTemplates,
+) -> Cow<'a, str> {
+    let attrs = &span.attributes;
+    let found = |key: &str| attrs.find_str(key).filter(|v| !v.is_empty());
+    if let Some(route) = found(keys::ROUTE) {
+        return Cow::Borrowed(endpoint_name(route));
+    }
+    match keys::RAW_PATH.iter().find_map(|key| found(key)) {
+        Some(path) => templated(path, templates),
+        None => Cow::Borrowed(endpoint_name(span.name)),
+    }
+}
+
+/// A raw path's endpoint: its template ([`template::template`]), named as
+/// series name endpoints ([`endpoint_name`]).
+pub(crate) fn templated<'a>(path: &'a str, templates: &EndpointTemplates) -> Cow<'a, str> {
+    match template::template(path, templates) {
+        Cow::Borrowed(path) => Cow::Borrowed(endpoint_name(path)),
+        owned => owned,
+    }
 }
 
 /// An endpoint as series name it: `*` (an `OPTIONS *` request's target)
@@ -681,7 +716,7 @@ mod tests {
             SampleKind::Request { duration, outcome } => {
                 (&sample.series.endpoint, duration, outcome)
             }
-            SampleKind::DbCall => panic!("expected a request, got {sample:?}"),
+            _ => panic!("expected a request, got {sample:?}"),
         }
     }
 
@@ -727,10 +762,17 @@ mod tests {
 
     #[test]
     fn endpoint_falls_back_from_route_to_path_to_name() {
-        let spec = SpanSpec::server("svc", "GET", 5).attr(attr_str("url.path", "/a/1"));
-        assert_eq!(request_of(&one(spec).1[0]).0.endpoint, "/a/1");
+        let spec = SpanSpec::server("svc", "GET", 5).attr(attr_str("url.path", "/a/b"));
+        assert_eq!(request_of(&one(spec).1[0]).0.endpoint, "/a/b");
         let spec = SpanSpec::server("svc", "GET", 5).attr(attr_str("http.target", "/t?x=1"));
-        assert_eq!(request_of(&one(spec).1[0]).0.endpoint, "/t?x=1");
+        assert_eq!(request_of(&one(spec).1[0]).0.endpoint, "/t");
+        // A raw path is a template; a route is kept as it is.
+        let spec = SpanSpec::server("svc", "GET", 5).attr(attr_str("url.path", "/users/18273"));
+        assert_eq!(request_of(&one(spec).1[0]).0.endpoint, "/users/{id}");
+        let spec = SpanSpec::server("svc", "GET", 5)
+            .attr(attr_str("url.path", "/users/18273"))
+            .attr(attr_str("http.route", "/users/:user"));
+        assert_eq!(request_of(&one(spec).1[0]).0.endpoint, "/users/:user");
         let spec = SpanSpec::server("svc", "GET /x", 5);
         assert_eq!(request_of(&one(spec).1[0]).0.endpoint, "GET /x");
     }

@@ -704,7 +704,7 @@ mod tests {
     fn scanned(bytes: &[u8], config: &ExtractConfig) -> Result<Read, WireError> {
         let mut interner = Interner::new(1024);
         let mut samples = Vec::new();
-        scan(bytes, config, |s| samples.push(interner.intern(&s))).map(|r| (r, samples))
+        scan(bytes, config, |s| samples.push(interner.intern(s))).map(|r| (r, samples))
     }
 
     /// Both readers on the same request: (report, samples) each.

@@ -74,7 +74,10 @@ pub(super) fn rules_for(
     let seq = &judge.sequential;
     let mut out = Vec::with_capacity(4);
     if c.sla.enabled {
-        out.push(rules::sla(&c.sla, seq, candidates));
+        let mut result = rules::sla(&c.sla, seq, candidates);
+        let windows: Vec<&WindowSummary> = candidates.iter().map(|c| c.window).collect();
+        rules::state_resolution(&mut result, &windows);
+        out.push(result);
     }
     let pairs = compared.as_ref().ok().map(|(b, p)| (*b, p.as_slice()));
     if c.errors.enabled {
@@ -88,7 +91,15 @@ pub(super) fn rules_for(
             continue;
         }
         out.push(match (&compared, rule) {
-            (Ok((b, p)), Rule::Relative) => rules::relative(&c.relative, seq, b, p),
+            (Ok((b, p)), Rule::Relative) => {
+                let mut result = rules::relative(&c.relative, seq, b, p);
+                let windows: Vec<&WindowSummary> = p
+                    .iter()
+                    .flat_map(|p| [p.candidate.window, p.baseline])
+                    .collect();
+                rules::state_resolution(&mut result, &windows);
+                result
+            }
             (Ok((b, p)), _) => rules::fanout(&c.fanout, seq, b, p),
             (Err(why), _) => {
                 let (unit, test) = match rule {

@@ -98,6 +98,8 @@ fn evidence(e: &Evidence) -> pb::Evidence {
             baseline_needed: p.baseline_needed,
             sufficient: p.sufficient,
         }),
+        binned_requests: e.binned,
+        binned_error: e.binned_error,
     }
 }
 

@@ -1,11 +1,13 @@
-//! OTLP/gRPC `TraceService/Export`, answering as the OTLP specification says.
+//! OTLP/gRPC `TraceService/Export`, `LogsService/Export` and
+//! `MetricsService/Export`, answering as the OTLP specification says.
 //!
 //! - gzip is accepted; the decompressed size is capped by
 //!   `receiver.max_message_bytes` and a larger payload gets
 //!   `RESOURCE_EXHAUSTED` without `RetryInfo` (retrying cannot help).
 //! - A payload that does not decode gets `INVALID_ARGUMENT`.
 //! - An empty request is a success.
-//! - Spans that cannot be used are counted in `partial_success`.
+//! - Spans, log records or data points that cannot be used are counted in
+//!   `partial_success`.
 //! - A full aggregation queue gets `UNAVAILABLE`, which OTLP clients retry.
 //! - With forwarding on, a full forward queue gets `UNAVAILABLE` with
 //!   `RetryInfo`; an accepted request is queued for [`crate::forward`] as
@@ -17,23 +19,21 @@
 //! buffer of its own: a message that came in one DATA frame (senders honour
 //! the 1 MiB frames [`crate::serve`] allows) is the very `Bytes` h2 read.
 //! [`crate::extract::wire::scan`] reads only the fields the rules need from
-//! them (`receive::read_traces`).
+//! a trace export (`receive::read_traces`); logs and metrics are decoded
+//! (the same reading as OTLP/HTTP's, [`Receiver::accept`]).
 //!
 //! This is the only module that makes gRPC status codes for OTLP, and it
 //! counts every refusal; it must never hold a request waiting for the
 //! aggregator.
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, StreamBody};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
-use prost::Message as _;
 use tonic::body::Body;
 use tonic::codegen::http::header::CONTENT_TYPE;
 use tonic::codegen::http::{
@@ -45,57 +45,84 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::Service;
 
-use crate::codec::TRACE_EXPORT_PATH;
-use crate::config::ExtractConfig;
-use crate::forward::{ForwardError, ForwardHandle, Signal, REFUSAL_RETRY_DELAY};
-use crate::pipeline::{IngestError, PipelineHandle};
-use crate::receive::{gunzip, hand_over, read_traces, BodyError, Limits, Reservation};
+use crate::forward::REFUSAL_RETRY_DELAY;
+use crate::receive::{gunzip, BodyError, Encoding, Limits, Receiver, Refused, Reservation, Signal};
 use crate::telemetry::RefusedReason;
 
-/// The `TraceService/Export` handler: scan, hand over, forward the bytes.
-#[derive(Debug, Clone)]
-pub struct TraceReceiver {
-    pipeline: PipelineHandle,
-    extract: Arc<ExtractConfig>,
-    forward: Option<ForwardHandle>,
+/// One OTLP export service: tonic routes by a service's name, a constant,
+/// so each signal is a type of its own.
+pub trait Export: Send + Sync + 'static {
+    /// What it receives.
+    const SIGNAL: Signal;
+    /// The gRPC service name.
+    const NAME: &'static str;
 }
 
-/// [`TraceReceiver`] as a tonic service: the generated `TraceServiceServer`'s
-/// routing, with the unary call read by `unary_message`.
-#[derive(Debug, Clone)]
-pub struct TraceServer {
-    receiver: Arc<TraceReceiver>,
-    limits: Limits,
-}
+/// `opentelemetry.proto.collector.trace.v1.TraceService`.
+#[derive(Debug)]
+pub enum Traces {}
 
-impl NamedService for TraceServer {
+/// `opentelemetry.proto.collector.logs.v1.LogsService`.
+#[derive(Debug)]
+pub enum Logs {}
+
+/// `opentelemetry.proto.collector.metrics.v1.MetricsService`.
+#[derive(Debug)]
+pub enum Metrics {}
+
+impl Export for Traces {
+    const SIGNAL: Signal = Signal::Traces;
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
-impl TraceReceiver {
-    /// The tonic service, with OTLP status codes, gzip and the size limit.
-    pub fn service(
-        pipeline: PipelineHandle,
-        extract: ExtractConfig,
-        limits: Limits,
-        forward: Option<ForwardHandle>,
-    ) -> TraceServer {
-        TraceServer {
-            receiver: Arc::new(TraceReceiver {
-                pipeline,
-                extract: Arc::new(extract),
-                forward,
-            }),
-            limits,
+impl Export for Logs {
+    const SIGNAL: Signal = Signal::Logs;
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+impl Export for Metrics {
+    const SIGNAL: Signal = Signal::Metrics;
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+
+/// The `Export` method of signal `S` as a tonic service, with OTLP status
+/// codes, gzip and the size limit; its unary call read by
+/// `unary_message`.
+#[derive(Debug)]
+pub struct ExportServer<S> {
+    receiver: Arc<Receiver>,
+    signal: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for ExportServer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            receiver: self.receiver.clone(),
+            signal: PhantomData,
+        }
+    }
+}
+
+impl<S: Export> NamedService for ExportServer<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S: Export> ExportServer<S> {
+    /// The service of signal `S` on `receiver`.
+    pub fn new(receiver: Arc<Receiver>) -> Self {
+        Self {
+            receiver,
+            signal: PhantomData,
         }
     }
 
-    /// One Export call: its message read, exported, answered.
-    async fn answer<B>(&self, request: HttpRequest<B>, limits: &Limits) -> HttpResponse<Body>
+    /// One Export call: its message read, accepted, answered.
+    async fn answer<B>(self, request: HttpRequest<B>) -> HttpResponse<Body>
     where
         B: tonic::codegen::Body,
         B::Error: Into<tonic::codegen::StdError>,
     {
+        let limits = self.receiver.limits();
         let read = if limits.memory.shedding() {
             Err(Refusal::Shedding)
         } else {
@@ -108,49 +135,30 @@ impl TraceReceiver {
             Ok(read) => read,
             Err(refusal) => {
                 let (status, reason) = refusal.status(limits);
-                self.pipeline
+                self.receiver
                     .telemetry()
                     .refused(reason, 1, status.message());
                 return status.into_http();
             }
         };
-        match self.export(bytes) {
-            Ok(response) => grpc_ok(&response),
-            Err(status) => status.into_http(),
+        match self.receiver.accept(S::SIGNAL, Encoding::Protobuf, bytes) {
+            Ok(answer) => grpc_ok(&answer),
+            Err(refused) => status_of(&refused).into_http(),
         }
     }
+}
 
-    fn export(&self, bytes: Bytes) -> Result<ExportTraceServiceResponse, Status> {
-        let (samples, report) = read_traces(&bytes, &self.extract).map_err(|e| {
-            let message = e.to_string();
-            self.pipeline
-                .telemetry()
-                .refused(RefusedReason::InvalidPayload, 1, &message);
-            Status::invalid_argument(message)
-        })?;
-        // The slot is taken first and filled only once the pipeline took the
-        // samples, so an export is forwarded exactly when it is accepted.
-        let slot = self
-            .forward
-            .as_ref()
-            .map(ForwardHandle::reserve)
-            .transpose()
-            .map_err(forward_refused)?;
-        let partial = hand_over(&self.pipeline, samples, report, RefusedReason::InvalidSpan)
-            .map_err(|e| match e {
-                IngestError::Full => Status::unavailable(
-                    "modelgate's aggregation queue is full (receiver.queue_batches); retry with backoff",
-                ),
-                IngestError::Closed => Status::unavailable("modelgate is shutting down"),
-            })?;
-        if let Some(slot) = slot {
-            slot.send(Signal::Traces, bytes);
-        }
-        let partial_success = partial.map(|p| ExportTracePartialSuccess {
-            rejected_spans: p.rejected,
-            error_message: p.message,
-        });
-        Ok(ExportTraceServiceResponse { partial_success })
+/// The gRPC answer to a refused export: `UNAVAILABLE` is what OTLP clients
+/// retry; a full forward queue adds `RetryInfo`.
+fn status_of(refused: &Refused) -> Status {
+    match refused {
+        Refused::Invalid(message) => Status::invalid_argument(message.clone()),
+        Refused::ForwardFull => Status::with_error_details(
+            Code::Unavailable,
+            refused.message(),
+            ErrorDetails::with_retry_info(Some(REFUSAL_RETRY_DELAY)),
+        ),
+        Refused::QueueFull | Refused::Closed => Status::unavailable(refused.message()),
     }
 }
 
@@ -338,15 +346,14 @@ fn declared_len(body: &[u8]) -> Option<usize> {
     usize::try_from(len).ok()
 }
 
-/// The successful answer: the message, uncompressed (a few bytes), then
-/// `grpc-status: 0` in the trailers.
-fn grpc_ok(response: &ExportTraceServiceResponse) -> HttpResponse<Body> {
-    let len = response.encoded_len();
-    let mut message = BytesMut::with_capacity(GRPC_PREFIX_BYTES + len);
+/// The successful answer: the encoded response message, uncompressed (a
+/// few bytes), then `grpc-status: 0` in the trailers.
+fn grpc_ok(response: &[u8]) -> HttpResponse<Body> {
+    let mut message = BytesMut::with_capacity(GRPC_PREFIX_BYTES + response.len());
     message.put_u8(0);
     // An answer holds a count and at most a few reasons: far below 4 GiB.
-    message.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    response.encode_raw(&mut message);
+    message.put_u32(u32::try_from(response.len()).unwrap_or(u32::MAX));
+    message.put_slice(response);
     let mut trailers = HeaderMap::new();
     trailers.insert(Status::GRPC_STATUS, HeaderValue::from_static("0"));
     let frames = [
@@ -363,8 +370,9 @@ fn grpc_ok(response: &ExportTraceServiceResponse) -> HttpResponse<Body> {
     answer
 }
 
-impl<B> Service<HttpRequest<B>> for TraceServer
+impl<S, B> Service<HttpRequest<B>> for ExportServer<S>
 where
+    S: Export,
     B: tonic::codegen::Body + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
 {
@@ -377,7 +385,7 @@ where
     }
 
     fn call(&mut self, request: HttpRequest<B>) -> Self::Future {
-        if request.uri().path() != TRACE_EXPORT_PATH {
+        if request.uri().path() != S::SIGNAL.grpc_path() {
             return Box::pin(async move {
                 let mut response = HttpResponse::new(Body::default());
                 let headers = response.headers_mut();
@@ -389,21 +397,8 @@ where
                 Ok(response)
             });
         }
-        let receiver = self.receiver.clone();
-        let limits = self.limits.clone();
-        Box::pin(async move { Ok(receiver.answer(request, &limits).await) })
-    }
-}
-
-/// The retryable answer to an export the forward queue cannot take.
-fn forward_refused(e: ForwardError) -> Status {
-    match e {
-        ForwardError::Full => Status::with_error_details(
-            Code::Unavailable,
-            "modelgate's forward queue is full (forward.queue_items); retry with backoff",
-            ErrorDetails::with_retry_info(Some(REFUSAL_RETRY_DELAY)),
-        ),
-        ForwardError::Closed => Status::unavailable("modelgate is shutting down"),
+        let server = self.clone();
+        Box::pin(async move { Ok(server.answer(request).await) })
     }
 }
 
@@ -413,6 +408,10 @@ mod tests {
 
     use flate2::write::GzEncoder;
     use http_body::Frame;
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+    use prost::Message as _;
 
     use super::*;
 
@@ -566,7 +565,7 @@ mod tests {
                 error_message: "two bad spans".into(),
             }),
         };
-        let answer = grpc_ok(&response);
+        let answer = grpc_ok(&response.encode_to_vec());
         assert_eq!(answer.headers()[CONTENT_TYPE], "application/grpc");
         let collected = answer.into_body().collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()[Status::GRPC_STATUS], "0");

@@ -1,5 +1,5 @@
-//! OTLP/HTTP: `POST /v1/traces` and `POST /v1/logs`, answering as the OTLP
-//! specification says.
+//! OTLP/HTTP: `POST /v1/traces`, `POST /v1/logs` and `POST /v1/metrics`,
+//! answering as the OTLP specification says.
 //!
 //! - Bodies are binary protobuf (`application/x-protobuf`) or OTLP/JSON
 //!   (`application/json`); the answer uses the request's encoding. Any
@@ -16,9 +16,9 @@
 //!   accepted request is queued for [`crate::forward`] as the received
 //!   protobuf bytes (after gunzip), or re-encoded from OTLP/JSON.
 //! - Protobuf traces take the gRPC receiver's fast path
-//!   ([`crate::extract::wire::scan`], interned series names); JSON and logs
-//!   are decoded in full.
-//! - Spans or log records that cannot be used are reported in
+//!   ([`crate::extract::wire::scan`], interned series names); JSON, logs
+//!   and metrics are decoded in full.
+//! - Spans, log records or data points that cannot be used are reported in
 //!   `partial_success`, and counted.
 //!
 //! Like the gRPC receiver it never waits for the aggregator and keeps no
@@ -32,23 +32,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::config::ExtractConfig;
-use crate::extract::logs::extract_logs;
-use crate::extract::{extract, ExtractReport, Interner, Sample};
-use crate::forward::{ForwardError, ForwardHandle, Signal};
-use crate::pipeline::{IngestError, PipelineHandle};
-use crate::receive::{
-    gunzip, hand_over, read_traces, with_interner, BodyError, Limits, Partial, Reservation,
-};
+use crate::receive::{gunzip, BodyError, Encoding, Limits, Receiver, Refused, Reservation, Signal};
 use crate::telemetry::RefusedReason;
 
 /// Seconds a sender is asked to wait when the queue is full.
@@ -72,13 +58,6 @@ struct RpcStatus {
     message: String,
 }
 
-/// How a body is encoded; the answer is encoded the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
-    Protobuf,
-    Json,
-}
-
 impl Encoding {
     fn of(headers: &HeaderMap) -> Option<Self> {
         let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
@@ -99,25 +78,7 @@ impl Encoding {
         }
     }
 
-    fn decode<T: prost::Message + Default + DeserializeOwned>(
-        self,
-        body: &[u8],
-    ) -> Result<T, String> {
-        match self {
-            Encoding::Protobuf => T::decode(body).map_err(|e| format!("invalid protobuf: {e}")),
-            Encoding::Json => {
-                serde_json::from_slice(body).map_err(|e| format!("invalid OTLP/JSON: {e}"))
-            }
-        }
-    }
-
-    fn respond<T: prost::Message + Serialize>(self, status: StatusCode, message: &T) -> Response {
-        let body = match self {
-            Encoding::Protobuf => message.encode_to_vec(),
-            // Serializing a generated OTLP message cannot fail; an empty
-            // object is still a valid (empty) answer.
-            Encoding::Json => serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec()),
-        };
+    fn respond(self, status: StatusCode, body: Vec<u8>) -> Response {
         (
             status,
             [(header::CONTENT_TYPE, self.content_type())],
@@ -127,135 +88,39 @@ impl Encoding {
     }
 
     fn error(self, status: StatusCode, code: i32, message: String) -> Response {
-        self.respond(status, &RpcStatus { code, message })
+        self.respond(status, self.encode(&RpcStatus { code, message }))
     }
 }
 
-/// What the handlers share.
-#[derive(Debug)]
-struct Receiver {
-    pipeline: PipelineHandle,
-    extract: ExtractConfig,
-    limits: Limits,
-    forward: Option<ForwardHandle>,
-}
-
-/// The OTLP/HTTP routes.
-pub fn router(
-    pipeline: PipelineHandle,
-    extract: ExtractConfig,
-    limits: Limits,
-    forward: Option<ForwardHandle>,
-) -> Router {
-    Router::new()
-        .route("/v1/traces", post(traces))
-        .route("/v1/logs", post(logs))
+/// The OTLP/HTTP routes: one per signal.
+pub fn router(receiver: Arc<Receiver>) -> Router {
+    let mut router = Router::new();
+    for signal in Signal::ALL {
+        router = router.route(
+            signal.http_path(),
+            post(move |State(receiver), headers, body| export(receiver, signal, headers, body)),
+        );
+    }
+    router
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "modelgate's OTLP/HTTP receiver serves POST /v1/traces and POST /v1/logs\n",
+                "modelgate's OTLP/HTTP receiver serves POST /v1/traces, /v1/logs and /v1/metrics\n",
             )
         })
-        .with_state(Arc::new(Receiver {
-            pipeline,
-            extract,
-            limits,
-            forward,
-        }))
+        .with_state(receiver)
 }
 
-async fn traces(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
-    receive(
-        &receiver,
-        &headers,
-        body,
-        Signal::Traces,
-        RefusedReason::InvalidSpan,
-        |encoding, body, config, forwarding| match encoding {
-            // The fast path, as on gRPC: scanned, never decoded.
-            Encoding::Protobuf => {
-                let (samples, report) = read_traces(body, config).map_err(|e| e.to_string())?;
-                Ok((samples, report, None))
-            }
-            Encoding::Json => decoded(
-                encoding,
-                body,
-                config,
-                forwarding,
-                |r: &ExportTraceServiceRequest, c, i, out| extract(r, c, i, out),
-            ),
-        },
-        |partial| ExportTraceServiceResponse {
-            partial_success: partial.map(|p| ExportTracePartialSuccess {
-                rejected_spans: p.rejected,
-                error_message: p.message,
-            }),
-        },
-    )
-    .await
-}
-
-async fn logs(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
-    receive(
-        &receiver,
-        &headers,
-        body,
-        Signal::Logs,
-        RefusedReason::UnmappedLog,
-        |encoding, body, config, forwarding| {
-            decoded(
-                encoding,
-                body,
-                config,
-                forwarding,
-                |r: &ExportLogsServiceRequest, c, i, out| extract_logs(r, c, i, out),
-            )
-        },
-        |partial| ExportLogsServiceResponse {
-            partial_success: partial.map(|p| ExportLogsPartialSuccess {
-                rejected_log_records: p.rejected,
-                error_message: p.message,
-            }),
-        },
-    )
-    .await
-}
-
-/// What reading a body made of it: the samples, the report, and the
-/// protobuf bytes to forward when they are not the body itself (`None`).
-type Read = (Vec<Sample>, ExtractReport, Option<Vec<u8>>);
-
-/// Decodes `body` fully and extracts with `extract`; with `forwarding`, the
-/// protobuf encoding of a JSON body for the next hop.
-fn decoded<Req: prost::Message + Default + DeserializeOwned>(
-    encoding: Encoding,
-    body: &[u8],
-    config: &ExtractConfig,
-    forwarding: bool,
-    extract: impl Fn(&Req, &ExtractConfig, &mut Interner, &mut Vec<Sample>) -> ExtractReport,
-) -> Result<Read, String> {
-    let request: Req = encoding.decode(body)?;
-    let mut samples = Vec::new();
-    let report = with_interner(|interner| extract(&request, config, interner, &mut samples));
-    let reencoded = (forwarding && encoding == Encoding::Json).then(|| request.encode_to_vec());
-    Ok((samples, report, reencoded))
-}
-
-/// One export of either signal: read, decode, extract, hand over, answer.
-async fn receive<Resp>(
-    receiver: &Receiver,
-    headers: &HeaderMap,
-    body: Body,
+/// One export of `signal`: its body read within the limit, then accepted
+/// or refused in the OTLP/HTTP terms.
+async fn export(
+    receiver: Arc<Receiver>,
     signal: Signal,
-    unusable: RefusedReason,
-    read: impl Fn(Encoding, &[u8], &ExtractConfig, bool) -> Result<Read, String>,
-    response: impl Fn(Option<Partial>) -> Resp,
-) -> Response
-where
-    Resp: prost::Message + Serialize,
-{
-    let telemetry = receiver.pipeline.telemetry();
-    let Some(encoding) = Encoding::of(headers) else {
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let telemetry = receiver.telemetry();
+    let Some(encoding) = Encoding::of(&headers) else {
         telemetry.refused(RefusedReason::InvalidPayload, 1, "unsupported content type");
         return (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -263,14 +128,14 @@ where
         )
             .into_response();
     };
-    if receiver.limits.memory.shedding() {
+    let limits = receiver.limits();
+    if limits.memory.shedding() {
         let message = "modelgate is over receiver.memory_limit; retry with backoff";
         telemetry.refused(RefusedReason::MemoryLimit, 1, message);
         return unavailable(encoding, message);
     }
-    let limits = &receiver.limits;
     // Held until the answer: the bytes of this request count in flight.
-    let (body, _reservation) = match read_body(body, headers, limits).await {
+    let (body, _reservation) = match read_body(body, &headers, limits).await {
         Ok(read) => read,
         Err(BodyError::TooLarge) => {
             let message = format!(
@@ -298,49 +163,12 @@ where
             return unavailable(encoding, message);
         }
     };
-    let forwarding = receiver.forward.is_some();
-    let (samples, report, reencoded) = match read(encoding, &body, &receiver.extract, forwarding) {
-        Ok(read) => read,
-        Err(message) => {
-            telemetry.refused(RefusedReason::InvalidPayload, 1, &message);
-            return encoding.error(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message);
+    match receiver.accept(signal, encoding, body) {
+        Ok(answer) => encoding.respond(StatusCode::OK, answer),
+        Err(Refused::Invalid(message)) => {
+            encoding.error(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message)
         }
-    };
-    // Take the forward slot first and fill it only once the pipeline took
-    // the samples: an export is forwarded exactly when it is accepted.
-    let slot = match receiver
-        .forward
-        .as_ref()
-        .map(ForwardHandle::reserve)
-        .transpose()
-    {
-        Ok(slot) => slot,
-        Err(e) => {
-            let message = match e {
-                ForwardError::Full => {
-                    "modelgate's forward queue is full (forward.queue_items); retry with backoff"
-                }
-                ForwardError::Closed => "modelgate is shutting down",
-            };
-            return unavailable(encoding, message);
-        }
-    };
-    match hand_over(&receiver.pipeline, samples, report, unusable) {
-        Ok(partial) => {
-            if let Some(slot) = slot {
-                slot.send(signal, reencoded.map_or(body, Bytes::from));
-            }
-            encoding.respond(StatusCode::OK, &response(partial))
-        }
-        Err(e) => {
-            let message = match e {
-                IngestError::Full => {
-                    "modelgate's aggregation queue is full (receiver.queue_batches); retry with backoff"
-                }
-                IngestError::Closed => "modelgate is shutting down",
-            };
-            unavailable(encoding, message)
-        }
+        Err(refused) => unavailable(encoding, refused.message()),
     }
 }
 

@@ -1,26 +1,45 @@
 //! Receive: where OTLP enters modelgate.
 //!
-//! - [`grpc`]: OTLP/gRPC `TraceService/Export` on `receiver.grpc_listen`.
-//! - [`http`]: OTLP/HTTP `/v1/traces` and `/v1/logs` on
+//! - [`grpc`]: OTLP/gRPC `TraceService`, `LogsService` and `MetricsService`
+//!   on `receiver.grpc_listen`.
+//! - [`http`]: OTLP/HTTP `/v1/traces`, `/v1/logs` and `/v1/metrics` on
 //!   `receiver.http_listen`, protobuf or JSON.
 //!
-//! Receivers read the export inline (protobuf traces with
-//! [`crate::extract::wire::scan`], everything else decoded and passed to
-//! [`crate::extract`]), hand the samples to the pipeline without waiting
-//! ([`hand_over`]), and with forwarding on queue the accepted export for
-//! [`crate::forward`] as the bytes received; they are the only place where
-//! protocol status codes are made. They keep no state of their own beyond a
-//! per-thread cache of interned series names (`with_interner`).
+//! Both read an export the same way ([`Receiver::accept`]): protobuf
+//! traces with [`crate::extract::wire::scan`], everything else decoded and
+//! passed to its extractor ([`crate::extract`], [`crate::extract::logs`],
+//! [`crate::extract::metrics`]); they hand the samples to the pipeline
+//! without waiting ([`hand_over`]), and with forwarding on queue the
+//! accepted export for [`crate::forward`] as the bytes received. Each
+//! signal gets the same limits, refusals and counters. The receivers are
+//! the only place where protocol status codes are made. They keep no state
+//! of their own beyond a per-thread cache of interned series names
+//! (`with_interner`).
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ExtractConfig, ReceiverConfig};
-use crate::extract::{wire, ExtractReport, Interner, Sample};
+use crate::extract::logs::extract_logs;
+use crate::extract::metrics::extract_metrics;
+use crate::extract::{extract, wire, ExtractReport, Interner, Sample};
+use crate::forward::{ForwardError, ForwardHandle};
 use crate::pipeline::{IngestError, PipelineHandle};
 use crate::telemetry::{RefusedReason, Telemetry};
 
@@ -54,9 +73,289 @@ pub(crate) fn read_traces(
     with_interner(|interner| {
         // Sized so that the list rarely grows while it is filled.
         let mut samples = Vec::with_capacity(bytes.len() / SPAN_BYTES_AT_LEAST);
-        let report = wire::scan(bytes, config, |s| samples.push(interner.intern(&s)))?;
+        let report = wire::scan(bytes, config, |s| samples.push(interner.intern(s)))?;
         Ok((samples, report))
     })
+}
+
+/// Which OTLP signal an export request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    /// `ExportTraceServiceRequest`: spans.
+    Traces,
+    /// `ExportLogsServiceRequest`: log records.
+    Logs,
+    /// `ExportMetricsServiceRequest`: metric data points.
+    Metrics,
+}
+
+impl Signal {
+    /// Every signal, in counter order.
+    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Logs, Signal::Metrics];
+
+    /// The `signal` attribute value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Logs => "logs",
+            Signal::Metrics => "metrics",
+        }
+    }
+
+    /// Index into per-signal arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The OTLP/gRPC method.
+    pub const fn grpc_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        }
+    }
+
+    /// The OTLP/HTTP path.
+    pub const fn http_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/v1/traces",
+            Signal::Logs => "/v1/logs",
+            Signal::Metrics => "/v1/metrics",
+        }
+    }
+
+    /// The reason an item that cannot be used is refused under.
+    pub const fn unusable(self) -> RefusedReason {
+        match self {
+            Signal::Traces => RefusedReason::InvalidSpan,
+            Signal::Logs => RefusedReason::UnmappedLog,
+            Signal::Metrics => RefusedReason::InvalidPoint,
+        }
+    }
+}
+
+/// How a body is encoded; the answer is encoded the same way. gRPC is
+/// always protobuf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// Binary protobuf.
+    Protobuf,
+    /// OTLP/JSON.
+    Json,
+}
+
+impl Encoding {
+    fn decode<T: prost::Message + Default + DeserializeOwned>(
+        self,
+        body: &[u8],
+    ) -> Result<T, String> {
+        match self {
+            Encoding::Protobuf => T::decode(body).map_err(|e| format!("invalid protobuf: {e}")),
+            Encoding::Json => {
+                serde_json::from_slice(body).map_err(|e| format!("invalid OTLP/JSON: {e}"))
+            }
+        }
+    }
+
+    /// `message` in this encoding.
+    pub(crate) fn encode<T: prost::Message + Serialize>(self, message: &T) -> Vec<u8> {
+        match self {
+            Encoding::Protobuf => message.encode_to_vec(),
+            // Serializing a generated OTLP message cannot fail; an empty
+            // object is still a valid (empty) answer.
+            Encoding::Json => serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec()),
+        }
+    }
+}
+
+/// What every receiver shares: where samples go, how they are read, where
+/// accepted exports are forwarded.
+#[derive(Debug)]
+pub struct Receiver {
+    pipeline: PipelineHandle,
+    extract: ExtractConfig,
+    limits: Limits,
+    forward: Option<ForwardHandle>,
+}
+
+/// Why an export was not accepted; each protocol answers it in its own
+/// terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The payload does not decode (counted as `invalid_payload`).
+    Invalid(String),
+    /// The aggregation queue is full: retry.
+    QueueFull,
+    /// The forward queue is full: retry after [`crate::forward::REFUSAL_RETRY_DELAY`].
+    ForwardFull,
+    /// Shutting down.
+    Closed,
+}
+
+impl Refused {
+    /// The sentence for the sender.
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            Refused::Invalid(message) => message,
+            Refused::QueueFull => {
+                "modelgate's aggregation queue is full (receiver.queue_batches); retry with backoff"
+            }
+            Refused::ForwardFull => {
+                "modelgate's forward queue is full (forward.queue_items); retry with backoff"
+            }
+            Refused::Closed => "modelgate is shutting down",
+        }
+    }
+}
+
+impl Receiver {
+    /// A receiver handing samples to `pipeline`, forwarding to `forward`.
+    pub fn new(
+        pipeline: PipelineHandle,
+        extract: ExtractConfig,
+        limits: Limits,
+        forward: Option<ForwardHandle>,
+    ) -> Self {
+        Self {
+            pipeline,
+            extract,
+            limits,
+            forward,
+        }
+    }
+
+    /// What every request is held to.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The counters refusals go to.
+    pub(crate) fn telemetry(&self) -> &crate::telemetry::Telemetry {
+        self.pipeline.telemetry()
+    }
+
+    /// One export of `signal` (`body` after gunzip): read, handed to the
+    /// pipeline, queued for forwarding, and answered in `encoding`.
+    pub(crate) fn accept(
+        &self,
+        signal: Signal,
+        encoding: Encoding,
+        body: Bytes,
+    ) -> Result<Vec<u8>, Refused> {
+        let forwarding = self.forward.is_some();
+        let (samples, report, reencoded) = read(signal, encoding, &body, &self.extract, forwarding)
+            .map_err(|message| {
+                self.telemetry()
+                    .refused(RefusedReason::InvalidPayload, 1, &message);
+                Refused::Invalid(message)
+            })?;
+        // The slot is taken first and filled only once the pipeline took
+        // the samples, so an export is forwarded exactly when it is
+        // accepted.
+        let slot = self
+            .forward
+            .as_ref()
+            .map(ForwardHandle::reserve)
+            .transpose()
+            .map_err(|e| match e {
+                ForwardError::Full => Refused::ForwardFull,
+                ForwardError::Closed => Refused::Closed,
+            })?;
+        let partial = hand_over(&self.pipeline, signal, samples, report).map_err(|e| match e {
+            IngestError::Full => Refused::QueueFull,
+            IngestError::Closed => Refused::Closed,
+        })?;
+        if let Some(slot) = slot {
+            slot.send(signal, reencoded.map_or(body, Bytes::from));
+        }
+        Ok(answer(signal, partial, encoding))
+    }
+}
+
+/// What reading a body made of it: the samples, the report, and the
+/// protobuf bytes to forward when they are not the body itself (`None`).
+type Read = (Vec<Sample>, ExtractReport, Option<Vec<u8>>);
+
+/// Reads one export of `signal`: protobuf traces scanned on the wire,
+/// everything else decoded in full; with `forwarding`, the protobuf
+/// encoding of a JSON body for the next hop.
+fn read(
+    signal: Signal,
+    encoding: Encoding,
+    body: &[u8],
+    config: &ExtractConfig,
+    forwarding: bool,
+) -> Result<Read, String> {
+    match (signal, encoding) {
+        (Signal::Traces, Encoding::Protobuf) => {
+            let (samples, report) = read_traces(body, config).map_err(|e| e.to_string())?;
+            Ok((samples, report, None))
+        }
+        (Signal::Traces, Encoding::Json) => decoded(
+            encoding,
+            body,
+            config,
+            forwarding,
+            |r: &ExportTraceServiceRequest, c, i, out| extract(r, c, i, out),
+        ),
+        (Signal::Logs, _) => decoded(
+            encoding,
+            body,
+            config,
+            forwarding,
+            |r: &ExportLogsServiceRequest, c, i, out| extract_logs(r, c, i, out),
+        ),
+        (Signal::Metrics, _) => decoded(
+            encoding,
+            body,
+            config,
+            forwarding,
+            |r: &ExportMetricsServiceRequest, c, i, out| extract_metrics(r, c, i, out),
+        ),
+    }
+}
+
+/// Decodes `body` fully and extracts with `extract`.
+fn decoded<Req: prost::Message + Default + DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+    config: &ExtractConfig,
+    forwarding: bool,
+    extract: impl Fn(&Req, &ExtractConfig, &mut Interner, &mut Vec<Sample>) -> ExtractReport,
+) -> Result<Read, String> {
+    let request: Req = encoding.decode(body)?;
+    let mut samples = Vec::new();
+    let report = with_interner(|interner| extract(&request, config, interner, &mut samples));
+    let reencoded = (forwarding && encoding == Encoding::Json).then(|| request.encode_to_vec());
+    Ok((samples, report, reencoded))
+}
+
+/// The answer to an accepted export of `signal`, in `encoding`: empty, or
+/// its `partial_success`.
+fn answer(signal: Signal, partial: Option<Partial>, encoding: Encoding) -> Vec<u8> {
+    let (rejected, error_message) = partial.map_or((0, String::new()), |p| (p.rejected, p.message));
+    let some = rejected > 0 || !error_message.is_empty();
+    match signal {
+        Signal::Traces => encoding.encode(&ExportTraceServiceResponse {
+            partial_success: some.then_some(ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message,
+            }),
+        }),
+        Signal::Logs => encoding.encode(&ExportLogsServiceResponse {
+            partial_success: some.then_some(ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message,
+            }),
+        }),
+        Signal::Metrics => encoding.encode(&ExportMetricsServiceResponse {
+            partial_success: some.then_some(ExportMetricsPartialSuccess {
+                rejected_data_points: rejected,
+                error_message,
+            }),
+        }),
+    }
 }
 
 /// Why a request body cannot be read (either protocol).
@@ -277,31 +576,30 @@ pub(crate) fn gunzip(gzipped: &[u8], limit: usize) -> Result<Vec<u8>, BodyError>
     Ok(out)
 }
 
-/// The `partial_success` of an export: how many spans or records could not
-/// be used, and the first reasons.
+/// The `partial_success` of an export: how many spans, log records or data
+/// points could not be used, and the first reasons.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partial {
-    /// Rejected spans or log records.
+    /// Rejected items.
     pub rejected: i64,
     /// Why, for the sender.
     pub message: String,
 }
 
 /// Hands one export's samples to the pipeline and counts what extraction
-/// made of it; `unusable` is the reason its rejected items are counted
-/// under. A full queue refuses the whole export (the sender retries it), so
-/// nothing is counted as accepted then.
+/// made of it, as items of `signal`. A full queue refuses the whole export
+/// (the sender retries it), so nothing is counted as accepted then.
 pub fn hand_over(
     pipeline: &PipelineHandle,
+    signal: Signal,
     samples: Vec<Sample>,
     report: ExtractReport,
-    unusable: RefusedReason,
 ) -> Result<Option<Partial>, IngestError> {
     if !samples.is_empty() {
         pipeline.try_ingest(samples)?;
     }
     let telemetry = pipeline.telemetry();
-    telemetry.spans_accepted(report.samples + report.ignored);
+    telemetry.accepted(signal, report.samples + report.ignored);
     if report.truncated > 0 {
         telemetry.names_truncated(report.truncated);
     }
@@ -315,7 +613,11 @@ pub fn hand_over(
             );
         }
         if report.rejected > implausible {
-            telemetry.refused(unusable, report.rejected - implausible, &report.message);
+            telemetry.refused(
+                signal.unusable(),
+                report.rejected - implausible,
+                &report.message,
+            );
         }
         Partial {
             rejected: i64::try_from(report.rejected).unwrap_or(i64::MAX),

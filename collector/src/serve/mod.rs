@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 
 use crate::auth::{self, Auth, Authenticated, HttpGuard};
 use crate::config::Config;
@@ -23,8 +24,8 @@ use crate::forward::{self, ForwardSetupError};
 use crate::pipeline::Pipeline;
 use crate::query::admin;
 use crate::query::api::QueryService;
-use crate::receive::grpc::TraceReceiver;
-use crate::receive::http;
+use crate::receive::grpc::{ExportServer, Logs, Metrics, Traces};
+use crate::receive::{http, Receiver};
 use crate::telemetry::Telemetry;
 use socket::{no_delay, Connections, Track};
 use std::time::Duration;
@@ -200,53 +201,62 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
     let (pipeline, handle) = Pipeline::new(&config, telemetry.clone(), otlp, receivers.clone());
     let admin_stop = CancellationToken::new();
-    let receiver = &config.receiver;
-    let max_connections = receiver
+    let settings = &config.receiver;
+    let max_connections = settings
         .max_connections
         .unwrap_or_else(socket::default_max_connections);
     let connections = Connections::new(
         max_connections,
-        receiver.idle_timeout,
-        receiver.write_timeout,
+        settings.idle_timeout,
+        settings.write_timeout,
         telemetry.clone(),
     );
     // Both stop with the last server, the admin port.
     tokio::spawn(connections.clone().reap(admin_stop.clone()));
-    let limits = crate::receive::Limits::new(receiver, telemetry.clone());
+    let limits = crate::receive::Limits::new(settings, telemetry.clone());
     tokio::spawn(limits.memory.clone().watch(admin_stop.clone()));
     let http_limits = HttpLimits {
-        header_timeout: receiver.header_timeout,
+        header_timeout: settings.header_timeout,
     };
 
     let pipeline_token = CancellationToken::new();
     let pipeline_task = tokio::spawn(pipeline.run(pipeline_token.clone()));
 
-    let trace_service = TraceReceiver::service(
+    let receiver = Arc::new(Receiver::new(
         handle.clone(),
         config.extract.clone(),
         limits.clone(),
-        forward.clone(),
-    );
-    let query = QueryServer::new(QueryService::new(handle.clone()));
+        forward,
+    ));
+    let grpc_routes = Routes::new(Authenticated::new(
+        ExportServer::<Traces>::new(receiver.clone()),
+        auth.clone(),
+    ))
+    .add_service(Authenticated::new(
+        ExportServer::<Logs>::new(receiver.clone()),
+        auth.clone(),
+    ))
+    .add_service(Authenticated::new(
+        ExportServer::<Metrics>::new(receiver.clone()),
+        auth.clone(),
+    ))
+    .add_service(Authenticated::new(
+        QueryServer::new(QueryService::new(handle.clone())),
+        auth.clone(),
+    ));
     let grpc = serve_grpc(
         grpc_listener,
         tls.as_ref(),
-        Authenticated::new(trace_service, auth.clone()),
-        Authenticated::new(query, auth.clone()),
+        grpc_routes,
         receivers.clone(),
         connections.clone(),
-        receiver.max_concurrent_streams,
+        settings.max_concurrent_streams,
     )?;
     let http = serve_http(
         "OTLP/HTTP",
         http_listener,
         tls.as_ref(),
-        HttpGuard::new(auth.clone(), auth::receiver_access).protect(http::router(
-            handle.clone(),
-            config.extract.clone(),
-            limits.clone(),
-            forward,
-        )),
+        HttpGuard::new(auth.clone(), auth::receiver_access).protect(http::router(receiver)),
         receivers.clone(),
         connections.clone(),
         http_limits,
@@ -292,39 +302,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })
 }
 
-/// Serves OTLP/gRPC and the query API on `listener` (with `tls` when given)
-/// until `shutdown`.
-fn serve_grpc<T, Q>(
+/// Serves OTLP/gRPC and the query API (`routes`) on `listener` (with `tls`
+/// when given) until `shutdown`.
+fn serve_grpc(
     listener: TcpListener,
     tls: Option<&Tls>,
-    traces: T,
-    query: Q,
+    routes: Routes,
     shutdown: CancellationToken,
     connections: Arc<Connections>,
     max_concurrent_streams: u32,
-) -> Result<JoinHandle<Result<(), ServeError>>, ServeError>
-where
-    T: tower::Service<
-            axum::http::Request<tonic::body::Body>,
-            Response = axum::http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    T::Future: Send + 'static,
-    Q: tower::Service<
-            axum::http::Request<tonic::body::Body>,
-            Response = axum::http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    Q::Future: Send + 'static,
-{
+) -> Result<JoinHandle<Result<(), ServeError>>, ServeError> {
     let mut builder = tonic::transport::Server::builder()
         .max_frame_size(GRPC_MAX_FRAME_BYTES)
         .initial_stream_window_size(GRPC_STREAM_WINDOW_BYTES)
@@ -342,8 +329,7 @@ where
     let mut builder = builder.layer(socket::TrackLayer);
     Ok(tokio::spawn(async move {
         builder
-            .add_service(traces)
-            .add_service(query)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(
                 // tonic's `tcp_nodelay` does not apply to an incoming stream.
                 TcpListenerStream::new(listener).filter_map(move |stream| match stream {

@@ -23,7 +23,7 @@ use modelgate::loadgen::{batches, LoadOptions};
 use modelgate_collector::aggregate::Aggregator;
 use modelgate_collector::config::{AggregateConfig, ExtractConfig};
 use modelgate_collector::extract::{extract, wire, Interner};
-use modelgate_e2e::{metric, modelgate_command, Collector};
+use modelgate_e2e::{cpu_seconds, metric_sum, modelgate_command, Collector};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
@@ -40,22 +40,6 @@ fn in_process(batches: &[Vec<u8>], seconds: u64, mut step: impl FnMut(&[u8]) -> 
         }
     }
     spans as f64 / started.elapsed().as_secs_f64()
-}
-
-/// User + system CPU seconds of process `pid` (`/proc/PID/stat`).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ')'.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn span_count(r: &ExportTraceServiceRequest) -> usize {
@@ -112,7 +96,7 @@ async fn main() {
     let mut interned = Vec::with_capacity(options.batch_spans);
     let fast = in_process(&encoded, seconds, |b| {
         interned.clear();
-        wire::scan(b, &config, |s| interned.push(interner.intern(&s))).unwrap();
+        wire::scan(b, &config, |s| interned.push(interner.intern(s))).unwrap();
         let now = modelgate_collector::pipeline::now_ms();
         agg.record(&interned, now);
         interned.len()
@@ -165,7 +149,7 @@ async fn main() {
         field(&half, "export_p50_ms="),
         field(&half, "export_p99_ms="),
     );
-    let counted = metric(
+    let counted = metric_sum(
         &collector.metrics().await,
         "modelgate_receiver_accepted_total",
         &[],

@@ -8,8 +8,9 @@
 //! settings in environment variables (the example configurations take
 //! their addresses from there), and waits until it is ready;
 //! [`DebugText`] reads what a Collector's `debug` exporter wrote at
-//! `verbosity: detailed`, so a test can count every span and log record a
-//! backend Collector received, per service, and find any received twice.
+//! `verbosity: detailed`, so a test can count every span, log record and
+//! metric data point a backend Collector received, per service, and find
+//! any received twice.
 //! Every wait here is bounded in time.
 
 use std::collections::BTreeMap;
@@ -86,11 +87,46 @@ impl Otelcol {
         Self::launch(config, env).0
     }
 
+    /// [`Otelcol::start`] on processor `cpu` only (`taskset`), for
+    /// benchmarks that give it and its load one core each.
+    pub async fn start_pinned(cpu: usize, config: &Path, env: &[(&str, &str)]) -> Self {
+        let (collector, ready) = Self::launch_on(Some(cpu), config, env);
+        match tokio::time::timeout(START_TIMEOUT, ready).await {
+            Ok(Ok(_)) => collector,
+            _ => panic!(
+                "the Collector on {} did not start; log:\n{}",
+                config.display(),
+                collector.log()
+            ),
+        }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     fn launch(
         config: &Path,
         env: &[(&str, &str)],
     ) -> (Self, tokio::sync::oneshot::Receiver<String>) {
-        let mut child = Command::new(otelcol_bin())
+        Self::launch_on(None, config, env)
+    }
+
+    fn launch_on(
+        cpu: Option<usize>,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> (Self, tokio::sync::oneshot::Receiver<String>) {
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                taskset.arg("-c").arg(cpu.to_string()).arg(otelcol_bin());
+                taskset
+            }
+            None => Command::new(otelcol_bin()),
+        };
+        let mut child = command
             .arg("--config")
             .arg(config)
             .envs(env.iter().copied())
@@ -162,6 +198,9 @@ pub enum Signal {
     Traces,
     /// `LogRecord #n` blocks.
     Logs,
+    /// `...DataPoints #n` blocks (`NumberDataPoints`, `HistogramDataPoints`,
+    /// `ExponentialHistogramDataPoints`, `SummaryDataPoints`).
+    Metrics,
 }
 
 /// What a Collector's `debug` exporter wrote (`verbosity: detailed`): every
@@ -170,7 +209,8 @@ pub enum Signal {
 pub struct DebugText {
     /// (signal, `service.name` of its resource, identity): a span is its
     /// trace and span id; a log record is its whole detailed text (time
-    /// stamps to the nanosecond, body, attributes, ids).
+    /// stamps to the nanosecond, body, attributes, ids); a data point is its
+    /// metric's name and its whole detailed text.
     pub items: Vec<(Signal, String, String)>,
 }
 
@@ -187,6 +227,8 @@ impl DebugText {
         let mut in_resource = false;
         // The item being read: (signal, identity).
         let mut current: Option<(Signal, String)> = None;
+        // The metric whose data points are being read, by its name.
+        let mut metric = String::new();
         let mut flush = |current: &mut Option<(Signal, String)>, service: &str| {
             if let Some((signal, id)) = current.take() {
                 items.push((signal, service.to_owned(), id));
@@ -194,13 +236,28 @@ impl DebugText {
         };
         for line in text.lines() {
             let head = line.trim_start();
-            if head.starts_with("ResourceSpans #") || head.starts_with("ResourceLog #") {
+            if head.starts_with("ResourceSpans #")
+                || head.starts_with("ResourceLog #")
+                || head.starts_with("ResourceMetrics #")
+            {
                 flush(&mut current, &service);
                 service.clear();
                 in_resource = true;
-            } else if head.starts_with("ScopeSpans #") || head.starts_with("ScopeLogs #") {
+            } else if head.starts_with("ScopeSpans #")
+                || head.starts_with("ScopeLogs #")
+                || head.starts_with("ScopeMetrics #")
+            {
                 flush(&mut current, &service);
                 in_resource = false;
+            } else if head.starts_with("Metric #") {
+                flush(&mut current, &service);
+                metric.clear();
+            } else if let Some(name) = head.strip_prefix("-> Name: ").filter(|_| current.is_none())
+            {
+                name.clone_into(&mut metric);
+            } else if head.contains("DataPoints #") {
+                flush(&mut current, &service);
+                current = Some((Signal::Metrics, format!("{metric}\n")));
             } else if head.starts_with("Span #") {
                 flush(&mut current, &service);
                 current = Some((Signal::Traces, String::new()));
@@ -227,7 +284,7 @@ impl DebugText {
                             id.push('/');
                         }
                     }
-                    Signal::Logs => {
+                    Signal::Logs | Signal::Metrics => {
                         id.push_str(line);
                         id.push('\n');
                     }
@@ -293,6 +350,31 @@ Body: Str(one)
 LogRecord #1
 Timestamp: 2020-02-11 20:26:13.000000789 +0000 UTC
 Body: Str(one)
+ResourceMetrics #0
+Resource attributes:
+     -> service.name: Str(quotes)
+ScopeMetrics #0
+InstrumentationScope sdk
+Metric #0
+Descriptor:
+     -> Name: http.server.request.duration
+     -> DataType: Histogram
+HistogramDataPoints #0
+Data point attributes:
+     -> http.route: Str(/quote)
+Timestamp: 2020-02-11 20:26:13.000000789 +0000 UTC
+Count: 3
+HistogramDataPoints #1
+Data point attributes:
+     -> http.route: Str(/other)
+Timestamp: 2020-02-11 20:26:13.000000789 +0000 UTC
+Count: 3
+Metric #1
+Descriptor:
+     -> Name: gen
+NumberDataPoints #0
+Timestamp: 2020-02-11 20:26:13.000000789 +0000 UTC
+Value: 0
 ResourceSpans #0
 Resource attributes:
      -> service.name: Str(checkout)
@@ -314,8 +396,13 @@ Span #0
             text.counts(Signal::Logs),
             BTreeMap::from([("lending".to_owned(), 2)])
         );
+        assert_eq!(
+            text.counts(Signal::Metrics),
+            BTreeMap::from([("quotes".to_owned(), 3)])
+        );
         assert_eq!(text.duplicates(Signal::Traces), vec!["0102/1112/"]);
         assert_eq!(text.duplicates(Signal::Logs).len(), 1);
+        assert!(text.duplicates(Signal::Metrics).is_empty());
         assert!(DebugText::parse("").items.is_empty());
     }
 }

@@ -1,17 +1,20 @@
 //! The OpenTelemetry SDK as an application uses it, as an independent
 //! OTLP client for the end-to-end tests: requests recorded as SERVER spans
-//! through the SDK's batch span processor, or logged as request log records
-//! in the lending format through its batch log processor, exported by
-//! `opentelemetry-otlp` over OTLP/gRPC. Nothing here builds OTLP by hand:
-//! what arrives is what the SDK makes.
+//! through the SDK's batch span processor, logged as request log records
+//! in the lending format through its batch log processor, or measured in
+//! the `http.server.request.duration` histogram through its meter, exported
+//! by `opentelemetry-otlp` over OTLP/gRPC. Nothing here builds OTLP by
+//! hand: what arrives is what the SDK makes.
 
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 
@@ -129,4 +132,66 @@ pub async fn export_request_logs(endpoint: &str, service: &str, requests: &[Requ
     })
     .await
     .expect("flush task");
+}
+
+/// `http.server.request.duration`'s advised bucket bounds, seconds (the
+/// semantic conventions' advice; the SDK's own default is for
+/// milliseconds).
+pub const HTTP_SERVER_BOUNDS_S: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Measures each batch of `batches` in the `http.server.request.duration`
+/// histogram of `service` (seconds, the advised bounds, attributes
+/// `http.route`, `model.version`, `http.response.status_code` and
+/// `error.type` on a timeout) and exports after each batch over OTLP/gRPC
+/// to `endpoint`, as the SDK's periodic reader would at its interval:
+/// cumulative points, the SDK's default (the shutdown exports them once
+/// more). Returns once shut down.
+pub async fn export_request_histograms(endpoint: &str, service: &str, batches: &[Vec<Request>]) {
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(Duration::from_secs(10))
+        .build()
+        .expect("an OTLP/gRPC metric exporter");
+    // Exports when flushed, not on its own clock: the test decides when a
+    // batch is over.
+    let reader = PeriodicReader::builder(exporter)
+        .with_interval(Duration::from_secs(3600))
+        .build();
+    let provider = SdkMeterProvider::builder()
+        .with_resource(resource(service))
+        .with_reader(reader)
+        .build();
+    let histogram = provider
+        .meter("modelgate-e2e")
+        .f64_histogram("http.server.request.duration")
+        .with_unit("s")
+        .with_boundaries(HTTP_SERVER_BOUNDS_S.to_vec())
+        .build();
+    for batch in batches {
+        for request in batch {
+            let status: i64 = if request.timed_out { 504 } else { 200 };
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("http.route", request.route.clone()),
+                KeyValue::new("http.response.status_code", status),
+                KeyValue::new("model.version", request.version.clone()),
+            ];
+            if request.timed_out {
+                attributes.push(KeyValue::new("error.type", "timeout"));
+            }
+            histogram.record(request.duration.as_secs_f64(), &attributes);
+        }
+        let flushed = provider.clone();
+        tokio::task::spawn_blocking(move || flushed.force_flush())
+            .await
+            .expect("flush task")
+            .expect("the SDK exported the histograms");
+    }
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .expect("shutdown task")
+        .expect("the SDK shut down");
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use modelgate_e2e::{eventually, metric, Collector};
+use modelgate_e2e::{eventually, metric, metric_sum, Collector};
 use modelgate_fixture::{request_of, SpanSpec};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
@@ -280,7 +280,8 @@ async fn forwarding_survives_a_downstream_outage_and_refuses_when_full() {
     })
     .await;
     let text = collector.metrics().await;
-    let accepted = figure(&text, "modelgate_receiver_accepted_total", &[]);
+    let accepted =
+        metric_sum(&text, "modelgate_receiver_accepted_total", &[]).unwrap_or(0.0) as u64;
     let fwd_sent = figure(&text, "modelgate_forward_sent_total", &[]);
     let refused = figure(&text, "modelgate_forward_refused_total", &[]);
     let queue = figure(&text, "modelgate_forward_queue", &[]);

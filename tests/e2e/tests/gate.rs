@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use modelgate::replay::{replay, ReplayOptions, Scenario};
-use modelgate_e2e::{eventually, metric, run_modelgate, Collector, Run};
+use modelgate_e2e::{eventually, metric_sum, run_modelgate, Collector, Run};
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::query_client::QueryClient;
 
@@ -48,7 +48,7 @@ fn options(collector: &Collector, rate: Option<f64>) -> ReplayOptions {
 
 async fn all_accepted(collector: &Collector, n: f64) {
     eventually(Duration::from_secs(20), || async {
-        (metric(
+        (metric_sum(
             &collector.metrics().await,
             "modelgate_receiver_accepted_total",
             &[],

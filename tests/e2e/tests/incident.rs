@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use modelgate::replay::{replay, ReplayOptions, Scenario};
-use modelgate_e2e::{eventually, metric, Collector};
+use modelgate_e2e::{eventually, metric, metric_sum, Collector};
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::query_client::QueryClient;
 
@@ -151,7 +151,7 @@ async fn lending_incident_fires_for_v13_against_v12_on_both_endpoints() {
             >= 1.0
     );
     assert_eq!(
-        metric(&text, "modelgate_receiver_accepted_total", &[]),
+        metric_sum(&text, "modelgate_receiver_accepted_total", &[]),
         Some(500.0)
     );
 
@@ -268,7 +268,7 @@ async fn aa_replay_of_thousands_of_requests_fires_nothing() {
     assert_eq!(report.requests, 6000);
     // Every sample in, and several evaluations over all of it.
     eventually(Duration::from_secs(20), || async {
-        (metric(
+        (metric_sum(
             &collector.metrics().await,
             "modelgate_receiver_accepted_total",
             &[],

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use modelgate_e2e::otelcol::Otelcol;
 use modelgate_e2e::prometheus::{label, Prometheus};
 use modelgate_e2e::sdk::{self, Request};
-use modelgate_e2e::{eventually, free_addr, metric, repo, Collector, EPHEMERAL};
+use modelgate_e2e::{eventually, free_addr, metric_sum, repo, Collector, EPHEMERAL};
 
 use serde_json::Value;
 
@@ -483,7 +483,7 @@ async fn three_modelgates_behind_the_load_balancer_judge_each_service_once() {
             let mut sum = 0.0;
             for instance in &instances {
                 let metrics = instance.modelgate.metrics().await;
-                sum += metric(&metrics, "modelgate_receiver_accepted_total", &[]).unwrap();
+                sum += metric_sum(&metrics, "modelgate_receiver_accepted_total", &[]).unwrap();
             }
             sum
         };

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use modelgate_e2e::{eventually, metric, modelgate_command, Collector};
+use modelgate_e2e::{eventually, metric, metric_sum, modelgate_command, Collector};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_smoke_every_acknowledged_span_is_counted() {
@@ -40,7 +40,7 @@ async fn loadgen_smoke_every_acknowledged_span_is_counted() {
         .unwrap();
     assert!(accepted >= 512, "{stdout}");
     let counted = eventually(Duration::from_secs(10), || async {
-        metric(
+        metric_sum(
             &collector.metrics().await,
             "modelgate_receiver_accepted_total",
             &[],
@@ -51,7 +51,7 @@ async fn loadgen_smoke_every_acknowledged_span_is_counted() {
     assert!(
         counted.is_some(),
         "collector counted {:?}, loadgen {accepted}",
-        metric(
+        metric_sum(
             &collector.metrics().await,
             "modelgate_receiver_accepted_total",
             &[]

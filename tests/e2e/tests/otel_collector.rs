@@ -10,11 +10,12 @@
 //! Then the agent configuration `examples/otel-collector/collector.yaml`,
 //! unchanged (addresses from the environment), between real clients and
 //! modelgate, with a second Collector behind modelgate as the backend:
-//! traces and logs from `telemetrygen` and from the OpenTelemetry SDK, and
-//! request log lines from a file, reach modelgate over OTLP/HTTP (the
-//! `otlphttp` exporter) or OTLP/gRPC (the `otlp` exporter) and the backend
-//! from modelgate's forwarder; every item is counted where it was sent, by
-//! the Collector, by modelgate and by the backend, and none arrives twice.
+//! traces, logs and metrics from `telemetrygen` and from the OpenTelemetry
+//! SDK, and request log lines from a file, reach modelgate over OTLP/HTTP
+//! (the `otlphttp` exporter) or OTLP/gRPC (the `otlp` exporter) and the
+//! backend from modelgate's forwarder; every item is counted where it was
+//! sent, by the Collector, by modelgate and by the backend, and none
+//! arrives twice.
 //!
 //! The Collector is the project's own build (tests/otelcol, built by
 //! scripts/build-otelcol), or the binary named by `OTELCOL_BIN`.
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use modelgate_e2e::otelcol::{telemetrygen, DebugText, Otelcol, Signal};
 use modelgate_e2e::sdk::{self, Request};
-use modelgate_e2e::{eventually, free_addr, metric, repo, Collector};
+use modelgate_e2e::{eventually, free_addr, metric, metric_sum, repo, Collector};
 
 /// The incident's own eight lines (line 5 malformed), moved in time so that
 /// the last one is now: modelgate judges a record at its own time, and one
@@ -180,7 +181,7 @@ async fn v13_firing(collector: &Collector) -> Option<serde_json::Value> {
 async fn received(collector: &Collector) -> (Option<f64>, Option<f64>) {
     let metrics = collector.metrics().await;
     (
-        metric(&metrics, "modelgate_receiver_accepted_total", &[]),
+        metric_sum(&metrics, "modelgate_receiver_accepted_total", &[]),
         metric(
             &metrics,
             "modelgate_receiver_refused_total",
@@ -288,34 +289,23 @@ async fn ship_the_incident(encoding: &str) {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// How the agent Collector sends each signal to modelgate, and modelgate on
-/// to the backend Collector.
-///
-/// A signal modelgate does not take yet is not sent on a transport that
-/// lacks it: logs reach modelgate over OTLP/HTTP on both routes until it
-/// serves OTLP/gRPC `LogsService` (then `logs_exporter` becomes
-/// `otlp/modelgate` on the gRPC route); metrics join when it serves
-/// `MetricsService` and `/v1/metrics` (a `metrics` pipeline in
-/// collector.yaml, `telemetrygen metrics` below, `Metric #` blocks in
-/// [`DebugText`]).
+/// How the agent Collector sends each signal to modelgate (one exporter
+/// for all three), and modelgate on to the backend Collector.
 struct Route {
-    /// `MODELGATE_TRACES_EXPORTER` of collector.yaml.
-    traces_exporter: &'static str,
-    /// `MODELGATE_LOGS_EXPORTER` of collector.yaml.
-    logs_exporter: &'static str,
+    /// `MODELGATE_TRACES_EXPORTER`, `MODELGATE_LOGS_EXPORTER` and
+    /// `MODELGATE_METRICS_EXPORTER` of collector.yaml.
+    exporter: &'static str,
     /// modelgate's `forward.protocol` to the backend.
     forward: &'static str,
 }
 
 const OVER_HTTP: Route = Route {
-    traces_exporter: "otlphttp/modelgate",
-    logs_exporter: "otlphttp/modelgate",
+    exporter: "otlphttp/modelgate",
     forward: "http/protobuf",
 };
 
 const OVER_GRPC: Route = Route {
-    traces_exporter: "otlp/modelgate",
-    logs_exporter: "otlphttp/modelgate",
+    exporter: "otlp/modelgate",
     forward: "grpc",
 };
 
@@ -329,6 +319,12 @@ const SDK_SPANS: usize = 120;
 const SDK_LOGS: usize = 80;
 /// Request log lines in the tailed file.
 const FILE_LINES: usize = 40;
+/// telemetrygen metrics: gauges, one data point each; not request
+/// histograms, so read by nothing in modelgate, forwarded all the same.
+const TG_METRICS: usize = 60;
+/// Batches of requests the SDK measures in `http.server.request.duration`,
+/// one export each (cumulative: every export holds each stream again).
+const SDK_HISTOGRAM_BATCHES: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_collector_sends_every_item_once_through_modelgate_over_otlp_http() {
@@ -352,7 +348,9 @@ fn requests(n: usize) -> Vec<Request> {
 }
 
 /// The counts a backend should hold: per service, per signal.
-fn expected() -> BTreeMap<Signal, BTreeMap<String, usize>> {
+/// (Metrics: the telemetrygen gauges; the SDK's points are counted as
+/// the agent sent them, see [`through_the_collector`].)
+fn expected(sdk_points: usize) -> BTreeMap<Signal, BTreeMap<String, usize>> {
     let of = |items: &[(&str, usize)]| {
         items
             .iter()
@@ -372,17 +370,22 @@ fn expected() -> BTreeMap<Signal, BTreeMap<String, usize>> {
                 ("file-lending", FILE_LINES),
             ]),
         ),
+        (
+            Signal::Metrics,
+            of(&[("tg-metrics", TG_METRICS), ("sdk-quotes", sdk_points)]),
+        ),
     ])
 }
 
 fn received_by(text: &DebugText) -> BTreeMap<Signal, BTreeMap<String, usize>> {
-    [Signal::Traces, Signal::Logs]
+    [Signal::Traces, Signal::Logs, Signal::Metrics]
         .into_iter()
         .map(|s| (s, text.counts(s)))
         .collect()
 }
 
-/// The agent Collector's own count of `name` with `labels`, 0 when absent.
+/// The agent Collector's own count of `name` with `labels` (summed over
+/// the attributes not named), 0 when absent.
 async fn otelcol_metric(
     metrics_addr: std::net::SocketAddr,
     name: &str,
@@ -394,7 +397,7 @@ async fn otelcol_metric(
         .text()
         .await
         .unwrap();
-    metric(&text, name, labels).unwrap_or(0.0)
+    metric_sum(&text, name, labels).unwrap_or(0.0)
 }
 
 async fn through_the_collector(route: &Route) {
@@ -457,8 +460,9 @@ async fn through_the_collector(route: &Route) {
             ("OTELCOL_METRICS_PORT", &agent_metrics.port().to_string()),
             ("MODELGATE_HTTP", &format!("http://{}", modelgate.http_addr)),
             ("MODELGATE_GRPC", &modelgate.grpc.to_string()),
-            ("MODELGATE_TRACES_EXPORTER", route.traces_exporter),
-            ("MODELGATE_LOGS_EXPORTER", route.logs_exporter),
+            ("MODELGATE_TRACES_EXPORTER", route.exporter),
+            ("MODELGATE_LOGS_EXPORTER", route.exporter),
+            ("MODELGATE_METRICS_EXPORTER", route.exporter),
             ("LOG_FILE", log_file.to_str().unwrap()),
             ("LOG_START_AT", "beginning"),
             ("SERVICE_NAME", "file-lending"),
@@ -466,10 +470,24 @@ async fn through_the_collector(route: &Route) {
     )
     .await;
 
-    // The clients, at once: telemetrygen traces over gRPC and logs over
-    // HTTP; the SDK's spans and request logs over gRPC.
+    // The clients, at once: telemetrygen traces and metrics over gRPC and
+    // logs over HTTP; the SDK's spans, request logs and request-duration
+    // histograms over gRPC.
     let (agent_grpc_s, agent_http_s) = (agent_grpc.to_string(), agent_http.to_string());
     let (tg_traces, tg_logs) = (TG_TRACES.to_string(), TG_LOGS.to_string());
+    let tg_metrics = TG_METRICS.to_string();
+    let metrics_args = [
+        "metrics",
+        "--otlp-endpoint",
+        &agent_grpc_s,
+        "--otlp-insecure",
+        "--service",
+        "tg-metrics",
+        "--metrics",
+        &tg_metrics,
+        "--rate",
+        "0",
+    ];
     let traces_args = [
         "traces",
         "--otlp-endpoint",
@@ -497,14 +515,33 @@ async fn through_the_collector(route: &Route) {
     ];
     let sdk_endpoint = format!("http://{agent_grpc}");
     let (sdk_spans, sdk_logs) = (requests(SDK_SPANS), requests(SDK_LOGS));
+    let sdk_histograms: Vec<Vec<sdk::Request>> = (0..SDK_HISTOGRAM_BATCHES)
+        .map(|_| requests(SDK_SPANS))
+        .collect();
     tokio::join!(
         telemetrygen(&traces_args),
         telemetrygen(&logs_args),
+        telemetrygen(&metrics_args),
         sdk::export_spans(&sdk_endpoint, "sdk-checkout", &sdk_spans),
         sdk::export_request_logs(&sdk_endpoint, "sdk-lending", &sdk_logs),
+        sdk::export_request_histograms(&sdk_endpoint, "sdk-quotes", &sdk_histograms),
     );
 
-    let expected = expected();
+    // The SDK's cumulative points: its four streams (two routes, two
+    // versions) at every flush and once more at shutdown.
+    let took_points = otelcol_metric(
+        agent_metrics,
+        "otelcol_receiver_accepted_metric_points",
+        &[],
+    )
+    .await;
+    let sdk_points = took_points as usize - TG_METRICS;
+    assert_eq!(
+        sdk_points,
+        4 * (SDK_HISTOGRAM_BATCHES + 1),
+        "the SDK's histograms"
+    );
+    let expected = expected(sdk_points);
     let arrived = eventually(Duration::from_secs(60), || async {
         (received_by(&DebugText::read(&debug_file)) == expected).then_some(())
     })
@@ -520,26 +557,22 @@ async fn through_the_collector(route: &Route) {
     // Counted where they passed: the agent took and sent every item once...
     let spans = (2 * TG_TRACES + SDK_SPANS) as f64;
     let logs = (TG_LOGS + SDK_LOGS + FILE_LINES) as f64;
-    let sent_spans = otelcol_metric(
-        agent_metrics,
-        "otelcol_exporter_sent_spans",
-        &[("exporter", route.traces_exporter)],
-    )
-    .await;
-    let sent_logs = otelcol_metric(
-        agent_metrics,
-        "otelcol_exporter_sent_log_records",
-        &[("exporter", route.logs_exporter)],
-    )
-    .await;
+    let points = took_points;
+    let exporter = [("exporter", route.exporter)];
+    let sent = |name: &'static str| otelcol_metric(agent_metrics, name, &exporter);
     assert_eq!(
-        (sent_spans, sent_logs),
-        (spans, logs),
+        (
+            sent("otelcol_exporter_sent_spans").await,
+            sent("otelcol_exporter_sent_log_records").await,
+            sent("otelcol_exporter_sent_metric_points").await,
+        ),
+        (spans, logs, points),
         "the agent's exporters"
     );
     for failed in [
         "otelcol_exporter_send_failed_spans",
         "otelcol_exporter_send_failed_log_records",
+        "otelcol_exporter_send_failed_metric_points",
     ] {
         assert_eq!(
             otelcol_metric(agent_metrics, failed, &[]).await,
@@ -547,13 +580,30 @@ async fn through_the_collector(route: &Route) {
             "{failed}"
         );
     }
-    // ...modelgate accepted every span and request log, refused the
-    // telemetrygen records as not request logs, and forwarded all of it...
+    // ...modelgate accepted every span, request log and data point (the
+    // gauges ignored, the histograms read), refused the telemetrygen
+    // records as not request logs, and forwarded all of it...
     let metrics = modelgate.metrics().await;
     let mapped_logs = (SDK_LOGS + FILE_LINES) as f64;
+    let accepted = |signal| {
+        metric(
+            &metrics,
+            "modelgate_receiver_accepted_total",
+            &[("signal", signal)],
+        )
+    };
     assert_eq!(
-        metric(&metrics, "modelgate_receiver_accepted_total", &[]),
-        Some(spans + mapped_logs),
+        (accepted("traces"), accepted("logs"), accepted("metrics")),
+        (Some(spans), Some(mapped_logs), Some(points)),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "modelgate_receiver_refused_total",
+            &[("reason", "invalid_point")]
+        ),
+        Some(0.0),
         "{metrics}"
     );
     assert_eq!(
@@ -578,15 +628,18 @@ async fn through_the_collector(route: &Route) {
             .any(|l| l.starts_with("modelgate_forward_dropped_total{") && !l.ends_with(" 0")),
         "{metrics}"
     );
-    // ...and judged them: the SDK's versions are series of their service.
-    let versions = modelgate
-        .json("/api/v1/versions?service=sdk-checkout")
-        .await;
-    for v in ["v1", "v2"] {
-        assert!(
-            versions.to_string().contains(&format!("\"{v}\"")),
-            "{versions}"
-        );
+    // ...and judged them: the SDK's versions are series of their service,
+    // from its spans and from its histograms alike.
+    for service in ["sdk-checkout", "sdk-quotes"] {
+        let versions = modelgate
+            .json(&format!("/api/v1/versions?service={service}"))
+            .await;
+        for v in ["v1", "v2"] {
+            assert!(
+                versions.to_string().contains(&format!("\"{v}\"")),
+                "{service}: {versions}"
+            );
+        }
     }
 
     // The backend once everything upstream has stopped and drained: the
@@ -596,14 +649,12 @@ async fn through_the_collector(route: &Route) {
     backend.stop().await;
     let text = DebugText::read(&debug_file);
     assert_eq!(received_by(&text), expected);
-    for signal in [Signal::Traces, Signal::Logs] {
+    for signal in [Signal::Traces, Signal::Logs, Signal::Metrics] {
         let twice = text.duplicates(signal);
         assert!(twice.is_empty(), "{signal:?} delivered twice: {twice:?}");
     }
     println!(
-        "agent Collector -> modelgate via {} / {}, forwarded over {}: {spans} spans and {logs} log records, each once at the backend",
-        route.traces_exporter,
-        route.logs_exporter,
-        route.forward
+        "agent Collector -> modelgate via {}, forwarded over {}: {spans} spans, {logs} log records and {points} metric data points, each once at the backend",
+        route.exporter, route.forward
     );
 }

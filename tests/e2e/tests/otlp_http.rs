@@ -8,7 +8,7 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use modelgate_e2e::{eventually, metric, Collector};
+use modelgate_e2e::{eventually, metric, metric_sum, Collector};
 use modelgate_fixture::{request_of, SpanSpec};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -95,7 +95,7 @@ async fn traces_in_protobuf_and_json_with_gzip_are_measured() {
     assert!(versions.to_string().contains("/checkout"), "{versions}");
     let text = collector.metrics().await;
     assert_eq!(
-        metric(&text, "modelgate_receiver_accepted_total", &[]),
+        metric_sum(&text, "modelgate_receiver_accepted_total", &[]),
         Some(60.0)
     );
 }

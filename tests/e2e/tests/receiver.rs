@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use modelgate_e2e::{eventually, metric, send_raw, Collector};
+use modelgate_e2e::{eventually, metric, metric_sum, send_raw, Collector};
 use modelgate_fixture::{request_of, SpanSpec};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -138,7 +138,7 @@ async fn bad_payloads_get_otlp_answers_are_counted_and_the_server_keeps_serving(
         "{text}"
     );
     assert_eq!(
-        metric(&text, "modelgate_receiver_accepted_total", &[]),
+        metric_sum(&text, "modelgate_receiver_accepted_total", &[]),
         Some(12.0),
         "{text}"
     );
@@ -197,7 +197,7 @@ async fn two_hundred_thousand_endpoints_stay_within_the_series_cap() {
     let rss_series = collector.rss_kib();
     let text = eventually(Duration::from_secs(30), || async {
         let text = collector.metrics().await;
-        (metric(&text, "modelgate_receiver_accepted_total", &[]) == Some(TOTAL as f64)
+        (metric_sum(&text, "modelgate_receiver_accepted_total", &[]) == Some(TOTAL as f64)
             && metric(&text, "modelgate_series_evicted_total", &[]) >= Some(150_000.0))
         .then_some(text)
     })

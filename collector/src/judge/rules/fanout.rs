@@ -40,6 +40,24 @@ pub fn fanout(
         baseline_events: cb,
         ..Evidence::new(Unit::Calls, Test::Poisson)
     };
+    // A histogram's requests carry no database calls: counting them as
+    // requests with none would dilute the candidate's (or baseline's) rate.
+    let binned: u64 = pairs
+        .iter()
+        .map(|p| p.candidate.window.binned + p.baseline.binned)
+        .sum();
+    if binned > 0 {
+        evidence.binned = binned;
+        evidence.detail = format!(
+            "inconclusive: {binned} of the {} requests compared were read from histogram buckets, which carry no database calls",
+            nc + nb
+        );
+        return RuleResult {
+            rule: Rule::Fanout,
+            conditions: Conditions::all(Condition::Inconclusive),
+            evidence,
+        };
+    }
     if nc < rule.min_samples || nb < rule.min_samples {
         return too_few_result(Rule::Fanout, evidence, Some(nb), rule.min_samples);
     }

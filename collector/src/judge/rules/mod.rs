@@ -23,7 +23,7 @@
 //! ([`super::power`]): only then is it a pass ([`RuleResult::outcome`]).
 
 use std::cell::OnceCell;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
@@ -245,6 +245,12 @@ pub struct Evidence {
     pub share_beyond_p95: Option<f64>,
     /// What passing needs, when the rule is clear.
     pub power: Option<Power>,
+    /// Of the requests counted, those read from histogram buckets: no
+    /// database calls known, latency known only to the bucket.
+    pub binned: u64,
+    /// The largest relative error of a latency read from a bucket (0 when
+    /// none was; latency rules only).
+    pub binned_error: f64,
     /// The unit of the figures.
     pub unit: Unit,
     /// One sentence.
@@ -271,6 +277,8 @@ impl Evidence {
             shift: None,
             share_beyond_p95: None,
             power: None,
+            binned: 0,
+            binned_error: 0.0,
             unit,
             detail: String::new(),
         }
@@ -586,6 +594,25 @@ fn power_words(p: &Power, baseline: bool) -> String {
             p.candidate_needed
         )
     }
+}
+
+/// States in a latency result's evidence how many of its requests were
+/// read from histogram buckets, and how precise their latencies are.
+pub(super) fn state_resolution(result: &mut RuleResult, windows: &[&WindowSummary]) {
+    let binned: u64 = windows.iter().map(|w| w.binned).sum();
+    if binned == 0 || result.evidence.unit != Unit::Ms {
+        return;
+    }
+    let resolution = windows.iter().map(|w| w.resolution).fold(0.0, f64::max);
+    let all: u64 = windows.iter().map(|w| w.count()).sum();
+    let e = &mut result.evidence;
+    e.binned = binned;
+    e.binned_error = resolution;
+    let _ = write!(
+        e.detail,
+        "; {binned} of {all} requests read from histogram buckets, their latencies known within {:.1}%",
+        resolution * 100.0
+    );
 }
 
 /// Summaries merged into one.

@@ -47,18 +47,27 @@ pub fn sla(rule: &SlaRule, seq: &Sequential, candidates: &[Candidate<'_>]) -> Ru
         return too_few_result(Rule::Sla, evidence, None, rule.min_samples);
     }
     let null_rate = 1.0 - rule.quantile;
+    // Latencies read from histogram buckets are known to within the
+    // resolution r: a reported v is a real latency in [v / (1 + r),
+    // v / (1 - r)]. Only what is over a limit for certain counts over it,
+    // and only what is under it for certain clears it; a coarse bucket
+    // across the limit decides nothing (0 for spans and log records).
+    let r = w.resolution.clamp(0.0, 0.99);
+    let over = |l: f64| l * (1.0 + r);
     // The quantile is over a level's limit exactly when more than
     // (1 - quantile) of requests are: the binomial test asks that.
     let levels = limits.map(|l| {
-        if value > l {
+        if value > over(l) {
             Level::Above
-        } else {
+        } else if value <= l * (1.0 - r) {
             Level::Below
+        } else {
+            Level::Between
         }
     });
     let mut tested = [(1.0, 1.0, 0_u64); 2];
     let conditions = decide(levels, |severity| {
-        let l = limits[severity.index()];
+        let l = over(limits[severity.index()]);
         let above = w.latency.count_above(l);
         let epoch = epoch_of();
         let p = stats::binomial_at_least(above, n, null_rate);
@@ -72,6 +81,22 @@ pub fn sla(rule: &SlaRule, seq: &Sequential, candidates: &[Candidate<'_>]) -> Ru
         .rev()
         .find(|s| levels[s.index()] == Level::Above);
     let Some(shown) = shown else {
+        if levels.contains(&Level::Between) {
+            evidence.detail = format!(
+                "not yet conclusive: {q} {value:.1} ms, read from histogram buckets known within {:.1}%, may be on either side of the {limit:.0} ms limit{}",
+                r * 100.0,
+                if limits[0] < limit {
+                    format!(" or its {:.0} ms warning level", limits[0])
+                } else {
+                    String::new()
+                }
+            );
+            return RuleResult {
+                rule: Rule::Sla,
+                conditions,
+                evidence,
+            };
+        }
         let power = clear_power(rule, seq, n);
         evidence.detail = format!(
             "{q} {value:.1} ms within the {limit:.0} ms limit{}",
@@ -98,8 +123,9 @@ pub fn sla(rule: &SlaRule, seq: &Sequential, candidates: &[Candidate<'_>]) -> Ru
         )
     };
     evidence.detail = format!(
-        "{}{q} {value:.1} ms {what}: {above} of {n} requests above {l:.0} ms (binomial p={p:.2e}, {})",
+        "{}{q} {value:.1} ms {what}: {above} of {n} requests above {:.0} ms (binomial p={p:.2e}, {})",
         verdict_words(&conditions),
+        over(l),
         fmt_e(e, seq.e_threshold)
     );
     RuleResult {

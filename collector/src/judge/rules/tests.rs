@@ -15,6 +15,7 @@ fn summary(values: &[f64], timeouts: u64) -> WindowSummary {
         latency,
         outcomes: [n - timeouts, 0, timeouts],
         db_calls: 0,
+        ..WindowSummary::default()
     }
 }
 
@@ -409,6 +410,85 @@ fn fanout_fires_on_many_more_database_calls_and_names_the_counts() {
         &[pair(&patched, &b)],
     );
     assert_eq!(critical(&f), Condition::Clear, "{f:?}");
+}
+
+#[test]
+fn sla_on_coarse_buckets_fires_only_where_the_bucket_error_cannot_explain_it() {
+    let rule = SlaRule::default();
+    // v1.2 at about 102 ms in http.server.request.duration's (100, 250]
+    // bucket: reported at 142.9 ms, 43% either way: under 150 ms, over the
+    // 120 ms warning, or neither: not a breach, not a pass.
+    let mut v12 = summary(&[142.857; 200], 0);
+    v12.binned = 200;
+    v12.resolution = 150.0 / 350.0;
+    let r = sla(&rule, &seq(), &[cand(&v12)]);
+    assert_eq!(r.conditions, Conditions::all(Condition::Marginal), "{r:?}");
+    assert_eq!(r.outcome(), Verdict::Inconclusive);
+    assert!(
+        r.evidence
+            .detail
+            .contains("may be on either side of the 150 ms limit"),
+        "{}",
+        r.evidence.detail
+    );
+    // v1.3 at 760 ms, in (750, 1000] at 857 ms: over 150 ms whatever the
+    // bucket hides.
+    let mut v13 = summary(&[857.1; 20], 16);
+    v13.binned = 20;
+    v13.resolution = 150.0 / 350.0;
+    let r = sla(&rule, &seq(), &[cand(&v13)]);
+    assert_eq!(critical(&r), Condition::Breach, "{r:?}");
+    assert!(
+        r.evidence.detail.contains("20 of 20 requests above 214 ms"),
+        "{}",
+        r.evidence.detail
+    );
+}
+
+#[test]
+fn fanout_on_requests_read_from_histograms_is_inconclusive_never_a_pass() {
+    let mut c = v12(300);
+    c.binned = 300;
+    let mut b = v12(1_000);
+    b.db_calls = 2_000;
+    let f = fanout(&FanoutRule::default(), &seq(), "v1.2", &[pair(&c, &b)]);
+    assert_eq!(
+        f.conditions,
+        Conditions::all(Condition::Inconclusive),
+        "{f:?}"
+    );
+    assert_eq!(f.outcome(), Verdict::Inconclusive);
+    assert_eq!(f.evidence.binned, 300);
+    assert!(
+        f.evidence
+            .detail
+            .contains("300 of the 1300 requests compared were read from histogram buckets"),
+        "{}",
+        f.evidence.detail
+    );
+}
+
+#[test]
+fn a_latency_result_states_how_precise_its_binned_requests_are() {
+    let mut c = summary(&V13, 0);
+    c.binned = 10;
+    c.resolution = 0.4286;
+    let b = v12(100);
+    let mut r = relative_of(&c, &b);
+    state_resolution(&mut r, &[&c, &b]);
+    assert_eq!((r.evidence.binned, r.evidence.binned_error), (10, 0.4286));
+    assert!(
+        r.evidence.detail.ends_with(
+            "; 10 of 110 requests read from histogram buckets, their latencies known within 42.9%"
+        ),
+        "{}",
+        r.evidence.detail
+    );
+    // Spans only: nothing to state.
+    let mut r = relative_of(&summary(&V13, 0), &b);
+    let before = r.evidence.detail.clone();
+    state_resolution(&mut r, &[&summary(&V13, 0), &b]);
+    assert_eq!((r.evidence.detail, r.evidence.binned), (before, 0));
 }
 
 /// Properties of the `relative` rule over random log-normal latencies
