@@ -33,7 +33,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 
 use super::{
     endpoint_name, keys, outcome_of, templated, value_string, Attrs, ExtractReport, Interner,
-    Outcome, Sample, SampleKind, SampleRef, UNKNOWN_SERVICE, UNKNOWN_VERSION,
+    Outcome, Sample, SampleKind, SampleRef, Unusable, UNKNOWN_SERVICE, UNKNOWN_VERSION,
 };
 use crate::config::{DurationUnit, ExtractConfig, HistogramMetric};
 
@@ -118,6 +118,29 @@ impl Buckets {
             }
         }
     }
+
+    /// The least value (ms) the highest bucket that holds requests allows:
+    /// some request took at least this long. 0 for none.
+    fn surely_reached_ms(&self) -> f64 {
+        match self {
+            Buckets::Explicit { bounds_ms, counts } => counts
+                .iter()
+                .rposition(|c| *c > 0)
+                .and_then(|k| bounds_ms.get(k.checked_sub(1)?))
+                .map_or(0.0, |b| b.max(0.0)),
+            Buckets::Exponential {
+                scale,
+                unit_ms,
+                offset,
+                counts,
+                ..
+            } => counts.iter().rposition(|c| *c > 0).map_or(0.0, |i| {
+                // base^index, base = 2^(2^-scale).
+                let index = f64::from(*offset) + i as f64;
+                (index * f64::from(-*scale).exp2()).exp2() * unit_ms
+            }),
+        }
+    }
 }
 
 /// Which cumulative stream a point belongs to: the same resource, scope,
@@ -172,15 +195,20 @@ pub fn extract_metrics(
                     |index: usize, attrs, result: Result<Option<Parsed>, String>| match result
                         .and_then(|parsed| read.sample(attrs, parsed))
                     {
-                        Ok(Some(sample)) => {
+                        Ok(Some(mut sample)) => {
                             report.samples += 1;
+                            report.truncated += sample.bound_names(config.max_name_length);
                             out.push(interner.intern(sample));
                         }
                         Ok(None) => report.ignored += 1,
-                        Err(reason) => report.reject(format_args!(
-                            "metric {:?} point {index}: {reason}",
-                            super::truncate(&metric.name, 64),
-                        )),
+                        Err(reason) => {
+                            report.implausible +=
+                                u64::from(reason == Unusable::Implausible.reason());
+                            report.reject(format_args!(
+                                "metric {:?} point {index}: {reason}",
+                                super::truncate(&metric.name, 64),
+                            ));
+                        }
                     };
                 let unit_ms = read.unit_ms();
                 match data {
@@ -474,6 +502,16 @@ impl<'a> Reader<'a> {
         }
         if parsed.time_ns == 0 {
             return Err("no time_unix_nano".into());
+        }
+        // As for a span: one request of absurd duration (a bucket wholly
+        // past extract.max_duration, or such a max) refuses its point, so
+        // a lying sender cannot place requests at any latency it likes. A
+        // cumulative stream that once did stays refused: its counts keep
+        // the lie.
+        let max_ms = self.config.max_duration.as_secs_f64() * 1e3;
+        if parsed.buckets.surely_reached_ms() > max_ms || parsed.max_ms.is_some_and(|m| m > max_ms)
+        {
+            return Err(Unusable::Implausible.reason().into());
         }
         // The resource's, as for spans; the spanmetrics connector and
         // modelgate's own histograms may carry it on the point.
@@ -779,5 +817,40 @@ mod tests {
             "{}",
             report.message
         );
+    }
+
+    #[test]
+    fn a_point_with_a_request_past_max_duration_is_implausible() {
+        let name = "http.server.request.duration";
+        // A day is the default bound: 2^17 s (36 h) at scale 0 is past it.
+        let mut max_lies = http("/a", "v1", &[0.1]).into_request();
+        if let Some(Data::Histogram(h)) =
+            &mut max_lies.resource_metrics[0].scope_metrics[0].metrics[0].data
+        {
+            h.data_points[0].max = Some(1e9);
+        }
+        let liars = [
+            HistogramSpec::exponential("s", name, "s", 0, 17, &[1]).into_request(),
+            HistogramSpec::explicit("s", name, "s", &[0.1, 1e9, 2e9], &[5, 0, 1, 0])
+                .into_request(),
+            max_lies,
+        ];
+        for liar in liars {
+            let (report, out) = extract_with(&liar, &ExtractConfig::default());
+            assert_eq!(
+                (report.rejected, report.implausible, out.len()),
+                (1, 1, 0),
+                "{report:?}"
+            );
+        }
+        // The same shapes within a day are read.
+        let honest = [
+            HistogramSpec::exponential("s", name, "s", 0, 16, &[1]),
+            HistogramSpec::explicit("s", name, "s", &[0.1, 1e9, 2e9], &[5, 1, 0, 0]),
+        ];
+        for spec in honest {
+            let (report, out) = extract(vec![spec]);
+            assert_eq!((report.rejected, out.len()), (0, 1), "{report:?}");
+        }
     }
 }
