@@ -84,7 +84,13 @@ pub fn versions(
                 versions: versions
                     .iter()
                     .map(|(version, series)| {
-                        let w = agg.recent(series, now_ms, judge.min_requests());
+                        // What the judge compares: the baseline's window is
+                        // its own (see `Judge::baseline_window`).
+                        let w = if version == name {
+                            judge.baseline_window(agg, series, now_ms)
+                        } else {
+                            agg.recent(series, now_ms, judge.min_requests())
+                        };
                         let q = |q| w.latency.quantile(q).unwrap_or(0.0);
                         VersionStats {
                             version: version.clone(),

@@ -44,7 +44,7 @@ struct Seen<'a> {
 struct Endpoint<'a> {
     key: &'a EndpointKey,
     baseline: Option<Cow<'a, str>>,
-    /// The baseline's traffic over the horizon.
+    /// The baseline's traffic ([`Judge::baseline_window`]).
     base: WindowSummary,
     /// Why the baseline cannot be compared with (it breaches the absolute
     /// rules itself, or has no traffic); `None` when it can.
@@ -192,7 +192,7 @@ impl Judge {
         let base = baseline
             .as_deref()
             .and_then(|b| versions.get(b))
-            .map(|s| agg.horizon(s, now_ms))
+            .map(|s| self.baseline_window(agg, s, now_ms))
             .unwrap_or_default();
         let quiet_ms = self.config.alerts.no_traffic_resolve.as_millis() as u64;
         let epoch_ms = (self.config.sequential.epoch.as_millis() as u64).max(1);
@@ -686,7 +686,7 @@ impl Judge {
                 e.baseline = Some(Cow::Owned(b.to_owned()));
                 e.base = versions
                     .and_then(|v| v.get(b))
-                    .map(|s| agg.horizon(s, now_ms))
+                    .map(|s| self.baseline_window(agg, s, now_ms))
                     .unwrap_or_default();
                 e.untrusted = self.distrust(e);
             }

@@ -49,9 +49,15 @@ use std::cmp::Ordering;
 use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Aggregator, Versions};
+use crate::aggregate::{Aggregator, Series, Versions, WindowSummary};
 use crate::config::{BaselineConfig, JudgeConfig};
 use crate::extract::EndpointKey;
+
+/// The requests a baseline's window stretches back for (up to the
+/// horizon): enough for each rule's test to have the power to pass a
+/// candidate of a few hundred requests, few enough that a baseline at a
+/// few requests a second is compared over the candidate's own minutes.
+pub const BASELINE_MIN_REQUESTS: u64 = 1000;
 pub use alert::{AlertMachine, AlertState, Resolution};
 pub use rules::{
     Candidate, Condition, Conditions, Epoch, Evidence, Pair, Rule, RuleResult, Scope, Sequential,
@@ -529,6 +535,16 @@ impl Judge {
     /// largest `min_samples` of the enabled rules).
     pub fn min_requests(&self) -> u64 {
         self.min_requests
+    }
+
+    /// What a baseline is compared on: the same recent window as its
+    /// candidates (so a fleet-wide drift, a daily cycle, moves both sides
+    /// alike instead of setting a candidate's last minutes against the
+    /// baseline's half hour), stretched back up to the horizon until it
+    /// holds [`BASELINE_MIN_REQUESTS`]: a quiet baseline still gives the
+    /// tests the sample they need.
+    pub fn baseline_window(&self, agg: &Aggregator, series: &Series, now_ms: u64) -> WindowSummary {
+        agg.recent(series, now_ms, BASELINE_MIN_REQUESTS.max(self.min_requests))
     }
 
     /// The baseline of `endpoint` and how it was chosen, after the latest

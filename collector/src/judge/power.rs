@@ -62,6 +62,18 @@ fn smallest(ok: impl Fn(u64) -> bool) -> Option<u64> {
     Some(hi)
 }
 
+/// The baseline requests a two-sample test needs for `candidate_n`
+/// candidate requests to be enough: the smallest `m` with
+/// `candidate_needed(m) <= candidate_n` (more baseline requests never make
+/// the candidate need more). `None` when no baseline size up to the
+/// search's limit does.
+pub fn baseline_for(
+    candidate_n: u64,
+    candidate_needed: impl Fn(u64) -> Option<u64>,
+) -> Option<u64> {
+    smallest(|m| candidate_needed(m).is_some_and(|n| n <= candidate_n))
+}
+
 /// The thresholds both tests must reach.
 #[derive(Debug, Clone, Copy)]
 pub struct Bar {
@@ -99,15 +111,9 @@ pub fn one_rate(p0: f64, p1: f64, bar: &Bar) -> Option<u64> {
 
 /// A two-sample rate test (`errors` against the baseline): candidate rate
 /// `p1` against the baseline's `p0`, with `baseline_n` baseline requests;
-/// the e-value tests against the baseline's rate bounded above by
-/// `null_of(baseline_n)`. Candidate requests needed.
-pub fn two_rates(
-    p0: f64,
-    p1: f64,
-    baseline_n: u64,
-    null_of: impl Fn(u64) -> f64,
-    bar: &Bar,
-) -> Option<u64> {
+/// the e-value tests against `null`, the baseline's rate bounded above.
+/// Candidate requests needed.
+pub fn two_rates(p0: f64, p1: f64, baseline_n: u64, null: f64, bar: &Bar) -> Option<u64> {
     if p1.partial_cmp(&p0) != Some(std::cmp::Ordering::Greater) || baseline_n == 0 {
         return None;
     }
@@ -121,7 +127,6 @@ pub fn two_rates(
         let se1 = (p1 * (1.0 - p1) / n + p0 * (1.0 - p0) / m).sqrt();
         p1 - p0 >= za * se0 + zb * se1
     })?;
-    let null = null_of(baseline_n);
     let sequential = smallest(|n| {
         let k = (p1 * n as f64).floor() as u64;
         stats::bernoulli_e_value(k, n, null) >= bar.e_threshold
@@ -244,9 +249,28 @@ mod tests {
         let b = bar();
         let null =
             |m: u64| (0.01 + 2.0 * (0.01 * 0.99 / m as f64).sqrt() + 1.0 / m as f64).min(1.0);
-        let big = two_rates(0.01, 0.06, 10_000, null, &b).unwrap();
-        let small = two_rates(0.01, 0.06, 300, null, &b).unwrap();
+        let big = two_rates(0.01, 0.06, 10_000, null(10_000), &b).unwrap();
+        let small = two_rates(0.01, 0.06, 300, null(300), &b).unwrap();
         assert!(big < small, "{big} {small}");
+    }
+
+    #[test]
+    fn the_baseline_needed_is_the_least_that_lets_the_candidate_count_suffice() {
+        let b = bar();
+        let null =
+            |m: u64| (0.01 + 2.0 * (0.01 * 0.99 / m as f64).sqrt() + 1.0 / m as f64).min(1.0);
+        let needed = |m: u64| two_rates(0.01, 0.06, m, null(m), &b);
+        // A candidate with what a big baseline asks of it...
+        let nc = needed(20_000).unwrap();
+        let m = baseline_for(nc, needed).unwrap();
+        // ...is enough from the least baseline that asks no more, and not
+        // from one request fewer.
+        assert!(needed(m).unwrap() <= nc);
+        assert!(needed(m - 1).is_none_or(|n| n > nc), "{m}");
+        assert!(m <= 20_000, "{m}");
+        // A candidate short of what any baseline allows needs one that
+        // does not exist.
+        assert_eq!(baseline_for(1, needed), None);
     }
 
     #[test]

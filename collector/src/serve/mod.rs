@@ -217,6 +217,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     tokio::spawn(limits.memory.clone().watch(admin_stop.clone()));
     let http_limits = HttpLimits {
         header_timeout: settings.header_timeout,
+        max_concurrent_streams: settings.max_concurrent_streams,
     };
 
     let pipeline_token = CancellationToken::new();
@@ -352,13 +353,15 @@ fn serve_grpc(
     }))
 }
 
-/// What the HTTP/1 listeners enforce per connection besides
+/// What the HTTP listeners enforce per connection besides
 /// [`Connections`].
 #[derive(Debug, Clone, Copy)]
 struct HttpLimits {
     /// `receiver.header_timeout`: the request head, and the wait for the
-    /// next request on a kept-alive connection.
+    /// next request on a kept-alive connection (HTTP/1).
     header_timeout: Duration,
+    /// `receiver.max_concurrent_streams` (HTTP/2).
+    max_concurrent_streams: u32,
 }
 
 /// Serves `router` on `listener` (with `tls` when given) until `shutdown`,
@@ -451,8 +454,8 @@ async fn accept_failed(server: &str, e: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// Serves one HTTP/1 connection until it ends or `shutdown` (then its
-/// requests in flight finish).
+/// Serves one HTTP/1 or HTTP/2 (prior knowledge) connection until it ends
+/// or `shutdown` (then its requests in flight finish).
 async fn serve_connection<IO>(
     io: IO,
     info: socket::ConnInfo,
@@ -469,10 +472,16 @@ async fn serve_connection<IO>(
             request.map(axum::body::Body::new)
         },
     );
-    let mut builder = hyper::server::conn::http1::Builder::new();
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder
+        .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams);
     let connection = builder.serve_connection(
         hyper_util::rt::TokioIo::new(io),
         hyper_util::service::TowerToHyperService::new(service),

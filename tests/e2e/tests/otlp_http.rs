@@ -241,7 +241,7 @@ async fn bad_requests_get_otlp_http_answers_and_are_counted() {
         405
     );
     let (status, ..) = collector
-        .post_otlp("/v1/metrics", PROTOBUF, None, Vec::new())
+        .post_otlp("/v1/profiles", PROTOBUF, None, Vec::new())
         .await;
     assert_eq!(status, 404);
     // An empty request is a success, and the server still serves.

@@ -98,8 +98,13 @@ fn margin_power(rule: &ErrorsRule, seq: &Sequential, c: (u64, u64), b: (u64, u64
     let rb = fb as f64 / nb.max(1) as f64;
     let bar = seq.bar(rule.alpha, seq.e_threshold);
     let p1 = (rb + rule.margin).min(1.0);
-    let candidate = power::two_rates(rb, p1, nb, |m| rate_upper(fb, m), &bar);
-    let baseline_needed = power::two_rates(rb, p1, nc, |m| rate_upper(fb, m), &bar);
+    let candidate = power::two_rates(rb, p1, nb, rate_upper(fb, nb), &bar);
+    // A baseline of `m` requests at the rate seen: its bound is that of
+    // `rb * m` failures in `m`.
+    let baseline_needed = power::baseline_for(nc, |m| {
+        let failures = (rb * m as f64).round() as u64;
+        power::two_rates(rb, p1, m, rate_upper(failures, m), &bar)
+    });
     Power {
         effect: rule.margin,
         ..settle(candidate, Some(baseline_needed), nc, nb)

@@ -75,7 +75,7 @@ pub fn fanout(
         let needed = |n: u64| power::calls(db, rule.factor, rule.min_difference, n, &bar);
         let power = Power {
             effect: rule.factor,
-            ..settle(needed(nb), Some(needed(nc)), nc, nb)
+            ..settle(needed(nb), Some(power::baseline_for(nc, needed)), nc, nb)
         };
         evidence.detail = format!("{counts}{}", power_words(&power, true));
         evidence.power = Some(power);

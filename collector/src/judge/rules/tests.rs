@@ -199,6 +199,25 @@ fn same_distribution_is_clear_and_passes_with_enough_traffic() {
 }
 
 #[test]
+fn errors_pass_an_a_a_pair_with_a_few_timeouts_once_both_sides_suffice() {
+    // 1% timeouts on both sides, the candidate at a ninth of the baseline's
+    // traffic (the judge-bench A/A shape): the baseline's power must be
+    // judged with its own count, not the candidate's.
+    let values = |n: usize| (0..n).map(|i| 50.0 + (i % 40) as f64).collect::<Vec<_>>();
+    let (c, b) = (summary(&values(1500), 15), summary(&values(13_500), 135));
+    let e = errors_of(&c, &b);
+    assert_eq!(e.outcome(), Verdict::Pass, "{e:?}");
+    let power = e.evidence.power.unwrap();
+    assert!(power.baseline_needed <= 13_500, "{power:?}");
+    assert!(power.candidate_needed <= 1500, "{power:?}");
+    // A thin baseline is what holds the verdict back, and says so.
+    let thin = summary(&values(200), 2);
+    let e = errors_of(&c, &thin);
+    assert_eq!(e.outcome(), Verdict::Inconclusive, "{e:?}");
+    assert!(e.evidence.power.unwrap().baseline_needed > 200, "{e:?}");
+}
+
+#[test]
 fn clear_on_a_dozen_requests_is_not_a_pass() {
     // The gate said PASS two seconds in, on 12 requests a side.
     let values: Vec<f64> = (0..12).map(|i| 60.0 + f64::from(i * 7 % 50)).collect();
