@@ -44,7 +44,7 @@ use tonic_types::StatusExt;
 
 use crate::codec::BytesCodec;
 use crate::config::{ForwardConfig, ForwardProtocol};
-pub use crate::receive::Signal;
+use crate::signal::Signal;
 use crate::telemetry::{DroppedReason, Telemetry};
 
 /// How long a sender refused because the forward queue is full is asked to

@@ -28,6 +28,7 @@
 //! - [`auth`]: the bearer token guarding receivers and API; writes always need one.
 //! - [`telemetry`]: modelgate's own figures as named internal events.
 //! - [`codec`]: gRPC messages as raw bytes, for clients that send exports as they are (the forwarder, `modelgate loadgen`).
+//! - [`signal`]: the OTLP signals (traces, logs, metrics) and where each is served; named by receivers, forwarder and telemetry alike.
 
 pub mod config;
 pub mod receive;
@@ -44,5 +45,6 @@ pub mod serve;
 pub mod auth;
 pub mod telemetry;
 pub mod codec;
+pub mod signal;
 #[cfg(test)]
 mod testing;

@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use crate::receive::Signal;
+use crate::signal::Signal;
 
 /// Why spans (or whole requests) were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -22,7 +22,7 @@ use tonic::Status;
 
 use modelgate_collector::aggregate::Sketch;
 use modelgate_collector::codec::BytesCodec;
-use modelgate_collector::receive::Signal;
+use modelgate_collector::signal::Signal;
 
 use crate::client::{normalize_url, ClientError, ClientOptions, GrpcOnly};
 use crate::exit::Exit;

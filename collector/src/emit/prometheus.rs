@@ -321,7 +321,7 @@ mod tests {
     fn renders_names_labels_and_buckets_as_prometheus_expects() {
         let telemetry = Telemetry::default();
         telemetry.refused(RefusedReason::TooLarge, 2, "test");
-        telemetry.accepted(crate::receive::Signal::Traces, 10);
+        telemetry.accepted(crate::signal::Signal::Traces, 10);
         // 12 in, 7 delivered, 2 given up on: 3 still queued.
         for _ in 0..12 {
             telemetry.forward_queued();

@@ -46,7 +46,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tower::Service;
 
 use crate::forward::REFUSAL_RETRY_DELAY;
-use crate::receive::{gunzip, BodyError, Encoding, Limits, Receiver, Refused, Reservation, Signal};
+use crate::receive::{gunzip, BodyError, Encoding, Limits, Receiver, Refused, Reservation};
+use crate::signal::Signal;
 use crate::telemetry::RefusedReason;
 
 /// One OTLP export service: tonic routes by a service's name, a constant,

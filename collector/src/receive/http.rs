@@ -34,7 +34,8 @@ use axum::routing::post;
 use axum::Router;
 use serde::Serialize;
 
-use crate::receive::{gunzip, BodyError, Encoding, Limits, Receiver, Refused, Reservation, Signal};
+use crate::receive::{gunzip, BodyError, Encoding, Limits, Receiver, Refused, Reservation};
+use crate::signal::Signal;
 use crate::telemetry::RefusedReason;
 
 /// Seconds a sender is asked to wait when the queue is full.

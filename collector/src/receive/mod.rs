@@ -41,6 +41,7 @@ use crate::extract::metrics::extract_metrics;
 use crate::extract::{extract, wire, ExtractReport, Interner, Sample};
 use crate::forward::{ForwardError, ForwardHandle};
 use crate::pipeline::{IngestError, PipelineHandle};
+use crate::signal::Signal;
 use crate::telemetry::{RefusedReason, Telemetry};
 
 pub mod grpc;
@@ -76,63 +77,6 @@ pub(crate) fn read_traces(
         let report = wire::scan(bytes, config, |s| samples.push(interner.intern(s)))?;
         Ok((samples, report))
     })
-}
-
-/// Which OTLP signal an export request carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Signal {
-    /// `ExportTraceServiceRequest`: spans.
-    Traces,
-    /// `ExportLogsServiceRequest`: log records.
-    Logs,
-    /// `ExportMetricsServiceRequest`: metric data points.
-    Metrics,
-}
-
-impl Signal {
-    /// Every signal, in counter order.
-    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Logs, Signal::Metrics];
-
-    /// The `signal` attribute value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Signal::Traces => "traces",
-            Signal::Logs => "logs",
-            Signal::Metrics => "metrics",
-        }
-    }
-
-    /// Index into per-signal arrays.
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The OTLP/gRPC method.
-    pub const fn grpc_path(self) -> &'static str {
-        match self {
-            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-        }
-    }
-
-    /// The OTLP/HTTP path.
-    pub const fn http_path(self) -> &'static str {
-        match self {
-            Signal::Traces => "/v1/traces",
-            Signal::Logs => "/v1/logs",
-            Signal::Metrics => "/v1/metrics",
-        }
-    }
-
-    /// The reason an item that cannot be used is refused under.
-    pub const fn unusable(self) -> RefusedReason {
-        match self {
-            Signal::Traces => RefusedReason::InvalidSpan,
-            Signal::Logs => RefusedReason::UnmappedLog,
-            Signal::Metrics => RefusedReason::InvalidPoint,
-        }
-    }
 }
 
 /// How a body is encoded; the answer is encoded the same way. gRPC is
@@ -614,7 +558,7 @@ pub fn hand_over(
         }
         if report.rejected > implausible {
             telemetry.refused(
-                signal.unusable(),
+                unusable(signal),
                 report.rejected - implausible,
                 &report.message,
             );
@@ -624,6 +568,15 @@ pub fn hand_over(
             message: report.message,
         }
     }))
+}
+
+/// The reason an item of `signal` that cannot be used is refused under.
+const fn unusable(signal: Signal) -> RefusedReason {
+    match signal {
+        Signal::Traces => RefusedReason::InvalidSpan,
+        Signal::Logs => RefusedReason::UnmappedLog,
+        Signal::Metrics => RefusedReason::InvalidPoint,
+    }
 }
 
 #[cfg(test)]

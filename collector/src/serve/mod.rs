@@ -136,100 +136,26 @@ pub struct Running {
     forward_task: Option<JoinHandle<()>>,
 }
 
-async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { key, addr, source })
-}
-
-fn local_addr(
+/// `addr` bound, and the address it got (the port, when `addr` asked for
+/// any); errors name the setting `key`.
+async fn bind(
     key: &'static str,
-    listener: &TcpListener,
-    configured: SocketAddr,
-) -> Result<SocketAddr, ServeError> {
-    listener.local_addr().map_err(|source| ServeError::Bind {
-        key,
-        addr: configured,
-        source,
-    })
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let failed = |source| ServeError::Bind { key, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
+    Ok((listener, local))
 }
 
-/// Binds every listener and starts serving `config`.
-pub async fn start(config: Config) -> Result<Running, ServeError> {
-    // Files first: a bad certificate or token file is named before any port
-    // is taken.
-    let tls = config.tls.as_ref().map(Tls::load).transpose()?;
-    let auth = Auth::load(&config.auth)?;
-    // Before any port: a second instance on the same snapshot directory is
-    // refused, naming the first, instead of overwriting its alerts.
-    let lock = config
-        .snapshot
-        .dir
-        .as_deref()
-        .map(crate::snapshot::lock_dir)
-        .transpose()?;
-    let grpc_listener = bind("receiver.grpc_listen", config.receiver.grpc_listen).await?;
-    let http_listener = bind("receiver.http_listen", config.receiver.http_listen).await?;
-    let admin_listener = bind("admin.listen", config.admin.listen).await?;
-    let grpc_addr = local_addr(
-        "receiver.grpc_listen",
-        &grpc_listener,
-        config.receiver.grpc_listen,
-    )?;
-    let http_addr = local_addr(
-        "receiver.http_listen",
-        &http_listener,
-        config.receiver.http_listen,
-    )?;
-    let admin_addr = local_addr("admin.listen", &admin_listener, config.admin.listen)?;
-
-    let telemetry = Arc::new(Telemetry::default());
-    let otlp = OtlpEmitter::start(
-        &config.emit,
-        &config.extract.dimensions,
-        telemetry.clone(),
-        config.aggregate.max_series,
-    )?;
-    let receivers = CancellationToken::new();
-    let forward_token = CancellationToken::new();
-    let (forward, forward_task) = match forward::start(&config.forward, telemetry.clone())? {
-        Some((handle, forwarder)) => (
-            Some(handle),
-            Some(tokio::spawn(forwarder.run(forward_token.clone()))),
-        ),
-        None => (None, None),
-    };
-    let (pipeline, handle) = Pipeline::new(&config, telemetry.clone(), otlp, receivers.clone());
-    let admin_stop = CancellationToken::new();
-    let settings = &config.receiver;
-    let max_connections = settings
-        .max_connections
-        .unwrap_or_else(socket::default_max_connections);
-    let connections = Connections::new(
-        max_connections,
-        settings.idle_timeout,
-        settings.write_timeout,
-        telemetry.clone(),
-    );
-    // Both stop with the last server, the admin port.
-    tokio::spawn(connections.clone().reap(admin_stop.clone()));
-    let limits = crate::receive::Limits::new(settings, telemetry.clone());
-    tokio::spawn(limits.memory.clone().watch(admin_stop.clone()));
-    let http_limits = HttpLimits {
-        header_timeout: settings.header_timeout,
-        max_concurrent_streams: settings.max_concurrent_streams,
-    };
-
-    let pipeline_token = CancellationToken::new();
-    let pipeline_task = tokio::spawn(pipeline.run(pipeline_token.clone()));
-
-    let receiver = Arc::new(Receiver::new(
-        handle.clone(),
-        config.extract.clone(),
-        limits.clone(),
-        forward,
-    ));
-    let grpc_routes = Routes::new(Authenticated::new(
+/// The gRPC port's services: the three OTLP exports on `receiver` and the
+/// query API on `pipeline`, each behind `auth`.
+fn grpc_routes(
+    receiver: &Arc<Receiver>,
+    pipeline: &crate::pipeline::PipelineHandle,
+    auth: &Auth,
+) -> Routes {
+    Routes::new(Authenticated::new(
         ExportServer::<Traces>::new(receiver.clone()),
         auth.clone(),
     ))
@@ -242,16 +168,102 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         auth.clone(),
     ))
     .add_service(Authenticated::new(
-        QueryServer::new(QueryService::new(handle.clone())),
+        QueryServer::new(QueryService::new(pipeline.clone())),
         auth.clone(),
+    ))
+}
+
+/// What every listener is held to: the connections admitted, the bytes and
+/// memory requests may take, the HTTP limits per connection.
+struct Guards {
+    connections: Arc<Connections>,
+    limits: crate::receive::Limits,
+    http: HttpLimits,
+}
+
+impl Guards {
+    /// The guards of `settings`, with the tasks that keep them (the idle
+    /// connection reaper, the memory watch) running until `stop`.
+    fn start(
+        settings: &crate::config::ReceiverConfig,
+        telemetry: &Arc<Telemetry>,
+        stop: &CancellationToken,
+    ) -> Self {
+        let connections = Connections::new(
+            settings
+                .max_connections
+                .unwrap_or_else(socket::default_max_connections),
+            settings.idle_timeout,
+            settings.write_timeout,
+            telemetry.clone(),
+        );
+        tokio::spawn(connections.clone().reap(stop.clone()));
+        let limits = crate::receive::Limits::new(settings, telemetry.clone());
+        tokio::spawn(limits.memory.clone().watch(stop.clone()));
+        Self {
+            connections,
+            limits,
+            http: HttpLimits {
+                header_timeout: settings.header_timeout,
+                max_concurrent_streams: settings.max_concurrent_streams,
+            },
+        }
+    }
+}
+
+/// Binds every listener and starts serving `config`.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    // Files first: a bad certificate or token file is named, and a second
+    // instance on the same snapshot directory refused (naming the first,
+    // instead of overwriting its alerts), before any port is taken.
+    let tls = config.tls.as_ref().map(Tls::load).transpose()?;
+    let auth = Auth::load(&config.auth)?;
+    let lock = (config.snapshot.dir.as_deref())
+        .map(crate::snapshot::lock_dir)
+        .transpose()?;
+    let (grpc_listener, grpc_addr) =
+        bind("receiver.grpc_listen", config.receiver.grpc_listen).await?;
+    let (http_listener, http_addr) =
+        bind("receiver.http_listen", config.receiver.http_listen).await?;
+    let (admin_listener, admin_addr) = bind("admin.listen", config.admin.listen).await?;
+
+    let telemetry = Arc::new(Telemetry::default());
+    let otlp = OtlpEmitter::start(
+        &config.emit,
+        &config.extract.dimensions,
+        telemetry.clone(),
+        config.aggregate.max_series,
+    )?;
+    let receivers = CancellationToken::new();
+    let forward_token = CancellationToken::new();
+    let (forward, forward_task) = forward::start(&config.forward, telemetry.clone())?
+        .map(|(handle, forwarder)| (handle, tokio::spawn(forwarder.run(forward_token.clone()))))
+        .unzip();
+    let (pipeline, handle) = Pipeline::new(&config, telemetry.clone(), otlp, receivers.clone());
+    let admin_stop = CancellationToken::new();
+    let Guards {
+        connections,
+        limits,
+        http: http_limits,
+    } = Guards::start(&config.receiver, &telemetry, &admin_stop);
+    let max_connections = connections.max();
+
+    let pipeline_token = CancellationToken::new();
+    let pipeline_task = tokio::spawn(pipeline.run(pipeline_token.clone()));
+
+    let receiver = Arc::new(Receiver::new(
+        handle.clone(),
+        config.extract.clone(),
+        limits.clone(),
+        forward,
     ));
     let grpc = serve_grpc(
         grpc_listener,
         tls.as_ref(),
-        grpc_routes,
+        grpc_routes(&receiver, &handle, &auth),
         receivers.clone(),
         connections.clone(),
-        settings.max_concurrent_streams,
+        http_limits.max_concurrent_streams,
     )?;
     let http = serve_http(
         "OTLP/HTTP",

@@ -106,6 +106,11 @@ impl Connections {
         })
     }
 
+    /// `receiver.max_connections` in force.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use modelgate_collector::codec::BytesCodec;
-use modelgate_collector::receive::Signal;
+use modelgate_collector::signal::Signal;
 use modelgate_e2e::otelcol::Otelcol;
 use modelgate_e2e::{
     cpu_seconds, free_addr, metric, modelgate_command, peak_rss_kib, rss_kib, Collector,
