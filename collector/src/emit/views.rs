@@ -9,8 +9,8 @@
 use crate::aggregate::Aggregator;
 use crate::extract::{EndpointKey, Outcome};
 use crate::judge::{
-    AlertKey, AlertMachine, AlertState, BaselineSource, Condition, Judge, Judgement, Rule,
-    RuleResult, Severity, Verdict, ALL_ENDPOINTS,
+    AlertKey, AlertMachine, AlertState, BaselineSource, Condition, Judge, Judgement, RuleResult,
+    Severity, Verdict, ALL_ENDPOINTS,
 };
 
 /// An empty filter matches everything.
@@ -425,8 +425,9 @@ fn stored<'j>(
         })
         .map(|(k, j)| (k.clone(), j.result.clone(), Some(j)))
         .collect();
-    // Endpoints where it is the baseline: its comparative rules on the spot
-    // (inconclusive: nothing to compare with).
+    // Endpoints where it is the baseline: on the spot, its comparative
+    // rules (inconclusive: nothing to compare with) and the absolute ones
+    // the judge keeps no judgement of (it keeps them from a first breach).
     let baseline_of: Vec<&EndpointKey> = agg
         .endpoints()
         .filter(|(k, v)| {
@@ -446,7 +447,10 @@ fn stored<'j>(
             None,
             now_ms,
         ) {
-            if key.rule.comparative() && key.rule != Rule::Errors {
+            if !out
+                .iter()
+                .any(|(k, ..)| k.endpoint == key.endpoint && k.rule == key.rule)
+            {
                 out.push((key, result, None));
             }
         }

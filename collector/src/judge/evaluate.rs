@@ -130,8 +130,8 @@ impl Judge {
             // Endpoints the aggregator expired.
             self.baselines.retain(|e, _| agg.versions(e).is_some());
         }
-        let mut transitions = self.apply(&decided, now_ms);
-        self.retire_unjudged(&decided, now_ms, &mut transitions);
+        let (mut transitions, kept) = self.apply(&decided, now_ms);
+        self.retire_unjudged(&decided, kept, now_ms, &mut transitions);
         self.forget_acknowledgements();
         self.promote(agg, &decided, now_ms);
         transitions.sort_by(|a, b| (&a.key, a.severity).cmp(&(&b.key, b.severity)));
@@ -283,7 +283,18 @@ impl Judge {
                 rules_for(self, &[c], compared(e, c))
             };
             for r in results {
-                out.push((key(r.rule), Update::Judged(Box::new(r))));
+                let key = key(r.rule);
+                // A baseline's own absolute rules are judged from their
+                // first breach on: until then they have no alert to hold
+                // and nothing the API keeps (it judges them on the spot),
+                // and a judgement a series would cost more than the series.
+                if is_baseline
+                    && r.conditions.breached().is_none()
+                    && self.judgements.get(&key).is_none()
+                {
+                    continue;
+                }
+                out.push((key, Update::Judged(Box::new(r))));
             }
         }
     }
@@ -358,9 +369,10 @@ impl Judge {
 
     /// Applies what was decided: new judgements, each severity's alert
     /// stepped; returns the transitions.
-    fn apply(&mut self, decided: &[(KeyRef<'_>, Update)], now_ms: u64) -> Vec<Transition> {
+    fn apply(&mut self, decided: &[(KeyRef<'_>, Update)], now_ms: u64) -> (Vec<Transition>, usize) {
         let policy = self.config.alerts.clone();
         let mut transitions = Vec::new();
+        let mut kept = 0;
         for (key, update) in decided {
             let judgement = match self.judgements.get_mut(key) {
                 Some(j) => j,
@@ -373,6 +385,7 @@ impl Judge {
                     })
                 }
             };
+            kept += 1;
             let mut moved = Vec::new();
             match update {
                 Update::Judged(result) => {
@@ -407,19 +420,20 @@ impl Judge {
                 });
             }
         }
-        transitions
+        (transitions, kept)
     }
 
-    /// Every key decided now is in the map, once: a larger map holds alerts
-    /// whose subject is gone (series expired, baseline changed). Firing ones
-    /// resolve, then all go.
+    /// `kept` of the keys decided now are in the map, once each: a larger
+    /// map holds alerts whose subject is gone (series expired, baseline
+    /// changed). Firing ones resolve, then all go.
     fn retire_unjudged(
         &mut self,
         decided: &[(KeyRef<'_>, Update)],
+        kept: usize,
         now_ms: u64,
         transitions: &mut Vec<Transition>,
     ) {
-        if self.judgements.len() <= decided.len() {
+        if self.judgements.len() <= kept {
             return;
         }
         let seen: HashSet<&KeyRef<'_>> = decided.iter().map(|(k, _)| k).collect();

@@ -1120,6 +1120,10 @@ mod tests {
         assert!(active(&judge)
             .iter()
             .any(|(_, c, b, r)| c == "v0-junk" && b == "v1.2" && *r == Rule::Errors));
+        // The healthy baseline is held to the absolute rules, but keeps no
+        // judgement until it breaches one (a judgement a series would cost
+        // more than the series).
+        assert!(judge.judgements().all(|(k, _)| k.candidate != "v1.2"));
 
         // The other way round: the broken version was there first. It is
         // the baseline, it breaches the error ceiling itself, so a real
