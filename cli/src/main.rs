@@ -32,29 +32,17 @@ CONFIGURATION
                                   MODELGATE_RECEIVER__GRPC_LISTEN=0.0.0.0:4317
     4. the --grpc-listen / --http-listen / --admin-listen flags (before or
        after run, config and validate)
-  Sections: receiver (grpc_listen, http_listen, max_message_bytes,
-  queue_batches, max_bytes_in_flight, header_timeout, body_timeout,
-  idle_timeout, write_timeout, max_connections, max_concurrent_streams,
-  memory_limit), extract (version_attributes, timeout, min_duration,
-  max_duration, max_name_length, dimensions, logs:
-  duration_field, duration_unit, version_field, endpoint_field,
-  status_field, service_field, timeout_values, error_values), aggregate (window,
-  baseline_horizon, slot, max_series, service_share, evict_below,
-  series_idle_timeout, max_pending_traces),
-  judge (evaluation_interval, baselines, sla, relative, errors, alerts),
-  emit (otlp_endpoint, otlp_interval, histogram_buckets_ms), admin (listen,
-  history_points, history_series, history_regressions, metrics_interval,
-  metrics_max_bytes), snapshot (dir, interval, max_bytes; unset dir: no
-  snapshots), tls (cert, key, client_ca), auth (token, token_file).
-  A bad key or value is refused with its name and the problem; check a
+{SETTINGS}  A bad key or value is refused with its name and the problem; check a
   setup without starting: modelgate validate. The variables Kubernetes
   injects for a Service named modelgate (MODELGATE_PORT,
   MODELGATE_SERVICE_HOST, MODELGATE_PORT_4317_TCP_ADDR, ...) are not
   settings and are ignored.
 
 ENDPOINTS (defaults)
-  127.0.0.1:4317  OTLP/gRPC TraceService/Export and the modelgate.v1.Query API
-  127.0.0.1:4318  OTLP/HTTP /v1/traces and /v1/logs (protobuf or JSON, gzip)
+  127.0.0.1:4317  OTLP/gRPC Trace, Logs and MetricsService/Export and the
+                  modelgate.v1.Query API
+  127.0.0.1:4318  OTLP/HTTP /v1/traces, /v1/logs and /v1/metrics (protobuf or
+                  JSON, gzip)
   127.0.0.1:9464  / (dashboard), /metrics, /api/v1/{versions,verdict,regressions,alerts},
                   /api/v1/history (the dashboard's data), /healthz, /readyz
 
@@ -71,6 +59,64 @@ EXAMPLES
                                               the verdict as JSON for CI, over
                                               TLS with the collector's token
   curl -s localhost:9464/api/v1/regressions   see what fires";
+
+/// Every section and its keys, from the defaults themselves (so the help
+/// never lists a setting that is gone or misses a new one), wrapped for
+/// the help's indentation.
+fn settings() -> String {
+    // TLS is off by default; its keys are listed all the same.
+    let shown = Config {
+        tls: Some(modelgate_collector::config::TlsConfig {
+            cert: "cert.pem".into(),
+            key: "key.pem".into(),
+            client_ca: None,
+        }),
+        ..Config::default()
+    };
+    let defaults = serde_yaml_ng::to_value(shown).unwrap_or_default();
+    let mut sections = Vec::new();
+    if let serde_yaml_ng::Value::Mapping(top) = defaults {
+        for (section, value) in top {
+            let name = section.as_str().unwrap_or("?").to_owned();
+            let keys: Vec<String> = match value {
+                serde_yaml_ng::Value::Mapping(keys) => keys
+                    .into_iter()
+                    .filter_map(|(k, v)| {
+                        let k = k.as_str()?.to_owned();
+                        Some(if v.is_mapping() { format!("{k}.*") } else { k })
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            sections.push(if keys.is_empty() {
+                name
+            } else {
+                // Kept on one line with its first key (see below).
+                format!("{name}\u{a0}({})", keys.join(", "))
+            });
+        }
+    }
+    let mut out = String::from("  Sections (every key with its default: modelgate config):\n");
+    let mut line = String::from("  ");
+    for (i, section) in sections.iter().enumerate() {
+        let word = if i + 1 < sections.len() {
+            format!("{section}; ")
+        } else {
+            format!("{section}.")
+        };
+        for piece in word.split_inclusive(' ') {
+            if line.chars().count() + piece.chars().count() > 76 {
+                out.push_str(line.trim_end());
+                out.push('\n');
+                line = String::from("  ");
+            }
+            line.push_str(piece);
+        }
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+    out.replace('\u{a0}', " ")
+}
 
 /// Shown by `replay --help` and `loadgen --help`.
 const EXPORTER_HELP: &str = "\
@@ -375,7 +421,11 @@ impl From<ServeError> for Failure {
 /// the commands that talk to a collector.
 fn command() -> clap::Command {
     Cli::command()
-        .after_help(format!("{AFTER_HELP}\n\n{}", exit::HELP))
+        .after_help(format!(
+            "{}\n\n{}",
+            AFTER_HELP.replace("{SETTINGS}", &settings()),
+            exit::HELP
+        ))
         .mut_subcommand("gate", |c| {
             c.after_help(format!("{GATE_HELP}\n\n{}", exit::HELP))
         })

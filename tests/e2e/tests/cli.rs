@@ -57,6 +57,30 @@ fn help_documents_configuration_and_commands() {
     ] {
         assert!(out.contains(needle), "{needle} missing from --help:\n{out}");
     }
+    // Every section of `modelgate config` is listed with its keys (the list
+    // is made from the defaults, so it cannot drift), within 80 columns.
+    let (code, config, _) = run(&["config"], &[]);
+    assert_eq!(code, 0);
+    for section in config.lines().filter(|l| !l.starts_with([' ', '-', '#'])) {
+        let name = section.trim_end_matches(|c| c != ':').trim_end_matches(':');
+        assert!(
+            out.contains(&format!("{name} (")) || out.contains(&format!("{name};")),
+            "section {name} missing from --help:\n{out}"
+        );
+    }
+    for key in [
+        "max_bytes_in_flight",
+        "drain_timeout",
+        "client_ca",
+        "metrics.*",
+    ] {
+        assert!(out.contains(key), "{key} missing from --help:\n{out}");
+    }
+    let mut sections = out
+        .lines()
+        .skip_while(|l| !l.contains("Sections"))
+        .take_while(|l| !l.contains("A bad key"));
+    assert!(sections.all(|l| l.len() <= 80), "{out}");
 }
 
 #[test]
