@@ -5,12 +5,11 @@
 //! every one of the baseline horizon's slots (180 at the defaults) cost
 //! some 200 KiB per busy series. So slots merge as they age ([`Steps`]):
 //!
-//! - the current *window step* (a fifth of `aggregate.window`, 60 s at the
-//!   defaults) keeps one slot per `aggregate.slot`, where nearly every
-//!   sample lands;
-//! - older slots merge into one block per window step while any of that
-//!   step is inside the candidate window, so the window slides a step at
-//!   a time;
+//! - the current slot and the one before, where nearly every sample
+//!   lands, are kept as they are;
+//! - older slots merge into one block per *window step* (a fifth of
+//!   `aggregate.window`, 60 s at the defaults) while any of that step is
+//!   inside the candidate window, so the window slides a step at a time;
 //! - steps wholly older than the window merge into one block per *history
 //!   step* (a third of `aggregate.baseline_horizon`, a multiple of the
 //!   window step; 600 s at the defaults).
@@ -120,10 +119,10 @@ impl Steps {
     /// (coarseness, first slot of the block). Coarseness only grows with
     /// age, and each block lies inside one of the next coarser.
     fn unit(&self, slot: u64, now_slot: u64) -> (u8, u64) {
-        let step = slot / self.window_step * self.window_step;
-        if slot / self.window_step >= now_slot / self.window_step {
+        if slot + 1 >= now_slot {
             return (0, slot);
         }
+        let step = slot / self.window_step * self.window_step;
         let window_oldest = (now_slot + 1).saturating_sub(self.window);
         if step + self.window_step <= window_oldest {
             (2, slot / self.history_step * self.history_step)
@@ -202,7 +201,9 @@ impl Slots {
             blocks[kept].latency.shrink_to_fit();
         }
         blocks.truncate(kept + 1);
-        if blocks.capacity() > blocks.len() + 8 {
+        // A series holds a dozen or so blocks: spare room for more than
+        // the next two would be a tenth of it.
+        if blocks.capacity() > blocks.len() + 2 {
             blocks.shrink_to(blocks.len() + 2);
         }
     }
@@ -310,17 +311,18 @@ mod tests {
         let extents = slots.extents();
         // Every slot is still there: merging never loses a request.
         assert_eq!(slots.newest_first().map(Slot::requests).sum::<u64>(), 400);
-        // The current window step: one slot each (396..=399).
-        assert_eq!(&extents[extents.len() - 4..], &[(396, 1), (397, 1), (398, 1), (399, 1)]);
+        // The current and the previous slot as they are; the rest of the
+        // current window step merged (396..=397).
+        assert_eq!(&extents[extents.len() - 3..], &[(396, 2), (398, 1), (399, 1)]);
         // The window (slots 370..=399) in whole window steps back to 366.
         let window: Vec<_> = extents.iter().filter(|e| e.0 + u64::from(e.1) > 370).collect();
         assert_eq!(window[0], &(366, 6));
-        assert!(window.iter().rev().skip(4).all(|e| e.1 == 6), "{window:?}");
+        assert!(window.iter().rev().skip(3).all(|e| e.1 == 6), "{window:?}");
         // Older: history steps of 60 slots (the newest one still filling).
         let old: Vec<_> = extents.iter().filter(|e| e.0 + u64::from(e.1) <= 366).collect();
         assert_eq!(old[..6], [&(0, 60), &(60, 60), &(120, 60), &(180, 60), &(240, 60), &(300, 60)]);
         assert_eq!(old[6..], [&(360, 6)]);
-        assert!(slots.len() <= 4 + 6 + 8, "{extents:?}");
+        assert!(slots.len() <= 3 + 5 + 7, "{extents:?}");
         // A compaction at the same slot changes nothing.
         let before = slots.extents();
         slots.compact(&steps, now);
