@@ -1412,7 +1412,9 @@ mod tests {
         // Slots stay in order although the late ones came last.
         let extents = v1.slots.extents();
         assert!(
-            extents.windows(2).all(|w| w[0].0 + u64::from(w[0].1) <= w[1].0),
+            extents
+                .windows(2)
+                .all(|w| w[0].0 + u64::from(w[0].1) <= w[1].0),
             "{extents:?}"
         );
     }

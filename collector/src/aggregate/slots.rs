@@ -241,15 +241,22 @@ impl Slots {
     /// Whether the blocks are in order, never overlap and each holds at
     /// least one slot (a state read from a snapshot).
     pub(super) fn check(&self) -> Result<(), &'static str> {
-        if self.0.iter().any(|s| s.width == 0 || s.start.checked_add(u64::from(s.width)).is_none()) {
+        if self
+            .0
+            .iter()
+            .any(|s| s.width == 0 || s.start.checked_add(u64::from(s.width)).is_none())
+        {
             return Err("a series has an empty or overflowing slot");
         }
-        if !self.0.iter().zip(self.0.iter().skip(1)).all(|(a, b)| a.end() <= b.start) {
+        if !self
+            .0
+            .iter()
+            .zip(self.0.iter().skip(1))
+            .all(|(a, b)| a.end() <= b.start)
+        {
             return Err("a series' slots are out of order");
         }
-        self.0
-            .iter()
-            .try_for_each(|s| s.latency.check())
+        self.0.iter().try_for_each(|s| s.latency.check())
     }
 
     /// Heap bytes held.
@@ -291,7 +298,10 @@ mod tests {
         // Steps never reach zero, and history steps are whole window steps.
         for (w, h) in [(1, 1), (4, 4), (7, 100), (1000, 10_000), (30, 31)] {
             let s = Steps::new(w, h);
-            assert!(s.window_step >= 1 && s.history_step >= s.window_step, "{s:?}");
+            assert!(
+                s.window_step >= 1 && s.history_step >= s.window_step,
+                "{s:?}"
+            );
             assert_eq!(s.history_step % s.window_step, 0, "{s:?}");
         }
     }
@@ -313,14 +323,33 @@ mod tests {
         assert_eq!(slots.newest_first().map(Slot::requests).sum::<u64>(), 400);
         // The current and the previous slot as they are; the rest of the
         // current window step merged (396..=397).
-        assert_eq!(&extents[extents.len() - 3..], &[(396, 2), (398, 1), (399, 1)]);
+        assert_eq!(
+            &extents[extents.len() - 3..],
+            &[(396, 2), (398, 1), (399, 1)]
+        );
         // The window (slots 370..=399) in whole window steps back to 366.
-        let window: Vec<_> = extents.iter().filter(|e| e.0 + u64::from(e.1) > 370).collect();
+        let window: Vec<_> = extents
+            .iter()
+            .filter(|e| e.0 + u64::from(e.1) > 370)
+            .collect();
         assert_eq!(window[0], &(366, 6));
         assert!(window.iter().rev().skip(3).all(|e| e.1 == 6), "{window:?}");
         // Older: history steps of 60 slots (the newest one still filling).
-        let old: Vec<_> = extents.iter().filter(|e| e.0 + u64::from(e.1) <= 366).collect();
-        assert_eq!(old[..6], [&(0, 60), &(60, 60), &(120, 60), &(180, 60), &(240, 60), &(300, 60)]);
+        let old: Vec<_> = extents
+            .iter()
+            .filter(|e| e.0 + u64::from(e.1) <= 366)
+            .collect();
+        assert_eq!(
+            old[..6],
+            [
+                &(0, 60),
+                &(60, 60),
+                &(120, 60),
+                &(180, 60),
+                &(240, 60),
+                &(300, 60)
+            ]
+        );
         assert_eq!(old[6..], [&(360, 6)]);
         assert!(slots.len() <= 3 + 5 + 7, "{extents:?}");
         // A compaction at the same slot changes nothing.
