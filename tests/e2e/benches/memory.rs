@@ -31,6 +31,34 @@ const BATCH: usize = 5_000;
 const RSS_SAMPLES: usize = 20;
 const RSS_EVERY: Duration = Duration::from_millis(500);
 
+/// Waits (up to a minute) until `service`'s endpoint `/item/{last}` is
+/// queryable: every series sent before it has been recorded.
+async fn arrived(collector: &Collector, service: &str, last: usize) {
+    let path = format!("/api/v1/versions?service={service}&endpoint=/item/{last}");
+    let seen = eventually(Duration::from_secs(60), || async {
+        let json = collector.json(&path).await;
+        json["endpoints"]
+            .as_array()
+            .map(Vec::len)
+            .filter(|n| *n == 1)
+    })
+    .await;
+    assert!(seen.is_some(), "{service} series {last} never arrived");
+}
+
+/// RSS (MiB) sampled [`RSS_SAMPLES`] times, [`RSS_EVERY`] apart: (last,
+/// largest). The judge evaluates every series once a second, and its
+/// transient lists are part of what a collector needs resident.
+async fn sampled_rss(collector: &Collector) -> (f64, f64) {
+    let (mut last, mut largest) = (0.0, 0.0_f64);
+    for _ in 0..RSS_SAMPLES {
+        tokio::time::sleep(RSS_EVERY).await;
+        last = collector.rss_kib() as f64 / 1024.0;
+        largest = largest.max(last);
+    }
+    (last, largest)
+}
+
 async fn by_series(env: &[(&str, &str)]) {
     // One service holds the whole cap here (by default it may hold half):
     // the figures are per series, whoever sends them.
@@ -59,27 +87,8 @@ async fn by_series(env: &[(&str, &str)]) {
             send_raw(&channel, body, false).await.unwrap();
             sent += n;
         }
-        let last = format!(
-            "/api/v1/versions?service=wide&endpoint=/item/{}",
-            target - 1
-        );
-        let seen = eventually(Duration::from_secs(60), || async {
-            let json = collector.json(&last).await;
-            json["endpoints"]
-                .as_array()
-                .map(Vec::len)
-                .filter(|n| *n == 1)
-        })
-        .await;
-        assert!(seen.is_some(), "series {target} never arrived");
-        // The judge evaluates every series once a second, and its
-        // transient lists are part of what a collector needs resident.
-        let (mut last, mut largest) = (0.0, 0.0_f64);
-        for _ in 0..RSS_SAMPLES {
-            tokio::time::sleep(RSS_EVERY).await;
-            last = rss_mib();
-            largest = largest.max(last);
-        }
+        arrived(&collector, "wide", target - 1).await;
+        let (last, largest) = sampled_rss(&collector).await;
         println!("| {target} | {last:.0} | {largest:.0} |");
     }
     collector.stop().await;
@@ -212,33 +221,10 @@ async fn busy(env: &[(&str, &str)]) {
                 }
             }
         }
-        let last = format!(
-            "/api/v1/versions?service=busy&endpoint=/item/{}",
-            target - 1
-        );
-        let seen = eventually(Duration::from_secs(60), || async {
-            let json = collector.json(&last).await;
-            json["endpoints"]
-                .as_array()
-                .map(Vec::len)
-                .filter(|n| *n == 1)
-        })
-        .await;
-        if seen.is_none() {
-            panic!(
-                "busy series {target} never arrived: {}",
-                collector.json(&last).await
-            );
-        }
-        // Let a slot pass (the tick merges slots once per slot), then
-        // sample as `by_series` does.
+        arrived(&collector, "busy", target - 1).await;
+        // Let a slot pass (the tick merges slots once per slot).
         tokio::time::sleep(Duration::from_secs(SLOT_S + 1)).await;
-        let (mut last, mut largest) = (0.0, 0.0_f64);
-        for _ in 0..RSS_SAMPLES {
-            tokio::time::sleep(RSS_EVERY).await;
-            last = rss_mib();
-            largest = largest.max(last);
-        }
+        let (last, largest) = sampled_rss(&collector).await;
         let per_series = (last - idle) * 1024.0 / target as f64;
         println!("| {target} | {last:.0} | {largest:.0} | {per_series:.1} |");
         filled = target;
