@@ -282,32 +282,43 @@ impl Sketch {
     pub fn heap_bytes(&self) -> usize {
         self.counts.heap_bytes()
     }
+
+    /// Gives back the room its counts reserved for growth: for a sketch
+    /// that will see few more values (a slot merged into an older one).
+    pub fn shrink_to_fit(&mut self) {
+        self.counts.shrink_to_fit();
+    }
 }
 
-/// Bucket counts: `u16` each until one bucket needs more, then `u32` (a
-/// bucket saturates at `u32::MAX`). A slot of a series holds a few thousand
-/// values spread over hundreds of buckets, so nearly every sketch stays
-/// narrow, at half the bytes: recording touches one random bucket per span,
-/// and at a thousand busy series the narrow counts stay in the core's L2
-/// cache where `u32` ones do not (11% more spans per second end to end,
-/// `BENCHMARKS.md`). Serialized as `u32`s either way, so snapshots do not
-/// depend on it.
+/// Bucket counts: `u8` each until one bucket needs more, then `u16`, then
+/// `u32` (a bucket saturates at `u32::MAX`). A 10 s slot of a busy series
+/// (100 requests a second over two decades of latency) holds about 1,000
+/// values over some 400 buckets, two or three a bucket, so nearly every
+/// slot stays at one byte a bucket, and a series' history, which holds a
+/// few dozen such sketches, fits in a few KiB. Narrow counts are also
+/// faster: recording touches one random bucket per span, and at a
+/// thousand busy series the narrow counts stay in the core's L2 cache
+/// where `u32` ones do not (11% more spans per second end to end for
+/// `u16` over `u32`, `BENCHMARKS.md`). Serialized as `u32`s whatever the
+/// width, so snapshots do not depend on it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(from = "Vec<u32>")]
 enum Counts {
+    Tiny(Vec<u8>),
     Narrow(Vec<u16>),
     Wide(Vec<u32>),
 }
 
 impl Default for Counts {
     fn default() -> Self {
-        Counts::Narrow(Vec::new())
+        Counts::Tiny(Vec::new())
     }
 }
 
 impl Counts {
     fn len(&self) -> usize {
         match self {
+            Counts::Tiny(c) => c.len(),
             Counts::Narrow(c) => c.len(),
             Counts::Wide(c) => c.len(),
         }
@@ -319,13 +330,14 @@ impl Counts {
 
     /// The counts in bucket order.
     fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        let (narrow, wide): (&[u16], &[u32]) = match self {
-            Counts::Narrow(c) => (c, &[]),
-            Counts::Wide(c) => (&[], c),
+        let (tiny, narrow, wide): (&[u8], &[u16], &[u32]) = match self {
+            Counts::Tiny(c) => (c, &[], &[]),
+            Counts::Narrow(c) => (&[], c, &[]),
+            Counts::Wide(c) => (&[], &[], c),
         };
-        narrow
-            .iter()
+        tiny.iter()
             .map(|c| u32::from(*c))
+            .chain(narrow.iter().map(|c| u32::from(*c)))
             .chain(wide.iter().copied())
     }
 
@@ -333,6 +345,18 @@ impl Counts {
     #[inline]
     fn add(&mut self, i: usize, n: u32) {
         match self {
+            Counts::Tiny(counts) => {
+                let Some(count) = counts.get_mut(i) else {
+                    return;
+                };
+                match u8::try_from(u32::from(*count).saturating_add(n)) {
+                    Ok(sum) => *count = sum,
+                    Err(_) => {
+                        self.widen();
+                        self.add(i, n);
+                    }
+                }
+            }
             Counts::Narrow(counts) => {
                 let Some(count) = counts.get_mut(i) else {
                     return;
@@ -353,16 +377,24 @@ impl Counts {
         }
     }
 
+    /// One step wider: `u8` to `u16`, `u16` to `u32`.
     #[cold]
     fn widen(&mut self) {
-        if let Counts::Narrow(narrow) = self {
-            *self = Counts::Wide(narrow.iter().map(|c| u32::from(*c)).collect());
+        match self {
+            Counts::Tiny(tiny) => {
+                *self = Counts::Narrow(tiny.iter().map(|c| u16::from(*c)).collect());
+            }
+            Counts::Narrow(narrow) => {
+                *self = Counts::Wide(narrow.iter().map(|c| u32::from(*c)).collect());
+            }
+            Counts::Wide(_) => {}
         }
     }
 
     /// `n` empty buckets before the first.
     fn grow_front(&mut self, n: usize) {
         match self {
+            Counts::Tiny(c) => drop(c.splice(0..0, std::iter::repeat_n(0, n))),
             Counts::Narrow(c) => drop(c.splice(0..0, std::iter::repeat_n(0, n))),
             Counts::Wide(c) => drop(c.splice(0..0, std::iter::repeat_n(0, n))),
         }
@@ -371,6 +403,7 @@ impl Counts {
     /// Empty buckets up to `len` buckets (never fewer).
     fn resize(&mut self, len: usize) {
         match self {
+            Counts::Tiny(c) if c.len() < len => c.resize(len, 0),
             Counts::Narrow(c) if c.len() < len => c.resize(len, 0),
             Counts::Wide(c) if c.len() < len => c.resize(len, 0),
             _ => {}
@@ -382,6 +415,7 @@ impl Counts {
         let n = n.min(self.len());
         let total = self.iter().take(n).fold(0u32, u32::saturating_add);
         match self {
+            Counts::Tiny(c) => drop(c.drain(..n)),
             Counts::Narrow(c) => drop(c.drain(..n)),
             Counts::Wide(c) => drop(c.drain(..n)),
         }
@@ -390,8 +424,18 @@ impl Counts {
 
     fn heap_bytes(&self) -> usize {
         match self {
+            Counts::Tiny(c) => c.capacity(),
             Counts::Narrow(c) => c.capacity() * std::mem::size_of::<u16>(),
             Counts::Wide(c) => c.capacity() * std::mem::size_of::<u32>(),
+        }
+    }
+
+    /// Gives back room reserved for growth (a sketch that is done growing).
+    fn shrink_to_fit(&mut self) {
+        match self {
+            Counts::Tiny(c) => c.shrink_to_fit(),
+            Counts::Narrow(c) => c.shrink_to_fit(),
+            Counts::Wide(c) => c.shrink_to_fit(),
         }
     }
 }
@@ -404,8 +448,11 @@ impl PartialEq for Counts {
 }
 
 impl From<Vec<u32>> for Counts {
-    /// Narrow when every count fits.
+    /// As narrow as every count fits.
     fn from(counts: Vec<u32>) -> Self {
+        if let Ok(tiny) = counts.iter().map(|c| u8::try_from(*c)).collect() {
+            return Counts::Tiny(tiny);
+        }
         match counts.iter().map(|c| u16::try_from(*c)).collect() {
             Ok(narrow) => Counts::Narrow(narrow),
             Err(_) => Counts::Wide(counts),
@@ -542,10 +589,12 @@ mod tests {
     }
 
     #[test]
-    fn a_bucket_past_u16_widens_the_counts_and_loses_nothing() {
+    fn a_bucket_past_its_width_widens_the_counts_and_loses_nothing() {
         let mut s = Sketch::new();
-        s.record_n(5.0, 60_000);
+        s.record_n(5.0, 200);
         s.record(7.0);
+        assert!(matches!(s.counts, Counts::Tiny(_)));
+        s.record_n(5.0, 59_800);
         assert!(matches!(s.counts, Counts::Narrow(_)));
         s.record_n(5.0, 10_000);
         assert!(matches!(s.counts, Counts::Wide(_)));
@@ -555,29 +604,38 @@ mod tests {
         s.record_n(5.0, u32::MAX);
         assert_eq!(counts(&s), vec![u64::from(u32::MAX), 1]);
         assert_eq!(s.count(), 70_001 + u64::from(u32::MAX));
-        // Merging a narrow sketch into a wide one, and the other way round.
-        let mut narrow = Sketch::new();
-        narrow.record(7.0);
-        let mut merged = narrow.clone();
+        // Merging a tiny sketch into a wide one, and the other way round.
+        let mut tiny = Sketch::new();
+        tiny.record(7.0);
+        let mut merged = tiny.clone();
         merged.merge(&s);
         assert!(matches!(merged.counts, Counts::Wide(_)));
         assert_eq!(counts(&merged), vec![u64::from(u32::MAX), 2]);
-        s.merge(&narrow);
+        s.merge(&tiny);
+        assert_eq!(s, merged);
+        // Shrinking keeps every count.
+        merged.shrink_to_fit();
         assert_eq!(s, merged);
     }
 
     #[test]
     fn counts_are_kept_as_u32s_in_snapshots_and_compare_by_value() {
-        let narrow = Counts::from(vec![1, 0, 3]);
-        assert!(matches!(narrow, Counts::Narrow(_)));
+        let tiny = Counts::from(vec![1, 0, 3]);
+        assert!(matches!(tiny, Counts::Tiny(_)));
+        let narrow = Counts::Narrow(vec![1, 0, 3]);
         let wide = Counts::Wide(vec![1, 0, 3]);
+        assert_eq!(tiny, narrow);
         assert_eq!(narrow, wide);
-        assert_ne!(narrow, Counts::Narrow(vec![1, 0]));
+        assert_ne!(tiny, Counts::Tiny(vec![1, 0]));
         let as_u32s = postcard::to_allocvec(&vec![1u32, 0, 3]).unwrap();
-        assert_eq!(postcard::to_allocvec(&narrow).unwrap(), as_u32s);
-        assert_eq!(postcard::to_allocvec(&wide).unwrap(), as_u32s);
+        for counts in [&tiny, &narrow, &wide] {
+            assert_eq!(postcard::to_allocvec(counts).unwrap(), as_u32s);
+        }
         let back: Counts = postcard::from_bytes(&as_u32s).unwrap();
-        assert!(matches!(back, Counts::Narrow(_)));
+        assert!(matches!(back, Counts::Tiny(_)));
+        let mid = postcard::to_allocvec(&vec![1u32, 300]).unwrap();
+        let back: Counts = postcard::from_bytes(&mid).unwrap();
+        assert!(matches!(back, Counts::Narrow(ref c) if *c == [1, 300]));
         let big = postcard::to_allocvec(&vec![1u32, 70_000]).unwrap();
         let back: Counts = postcard::from_bytes(&big).unwrap();
         assert!(matches!(back, Counts::Wide(ref c) if *c == [1, 70_000]));

@@ -17,11 +17,15 @@ pub struct AggregateConfig {
     /// The candidate window: how much recent traffic a version is judged on.
     /// A version with fewer requests in it than the rules' `min_samples` is
     /// judged on a longer stretch, up to `baseline_horizon`, so a low-traffic
-    /// endpoint waits for evidence instead of never having enough.
+    /// endpoint waits for evidence instead of never having enough. Kept in
+    /// steps of a fifth of it once older than the current step, so it
+    /// reaches back to the start of its oldest step (5 to 6 minutes of
+    /// traffic at the default 5 minutes).
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// How far back the baseline's traffic is kept and the baseline chosen;
-    /// at least `window`.
+    /// at least `window`. Data older than the window is kept in steps of a
+    /// third of it (30 to 40 minutes at the default 30).
     #[serde(with = "humantime_serde")]
     pub baseline_horizon: Duration,
     /// Width of one window slot: samples leave the window a slot at a time.
