@@ -831,8 +831,7 @@ mod tests {
         }
         let liars = [
             HistogramSpec::exponential("s", name, "s", 0, 17, &[1]).into_request(),
-            HistogramSpec::explicit("s", name, "s", &[0.1, 1e9, 2e9], &[5, 0, 1, 0])
-                .into_request(),
+            HistogramSpec::explicit("s", name, "s", &[0.1, 1e9, 2e9], &[5, 0, 1, 0]).into_request(),
             max_lies,
         ];
         for liar in liars {
