@@ -15,7 +15,8 @@
 //!
 //! [`otelcol`] runs the real OpenTelemetry Collector (the project's own
 //! build) and `telemetrygen`; [`sdk`] sends through the OpenTelemetry SDK;
-//! [`prometheus`] runs a real Prometheus scraping modelgates.
+//! [`prometheus`] runs a real Prometheus scraping modelgates; [`fleet`]
+//! feeds one many services at once.
 
 // Test support: a panic with a message is exactly the failure report wanted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod fleet;
 pub mod otelcol;
 pub mod prometheus;
 pub mod sdk;
