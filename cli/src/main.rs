@@ -42,7 +42,8 @@ CONFIGURATION
   baseline_horizon, slot, max_series, service_share, evict_below,
   series_idle_timeout, max_pending_traces),
   judge (evaluation_interval, baselines, sla, relative, errors, alerts),
-  emit (otlp_endpoint, otlp_interval, histogram_buckets_ms), admin (listen,
+  emit (otlp_endpoint, otlp_interval, histogram_buckets_ms, prometheus:
+  outcomes split|merged, verdicts current|all), admin (listen,
   history_points, history_series, history_regressions, metrics_interval,
   metrics_max_bytes), snapshot (dir, interval, max_bytes; unset dir: no
   snapshots), tls (cert, key, client_ca), auth (token, token_file).
@@ -55,8 +56,11 @@ CONFIGURATION
 ENDPOINTS (defaults)
   127.0.0.1:4317  OTLP/gRPC TraceService/Export and the modelgate.v1.Query API
   127.0.0.1:4318  OTLP/HTTP /v1/traces and /v1/logs (protobuf or JSON, gzip)
-  127.0.0.1:9464  / (dashboard), /metrics, /api/v1/{versions,verdict,regressions,alerts},
-                  /api/v1/history (the dashboard's data), /healthz, /readyz
+  127.0.0.1:9464  / (dashboard; /?service=S&endpoint=E&version=V&q=SEARCH
+                  opens a selection), /metrics, /api/v1/{versions,verdict,
+                  regressions,alerts}, /api/v1/history (the dashboard's
+                  data; ?since=MS for newer points only), /healthz, /readyz;
+                  gzip when Accept-Encoding asks
 
 EXAMPLES
   modelgate                                   run on the defaults
