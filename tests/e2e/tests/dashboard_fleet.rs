@@ -423,6 +423,49 @@ async fn dashboard_at_100_services_and_1000_series() {
             collector.log()
         )
     });
+    // The API itself: `since` keeps only newer points; a bad one is named.
+    let newest = history["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["versions"].as_array().unwrap())
+        .filter_map(|v| v["points"].as_array().unwrap().last())
+        .map(|p| p["unix_ms"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let newer = collector
+        .json(&format!("/api/v1/history?since={}", newest - 1))
+        .await;
+    assert_eq!(newer["since_unix_ms"], json!(newest - 1));
+    let mut kept = 0;
+    for v in newer["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["versions"].as_array().unwrap())
+    {
+        for p in v["points"].as_array().unwrap() {
+            assert!(p["unix_ms"].as_u64().unwrap() >= newest, "{p}");
+            kept += 1;
+        }
+    }
+    assert!(
+        (1000..=3000).contains(&kept),
+        "{kept} points newer than {newest}"
+    );
+    let (status, body) = collector.get("/api/v1/history?since=soon").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("since"), "{body}");
+    assert!(
+        history["verdicts"].as_array().unwrap().iter().any(|v| {
+            v["service"] == "svc-000"
+                && v["candidate_version"] == "v2"
+                && v["verdict"] == "regression"
+        }),
+        "{}",
+        history["verdicts"]
+    );
+
     let fill = std::env::var("DASHBOARD_FILL_SECONDS")
         .ok()
         .map(|s| {
