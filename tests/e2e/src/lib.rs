@@ -81,6 +81,25 @@ fn modelgate_bin() -> PathBuf {
     path
 }
 
+/// Debian's Chromium, as `scripts/install-test-deps` installs it.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The flags every headless Chromium of the tests runs with: no sandbox
+/// (tests run as root in containers), no GPU, nothing fetched in the
+/// background, no first-run or sync machinery.
+pub const CHROMIUM_HEADLESS: [&str; 10] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+];
+
 /// A running `modelgate` child process; killed on drop.
 #[derive(Debug)]
 pub struct Collector {

@@ -40,9 +40,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
 use modelgate_e2e::fleet::{self, Fleet, Health};
-use modelgate_e2e::{eventually, Collector};
+use modelgate_e2e::{eventually, Collector, CHROMIUM, CHROMIUM_HEADLESS};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const SERVICES: usize = 100;
 const ENDPOINTS: usize = 5;
 /// The page's refresh period (dashboard.js `REFRESH_MS`).
@@ -100,17 +99,8 @@ impl Browser {
     async fn start() -> Self {
         let profile = TempDir::new();
         let mut child = tokio::process::Command::new(CHROMIUM)
+            .args(CHROMIUM_HEADLESS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--hide-scrollbars",
                 "--window-size=1400,1000",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
