@@ -136,15 +136,14 @@ pub fn snapshot(
     }
     histograms.sort_by(|a, b| a.labels.cmp(&b.labels));
     db_calls.sort_by(|a, b| a.0.cmp(&b.0));
+    // The overflow series last; split, its rows differ by outcome too.
     let overflow = vec![("otel.metric.overflow".into(), "true".to_owned())];
-    let mut overflowed = Vec::new();
     histogram_rows(
         &agg.overflow().histograms,
         prometheus.outcomes,
         || overflow.clone(),
-        &mut overflowed,
+        &mut histograms,
     );
-    histograms.extend(overflowed);
     let mut regressions: Vec<RegressionRow> = judge
         .judgements()
         .map(|(k, j)| RegressionRow {
@@ -173,5 +172,44 @@ pub fn snapshot(
         db_calls,
         readings: telemetry.readings(),
         verdicts: prometheus.verdicts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_outcomes_add_up_bucket_by_bucket() {
+        let h = |buckets: Vec<u64>, sum_ms: f64| {
+            let count = buckets.iter().sum();
+            Some(Box::new(Cumulative {
+                buckets,
+                sum_ms,
+                count,
+            }))
+        };
+        let histograms = [h(vec![3, 1, 0], 120.0), None, h(vec![0, 1, 2], 2500.0)];
+        let labels = || vec![("service.name".into(), "s".to_owned())];
+        let mut rows = Vec::new();
+        histogram_rows(&histograms, OutcomeSplit::Merged, labels, &mut rows);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].labels, labels());
+        assert_eq!(rows[0].histogram.buckets, [3, 2, 2]);
+        assert_eq!(rows[0].histogram.count, 7);
+        assert_eq!(rows[0].histogram.sum_ms, 2620.0);
+
+        let mut rows = Vec::new();
+        histogram_rows(&histograms, OutcomeSplit::Split, labels, &mut rows);
+        let outcomes: Vec<&str> = rows.iter().map(|r| r.labels[1].1.as_str()).collect();
+        assert_eq!(
+            outcomes,
+            [Outcome::ALL[0].as_str(), Outcome::ALL[2].as_str()]
+        );
+        assert!(rows.iter().all(|r| r.labels[1].0 == "outcome"));
+
+        let mut rows = Vec::new();
+        histogram_rows(&[None, None, None], OutcomeSplit::Merged, labels, &mut rows);
+        assert!(rows.is_empty(), "no requests, no histogram");
     }
 }
