@@ -43,8 +43,11 @@ ENDPOINTS (defaults)
                   modelgate.v1.Query API
   127.0.0.1:4318  OTLP/HTTP /v1/traces, /v1/logs and /v1/metrics (protobuf or
                   JSON, gzip)
-  127.0.0.1:9464  / (dashboard), /metrics, /api/v1/{versions,verdict,regressions,alerts},
-                  /api/v1/history (the dashboard's data), /healthz, /readyz
+  127.0.0.1:9464  / (dashboard; /?service=S&endpoint=E&version=V&q=SEARCH
+                  opens a selection), /metrics, /api/v1/{versions,verdict,
+                  regressions,alerts}, /api/v1/history (the dashboard's
+                  data; ?since=MS for newer points only), /healthz, /readyz;
+                  gzip when Accept-Encoding asks
 
 EXAMPLES
   modelgate                                   run on the defaults

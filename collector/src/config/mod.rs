@@ -31,7 +31,7 @@ mod snapshot;
 
 pub use admin::{AdminConfig, MAX_HISTORY_POINTS};
 pub use aggregate::{AggregateConfig, MAX_SERIES};
-pub use emit::EmitConfig;
+pub use emit::{EmitConfig, OutcomeSplit, PrometheusConfig, VerdictSet};
 pub use extract::{
     DurationUnit, EndpointTemplates, ExtractConfig, HistogramMetric, LogMapping, MetricsMapping,
     MAX_DIMENSIONS, MAX_HISTOGRAM_METRICS, MAX_PLAUSIBLE_DURATION, MAX_VERSION_ATTRIBUTES,

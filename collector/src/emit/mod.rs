@@ -16,7 +16,8 @@ pub mod otlp;
 pub mod prometheus;
 pub mod views;
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, Cumulative};
+use crate::config::{OutcomeSplit, PrometheusConfig};
 use crate::extract::Outcome;
 use crate::judge::{AlertState, Judge, Severity, Verdict};
 use crate::telemetry::Telemetry;
@@ -33,13 +34,64 @@ pub fn verdict_of(verdict: Verdict) -> &'static str {
     }
 }
 
-/// Copies what `/metrics` shows out of the pipeline's state.
+/// The histograms of one series' outcomes as one (same bounds: bucket by
+/// bucket).
+fn merged<'a>(histograms: impl Iterator<Item = &'a Cumulative>) -> Option<Cumulative> {
+    histograms.fold(None, |sum, h| {
+        let Some(mut sum) = sum else {
+            return Some(h.clone());
+        };
+        for (total, n) in sum.buckets.iter_mut().zip(&h.buckets) {
+            *total += n;
+        }
+        sum.sum_ms += h.sum_ms;
+        sum.count += h.count;
+        Some(sum)
+    })
+}
+
+/// A series' latency histogram rows: one per outcome seen, or one over all
+/// of them (`emit.prometheus.outcomes`), labelled by `labels` (plus the
+/// outcome when split).
+fn histogram_rows(
+    histograms: &[Option<Box<Cumulative>>; Outcome::ALL.len()],
+    split: OutcomeSplit,
+    labels: impl Fn() -> Labels,
+    out: &mut Vec<HistogramRow>,
+) {
+    match split {
+        OutcomeSplit::Split => {
+            for outcome in Outcome::ALL {
+                if let Some(h) = &histograms[outcome.index()] {
+                    let mut labels = labels();
+                    labels.push(("outcome".into(), outcome.as_str().to_owned()));
+                    out.push(HistogramRow {
+                        labels,
+                        histogram: (**h).clone(),
+                    });
+                }
+            }
+        }
+        OutcomeSplit::Merged => {
+            if let Some(histogram) = merged(histograms.iter().flatten().map(|h| &**h)) {
+                out.push(HistogramRow {
+                    labels: labels(),
+                    histogram,
+                });
+            }
+        }
+    }
+}
+
+/// Copies what `/metrics` shows out of the pipeline's state, trimmed as
+/// `prometheus` (`emit.prometheus`) says.
 pub fn snapshot(
     agg: &Aggregator,
     judge: &Judge,
     telemetry: &Telemetry,
     bounds_ms: &[f64],
     dimensions: &[String],
+    prometheus: PrometheusConfig,
     now_ms: u64,
 ) -> MetricsSnapshot {
     // Every series identity carries its dimensions: without them two
@@ -54,22 +106,21 @@ pub fn snapshot(
     let mut db_calls = Vec::new();
     for (endpoint, versions) in agg.endpoints() {
         for (version, series) in versions.iter() {
-            for outcome in Outcome::ALL {
-                if let Some(h) = &series.histograms[outcome.index()] {
-                    histograms.push(HistogramRow {
-                        labels: named(
-                            vec![
-                                ("service.name".into(), endpoint.service.clone()),
-                                ("endpoint".into(), endpoint.endpoint.clone()),
-                                ("model.version".into(), version.clone()),
-                                ("outcome".into(), outcome.as_str().to_owned()),
-                            ],
-                            &endpoint.dims,
-                        ),
-                        histogram: (**h).clone(),
-                    });
-                }
-            }
+            let dims = named(Labels::new(), &endpoint.dims);
+            histogram_rows(
+                &series.histograms,
+                prometheus.outcomes,
+                || {
+                    let mut labels: Labels = vec![
+                        ("service.name".into(), endpoint.service.clone()),
+                        ("endpoint".into(), endpoint.endpoint.clone()),
+                        ("model.version".into(), version.clone()),
+                    ];
+                    labels.extend(dims.iter().cloned());
+                    labels
+                },
+                &mut histograms,
+            );
             db_calls.push((
                 named(
                     vec![
@@ -85,14 +136,14 @@ pub fn snapshot(
     }
     histograms.sort_by(|a, b| a.labels.cmp(&b.labels));
     db_calls.sort_by(|a, b| a.0.cmp(&b.0));
-    for outcome in Outcome::ALL {
-        if let Some(h) = &agg.overflow().histograms[outcome.index()] {
-            histograms.push(HistogramRow {
-                labels: vec![("otel.metric.overflow".into(), "true".to_owned())],
-                histogram: (**h).clone(),
-            });
-        }
-    }
+    // The overflow series last; split, its rows differ by outcome too.
+    let overflow = vec![("otel.metric.overflow".into(), "true".to_owned())];
+    histogram_rows(
+        &agg.overflow().histograms,
+        prometheus.outcomes,
+        || overflow.clone(),
+        &mut histograms,
+    );
     let mut regressions: Vec<RegressionRow> = judge
         .judgements()
         .map(|(k, j)| RegressionRow {
@@ -120,5 +171,45 @@ pub fn snapshot(
         regressions,
         db_calls,
         readings: telemetry.readings(),
+        verdicts: prometheus.verdicts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_outcomes_add_up_bucket_by_bucket() {
+        let h = |buckets: Vec<u64>, sum_ms: f64| {
+            let count = buckets.iter().sum();
+            Some(Box::new(Cumulative {
+                buckets,
+                sum_ms,
+                count,
+            }))
+        };
+        let histograms = [h(vec![3, 1, 0], 120.0), None, h(vec![0, 1, 2], 2500.0)];
+        let labels = || vec![("service.name".into(), "s".to_owned())];
+        let mut rows = Vec::new();
+        histogram_rows(&histograms, OutcomeSplit::Merged, labels, &mut rows);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].labels, labels());
+        assert_eq!(rows[0].histogram.buckets, [3, 2, 2]);
+        assert_eq!(rows[0].histogram.count, 7);
+        assert_eq!(rows[0].histogram.sum_ms, 2620.0);
+
+        let mut rows = Vec::new();
+        histogram_rows(&histograms, OutcomeSplit::Split, labels, &mut rows);
+        let outcomes: Vec<&str> = rows.iter().map(|r| r.labels[1].1.as_str()).collect();
+        assert_eq!(
+            outcomes,
+            [Outcome::ALL[0].as_str(), Outcome::ALL[2].as_str()]
+        );
+        assert!(rows.iter().all(|r| r.labels[1].0 == "outcome"));
+
+        let mut rows = Vec::new();
+        histogram_rows(&[None, None, None], OutcomeSplit::Merged, labels, &mut rows);
+        assert!(rows.is_empty(), "no requests, no histogram");
     }
 }

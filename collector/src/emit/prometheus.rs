@@ -14,6 +14,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::catalogue::{self, Kind, Metric};
 use crate::aggregate::Cumulative;
+use crate::config::VerdictSet;
 use crate::judge::Severity;
 use crate::telemetry::{Reading, SelfMetric};
 
@@ -65,6 +66,9 @@ pub struct MetricsSnapshot {
     pub db_calls: Vec<(Labels, f64)>,
     /// modelgate's own figures.
     pub readings: Vec<Reading>,
+    /// The verdict state set whole, or its current line only
+    /// (`emit.prometheus.verdicts`).
+    pub verdicts: VerdictSet,
 }
 
 /// Writes `snapshot` as OpenMetrics text into `out`.
@@ -97,11 +101,12 @@ pub fn bound(snapshot: &mut MetricsSnapshot, max_bytes: usize) -> u64 {
         labels.iter().map(|(k, v)| k.len() + v.len() + 4).sum()
     }
     // Per regression: active and alerts per severity, ratio, difference,
-    // three verdicts.
+    // one or three verdicts.
+    let lines = 6 + snapshot.verdict_lines();
     let regressions: usize = snapshot
         .regressions
         .iter()
-        .map(|r| 9 * (LINE_BYTES + labels_len(&r.labels) + 24))
+        .map(|r| lines * (LINE_BYTES + labels_len(&r.labels) + 24))
         .sum();
     let db: usize = snapshot
         .db_calls
@@ -135,6 +140,14 @@ fn labels(pairs: &[(Cow<'static, str>, String)]) -> Vec<(Cow<'static, str>, Cow<
 }
 
 impl MetricsSnapshot {
+    /// `modelgate_regression_verdict` lines per judged rule.
+    fn verdict_lines(&self) -> usize {
+        match self.verdicts {
+            VerdictSet::All => VERDICTS.len(),
+            VerdictSet::Current => 1,
+        }
+    }
+
     /// Every regression row once per severity.
     fn per_severity(&self) -> impl Iterator<Item = (&RegressionRow, Severity)> {
         self.regressions
@@ -216,7 +229,10 @@ impl Collector for MetricsSnapshot {
         {
             let mut m = descriptor(&mut encoder, &catalogue::REGRESSION_VERDICT)?;
             for r in &self.regressions {
-                for verdict in VERDICTS {
+                let shown = VERDICTS
+                    .into_iter()
+                    .filter(|v| self.verdicts == VerdictSet::All || *v == r.verdict);
+                for verdict in shown {
                     let mut set = labels(&r.labels);
                     set.push((Cow::Borrowed("verdict"), Cow::Borrowed(verdict)));
                     m.encode_family(&set)?
@@ -363,8 +379,19 @@ mod tests {
                 verdict: "inconclusive",
             }],
             readings: telemetry.readings(),
+            verdicts: VerdictSet::All,
             ..MetricsSnapshot::default()
         };
+        let current = encode(MetricsSnapshot {
+            verdicts: VerdictSet::Current,
+            ..snapshot.clone()
+        })
+        .unwrap();
+        assert!(
+            current.contains(r#"rule="sla",verdict="inconclusive"} 1"#)
+                && !current.contains(r#"verdict="pass""#),
+            "{current}"
+        );
         let text = encode(snapshot).unwrap();
         assert!(text.contains(r#"modelgate_request_duration_seconds_bucket{le="0.15",service_name="lending-api",endpoint="/risk-score",model_version="v1.3",outcome="timeout"} 1"#), "{text}");
         assert!(text.contains(r#"le="+Inf",service_name="lending-api",endpoint="/risk-score",model_version="v1.3",outcome="timeout"} 3"#), "{text}");

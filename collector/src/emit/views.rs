@@ -521,3 +521,47 @@ fn summarize(
         last_traffic_ms,
     }
 }
+
+/// A candidate's verdict on one endpoint (or version-wide), the worst over
+/// its rules: what the dashboard sorts services by when nothing fires.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CandidateVerdict {
+    /// `service.name`.
+    pub service: String,
+    /// The endpoint, or [`ALL_ENDPOINTS`] for the version-wide verdict.
+    pub endpoint: String,
+    /// Values of the configured extra dimensions.
+    pub dims: Vec<String>,
+    /// The version judged.
+    pub candidate_version: String,
+    /// `regression` (on any rule), else `inconclusive` (on any), else `pass`.
+    pub verdict: &'static str,
+}
+
+/// Every candidate's verdict in `service` (every service when empty),
+/// sorted by service, endpoint and candidate.
+pub fn candidate_verdicts(judge: &Judge, service: &str) -> Vec<CandidateVerdict> {
+    let mut worst: std::collections::BTreeMap<(&EndpointKey, &str), Verdict> =
+        std::collections::BTreeMap::new();
+    for (key, judgement) in judge.judgements() {
+        if !matches(service, &key.endpoint.service) {
+            continue;
+        }
+        let verdict = judgement.verdict();
+        worst
+            .entry((&key.endpoint, key.candidate.as_str()))
+            // Pass < Inconclusive < Regression.
+            .and_modify(|w| *w = (*w).max(verdict))
+            .or_insert(verdict);
+    }
+    worst
+        .into_iter()
+        .map(|((endpoint, candidate), verdict)| CandidateVerdict {
+            service: endpoint.service.clone(),
+            endpoint: endpoint.endpoint.clone(),
+            dims: endpoint.dims.clone(),
+            candidate_version: candidate.to_owned(),
+            verdict: super::verdict_of(verdict),
+        })
+        .collect()
+}

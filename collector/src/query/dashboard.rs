@@ -1,8 +1,11 @@
 //! The dashboard: one HTML page, its stylesheet and its script, compiled into
 //! the binary and served on the admin port at `/`.
 //!
-//! The page draws its charts itself (inline SVG) from `/api/v1/history` and
-//! refreshes every few seconds. It must never load anything from another
+//! The page draws its charts itself (inline SVG) from `/api/v1/history`:
+//! the whole history on its first load, then every few seconds only the
+//! points after the newest it holds (`?since=`). Services are grouped by
+//! severity; the selection and the search live in the page's address
+//! (`/?service=&endpoint=&version=&q=`), so an alert can link to them. It must never load anything from another
 //! host (no CDN, no web fonts): the collector often runs where nothing else
 //! is reachable, and the `Content-Security-Policy` sent here makes the
 //! browser refuse anything off-host. This module holds no state.

@@ -280,7 +280,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tls.as_ref(),
         HttpGuard::new(auth.clone(), auth::admin_access).protect(admin::router(
             handle.clone(),
-            admin::MetricsPage::new(&config.admin),
+            admin::MetricsPage::new(&config.admin, config.emit.prometheus),
         )),
         admin_stop.clone(),
         connections,

@@ -15,7 +15,8 @@
 //!
 //! [`otelcol`] runs the real OpenTelemetry Collector (the project's own
 //! build) and `telemetrygen`; [`sdk`] sends through the OpenTelemetry SDK;
-//! [`prometheus`] runs a real Prometheus scraping modelgates.
+//! [`prometheus`] runs a real Prometheus scraping modelgates; [`fleet`]
+//! feeds one many services at once.
 
 // Test support: a panic with a message is exactly the failure report wanted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod fleet;
 pub mod otelcol;
 pub mod prometheus;
 pub mod sdk;
@@ -78,6 +80,25 @@ fn modelgate_bin() -> PathBuf {
     );
     path
 }
+
+/// Debian's Chromium, as `scripts/install-test-deps` installs it.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The flags every headless Chromium of the tests runs with: no sandbox
+/// (tests run as root in containers), no GPU, nothing fetched in the
+/// background, no first-run or sync machinery.
+pub const CHROMIUM_HEADLESS: [&str; 10] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+];
 
 /// A running `modelgate` child process; killed on drop.
 #[derive(Debug)]

@@ -16,9 +16,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use modelgate::replay::{replay, ReplayOptions, Scenario};
-use modelgate_e2e::{eventually, Collector};
+use modelgate_e2e::{eventually, Collector, CHROMIUM, CHROMIUM_HEADLESS};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 /// One browser run, start to exit.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The replay takes 5 s; the alert fires a few seconds into v1.3.
@@ -56,18 +55,7 @@ async fn chromium(args: &[String]) -> String {
     let profile = TempDir::new("profile");
     let mut command = tokio::process::Command::new(CHROMIUM);
     command
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-        ])
+        .args(CHROMIUM_HEADLESS)
         .arg(format!("--user-data-dir={}", profile.0.display()))
         .args(args)
         .stdin(Stdio::null())

@@ -216,6 +216,17 @@ async fn prometheus_fires_the_example_regression_alert_for_lending_v13() {
                 && verdict.contains("candidate=v1.3"),
             "{verdict}"
         );
+        // The dashboard opened on the alert's service, endpoint and version.
+        let dashboard = alert["annotations"]["dashboard"].as_str().unwrap_or("");
+        let endpoint = label(alert, "endpoint");
+        let expected = format!("http://{}/?service=lending-api", collector.admin);
+        assert!(
+            dashboard.starts_with(&expected)
+                && dashboard.ends_with("&version=v1.3")
+                && (endpoint == "*"
+                    || dashboard.contains(&format!("&endpoint={}", endpoint.replace('/', "%2F")))),
+            "{dashboard}"
+        );
     }
     // The link in the annotation answers.
     let verdict = firing[0]["annotations"]["verdict"].as_str().unwrap();

@@ -2,6 +2,14 @@
 // Plain DOM and inline SVG; every text from telemetry goes in through
 // textContent, never as HTML. Nothing is fetched from anywhere but the
 // collector that served this page.
+//
+// A fleet: services grouped by severity (critical, warning, inconclusive,
+// pass), a search box, and the selection in the page's address, so an
+// alert can link to it:
+//   /?service=<service.name>&endpoint=<endpoint>&version=<version>&q=<search>
+// (every part optional). The first load fetches the whole history; each
+// refresh after it asks only for the points after the newest it holds
+// (`?since=<unix ms>`) and appends them.
 "use strict";
 
 (function () {
@@ -10,8 +18,16 @@
   const PALETTE = ["#2f6fed", "#e5484d", "#12a594", "#f08c00", "#8e4ec6",
     "#0091ff", "#d6409f", "#5b8a00", "#6e56cf", "#ad7f58"];
 
+  // Charts are drawn for the selected service, or for every endpoint when
+  // the whole fleet has at most this many (a small deployment).
+  const CHART_ALL_UP_TO = 12;
+  // Service rows listed per severity group before "more".
+  const ROWS_PER_GROUP = 200;
+  const SEVERITIES = ["critical", "warning", "inconclusive", "pass"];
+
   const state = {
-    service: "",
+    selection: { service: "", endpoint: "", version: "" },
+    search: "",
     quantile: "p95_ms",
     scale: "log",
     data: null,
@@ -291,12 +307,14 @@
   // Firing alerts, one card per endpoint and candidate, a row per rule.
   function renderActive(data) {
     const box = document.getElementById("active");
-    if (!data.active.length) {
+    const active = data.active.filter((r) => visible(r.service) &&
+      (!state.selection.service || r.service === state.selection.service));
+    if (!active.length) {
       box.replaceChildren(h("div", { class: "calm-banner" }, "No regression is firing."));
       return;
     }
     const groups = new Map();
-    for (const r of data.active) {
+    for (const r of active) {
       const k = regressionKey(r);
       if (!groups.has(k)) groups.set(k, []);
       groups.get(k).push(r);
@@ -328,8 +346,19 @@
 
   function renderEndpoints(data, width) {
     const box = document.getElementById("endpoints");
+    renderSelection(data);
     if (!data.endpoints.length) {
       box.replaceChildren(h("p", { class: "empty" }, "No requests seen yet. Send OTLP spans to the collector's gRPC port."));
+      return;
+    }
+    const sel = state.selection;
+    const shown = data.endpoints.filter((ep) =>
+      (sel.service ? ep.service === sel.service : data.endpoints.length <= CHART_ALL_UP_TO && visible(ep.service)) &&
+      (!sel.endpoint || ep.endpoint === sel.endpoint));
+    if (!shown.length) {
+      box.replaceChildren(h("p", { class: "empty" }, sel.service
+        ? "Nothing charted for this selection (yet)."
+        : "Select a service above to chart its endpoints."));
       return;
     }
     const firing = new Map();
@@ -347,7 +376,7 @@
     const q = state.quantile;
     const sla = data.sla && "p" + Math.round(data.sla.quantile * 100) + "_ms" === q ? data.sla : null;
 
-    box.replaceChildren(...data.endpoints.map((ep) => {
+    box.replaceChildren(...shown.map((ep) => {
       const versions = ep.versions;
       for (const v of versions) colorOf(v.version);
       const alerting = versions.some((v) => firing.has(regressionKey({ ...ep, candidate_version: v.version })));
@@ -357,6 +386,7 @@
         ref: sla ? { value: sla.limit_ms, label: "SLA " + qLabel(q) + " " + fmtMs(sla.limit_ms) } : null,
         series: versions.map((v) => ({
           name: v.version, color: colorOf(v.version),
+          width: sel.version && v.version === sel.version ? 3.5 : 2,
           points: v.points.map((p) => [p.unix_ms, p[q]]),
         })),
       });
@@ -375,7 +405,7 @@
           : rules.length ? h("span", { class: "badge regressed", title: "firing: " + rules.join(", ") }, "regressed")
             : h("span", { class: "badge healthy" }, "ok");
         const slow = (val) => sla && val !== null && val > sla.limit_ms;
-        return h("tr", { data: { version: v.version } },
+        return h("tr", { class: sel.version === v.version ? "selected" : null, data: { version: v.version } },
           h("td", null, h("span", { class: "version" }, swatch(colorOf(v.version)), v.version)),
           h("td", null, status),
           h("td", null, fmtInt(p.requests)),
@@ -387,7 +417,7 @@
       });
       return h("article", { class: "endpoint" + (alerting ? " alerting" : ""), data: { service: ep.service, endpoint: ep.endpoint } },
         h("div", { class: "title" },
-          h("span", { class: "path" }, ep.endpoint),
+          h("span", { class: "path", title: "select this endpoint", data: { select: "endpoint" } }, ep.endpoint),
           h("span", { class: "service" }, ep.service + (ep.dims.length ? " · " + ep.dims.join(", ") : "")),
           h("span", { class: "badges" },
             ep.baseline_version ? h("span", { class: "badge baseline" }, "baseline " + ep.baseline_version) : null,
@@ -429,15 +459,153 @@
       h("td", { class: "text" }, r.resolution || "")))))));
   }
 
-  function renderServices(data) {
-    const select = document.getElementById("service");
-    const known = new Set([...select.options].map((o) => o.value));
+  // ---- the fleet: services by severity -----------------------------------
+
+  // A service's severity: its worst firing alert, else `inconclusive` when a
+  // candidate's verdict is not a pass yet (too little traffic, or a
+  // regression not held long enough to fire), else `pass`.
+  function fleet(data) {
+    const services = new Map();
+    const of = (name) => {
+      if (!services.has(name)) {
+        services.set(name, {
+          name, severity: "pass", endpoints: new Set(), versions: new Set(), rules: new Set(),
+          firing: new Set(), pending: new Set(), requests: 0, timeouts: 0, worst: null,
+        });
+      }
+      return services.get(name);
+    };
     for (const ep of data.endpoints) {
-      if (!known.has(ep.service)) {
-        known.add(ep.service);
-        select.append(h("option", { value: ep.service }, ep.service));
+      const s = of(ep.service);
+      s.endpoints.add(ep.endpoint);
+      for (const v of ep.versions) {
+        s.versions.add(v.version);
+        const p = v.points[v.points.length - 1];
+        if (!p) continue;
+        s.requests += p.requests;
+        s.timeouts += p.timeouts;
+        const q = p[state.quantile];
+        if (q !== null && (!s.worst || q > s.worst.value)) {
+          s.worst = { value: q, version: v.version, endpoint: ep.endpoint };
+        }
       }
     }
+    const rank = (sev) => SEVERITIES.indexOf(sev);
+    for (const v of data.verdicts || []) {
+      const s = of(v.service);
+      if (v.verdict !== "pass") {
+        s.pending.add(v.candidate_version);
+        if (rank("inconclusive") < rank(s.severity)) s.severity = "inconclusive";
+      }
+    }
+    for (const r of data.active) {
+      const s = of(r.service);
+      s.firing.add(r.candidate_version);
+      s.rules.add(r.rule);
+      if (rank(r.severity) < rank(s.severity)) s.severity = r.severity;
+    }
+    // Regressions first, then by name.
+    return [...services.values()].sort((a, b) =>
+      rank(a.severity) - rank(b.severity) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  // Whether a service (its name, endpoints or versions) matches the search.
+  function matches(service) {
+    const q = state.search.trim().toLowerCase();
+    if (!q) return true;
+    if (service.name.toLowerCase().includes(q)) return true;
+    for (const e of service.endpoints) if (e.toLowerCase().includes(q)) return true;
+    for (const v of service.versions) if (v.toLowerCase().includes(q)) return true;
+    return false;
+  }
+  let matching = new Set();
+  const visible = (name) => !state.search.trim() || matching.has(name);
+
+  function renderFleet(data) {
+    const box = document.getElementById("services");
+    const all = fleet(data);
+    const shown = all.filter(matches);
+    matching = new Set(shown.map((s) => s.name));
+    if (!all.length) {
+      box.replaceChildren(h("p", { class: "empty" }, "No service seen yet."));
+      return;
+    }
+    if (!shown.length) {
+      box.replaceChildren(h("p", { class: "empty" }, "No service matches “" + state.search + "”."));
+      return;
+    }
+    const head = ["service", "severity", "endpoints", "versions", "firing", "requests in window", "timeouts", "worst " + qLabel(state.quantile)];
+    box.replaceChildren(...SEVERITIES.map((sev) => {
+      const rows = shown.filter((s) => s.severity === sev);
+      if (!rows.length) return null;
+      const listed = rows.slice(0, ROWS_PER_GROUP);
+      return h("div", { class: "group", data: { severity: sev } },
+        h("h3", null, h("span", { class: "badge sev-" + sev }, sev), fmtInt(rows.length) + (rows.length === 1 ? " service" : " services")),
+        h("div", { class: "panel" }, h("table", null,
+          h("thead", null, h("tr", null, head.map((c, i) => h("th", { class: i < 2 || i === 4 ? "text" : "" }, c)))),
+          h("tbody", null, listed.map((s) => h("tr", {
+            class: "service-row" + (s.name === state.selection.service ? " selected" : ""),
+            data: { service: s.name, severity: s.severity },
+          },
+          h("td", { class: "text name" }, s.name),
+          h("td", { class: "text" }, h("span", { class: "badge sev-" + s.severity }, s.severity)),
+          h("td", null, fmtInt(s.endpoints.size)),
+          h("td", null, fmtInt(s.versions.size)),
+          h("td", { class: "text" }, s.firing.size
+            ? [...s.firing].sort().join(", ") + " · " + [...s.rules].sort().join(", ")
+            : s.pending.size ? "not yet: " + [...s.pending].sort().join(", ") : "–"),
+          h("td", null, fmtInt(s.requests)),
+          h("td", { class: s.timeouts ? "bad" : "" }, fmtInt(s.timeouts)),
+          h("td", null, s.worst ? fmtMs(s.worst.value) + " " + s.worst.version : "–")))))),
+        rows.length > listed.length
+          ? h("div", { class: "more" }, fmtInt(rows.length - listed.length) + " more: narrow the search")
+          : null);
+    }));
+  }
+
+  function renderSelection(data) {
+    const sel = state.selection;
+    const box = document.getElementById("selection");
+    if (!sel.service) {
+      box.replaceChildren(data.endpoints.length > CHART_ALL_UP_TO
+        ? "Click a service to chart its endpoints; the address then links to it." : "");
+      return;
+    }
+    const part = (label, value, clear) => value
+      ? [label + " ", h("code", null, value), " (", h("a", { data: { clear } }, "clear"), ") "]
+      : [];
+    box.replaceChildren(...part("service", sel.service, "service"),
+      ...part("endpoint", sel.endpoint, "endpoint"), ...part("version", sel.version, "version"));
+  }
+
+  // ---- the address: selection and search ---------------------------------
+
+  function readAddress() {
+    const p = new URLSearchParams(location.search);
+    state.selection = {
+      service: p.get("service") || "",
+      endpoint: p.get("endpoint") || "",
+      version: p.get("version") || "",
+    };
+    state.search = p.get("q") || "";
+    document.getElementById("search").value = state.search;
+  }
+
+  // `push`: a new history entry (a click); else the current one is
+  // replaced (typing in the search box).
+  function writeAddress(push) {
+    const p = new URLSearchParams();
+    for (const k of ["service", "endpoint", "version"]) if (state.selection[k]) p.set(k, state.selection[k]);
+    if (state.search) p.set("q", state.search);
+    const query = p.toString();
+    const url = location.pathname + (query ? "?" + query : "") + location.hash;
+    if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
+  }
+
+  function select(selection) {
+    state.selection = { service: "", endpoint: "", version: "", ...selection };
+    writeAddress(true);
+    render();
   }
 
   function chartWidth() {
@@ -449,12 +617,13 @@
   function render() {
     const data = state.data;
     if (!data) return;
-    renderServices(data);
+    const started = performance.now();
     const names = new Set();
     for (const ep of data.endpoints) for (const v of ep.versions) names.add(v.version);
     for (const r of data.active.concat(data.resolved)) names.add(r.candidate_version);
     for (const v of [...names].sort()) colorOf(v);
     renderSummary(data);
+    renderFleet(data);
     renderActive(data);
     renderEndpoints(data, chartWidth());
     renderPast(data);
@@ -463,6 +632,8 @@
       " points per series kept on the collector" +
       (data.untracked_series ? "; " + fmtInt(data.untracked_series) + " series not charted (admin.history_series reached)" : "") +
       ". Each point summarizes the version's last " + duration(data.window_ms) + ", as the judge sees it.";
+    // Read by the browser test (and anyone profiling): how long drawing took.
+    performance.measure("modelgate-render", { start: started, end: performance.now() });
   }
 
   function setStatus(text, cls) {
@@ -476,8 +647,41 @@
   const token = new URLSearchParams(location.hash.slice(1)).get("token");
   const headers = token ? { Authorization: "Bearer " + token } : {};
 
+  // The newest point held: a refresh asks only for what came after it.
+  function newestPoint(data) {
+    let newest = 0;
+    for (const ep of data.endpoints) for (const v of ep.versions) {
+      const p = v.points[v.points.length - 1];
+      if (p && p.unix_ms > newest) newest = p.unix_ms;
+    }
+    return newest;
+  }
+
+  // `update` holds the points after `since` only: append them to what is
+  // held, keep at most `points_limit` per series, and drop the series the
+  // collector no longer lists.
+  function merge(held, update) {
+    const key = (ep) => ep.service + "\u0000" + ep.endpoint + "\u0000" + ep.dims.join("\u0000");
+    const old = new Map(held.endpoints.map((ep) => [key(ep), ep]));
+    for (const ep of update.endpoints) {
+      const before = old.get(key(ep));
+      if (!before) continue;
+      const versions = new Map(before.versions.map((v) => [v.version, v]));
+      for (const v of ep.versions) {
+        const mine = versions.get(v.version);
+        if (!mine) continue;
+        const last = mine.points.length ? mine.points[mine.points.length - 1].unix_ms : 0;
+        const points = mine.points.concat(v.points.filter((p) => p.unix_ms > last));
+        v.points = points.slice(Math.max(0, points.length - update.points_limit));
+      }
+    }
+    return update;
+  }
+
   async function refresh() {
-    const url = "/api/v1/history" + (state.service ? "?service=" + encodeURIComponent(state.service) : "");
+    const held = state.data;
+    const since = held ? newestPoint(held) : 0;
+    const url = "/api/v1/history" + (since ? "?since=" + since : "");
     try {
       const response = await fetch(url, { cache: "no-store", headers });
       if (response.status === 401) {
@@ -485,7 +689,15 @@
         return;
       }
       if (!response.ok) throw new Error("HTTP " + response.status);
-      state.data = await response.json();
+      const update = await response.json();
+      // A collector whose clock is behind the points held (another instance
+      // behind the same address, a clock stepped back) would never send a
+      // point after ours: start over with its whole history next time.
+      if (since && update.now_unix_ms < since) {
+        state.data = null;
+        return;
+      }
+      state.data = since ? merge(held, update) : update;
       render();
       setStatus("updated " + clock(state.data.now_unix_ms), "live");
     } catch (e) {
@@ -506,15 +718,47 @@
 
   segmented("quantile", "q", "quantile");
   segmented("scale", "scale", "scale");
-  document.getElementById("service").addEventListener("change", (ev) => {
-    state.service = ev.target.value;
-    refresh();
+  document.getElementById("search").addEventListener("input", (ev) => {
+    state.search = ev.target.value;
+    writeAddress(false);
+    render();
+  });
+  // Clicks: a service row selects the service, an endpoint's title the
+  // endpoint, a version's row the version; "clear" drops a part.
+  document.addEventListener("click", (ev) => {
+    const row = ev.target.closest("tr.service-row");
+    if (row) {
+      select({ service: row.dataset.service });
+      return;
+    }
+    const clear = ev.target.closest("a[data-clear]");
+    if (clear) {
+      const sel = { ...state.selection };
+      const part = clear.dataset.clear;
+      // The narrower parts go with the wider one.
+      for (const k of ["service", "endpoint", "version"].slice(["service", "endpoint", "version"].indexOf(part))) sel[k] = "";
+      select(sel);
+      return;
+    }
+    const article = ev.target.closest("article.endpoint");
+    if (!article) return;
+    const version = ev.target.closest("table.versions tr[data-version]");
+    if (version) {
+      select({ service: article.dataset.service, endpoint: article.dataset.endpoint, version: version.dataset.version });
+    } else if (ev.target.closest("[data-select=endpoint]")) {
+      select({ service: article.dataset.service, endpoint: article.dataset.endpoint });
+    }
+  });
+  window.addEventListener("popstate", () => {
+    readAddress();
+    render();
   });
   let resizeTimer = null;
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(render, 150);
   });
+  readAddress();
   refresh();
   setInterval(refresh, REFRESH_MS);
 })();
