@@ -105,7 +105,7 @@ async fn scrape(env: &[(&str, &str)]) -> (Collector, String) {
 }
 
 /// Judged rules of `version` as candidate (per endpoint and version-wide;
-/// a baseline is judged too, by the `errors` rule's ceiling).
+/// a baseline's own absolute rules only once one breached).
 fn judged(text: &str, version: &str) -> usize {
     samples(text)
         .into_iter()
