@@ -23,13 +23,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -236,27 +236,9 @@ fn read(
             let (samples, report) = read_traces(body, config).map_err(|e| e.to_string())?;
             Ok((samples, report, None))
         }
-        (Signal::Traces, Encoding::Json) => decoded(
-            encoding,
-            body,
-            config,
-            forwarding,
-            |r: &ExportTraceServiceRequest, c, i, out| extract(r, c, i, out),
-        ),
-        (Signal::Logs, _) => decoded(
-            encoding,
-            body,
-            config,
-            forwarding,
-            |r: &ExportLogsServiceRequest, c, i, out| extract_logs(r, c, i, out),
-        ),
-        (Signal::Metrics, _) => decoded(
-            encoding,
-            body,
-            config,
-            forwarding,
-            |r: &ExportMetricsServiceRequest, c, i, out| extract_metrics(r, c, i, out),
-        ),
+        (Signal::Traces, Encoding::Json) => decoded(encoding, body, config, forwarding, extract),
+        (Signal::Logs, _) => decoded(encoding, body, config, forwarding, extract_logs),
+        (Signal::Metrics, _) => decoded(encoding, body, config, forwarding, extract_metrics),
     }
 }
 
