@@ -179,6 +179,7 @@ fn endpoint(service: &str, name: &str) -> EndpointKey {
         service: service.into(),
         endpoint: name.into(),
         dims: Vec::new(),
+        phase: modelgate_collector::phase::Phase::Request,
     }
 }
 

@@ -29,6 +29,7 @@
 //! - [`telemetry`]: modelgate's own figures as named internal events.
 //! - [`codec`]: gRPC messages as raw bytes, for clients that send exports as they are (the forwarder, `modelgate loadgen`).
 //! - [`signal`]: the OTLP signals (traces, logs, metrics) and where each is served; named by receivers, forwarder and telemetry alike.
+//! - [`phase`]: what of a request a series measures (the whole request, or a generative model's queue, first token, per output token); named by extraction, the judge and the emitters alike.
 
 pub mod config;
 pub mod receive;
@@ -46,5 +47,6 @@ pub mod auth;
 pub mod telemetry;
 pub mod codec;
 pub mod signal;
+pub mod phase;
 #[cfg(test)]
 mod testing;

@@ -15,7 +15,7 @@
 //! point of each cumulative histogram stream (after a restart a stream's
 //! next point is its reference: one export interval of it is not judged).
 //!
-//! # Format (version 4: a series' slots are blocks of slots, see `aggregate::slots`)
+//! # Format (version 5: a series is named with its phase, see `crate::phase`; version 4 made a series' slots blocks of slots, see `aggregate::slots`)
 //!
 //! One self-describing file, `<snapshot.dir>/modelgate.snapshot`:
 //!
@@ -77,7 +77,7 @@ const REFUSED_NAME: &str = "modelgate.snapshot.refused";
 pub const MAGIC: [u8; 8] = *b"MGSNAP\r\n";
 
 /// The payload layout this build writes and reads.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 
 /// Magic, version, reserved, length, checksum.
 const HEADER_LEN: usize = 8 + 2 + 2 + 8 + 4;

@@ -16,6 +16,7 @@ pub(crate) fn endpoint(path: &str) -> EndpointKey {
         service: SERVICE.into(),
         endpoint: path.into(),
         dims: Vec::new(),
+        phase: crate::phase::Phase::Request,
     }
 }
 

@@ -1117,6 +1117,7 @@ mod tests {
             service: "lending-api".into(),
             endpoint: path.into(),
             dims: Vec::new(),
+            phase: crate::phase::Phase::Request,
         }
     }
 
@@ -1332,7 +1333,15 @@ mod tests {
             ..config()
         });
         let mut interner = crate::extract::Interner::new(16);
-        let mut name = |path: &str, version: &str| interner.name("lending-api", path, &[], version);
+        let mut name = |path: &str, version: &str| {
+            interner.name(
+                "lending-api",
+                crate::phase::Phase::Request,
+                path,
+                &[],
+                version,
+            )
+        };
         let (a2, a3, b1, a1, c1) = (
             name("/a", "v2"),
             name("/a", "v3"),
@@ -1620,6 +1629,7 @@ mod tests {
                 service: "other".into(),
                 endpoint: "/x".into(),
                 dims: Vec::new(),
+                phase: crate::phase::Phase::Request,
             },
             "v1",
             Duration::from_millis(5),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{invalid, ConfigError};
+use crate::phase::Phase;
 
 /// At most this many `extract.version_attributes`.
 pub const MAX_VERSION_ATTRIBUTES: usize = 16;
@@ -21,7 +22,7 @@ pub const MAX_PLAUSIBLE_DURATION: Duration = Duration::from_secs(3 * 86_400);
 
 /// The attribute names modelgate's metrics carry themselves, in their
 /// Prometheus spelling: no dimension may take one.
-const RESERVED_LABELS: [&str; 12] = [
+const RESERVED_LABELS: [&str; 13] = [
     "service_name",
     "endpoint",
     "model_version",
@@ -34,7 +35,11 @@ const RESERVED_LABELS: [&str; 12] = [
     "reason",
     "le",
     "otel_metric_overflow",
+    "phase",
 ];
+
+/// At most this many names in each list of `extract.genai`.
+pub const MAX_GENAI_NAMES: usize = 4;
 
 /// Bounds of `extract.max_name_length`, in bytes.
 pub const NAME_LENGTH_RANGE: std::ops::RangeInclusive<usize> = 16..=4096;
@@ -81,6 +86,9 @@ pub struct ExtractConfig {
     pub metrics: MetricsMapping,
     /// How raw paths become endpoints, and how many a service may have.
     pub endpoints: EndpointTemplates,
+    /// The span attributes naming a generative model request's phases
+    /// (`crate::extract::genai`).
+    pub genai: GenAiAttributes,
 }
 
 impl Default for ExtractConfig {
@@ -91,6 +99,8 @@ impl Default for ExtractConfig {
                 "ml.model.version",
                 "gen_ai.response.model",
                 "gen_ai.request.model",
+                // vLLM's metrics' label for the model served.
+                "model_name",
                 "service.version",
             ]
             .map(str::to_owned)
@@ -103,6 +113,7 @@ impl Default for ExtractConfig {
             logs: LogMapping::default(),
             metrics: MetricsMapping::default(),
             endpoints: EndpointTemplates::default(),
+            genai: GenAiAttributes::default(),
         }
     }
 }
@@ -123,6 +134,22 @@ impl ExtractConfig {
                 MAX_VERSION_ATTRIBUTES,
             ),
             ("extract.dimensions", &self.dimensions, MAX_DIMENSIONS),
+            ("extract.genai.queue", &self.genai.queue, MAX_GENAI_NAMES),
+            (
+                "extract.genai.first_token",
+                &self.genai.first_token,
+                MAX_GENAI_NAMES,
+            ),
+            (
+                "extract.genai.per_output_token",
+                &self.genai.per_output_token,
+                MAX_GENAI_NAMES,
+            ),
+            (
+                "extract.genai.output_tokens",
+                &self.genai.output_tokens,
+                MAX_GENAI_NAMES,
+            ),
         ] {
             if list.len() > most {
                 return Err(invalid(
@@ -310,8 +337,14 @@ pub struct MetricsMapping {
     /// standard per-request histograms: `http.server.request.duration`,
     /// `http.server.duration`, `rpc.server.duration`,
     /// `gen_ai.server.request.duration` and the spanmetrics connector's
-    /// `traces.span.metrics.duration`. Any other metric is forwarded, not
-    /// read.
+    /// `traces.span.metrics.duration`; and a generative model server's
+    /// phases: `gen_ai.server.time_to_first_token`,
+    /// `gen_ai.server.time_per_output_token`, and vLLM's
+    /// `vllm:e2e_request_latency_seconds`, `vllm:request_queue_time_seconds`,
+    /// `vllm:time_to_first_token_seconds`,
+    /// `vllm:time_per_output_token_seconds` and
+    /// `vllm:inter_token_latency_seconds`. Any other metric is forwarded,
+    /// not read.
     pub histograms: Vec<HistogramMetric>,
     /// Cumulative streams (a metric's points with one set of attributes)
     /// whose last point is remembered, to measure the next one's increase;
@@ -326,8 +359,21 @@ impl Default for MetricsMapping {
         let metric = |name: &str, unit| HistogramMetric {
             name: name.to_owned(),
             unit,
-            endpoint_attributes: Vec::new(),
+            ..HistogramMetric::default()
         };
+        // A generative model server's phases: the GenAI conventions'
+        // server metrics (Envoy AI Gateway, agentgateway; endpoint from
+        // `gen_ai.operation.name`), and vLLM's own histograms as a
+        // Collector's Prometheus receiver passes them on (no endpoint of
+        // their own: all one endpoint, `vllm`).
+        let phase = |name: &str, phase, endpoint: Option<&str>| HistogramMetric {
+            name: name.to_owned(),
+            unit: DurationUnit::S,
+            endpoint_attributes: Vec::new(),
+            endpoint: endpoint.map(str::to_owned),
+            phase,
+        };
+        let vllm = Some("vllm");
         Self {
             histograms: vec![
                 metric("http.server.request.duration", DurationUnit::S),
@@ -335,6 +381,25 @@ impl Default for MetricsMapping {
                 metric("rpc.server.duration", DurationUnit::Ms),
                 metric("gen_ai.server.request.duration", DurationUnit::S),
                 metric("traces.span.metrics.duration", DurationUnit::Ms),
+                phase("gen_ai.server.time_to_first_token", Phase::FirstToken, None),
+                phase(
+                    "gen_ai.server.time_per_output_token",
+                    Phase::PerOutputToken,
+                    None,
+                ),
+                phase("vllm:e2e_request_latency_seconds", Phase::Request, vllm),
+                phase("vllm:request_queue_time_seconds", Phase::Queue, vllm),
+                phase("vllm:time_to_first_token_seconds", Phase::FirstToken, vllm),
+                phase(
+                    "vllm:time_per_output_token_seconds",
+                    Phase::PerOutputToken,
+                    vllm,
+                ),
+                phase(
+                    "vllm:inter_token_latency_seconds",
+                    Phase::PerOutputToken,
+                    vllm,
+                ),
             ],
             max_streams: 100_000,
         }
@@ -400,6 +465,15 @@ pub struct HistogramMetric {
     /// `rpc.service`/`rpc.method`, `gen_ai.operation.name`, else the
     /// metric's name.
     pub endpoint_attributes: Vec<String>,
+    /// The endpoint of a point no attribute names one of (unset: the
+    /// metric's name). Metrics of one server's phases that carry no
+    /// endpoint (vLLM's) name the same one here, so their phases are one
+    /// endpoint's.
+    pub endpoint: Option<String>,
+    /// What of each request the metric measures: `request` (the whole of
+    /// it), or a generative model's `queue`, `first_token` or
+    /// `per_output_token` (`crate::extract::genai`).
+    pub phase: Phase,
 }
 
 impl Default for HistogramMetric {
@@ -408,6 +482,50 @@ impl Default for HistogramMetric {
             name: String::new(),
             unit: DurationUnit::S,
             endpoint_attributes: Vec::new(),
+            endpoint: None,
+            phase: Phase::Request,
+        }
+    }
+}
+
+/// The span attributes naming a generative model request's phases, in
+/// seconds (the GenAI conventions' unit), first present wins: every name
+/// the OpenTelemetry GenAI conventions and vLLM have used, old and new.
+/// Extend a list to read another emitter's; empty a list to judge no such
+/// phase. At most [`MAX_GENAI_NAMES`] names a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenAiAttributes {
+    /// Time waiting before the model server took the request up.
+    pub queue: Vec<String>,
+    /// Time to the first output token (a client's first chunk).
+    pub first_token: Vec<String>,
+    /// Time per output token after the first; derived as
+    /// `(duration - first token) / (output tokens - 1)` where a span has
+    /// none of these.
+    pub per_output_token: Vec<String>,
+    /// Output tokens (a count, not seconds), for the derivation above.
+    pub output_tokens: Vec<String>,
+}
+
+impl Default for GenAiAttributes {
+    fn default() -> Self {
+        let names = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+        Self {
+            queue: names(&["gen_ai.latency.time_in_queue"]),
+            first_token: names(&[
+                "gen_ai.latency.time_to_first_token",
+                "gen_ai.server.time_to_first_token",
+                "gen_ai.response.time_to_first_chunk",
+            ]),
+            per_output_token: names(&[
+                "gen_ai.latency.time_per_output_token",
+                "gen_ai.server.time_per_output_token",
+            ]),
+            output_tokens: names(&[
+                "gen_ai.usage.output_tokens",
+                "gen_ai.usage.completion_tokens",
+            ]),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{at_most, invalid, AggregateConfig, ConfigError, MAX_DURATION};
+use crate::phase::Phase;
 
 /// Judging versions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,75 @@ pub struct JudgeConfig {
     pub pass_power: f64,
     /// When a candidate becomes the baseline.
     pub promotion: PromotionPolicy,
+    /// How a generative model's phases are judged, beside the request.
+    pub phases: PhaseRules,
+}
+
+/// How a generative model's phases (`crate::extract::genai`) are judged:
+/// each against the baseline's same phase by the `relative` rule (its
+/// quantiles, factors, significance), with a smallest difference of its
+/// own, and by the `sla` rule (its quantile and significance) where a
+/// limit is set. The error and fanout rules judge the request only: a
+/// phase's requests are the request's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PhaseRules {
+    /// Time in queue.
+    pub queue: PhaseRule,
+    /// Time to first token.
+    pub first_token: PhaseRule,
+    /// Time per output token.
+    pub per_output_token: PhaseRule,
+}
+
+impl Default for PhaseRules {
+    fn default() -> Self {
+        Self {
+            queue: PhaseRule::default(),
+            first_token: PhaseRule::default(),
+            per_output_token: PhaseRule {
+                sla_limit: None,
+                // Tokens take milliseconds: 20 ms more per token is a
+                // model several times slower.
+                min_difference: Duration::from_millis(1),
+            },
+        }
+    }
+}
+
+impl PhaseRules {
+    /// The rule of `phase`; `None` for the request (judged by the rules
+    /// themselves).
+    pub fn of(&self, phase: Phase) -> Option<&PhaseRule> {
+        match phase {
+            Phase::Request => None,
+            Phase::Queue => Some(&self.queue),
+            Phase::FirstToken => Some(&self.first_token),
+            Phase::PerOutputToken => Some(&self.per_output_token),
+        }
+    }
+}
+
+/// How one phase is judged (see [`PhaseRules`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PhaseRule {
+    /// The `sla` rule's limit for this phase (its quantile, `judge.sla.quantile`);
+    /// unset: no absolute limit.
+    #[serde(with = "humantime_serde")]
+    pub sla_limit: Option<Duration>,
+    /// The `relative` rule's `min_difference` for this phase.
+    #[serde(with = "humantime_serde")]
+    pub min_difference: Duration,
+}
+
+impl Default for PhaseRule {
+    fn default() -> Self {
+        Self {
+            sla_limit: None,
+            min_difference: Duration::from_millis(20),
+        }
+    }
 }
 
 /// How a candidate becomes the baseline of an endpoint without an operator:
@@ -77,6 +147,7 @@ impl Default for JudgeConfig {
             alerts: AlertPolicy::default(),
             pass_power: 0.9,
             promotion: PromotionPolicy::default(),
+            phases: PhaseRules::default(),
         }
     }
 }
@@ -419,6 +490,23 @@ impl JudgeConfig {
         self.relative.validate()?;
         self.errors.validate()?;
         self.fanout.validate()?;
+        for phase in Phase::ALL {
+            let Some(rule) = self.phases.of(phase) else {
+                continue;
+            };
+            let key = |field: &str| format!("judge.phases.{phase}.{field}");
+            if let Some(limit) = rule.sla_limit {
+                if limit.is_zero() {
+                    return Err(invalid(&key("sla_limit"), "must be more than 0s"));
+                }
+                at_most(&key("sla_limit"), limit, MAX_SLA_OVERRIDE)?;
+            }
+            at_most(
+                &key("min_difference"),
+                rule.min_difference,
+                MAX_SLA_OVERRIDE,
+            )?;
+        }
         self.sequential.validate(aggregate)?;
         if !(self.pass_power > 0.5 && self.pass_power < 1.0) {
             return Err(invalid(

@@ -33,14 +33,15 @@ pub use admin::{AdminConfig, MAX_HISTORY_POINTS};
 pub use aggregate::{AggregateConfig, MAX_SERIES};
 pub use emit::{EmitConfig, OutcomeSplit, PrometheusConfig, VerdictSet};
 pub use extract::{
-    DurationUnit, EndpointTemplates, ExtractConfig, HistogramMetric, LogMapping, MetricsMapping,
-    MAX_DIMENSIONS, MAX_HISTOGRAM_METRICS, MAX_PLAUSIBLE_DURATION, MAX_VERSION_ATTRIBUTES,
-    NAME_LENGTH_RANGE,
+    DurationUnit, EndpointTemplates, ExtractConfig, GenAiAttributes, HistogramMetric, LogMapping,
+    MetricsMapping, MAX_DIMENSIONS, MAX_GENAI_NAMES, MAX_HISTOGRAM_METRICS, MAX_PLAUSIBLE_DURATION,
+    MAX_VERSION_ATTRIBUTES, NAME_LENGTH_RANGE,
 };
 pub use forward::{ForwardConfig, ForwardProtocol, MAX_FORWARD_QUEUE};
 pub use judge::{
     AlertPolicy, BaselineConfig, ErrorsRule, FanoutRule, JudgeConfig, JudgeOverrides,
-    OverrideError, PromotionPolicy, RelativeRule, SequentialPolicy, SlaRule, MAX_SLA_OVERRIDE,
+    OverrideError, PhaseRule, PhaseRules, PromotionPolicy, RelativeRule, SequentialPolicy, SlaRule,
+    MAX_SLA_OVERRIDE,
 };
 pub use receiver::{ReceiverConfig, MAX_MESSAGE_BYTES, MAX_QUEUE_BATCHES, MIN_MEMORY_LIMIT};
 pub use security::{AuthConfig, Secret, TlsConfig};

@@ -24,6 +24,7 @@ use crate::extract::{EndpointKey, Outcome};
 use crate::judge::{
     AlertKey, AlertState, Condition, Evidence, Judge, Resolution, Rule, Severity, Transition,
 };
+use crate::phase::Phase;
 
 /// How much history is kept; see [`AdminConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,8 @@ pub struct RegressionView {
     pub endpoint: String,
     /// Values of the configured extra dimensions.
     pub dims: Vec<String>,
+    /// The whole request, or the phase of it that regressed.
+    pub phase: Phase,
     /// The version that regressed.
     pub candidate_version: String,
     /// What it was compared with (empty for `sla` without a baseline).
@@ -135,6 +138,7 @@ fn regression_view(
         service: key.endpoint.service.clone(),
         endpoint: key.endpoint.endpoint.clone(),
         dims: key.endpoint.dims.clone(),
+        phase: key.endpoint.phase,
         candidate_version: key.candidate.clone(),
         baseline_version: key.baseline.clone(),
         rule: key.rule,
@@ -167,6 +171,8 @@ pub struct EndpointHistory {
     pub endpoint: String,
     /// Values of the configured extra dimensions.
     pub dims: Vec<String>,
+    /// The whole request, or the phase of it charted.
+    pub phase: Phase,
     /// The judge's current baseline, empty when none.
     pub baseline_version: String,
     /// By version name.
@@ -463,6 +469,7 @@ impl History {
                     service: key.service.clone(),
                     endpoint: key.endpoint.clone(),
                     dims: key.dims.clone(),
+                    phase: key.phase,
                     baseline_version: baseline.to_owned(),
                     versions: versions
                         .iter()

@@ -18,7 +18,7 @@ pub mod views;
 
 use crate::aggregate::{Aggregator, Cumulative};
 use crate::config::{OutcomeSplit, PrometheusConfig};
-use crate::extract::Outcome;
+use crate::extract::{EndpointKey, Outcome};
 use crate::judge::{AlertState, Judge, Severity, Verdict};
 use crate::telemetry::Telemetry;
 use std::borrow::Cow;
@@ -94,11 +94,15 @@ pub fn snapshot(
     prometheus: PrometheusConfig,
     now_ms: u64,
 ) -> MetricsSnapshot {
-    // Every series identity carries its dimensions: without them two
-    // series that differ only there would be one duplicated line.
-    let named = |mut labels: Labels, values: &[String]| {
-        for (name, value) in dimensions.iter().zip(values) {
+    // Every series identity carries its dimensions and its phase (unless
+    // it is the whole request): without them two series that differ only
+    // there would be one duplicated line.
+    let named = |mut labels: Labels, endpoint: &EndpointKey| {
+        for (name, value) in dimensions.iter().zip(&endpoint.dims) {
             labels.push((Cow::Owned(name.clone()), value.clone()));
+        }
+        if !endpoint.phase.is_request() {
+            labels.push(("phase".into(), endpoint.phase.as_str().to_owned()));
         }
         labels
     };
@@ -106,7 +110,7 @@ pub fn snapshot(
     let mut db_calls = Vec::new();
     for (endpoint, versions) in agg.endpoints() {
         for (version, series) in versions.iter() {
-            let dims = named(Labels::new(), &endpoint.dims);
+            let dims = named(Labels::new(), endpoint);
             histogram_rows(
                 &series.histograms,
                 prometheus.outcomes,
@@ -121,6 +125,10 @@ pub fn snapshot(
                 },
                 &mut histograms,
             );
+            if !endpoint.phase.is_request() {
+                // Database calls are counted per request, not per phase.
+                continue;
+            }
             db_calls.push((
                 named(
                     vec![
@@ -128,7 +136,7 @@ pub fn snapshot(
                         ("endpoint".into(), endpoint.endpoint.clone()),
                         ("model.version".into(), version.clone()),
                     ],
-                    &endpoint.dims,
+                    endpoint,
                 ),
                 agg.window(series, now_ms).db_calls_per_request(),
             ));
@@ -155,7 +163,7 @@ pub fn snapshot(
                     ("baseline.version".into(), k.baseline.clone()),
                     ("rule".into(), k.rule.as_str().to_owned()),
                 ],
-                &k.endpoint.dims,
+                &k.endpoint,
             ),
             active: Severity::ALL.map(|s| j.alert(s).state == AlertState::Firing),
             ratio: j.result.evidence.ratio,

@@ -21,7 +21,7 @@ use opentelemetry_sdk::Resource;
 use super::catalogue::{self, Kind, Metric};
 use crate::aggregate::Aggregator;
 use crate::config::EmitConfig;
-use crate::extract::{Outcome, SeriesName};
+use crate::extract::{EndpointKey, Outcome, SeriesName};
 use crate::judge::{AlertKey, AlertState, Judge, Severity, Transition};
 use crate::telemetry::{SelfMetric, Telemetry};
 
@@ -136,7 +136,7 @@ impl OtlpEmitter {
             KeyValue::new("model.version", series.version.clone()),
             KeyValue::new("outcome", outcome.as_str()),
         ];
-        self.push_dimensions(&mut attrs, &endpoint.dims);
+        self.push_dimensions(&mut attrs, endpoint);
         self.duration.record(seconds, &attrs);
     }
 
@@ -152,7 +152,7 @@ impl OtlpEmitter {
     ) {
         for (key, judgement) in judge.judgements() {
             let mut attrs = regression_attributes(key).to_vec();
-            self.push_dimensions(&mut attrs, &key.endpoint.dims);
+            self.push_dimensions(&mut attrs, &key.endpoint);
             self.ratio.record(judgement.result.evidence.ratio, &attrs);
             self.difference
                 .record(judgement.result.evidence.difference, &attrs);
@@ -176,7 +176,9 @@ impl OtlpEmitter {
                 }
             }
         }
-        for (endpoint, versions) in agg.endpoints() {
+        // Database calls are counted per request, not per phase.
+        let requests = agg.endpoints().filter(|(e, _)| e.phase.is_request());
+        for (endpoint, versions) in requests {
             for (version, series) in versions.iter() {
                 let w = agg.window(series, now_ms);
                 let mut attrs = vec![
@@ -184,17 +186,20 @@ impl OtlpEmitter {
                     KeyValue::new("endpoint", endpoint.endpoint.clone()),
                     KeyValue::new("model.version", version.clone()),
                 ];
-                self.push_dimensions(&mut attrs, &endpoint.dims);
+                self.push_dimensions(&mut attrs, endpoint);
                 self.db_calls.record(w.db_calls_per_request(), &attrs);
             }
         }
     }
 
-    /// The series' `extract.dimensions`, named, so series that differ only
-    /// by them stay apart.
-    fn push_dimensions(&self, attrs: &mut Vec<KeyValue>, values: &[String]) {
-        for (name, value) in self.dimensions.iter().zip(values) {
+    /// The series' `extract.dimensions`, named, and its phase unless it
+    /// is the whole request, so series that differ only by them stay apart.
+    fn push_dimensions(&self, attrs: &mut Vec<KeyValue>, endpoint: &EndpointKey) {
+        for (name, value) in self.dimensions.iter().zip(&endpoint.dims) {
             attrs.push(KeyValue::new(name.clone(), value.clone()));
+        }
+        if !endpoint.phase.is_request() {
+            attrs.push(KeyValue::new("phase", endpoint.phase.as_str()));
         }
     }
 

@@ -12,6 +12,7 @@ use crate::judge::{
     AlertKey, AlertMachine, AlertState, BaselineSource, Condition, Judge, Judgement, RuleResult,
     Severity, Verdict, ALL_ENDPOINTS,
 };
+use crate::phase::Phase;
 
 /// An empty filter matches everything.
 fn matches(filter: &str, value: &str) -> bool {
@@ -255,6 +256,8 @@ pub struct RuleView {
 pub struct ScopeVerdict {
     /// The endpoint, or [`ALL_ENDPOINTS`].
     pub endpoint: String,
+    /// The whole request, or one phase of it.
+    pub phase: Phase,
     /// What it was compared with (empty: nothing).
     pub baseline: String,
     /// How the baseline was chosen (per endpoint).
@@ -274,9 +277,10 @@ pub struct VerdictView {
     pub candidate: String,
     /// See `modelgate.v1.Verdict.outcome`.
     pub verdict: Verdict,
-    /// Per endpoint.
+    /// Per endpoint and phase (a phase across endpoints is one of them,
+    /// endpoint [`ALL_ENDPOINTS`]).
     pub endpoints: Vec<ScopeVerdict>,
-    /// Across its endpoints, when it serves two or more.
+    /// The whole request across its endpoints, when it serves two or more.
     pub version_wide: Option<ScopeVerdict>,
     /// Endpoints whose own verdict is a regression.
     pub endpoints_regressed: u32,
@@ -376,12 +380,13 @@ pub fn verdict(
         last_traffic = last_traffic.max(quiet.unwrap_or(0));
         let at = match scopes
             .iter()
-            .position(|s| s.endpoint == key.endpoint.endpoint)
+            .position(|s| s.endpoint == key.endpoint.endpoint && s.phase == key.endpoint.phase)
         {
             Some(at) => at,
             None => {
                 scopes.push(ScopeVerdict {
                     endpoint: key.endpoint.endpoint.clone(),
+                    phase: key.endpoint.phase,
                     baseline: key.baseline.clone(),
                     baseline_source: (!key.is_version_wide())
                         .then(|| judge.baseline_of(&key.endpoint).map(|(_, s)| s))
@@ -398,10 +403,10 @@ pub fn verdict(
         s.rules.sort_by_key(|r| r.result.rule);
         s.verdict = worst(s.rules.iter().map(|r| r.verdict)).unwrap_or(Verdict::Inconclusive);
     }
-    scopes.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+    scopes.sort_by(|a, b| (a.phase, &a.endpoint).cmp(&(b.phase, &b.endpoint)));
     let version_wide = scopes
         .iter()
-        .position(|s| s.endpoint == ALL_ENDPOINTS)
+        .position(|s| s.endpoint == ALL_ENDPOINTS && s.phase.is_request())
         .map(|i| scopes.remove(i));
     summarize(query, scopes, version_wide, held, last_traffic)
 }
@@ -467,10 +472,18 @@ fn summarize(
     held: bool,
     last_traffic_ms: u64,
 ) -> VerdictView {
-    let regressed: Vec<&ScopeVerdict> = endpoints
+    let regression = |s: &&ScopeVerdict| matches!(s.verdict, Verdict::Regression(_));
+    // Endpoints are counted by their requests; a phase that regressed is
+    // named apart (the model server, not an endpoint).
+    let requests: Vec<&ScopeVerdict> = endpoints.iter().filter(|s| s.phase.is_request()).collect();
+    let regressed: Vec<&ScopeVerdict> = requests.iter().copied().filter(regression).collect();
+    let phases: std::collections::BTreeSet<Phase> = endpoints
         .iter()
-        .filter(|s| matches!(s.verdict, Verdict::Regression(_)))
+        .filter(|s| !s.phase.is_request())
+        .filter(regression)
+        .map(|s| s.phase)
         .collect();
+    let phases: Vec<&str> = phases.into_iter().map(Phase::words).collect();
     let all = endpoints.iter().chain(version_wide.iter());
     let verdict = match worst(all.map(|s| s.verdict)) {
         None => Verdict::Inconclusive,
@@ -481,9 +494,10 @@ fn summarize(
             _ => Verdict::Inconclusive,
         },
     };
-    let n = endpoints.len();
+    let n = requests.len();
     let k = regressed.len();
-    let summary = match (verdict, &version_wide) {
+    let whole = version_wide.as_ref().is_some_and(|v| regression(&v));
+    let mut summary = match (verdict, &version_wide) {
         (_, _) if n == 0 => format!(
             "no traffic of {} on {} known to the collector",
             query.candidate, query.service
@@ -497,6 +511,9 @@ fn summarize(
                 format!("regressed on {k} of {n} endpoints and across them")
             }
         }
+        (Verdict::Regression(_), _) if k == 0 && !whole && !phases.is_empty() => {
+            format!("regressed in {}", phases.join(" and "))
+        }
         (Verdict::Regression(_), _) => {
             let names: Vec<&str> = regressed.iter().map(|s| s.endpoint.as_str()).collect();
             format!("regressed on {k} of {n} endpoints ({})", names.join(", "))
@@ -508,6 +525,9 @@ fn summarize(
             "inconclusive: too little traffic, power or significance yet".to_owned()
         }
     };
+    if (k > 0 || whole) && !phases.is_empty() {
+        summary.push_str(&format!("; slower in {} too", phases.join(" and ")));
+    }
     VerdictView {
         service: query.service.clone(),
         candidate: query.candidate.clone(),

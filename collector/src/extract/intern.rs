@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::{EndpointKey, Sample, SampleRef};
+use super::{EndpointKey, Phase, Sample, SampleRef};
 
 /// What a series is called: its endpoint key and version. Database calls
 /// are named by service and version only (empty endpoint, no dimensions).
@@ -74,6 +74,7 @@ impl Interner {
         Sample {
             series: self.name(
                 sample.service,
+                sample.phase,
                 &sample.endpoint,
                 &sample.dims,
                 sample.version,
@@ -84,10 +85,11 @@ impl Interner {
         }
     }
 
-    /// The shared name of (service, endpoint, dims, version).
+    /// The shared name of (service, phase, endpoint, dims, version).
     pub fn name(
         &mut self,
         service: &str,
+        phase: Phase,
         endpoint: &str,
         dims: &[Cow<'_, str>],
         version: &str,
@@ -95,12 +97,14 @@ impl Interner {
         let hash = hash_parts(
             &self.hasher,
             service,
+            phase,
             endpoint,
             dims.iter().map(|d| d.as_ref()),
             version,
         );
         let found = self.table.find(hash, |n| {
             n.endpoint.service == service
+                && n.endpoint.phase == phase
                 && n.endpoint.endpoint == endpoint
                 && n.version == version
                 && n.endpoint.dims.len() == dims.len()
@@ -117,6 +121,7 @@ impl Interner {
                 service: service.to_owned(),
                 endpoint: endpoint.to_owned(),
                 dims: dims.iter().map(|d| d.as_ref().to_owned()).collect(),
+                phase,
             },
             version: version.to_owned(),
         });
@@ -125,6 +130,7 @@ impl Interner {
             hash_parts(
                 hasher,
                 &n.endpoint.service,
+                n.endpoint.phase,
                 &n.endpoint.endpoint,
                 n.endpoint.dims.iter().map(String::as_str),
                 &n.version,
@@ -138,12 +144,14 @@ impl Interner {
 fn hash_parts<'d>(
     build: &DefaultHashBuilder,
     service: &str,
+    phase: Phase,
     endpoint: &str,
     dims: impl ExactSizeIterator<Item = &'d str>,
     version: &str,
 ) -> u64 {
     let mut h = build.build_hasher();
     service.hash(&mut h);
+    phase.hash(&mut h);
     endpoint.hash(&mut h);
     version.hash(&mut h);
     h.write_usize(dims.len());
@@ -163,6 +171,7 @@ mod tests {
     fn request<'a>(service: &'a str, endpoint: &'a str, version: &'a str) -> SampleRef<'a> {
         SampleRef {
             service,
+            phase: Phase::Request,
             endpoint: Cow::Borrowed(endpoint),
             dims: vec![Cow::Borrowed("eu")],
             version,
@@ -204,6 +213,7 @@ mod tests {
         let mut interner = Interner::new(4);
         let db = interner.intern(SampleRef {
             service: "s",
+            phase: Phase::Request,
             endpoint: Cow::Borrowed(""),
             dims: Vec::new(),
             version: "v1",

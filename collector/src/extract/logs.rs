@@ -21,7 +21,8 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValu
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use super::{
-    ExtractReport, Interner, Outcome, Sample, SampleKind, SampleRef, Unusable, UNKNOWN_SERVICE,
+    ExtractReport, Interner, Outcome, Phase, Sample, SampleKind, SampleRef, Unusable,
+    UNKNOWN_SERVICE,
 };
 use crate::config::{ExtractConfig, LogMapping};
 
@@ -181,6 +182,7 @@ fn mapped_sample<'a>(
         })
         .collect();
     let mut sample = SampleRef {
+        phase: Phase::Request,
         service: mapped
             .service
             .as_deref()

@@ -548,6 +548,7 @@ impl<'a> Reader<'a> {
         });
         Ok(Some(SampleRef {
             service,
+            phase: self.mapping.phase,
             endpoint: self.endpoint(&lookup_str),
             dims,
             version,
@@ -573,7 +574,7 @@ impl<'a> Reader<'a> {
                 .endpoint_attributes
                 .iter()
                 .find_map(|key| lookup(key));
-            return Cow::Borrowed(endpoint_name(found.unwrap_or(&self.metric.name)));
+            return Cow::Borrowed(endpoint_name(found.unwrap_or(self.fallback())));
         }
         if let Some(route) = lookup(keys::ROUTE) {
             return Cow::Borrowed(endpoint_name(route));
@@ -590,14 +591,24 @@ impl<'a> Reader<'a> {
                 None => Cow::Borrowed(endpoint_name(method)),
             };
         }
-        let name = lookup(GEN_AI_OPERATION).unwrap_or(&self.metric.name);
+        let name = lookup(GEN_AI_OPERATION).unwrap_or(self.fallback());
         Cow::Borrowed(endpoint_name(name))
+    }
+
+    /// The endpoint of a point no attribute names one of: the mapping's
+    /// `endpoint`, else the metric's name.
+    fn fallback(&self) -> &'a str {
+        self.mapping
+            .endpoint
+            .as_deref()
+            .unwrap_or(&self.metric.name)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::phase::Phase;
     use modelgate_fixture::{attr_str, metrics_request_of, HistogramSpec, HTTP_SERVER_BOUNDS_S};
     use opentelemetry_proto::tonic::metrics::v1::{Gauge, NumberDataPoint};
 
@@ -710,12 +721,61 @@ mod tests {
     }
 
     #[test]
+    fn a_model_servers_phase_metrics_are_one_endpoints_phases() {
+        // vLLM's histograms through a Collector's Prometheus receiver: no
+        // endpoint attribute, the model in `model_name`, seconds.
+        let of = |metric: &str| {
+            let spec =
+                HistogramSpec::of_values("vllm-svc", metric, "", &[0.1, 1.0], &[0.05, 0.5, 0.5])
+                    .attr(attr_str("model_name", "llama-3-8b-v2"));
+            let (report, out) = extract(vec![spec]);
+            assert_eq!(report.samples, 1, "{metric}");
+            let name = &out[0].series;
+            (
+                name.endpoint.phase,
+                name.endpoint.endpoint.clone(),
+                name.version.clone(),
+            )
+        };
+        let version = || "llama-3-8b-v2".to_owned();
+        for (metric, phase) in [
+            ("vllm:e2e_request_latency_seconds", Phase::Request),
+            ("vllm:request_queue_time_seconds", Phase::Queue),
+            ("vllm:time_to_first_token_seconds", Phase::FirstToken),
+            ("vllm:inter_token_latency_seconds", Phase::PerOutputToken),
+        ] {
+            assert_eq!(of(metric), (phase, "vllm".to_owned(), version()));
+        }
+        // The conventions' server metrics: the operation is the endpoint.
+        let spec = HistogramSpec::of_values(
+            "gw",
+            "gen_ai.server.time_per_output_token",
+            "s",
+            &[0.01, 0.1],
+            &[0.005, 0.005, 0.05],
+        )
+        .attr(attr_str("gen_ai.operation.name", "chat"))
+        .attr(attr_str("gen_ai.response.model", "m2"));
+        let (_, out) = extract(vec![spec]);
+        let name = &out[0].series;
+        assert_eq!(
+            (
+                name.endpoint.phase,
+                name.endpoint.endpoint.as_str(),
+                name.version.as_str()
+            ),
+            (Phase::PerOutputToken, "chat", "m2")
+        );
+    }
+
+    #[test]
     fn a_configured_metric_reads_its_own_attributes_and_unit() {
         let mut config = ExtractConfig::default();
         config.metrics.histograms.push(HistogramMetric {
             name: "app.latency".into(),
             unit: DurationUnit::Us,
             endpoint_attributes: vec!["handler".into()],
+            ..HistogramMetric::default()
         });
         let spec = HistogramSpec::of_values("svc", "app.latency", "", &[1000.0], &[10.0])
             .attr(attr_str("handler", "score"))

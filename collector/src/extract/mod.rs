@@ -24,12 +24,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{EndpointTemplates, ExtractConfig};
 
+pub mod genai;
 pub mod intern;
 pub mod logs;
 pub mod metrics;
 pub mod template;
 pub mod wire;
 
+pub use genai::Phase;
 pub use intern::{Interner, SeriesName};
 
 /// The version label of spans that carry none of the configured version
@@ -87,7 +89,8 @@ pub(crate) mod keys {
 const MAX_REASONS: usize = 3;
 
 /// What one series is: the endpoint of a service (plus any configured extra
-/// dimensions) and the version that served it.
+/// dimensions), the phase of its requests it measures, and the version
+/// that served it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EndpointKey {
     /// `service.name` of the span's resource.
@@ -97,6 +100,19 @@ pub struct EndpointKey {
     /// Values of the configured extra dimensions, in configuration order
     /// (empty string where a span lacks one).
     pub dims: Vec<String>,
+    /// The whole request, or one phase of a generative model's
+    /// ([`genai`]): each phase is a series of its own.
+    pub phase: Phase,
+}
+
+impl EndpointKey {
+    /// The same endpoint, measuring `phase`.
+    pub fn with_phase(&self, phase: Phase) -> EndpointKey {
+        EndpointKey {
+            phase,
+            ..self.clone()
+        }
+    }
 }
 
 /// How a request ended, as the judge's error and timeout rules see it.
@@ -202,6 +218,7 @@ impl Sample {
                     service: service.to_owned(),
                     endpoint: String::new(),
                     dims: Vec::new(),
+                    phase: Phase::Request,
                 },
                 version: UNKNOWN_VERSION.to_owned(),
             }),
@@ -257,6 +274,8 @@ pub struct ExtractReport {
 pub struct SampleRef<'a> {
     /// `service.name` of the span's resource.
     pub service: &'a str,
+    /// What of the request it measures ([`genai`]).
+    pub phase: Phase,
     /// `http.route`, else `url.path` / `http.target` as a template, else
     /// the span name; empty for a database call.
     pub endpoint: Cow<'a, str>,
@@ -498,6 +517,9 @@ pub fn extract(
                 let fields = SpanFields::of(span);
                 let result = sample_of(&fields, service, &resource_attrs, config);
                 if let Some(sample) = tally.count(&fields, result) {
+                    for phase in genai::phases(&fields.attributes, &sample, config) {
+                        out.push(interner.intern(phase));
+                    }
                     out.push(interner.intern(sample));
                 }
             }
@@ -550,6 +572,7 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
     if !is_request {
         return Ok(Some(SampleRef {
             service,
+            phase: Phase::Request,
             endpoint: Cow::Borrowed(""),
             dims: Vec::new(),
             version,
@@ -580,6 +603,7 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
     };
     Ok(Some(SampleRef {
         service,
+        phase: Phase::Request,
         endpoint: endpoint_of(span, &config.endpoints),
         dims,
         version,

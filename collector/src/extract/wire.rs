@@ -25,7 +25,9 @@ use std::cell::Cell;
 
 use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
 
-use super::{keys, sample_of, service_of, Attrs, ExtractReport, SampleRef, SpanFields, Tally, Val};
+use super::{
+    genai, keys, sample_of, service_of, Attrs, ExtractReport, SampleRef, SpanFields, Tally, Val,
+};
 use crate::config::ExtractConfig;
 
 /// Why bytes are not an `ExportTraceServiceRequest`.
@@ -181,6 +183,7 @@ fn rule_keys(config: &ExtractConfig) -> impl Iterator<Item = &str> {
     keys::all()
         .map(|key| -> &str { key })
         .chain(configured.map(String::as_str))
+        .chain(config.genai.keys())
 }
 
 /// The wanted attributes of one span or resource: the first value of each
@@ -506,6 +509,12 @@ fn scan_resource_spans<'a>(
                                 return Err(e);
                             }
                             if let Some(sample) = tally.count(&span, result) {
+                                for phase in genai::phases(&span.attributes, &sample, config) {
+                                    sink(phase);
+                                }
+                                if let Some(e) = bad.take() {
+                                    return Err(e);
+                                }
                                 sink(sample);
                             }
                         }
@@ -901,8 +910,21 @@ mod tests {
 
     #[test]
     fn every_key_a_valid_configuration_names_has_an_index() {
-        use crate::config::{MAX_DIMENSIONS, MAX_VERSION_ATTRIBUTES};
+        use crate::config::{
+            GenAiAttributes, MAX_DIMENSIONS, MAX_GENAI_NAMES, MAX_VERSION_ATTRIBUTES,
+        };
+        let names = |prefix: &str| -> Vec<String> {
+            (0..MAX_GENAI_NAMES)
+                .map(|i| format!("{prefix}.{i}"))
+                .collect()
+        };
         let config = ExtractConfig {
+            genai: GenAiAttributes {
+                queue: names("queue"),
+                first_token: names("ttft"),
+                per_output_token: names("tpot"),
+                output_tokens: names("tokens"),
+            },
             version_attributes: (0..MAX_VERSION_ATTRIBUTES)
                 .map(|i| format!("v{i}.version"))
                 .collect(),

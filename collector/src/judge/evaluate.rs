@@ -17,6 +17,7 @@ use super::{ack_key, AlertKey, Chosen, Judge, Judgement, KeyRef, Transition, ALL
 use crate::aggregate::{Aggregator, Series, Versions, WindowSummary};
 use crate::extract::EndpointKey;
 use crate::judge::{AckKey, Rule};
+use crate::phase::Phase;
 
 /// What one evaluation decided for one key.
 enum Update {
@@ -62,37 +63,40 @@ impl Endpoint<'_> {
     }
 }
 
-/// The rules applied to a candidate: the absolute ones on `candidates`
-/// (one per endpoint judged), the comparative ones on `compared`'s pairs
-/// against its baseline, or inconclusive with `compared`'s reason.
+/// The rules applied to a candidate of `phase`: the absolute ones on
+/// `candidates` (one per endpoint judged), the comparative ones on
+/// `compared`'s pairs against its baseline, or inconclusive with
+/// `compared`'s reason. A phase's results name it in their evidence.
 pub(super) fn rules_for(
     judge: &Judge,
+    phase: Phase,
     candidates: &[Candidate<'_>],
     compared: Result<(&str, Vec<Pair<'_>>), String>,
 ) -> Vec<RuleResult> {
+    let set = &judge.rules[phase.index()];
     let c = &judge.config;
     let seq = &judge.sequential;
     let mut out = Vec::with_capacity(4);
-    if c.sla.enabled {
-        let mut result = rules::sla(&c.sla, seq, candidates);
+    if set.sla.enabled {
+        let mut result = rules::sla(&set.sla, seq, candidates);
         let windows: Vec<&WindowSummary> = candidates.iter().map(|c| c.window).collect();
         rules::state_resolution(&mut result, &windows);
         out.push(result);
     }
     let pairs = compared.as_ref().ok().map(|(b, p)| (*b, p.as_slice()));
-    if c.errors.enabled {
+    if set.errors {
         out.push(rules::errors(&c.errors, seq, candidates, pairs));
     }
     for (on, rule) in [
-        (c.relative.enabled, Rule::Relative),
-        (c.fanout.enabled, Rule::Fanout),
+        (set.relative.enabled, Rule::Relative),
+        (set.fanout, Rule::Fanout),
     ] {
         if !on {
             continue;
         }
         out.push(match (&compared, rule) {
             (Ok((b, p)), Rule::Relative) => {
-                let mut result = rules::relative(&c.relative, seq, b, p);
+                let mut result = rules::relative(&set.relative, seq, b, p);
                 let windows: Vec<&WindowSummary> = p
                     .iter()
                     .flat_map(|p| [p.candidate.window, p.baseline])
@@ -109,6 +113,11 @@ pub(super) fn rules_for(
                 RuleResult::inconclusive(rule, unit, test, format!("inconclusive: {why}"))
             }
         });
+    }
+    if !phase.is_request() {
+        for r in &mut out {
+            r.evidence.detail = format!("{}: {}", phase.words(), r.evidence.detail);
+        }
     }
     out
 }
@@ -240,7 +249,7 @@ impl Judge {
             return Some(format!("baseline {b} has no traffic to compare with"));
         }
         let seen = e.seen(b)?;
-        let own = rules_for(self, &[candidate(seen)], Err(String::new()));
+        let own = rules_for(self, e.key.phase, &[candidate(seen)], Err(String::new()));
         own.iter()
             .find(|r| r.conditions.at(rules::Severity::Critical) == rules::Condition::Breach)
             .map(|r| {
@@ -275,12 +284,12 @@ impl Judge {
             let c = candidate(seen);
             let results = if is_baseline {
                 // The baseline: absolute rules only.
-                rules_for(self, &[c], Err(String::new()))
+                rules_for(self, e.key.phase, &[c], Err(String::new()))
                     .into_iter()
                     .filter(|r| !r.rule.comparative() || r.rule == Rule::Errors)
                     .collect()
             } else {
-                rules_for(self, &[c], compared(e, c))
+                rules_for(self, e.key.phase, &[c], compared(e, c))
             };
             for r in results {
                 let key = key(r.rule);
@@ -316,6 +325,7 @@ impl Judge {
             service: first.key.service.clone(),
             endpoint: ALL_ENDPOINTS.to_owned(),
             dims: Vec::new(),
+            phase: first.key.phase,
         };
         let mut candidates: BTreeMap<&str, Vec<(&Endpoint<'a>, &Seen<'a>)>> = BTreeMap::new();
         for e in endpoints {
@@ -360,7 +370,7 @@ impl Judge {
             } else {
                 Ok((baselines.as_str(), pairs))
             };
-            for mut r in rules_for(self, &cands, compared) {
+            for mut r in rules_for(self, first.key.phase, &cands, compared) {
                 attribute(&mut r, &serving, self);
                 out.push((key(r.rule), Update::Judged(Box::new(r))));
             }
@@ -488,7 +498,10 @@ impl Judge {
             }
             let live = self.judgements.get(key).is_some_and(|j| j.is_live());
             let passing = matches!(update, Update::Judged(r) if r.outcome() == Verdict::Pass);
-            if key.endpoint.endpoint == ALL_ENDPOINTS {
+            // A version-wide judgement, or a phase's (a slower decode is
+            // no better for a fast end to end), blocks the version's
+            // promotion on the whole service.
+            if key.endpoint.endpoint == ALL_ENDPOINTS || !key.endpoint.phase.is_request() {
                 if live
                     || matches!(update, Update::Judged(r) if matches!(r.outcome(), Verdict::Regression(_)))
                 {
@@ -622,7 +635,12 @@ fn attribute(result: &mut RuleResult, serving: &[(&Endpoint<'_>, &Seen<'_>)], ju
     };
     let mut slower = Vec::new();
     for (e, seen) in serving {
-        let own = rules_for(judge, &[candidate(seen)], compared(e, candidate(seen)));
+        let own = rules_for(
+            judge,
+            e.key.phase,
+            &[candidate(seen)],
+            compared(e, candidate(seen)),
+        );
         let breached = own.iter().any(|r| {
             r.rule == result.rule && r.conditions.at(severity) == rules::Condition::Breach
         });
@@ -655,11 +673,13 @@ fn last_requests<'a>(endpoints: &[(&'a EndpointKey, &'a Versions)]) -> HashMap<&
     last
 }
 
-/// The aggregator's endpoints grouped by service, services in name order.
-fn by_service(agg: &Aggregator) -> BTreeMap<&str, Vec<(&EndpointKey, &Versions)>> {
-    let mut out: BTreeMap<&str, Vec<(&EndpointKey, &Versions)>> = BTreeMap::new();
+/// The aggregator's endpoints grouped by service and phase (a version is
+/// judged across a service's endpoints one phase at a time), services in
+/// name order, the request before its phases.
+fn by_service(agg: &Aggregator) -> BTreeMap<(&str, Phase), Vec<(&EndpointKey, &Versions)>> {
+    let mut out: BTreeMap<(&str, Phase), Vec<(&EndpointKey, &Versions)>> = BTreeMap::new();
     for (key, versions) in agg.endpoints() {
-        out.entry(key.service.as_str())
+        out.entry((key.service.as_str(), key.phase))
             .or_default()
             .push((key, versions));
     }
@@ -724,7 +744,7 @@ impl Judge {
                     compared(e, c),
                 )
             };
-            for r in rules_for(self, &[c], compared) {
+            for r in rules_for(self, e.key.phase, &[c], compared) {
                 let key = AlertKey {
                     endpoint: e.key.clone(),
                     candidate: version.to_owned(),
@@ -736,7 +756,11 @@ impl Judge {
         }
         if only.is_none() {
             let mut versions = Vec::new();
-            self.judge_versions(&seen, &none, now_ms, &mut versions);
+            // Across endpoints one phase at a time, as `decide` does.
+            seen.sort_by_key(|e| e.key.phase);
+            for same_phase in seen.chunk_by(|a, b| a.key.phase == b.key.phase) {
+                self.judge_versions(same_phase, &none, now_ms, &mut versions);
+            }
             for (key, update) in versions {
                 if key.candidate == version {
                     if let Update::Judged(r) = update {

@@ -50,8 +50,9 @@ use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Aggregator, Series, Versions, WindowSummary};
-use crate::config::{BaselineConfig, JudgeConfig};
+use crate::config::{BaselineConfig, JudgeConfig, RelativeRule, SlaRule};
 use crate::extract::EndpointKey;
+use crate::phase::Phase;
 
 /// The requests a baseline's window stretches back for (up to the
 /// horizon): enough for each rule's test to have the power to pass a
@@ -364,10 +365,50 @@ pub(crate) type JudgeStateRef<'a> =
 /// A state read back.
 pub(crate) type JudgeStateOwned = JudgeState<HashMap<EndpointKey, Chosen>, Candidacy, Judgements>;
 
+/// The rules one phase is judged by: the configured ones for the request;
+/// for a generative model's phase, `relative` with the phase's smallest
+/// difference and `sla` with the phase's limit (off without one), never
+/// `errors` or `fanout` (see [`crate::config::PhaseRules`]).
+#[derive(Debug, Clone)]
+pub(crate) struct RuleSet {
+    pub(crate) sla: SlaRule,
+    pub(crate) relative: RelativeRule,
+    pub(crate) errors: bool,
+    pub(crate) fanout: bool,
+}
+
+impl RuleSet {
+    fn of(config: &JudgeConfig, phase: Phase) -> Self {
+        let Some(own) = config.phases.of(phase) else {
+            return Self {
+                sla: config.sla.clone(),
+                relative: config.relative.clone(),
+                errors: config.errors.enabled,
+                fanout: config.fanout.enabled,
+            };
+        };
+        Self {
+            sla: SlaRule {
+                enabled: config.sla.enabled && own.sla_limit.is_some(),
+                limit: own.sla_limit.unwrap_or(config.sla.limit),
+                ..config.sla.clone()
+            },
+            relative: RelativeRule {
+                min_difference: own.min_difference,
+                ..config.relative.clone()
+            },
+            errors: false,
+            fanout: false,
+        }
+    }
+}
+
 /// Owner of baselines and alert states; see the module docs.
 #[derive(Debug)]
 pub struct Judge {
     config: JudgeConfig,
+    /// Per [`Phase`]: the rules it is judged by.
+    rules: [RuleSet; Phase::ALL.len()],
     sequential: Sequential,
     /// The largest `min_samples` of the enabled rules: the candidate window
     /// stretches back until it holds this many requests.
@@ -398,8 +439,10 @@ impl Judge {
         .map(|(_, n)| *n)
         .max()
         .unwrap_or(0);
+        let rules = Phase::ALL.map(|phase| RuleSet::of(&config, phase));
         Self {
             config,
+            rules,
             sequential,
             min_requests,
             baselines: HashMap::new(),
@@ -622,7 +665,13 @@ impl Judge {
                 None => Cow::Owned(fixed.to_owned()),
             });
         }
-        if let Some(chosen) = self.baselines.get(endpoint) {
+        // Promotion judges the request; its phases follow it.
+        let promoted = if endpoint.phase.is_request() {
+            self.baselines.get(endpoint)
+        } else {
+            self.baselines.get(&endpoint.with_phase(Phase::Request))
+        };
+        if let Some(chosen) = promoted {
             if chosen.promoted_ms.is_some() && versions.contains_key(&chosen.version) {
                 return versions.name(&chosen.version).map(Cow::Borrowed);
             }
@@ -876,6 +925,7 @@ mod tests {
                 service: "lending-api".into(),
                 endpoint: "/a".into(),
                 dims: vec!["eu".into(), String::new()],
+                phase: crate::phase::Phase::Request,
             },
             candidate: "v2".into(),
             baseline: "v1".into(),
@@ -1053,6 +1103,136 @@ mod tests {
                 s
             })
             .collect()
+    }
+
+    /// One generative request of `version` at `t`: its end to end and
+    /// its phases, `tokens` output tokens at `tpot_ms` each.
+    fn generation(
+        version: &str,
+        tokens: f64,
+        tpot_ms: f64,
+        queue_ms: f64,
+        i: u64,
+        t: u64,
+    ) -> Vec<Sample> {
+        let jitter = (i % 7) as f64;
+        let ttft = 200.0 + jitter;
+        let tpot = tpot_ms + jitter / 10.0;
+        let e2e = queue_ms + ttft + tpot * (tokens - 1.0);
+        [
+            (Phase::Request, e2e),
+            (Phase::Queue, queue_ms + jitter),
+            (Phase::FirstToken, ttft),
+            (Phase::PerOutputToken, tpot),
+        ]
+        .map(|(phase, ms)| {
+            Sample::request(
+                endpoint("/chat").with_phase(phase),
+                version,
+                std::time::Duration::from_secs_f64(ms / 1e3),
+                Outcome::Ok,
+                t,
+            )
+        })
+        .to_vec()
+    }
+
+    /// Which phases fire which rules for `version`.
+    fn firing_phases(judge: &Judge, version: &str) -> Vec<(Phase, Rule)> {
+        let mut v: Vec<_> = judge
+            .judgements()
+            .filter(|(k, j)| k.candidate == version && j.firing().is_some() && !k.is_version_wide())
+            .map(|(k, _)| (k.endpoint.phase, k.rule))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn each_phase_is_judged_against_the_baselines_same_phase() {
+        let mut config = JudgeConfig::default();
+        // Answers take seconds: the request's SLA is the team's, not 150 ms.
+        config.sla.limit = std::time::Duration::from_secs(30);
+        let (mut agg, mut judge) = setup(config);
+        let mut t = T0;
+        for i in 0..300 {
+            agg.record(&generation("m1", 100.0, 20.0, 50.0, i, t), t);
+            t += 100;
+        }
+        judge.evaluate(&agg, t);
+        // m2 decodes 1.6x slower; m3 answers 1.8x longer at the same speed;
+        // m4 waits in the queue 4x longer (its server is short of capacity).
+        for i in 0..300 {
+            let mut batch = generation("m1", 100.0, 20.0, 50.0, i, t);
+            batch.extend(generation("m2", 100.0, 32.0, 50.0, i, t));
+            batch.extend(generation("m3", 180.0, 20.0, 50.0, i, t));
+            batch.extend(generation("m4", 100.0, 20.0, 200.0, i, t));
+            agg.record(&batch, t);
+            t += 100;
+            judge.evaluate(&agg, t);
+        }
+        assert_eq!(judge.baseline(&endpoint("/chat")), Some("m1"));
+        for phase in Phase::ALL {
+            assert_eq!(
+                judge.baseline(&endpoint("/chat").with_phase(phase)),
+                Some("m1"),
+                "{phase}"
+            );
+        }
+        assert_eq!(
+            firing_phases(&judge, "m2"),
+            [
+                (Phase::Request, Rule::Relative),
+                (Phase::PerOutputToken, Rule::Relative)
+            ]
+        );
+        assert_eq!(
+            firing_phases(&judge, "m3"),
+            [(Phase::Request, Rule::Relative)]
+        );
+        // 150 ms more in the queue is 7% of an answer: only its phase
+        // shows it.
+        assert_eq!(
+            firing_phases(&judge, "m4"),
+            [(Phase::Queue, Rule::Relative)]
+        );
+        assert!(firing_phases(&judge, "m1").is_empty());
+        // The phase is named in the evidence.
+        let (_, decode) = judge
+            .judgements()
+            .find(|(k, _)| {
+                k.candidate == "m2"
+                    && k.endpoint.phase == Phase::PerOutputToken
+                    && k.rule == Rule::Relative
+            })
+            .unwrap();
+        let detail = &decode.result.evidence.detail;
+        assert!(detail.starts_with("time per output token: "), "{detail}");
+        // No errors or fanout rule on a phase: a phase's requests are the
+        // request's.
+        assert!(judge
+            .judgements()
+            .all(|(k, _)| k.endpoint.phase.is_request()
+                || !matches!(k.rule, Rule::Errors | Rule::Fanout)));
+    }
+
+    #[test]
+    fn a_phases_own_limit_is_held_when_set() {
+        let mut config = JudgeConfig::default();
+        config.sla.limit = std::time::Duration::from_secs(30);
+        config.phases.first_token.sla_limit = Some(std::time::Duration::from_millis(150));
+        let (mut agg, mut judge) = setup(config);
+        let mut t = T0;
+        for i in 0..100 {
+            agg.record(&generation("m1", 50.0, 20.0, 10.0, i, t), t);
+            t += 100;
+            judge.evaluate(&agg, t);
+        }
+        // Every first token takes 200 ms or more: over its 150 ms limit.
+        assert!(firing_phases(&judge, "m1").contains(&(Phase::FirstToken, Rule::Sla)));
+        assert!(!firing_phases(&judge, "m1")
+            .iter()
+            .any(|(p, r)| *r == Rule::Sla && *p != Phase::FirstToken));
     }
 
     #[test]
@@ -1254,6 +1434,7 @@ mod tests {
                 service: "lending-api".into(),
                 endpoint: ALL_ENDPOINTS.into(),
                 dims: Vec::new(),
+                phase: crate::phase::Phase::Request,
             },
             candidate: "v1.3".into(),
             baseline: "v1.2".into(),

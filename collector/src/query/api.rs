@@ -117,6 +117,7 @@ pub fn regression(r: &RegressionView) -> pb::Regression {
         acknowledged: r.acknowledged,
         severity: severity(r.severity) as i32,
         resolution: resolution(r.alert.resolution) as i32,
+        phase: r.key.endpoint.phase.as_str().to_owned(),
     }
 }
 
@@ -152,6 +153,7 @@ pub fn endpoint_versions(v: &views::EndpointVersions) -> pb::EndpointVersions {
             .map(|(_, s)| s.as_str().to_owned())
             .unwrap_or_default(),
         baseline_distrust: v.distrust.clone().unwrap_or_default(),
+        phase: v.key.phase.as_str().to_owned(),
         versions: v
             .versions
             .iter()
@@ -196,6 +198,7 @@ fn scope_verdict(s: &ScopeVerdict) -> pb::EndpointVerdict {
             .baseline_source
             .map(|b| b.as_str().to_owned())
             .unwrap_or_default(),
+        phase: s.phase.as_str().to_owned(),
     }
 }
 

@@ -261,8 +261,22 @@
 
   // ---- sections -----------------------------------------------------------
 
+  // How a phase of a generative model's requests is named beside its service.
+  const PHASE_WORDS = {
+    queue: "time in queue",
+    first_token: "time to first token",
+    per_output_token: "time per output token",
+  };
+
+  // A series' dimensions and its phase (nothing for the whole request).
+  function extras(x) {
+    const parts = x.dims.slice();
+    if (x.phase && x.phase !== "request") parts.push(PHASE_WORDS[x.phase] || x.phase);
+    return parts.length ? " · " + parts.join(", ") : "";
+  }
+
   function regressionKey(r) {
-    return [r.service, r.endpoint, r.dims.join("/"), r.candidate_version].join("\u0000");
+    return [r.service, r.endpoint, r.dims.join("/"), r.phase, r.candidate_version].join("\u0000");
   }
 
   function renderSummary(data) {
@@ -328,7 +342,7 @@
         h("div", { class: "head" },
           h("span", { class: "badge firing" }, "firing"),
           h("span", { class: "where" }, r.endpoint),
-          h("span", { class: "service" }, r.service + (r.dims.length ? " · " + r.dims.join(", ") : "")),
+          h("span", { class: "service" }, r.service + extras(r)),
           h("span", { class: "version" }, swatch(colorOf(r.candidate_version)), r.candidate_version),
           r.baseline_version ? h("span", { class: "vs" }, "vs " + r.baseline_version) : null,
           h("span", { class: "since" }, "since " + clock(since) + " · " + ago(since, data.now_unix_ms))),
@@ -418,7 +432,7 @@
       return h("article", { class: "endpoint" + (alerting ? " alerting" : ""), data: { service: ep.service, endpoint: ep.endpoint } },
         h("div", { class: "title" },
           h("span", { class: "path", title: "select this endpoint", data: { select: "endpoint" } }, ep.endpoint),
-          h("span", { class: "service" }, ep.service + (ep.dims.length ? " · " + ep.dims.join(", ") : "")),
+          h("span", { class: "service" }, ep.service + extras(ep)),
           h("span", { class: "badges" },
             ep.baseline_version ? h("span", { class: "badge baseline" }, "baseline " + ep.baseline_version) : null,
             alerting ? h("span", { class: "badge firing" }, "regression") : null)),
@@ -661,7 +675,7 @@
   // held, keep at most `points_limit` per series, and drop the series the
   // collector no longer lists.
   function merge(held, update) {
-    const key = (ep) => ep.service + "\u0000" + ep.endpoint + "\u0000" + ep.dims.join("\u0000");
+    const key = (ep) => [ep.service, ep.endpoint, ep.phase, ...ep.dims].join("\u0000");
     const old = new Map(held.endpoints.map((ep) => [key(ep), ep]));
     for (const ep of update.endpoints) {
       const before = old.get(key(ep));
