@@ -1,0 +1,273 @@
+//! Generative model versions judged per phase, end to end on the release
+//! binary: once from spans carrying vLLM's phase attributes (OTLP/HTTP
+//! protobuf), once from vLLM's own histograms (OTLP metrics) alone.
+//!
+//! Against a baseline `m1` (first token after 200 ms, 20 ms per output
+//! token, 100 tokens an answer, 50 ms in the queue):
+//! - `m2` decodes 1.6x slower: it regresses per output token (and end to
+//!   end);
+//! - `m3` answers 1.8x longer at the same speed: it regresses end to end
+//!   only, never per output token;
+//! - `m4` waits 4x longer in the queue: it regresses in the queue (150 ms
+//!   more of a 2.2 s answer does not move the end to end), never per
+//!   output token.
+//!
+//! Every answer names the phase: the API's `phase`, `/metrics`' `phase`
+//! label, the evidence's words.
+
+// Test code: a panic with a message is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use modelgate_e2e::{eventually, Collector};
+use modelgate_fixture::{
+    attr_int, attr_str, metrics_request_of, request_of, HistogramSpec, SpanSpec,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use prost::Message;
+use serde_json::Value as Json;
+
+/// One model version's behaviour.
+#[derive(Debug, Clone, Copy)]
+struct Model {
+    name: &'static str,
+    queue_ms: f64,
+    tpot_ms: f64,
+    tokens: u64,
+}
+
+const BASELINE: Model = Model {
+    name: "m1",
+    queue_ms: 50.0,
+    tpot_ms: 20.0,
+    tokens: 100,
+};
+
+/// The three candidates, each slower in one way.
+const CANDIDATES: [Model; 3] = [
+    Model {
+        name: "m2",
+        tpot_ms: 32.0,
+        ..BASELINE
+    },
+    Model {
+        name: "m3",
+        tokens: 180,
+        ..BASELINE
+    },
+    Model {
+        name: "m4",
+        queue_ms: 200.0,
+        ..BASELINE
+    },
+];
+
+impl Model {
+    /// Request `i`'s phases, ms: queue, first token (queue included, as
+    /// vLLM measures it from arrival), per output token, end to end.
+    fn phases(&self, i: u64) -> [f64; 4] {
+        let jitter = (i % 7) as f64;
+        let queue = self.queue_ms + jitter;
+        let ttft = queue + 150.0 + jitter;
+        let tpot = self.tpot_ms + jitter / 10.0;
+        let e2e = ttft + tpot * (self.tokens - 1) as f64;
+        [queue, ttft, tpot, e2e]
+    }
+}
+
+fn seconds(key: &str, ms: f64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::DoubleValue(ms / 1e3)),
+        }),
+        ..KeyValue::default()
+    }
+}
+
+/// Request `i` of `model` as vLLM's server span has it (time per output
+/// token left for modelgate to derive).
+fn span(model: &Model, i: u64) -> SpanSpec {
+    let [queue, ttft, _, e2e] = model.phases(i);
+    SpanSpec::request("chat-api", "/v1/chat/completions", model.name, e2e as u64)
+        .attr(seconds("gen_ai.latency.time_in_queue", queue))
+        .attr(seconds("gen_ai.latency.time_to_first_token", ttft))
+        .attr(attr_int("gen_ai.usage.output_tokens", model.tokens as i64))
+}
+
+fn config() -> Vec<(&'static str, &'static str)> {
+    vec![
+        // Answers take seconds: the service's SLA, not the 150 ms default.
+        ("MODELGATE_JUDGE__SLA__LIMIT", "30s"),
+        ("MODELGATE_JUDGE__ALERTS__HOLD", "0s"),
+    ]
+}
+
+/// The phases `candidate` fires in on `service` (critical or warning),
+/// with their rules, once every expected one fires.
+async fn firing(collector: &Collector, service: &str, candidate: &str) -> Vec<(String, String)> {
+    let r = collector
+        .json(&format!("/api/v1/regressions?service={service}"))
+        .await;
+    let mut out: Vec<(String, String)> = r["regressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| x["candidate_version"] == candidate && x["state"] == "ALERT_STATE_FIRING")
+        .filter(|x| x["endpoint"] != "*")
+        .map(|x| {
+            (
+                x["phase"].as_str().unwrap_or_default().to_owned(),
+                x["rule"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What every way in must show once the candidates fired.
+async fn judged_per_phase(collector: &Collector, service: &str) {
+    let want = |phase: &str| (phase.to_owned(), "relative".to_owned());
+    let all = eventually(Duration::from_secs(60), || async {
+        let m2 = firing(collector, service, "m2").await;
+        let m3 = firing(collector, service, "m3").await;
+        let m4 = firing(collector, service, "m4").await;
+        (m2.contains(&want("per_output_token"))
+            && m3.contains(&want("request"))
+            && m4.contains(&want("queue")))
+        .then_some((m2, m3, m4))
+    })
+    .await
+    .unwrap_or_else(|| panic!("no per-phase verdicts on {service}\n{}", collector.log()));
+    let (m2, m3, m4) = all;
+    assert!(
+        m2.contains(&want("request")),
+        "m2 is slower end to end: {m2:?}"
+    );
+    assert!(
+        !m3.iter().any(|(p, _)| p == "per_output_token"),
+        "m3 is as fast per token: {m3:?}"
+    );
+    assert!(
+        !m4.iter()
+            .any(|(p, _)| p == "per_output_token" || p == "request"),
+        "m4's queue is all that moved: {m4:?}"
+    );
+    let baseline = firing(collector, service, "m1").await;
+    assert!(
+        baseline.is_empty(),
+        "the baseline never fires: {baseline:?}"
+    );
+
+    // The verdict names the phase per scope and in its summary.
+    let v = collector
+        .json(&format!("/api/v1/verdict?service={service}&candidate=m4"))
+        .await;
+    let summary = v["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("time in queue"), "{v}");
+    let queue = v["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["phase"] == "queue" && e["endpoint"] != "*")
+        .unwrap_or_else(|| panic!("no queue scope: {v}"));
+    assert_eq!(queue["outcome"], "VERDICT_OUTCOME_REGRESSION", "{v}");
+    let evidence = queue["rules"][0]["evidence"]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(evidence.starts_with("time in queue: "), "{evidence}");
+
+    // The phase is a label of every metric of a phase series.
+    let text = collector.metrics().await;
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("modelgate_regression_active")
+                && l.contains("candidate_version=\"m2\"")
+                && l.contains("phase=\"per_output_token\"")
+        })
+        .unwrap_or_else(|| panic!("no per-token regression metric of m2:\n{text}"));
+    assert!(
+        line.contains(&format!("service_name=\"{service}\"")),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn each_phase_is_judged_from_spans() {
+    let collector = Collector::start(&config()).await;
+    // The baseline first (it is seen first), then everyone side by side.
+    let mut spans: Vec<SpanSpec> = (0..200).map(|i| span(&BASELINE, i)).collect();
+    for i in 0..300 {
+        spans.push(span(&BASELINE, i));
+        spans.extend(CANDIDATES.iter().map(|m| span(m, i)));
+    }
+    for chunk in spans.chunks(500) {
+        let body = request_of(chunk.iter().cloned()).encode_to_vec();
+        let (status, _, body) = collector
+            .post_otlp("/v1/traces", "application/x-protobuf", None, body)
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    judged_per_phase(&collector, "chat-api").await;
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Bucket bounds, seconds: 4% apart from `from` to `to`, fine enough for
+/// the relative rule to see a 1.5x shift from buckets alone.
+fn bounds(from: f64, to: f64) -> Vec<f64> {
+    std::iter::successors(Some(from), |b| Some(b * 1.04))
+        .take_while(|b| *b <= to)
+        .collect()
+}
+
+/// `model`'s requests `0..n` as vLLM's histograms (seconds, label
+/// `model_name`), one delta point per metric ending at `at_ns`.
+fn points(model: &Model, n: u64, at_ns: u64) -> Vec<HistogramSpec> {
+    let values =
+        |phase: usize| -> Vec<f64> { (0..n).map(|i| model.phases(i)[phase] / 1e3).collect() };
+    [
+        ("vllm:request_queue_time_seconds", 0, bounds(0.01, 2.0)),
+        ("vllm:time_to_first_token_seconds", 1, bounds(0.05, 5.0)),
+        ("vllm:time_per_output_token_seconds", 2, bounds(0.005, 0.5)),
+        ("vllm:e2e_request_latency_seconds", 3, bounds(0.5, 30.0)),
+    ]
+    .into_iter()
+    .map(|(name, phase, bounds)| {
+        HistogramSpec::of_values("vllm-chat", name, "s", &bounds, &values(phase))
+            .attr(attr_str("model_name", model.name))
+            .at(at_ns)
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn each_phase_is_judged_from_vllm_metrics() {
+    let collector = Collector::start(&config()).await;
+    let now = now_ns();
+    // The baseline's first interval before the candidates appear.
+    let mut exports = vec![points(&BASELINE, 200, now - 20_000_000_000)];
+    exports.push(
+        std::iter::once(BASELINE)
+            .chain(CANDIDATES)
+            .flat_map(|m| points(&m, 300, now - 5_000_000_000))
+            .collect(),
+    );
+    for specs in exports {
+        let body = metrics_request_of(specs).encode_to_vec();
+        let (status, _, body) = collector
+            .post_otlp("/v1/metrics", "application/x-protobuf", None, body)
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    judged_per_phase(&collector, "vllm-chat").await;
+}
