@@ -46,7 +46,7 @@ const ATTEMPTS: u32 = 3;
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The built-in scenarios: (name, YAML).
-pub const BUILT_IN: [(&str, &str); 3] = [
+pub const BUILT_IN: [(&str, &str); 4] = [
     (
         "lending",
         include_str!("../../../examples/scenarios/lending.yaml"),
@@ -55,6 +55,10 @@ pub const BUILT_IN: [(&str, &str); 3] = [
     (
         "ecommerce",
         include_str!("../../../examples/scenarios/ecommerce.yaml"),
+    ),
+    (
+        "genai",
+        include_str!("../../../examples/scenarios/genai.yaml"),
     ),
 ];
 
@@ -145,8 +149,15 @@ pub struct Traffic {
     pub weight: f64,
     /// `http.route` values, chosen uniformly.
     pub endpoints: Vec<String>,
-    /// Latency of its requests.
-    pub latency_ms: Latency,
+    /// Latency of its requests; a generative model's is made of its
+    /// phases instead (`generation`): exactly one of the two.
+    #[serde(default)]
+    pub latency_ms: Option<Latency>,
+    /// A generative model's requests, phase by phase: their spans carry
+    /// vLLM's attributes (time in queue, to first token, output tokens)
+    /// and last the sum of their phases.
+    #[serde(default)]
+    pub generation: Option<Generation>,
     /// Fraction of requests that time out (HTTP 504, `error.type=timeout`).
     #[serde(default)]
     pub timeout_rate: f64,
@@ -160,6 +171,49 @@ pub struct Traffic {
 
 const fn default_weight() -> f64 {
     1.0
+}
+
+/// A generative model's request, phase by phase (ms, and tokens). A
+/// request waits `queue_ms`, reads its prompt in `prefill_ms` (its first
+/// token then comes), then writes `output_tokens` at `per_output_token_ms`
+/// each: it lasts `queue + prefill + per_output_token * (tokens - 1)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generation {
+    /// Time waiting for the model server.
+    pub queue_ms: Latency,
+    /// Time from the start of work to the first token.
+    pub prefill_ms: Latency,
+    /// Time per output token after the first.
+    pub per_output_token_ms: Latency,
+    /// Output tokens per answer (rounded, at least 1).
+    pub output_tokens: Latency,
+}
+
+impl Traffic {
+    /// One request's duration (ms) and the attributes its phases add to
+    /// its span.
+    fn draw(&self, rng: &mut StdRng) -> (f64, Vec<KeyValue>) {
+        let Some(g) = &self.generation else {
+            let latency = self
+                .latency_ms
+                .unwrap_or(Latency::Uniform { min: 0.0, max: 0.0 });
+            return (draw_latency(latency, rng), Vec::new());
+        };
+        let queue = draw_latency(g.queue_ms, rng);
+        let first_token = queue + draw_latency(g.prefill_ms, rng);
+        let per_token = draw_latency(g.per_output_token_ms, rng);
+        let tokens = draw_latency(g.output_tokens, rng).round().max(1.0);
+        let duration = first_token + per_token * (tokens - 1.0);
+        // In seconds, as vLLM's server span has them; time per output
+        // token is left for the collector to derive.
+        let attributes = vec![
+            KeyValue::new("gen_ai.latency.time_in_queue", queue / 1e3),
+            KeyValue::new("gen_ai.latency.time_to_first_token", first_token / 1e3),
+            KeyValue::new("gen_ai.usage.output_tokens", tokens as i64),
+        ];
+        (duration, attributes)
+    }
 }
 
 /// A latency distribution, in milliseconds, e.g.
@@ -244,14 +298,37 @@ impl Scenario {
                 if t.timeout_rate + t.error_rate > 1.0 {
                     return Err(format!("{at}: timeout_rate + error_rate exceed 1"));
                 }
-                let ok = match t.latency_ms {
-                    Latency::Uniform { min, max } => min >= 0.0 && max >= min && max.is_finite(),
-                    Latency::Lognormal { median, p95 } => {
-                        median > 0.0 && p95 > median && p95.is_finite()
+                let latencies: Vec<(String, Latency)> = match (t.latency_ms, &t.generation) {
+                    (Some(l), None) => vec![(format!("{at}.latency_ms"), l)],
+                    (None, Some(g)) => vec![
+                        (format!("{at}.generation.queue_ms"), g.queue_ms),
+                        (format!("{at}.generation.prefill_ms"), g.prefill_ms),
+                        (
+                            format!("{at}.generation.per_output_token_ms"),
+                            g.per_output_token_ms,
+                        ),
+                        (format!("{at}.generation.output_tokens"), g.output_tokens),
+                    ],
+                    _ => {
+                        return Err(format!(
+                            "{at}: needs latency_ms or generation (one of them)"
+                        ))
                     }
                 };
-                if !ok {
-                    return Err(format!("{at}.latency_ms: uniform needs 0 <= min <= max; lognormal needs 0 < median < p95"));
+                for (at, latency) in latencies {
+                    let ok = match latency {
+                        Latency::Uniform { min, max } => {
+                            min >= 0.0 && max >= min && max.is_finite()
+                        }
+                        Latency::Lognormal { median, p95 } => {
+                            median > 0.0 && p95 > median && p95.is_finite()
+                        }
+                    };
+                    if !ok {
+                        return Err(format!(
+                            "{at}: uniform needs 0 <= min <= max; lognormal needs 0 < median < p95"
+                        ));
+                    }
                 }
             }
         }
@@ -381,7 +458,7 @@ pub async fn replay(
             let which = weights.sample(&mut rng);
             let traffic = &phase.traffic[which];
             let endpoint = &traffic.endpoints[rng.random_range(0..traffic.endpoints.len())];
-            let latency_ms = draw_latency(traffic.latency_ms, &mut rng);
+            let (latency_ms, phases) = traffic.draw(&mut rng);
             let roll: f64 = rng.random();
             let (status_code, error_type) = if roll < traffic.timeout_rate {
                 counts[which].timeouts += 1;
@@ -400,6 +477,7 @@ pub async fn replay(
                 traffic,
                 endpoint,
                 latency_ms,
+                phases,
                 status_code,
                 error_type,
             );
@@ -475,6 +553,7 @@ fn request_spans(
     traffic: &Traffic,
     endpoint: &str,
     latency_ms: f64,
+    phases: Vec<KeyValue>,
     status_code: i64,
     error_type: Option<&'static str>,
 ) {
@@ -523,6 +602,7 @@ fn request_spans(
     if let Some(t) = error_type {
         attributes.push(KeyValue::new("error.type", t));
     }
+    attributes.extend(phases);
     batch.push(SpanData {
         span_context: context(span_id),
         parent_span_id: SpanId::INVALID,
@@ -586,11 +666,56 @@ mod tests {
         assert_eq!(v13.timeout_rate, 0.8);
         assert_eq!(
             v13.latency_ms,
-            Latency::Uniform {
+            Some(Latency::Uniform {
                 min: 700.0,
                 max: 820.0
-            }
+            })
         );
+    }
+
+    #[test]
+    fn a_generative_request_lasts_its_phases_and_carries_them() {
+        let genai = Scenario::load("genai").unwrap();
+        let v2 = &genai.phases[1].traffic[1];
+        assert_eq!(v2.version, "chat-v2");
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..100 {
+            let (ms, attributes) = v2.draw(&mut rng);
+            let value = |key: &str| {
+                attributes
+                    .iter()
+                    .find(|kv| kv.key.as_str() == key)
+                    .map(|kv| kv.value.clone())
+                    .unwrap()
+            };
+            let opentelemetry::Value::F64(ttft) = value("gen_ai.latency.time_to_first_token")
+            else {
+                panic!("{attributes:?}")
+            };
+            let opentelemetry::Value::I64(tokens) = value("gen_ai.usage.output_tokens") else {
+                panic!("{attributes:?}")
+            };
+            // What the collector derives lies in the scenario's range.
+            let per_token = (ms - ttft * 1e3) / (tokens - 1).max(1) as f64;
+            assert!(tokens >= 1, "{tokens}");
+            assert!(
+                tokens == 1 || (29.0..=35.0).contains(&per_token),
+                "{per_token}"
+            );
+        }
+        // Either a latency or a generation, never both or neither.
+        for traffic in [
+            "        latency_ms: { dist: uniform, min: 5, max: 6 }\n        generation: { queue_ms: { dist: uniform, min: 1, max: 2 }, prefill_ms: { dist: uniform, min: 1, max: 2 }, per_output_token_ms: { dist: uniform, min: 1, max: 2 }, output_tokens: { dist: uniform, min: 1, max: 2 } }\n",
+            "",
+        ] {
+            let err = Scenario::parse(
+                "x.yaml",
+                &format!("name: x\nservice: s\nphases:\n  - name: p\n    requests: 1\n    traffic:\n      - version: v\n        endpoints: [/a]\n{traffic}"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("needs latency_ms or generation"), "{err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Generative model versions judged per phase, end to end on the release
 //! binary: once from spans carrying vLLM's phase attributes (OTLP/HTTP
-//! protobuf), once from vLLM's own histograms (OTLP metrics) alone.
+//! protobuf), once from vLLM's own histograms (OTLP metrics) alone, and
+//! once as `modelgate replay genai` sends them (OTLP/gRPC, through the
+//! OpenTelemetry SDK).
 //!
 //! Against a baseline `m1` (first token after 200 ms, 20 ms per output
 //! token, 100 tokens an answer, 50 ms in the queue):
@@ -20,6 +22,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use modelgate::replay::{replay, ReplayOptions, Scenario};
 use modelgate_e2e::{eventually, Collector};
 use modelgate_fixture::{
     attr_int, attr_str, metrics_request_of, request_of, HistogramSpec, SpanSpec,
@@ -128,43 +131,46 @@ async fn firing(collector: &Collector, service: &str, candidate: &str) -> Vec<(S
     out
 }
 
-/// What every way in must show once the candidates fired.
-async fn judged_per_phase(collector: &Collector, service: &str) {
+/// What every way in must show once the candidates fired: `versions`
+/// are the baseline, the slower decode, the verbose one and the one that
+/// queues longer.
+async fn judged_per_phase(collector: &Collector, service: &str, versions: [&str; 4]) {
+    let [baseline, decode, verbose, queued] = versions;
     let want = |phase: &str| (phase.to_owned(), "relative".to_owned());
     let all = eventually(Duration::from_secs(60), || async {
-        let m2 = firing(collector, service, "m2").await;
-        let m3 = firing(collector, service, "m3").await;
-        let m4 = firing(collector, service, "m4").await;
-        (m2.contains(&want("per_output_token"))
-            && m3.contains(&want("request"))
-            && m4.contains(&want("queue")))
-        .then_some((m2, m3, m4))
+        let slow = firing(collector, service, decode).await;
+        let long = firing(collector, service, verbose).await;
+        let queue = firing(collector, service, queued).await;
+        (slow.contains(&want("per_output_token"))
+            && long.contains(&want("request"))
+            && queue.contains(&want("queue")))
+        .then_some((slow, long, queue))
     })
     .await
     .unwrap_or_else(|| panic!("no per-phase verdicts on {service}\n{}", collector.log()));
-    let (m2, m3, m4) = all;
+    let (slow, long, queue) = all;
     assert!(
-        m2.contains(&want("request")),
-        "m2 is slower end to end: {m2:?}"
+        slow.contains(&want("request")),
+        "{decode} is slower end to end: {slow:?}"
     );
     assert!(
-        !m3.iter().any(|(p, _)| p == "per_output_token"),
-        "m3 is as fast per token: {m3:?}"
+        !long.iter().any(|(p, _)| p == "per_output_token"),
+        "{verbose} is as fast per token: {long:?}"
     );
     assert!(
-        !m4.iter()
+        !queue
+            .iter()
             .any(|(p, _)| p == "per_output_token" || p == "request"),
-        "m4's queue is all that moved: {m4:?}"
+        "{queued}: only its queue moved: {queue:?}"
     );
-    let baseline = firing(collector, service, "m1").await;
-    assert!(
-        baseline.is_empty(),
-        "the baseline never fires: {baseline:?}"
-    );
+    let fired = firing(collector, service, baseline).await;
+    assert!(fired.is_empty(), "the baseline never fires: {fired:?}");
 
     // The verdict names the phase per scope and in its summary.
     let v = collector
-        .json(&format!("/api/v1/verdict?service={service}&candidate=m4"))
+        .json(&format!(
+            "/api/v1/verdict?service={service}&candidate={queued}"
+        ))
         .await;
     let summary = v["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("time in queue"), "{v}");
@@ -186,10 +192,10 @@ async fn judged_per_phase(collector: &Collector, service: &str) {
         .lines()
         .find(|l| {
             l.starts_with("modelgate_regression_active")
-                && l.contains("candidate_version=\"m2\"")
+                && l.contains(&format!("candidate_version=\"{decode}\""))
                 && l.contains("phase=\"per_output_token\"")
         })
-        .unwrap_or_else(|| panic!("no per-token regression metric of m2:\n{text}"));
+        .unwrap_or_else(|| panic!("no per-token regression metric of {decode}:\n{text}"));
     assert!(
         line.contains(&format!("service_name=\"{service}\"")),
         "{line}"
@@ -212,7 +218,31 @@ async fn each_phase_is_judged_from_spans() {
             .await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     }
-    judged_per_phase(&collector, "chat-api").await;
+    judged_per_phase(&collector, "chat-api", ["m1", "m2", "m3", "m4"]).await;
+}
+
+#[tokio::test]
+async fn the_genai_scenario_replays_to_the_verdicts_it_describes() {
+    let collector = Collector::start(&config()).await;
+    let scenario = Scenario::load("genai").unwrap();
+    let report = replay(
+        &scenario,
+        &ReplayOptions {
+            endpoint: collector.grpc_url(),
+            rate: None,
+            seed: None,
+            client: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    judged_per_phase(
+        &collector,
+        &scenario.service,
+        ["chat-v1", "chat-v2", "chat-v3", "chat-v4"],
+    )
+    .await;
 }
 
 fn now_ns() -> u64 {
@@ -269,5 +299,5 @@ async fn each_phase_is_judged_from_vllm_metrics() {
             .await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     }
-    judged_per_phase(&collector, "vllm-chat").await;
+    judged_per_phase(&collector, "vllm-chat", ["m1", "m2", "m3", "m4"]).await;
 }
