@@ -29,6 +29,7 @@ use modelgate_collector::extract::{EndpointKey, Outcome, Sample};
 use modelgate_collector::judge::{
     AlertState, Judge, Resolution, Rule, Severity, Transition, Verdict, ALL_ENDPOINTS,
 };
+use modelgate_collector::phase::Phase;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -179,7 +180,7 @@ fn endpoint(service: &str, name: &str) -> EndpointKey {
         service: service.into(),
         endpoint: name.into(),
         dims: Vec::new(),
-        phase: modelgate_collector::phase::Phase::Request,
+        phase: Phase::Request,
     }
 }
 
@@ -302,6 +303,8 @@ struct Sim {
     keep_raw: usize,
     /// Run the reference on every endpoint's 5-minute windows.
     reference_windows: bool,
+    /// What the series measure: the request, or one phase of it.
+    phase: Phase,
 }
 
 struct SimResult {
@@ -325,7 +328,9 @@ fn simulate(sim: &Sim) -> SimResult {
     let names: Vec<String> = (0..sim.services).map(|i| format!("svc{i}")).collect();
     let eps: Vec<EndpointKey> = names
         .iter()
-        .flat_map(|s| (0..sim.endpoints).map(move |e| endpoint(s, &format!("/e{e}"))))
+        .flat_map(|s| {
+            (0..sim.endpoints).map(move |e| endpoint(s, &format!("/e{e}")).with_phase(sim.phase))
+        })
         .collect();
     let version_wide = sim.endpoints >= 2;
     let mut index: HashMap<(String, String), usize> = eps
@@ -651,6 +656,7 @@ fn aa(quick: bool) -> AaTotals {
             seconds: hours * 3600,
             keep_raw: 0,
             reference_windows: true,
+            phase: Phase::Request,
         })
         .collect();
     let results = par_map(&sims, simulate);
@@ -817,6 +823,7 @@ fn detection(quick: bool) -> DetectTotals {
             seconds,
             keep_raw: limit as usize,
             reference_windows: false,
+            phase: Phase::Request,
         })
         .collect();
     let results = par_map(&sims, simulate);
@@ -905,6 +912,110 @@ fn detection(quick: bool) -> DetectTotals {
             rules(1),
             pct(passed as f64 / runs as f64),
             shown(&reference),
+        );
+    }
+    totals
+}
+
+/// What the phase rows report.
+struct PhaseTotals {
+    aa_per_100: [f64; 2],
+    critical_15_by_300: f64,
+}
+
+/// A generative model's time per output token: lognormal, median 20 ms,
+/// sigma 0.3 (decode is steadier than a whole request), times `factor`.
+fn tpot(factor: f64) -> Model {
+    Model::LogNormal {
+        median: 20.0 * factor,
+        sigma: 0.3,
+        timeouts: 0.0,
+    }
+}
+
+/// The phase rules: time per output token judged as its own series (the
+/// relative rule with its 1 ms smallest difference), A/A and shifted.
+fn phases(quick: bool) -> PhaseTotals {
+    let (services, hours, runs) = if quick { (5, 1, 20) } else { (20, 2, 100) };
+    let limit = *CHECKPOINTS.last().unwrap();
+    let mut sims = vec![Sim {
+        seed: 9000,
+        services,
+        endpoints: 2,
+        base: tpot(1.0),
+        cand: tpot(1.0),
+        seconds: hours * 3600,
+        keep_raw: 0,
+        reference_windows: false,
+        phase: Phase::PerOutputToken,
+    }];
+    let factors = [1.2, 1.5, 2.0];
+    for (k, f) in factors.iter().enumerate() {
+        sims.push(Sim {
+            seed: 9001 + k as u64,
+            services: runs,
+            endpoints: 1,
+            base: tpot(1.0),
+            cand: tpot(*f),
+            seconds: (limit as f64 / CANDIDATE_RATE) as u64,
+            keep_raw: 0,
+            reference_windows: false,
+            phase: Phase::PerOutputToken,
+        });
+    }
+    let results = par_map(&sims, simulate);
+    let aa = &results[0];
+    let series_hours = aa.series.len() as f64 * aa.seconds as f64 / 3600.0;
+    let fired = [0, 1].map(|s| aa.series.iter().map(|l| l.fired[s]).sum::<u64>());
+    println!();
+    println!("## Phases: time per output token (lognormal, median 20 ms, sigma 0.3), judged as its own series");
+    println!("A/A: {services} services x 2 endpoints x {hours} h, evaluated every second. Shifts: {runs} runs each, one endpoint, candidate {CANDIDATE_RATE} req/s beside {BASELINE_RATE} req/s; \"by n\" as in the detection table.");
+    println!();
+    println!("| run | series-hours | warning alerts (per 100 series-hours) | critical alerts (per 100 series-hours) | warning by 50 / 100 / 300 / 1000 | median requests to warning | critical by 50 / 100 / 300 / 1000 | median requests to critical |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| A/A | {series_hours:.0} | {} ({}) | {} ({}) | | | | |",
+        fired[0],
+        rate_per_100(fired[0], series_hours),
+        fired[1],
+        rate_per_100(fired[1], series_hours),
+    );
+    let mut totals = PhaseTotals {
+        aa_per_100: fired.map(|n| n as f64 / series_hours * 100.0),
+        critical_15_by_300: 0.0,
+    };
+    for (f, r) in factors.iter().zip(&results[1..]) {
+        let logs = &r.series;
+        let by = |s: usize| -> Vec<f64> {
+            CHECKPOINTS
+                .iter()
+                .map(|n| {
+                    let hit = logs
+                        .iter()
+                        .filter(|l| l.first[s].as_ref().is_some_and(|x| x.requests <= *n))
+                        .count();
+                    hit as f64 / runs as f64
+                })
+                .collect()
+        };
+        let median = |s: usize| {
+            let at: Vec<u64> = logs
+                .iter()
+                .filter_map(|l| l.first[s].as_ref().map(|x| x.requests))
+                .collect();
+            median_or_never(at, runs, limit)
+        };
+        let shown = |v: &[f64]| v.iter().map(|x| pct(*x)).collect::<Vec<_>>().join(" / ");
+        let critical = by(1);
+        if (f - 1.5).abs() < 1e-9 {
+            totals.critical_15_by_300 = critical[2];
+        }
+        println!(
+            "| {f}x per output token | | | | {} | {} | {} | {} |",
+            shown(&by(0)),
+            median(0),
+            shown(&critical),
+            median(1),
         );
     }
     totals
@@ -1167,17 +1278,22 @@ fn main() {
         "(detection done at {:.0} s)",
         started.elapsed().as_secs_f64()
     );
+    let phases = phases(quick);
+    eprintln!("(phases done at {:.0} s)", started.elapsed().as_secs_f64());
     let lending = lending();
     let ecommerce = ecommerce();
     println!();
     println!("(finished in {:.0} s)", started.elapsed().as_secs_f64());
     let per_100 = |n: u64| n as f64 / aa.series_hours * 100.0;
     println!(
-        "judge-bench: aa_false_alerts_per_100_series_hours={:.2}/{:.2} detect_1.2x_warning_by_1000={:.0}% detect_1.5x_critical_by_300={:.0}% lending_requests_to_critical={lending} ecommerce_requests_to_critical={ecommerce} aa_pass_reached={:.0}%",
+        "judge-bench: aa_false_alerts_per_100_series_hours={:.2}/{:.2} detect_1.2x_warning_by_1000={:.0}% detect_1.5x_critical_by_300={:.0}% lending_requests_to_critical={lending} ecommerce_requests_to_critical={ecommerce} aa_pass_reached={:.0}% tpot_aa_false_alerts_per_100_series_hours={:.2}/{:.2} tpot_detect_1.5x_critical_by_300={:.0}%",
         per_100(aa.fired[0]),
         per_100(aa.fired[1]),
         detect.warning_12_by_1000 * 100.0,
         detect.critical_15_by_300 * 100.0,
         aa.reached_pass as f64 / aa.endpoint_series.max(1) as f64 * 100.0,
+        phases.aa_per_100[0],
+        phases.aa_per_100[1],
+        phases.critical_15_by_300 * 100.0,
     );
 }
