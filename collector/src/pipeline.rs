@@ -10,9 +10,11 @@
 //! [`AlertEvent`]s; each tick also adds a point per series to the
 //! dashboard's bounded history. The loop never blocks on a subscriber or an
 //! exporter. With `snapshot.dir` set, the task restores the state from its
-//! snapshot before taking any batch, encodes a snapshot every
-//! `snapshot.interval` (the file is written on a blocking thread, see
-//! [`crate::snapshot`]) and a last one after the final drain.
+//! snapshot before taking any batch, starts a snapshot every
+//! `snapshot.interval` and encodes it in slices of [`SNAPSHOT_SLICE_SERIES`]
+//! series, each a turn of the loop taking its chance beside batches and
+//! questions (the file is written on a blocking thread as the slices come,
+//! see [`crate::snapshot`]), and takes a last one after the final drain.
 //!
 //! This module knows no wire format: questions and answers are Rust values.
 
@@ -28,7 +30,7 @@ use crate::emit::history::{History, HistoryLimits};
 use crate::emit::otlp::OtlpEmitter;
 use crate::extract::{Sample, SampleKind};
 use crate::judge::{AlertKey, AlertState, Judge, Judgement, Severity, Transition};
-use crate::snapshot::{self as snapshots, Snapshotter};
+use crate::snapshot::{self as snapshots, SnapshotInProgress, Snapshotter, Step};
 use crate::telemetry::{RefusedReason, Telemetry};
 
 /// Alert events buffered for slow stream subscribers before they skip.
@@ -36,6 +38,11 @@ const ALERT_BUFFER: usize = 1024;
 
 /// Questions waiting for the pipeline task.
 const QUERY_QUEUE: usize = 64;
+
+/// Series encoded per turn of the loop while a snapshot is taken: about
+/// 1-2 ms of the task at a few KiB a series (`BENCHMARKS.md`, "Snapshots
+/// in slices"), so a batch waits at most that long for a snapshot.
+pub const SNAPSHOT_SLICE_SERIES: usize = 1024;
 
 /// The wall clock, in unix milliseconds: read here, in the shell, and passed
 /// to the stages as a parameter.
@@ -277,6 +284,8 @@ pub struct Pipeline {
     history_limits: HistoryLimits,
     /// Writes snapshots when `snapshot.dir` is set.
     snapshots: Option<Snapshotter>,
+    /// The snapshot being taken in slices, if one is.
+    snapshot: Option<SnapshotInProgress>,
     snapshot_interval: Duration,
     /// `snapshot.max_bytes`: the largest snapshot file restored.
     snapshot_max_bytes: u64,
@@ -328,6 +337,7 @@ impl Pipeline {
             queries,
             history_limits,
             snapshots: config.snapshot.dir.clone().map(Snapshotter::new),
+            snapshot: None,
             snapshot_interval: config.snapshot.interval,
             snapshot_max_bytes: config.snapshot.max_bytes,
         };
@@ -357,7 +367,8 @@ impl Pipeline {
                 Some(batch) = self.ingest.recv() => self.state.record(&batch, now_ms()),
                 Some(job) = self.queries.recv() => job(&mut self.state, now_ms()),
                 _ = tick.tick() => self.state.evaluate(now_ms()),
-                _ = snapshot_tick.tick(), if self.snapshots.is_some() => self.snapshot(),
+                _ = snapshot_tick.tick(), if self.snapshots.is_some() => self.begin_snapshot(),
+                room = SnapshotInProgress::room(self.snapshot.as_ref()) => self.snapshot_slice(room),
                 () = shutdown.cancelled() => break,
             }
         }
@@ -367,12 +378,11 @@ impl Pipeline {
             self.state.record(&batch, now_ms());
         }
         self.state.evaluate(now_ms());
-        if self.snapshots.is_some() {
-            if let Some((bytes, took)) = self.encode() {
-                if let Some(s) = &mut self.snapshots {
-                    s.finish(bytes, took).await;
-                }
-            }
+        if let Some(s) = &mut self.snapshots {
+            let state = &mut self.state;
+            let (agg, judge, history) = (&mut state.aggregator, &state.judge, &state.history);
+            s.finish(self.snapshot.take(), agg, judge, history, now_ms())
+                .await;
         }
         if let Some(otlp) = &self.state.otlp {
             otlp.shutdown();
@@ -425,29 +435,37 @@ impl Pipeline {
         }
     }
 
-    /// Encodes the state; `None` (logged) when it cannot be.
-    fn encode(&self) -> Option<(Vec<u8>, Duration)> {
-        let started = std::time::Instant::now();
-        let s = &self.state;
-        match snapshots::encode(&s.aggregator, &s.judge, &s.history, now_ms()) {
-            Ok(bytes) => Some((bytes, started.elapsed())),
-            Err(e) => {
-                tracing::error!("{e}");
-                None
-            }
-        }
-    }
-
-    /// Encodes the state here (the task owns it) and hands the bytes to a
-    /// blocking thread, unless the previous write is still running.
-    fn snapshot(&mut self) {
-        if !self.snapshots.as_mut().is_some_and(Snapshotter::ready) {
+    /// Starts a snapshot, unless the previous one is still being taken.
+    fn begin_snapshot(&mut self) {
+        let Some(s) = &mut self.snapshots else {
+            return;
+        };
+        if self.snapshot.is_some() {
+            s.skip();
             return;
         }
-        if let Some((bytes, took)) = self.encode() {
-            if let Some(s) = &mut self.snapshots {
-                s.spawn_write(bytes, took);
-            }
+        self.snapshot = s.begin(&mut self.state.aggregator, now_ms());
+    }
+
+    /// Encodes the next slice of the snapshot in progress; `room` is false
+    /// when its writer is gone (the snapshot is given up).
+    fn snapshot_slice(&mut self, room: bool) {
+        let Some(mut snapshot) = self.snapshot.take() else {
+            return;
+        };
+        let s = &mut self.state;
+        if !room {
+            snapshot.abort(&mut s.aggregator);
+            return;
+        }
+        let step = snapshot.step(
+            &mut s.aggregator,
+            &s.judge,
+            &s.history,
+            SNAPSHOT_SLICE_SERIES,
+        );
+        if step == Step::Continue {
+            self.snapshot = Some(snapshot);
         }
     }
 }

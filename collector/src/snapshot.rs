@@ -38,14 +38,27 @@
 //!
 //! # Writing
 //!
-//! The pipeline task owns the state, so it serializes it (a pass over the
-//! series, no lock); the file is written on a blocking thread, at most one
-//! write in flight (a tick that finds one still running is skipped). A
-//! write goes to a temporary file in the same directory, is fsynced,
-//! renamed over the snapshot and the directory fsynced: a crash at any
-//! point leaves the previous snapshot or the new one, never a mix.
+//! The pipeline task owns the state, so it serializes it, no lock, in
+//! slices ([`Encoder`]): a slice is whole endpoints up to a budget of
+//! series, each slice one turn of the task, taking its chance beside
+//! batches and questions, so a batch waits for one slice, not for the
+//! whole state (the last slice is the judge's state and the history, in
+//! one turn). The snapshot is fuzzy across endpoints: see [`Encoder`] for
+//! what that means and why a restore does not mind. The slices go over a
+//! bounded channel to a blocking thread that writes them as they come
+//! ([`SnapshotInProgress`]): neither the task nor memory holds the whole
+//! file. One snapshot at a time: a tick that finds one still being taken
+//! or written is skipped. A write goes to a temporary file in the same
+//! directory (the header, with the payload's length and checksum, filled
+//! in once the last slice is written), is fsynced, renamed over the
+//! snapshot and the directory fsynced: a crash at any point leaves the
+//! previous snapshot or the new one, never a mix; a snapshot given up
+//! (its writer's channel closed early) leaves the previous one. The last
+//! snapshot, at shutdown, is taken in large slices with nothing between
+//! them, and waited for.
 //!
-//! This module must never block the pipeline task on the disk, crash the
+//! This module must never block the pipeline task on the disk (a slice
+//! is encoded only when the writer has room for it), crash the
 //! collector because of a bad file (it is refused with the file and the
 //! problem named, and the collector starts empty), leave a partial file
 //! where the snapshot belongs, or delete a file it refused (it is moved
@@ -57,6 +70,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::aggregate::{Aggregator, AggregatorStateOwned, RestoreError};
@@ -105,6 +119,15 @@ pub enum SnapshotError {
     /// The state could not be encoded.
     #[error("cannot encode snapshot: {0}")]
     Encode(postcard::Error),
+    /// The aggregator lost endpoints under a snapshot in slices (its
+    /// positions are held, so this is a bug): the snapshot is given up.
+    #[error("cannot encode snapshot: {expected} endpoints announced, only {found} left")]
+    Shrunk {
+        /// Endpoints at the start.
+        expected: usize,
+        /// Endpoints found.
+        found: usize,
+    },
     /// Not a modelgate snapshot at all.
     #[error("snapshot {} refused: not a modelgate snapshot (wrong magic bytes)", path.display())]
     Foreign {
@@ -225,31 +248,164 @@ pub struct RestoreSummary {
     pub baselines: usize,
 }
 
-/// The whole file for the state of `agg`, `judge` and `history` at `now_ms`.
+/// The whole file for the state of `agg`, `judge` and `history` at `now_ms`,
+/// in one go: the slices of an [`Encoder`] with no budget, behind the header.
 pub fn encode(
-    agg: &Aggregator,
+    agg: &mut Aggregator,
     judge: &Judge,
     history: &History,
     now_ms: u64,
 ) -> Result<Vec<u8>, SnapshotError> {
-    let payload = Payload {
-        written_at_ms: now_ms,
-        writer: env!("CARGO_PKG_VERSION"),
-        aggregator: agg.state(),
-        judge: judge.state(),
-        history: history.state(),
-    };
+    let (mut encoder, head) = Encoder::begin(agg, now_ms)?;
     let mut out = vec![0u8; HEADER_LEN];
-    out = postcard::to_extend(&payload, out).map_err(SnapshotError::Encode)?;
-    let body = &out[HEADER_LEN..];
-    let len = body.len() as u64;
-    let crc = crc32fast::hash(body);
+    out.extend_from_slice(&head);
+    loop {
+        match encoder.slice(agg, judge, history, usize::MAX) {
+            Ok(slice) => {
+                out.extend_from_slice(&slice.bytes);
+                if slice.last {
+                    break;
+                }
+            }
+            Err(e) => {
+                encoder.abort(agg);
+                return Err(e);
+            }
+        }
+    }
+    let crc = crc32fast::hash(&out[HEADER_LEN..]);
+    let len = (out.len() - HEADER_LEN) as u64;
+    out[..HEADER_LEN].copy_from_slice(&header(len, crc));
+    Ok(out)
+}
+
+/// The header of a payload of `len` bytes with checksum `crc`.
+fn header(len: u64, crc: u32) -> [u8; HEADER_LEN] {
+    let mut out = [0u8; HEADER_LEN];
     out[0..8].copy_from_slice(&MAGIC);
     out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     out[10..12].copy_from_slice(&0u16.to_le_bytes());
     out[12..20].copy_from_slice(&len.to_le_bytes());
     out[20..24].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    out
+}
+
+/// Appends the postcard encoding of `value` to `out`.
+fn append<T: Serialize + ?Sized>(out: Vec<u8>, value: &T) -> Result<Vec<u8>, SnapshotError> {
+    postcard::to_extend(value, out).map_err(SnapshotError::Encode)
+}
+
+/// A snapshot's payload written in slices, so that the pipeline task,
+/// which owns the state, is never held for longer than one slice.
+///
+/// The bytes are those of the version 4 payload ([`Payload`]) as one pass
+/// would write them: the head (time, writer, the aggregator's settings and
+/// the number of endpoints), then the endpoints one by one, then the rest
+/// (overflow series, waiting database calls, judge, history). postcard
+/// puts nothing between the fields of a struct and writes a map as its
+/// length then its entries, so concatenated pieces are the struct's
+/// encoding (a test checks the bytes against serializing [`Payload`] whole).
+///
+/// The endpoints written are those present at [`Encoder::begin`]: their
+/// number is in the head, before them. The aggregator keeps their
+/// positions until the last slice ([`Aggregator::hold_positions`]): one
+/// that loses its last series meanwhile is written empty and dropped at
+/// restore; endpoints that appear meanwhile are in the next snapshot.
+///
+/// The snapshot is fuzzy across endpoints: each endpoint's series are
+/// taken whole, as they were when their slice ran (never half of a
+/// batch), but two endpoints may be taken a few turns of the pipeline
+/// task apart, and the judge and history at the end. That is enough for
+/// a restore: every time a series, an alert or a baseline keeps is its
+/// own (unix ms of its samples, since, first and last seen), so windows,
+/// idle expiry, hold and clear timers run on from each one's own times,
+/// and a batch recorded between two slices is in the snapshot or not,
+/// series by series, as if the snapshot had been taken just before or
+/// after it. The judge, written last, may know a series younger than the
+/// series written: its next evaluation judges the series restored.
+#[derive(Debug)]
+pub struct Encoder {
+    /// The position of the next endpoint to write.
+    next: usize,
+    /// The number of endpoints at the start: those this snapshot writes.
+    end: usize,
+}
+
+/// One slice of a snapshot's payload.
+#[derive(Debug)]
+pub struct Slice {
+    /// The payload bytes, to append to those before.
+    pub bytes: Vec<u8>,
+    /// The series written (the slice's cost against its budget).
+    pub series: usize,
+    /// Whether this was the last slice (the aggregator's positions are
+    /// released).
+    pub last: bool,
+}
+
+impl Encoder {
+    /// Starts a snapshot at `now_ms` (its time in the file): the head of
+    /// the payload, and the encoder for the rest. Holds `agg`'s positions
+    /// until the last slice or [`Encoder::abort`].
+    pub fn begin(agg: &mut Aggregator, now_ms: u64) -> Result<(Self, Vec<u8>), SnapshotError> {
+        let (slot_ms, bounds_ms) = agg.state_head();
+        let end = agg.endpoint_count();
+        let head = append(
+            Vec::new(),
+            &(now_ms, env!("CARGO_PKG_VERSION"), slot_ms, bounds_ms, end),
+        )?;
+        agg.hold_positions(true);
+        Ok((Self { next: 0, end }, head))
+    }
+
+    /// The next slice: whole endpoints until their series reach `budget`
+    /// (at least one endpoint, however many versions it has) or, once every
+    /// endpoint is written, the rest of the state, which is the last.
+    pub fn slice(
+        &mut self,
+        agg: &mut Aggregator,
+        judge: &Judge,
+        history: &History,
+        budget: usize,
+    ) -> Result<Slice, SnapshotError> {
+        let mut bytes = Vec::new();
+        let mut series = 0;
+        if self.next < self.end {
+            while self.next < self.end && series < budget.max(1) {
+                let Some(entry) = agg.endpoint_at(self.next) else {
+                    // Positions are held, so only a bug gets here; the
+                    // count is already written: a short file would misread.
+                    return Err(SnapshotError::Shrunk {
+                        expected: self.end,
+                        found: self.next,
+                    });
+                };
+                series += entry.1.len().max(1);
+                bytes = append(bytes, &entry)?;
+                self.next += 1;
+            }
+            return Ok(Slice {
+                bytes,
+                series,
+                last: false,
+            });
+        }
+        let (overflow, pending_db) = agg.state_tail();
+        bytes = append(bytes, &(overflow, pending_db))?;
+        bytes = append(bytes, &judge.state())?;
+        bytes = append(bytes, &history.state())?;
+        agg.hold_positions(false);
+        Ok(Slice {
+            bytes,
+            series: 1,
+            last: true,
+        })
+    }
+
+    /// Gives up: `agg`'s positions are released.
+    pub fn abort(self, agg: &mut Aggregator) {
+        agg.hold_positions(false);
+    }
 }
 
 /// Checks and decodes the bytes of the file `path`.
@@ -464,11 +620,21 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, SnapshotError> {
     }
 }
 
-/// Writes `bytes` as `<dir>/modelgate.snapshot` atomically: temporary file
-/// in the same directory, fsync, rename, fsync of the directory. On any
-/// failure the temporary file is removed and the previous snapshot, if
-/// any, is left as it was.
+/// Writes `bytes` as `<dir>/modelgate.snapshot` atomically: see
+/// [`write_atomic_with`].
 pub fn write_atomic(dir: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
+    write_atomic_with(dir, |file| file.write_all(bytes).map(|()| true)).map(drop)
+}
+
+/// Writes `<dir>/modelgate.snapshot` atomically with what `fill` writes:
+/// temporary file in the same directory, fsync, rename, fsync of the
+/// directory. `fill` returning `false` gives the write up. On any failure
+/// or give-up the temporary file is removed and the previous snapshot, if
+/// any, is left as it was. `Ok(true)`: written.
+fn write_atomic_with(
+    dir: &Path,
+    fill: impl FnOnce(&mut File) -> io::Result<bool>,
+) -> Result<bool, SnapshotError> {
     let temp = dir.join(TEMP_NAME);
     let path = dir.join(FILE_NAME);
     let result = (|| {
@@ -476,15 +642,20 @@ pub fn write_atomic(dir: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
             path: dir.to_owned(),
             source,
         })?;
-        let write = |temp: &Path| -> io::Result<()> {
+        let write = |temp: &Path| -> io::Result<bool> {
             let mut file = File::create(temp)?;
-            file.write_all(bytes)?;
-            file.sync_all()
+            if !fill(&mut file)? {
+                return Ok(false);
+            }
+            file.sync_all().map(|()| true)
         };
-        write(&temp).map_err(|source| SnapshotError::Write {
+        let complete = write(&temp).map_err(|source| SnapshotError::Write {
             path: temp.clone(),
             source,
         })?;
+        if !complete {
+            return Ok(false);
+        }
         fs::rename(&temp, &path).map_err(|source| SnapshotError::Write {
             path: path.clone(),
             source,
@@ -496,8 +667,9 @@ pub fn write_atomic(dir: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
                 path: dir.to_owned(),
                 source,
             })
+            .map(|()| true)
     })();
-    if result.is_err() {
+    if !matches!(result, Ok(true)) {
         // Best effort: it may never have been created.
         let _ = fs::remove_file(&temp);
     }
@@ -561,12 +733,119 @@ pub fn restore_at_start(
     }
 }
 
+/// What goes from a snapshot in progress to its writer thread.
+#[derive(Debug)]
+enum Piece {
+    /// Payload bytes, in order.
+    More(Vec<u8>),
+    /// The last payload bytes: the file is complete. With the encoding's
+    /// figures, for the log.
+    Last(Vec<u8>, EncodeFigures),
+}
+
+/// How a snapshot's encoding went, for the log and the benches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EncodeFigures {
+    /// Slices written (the head is one).
+    pub slices: u64,
+    /// Time spent encoding, all slices.
+    pub encoding: Duration,
+    /// The longest slice: the longest the pipeline task was held.
+    pub longest: Duration,
+}
+
+/// Slices a writer thread may have waiting: with slices of a thousand
+/// series or so, a few MiB of a snapshot in memory at most, whatever its size.
+const PIECES_IN_FLIGHT: usize = 8;
+
+/// A snapshot being taken in slices by the pipeline task and written by a
+/// blocking thread as they come, over a bounded channel: neither the task
+/// nor the memory holds the whole file. Dropping it gives the write up
+/// (the previous snapshot stays); the aggregator's positions must then be
+/// released with [`SnapshotInProgress::abort`].
+#[derive(Debug)]
+pub struct SnapshotInProgress {
+    encoder: Encoder,
+    pieces: mpsc::Sender<Piece>,
+    figures: EncodeFigures,
+}
+
+/// What a [`SnapshotInProgress::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// More slices to come.
+    Continue,
+    /// The last slice went to the writer.
+    Done(EncodeFigures),
+    /// The writer is gone or the state could not be encoded (logged):
+    /// the snapshot is given up, the previous file stays.
+    Failed,
+}
+
+impl SnapshotInProgress {
+    /// Waits until the writer can take a slice, so that the task never
+    /// blocks on the disk; `false` when the writer is gone (its error is
+    /// logged). With `None`, never returns: a branch for `select!`.
+    pub async fn room(this: Option<&Self>) -> bool {
+        match this {
+            Some(s) => s.pieces.reserve().await.is_ok(),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Encodes the next slice (endpoints up to `budget` series, see
+    /// [`Encoder::slice`]) and hands it to the writer, which has room
+    /// ([`SnapshotInProgress::room`]).
+    pub fn step(
+        &mut self,
+        agg: &mut Aggregator,
+        judge: &Judge,
+        history: &History,
+        budget: usize,
+    ) -> Step {
+        let started = Instant::now();
+        let slice = match self.encoder.slice(agg, judge, history, budget) {
+            Ok(slice) => slice,
+            Err(e) => {
+                tracing::error!("{e}");
+                agg.hold_positions(false);
+                return Step::Failed;
+            }
+        };
+        let took = started.elapsed();
+        self.figures.slices += 1;
+        self.figures.encoding += took;
+        self.figures.longest = self.figures.longest.max(took);
+        let piece = if slice.last {
+            Piece::Last(slice.bytes, self.figures)
+        } else {
+            Piece::More(slice.bytes)
+        };
+        match (self.pieces.try_send(piece), slice.last) {
+            (Ok(()), true) => Step::Done(self.figures),
+            (Ok(()), false) => Step::Continue,
+            (Err(_), last) => {
+                if !last {
+                    agg.hold_positions(false);
+                }
+                Step::Failed
+            }
+        }
+    }
+
+    /// Gives the snapshot up: the writer removes its temporary file and
+    /// `agg`'s positions are released.
+    pub fn abort(self, agg: &mut Aggregator) {
+        self.encoder.abort(agg);
+    }
+}
+
 /// The pipeline task's writer: where, and the one write in flight.
 #[derive(Debug)]
 pub struct Snapshotter {
     dir: PathBuf,
     in_flight: Option<JoinHandle<()>>,
-    /// Ticks skipped because the previous write was still running.
+    /// Ticks skipped because the previous snapshot was still being taken.
     skipped: u64,
 }
 
@@ -585,55 +864,145 @@ impl Snapshotter {
         &self.dir
     }
 
-    /// Whether a new write may start (none in flight). A `false` is counted
-    /// and logged: the disk is slower than `snapshot.interval`.
-    pub fn ready(&mut self) -> bool {
+    /// Starts a snapshot at `now_ms` unless the previous one is still
+    /// being written (counted and logged: the disk is slower than
+    /// `snapshot.interval`): its writer thread and its head. The caller
+    /// then [`steps`](SnapshotInProgress::step) it when there is
+    /// [`room`](SnapshotInProgress::room).
+    pub fn begin(&mut self, agg: &mut Aggregator, now_ms: u64) -> Option<SnapshotInProgress> {
         if self.in_flight.as_ref().is_some_and(|h| !h.is_finished()) {
-            self.skipped += 1;
-            tracing::warn!(
-                dir = %self.dir.display(),
-                skipped = self.skipped,
-                "previous snapshot still being written: skipping this one"
-            );
-            return false;
+            self.skip();
+            return None;
         }
-        self.in_flight = None;
-        true
+        self.start(agg, now_ms)
     }
 
-    /// Writes `bytes` on a blocking thread; the caller checked [`ready`](Self::ready).
-    pub fn spawn_write(&mut self, bytes: Vec<u8>, encode_time: Duration) {
+    /// A snapshot tick found the previous snapshot still in progress.
+    pub fn skip(&mut self) {
+        self.skipped += 1;
+        tracing::warn!(
+            dir = %self.dir.display(),
+            skipped = self.skipped,
+            "previous snapshot still being taken: skipping this one"
+        );
+    }
+
+    /// Starts a snapshot; the previous write is over.
+    fn start(&mut self, agg: &mut Aggregator, now_ms: u64) -> Option<SnapshotInProgress> {
+        let (encoder, head) = match Encoder::begin(agg, now_ms) {
+            Ok(begun) => begun,
+            Err(e) => {
+                tracing::error!("{e}");
+                return None;
+            }
+        };
+        let (pieces, mut taken) = mpsc::channel(PIECES_IN_FLIGHT);
         let dir = self.dir.clone();
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            write_logged(&dir, &bytes, encode_time);
+            write_logged(&dir, &mut taken);
         }));
+        let mut snapshot = SnapshotInProgress {
+            encoder,
+            pieces,
+            figures: EncodeFigures::default(),
+        };
+        // The channel is new and empty: the head always fits.
+        let _ = snapshot.pieces.try_send(Piece::More(head));
+        snapshot.figures.slices = 1;
+        Some(snapshot)
     }
 
-    /// Waits for the write in flight, then writes `bytes` and waits for it:
-    /// the last snapshot at shutdown.
-    pub async fn finish(&mut self, bytes: Vec<u8>, encode_time: Duration) {
+    /// The last snapshot, at shutdown: gives up the one in progress, if
+    /// any, waits for the write in flight, then takes a whole snapshot
+    /// (nothing is left to interleave with; slices still keep the memory
+    /// bounded) and waits until it is written.
+    pub async fn finish(
+        &mut self,
+        in_progress: Option<SnapshotInProgress>,
+        agg: &mut Aggregator,
+        judge: &Judge,
+        history: &History,
+        now_ms: u64,
+    ) {
+        if let Some(s) = in_progress {
+            s.abort(agg);
+        }
         if let Some(h) = self.in_flight.take() {
             let _ = h.await;
         }
-        let dir = self.dir.clone();
-        if let Err(e) =
-            tokio::task::spawn_blocking(move || write_logged(&dir, &bytes, encode_time)).await
-        {
-            tracing::error!(error = %e, "final snapshot write ended abnormally");
+        let Some(mut snapshot) = self.start(agg, now_ms) else {
+            return;
+        };
+        loop {
+            if !SnapshotInProgress::room(Some(&snapshot)).await {
+                snapshot.abort(agg);
+                break;
+            }
+            match snapshot.step(agg, judge, history, FINAL_SLICE_SERIES) {
+                Step::Continue => {}
+                Step::Done(_) | Step::Failed => break,
+            }
+        }
+        if let Some(h) = self.in_flight.take() {
+            if let Err(e) = h.await {
+                tracing::error!(error = %e, "final snapshot write ended abnormally");
+            }
         }
     }
 }
 
-fn write_logged(dir: &Path, bytes: &[u8], encode_time: Duration) {
+/// Series per slice of the last snapshot: larger than the running ones
+/// (nothing waits on the task), as small as keeps the pieces in flight a
+/// few tens of MiB.
+const FINAL_SLICE_SERIES: usize = 16_384;
+
+/// The writer thread: takes the pieces as they come, writes them after a
+/// blank header and fills the header in at the last one. A channel closed
+/// before the last piece (the snapshot was given up) leaves the previous
+/// file as it was.
+fn write_streamed(
+    dir: &Path,
+    pieces: &mut mpsc::Receiver<Piece>,
+) -> Result<Option<(u64, EncodeFigures)>, SnapshotError> {
+    use std::io::{Seek as _, SeekFrom};
+    let mut figures = None;
+    let mut len = 0u64;
+    let written = write_atomic_with(dir, |file| {
+        let mut crc = crc32fast::Hasher::new();
+        file.write_all(&[0u8; HEADER_LEN])?;
+        while let Some(piece) = pieces.blocking_recv() {
+            let (bytes, last) = match piece {
+                Piece::More(bytes) => (bytes, None),
+                Piece::Last(bytes, f) => (bytes, Some(f)),
+            };
+            file.write_all(&bytes)?;
+            crc.update(&bytes);
+            len += bytes.len() as u64;
+            if last.is_some() {
+                figures = last;
+                file.seek(SeekFrom::Start(0))?;
+                file.write_all(&header(len, crc.finalize()))?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })?;
+    Ok(written.then_some((len + HEADER_LEN as u64, figures.unwrap_or_default())))
+}
+
+fn write_logged(dir: &Path, pieces: &mut mpsc::Receiver<Piece>) {
     let started = Instant::now();
-    match write_atomic(dir, bytes) {
-        Ok(()) => tracing::debug!(
+    match write_streamed(dir, pieces) {
+        Ok(Some((bytes, figures))) => tracing::debug!(
             dir = %dir.display(),
-            bytes = bytes.len(),
-            encode_ms = encode_time.as_secs_f64() * 1e3,
-            write_ms = started.elapsed().as_secs_f64() * 1e3,
+            bytes,
+            slices = figures.slices,
+            encode_ms = figures.encoding.as_secs_f64() * 1e3,
+            longest_slice_ms = figures.longest.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
             "snapshot written"
         ),
+        Ok(None) => tracing::debug!(dir = %dir.display(), "snapshot given up"),
         Err(e) => tracing::warn!("{e}"),
     }
 }
@@ -664,7 +1033,7 @@ mod tests {
     }
 
     /// `encode` with an empty history.
-    fn encode2(agg: &Aggregator, judge: &Judge, now_ms: u64) -> Vec<u8> {
+    fn encode2(agg: &mut Aggregator, judge: &Judge, now_ms: u64) -> Vec<u8> {
         encode(agg, judge, &history(), now_ms).unwrap()
     }
 
@@ -700,9 +1069,9 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_series_baselines_and_firing_alerts() {
-        let (agg, judge, t) = incident();
+        let (mut agg, judge, t) = incident();
         assert!(firing(&judge) >= 6, "{:?}", alerts(&judge));
-        let bytes = encode2(&agg, &judge, t);
+        let bytes = encode2(&mut agg, &judge, t);
         assert_eq!(&bytes[..8], &MAGIC);
 
         let (mut agg2, mut judge2) = empty();
@@ -745,13 +1114,13 @@ mod tests {
 
     #[test]
     fn the_dashboard_history_comes_back_within_the_limits_in_force() {
-        let (agg, judge, t) = incident();
+        let (mut agg, judge, t) = incident();
         let mut charts = history();
         for i in 0..5 {
             charts.record(&agg, &judge, &[], 1_000, t + i * 1_000);
         }
         let now = t + 5_000;
-        let bytes = encode(&agg, &judge, &charts, now).unwrap();
+        let bytes = encode(&mut agg, &judge, &charts, now).unwrap();
         let (mut agg2, mut judge2) = empty();
         let mut charts2 = history();
         decode(Path::new("s"), &bytes)
@@ -800,7 +1169,7 @@ mod tests {
             t += 100;
         }
         let since = pending_since.expect("an sla alert pending");
-        let bytes = encode2(&agg, &judge, t);
+        let bytes = encode2(&mut agg, &judge, t);
         let (mut agg2, mut judge2) = empty();
         decode(Path::new("s"), &bytes)
             .unwrap()
@@ -823,8 +1192,8 @@ mod tests {
 
     #[test]
     fn damaged_foreign_and_other_version_files_are_refused_by_name() {
-        let (agg, judge, t) = incident();
-        let good = encode2(&agg, &judge, t);
+        let (mut agg, judge, t) = incident();
+        let good = encode2(&mut agg, &judge, t);
 
         let mut flipped = good.clone();
         let mid = HEADER_LEN + (good.len() - HEADER_LEN) / 2;
@@ -889,8 +1258,8 @@ mod tests {
 
     #[test]
     fn another_slot_length_is_incompatible_and_changes_nothing() {
-        let (agg, judge, t) = incident();
-        let bytes = encode2(&agg, &judge, t);
+        let (mut agg, judge, t) = incident();
+        let bytes = encode2(&mut agg, &judge, t);
         let config = AggregateConfig {
             slot: Duration::from_secs(7),
             ..AggregateConfig::default()
@@ -909,8 +1278,8 @@ mod tests {
 
     #[test]
     fn changed_buckets_only_drop_the_cumulative_histograms() {
-        let (agg, judge, t) = incident();
-        let bytes = encode2(&agg, &judge, t);
+        let (mut agg, judge, t) = incident();
+        let bytes = encode2(&mut agg, &judge, t);
         let mut agg2 = Aggregator::new(
             AggregateConfig::default(),
             vec![50.0],
@@ -1022,8 +1391,8 @@ mod tests {
             b"garbage bytes, not a snapshot"
         );
 
-        let (a, j, t) = incident();
-        write_atomic(dir.path(), &encode2(&a, &j, t)).unwrap();
+        let (mut a, j, t) = incident();
+        write_atomic(dir.path(), &encode2(&mut a, &j, t)).unwrap();
         restore_at_start(
             dir.path(),
             1 << 30,
@@ -1036,14 +1405,234 @@ mod tests {
         assert_eq!(firing(&judge), firing(&j));
     }
 
+    /// A request of `version` on endpoint `e` of service `svc-{e % 7}`.
+    fn on(e: usize, version: &str) -> crate::extract::Sample {
+        crate::extract::Sample::request(
+            crate::extract::EndpointKey {
+                service: format!("svc-{}", e % 7),
+                endpoint: format!("/e{e}"),
+                dims: Vec::new(),
+            },
+            version,
+            Duration::from_millis(40 + (e % 50) as u64),
+            Outcome::Ok,
+            0,
+        )
+    }
+
+    /// Every series: (endpoint, version) -> requests since it was created.
+    fn series(agg: &Aggregator) -> std::collections::BTreeMap<(String, String), u64> {
+        agg.endpoints()
+            .flat_map(|(k, versions)| {
+                versions
+                    .iter()
+                    .map(move |(v, s)| ((k.endpoint.clone(), v.clone()), requests(s)))
+            })
+            .collect()
+    }
+
+    /// Requests a series took since it was created (whatever the time).
+    fn requests(s: &crate::aggregate::Series) -> u64 {
+        s.histograms.iter().flatten().map(|h| h.count).sum()
+    }
+
+    #[test]
+    fn slices_make_the_bytes_of_the_payload_written_whole() {
+        let (mut agg, judge, t) = incident();
+        let mut charts = history();
+        charts.record(&agg, &judge, &[], 1_000, t);
+        for e in 0..40 {
+            let versions: &[&str] = if e % 3 == 0 {
+                &["v1", "v2", "v3"]
+            } else {
+                &["v1"]
+            };
+            for v in versions {
+                agg.record(&[on(e, v)], t);
+            }
+        }
+        // The reference: the payload's one struct, serialized whole.
+        let payload = Payload {
+            written_at_ms: t,
+            writer: env!("CARGO_PKG_VERSION"),
+            aggregator: agg.state(),
+            judge: judge.state(),
+            history: charts.state(),
+        };
+        let body = postcard::to_stdvec(&payload).unwrap();
+        let whole = encode(&mut agg, &judge, &charts, t).unwrap();
+        assert_eq!(&whole[HEADER_LEN..], &body[..]);
+
+        // In slices of 2 series: the same bytes, and no slice goes past
+        // its budget but by the versions of its last endpoint.
+        let (mut encoder, mut sliced) = Encoder::begin(&mut agg, t).unwrap();
+        let mut sizes = Vec::new();
+        loop {
+            let before = encoder.next;
+            let slice = encoder.slice(&mut agg, &judge, &charts, 2).unwrap();
+            sliced.extend_from_slice(&slice.bytes);
+            if slice.last {
+                break;
+            }
+            let last_endpoint = agg.endpoint_at(encoder.next - 1).unwrap().1.len();
+            assert!(
+                slice.series - last_endpoint < 2,
+                "{} {last_endpoint}",
+                slice.series
+            );
+            assert!(encoder.next > before);
+            sizes.push(slice.series);
+        }
+        assert_eq!(sliced, body);
+        assert!(sizes.contains(&2) && sizes.contains(&3), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), agg.series_count());
+        let (mut agg2, mut judge2) = empty();
+        decode(Path::new("s"), &whole)
+            .unwrap()
+            .apply(&mut agg2, &mut judge2, &mut history())
+            .unwrap();
+        assert_eq!(series(&agg2), series(&agg));
+    }
+
+    #[test]
+    fn a_snapshot_in_slices_while_batches_arrive_restores_each_series_once() {
+        let (mut agg, judge) = empty();
+        let idle = AggregateConfig::default().series_idle_timeout.as_millis() as u64;
+        // Endpoints 0-59 go idle; 60-199 stay busy, some with two versions.
+        for e in 0..200 {
+            agg.record(&[on(e, "v1")], T0);
+        }
+        let mut t = T0 + idle - 1_000;
+        for e in 60..200 {
+            agg.record(&[on(e, "v1")], t);
+            if e % 4 == 0 {
+                agg.record(&[on(e, "v2")], t);
+            }
+        }
+        let at_start = series(&agg);
+        let (mut encoder, head) = Encoder::begin(&mut agg, t).unwrap();
+        let mut file = head;
+        // What each endpoint held when its slice ran.
+        let mut expected = std::collections::BTreeMap::new();
+        let mut round = 0;
+        loop {
+            let from = encoder.next;
+            let slice = encoder.slice(&mut agg, &judge, &history(), 16).unwrap();
+            file.extend_from_slice(&slice.bytes);
+            if slice.last {
+                break;
+            }
+            for p in from..encoder.next {
+                let (k, versions) = agg.endpoint_at(p).unwrap();
+                for (v, s) in versions.iter() {
+                    expected.insert((k.endpoint.clone(), v.clone()), requests(s));
+                }
+            }
+            // Between slices: every busy series gets a request, some
+            // endpoints a new version, new endpoints come, and once the
+            // idle ones expire (those not written yet are written empty).
+            round += 1;
+            t += 100;
+            for e in 60..200 {
+                agg.record(&[on(e, "v1")], t);
+            }
+            agg.record(&[on(round * 10, "v9"), on(1_000 + round, "v1")], t);
+            if round == 3 {
+                agg.expire(T0 + idle + 1);
+                assert!(agg.series_count() < at_start.len());
+            }
+        }
+        assert!(round >= 10, "{round}");
+        let len = (file.len()) as u64;
+        let crc = crc32fast::hash(&file);
+        let mut bytes = header(len, crc).to_vec();
+        bytes.extend_from_slice(&file);
+        let (mut agg2, mut judge2) = empty();
+        let summary = decode(Path::new("s"), &bytes)
+            .unwrap()
+            .apply(&mut agg2, &mut judge2, &mut history())
+            .unwrap();
+        let restored = series(&agg2);
+        assert_eq!(restored, expected, "each series as its slice found it");
+        assert_eq!(summary.series, restored.len());
+        assert_eq!(agg2.series_count(), restored.len());
+        // Every busy series there at the start is back, none twice (a map
+        // of series could not tell): count them by the restored endpoints.
+        let busy_at_start = at_start
+            .keys()
+            .filter(|(e, _)| e[2..].parse::<usize>().unwrap() >= 60);
+        for key in busy_at_start {
+            assert!(restored.contains_key(key), "{key:?} lost");
+        }
+        let listed: usize = agg2.endpoints().map(|(_, v)| v.len()).sum();
+        assert_eq!(listed, restored.len(), "no series twice");
+        assert!(agg2.endpoints().all(|(_, v)| !v.is_empty()));
+
+        // Released: the emptied endpoints go at the next expiry.
+        let held = agg.endpoint_count();
+        agg.expire(t);
+        assert!(agg.endpoint_count() < held);
+        assert!(agg.endpoints().all(|(_, v)| !v.is_empty()));
+    }
+
     #[tokio::test]
-    async fn snapshotter_keeps_one_write_in_flight_and_finishes_at_shutdown() {
+    async fn a_snapshot_given_up_keeps_the_previous_file_and_shutdown_writes_a_whole_one() {
         let dir = tempfile::tempdir().unwrap();
+        let (mut agg, judge, t) = incident();
+        let charts = history();
         let mut s = Snapshotter::new(dir.path().to_owned());
-        assert!(s.ready());
-        s.spawn_write(b"one".to_vec(), Duration::ZERO);
-        s.finish(b"two".to_vec(), Duration::ZERO).await;
-        assert_eq!(fs::read(dir.path().join(FILE_NAME)).unwrap(), b"two");
-        assert!(s.ready());
+        let whole = |s: &mut Snapshotter, agg: &mut Aggregator| {
+            let mut snapshot = s.begin(agg, t).unwrap();
+            while snapshot.step(agg, &judge, &charts, 1) == Step::Continue {}
+        };
+        whole(&mut s, &mut agg);
+        s.in_flight.take().unwrap().await.unwrap();
+        let first = fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(first, encode(&mut agg, &judge, &charts, t).unwrap());
+
+        // A second one, cut short: given up, the first file stays.
+        for e in 0..10 {
+            agg.record(&[on(e, "v1")], t);
+        }
+        let mut partial = s.begin(&mut agg, t + 1).unwrap();
+        assert_eq!(partial.step(&mut agg, &judge, &charts, 1), Step::Continue);
+        partial.abort(&mut agg);
+        s.in_flight.take().unwrap().await.unwrap();
+        assert_eq!(fs::read(dir.path().join(FILE_NAME)).unwrap(), first);
+        assert!(!dir.path().join(TEMP_NAME).exists());
+
+        // Shutdown in the middle of a third: the last snapshot is whole.
+        let mut third = s.begin(&mut agg, t + 2).unwrap();
+        assert_eq!(third.step(&mut agg, &judge, &charts, 1), Step::Continue);
+        for e in 10..20 {
+            agg.record(&[on(e, "v1")], t + 2);
+        }
+        s.finish(Some(third), &mut agg, &judge, &charts, t + 3)
+            .await;
+        assert!(s.in_flight.is_none());
+        let last = fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(last, encode(&mut agg, &judge, &charts, t + 3).unwrap());
+        let (mut agg2, mut judge2) = empty();
+        read(dir.path(), 1 << 30)
+            .unwrap()
+            .unwrap()
+            .apply(&mut agg2, &mut judge2, &mut history())
+            .unwrap();
+        assert_eq!(agg2.series_count(), 24);
+        assert_eq!(series(&agg2), series(&agg));
+    }
+
+    #[tokio::test]
+    async fn a_tick_during_a_write_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agg, judge, t) = incident();
+        let mut s = Snapshotter::new(dir.path().to_owned());
+        let mut first = s.begin(&mut agg, t).unwrap();
+        // The writer waits for the rest of the first.
+        assert!(s.begin(&mut agg, t).is_none());
+        assert_eq!(s.skipped, 1);
+        while first.step(&mut agg, &judge, &history(), 1) == Step::Continue {}
+        s.in_flight.take().unwrap().await.unwrap();
+        assert!(s.begin(&mut agg, t).is_some());
     }
 }

@@ -325,7 +325,9 @@ pub(crate) struct AggregatorState<Bounds, Endpoints, Overflow, Pending> {
     pending_db: Pending,
 }
 
-/// The live state, borrowed for writing.
+/// The live state, borrowed: written whole, the reference a snapshot
+/// written in slices is checked against.
+#[cfg(test)]
 pub(crate) type AggregatorStateRef<'a> =
     AggregatorState<&'a [f64], &'a Endpoints, &'a Series, &'a HashMap<[u8; 16], Vec<PendingDb>>>;
 
@@ -420,6 +422,11 @@ pub struct Aggregator {
     /// Where the limits it hits are counted (series cap, endpoint cap,
     /// expiry, database calls that waited in vain, histogram streams).
     telemetry: Arc<Telemetry>,
+    /// While a snapshot is taken in slices ([`crate::snapshot`]) its cursor
+    /// is an endpoint position: emptied endpoints then stay where they are
+    /// (with no series) instead of being removed, so no position moves
+    /// under the cursor; they go at the first expiry or eviction after it.
+    positions_held: bool,
 }
 
 impl Aggregator {
@@ -465,6 +472,7 @@ impl Aggregator {
             service_endpoints: HashMap::new(),
             streams: Streams::new(defaults.max_streams),
             telemetry,
+            positions_held: false,
         }
     }
 
@@ -718,7 +726,12 @@ impl Aggregator {
         }
         // Emptied endpoints go, from the back: a swap brings in the last
         // endpoint, already seen and kept, so one pass is O(endpoints).
-        let mut e = self.endpoints.len();
+        // Not while a snapshot's cursor needs the positions to stay.
+        let mut e = if self.positions_held {
+            0
+        } else {
+            self.endpoints.len()
+        };
         while e > 0 {
             e -= 1;
             if self
@@ -852,6 +865,7 @@ impl Aggregator {
         let mut removed = 0;
         let per_service = &mut self.per_service;
         let service_endpoints = &mut self.service_endpoints;
+        let held = self.positions_held;
         self.endpoints.retain(|key, versions| {
             versions.0.retain_mut(|(_, series)| {
                 series.slots.expire(oldest_kept);
@@ -865,7 +879,7 @@ impl Aggregator {
                 }
                 keep
             });
-            let keep = !versions.is_empty();
+            let keep = held || !versions.is_empty();
             if !keep {
                 forget_one(service_endpoints, &key.service);
             }
@@ -990,7 +1004,9 @@ impl Aggregator {
         &self.config
     }
 
-    /// The state a snapshot keeps, borrowed.
+    /// The state a snapshot keeps, borrowed (a snapshot writes it in
+    /// slices: [`Aggregator::state_head`]).
+    #[cfg(test)]
     pub(crate) fn state(&self) -> AggregatorStateRef<'_> {
         AggregatorState {
             slot_ms: self.slot_ms,
@@ -999,6 +1015,33 @@ impl Aggregator {
             overflow: &self.overflow,
             pending_db: &self.pending_db,
         }
+    }
+
+    /// The fields of [`AggregatorState`] before its endpoints: a snapshot
+    /// taken in slices writes them, then the endpoints one by one
+    /// ([`Aggregator::endpoint_at`]), then [`Aggregator::state_tail`] (the
+    /// same bytes as [`Aggregator::state`] when nothing changed between).
+    pub(crate) fn state_head(&self) -> (u64, &[f64]) {
+        (self.slot_ms, &self.bounds_ms)
+    }
+
+    /// The fields of [`AggregatorState`] after its endpoints.
+    pub(crate) fn state_tail(&self) -> (&Series, &HashMap<[u8; 16], Vec<PendingDb>>) {
+        (&self.overflow, &self.pending_db)
+    }
+
+    /// The endpoint at `position` (in the order [`Aggregator::state`] writes
+    /// them) and its versions.
+    pub(crate) fn endpoint_at(&self, position: usize) -> Option<(&EndpointKey, &Versions)> {
+        self.endpoints.get_index(position)
+    }
+
+    /// Keeps every endpoint's position while `true` (a snapshot's cursor
+    /// walks them across turns of the pipeline task): an endpoint that loses
+    /// its last series stays, empty, until it is released. Endpoints are
+    /// still added, after the others.
+    pub(crate) fn hold_positions(&mut self, hold: bool) {
+        self.positions_held = hold;
     }
 
     /// Replaces every series with those of `state` (read from a snapshot),

@@ -22,7 +22,9 @@ pub struct SnapshotConfig {
     pub dir: Option<PathBuf>,
     /// How often the state is written while running (also once at a
     /// graceful shutdown). A crash loses at most this much of history;
-    /// writing more often costs a serialization pass in the pipeline task.
+    /// writing more often costs a serialization pass over the state, in
+    /// slices between the pipeline task's batches. A tick that finds the
+    /// previous snapshot still being taken or written is skipped.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// The largest snapshot file read at start; a larger one is refused by
