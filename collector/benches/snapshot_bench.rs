@@ -67,6 +67,7 @@ fn state(series: usize) -> (Aggregator, Judge, History, u64) {
             service: format!("svc-{}", e / ENDPOINTS_PER_SERVICE),
             endpoint: format!("/route/{e}"),
             dims: Vec::new(),
+            phase: modelgate_collector::phase::Phase::Request,
         };
         let versions: &[&str] = if e % 10 == 0 && made + 1 < series {
             &["v1", "v2"]

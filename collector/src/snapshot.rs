@@ -1412,6 +1412,7 @@ mod tests {
                 service: format!("svc-{}", e % 7),
                 endpoint: format!("/e{e}"),
                 dims: Vec::new(),
+                phase: crate::phase::Phase::Request,
             },
             version,
             Duration::from_millis(40 + (e % 50) as u64),
