@@ -766,6 +766,32 @@ fn aa(quick: bool) -> AaTotals {
     totals
 }
 
+/// The share of `runs` whose first alert at severity index `s` (0:
+/// warning or above, 1: critical) came within each of [`CHECKPOINTS`]
+/// candidate requests.
+fn alerted_by(logs: &[SeriesLog], s: usize, runs: usize) -> Vec<f64> {
+    CHECKPOINTS
+        .iter()
+        .map(|n| {
+            let hit = logs
+                .iter()
+                .filter(|l| l.first[s].as_ref().is_some_and(|f| f.requests <= *n))
+                .count();
+            hit as f64 / runs as f64
+        })
+        .collect()
+}
+
+/// The median candidate requests to the first alert at severity index `s`
+/// over `runs` (see [`median_or_never`]).
+fn median_to_alert(logs: &[SeriesLog], s: usize, runs: usize, limit: u64) -> String {
+    let at: Vec<u64> = logs
+        .iter()
+        .filter_map(|l| l.first[s].as_ref().map(|f| f.requests))
+        .collect();
+    median_or_never(at, runs, limit)
+}
+
 /// Detection figures the last line reports.
 #[derive(Default)]
 struct DetectTotals {
@@ -837,26 +863,9 @@ fn detection(quick: bool) -> DetectTotals {
     let mut totals = DetectTotals::default();
     for ((name, model), r) in shifts.iter().zip(&results) {
         let logs = &r.series;
-        let by = |s: usize| {
-            CHECKPOINTS
-                .iter()
-                .map(|n| {
-                    let hit = logs
-                        .iter()
-                        .filter(|l| l.first[s].as_ref().is_some_and(|f| f.requests <= *n))
-                        .count();
-                    hit as f64 / runs as f64
-                })
-                .collect::<Vec<f64>>()
-        };
+        let by = |s: usize| alerted_by(logs, s, runs);
         let shown = |v: &[f64]| v.iter().map(|x| pct(*x)).collect::<Vec<_>>().join(" / ");
-        let median = |s: usize| {
-            let at: Vec<u64> = logs
-                .iter()
-                .filter_map(|l| l.first[s].as_ref().map(|f| f.requests))
-                .collect();
-            median_or_never(at, runs, limit)
-        };
+        let median = |s: usize| median_to_alert(logs, s, runs, limit);
         let rules = |s: usize| {
             let mut r: Vec<&str> = logs
                 .iter()
@@ -986,25 +995,8 @@ fn phases(quick: bool) -> PhaseTotals {
     };
     for (f, r) in factors.iter().zip(&results[1..]) {
         let logs = &r.series;
-        let by = |s: usize| -> Vec<f64> {
-            CHECKPOINTS
-                .iter()
-                .map(|n| {
-                    let hit = logs
-                        .iter()
-                        .filter(|l| l.first[s].as_ref().is_some_and(|x| x.requests <= *n))
-                        .count();
-                    hit as f64 / runs as f64
-                })
-                .collect()
-        };
-        let median = |s: usize| {
-            let at: Vec<u64> = logs
-                .iter()
-                .filter_map(|l| l.first[s].as_ref().map(|x| x.requests))
-                .collect();
-            median_or_never(at, runs, limit)
-        };
+        let by = |s: usize| alerted_by(logs, s, runs);
+        let median = |s: usize| median_to_alert(logs, s, runs, limit);
         let shown = |v: &[f64]| v.iter().map(|x| pct(*x)).collect::<Vec<_>>().join(" / ");
         let critical = by(1);
         if (f - 1.5).abs() < 1e-9 {

@@ -25,12 +25,12 @@
 
 use std::time::Duration;
 
-use super::{Attrs, SampleKind, SampleRef, Val};
+use super::{Attrs, Phase, SampleKind, SampleRef, Val};
 use crate::config::{ExtractConfig, GenAiAttributes};
-pub use crate::phase::Phase;
 
 /// The phase samples of one request span: `request` is its request sample,
-/// `attrs` its attributes. At most one per phase, in [`Phase::ALL`] order.
+/// `attrs` its attributes. At most one per phase: queue, first token, per
+/// output token.
 pub(crate) fn phases<'a>(
     attrs: &impl Attrs<'a>,
     request: &SampleRef<'a>,

@@ -31,7 +31,7 @@ pub mod metrics;
 pub mod template;
 pub mod wire;
 
-pub use genai::Phase;
+pub use crate::phase::Phase;
 pub use intern::{Interner, SeriesName};
 
 /// The version label of spans that carry none of the configured version
