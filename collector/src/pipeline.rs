@@ -43,11 +43,16 @@ const ALERT_BUFFER: usize = 1024;
 /// Questions waiting for the pipeline task.
 const QUERY_QUEUE: usize = 64;
 
-/// Series an evaluation slice judges, at least: a slice ends at the first
-/// service that reaches it (a service is never split, its version-wide
-/// verdicts read all its endpoints). About a millisecond of judging on this
-/// machine (see BENCHMARKS.md, "Evaluation without stalls"), so a batch
-/// waits about that long behind an evaluation.
+/// How long an evaluation slice judges: it ends after the first service
+/// that reaches it (a service is never split, its version-wide verdicts
+/// read all its endpoints), so a batch waits about that long, plus one
+/// service's judging, behind an evaluation (see BENCHMARKS.md,
+/// "Evaluation without stalls").
+pub const SLICE_TIME: Duration = Duration::from_millis(2);
+
+/// Series a slice judges at most, whatever the time: reading the clock is
+/// not free, and cheap series (too few requests for any rule) come by the
+/// thousand.
 pub const SLICE_SERIES: usize = 1_000;
 
 /// The wall clock, in unix milliseconds: read here, in the shell, and passed
@@ -249,7 +254,7 @@ impl State {
     pub fn evaluate(&mut self, now: u64) {
         self.begin(now, true);
         while self.evaluating() {
-            self.judge_slice(usize::MAX);
+            self.judge_slice(|_| true);
         }
     }
 
@@ -279,16 +284,17 @@ impl State {
         self.round.is_some()
     }
 
-    /// Judges the round's next services until `budget` series are judged
-    /// or the round ends ([`State::evaluating`] then turns false); returns
-    /// how many services it judged.
-    pub fn judge_slice(&mut self, budget: usize) -> usize {
+    /// Judges the round's next services while `more(series judged so
+    /// far)` says so (asked after each service) or until the round ends
+    /// ([`State::evaluating`] then turns false); returns how many services
+    /// it judged. The caller's budget may read the clock; this does not.
+    pub fn judge_slice(&mut self, mut more: impl FnMut(usize) -> bool) -> usize {
         let Some(mut round) = self.round.take() else {
             return 0;
         };
         let now = round.now_ms;
         let (mut series, mut services) = (0, 0);
-        while series < budget {
+        while more(series) {
             let Some(service) = round.next(&self.aggregator) else {
                 tracing::debug!(
                     services = round.handed(),
@@ -446,7 +452,10 @@ impl Pipeline {
                 // Ready at once while a round is under way: one slice per
                 // turn, batches and questions taking turns with it.
                 () = std::future::ready(()), if self.state.evaluating() => {
-                    self.state.judge_slice(SLICE_SERIES);
+                    let started = std::time::Instant::now();
+                    self.state.judge_slice(|series| {
+                        series < SLICE_SERIES && started.elapsed() < SLICE_TIME
+                    });
                 }
                 _ = snapshot_tick.tick(), if self.snapshots.is_some() => self.snapshot(),
                 () = shutdown.cancelled() => break,
@@ -578,7 +587,7 @@ mod tests {
             if !state.evaluating() {
                 break;
             }
-            judged += state.judge_slice(budget);
+            judged += state.judge_slice(|series| series < budget);
         }
         assert!(!state.evaluating(), "the round ends");
         judged
@@ -700,12 +709,13 @@ mod tests {
         assert_eq!(state.aggregator.series_count(), 500);
         state.begin(T0, false);
         // 50 series a service: the third reaches 120.
-        assert_eq!(state.judge_slice(120), 3);
+        assert_eq!(state.judge_slice(|series| series < 120), 3);
         assert!(state.evaluating());
-        assert_eq!(state.judge_slice(1), 1);
-        assert_eq!(state.judge_slice(usize::MAX), 6);
+        assert_eq!(state.judge_slice(|series| series < 1), 1);
+        assert_eq!(state.judge_slice(|_| false), 0, "asked before each service");
+        assert_eq!(state.judge_slice(|_| true), 6);
         assert!(!state.evaluating());
-        assert_eq!(state.judge_slice(usize::MAX), 0, "no round, no work");
+        assert_eq!(state.judge_slice(|_| true), 0, "no round, no work");
     }
 
     /// Minimal deterministic generator (SplitMix64).
