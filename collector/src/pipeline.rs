@@ -1,13 +1,19 @@
 //! The pipeline task: the one owner of the aggregator and the judge.
 //!
-//! Receivers send batches of samples over a bounded channel; a tick drives
-//! expiry and judgement; everyone else (the query API, `/metrics`, the
+//! Receivers send batches of samples over a bounded channel; a tick starts
+//! an evaluation round (expiry and judgement of the services whose verdicts
+//! can have changed, see [`crate::judge::schedule`]), which the loop then
+//! works through in slices of about [`SLICE_SERIES`] series taking turns
+//! with batches and questions, so ingest never waits behind more than one
+//! slice; everyone else (the query API, `/metrics`, the
 //! dashboard, the operator's writes) sends a closure over the [`State`] on
 //! a second channel and gets its answer back ([`PipelineHandle::ask`]). All
 //! of it is one `select!` loop, so no lock guards the hot path and nothing
-//! else ever sees the state half-updated. Alert transitions are logged,
+//! else ever sees a service half-judged (between slices, a question sees
+//! some services judged at this tick and the others as of their last
+//! judgement, each whole). Alert transitions are logged,
 //! pushed to OTLP and broadcast to alert-stream subscribers as
-//! [`AlertEvent`]s; each tick also adds a point per series to the
+//! [`AlertEvent`]s; each service judged also adds a point per series to the
 //! dashboard's bounded history. The loop never blocks on a subscriber or an
 //! exporter. With `snapshot.dir` set, the task restores the state from its
 //! snapshot before taking any batch, starts a snapshot every
@@ -29,7 +35,7 @@ use crate::config::Config;
 use crate::emit::history::{History, HistoryLimits};
 use crate::emit::otlp::OtlpEmitter;
 use crate::extract::{Sample, SampleKind};
-use crate::judge::{AlertKey, AlertState, Judge, Judgement, Severity, Transition};
+use crate::judge::{AlertKey, AlertState, Judge, Judgement, Round, Schedule, Severity, Transition};
 use crate::snapshot::{self as snapshots, SnapshotInProgress, Snapshotter, Step};
 use crate::telemetry::{RefusedReason, Telemetry};
 
@@ -43,6 +49,18 @@ const QUERY_QUEUE: usize = 64;
 /// 1-2 ms of the task at a few KiB a series (`BENCHMARKS.md`, "Snapshots
 /// in slices"), so a batch waits at most that long for a snapshot.
 pub const SNAPSHOT_SLICE_SERIES: usize = 1024;
+
+/// How long an evaluation slice judges: it ends after the first service
+/// that reaches it (a service is never split, its version-wide verdicts
+/// read all its endpoints), so a batch waits about that long, plus one
+/// service's judging, behind an evaluation (see BENCHMARKS.md,
+/// "Evaluation without stalls").
+pub const SLICE_TIME: Duration = Duration::from_millis(2);
+
+/// Series a slice judges at most, whatever the time: reading the clock is
+/// not free, and cheap series (too few requests for any rule) come by the
+/// thousand.
+pub const SLICE_SERIES: usize = 1_000;
 
 /// The wall clock, in unix milliseconds: read here, in the shell, and passed
 /// to the stages as a parameter.
@@ -178,6 +196,12 @@ pub struct State {
     pub window_ms: u64,
     /// Grows with every alert transition (pollers compare it).
     pub revision: u64,
+    /// When each service must be judged again; see [`crate::judge::schedule`].
+    schedule: Schedule,
+    /// The evaluation round under way, if any.
+    round: Option<Round>,
+    /// `aggregate.slot`, ms: every service is judged once per slot.
+    slot_ms: u64,
     otlp: Option<OtlpEmitter>,
     alerts: broadcast::Sender<AlertEvent>,
 }
@@ -192,7 +216,35 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
-    fn record(&mut self, batch: &[Sample], now_ms: u64) {
+    /// An empty state for `config`: nothing recorded, nothing judged.
+    pub fn new(config: &Config, telemetry: Arc<Telemetry>, otlp: Option<OtlpEmitter>) -> Self {
+        let (alerts, _) = broadcast::channel(ALERT_BUFFER);
+        Self {
+            aggregator: Aggregator::new(
+                config.aggregate.clone(),
+                config.emit.histogram_buckets_ms.clone(),
+                telemetry.clone(),
+                now_ms(),
+            )
+            .with_limits(InputLimits::of(&config.extract)),
+            judge: Judge::new(config.judge.clone()),
+            history: History::new(HistoryLimits::from_config(&config.admin)),
+            telemetry,
+            bounds_ms: config.emit.histogram_buckets_ms.clone(),
+            dimensions: config.extract.dimensions.clone(),
+            evaluation_interval: config.judge.evaluation_interval,
+            window_ms: config.aggregate.window.as_millis() as u64,
+            revision: 0,
+            schedule: Schedule::new(),
+            round: None,
+            slot_ms: (config.aggregate.slot.as_millis() as u64).max(1),
+            otlp,
+            alerts,
+        }
+    }
+
+    /// Records a batch that arrived at `now_ms`.
+    pub fn record(&mut self, batch: &[Sample], now_ms: u64) {
         self.aggregator.record(batch, now_ms);
         if let Some(otlp) = &self.otlp {
             for sample in batch {
@@ -203,31 +255,87 @@ impl State {
         }
     }
 
-    /// Expires what is old, judges everything, and tells the world what
-    /// changed.
+    /// Expires what is old, judges every service and tells the world what
+    /// changed, all at once (the final evaluation at shutdown, questions
+    /// that ask for one): a round over everything, in one slice.
     pub fn evaluate(&mut self, now: u64) {
-        let started = std::time::Instant::now();
-        self.aggregator.expire(now);
-        let transitions = self.judge.evaluate(&self.aggregator, now);
-        tracing::debug!(
-            series = self.aggregator.series_count(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "evaluated"
+        self.begin(now, true);
+        while self.evaluating() {
+            self.judge_slice(|_| true);
+        }
+    }
+
+    /// Starts the evaluation round of the tick at `now`: what belongs to no
+    /// service expires, and the round names the services whose verdicts
+    /// can have changed (touched, acted on, a timer due; every service in
+    /// a new slot, or with `everything`). [`State::judge_slice`] then
+    /// judges them.
+    pub fn begin(&mut self, now: u64, everything: bool) {
+        self.aggregator.expire_shared(now);
+        self.history.tick(
+            &self.aggregator,
+            self.evaluation_interval.as_millis() as u64,
+            now,
         );
+        let mut named = self.aggregator.take_touched();
+        named.extend(self.judge.take_acted());
+        if everything {
+            // Services whose series are all gone still have alerts to retire.
+            named.extend(self.judge.services().map(str::to_owned));
+        }
+        self.round = Some(self.schedule.begin(named, self.slot_ms, everything, now));
+    }
+
+    /// An evaluation round is under way.
+    pub fn evaluating(&self) -> bool {
+        self.round.is_some()
+    }
+
+    /// Judges the round's next services while `more(series judged so
+    /// far)` says so (asked after each service) or until the round ends
+    /// ([`State::evaluating`] then turns false); returns how many services
+    /// it judged. The caller's budget may read the clock; this does not.
+    pub fn judge_slice(&mut self, mut more: impl FnMut(usize) -> bool) -> usize {
+        let Some(mut round) = self.round.take() else {
+            return 0;
+        };
+        let now = round.now_ms;
+        let (mut series, mut services) = (0, 0);
+        while more(series) {
+            let Some(service) = round.next(&self.aggregator) else {
+                tracing::debug!(
+                    services = round.handed(),
+                    swept = round.sweeps(),
+                    series = self.aggregator.series_count(),
+                    timers = self.schedule.timers(),
+                    "evaluated"
+                );
+                return services;
+            };
+            series += self.judge_service(&service, now).max(1);
+            services += 1;
+        }
+        self.round = Some(round);
+        services
+    }
+
+    /// Expires and judges `service`, tells the world what changed and sets
+    /// its next timer; returns its series.
+    fn judge_service(&mut self, service: &str, now: u64) -> usize {
+        self.aggregator.expire_service(service, now);
+        let transitions = self.judge.evaluate_service(&self.aggregator, service, now);
         self.revision += transitions.len() as u64;
         for t in &transitions {
             self.publish(t, now);
         }
-        self.history.record(
-            &self.aggregator,
-            &self.judge,
-            &transitions,
-            self.evaluation_interval.as_millis() as u64,
-            now,
-        );
+        self.history
+            .record_service(&self.aggregator, &self.judge, service, &transitions, now);
         if let Some(otlp) = &self.otlp {
-            otlp.record_evaluation(&self.aggregator, &self.judge, &transitions, now);
+            otlp.record_service(&self.aggregator, &self.judge, service, &transitions, now);
         }
+        let wake = self.judge.wake_ms(&self.aggregator, service, now);
+        self.schedule.set_wake(service, wake);
+        self.aggregator.service_series(service)
     }
 
     /// Logs a transition and sends it to alert-stream subscribers, unless
@@ -310,27 +418,9 @@ impl Pipeline {
     ) -> (Self, PipelineHandle) {
         let (ingest_tx, ingest) = mpsc::channel(config.receiver.queue_batches);
         let (query_tx, queries) = mpsc::channel(QUERY_QUEUE);
-        let (alerts, _) = broadcast::channel(ALERT_BUFFER);
         let history_limits = HistoryLimits::from_config(&config.admin);
-        let state = State {
-            aggregator: Aggregator::new(
-                config.aggregate.clone(),
-                config.emit.histogram_buckets_ms.clone(),
-                telemetry.clone(),
-                now_ms(),
-            )
-            .with_limits(InputLimits::of(&config.extract)),
-            judge: Judge::new(config.judge.clone()),
-            history: History::new(history_limits),
-            telemetry: telemetry.clone(),
-            bounds_ms: config.emit.histogram_buckets_ms.clone(),
-            dimensions: config.extract.dimensions.clone(),
-            evaluation_interval: config.judge.evaluation_interval,
-            window_ms: config.aggregate.window.as_millis() as u64,
-            revision: 0,
-            otlp,
-            alerts: alerts.clone(),
-        };
+        let state = State::new(config, telemetry.clone(), otlp);
+        let alerts = state.alerts.clone();
         let pipeline = Self {
             state,
             ingest,
@@ -366,7 +456,17 @@ impl Pipeline {
             tokio::select! {
                 Some(batch) = self.ingest.recv() => self.state.record(&batch, now_ms()),
                 Some(job) = self.queries.recv() => job(&mut self.state, now_ms()),
-                _ = tick.tick() => self.state.evaluate(now_ms()),
+                _ = tick.tick(), if !self.state.evaluating() => {
+                    self.state.begin(now_ms(), false);
+                }
+                // Ready at once while a round is under way: one slice per
+                // turn, batches and questions taking turns with it.
+                () = std::future::ready(()), if self.state.evaluating() => {
+                    let started = std::time::Instant::now();
+                    self.state.judge_slice(|series| {
+                        series < SLICE_SERIES && started.elapsed() < SLICE_TIME
+                    });
+                }
                 _ = snapshot_tick.tick(), if self.snapshots.is_some() => self.begin_snapshot(),
                 room = SnapshotInProgress::room(self.snapshot.as_ref()) => self.snapshot_slice(room),
                 () = shutdown.cancelled() => break,
@@ -473,9 +573,299 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::Outcome;
-    use crate::judge::Rule;
+    use crate::extract::{EndpointKey, Outcome};
+    use crate::judge::{Resolution, Rule};
     use crate::testing::{endpoint, request};
+
+    const T0: u64 = 1_763_658_000_000;
+
+    fn state_of(yaml: &str) -> State {
+        let config = Config::from_yaml(yaml).unwrap();
+        let telemetry = Arc::new(Telemetry::default());
+        Pipeline::new(&config, telemetry, None, CancellationToken::new())
+            .0
+            .state
+    }
+
+    fn req(service: &str, path: &str, version: &str, ms: f64, outcome: Outcome) -> Sample {
+        let key = EndpointKey {
+            service: service.into(),
+            endpoint: path.into(),
+            dims: Vec::new(),
+            phase: crate::phase::Phase::Request,
+        };
+        Sample::request(key, version, Duration::from_secs_f64(ms / 1e3), outcome, 0)
+    }
+
+    /// One tick as the task runs it, in slices of `budget` series;
+    /// returns the services judged.
+    fn tick(state: &mut State, now: u64, budget: usize) -> usize {
+        state.begin(now, false);
+        let mut judged = 0;
+        for _ in 0..100_000 {
+            if !state.evaluating() {
+                break;
+            }
+            judged += state.judge_slice(|series| series < budget);
+        }
+        assert!(!state.evaluating(), "the round ends");
+        judged
+    }
+
+    fn firing(state: &State, service: &str) -> Vec<(String, Rule)> {
+        let mut v: Vec<_> = state
+            .judge
+            .judgements_of(service)
+            .filter(|(_, j)| j.firing().is_some())
+            .map(|(k, _)| (k.candidate.clone(), k.rule))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_touched_service_is_judged_at_the_next_tick_and_only_it() {
+        let mut state = state_of("judge:\n  alerts:\n    hold: 0s\n");
+        let mut t = T0;
+        for _ in 0..30 {
+            for service in ["a", "b"] {
+                state.record(&vec![req(service, "/p", "v1", 40.0, Outcome::Ok); 5], t);
+            }
+            t += 1_000;
+            assert_eq!(tick(&mut state, t, SLICE_SERIES), 2, "both took samples");
+        }
+        // T0 + 30 s opened a slot; 31 s is within it. Nothing new, no timer:
+        // nothing to judge.
+        t += 1_000;
+        assert_eq!(tick(&mut state, t, SLICE_SERIES), 0);
+        // A slow version of a: judged at the next tick, b left alone.
+        state.record(&vec![req("a", "/p", "v2", 900.0, Outcome::Ok); 30], t);
+        t += 1_000;
+        assert_eq!(tick(&mut state, t, SLICE_SERIES), 1);
+        assert!(
+            firing(&state, "a").contains(&("v2".into(), Rule::Sla)),
+            "{:?}",
+            firing(&state, "a")
+        );
+        assert!(firing(&state, "b").is_empty());
+        // A new slot: every service again (their windows moved).
+        assert_eq!(t, T0 + 32_000);
+        for _ in 0..7 {
+            t += 1_000;
+            assert_eq!(tick(&mut state, t, SLICE_SERIES), 0);
+        }
+        t += 1_000;
+        assert_eq!(t, T0 + 40_000);
+        assert_eq!(tick(&mut state, t, SLICE_SERIES), 2);
+    }
+
+    #[test]
+    fn a_quiet_service_resolves_and_expires_on_time() {
+        let mut state = state_of("judge:\n  alerts:\n    hold: 0s\n");
+        let mut t = T0;
+        for _ in 0..30 {
+            state.record(&vec![req("a", "/p", "v1", 40.0, Outcome::Ok); 5], t);
+            state.record(&vec![req("a", "/p", "v2", 900.0, Outcome::Ok); 2], t);
+            t += 1_000;
+            tick(&mut state, t, SLICE_SERIES);
+        }
+        assert!(firing(&state, "a").contains(&("v2".into(), Rule::Sla)));
+        let last = t - 1_000;
+        let mut alerts = state.alerts.subscribe();
+        // Not a sample more: the alerts resolve at the first tick at or past
+        // no_traffic_resolve (180 s) after the last request, the series go
+        // at the first past their idle timeout (1800 s), and in between a
+        // service is judged only at a new slot (every 10 ticks) or a timer.
+        let mut judged = 0;
+        let mut expired_at = None;
+        for _ in 0..1_900 {
+            t += 1_000;
+            judged += tick(&mut state, t, SLICE_SERIES);
+            if expired_at.is_none() && state.aggregator.series_count() == 0 {
+                expired_at = Some(t);
+            }
+        }
+        let mut resolved = Vec::new();
+        while let Ok(event) = alerts.try_recv() {
+            resolved.push(event);
+        }
+        let no_traffic: Vec<_> = resolved
+            .iter()
+            .filter(|e| e.judgement.alert(e.severity).resolution == Some(Resolution::NoTraffic))
+            .collect();
+        assert!(!no_traffic.is_empty(), "{resolved:?}");
+        for event in no_traffic {
+            assert_eq!(event.time_ms, last + 180_000, "{event:?}");
+        }
+        assert_eq!(expired_at, Some(last + 1_800_000));
+        assert_eq!(
+            state.judge.judgements().count(),
+            0,
+            "retired with the series"
+        );
+        assert!(
+            judged <= 1_900 / 10 + 10,
+            "judged {judged} times in 1900 quiet ticks"
+        );
+    }
+
+    #[test]
+    fn a_slice_stops_at_its_budget() {
+        let mut state = state_of("");
+        let mut batch = Vec::new();
+        for s in 0..10 {
+            for e in 0..50 {
+                batch.push(req(
+                    &format!("s{s}"),
+                    &format!("/e{e}"),
+                    "v1",
+                    40.0,
+                    Outcome::Ok,
+                ));
+            }
+        }
+        state.record(&batch, T0);
+        assert_eq!(state.aggregator.series_count(), 500);
+        state.begin(T0, false);
+        // 50 series a service: the third reaches 120.
+        assert_eq!(state.judge_slice(|series| series < 120), 3);
+        assert!(state.evaluating());
+        assert_eq!(state.judge_slice(|series| series < 1), 1);
+        assert_eq!(state.judge_slice(|_| false), 0, "asked before each service");
+        assert_eq!(state.judge_slice(|_| true), 6);
+        assert!(!state.evaluating());
+        assert_eq!(state.judge_slice(|_| true), 0, "no round, no work");
+    }
+
+    /// Minimal deterministic generator (SplitMix64).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// What a state decided: every judgement, every endpoint's baseline,
+    /// the series kept, the alert transitions counted.
+    type Decided<'a> = (
+        std::collections::BTreeMap<&'a AlertKey, &'a Judgement>,
+        Vec<(EndpointKey, Option<&'a str>)>,
+        usize,
+        u64,
+    );
+
+    fn verdicts(state: &State) -> Decided<'_> {
+        let mut baselines: Vec<_> = state
+            .aggregator
+            .endpoints()
+            .map(|(e, _)| (e.clone(), state.judge.baseline(e)))
+            .collect();
+        baselines.sort();
+        (
+            state.judge.judgements().collect(),
+            baselines,
+            state.aggregator.series_count(),
+            state.revision,
+        )
+    }
+
+    /// Equal, or equal as text (a figure may be NaN, unequal to itself).
+    fn assert_same(a: &State, b: &State, context: &str) {
+        let (a, b) = (verdicts(a), verdicts(b));
+        if a != b {
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{context}");
+        }
+    }
+
+    #[test]
+    fn incremental_verdicts_equal_a_full_evaluation_on_a_random_workload() {
+        // Short times, so windows, horizons, epochs, holds, quiet versions,
+        // promotions and idle expiry all happen within the run.
+        let yaml = "aggregate:\n  slot: 5s\n  window: 30s\n  baseline_horizon: 90s\n  series_idle_timeout: 100s\n\
+                    judge:\n  alerts:\n    hold: 3s\n    resolve_hold: 7s\n    no_traffic_resolve: 40s\n\
+                    \x20 promotion:\n    after: 30s\n  sequential:\n    epoch: 90s\n";
+        for seed in [1, 2] {
+            let mut full = state_of(yaml);
+            let mut incremental = state_of(yaml);
+            let mut rng = Rng(seed);
+            let mut t = T0 + 777;
+            let mut events = (full.alerts.subscribe(), incremental.alerts.subscribe());
+            let (mut judged, mut expired) = (0, false);
+            for i in 0..420u64 {
+                let mut batch = Vec::new();
+                for s in 0..5u64 {
+                    // Each service busy in phases, quiet in others (s4
+                    // for good after a while: its series expire).
+                    if (i / 60 + s) % 4 == 3 || rng.below(3) == 0 || (s == 4 && i > 150) {
+                        continue;
+                    }
+                    for e in 0..=(s % 3) {
+                        for v in 0..3u64 {
+                            // v0 always, v1 and v2 in turns (long enough
+                            // to expire), v2 slow.
+                            if v > 0 && (i / 120 + v) % 3 == 0 {
+                                continue;
+                            }
+                            let n = 1 + rng.below(4);
+                            for _ in 0..n {
+                                let base = if v == 2 { 300.0 } else { 60.0 };
+                                let ms = base + rng.below(40) as f64;
+                                let outcome = if rng.below(30) == 0 {
+                                    Outcome::Timeout
+                                } else {
+                                    Outcome::Ok
+                                };
+                                batch.push(req(
+                                    &format!("s{s}"),
+                                    &format!("/e{e}"),
+                                    &format!("v{v}"),
+                                    ms,
+                                    outcome,
+                                ));
+                            }
+                        }
+                    }
+                }
+                let before = full.aggregator.series_count();
+                full.record(&batch, t);
+                incremental.record(&batch, t);
+                if i == 300 {
+                    for s in [&mut full, &mut incremental] {
+                        s.judge.set_baseline("s1", None, "v1").unwrap();
+                    }
+                }
+                t += 1_000;
+                full.evaluate(t);
+                judged += tick(&mut incremental, t, 7);
+                assert_same(&full, &incremental, &format!("seed {seed}, tick {i}"));
+                expired |= full.aggregator.series_count() < before;
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                while let Ok(e) = events.0.try_recv() {
+                    a.push(format!("{e:?}"));
+                }
+                while let Ok(e) = events.1.try_recv() {
+                    b.push(format!("{e:?}"));
+                }
+                a.sort();
+                b.sort();
+                assert_eq!(a, b, "seed {seed}, tick {i}");
+            }
+            assert!(full.revision > 0, "alerts moved");
+            assert!(expired, "series expired");
+            assert!(
+                judged < 420 * 5,
+                "seed {seed}: {judged} services judged, a full evaluation judges 2100"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn a_full_aggregation_queue_refuses_and_counts() {

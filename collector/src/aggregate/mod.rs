@@ -24,7 +24,8 @@ mod histogram;
 pub mod sketch;
 mod slots;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -67,6 +68,18 @@ struct Located {
     at: Location,
     /// Its service's endpoint cap sent it to [`OVERFLOW_ENDPOINT`].
     capped: bool,
+}
+
+/// One service's endpoints: what judging one service at a time, and
+/// expiring it, reads instead of every endpoint.
+#[derive(Debug, Default)]
+struct ServiceIndex {
+    /// Positions in [`Aggregator::endpoints`], in the order the endpoints
+    /// came (kept when a removal moves another endpoint's position).
+    endpoints: Vec<usize>,
+    /// The slot at which its series last merged their aged slots: once
+    /// per slot, not once per tick.
+    compacted_slot: u64,
 }
 
 /// Database calls wait this long for their request span. A request span ends
@@ -393,8 +406,8 @@ pub struct Aggregator {
     horizon_slots: u64,
     /// How slots coarsen with age.
     steps: Steps,
-    /// The slot index of the last [`Aggregator::expire`] that merged slots:
-    /// they merge once per slot, not once per tick.
+    /// The slot index at which the overflow series last merged its slots
+    /// ([`Aggregator::expire_shared`]); each service keeps its own.
     compacted_slot: u64,
     /// `aggregate.allowed_lateness` in ms.
     lateness_ms: u64,
@@ -415,8 +428,19 @@ pub struct Aggregator {
     pending_traces: usize,
     /// `extract.endpoints.max_per_service`.
     max_endpoints_per_service: usize,
-    /// Endpoints per service, for that cap.
-    service_endpoints: HashMap<String, usize>,
+    /// Each service's endpoints (their count is what that cap limits), by
+    /// name: a judge's sweep walks them in order and resumes after a name.
+    services: BTreeMap<String, ServiceIndex>,
+    /// Per endpoint (by position), the [`Aggregator::generation`] in which
+    /// it last took a sample: a service is named in `touched` once per
+    /// generation per endpoint, at the cost of one comparison per sample.
+    touched_in: Vec<u64>,
+    /// Grows at each [`Aggregator::take_touched`].
+    generation: u64,
+    /// Services that took samples (or lost series to eviction) since the
+    /// last [`Aggregator::take_touched`], with repeats; at most one entry
+    /// per endpoint and service.
+    touched: Vec<String>,
     /// The last point of every cumulative histogram stream.
     streams: Streams,
     /// Where the limits it hits are counted (series cap, endpoint cap,
@@ -469,7 +493,10 @@ impl Aggregator {
             pending_db: HashMap::new(),
             pending_traces: 0,
             max_endpoints_per_service: defaults.max_endpoints_per_service,
-            service_endpoints: HashMap::new(),
+            services: BTreeMap::new(),
+            touched_in: Vec::new(),
+            generation: 1,
+            touched: Vec::new(),
             streams: Streams::new(defaults.max_streams),
             telemetry,
             positions_held: false,
@@ -640,8 +667,8 @@ impl Aggregator {
             },
             None if at_cap => (None, false),
             None => {
-                let endpoints = self.service_endpoints.get(&endpoint.service);
-                if endpoints.is_some_and(|n| *n >= self.max_endpoints_per_service)
+                let endpoints = self.services.get(&endpoint.service);
+                if endpoints.is_some_and(|s| s.endpoints.len() >= self.max_endpoints_per_service)
                     && endpoint.endpoint != OVERFLOW_ENDPOINT
                 {
                     let overflow = EndpointKey {
@@ -653,10 +680,12 @@ impl Aggregator {
                 // Appended last: no other position moves.
                 let versions = Versions(vec![(version.to_owned(), Series::new(time_ms))]);
                 let (e, _) = self.endpoints.insert_full(endpoint.clone(), versions);
-                *self
-                    .service_endpoints
+                self.touched_in.push(0);
+                self.services
                     .entry(endpoint.service.clone())
-                    .or_default() += 1;
+                    .or_default()
+                    .endpoints
+                    .push(e);
                 self.series += 1;
                 *self
                     .per_service
@@ -721,33 +750,57 @@ impl Aggregator {
                     versions.0.remove(v);
                     evicted += 1;
                     forget_one(&mut self.per_service, &key.service);
+                    // Its judgements must go: the judge is told.
+                    self.touched.push(key.service.clone());
                 }
             }
         }
-        // Emptied endpoints go, from the back: a swap brings in the last
-        // endpoint, already seen and kept, so one pass is O(endpoints).
-        // Not while a snapshot's cursor needs the positions to stay.
-        let mut e = if self.positions_held {
-            0
-        } else {
-            self.endpoints.len()
-        };
-        while e > 0 {
-            e -= 1;
-            if self
-                .endpoints
-                .get_index(e)
-                .is_some_and(|(_, v)| v.is_empty())
-            {
-                if let Some((key, _)) = self.endpoints.swap_remove_index(e) {
-                    forget_one(&mut self.service_endpoints, &key.service);
-                }
+        // Emptied endpoints go, highest first (a removal moves in only an
+        // endpoint already kept), with any a snapshot left in place: not
+        // while a snapshot's cursor needs the positions to stay.
+        if !self.positions_held {
+            let empty: Vec<usize> = (0..self.endpoints.len())
+                .rev()
+                .filter(|e| {
+                    self.endpoints
+                        .get_index(*e)
+                        .is_some_and(|(_, v)| v.is_empty())
+                })
+                .collect();
+            for e in empty {
+                self.remove_endpoint(e);
             }
         }
         self.series -= evicted;
         self.located.clear();
         self.telemetry.series_evicted(evicted as u64);
         self.telemetry.series_active(self.series);
+    }
+
+    /// Removes the endpoint at position `e`: the last endpoint takes its
+    /// position (`swap_remove`), and the service index follows both.
+    fn remove_endpoint(&mut self, e: usize) {
+        let last = self.endpoints.len().saturating_sub(1);
+        let Some((key, _)) = self.endpoints.swap_remove_index(e) else {
+            return;
+        };
+        self.touched_in.swap_remove(e);
+        if let Some(index) = self.services.get_mut(&key.service) {
+            index.endpoints.retain(|p| *p != e);
+            if index.endpoints.is_empty() {
+                self.services.remove(&key.service);
+            }
+        }
+        if e != last {
+            let moved = self.endpoints.get_index(e).map(|(k, _)| k.service.as_str());
+            if let Some(index) = moved.and_then(|s| self.services.get_mut(s)) {
+                for p in &mut index.endpoints {
+                    if *p == last {
+                        *p = e;
+                    }
+                }
+            }
+        }
     }
 
     fn record_db_call(&mut self, trace_id: &[u8; 16], service: &str, now_ms: u64) {
@@ -803,6 +856,9 @@ impl Aggregator {
         now_ms: u64,
     ) {
         let slot_index = time_ms / self.slot_ms;
+        if let Some((e, _)) = at {
+            self.touch(e);
+        }
         let series = at.and_then(|(e, v)| {
             let (_, versions) = self.endpoints.get_index_mut(e)?;
             versions.0.get_mut(v).map(|(_, series)| series)
@@ -852,44 +908,106 @@ impl Aggregator {
         }
     }
 
-    /// Merges slots that have aged into a coarser block (once per slot),
-    /// drops blocks older than the horizon, series idle past the timeout
-    /// and database calls that never met their request.
+    /// Names the service of endpoint `e` in `touched`, once per generation.
+    fn touch(&mut self, e: usize) {
+        let Some(seen) = self.touched_in.get_mut(e) else {
+            return;
+        };
+        if *seen == self.generation {
+            return;
+        }
+        *seen = self.generation;
+        if let Some((key, _)) = self.endpoints.get_index(e) {
+            self.touched.push(key.service.clone());
+        }
+    }
+
+    /// The services that took samples, or lost series to eviction, since
+    /// the last call (with repeats): those whose verdicts may have changed
+    /// other than by the passage of time.
+    pub fn take_touched(&mut self) -> Vec<String> {
+        self.generation += 1;
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Every service, in name order, from `from` on.
+    pub fn services_from<'a>(&'a self, from: Bound<&'a str>) -> impl Iterator<Item = &'a str> {
+        self.services
+            .range::<str, _>((from, Bound::Unbounded))
+            .map(|(s, _)| s.as_str())
+    }
+
+    /// The endpoints of `service` with their versions, in the order they came.
+    pub fn service_endpoints(&self, service: &str) -> Vec<(&EndpointKey, &Versions)> {
+        let Some(index) = self.services.get(service) else {
+            return Vec::new();
+        };
+        index
+            .endpoints
+            .iter()
+            .filter_map(|e| self.endpoints.get_index(*e))
+            .collect()
+    }
+
+    /// Live series of `service`.
+    pub fn service_series(&self, service: &str) -> usize {
+        self.per_service.get(service).copied().unwrap_or(0)
+    }
+
+    /// [`Aggregator::expire_service`] for every service, and
+    /// [`Aggregator::expire_shared`].
     pub fn expire(&mut self, now_ms: u64) {
+        let services: Vec<String> = self.services.keys().cloned().collect();
+        for service in &services {
+            self.expire_service(service, now_ms);
+        }
+        self.expire_shared(now_ms);
+    }
+
+    /// The series of `service`: merges slots that have aged into a coarser
+    /// block (once per slot), drops blocks older than the horizon and
+    /// series idle past the timeout. Touches only that service, so a judge
+    /// that judges a service at a time expires it just before.
+    pub fn expire_service(&mut self, service: &str, now_ms: u64) {
         let now_slot = now_ms / self.slot_ms;
+        let Some(index) = self.services.get_mut(service) else {
+            return;
+        };
+        let compact = now_slot != index.compacted_slot;
+        index.compacted_slot = now_slot;
         let oldest_kept = (now_slot + 1).saturating_sub(self.horizon_slots);
-        let compact = now_slot != self.compacted_slot;
-        self.compacted_slot = now_slot;
         let steps = self.steps;
         let idle_ms = self.config.series_idle_timeout.as_millis() as u64;
         let mut removed = 0;
-        let per_service = &mut self.per_service;
-        let service_endpoints = &mut self.service_endpoints;
-        let held = self.positions_held;
-        self.endpoints.retain(|key, versions| {
+        let mut emptied = Vec::new();
+        for &e in &index.endpoints {
+            let Some((_, versions)) = self.endpoints.get_index_mut(e) else {
+                continue;
+            };
             versions.0.retain_mut(|(_, series)| {
                 series.slots.expire(oldest_kept);
                 if compact {
                     series.slots.compact(&steps, now_slot);
                 }
                 let keep = series.last_seen_ms.saturating_add(idle_ms) > now_ms;
-                if !keep {
-                    removed += 1;
-                    forget_one(per_service, &key.service);
-                }
+                removed += usize::from(!keep);
                 keep
             });
-            let keep = held || !versions.is_empty();
-            if !keep {
-                forget_one(service_endpoints, &key.service);
+            if versions.is_empty() {
+                emptied.push(e);
             }
-            keep
-        });
-        self.streams.expire(now_ms, idle_ms);
-        self.telemetry.metric_streams(self.streams.len());
-        self.overflow.slots.expire(oldest_kept);
-        if compact {
-            self.overflow.slots.compact(&steps, now_slot);
+        }
+        for _ in 0..removed {
+            forget_one(&mut self.per_service, service);
+        }
+        // Highest first, so each removal moves only a kept endpoint; not
+        // while a snapshot's cursor needs the positions to stay (an empty
+        // endpoint is found again at the service's next expiry).
+        if !self.positions_held {
+            emptied.sort_unstable_by(|a, b| b.cmp(a));
+            for e in emptied {
+                self.remove_endpoint(e);
+            }
         }
         if removed > 0 {
             self.series -= removed;
@@ -897,6 +1015,24 @@ impl Aggregator {
             self.telemetry.series_active(self.series);
             // Positions after the removed series moved.
             self.located.clear();
+        }
+    }
+
+    /// What belongs to no service: the overflow series (as
+    /// [`Aggregator::expire_service`] does a series), idle histogram
+    /// streams and database calls that never met their request.
+    pub fn expire_shared(&mut self, now_ms: u64) {
+        let now_slot = now_ms / self.slot_ms;
+        let oldest_kept = (now_slot + 1).saturating_sub(self.horizon_slots);
+        let compact = now_slot != self.compacted_slot;
+        self.compacted_slot = now_slot;
+        let steps = self.steps;
+        let idle_ms = self.config.series_idle_timeout.as_millis() as u64;
+        self.streams.expire(now_ms, idle_ms);
+        self.telemetry.metric_streams(self.streams.len());
+        self.overflow.slots.expire(oldest_kept);
+        if compact {
+            self.overflow.slots.compact(&steps, now_slot);
         }
         let mut unmatched = 0;
         let mut pending = 0;
@@ -1086,14 +1222,17 @@ impl Aggregator {
         endpoints.retain(|_, v| !v.is_empty());
         self.series = endpoints.values().map(Versions::len).sum();
         self.per_service.clear();
-        self.service_endpoints.clear();
-        for (key, versions) in &endpoints {
+        self.services.clear();
+        for (e, (key, versions)) in endpoints.iter().enumerate() {
             *self.per_service.entry(key.service.clone()).or_default() += versions.len();
-            *self
-                .service_endpoints
+            self.services
                 .entry(key.service.clone())
-                .or_default() += 1;
+                .or_default()
+                .endpoints
+                .push(e);
         }
+        self.touched_in = vec![0; endpoints.len()];
+        self.touched = self.services.keys().cloned().collect();
         self.endpoints = endpoints;
         self.located.clear();
         self.overflow = overflow;

@@ -1,9 +1,12 @@
 //! The dashboard's memory: per series, the figures of the last evaluation
 //! ticks, and the regressions that fired and resolved.
 //!
-//! The pipeline task calls [`History::record`] once per evaluation tick,
-//! after the judge, so a page opened late still shows how a version got where
-//! it is. Every part is bounded by configuration (`admin.history_points` per
+//! The pipeline task calls [`History::record_service`] for each service
+//! it judged, after the judge, and [`History::tick`] once per evaluation
+//! tick, so a page opened late still shows how a version got where it is.
+//! A service is judged when its figures can have changed (new samples, a
+//! new slot, a timer: see [`crate::judge::schedule`]), so its points are
+//! the steps of its chart; [`History::record`] records every service. Every part is bounded by configuration (`admin.history_points` per
 //! series, `admin.history_series` series, `admin.history_regressions` past
 //! regressions): it must never grow with traffic, and it must never change
 //! what is measured or judged; it only copies figures out of the aggregator
@@ -277,10 +280,9 @@ impl History {
         }
     }
 
-    /// Records one evaluation tick: a point per live series, and the alert
-    /// `transitions` the judge just made. A series that got no point for a
-    /// whole ring's span (`limits.points` ticks of `interval_ms`) is
-    /// forgotten, making room for new ones.
+    /// Records one evaluation tick of every service, as [`History::tick`]
+    /// and [`History::record_service`] for each would, with the alert
+    /// `transitions` the judge just made.
     pub fn record(
         &mut self,
         agg: &Aggregator,
@@ -290,16 +292,62 @@ impl History {
         now_ms: u64,
     ) {
         self.forget_stale(interval_ms, now_ms);
+        let services: Vec<&str> = agg
+            .services_from(std::ops::Bound::Unbounded)
+            .chain(transitions.iter().map(|t| t.key.endpoint.service.as_str()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for service in services {
+            let of_service: Vec<Transition> = transitions
+                .iter()
+                .filter(|t| t.key.endpoint.service == service)
+                .cloned()
+                .collect();
+            self.record_service(agg, judge, service, &of_service, now_ms);
+        }
+        self.count_untracked(agg);
+    }
+
+    /// Starts an evaluation tick: a series that got no point for a whole
+    /// ring's span (`limits.points` ticks of `interval_ms`) is forgotten,
+    /// making room for new ones, and the live series left out are counted.
+    pub fn tick(&mut self, agg: &Aggregator, interval_ms: u64, now_ms: u64) {
+        self.forget_stale(interval_ms, now_ms);
+        self.count_untracked(agg);
+    }
+
+    /// Live series without a ring (`admin.history_series` reached).
+    fn count_untracked(&mut self, agg: &Aggregator) {
+        let untracked = agg.series_count().saturating_sub(self.tracked) as u64;
+        if untracked > 0 && self.untracked == 0 {
+            tracing::warn!(
+                untracked,
+                limit = self.limits.series,
+                "admin.history_series reached: the dashboard leaves further series out"
+            );
+        }
+        self.untracked = untracked;
+    }
+
+    /// Records `service` as just judged: a point per series, and the alert
+    /// `transitions` the judge just made for it.
+    pub fn record_service(
+        &mut self,
+        agg: &Aggregator,
+        judge: &Judge,
+        service: &str,
+        transitions: &[Transition],
+        now_ms: u64,
+    ) {
         let limit = self.limits.points;
-        let mut untracked = 0;
-        for (endpoint, versions) in agg.endpoints() {
+        for (endpoint, versions) in agg.service_endpoints(service) {
             for (version, series) in versions.iter() {
                 let known = self
                     .series
                     .get(endpoint)
                     .is_some_and(|v| v.contains_key(version.as_str()));
                 if !known && self.tracked >= self.limits.series {
-                    untracked += 1;
                     continue;
                 }
                 let w = agg.window(series, now_ms);
@@ -324,15 +372,7 @@ impl History {
                     .push(point, limit);
             }
         }
-        if untracked > 0 && self.untracked == 0 {
-            tracing::warn!(
-                untracked,
-                limit = self.limits.series,
-                "admin.history_series reached: the dashboard leaves further series out"
-            );
-        }
-        self.untracked = untracked;
-        self.record_alerts(judge, transitions, now_ms);
+        self.record_alerts(judge, service, transitions, now_ms);
     }
 
     fn forget_stale(&mut self, interval_ms: u64, now_ms: u64) {
@@ -349,7 +389,13 @@ impl History {
         self.tracked -= forgotten;
     }
 
-    fn record_alerts(&mut self, judge: &Judge, transitions: &[Transition], now_ms: u64) {
+    fn record_alerts(
+        &mut self,
+        judge: &Judge,
+        service: &str,
+        transitions: &[Transition],
+        now_ms: u64,
+    ) {
         for t in transitions {
             let evidence = t.judgement.result.evidence.clone();
             let open_key = (t.key.clone(), t.severity);
@@ -393,7 +439,7 @@ impl History {
         }
         // While firing, keep the latest evidence that still breaches: that is
         // what a resolved alert is shown with.
-        for (key, judgement) in judge.judgements() {
+        for (key, judgement) in judge.judgements_of(service) {
             for severity in Severity::ALL {
                 let breaching = judgement.alert(severity).state == AlertState::Firing
                     && judgement.result.conditions.at(severity) == Condition::Breach;

@@ -140,17 +140,21 @@ impl OtlpEmitter {
         self.duration.record(seconds, &attrs);
     }
 
-    /// Records what an evaluation left: every judgement's alert states
-    /// (per severity), ratio and verdict, the alerts that fired now, and
-    /// every series' database calls per request.
-    pub fn record_evaluation(
+    /// Records what the judge just decided for `service`: the regression
+    /// gauges of its judgements, a firing counted for each alert in
+    /// `transitions` that fired, and each series' database calls per
+    /// request. Gauges keep their last value, so a service judged again
+    /// only when something can have changed exports the same figures as
+    /// one recorded every tick.
+    pub fn record_service(
         &self,
         agg: &Aggregator,
         judge: &Judge,
+        service: &str,
         transitions: &[Transition],
         now_ms: u64,
     ) {
-        for (key, judgement) in judge.judgements() {
+        for (key, judgement) in judge.judgements_of(service) {
             let mut attrs = regression_attributes(key).to_vec();
             self.push_dimensions(&mut attrs, &key.endpoint);
             self.ratio.record(judgement.result.evidence.ratio, &attrs);
@@ -177,7 +181,10 @@ impl OtlpEmitter {
             }
         }
         // Database calls are counted per request, not per phase.
-        let requests = agg.endpoints().filter(|(e, _)| e.phase.is_request());
+        let requests = agg
+            .service_endpoints(service)
+            .into_iter()
+            .filter(|(e, _)| e.phase.is_request());
         for (endpoint, versions) in requests {
             for (version, series) in versions.iter() {
                 let w = agg.window(series, now_ms);

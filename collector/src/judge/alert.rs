@@ -132,6 +132,22 @@ impl AlertMachine {
         self.transition(next, now_ms, Resolution::Cleared)
     }
 
+    /// When it moves with no change of its condition: a pending alert
+    /// fires at the end of its hold, a firing one whose condition is clear
+    /// resolves at the end of the resolve hold. `None`: only a new
+    /// condition (or no traffic, [`AlertMachine::quiet`]) moves it.
+    pub fn wake_ms(&self, policy: &AlertPolicy) -> Option<u64> {
+        match (self.state, self.clear_since_ms) {
+            (AlertState::Pending, _) => {
+                Some(self.since_ms.saturating_add(policy.hold.as_millis() as u64))
+            }
+            (AlertState::Firing, Some(clear)) => {
+                Some(clear.saturating_add(policy.resolve_hold.as_millis() as u64))
+            }
+            _ => None,
+        }
+    }
+
     /// Forces a firing or pending alert down because its subject is gone
     /// (series expired, baseline replaced); returns the previous state.
     pub fn retire(&mut self, now_ms: u64) -> Option<AlertState> {

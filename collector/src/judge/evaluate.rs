@@ -1,20 +1,25 @@
-//! One evaluation: every service's endpoints and versions, judged.
+//! One evaluation: a service's endpoints and versions, judged.
 //!
-//! Service by service (so only one service's windows are in memory at a
-//! time): each endpoint's baseline is chosen and held to the absolute
-//! rules, each candidate judged against it, then every candidate serving
-//! two endpoints or more judged across them. What was decided is then
-//! applied to the alerts ([`Judge::evaluate`]): transitions, the retirement
-//! of alerts whose subject is gone, and promotion.
+//! A service at a time ([`Judge::evaluate_service`]; [`Judge::evaluate`]
+//! takes every service in turn): each endpoint's baseline is chosen and
+//! held to the absolute rules, each candidate judged against it, then every
+//! candidate serving two endpoints or more judged across them. What was
+//! decided is then applied to the service's alerts: transitions, the
+//! retirement of alerts whose subject is gone, and promotion. Nothing of
+//! another service is read or written.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use hashbrown::{HashMap, HashSet};
 
 use super::rules::{self, Candidate, Epoch, Pair, RuleResult, Verdict};
-use super::{ack_key, AlertKey, Chosen, Judge, Judgement, KeyRef, Transition, ALL_ENDPOINTS};
+use super::{
+    ack_key, AlertKey, Chosen, Judge, Judgement, KeyRef, ServiceState, Transition, ALL_ENDPOINTS,
+};
 use crate::aggregate::{Aggregator, Series, Versions, WindowSummary};
+use crate::config::AlertPolicy;
 use crate::extract::EndpointKey;
 use crate::judge::{AckKey, Rule};
 use crate::phase::Phase;
@@ -123,11 +128,43 @@ pub(super) fn rules_for(
 }
 
 impl Judge {
-    /// Judges every endpoint at `now_ms`; returns the alerts that changed.
+    /// Judges every service at `now_ms` (those with series and those the
+    /// judge holds state for), in name order, each as
+    /// [`Judge::evaluate_service`]; returns the alerts that changed, in key
+    /// order.
     pub fn evaluate(&mut self, agg: &Aggregator, now_ms: u64) -> Vec<Transition> {
-        let (decided, chosen) = self.decide(agg, now_ms);
+        let mut services: BTreeSet<String> = agg
+            .services_from(Bound::Unbounded)
+            .map(str::to_owned)
+            .collect();
+        services.extend(self.services.keys().cloned());
+        let mut transitions = Vec::new();
+        for service in &services {
+            transitions.extend(self.evaluate_service(agg, service, now_ms));
+        }
+        transitions
+    }
+
+    /// Judges `service` at `now_ms`: its endpoints and versions, its
+    /// version-wide verdicts, its alerts (those whose subject is gone
+    /// retire: a service with no series left loses them all) and
+    /// promotions. Returns the alerts that changed, in key order. Reads
+    /// and writes nothing of another service.
+    pub fn evaluate_service(
+        &mut self,
+        agg: &Aggregator,
+        service: &str,
+        now_ms: u64,
+    ) -> Vec<Transition> {
+        // Taken out while judged, so the judge's settings stay readable.
+        let (name, mut state) = self
+            .services
+            .remove_entry(service)
+            .unwrap_or_else(|| (service.to_owned(), ServiceState::default()));
+        let endpoints = agg.service_endpoints(service);
+        let (decided, chosen) = self.decide(&state, agg, endpoints, now_ms);
         for (endpoint, version) in chosen {
-            self.baselines.insert(
+            state.baselines.insert(
                 endpoint,
                 Chosen {
                     version,
@@ -135,61 +172,70 @@ impl Judge {
                 },
             );
         }
-        if self.baselines.len() > agg.endpoint_count() {
-            // Endpoints the aggregator expired.
-            self.baselines.retain(|e, _| agg.versions(e).is_some());
-        }
-        let (mut transitions, kept) = self.apply(&decided, now_ms);
-        self.retire_unjudged(&decided, kept, now_ms, &mut transitions);
-        self.forget_acknowledgements();
-        self.promote(agg, &decided, now_ms);
+        // Endpoints the aggregator expired.
+        state.baselines.retain(|e, _| agg.versions(e).is_some());
+        let (mut transitions, kept) = apply(&self.config.alerts, &mut state, &decided, now_ms);
+        retire_unjudged(&mut state, &decided, kept, now_ms, &mut transitions);
+        self.forget_acknowledgements(service, &state);
+        self.promote(&mut state, agg, &decided, now_ms);
         transitions.sort_by(|a, b| (&a.key, a.severity).cmp(&(&b.key, b.severity)));
+        if !state.is_empty() {
+            self.services.insert(name, state);
+        }
         transitions
     }
 
-    /// The read-only half of an evaluation: what every key's rules say now,
-    /// and the incumbent baselines that changed.
+    /// The read-only half of an evaluation of one service (`endpoints`):
+    /// what every key's rules say now, and the incumbent baselines that
+    /// changed.
     fn decide<'a>(
         &self,
+        state: &ServiceState,
         agg: &'a Aggregator,
+        endpoints: Vec<(&'a EndpointKey, &'a Versions)>,
         now_ms: u64,
     ) -> (Decided<'a>, Vec<(EndpointKey, String)>) {
-        let judged: HashSet<(&EndpointKey, &str)> = self
+        let judged: HashSet<(&EndpointKey, &str)> = state
             .judgements
             .keys()
             .map(|k| (&k.endpoint, k.candidate.as_str()))
             .collect();
-        let mut decided = Vec::with_capacity(self.judgements.len() + 64);
+        let mut decided = Vec::with_capacity(state.judgements.len() + 16);
         let mut chosen = Vec::new();
-        for endpoints in by_service(agg).into_values() {
-            let last = last_requests(&endpoints);
-            let seen: Vec<Endpoint<'a>> = endpoints
-                .into_iter()
-                .map(|(key, versions)| self.see(agg, key, versions, &judged, &last, now_ms))
-                .collect();
-            for e in &seen {
-                if let Some(b) = &e.baseline {
-                    let fixed = self.fixed_baseline(e.key).is_some();
-                    let promoted = self
-                        .baselines
-                        .get(e.key)
-                        .is_some_and(|c| c.promoted_ms.is_some() && c.version == **b);
-                    let known = self.baselines.get(e.key).map(|c| c.version.as_str());
-                    if !fixed && !promoted && known != Some(b) {
-                        chosen.push((e.key.clone(), b.clone().into_owned()));
-                    }
+        let last = last_requests(&endpoints);
+        let mut seen: Vec<Endpoint<'a>> = endpoints
+            .into_iter()
+            .map(|(key, versions)| self.see(state, agg, key, versions, &judged, &last, now_ms))
+            .collect();
+        // A version is judged across the service's endpoints one phase at
+        // a time: the request before its phases.
+        seen.sort_by_key(|e| e.key.phase);
+        for e in &seen {
+            if let Some(b) = &e.baseline {
+                let fixed = self.fixed_baseline(e.key).is_some();
+                let promoted = state
+                    .baselines
+                    .get(e.key)
+                    .is_some_and(|c| c.promoted_ms.is_some() && c.version == **b);
+                let known = state.baselines.get(e.key).map(|c| c.version.as_str());
+                if !fixed && !promoted && known != Some(b) {
+                    chosen.push((e.key.clone(), b.clone().into_owned()));
                 }
-                self.judge_endpoint(e, &mut decided);
             }
-            self.judge_versions(&seen, &judged, now_ms, &mut decided);
+            self.judge_endpoint(state, e, &mut decided);
+        }
+        for same_phase in seen.chunk_by(|a, b| a.key.phase == b.key.phase) {
+            self.judge_versions(same_phase, &judged, now_ms, &mut decided);
         }
         (decided, chosen)
     }
 
     /// One endpoint's versions: windows, epochs, the baseline and whether
     /// it can be trusted.
+    #[allow(clippy::too_many_arguments, reason = "one endpoint's whole context")]
     fn see<'a>(
         &self,
+        state: &ServiceState,
         agg: &'a Aggregator,
         key: &'a EndpointKey,
         versions: &'a Versions,
@@ -197,7 +243,7 @@ impl Judge {
         last: &HashMap<&str, u64>,
         now_ms: u64,
     ) -> Endpoint<'a> {
-        let baseline = self.choose_baseline(agg, key, versions, now_ms);
+        let baseline = self.choose_baseline(state, agg, key, versions, now_ms);
         let base = baseline
             .as_deref()
             .and_then(|b| versions.get(b))
@@ -262,7 +308,12 @@ impl Judge {
 
     /// Every version of one endpoint: the baseline by the absolute rules,
     /// each candidate against the baseline.
-    fn judge_endpoint<'a>(&self, e: &Endpoint<'a>, out: &mut Vec<(KeyRef<'a>, Update)>) {
+    fn judge_endpoint<'a>(
+        &self,
+        state: &ServiceState,
+        e: &Endpoint<'a>,
+        out: &mut Vec<(KeyRef<'a>, Update)>,
+    ) {
         for seen in &e.versions {
             let is_baseline = e.is_baseline(seen.version);
             let compared_with = match (&e.baseline, is_baseline) {
@@ -299,7 +350,7 @@ impl Judge {
                 // and a judgement a series would cost more than the series.
                 if is_baseline
                     && r.conditions.breached().is_none()
-                    && self.judgements.get(&key).is_none()
+                    && state.judgements.get(&key).is_none()
                 {
                     continue;
                 }
@@ -377,113 +428,30 @@ impl Judge {
         }
     }
 
-    /// Applies what was decided: new judgements, each severity's alert
-    /// stepped; returns the transitions.
-    fn apply(&mut self, decided: &[(KeyRef<'_>, Update)], now_ms: u64) -> (Vec<Transition>, usize) {
-        let policy = self.config.alerts.clone();
-        let mut transitions = Vec::new();
-        let mut kept = 0;
-        for (key, update) in decided {
-            let judgement = match self.judgements.get_mut(key) {
-                Some(j) => j,
-                None => {
-                    let Update::Judged(result) = update else {
-                        continue;
-                    };
-                    self.judgements.entry(key.to_key()).or_insert_with(|| {
-                        Box::new(Judgement::new(RuleResult::clone(result), now_ms))
-                    })
-                }
-            };
-            kept += 1;
-            let mut moved = Vec::new();
-            match update {
-                Update::Judged(result) => {
-                    judgement.result = RuleResult::clone(result);
-                    judgement.quiet_since_ms = None;
-                    for s in rules::Severity::ALL {
-                        let condition = result.conditions.at(s);
-                        if let Some(previous) =
-                            judgement.alerts[s.index()].step(condition, now_ms, &policy)
-                        {
-                            moved.push((s, previous));
-                        }
-                    }
-                }
-                Update::Quiet(last_seen) => {
-                    judgement.quiet_since_ms = Some(*last_seen);
-                    for s in rules::Severity::ALL {
-                        if let Some(previous) =
-                            judgement.alerts[s.index()].quiet(*last_seen, now_ms, &policy)
-                        {
-                            moved.push((s, previous));
-                        }
-                    }
-                }
-            }
-            for (severity, previous) in moved {
-                transitions.push(Transition {
-                    key: key.to_key(),
-                    severity,
-                    previous,
-                    judgement: Judgement::clone(judgement),
-                });
-            }
-        }
-        (transitions, kept)
-    }
-
-    /// `kept` of the keys decided now are in the map, once each: a larger
-    /// map holds alerts whose subject is gone (series expired, baseline
-    /// changed). Firing ones resolve, then all go.
-    fn retire_unjudged(
-        &mut self,
-        decided: &[(KeyRef<'_>, Update)],
-        kept: usize,
-        now_ms: u64,
-        transitions: &mut Vec<Transition>,
-    ) {
-        if self.judgements.len() <= kept {
+    /// Acknowledgements of `service` hold while an alert they name is live.
+    fn forget_acknowledgements(&mut self, service: &str, state: &ServiceState) {
+        if !self.acknowledged.iter().any(|k| k.0 == service) {
             return;
         }
-        let seen: HashSet<&KeyRef<'_>> = decided.iter().map(|(k, _)| k).collect();
-        self.judgements.retain(|key, judgement| {
-            if seen.contains(&KeyRef::of(key)) {
-                return true;
-            }
-            for s in rules::Severity::ALL {
-                if let Some(previous) = judgement.alerts[s.index()].retire(now_ms) {
-                    judgement.result.evidence.detail =
-                        "no longer judged: the series expired or the baseline changed".into();
-                    transitions.push(Transition {
-                        key: key.clone(),
-                        severity: s,
-                        previous,
-                        judgement: Judgement::clone(judgement),
-                    });
-                }
-            }
-            false
-        });
-    }
-
-    /// Acknowledgements hold while an alert they name is live.
-    fn forget_acknowledgements(&mut self) {
-        if self.acknowledged.is_empty() {
-            return;
-        }
-        let live: HashSet<AckKey> = self
+        let live: HashSet<AckKey> = state
             .judgements
             .iter()
             .filter(|(_, j)| j.is_live())
             .map(|(k, _)| ack_key(k))
             .collect();
-        self.acknowledged.retain(|k| live.contains(k));
+        self.acknowledged
+            .retain(|k| k.0 != service || live.contains(k));
     }
 
     /// Candidates that passed long enough with enough of their endpoint's
     /// traffic become its baseline (see `judge.promotion`).
-    fn promote(&mut self, agg: &Aggregator, decided: &[(KeyRef<'_>, Update)], now_ms: u64) {
+    fn promote(
+        &self,
+        state: &mut ServiceState,
+        agg: &Aggregator,
+        decided: &[(KeyRef<'_>, Update)],
+        now_ms: u64,
+    ) {
         let policy = &self.config.promotion;
         if !policy.enabled {
             return;
@@ -496,7 +464,7 @@ impl Judge {
             if key.baseline.is_empty() {
                 continue;
             }
-            let live = self.judgements.get(key).is_some_and(|j| j.is_live());
+            let live = state.judgements.get(key).is_some_and(|j| j.is_live());
             let passing = matches!(update, Update::Judged(r) if r.outcome() == Verdict::Pass);
             // A version-wide judgement, or a phase's (a slower decode is
             // no better for a fast end to end), blocks the version's
@@ -522,18 +490,18 @@ impl Judge {
             if !ok || self.fixed_baseline(endpoint).is_some() {
                 continue;
             }
-            let since = *self
+            let since = *state
                 .candidacy
                 .entry((endpoint.clone(), candidate.to_owned()))
                 .or_insert(now_ms);
             still.insert((endpoint.clone(), candidate.to_owned()));
             if now_ms.saturating_sub(since) >= after_ms
-                && self.eligible(agg, endpoint, candidate, now_ms)
+                && self.eligible(state, agg, endpoint, candidate, now_ms)
             {
                 promotions.push((endpoint.clone(), candidate.to_owned()));
             }
         }
-        self.candidacy.retain(|k, _| still.contains(k));
+        state.candidacy.retain(|k, _| still.contains(k));
         for (endpoint, version) in promotions {
             tracing::info!(
                 service = ?endpoint.service,
@@ -541,8 +509,8 @@ impl Judge {
                 version,
                 "baseline promoted: passed for judge.promotion.after with enough traffic"
             );
-            self.candidacy.retain(|(e, _), _| *e != endpoint);
-            self.baselines.insert(
+            state.candidacy.retain(|(e, _), _| *e != endpoint);
+            state.baselines.insert(
                 endpoint,
                 Chosen {
                     version,
@@ -556,6 +524,7 @@ impl Judge {
     /// newer than the baseline.
     fn eligible(
         &self,
+        state: &ServiceState,
         agg: &Aggregator,
         endpoint: &EndpointKey,
         candidate: &str,
@@ -573,11 +542,106 @@ impl Judge {
             .sum();
         let share = agg.window(series, now_ms).count() as f64 / total.max(1) as f64;
         let newer = self
-            .baseline(endpoint)
-            .and_then(|b| versions.get(b))
+            .baseline_in_state(Some(state), endpoint)
+            .and_then(|(b, _)| versions.get(b))
             .is_none_or(|b| series.first_seen_ms > b.first_seen_ms);
         share >= self.config.promotion.min_share && newer
     }
+}
+
+/// Applies what was decided to `state`'s alerts: new judgements, each
+/// severity's alert stepped; returns the transitions.
+fn apply(
+    policy: &AlertPolicy,
+    state: &mut ServiceState,
+    decided: &[(KeyRef<'_>, Update)],
+    now_ms: u64,
+) -> (Vec<Transition>, usize) {
+    let mut transitions = Vec::new();
+    let mut kept = 0;
+    for (key, update) in decided {
+        let judgement = match state.judgements.get_mut(key) {
+            Some(j) => j,
+            None => {
+                let Update::Judged(result) = update else {
+                    continue;
+                };
+                state
+                    .judgements
+                    .entry(key.to_key())
+                    .or_insert_with(|| Box::new(Judgement::new(RuleResult::clone(result), now_ms)))
+            }
+        };
+        kept += 1;
+        let mut moved = Vec::new();
+        match update {
+            Update::Judged(result) => {
+                judgement.result = RuleResult::clone(result);
+                judgement.quiet_since_ms = None;
+                for s in rules::Severity::ALL {
+                    let condition = result.conditions.at(s);
+                    if let Some(previous) =
+                        judgement.alerts[s.index()].step(condition, now_ms, policy)
+                    {
+                        moved.push((s, previous));
+                    }
+                }
+            }
+            Update::Quiet(last_seen) => {
+                judgement.quiet_since_ms = Some(*last_seen);
+                for s in rules::Severity::ALL {
+                    if let Some(previous) =
+                        judgement.alerts[s.index()].quiet(*last_seen, now_ms, policy)
+                    {
+                        moved.push((s, previous));
+                    }
+                }
+            }
+        }
+        for (severity, previous) in moved {
+            transitions.push(Transition {
+                key: key.to_key(),
+                severity,
+                previous,
+                judgement: Judgement::clone(judgement),
+            });
+        }
+    }
+    (transitions, kept)
+}
+
+/// `kept` of the keys decided now are in the map, once each: a larger
+/// map holds alerts whose subject is gone (series expired, baseline
+/// changed). Firing ones resolve, then all go.
+fn retire_unjudged(
+    state: &mut ServiceState,
+    decided: &[(KeyRef<'_>, Update)],
+    kept: usize,
+    now_ms: u64,
+    transitions: &mut Vec<Transition>,
+) {
+    if state.judgements.len() <= kept {
+        return;
+    }
+    let seen: HashSet<&KeyRef<'_>> = decided.iter().map(|(k, _)| k).collect();
+    state.judgements.retain(|key, judgement| {
+        if seen.contains(&KeyRef::of(key)) {
+            return true;
+        }
+        for s in rules::Severity::ALL {
+            if let Some(previous) = judgement.alerts[s.index()].retire(now_ms) {
+                judgement.result.evidence.detail =
+                    "no longer judged: the series expired or the baseline changed".into();
+                transitions.push(Transition {
+                    key: key.clone(),
+                    severity: s,
+                    previous,
+                    judgement: Judgement::clone(judgement),
+                });
+            }
+        }
+        false
+    });
 }
 
 /// A candidate's view for the rules.
@@ -673,19 +737,6 @@ fn last_requests<'a>(endpoints: &[(&'a EndpointKey, &'a Versions)]) -> HashMap<&
     last
 }
 
-/// The aggregator's endpoints grouped by service and phase (a version is
-/// judged across a service's endpoints one phase at a time), services in
-/// name order, the request before its phases.
-fn by_service(agg: &Aggregator) -> BTreeMap<(&str, Phase), Vec<(&EndpointKey, &Versions)>> {
-    let mut out: BTreeMap<(&str, Phase), Vec<(&EndpointKey, &Versions)>> = BTreeMap::new();
-    for (key, versions) in agg.endpoints() {
-        out.entry((key.service.as_str(), key.phase))
-            .or_default()
-            .push((key, versions));
-    }
-    out
-}
-
 impl Judge {
     /// [`Judge::evaluate`]'s judgement of one candidate on the spot, with
     /// this judge's configuration and no history: every endpoint of
@@ -701,18 +752,17 @@ impl Judge {
         now_ms: u64,
     ) -> Vec<(AlertKey, RuleResult)> {
         let none = HashSet::new();
+        let empty = ServiceState::default();
+        let state = self.services.get(service).unwrap_or(&empty);
         let endpoints: Vec<(&EndpointKey, &Versions)> = agg
-            .endpoints()
-            .filter(|(k, v)| {
-                k.service == service
-                    && only.is_none_or(|e| e == k.endpoint)
-                    && v.contains_key(version)
-            })
+            .service_endpoints(service)
+            .into_iter()
+            .filter(|(k, v)| only.is_none_or(|e| e == k.endpoint) && v.contains_key(version))
             .collect();
         let last = last_requests(&endpoints);
         let mut seen: Vec<Endpoint<'_>> = endpoints
             .into_iter()
-            .map(|(key, versions)| self.see(agg, key, versions, &none, &last, now_ms))
+            .map(|(key, versions)| self.see(state, agg, key, versions, &none, &last, now_ms))
             .collect();
         if let Some(b) = baseline {
             for e in &mut seen {

@@ -34,6 +34,13 @@
 //! none is; [`Judge::is_acknowledged`] tells the pipeline which events not to
 //! send again.
 //!
+//! A service is judged alone ([`Judge::evaluate_service`]): its verdicts
+//! read only its own series and its own part of the judge's state
+//! (baselines, promotion progress, alerts), so a tick judges only the
+//! services whose verdicts can have changed ([`schedule`]) and the work
+//! splits into slices between batches. [`Judge::evaluate`] judges every
+//! service, the same as one at a time.
+//!
 //! The judge owns its alert states and is driven by one task with `now`
 //! passed in; it never reads the clock and never touches the network.
 
@@ -41,13 +48,15 @@ pub mod alert;
 mod evaluate;
 pub mod power;
 pub mod rules;
+pub mod schedule;
 pub mod stats;
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use hashbrown::{HashMap, HashSet};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::aggregate::{Aggregator, Series, Versions, WindowSummary};
 use crate::config::{BaselineConfig, JudgeConfig, RelativeRule, SlaRule};
@@ -64,6 +73,7 @@ pub use rules::{
     Candidate, Condition, Conditions, Epoch, Evidence, Pair, Rule, RuleResult, Scope, Sequential,
     Severity, Test, Unit, Verdict,
 };
+pub use schedule::{Round, Schedule};
 
 pub use crate::extract::ALL_ENDPOINTS;
 
@@ -358,9 +368,48 @@ pub(crate) struct JudgeState<Baselines, Candidacy, Judgements> {
 /// Per (endpoint, candidate): since when it has passed without a break.
 type Candidacy = HashMap<(EndpointKey, String), u64>;
 
+/// One service's part of the judge: a service is judged alone.
+#[derive(Debug, Default)]
+pub(crate) struct ServiceState {
+    baselines: HashMap<EndpointKey, Chosen>,
+    candidacy: Candidacy,
+    /// Boxed: one per (endpoint, version, rule), so at 100,000 series the
+    /// map's spare slots would otherwise cost ~230 bytes each.
+    judgements: Judgements,
+}
+
+impl ServiceState {
+    fn is_empty(&self) -> bool {
+        self.baselines.is_empty() && self.candidacy.is_empty() && self.judgements.is_empty()
+    }
+}
+
+/// One of the per-service maps of every service, written as the one map
+/// the snapshot layout has.
+pub(crate) struct Flat<'a, K, V> {
+    services: &'a HashMap<String, ServiceState>,
+    part: fn(&ServiceState) -> &HashMap<K, V>,
+}
+
+impl<K: Serialize, V: Serialize> Serialize for Flat<'_, K, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let len = self.services.values().map(|s| (self.part)(s).len()).sum();
+        let mut map = serializer.serialize_map(Some(len))?;
+        for state in self.services.values() {
+            for (k, v) in (self.part)(state) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
 /// The live state, borrowed for writing.
-pub(crate) type JudgeStateRef<'a> =
-    JudgeState<&'a HashMap<EndpointKey, Chosen>, &'a Candidacy, &'a Judgements>;
+pub(crate) type JudgeStateRef<'a> = JudgeState<
+    Flat<'a, EndpointKey, Chosen>,
+    Flat<'a, (EndpointKey, String), u64>,
+    Flat<'a, AlertKey, Box<Judgement>>,
+>;
 
 /// A state read back.
 pub(crate) type JudgeStateOwned = JudgeState<HashMap<EndpointKey, Chosen>, Candidacy, Judgements>;
@@ -413,13 +462,13 @@ pub struct Judge {
     /// The largest `min_samples` of the enabled rules: the candidate window
     /// stretches back until it holds this many requests.
     min_requests: u64,
-    baselines: HashMap<EndpointKey, Chosen>,
-    candidacy: Candidacy,
-    /// Boxed: one per (endpoint, version, rule), so at 100,000 series the
-    /// map's spare slots would otherwise cost ~230 bytes each.
-    judgements: Judgements,
+    /// Baselines, promotion progress and alerts, by service.
+    services: HashMap<String, ServiceState>,
     /// Baselines pinned through the API, oldest first; see the module docs.
     pinned: Vec<BaselineConfig>,
+    /// Services an operator acted on since [`Judge::take_acted`]: their
+    /// verdicts change at their next evaluation.
+    acted: Vec<String>,
     /// Acknowledged alerts; see the module docs.
     acknowledged: HashSet<AckKey>,
 }
@@ -445,10 +494,9 @@ impl Judge {
             rules,
             sequential,
             min_requests,
-            baselines: HashMap::new(),
-            candidacy: Candidacy::default(),
-            judgements: Judgements::default(),
+            services: HashMap::new(),
             pinned: Vec::new(),
+            acted: Vec::new(),
             acknowledged: HashSet::new(),
         }
     }
@@ -476,6 +524,7 @@ impl Judge {
             endpoint: endpoint.map(str::to_owned),
             version: version.to_owned(),
         });
+        self.acted.push(service.to_owned());
         tracing::info!(
             service,
             endpoint = endpoint.unwrap_or("*"),
@@ -510,10 +559,13 @@ impl Judge {
             candidate.to_owned(),
             rule,
         );
+        // The field, not `judgements_of`: the borrow must leave
+        // `acknowledged` free.
         let mut matching: Vec<(&AlertKey, &Judgement)> = self
-            .judgements
-            .iter()
-            .map(|(k, j)| (k, &**j))
+            .services
+            .get(service)
+            .into_iter()
+            .flat_map(|s| s.judgements.iter().map(|(k, j)| (k, &**j)))
             .filter(|(k, j)| ack_key(k) == key && j.is_live())
             .collect();
         if matching.is_empty() {
@@ -540,13 +592,16 @@ impl Judge {
         if candidate.is_empty() {
             return Err(ActionError::Missing("candidate"));
         }
-        let before = self.judgements.len();
-        self.judgements.retain(|k, j| {
-            !(k.endpoint.service == service
-                && k.candidate == candidate
-                && j.quiet_since_ms.is_some())
-        });
-        let dropped = before - self.judgements.len();
+        let dropped = match self.services.get_mut(service) {
+            Some(state) => {
+                let before = state.judgements.len();
+                state
+                    .judgements
+                    .retain(|k, j| !(k.candidate == candidate && j.quiet_since_ms.is_some()));
+                before - state.judgements.len()
+            }
+            None => 0,
+        };
         if dropped == 0 {
             return Err(ActionError::NoSuchVerdict {
                 service: service.to_owned(),
@@ -554,6 +609,7 @@ impl Judge {
             });
         }
         tracing::info!(service, candidate, dropped, "held verdict reset");
+        self.acted.push(service.to_owned());
         Ok(dropped)
     }
 
@@ -593,13 +649,22 @@ impl Judge {
     /// The baseline of `endpoint` and how it was chosen, after the latest
     /// evaluation.
     pub fn baseline_of(&self, endpoint: &EndpointKey) -> Option<(&str, BaselineSource)> {
+        self.baseline_in_state(self.services.get(&endpoint.service), endpoint)
+    }
+
+    /// [`Judge::baseline_of`] with `state` as the endpoint's service's.
+    fn baseline_in_state<'s>(
+        &'s self,
+        state: Option<&'s ServiceState>,
+        endpoint: &EndpointKey,
+    ) -> Option<(&'s str, BaselineSource)> {
         if let Some(pin) = baseline_in(self.pinned.iter().rev(), endpoint) {
             return Some((pin, BaselineSource::Pinned));
         }
         if let Some(configured) = baseline_in(self.config.baselines.iter(), endpoint) {
             return Some((configured, BaselineSource::Configured));
         }
-        self.baselines.get(endpoint).map(|c| {
+        state?.baselines.get(endpoint).map(|c| {
             let source = if c.promoted_ms.is_some() {
                 BaselineSource::Promoted
             } else {
@@ -621,25 +686,115 @@ impl Judge {
 
     /// Every judged (endpoint, candidate, baseline, rule).
     pub fn judgements(&self) -> impl Iterator<Item = (&AlertKey, &Judgement)> {
-        self.judgements.iter().map(|(k, j)| (k, &**j))
+        self.services
+            .values()
+            .flat_map(|s| s.judgements.iter().map(|(k, j)| (k, &**j)))
+    }
+
+    /// The judgements of `service`.
+    pub fn judgements_of<'a>(
+        &'a self,
+        service: &str,
+    ) -> impl Iterator<Item = (&'a AlertKey, &'a Judgement)> + 'a {
+        self.services
+            .get(service)
+            .into_iter()
+            .flat_map(|s| s.judgements.iter().map(|(k, j)| (k, &**j)))
+    }
+
+    /// Services it holds state for (judgements, baselines, promotion
+    /// progress), in no order.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.services.keys().map(String::as_str)
+    }
+
+    /// The services an operator acted on (a pin, a reset) since the last
+    /// call: judged at the next tick whatever their traffic.
+    pub fn take_acted(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.acted)
+    }
+
+    /// The earliest time after `now_ms` at which `service`'s verdicts can
+    /// change with no new sample (see [`schedule`]): an alert's hold or
+    /// resolve hold ending, one of its series turning quiet
+    /// (`no_traffic_resolve`, counted per series: never later than its
+    /// version's), reaching the end of its evidence epoch or its idle
+    /// timeout, a promotion's `after`. `None`: only at the next slot.
+    pub fn wake_ms(&self, agg: &Aggregator, service: &str, now_ms: u64) -> Option<u64> {
+        let mut wake: Option<u64> = None;
+        let mut at = |t: u64| {
+            if t > now_ms {
+                wake = Some(wake.map_or(t, |w| w.min(t)));
+            }
+        };
+        if let Some(state) = self.services.get(service) {
+            for judgement in state.judgements.values() {
+                for alert in &judgement.alerts {
+                    if let Some(t) = alert.wake_ms(&self.config.alerts) {
+                        at(t);
+                    }
+                }
+            }
+            if self.config.promotion.enabled {
+                let after_ms = self.config.promotion.after.as_millis() as u64;
+                for since in state.candidacy.values() {
+                    at(since.saturating_add(after_ms));
+                }
+            }
+        }
+        let quiet_ms = self.config.alerts.no_traffic_resolve.as_millis() as u64;
+        let epoch_ms = (self.config.sequential.epoch.as_millis() as u64).max(1);
+        let idle_ms = agg.config().series_idle_timeout.as_millis() as u64;
+        for (_, versions) in agg.service_endpoints(service) {
+            for (_, series) in versions.iter() {
+                at(series.last_seen_ms.saturating_add(quiet_ms));
+                at(series.last_seen_ms.saturating_add(idle_ms));
+                let age = now_ms.saturating_sub(series.first_seen_ms);
+                at(series.first_seen_ms + (age / epoch_ms + 1) * epoch_ms);
+            }
+        }
+        wake
     }
 
     /// The state a snapshot keeps, borrowed.
     pub(crate) fn state(&self) -> JudgeStateRef<'_> {
         JudgeState {
-            baselines: &self.baselines,
-            candidacy: &self.candidacy,
-            judgements: &self.judgements,
+            baselines: Flat {
+                services: &self.services,
+                part: |s| &s.baselines,
+            },
+            candidacy: Flat {
+                services: &self.services,
+                part: |s| &s.candidacy,
+            },
+            judgements: Flat {
+                services: &self.services,
+                part: |s| &s.judgements,
+            },
         }
     }
 
     /// Takes over the baselines and alerts of `state` (read from a
     /// snapshot). Their times are unix ms, so hold timers simply continue
-    /// against the wall clock at the next [`Judge::evaluate`].
+    /// against the wall clock at the next [`Judge::evaluate`]; every
+    /// service it names counts as acted on, so it is judged at the next
+    /// tick.
     pub(crate) fn restore(&mut self, state: JudgeStateOwned) {
-        self.baselines = state.baselines;
-        self.candidacy = state.candidacy;
-        self.judgements = state.judgements;
+        let mut services: HashMap<String, ServiceState> = HashMap::new();
+        for (endpoint, chosen) in state.baselines {
+            let s = services.entry(endpoint.service.clone()).or_default();
+            s.baselines.insert(endpoint, chosen);
+        }
+        for (key, since) in state.candidacy {
+            let s = services.entry(key.0.service.clone()).or_default();
+            s.candidacy.insert(key, since);
+        }
+        for (key, judgement) in state.judgements {
+            let s = services.entry(key.endpoint.service.clone()).or_default();
+            s.judgements.insert(key, judgement);
+        }
+        self.acted.extend(services.keys().cloned());
+        self.services = services;
     }
 
     /// The pinned or configured baseline of `endpoint`, if any.
@@ -654,6 +809,7 @@ impl Judge {
     /// traffic.
     fn choose_baseline<'v>(
         &self,
+        state: &ServiceState,
         agg: &Aggregator,
         endpoint: &EndpointKey,
         versions: &'v Versions,
@@ -667,9 +823,9 @@ impl Judge {
         }
         // Promotion judges the request; its phases follow it.
         let promoted = if endpoint.phase.is_request() {
-            self.baselines.get(endpoint)
+            state.baselines.get(endpoint)
         } else {
-            self.baselines.get(&endpoint.with_phase(Phase::Request))
+            state.baselines.get(&endpoint.with_phase(Phase::Request))
         };
         if let Some(chosen) = promoted {
             if chosen.promoted_ms.is_some() && versions.contains_key(&chosen.version) {
