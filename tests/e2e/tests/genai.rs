@@ -29,7 +29,6 @@ use modelgate_fixture::{
 };
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use prost::Message;
-use serde_json::Value as Json;
 
 /// One model version's behaviour.
 #[derive(Debug, Clone, Copy)]
