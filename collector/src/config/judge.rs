@@ -54,6 +54,22 @@ pub struct PhaseRules {
     pub first_token: PhaseRule,
     /// Time per output token.
     pub per_output_token: PhaseRule,
+    /// What a request regression pages when its answers are longer but
+    /// no slower per output token (a verbose model, not a slow one):
+    /// `page` (its own severity stands) or `warn` (a warning at most).
+    pub verbose: VerbosePolicy,
+}
+
+/// See [`PhaseRules::verbose`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerbosePolicy {
+    /// The end to end is what users wait for: its severity stands.
+    #[default]
+    Page,
+    /// Only a slower decode pages: a request regression explained by
+    /// longer answers is a warning at most.
+    Warn,
 }
 
 impl Default for PhaseRules {
@@ -67,6 +83,7 @@ impl Default for PhaseRules {
                 // model several times slower.
                 min_difference: Duration::from_millis(1),
             },
+            verbose: VerbosePolicy::Page,
         }
     }
 }

@@ -41,7 +41,7 @@ pub use forward::{ForwardConfig, ForwardProtocol, MAX_FORWARD_QUEUE};
 pub use judge::{
     AlertPolicy, BaselineConfig, ErrorsRule, FanoutRule, JudgeConfig, JudgeOverrides,
     OverrideError, PhaseRule, PhaseRules, PromotionPolicy, RelativeRule, SequentialPolicy, SlaRule,
-    MAX_SLA_OVERRIDE,
+    VerbosePolicy, MAX_SLA_OVERRIDE,
 };
 pub use receiver::{ReceiverConfig, MAX_MESSAGE_BYTES, MAX_QUEUE_BATCHES, MIN_MEMORY_LIMIT};
 pub use security::{AuthConfig, Secret, TlsConfig};

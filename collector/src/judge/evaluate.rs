@@ -20,6 +20,7 @@ use super::{
 };
 use crate::aggregate::{Aggregator, Series, Versions, WindowSummary};
 use crate::config::AlertPolicy;
+use crate::config::VerbosePolicy;
 use crate::extract::EndpointKey;
 use crate::judge::{AckKey, Rule};
 use crate::phase::Phase;
@@ -227,7 +228,67 @@ impl Judge {
         for same_phase in seen.chunk_by(|a, b| a.key.phase == b.key.phase) {
             self.judge_versions(same_phase, &judged, now_ms, &mut decided);
         }
+        self.explain_verbosity(&mut decided);
         (decided, chosen)
+    }
+
+    /// A request slower end to end whose time per output token is not
+    /// (its per-token `relative` clear at every severity): the answers are
+    /// longer, the model is not slower. Its evidence says so, and
+    /// `judge.phases.verbose` decides whether it still pages.
+    fn explain_verbosity(&self, decided: &mut Decided<'_>) {
+        // The per-token verdicts by (endpoint, dimensions, candidate):
+        // (cleared, ratio). Owned: only a generative service has any.
+        let per_token: HashMap<(String, Vec<String>, String), (bool, f64)> = decided
+            .iter()
+            .filter(|(k, _)| k.endpoint.phase == Phase::PerOutputToken && k.rule == Rule::Relative)
+            .filter_map(|(k, u)| match u {
+                Update::Judged(r) => Some((
+                    (
+                        k.endpoint.endpoint.clone(),
+                        k.endpoint.dims.clone(),
+                        k.candidate.to_owned(),
+                    ),
+                    (
+                        rules::Severity::ALL
+                            .iter()
+                            .all(|s| r.conditions.at(*s) == rules::Condition::Clear),
+                        r.evidence.ratio,
+                    ),
+                )),
+                Update::Quiet(_) => None,
+            })
+            .collect();
+        if per_token.is_empty() {
+            return;
+        }
+        for (k, u) in decided.iter_mut() {
+            let Update::Judged(r) = u else { continue };
+            if !k.endpoint.phase.is_request() || k.rule != Rule::Relative {
+                continue;
+            }
+            if r.conditions.breached().is_none() {
+                continue;
+            }
+            let found = per_token.get(&(
+                k.endpoint.endpoint.clone(),
+                k.endpoint.dims.clone(),
+                k.candidate.to_owned(),
+            ));
+            let Some(&(true, token_ratio)) = found else {
+                continue;
+            };
+            let longer = r.evidence.ratio / token_ratio.max(f64::MIN_POSITIVE);
+            r.evidence.detail.push_str(&format!(
+                "; per output token it is as fast ({token_ratio:.2}x): verbose, not slower, its answers about {longer:.1}x longer"
+            ));
+            if self.config.phases.verbose == VerbosePolicy::Warn {
+                let critical = rules::Severity::Critical.index();
+                if r.conditions.0[critical] == rules::Condition::Breach {
+                    r.conditions.0[critical] = rules::Condition::Clear;
+                }
+            }
+        }
     }
 
     /// One endpoint's versions: windows, epochs, the baseline and whether

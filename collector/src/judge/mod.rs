@@ -1364,12 +1364,65 @@ mod tests {
             .unwrap();
         let detail = &decode.result.evidence.detail;
         assert!(detail.starts_with("time per output token: "), "{detail}");
+        // A verbose model is told from a slow one in the request's evidence.
+        let request = |version: &str| {
+            judge
+                .judgements()
+                .find(|(k, _)| {
+                    k.candidate == version
+                        && k.endpoint == endpoint("/chat")
+                        && k.rule == Rule::Relative
+                })
+                .map(|(_, j)| j.result.evidence.detail.clone())
+                .unwrap()
+        };
+        let verbose = request("m3");
+        assert!(verbose.contains("verbose, not slower"), "{verbose}");
+        // 1.72x end to end (the first token included) at 1.00x per token.
+        assert!(verbose.contains("answers about 1.7x longer"), "{verbose}");
+        let slow = request("m2");
+        assert!(!slow.contains("verbose"), "{slow}");
         // No errors or fanout rule on a phase: a phase's requests are the
         // request's.
         assert!(judge
             .judgements()
             .all(|(k, _)| k.endpoint.phase.is_request()
                 || !matches!(k.rule, Rule::Errors | Rule::Fanout)));
+    }
+
+    #[test]
+    fn a_verbose_model_only_warns_when_the_policy_says_so() {
+        let mut config = JudgeConfig::default();
+        config.sla.limit = std::time::Duration::from_secs(30);
+        config.phases.verbose = crate::config::VerbosePolicy::Warn;
+        let (mut agg, mut judge) = setup(config);
+        let mut t = T0;
+        for i in 0..300 {
+            agg.record(&generation("m1", 100.0, 20.0, 50.0, i, t), t);
+            t += 100;
+        }
+        for i in 0..300 {
+            let mut batch = generation("m1", 100.0, 20.0, 50.0, i, t);
+            batch.extend(generation("m2", 100.0, 32.0, 50.0, i, t));
+            batch.extend(generation("m3", 180.0, 20.0, 50.0, i, t));
+            agg.record(&batch, t);
+            t += 100;
+            judge.evaluate(&agg, t);
+        }
+        let request = |version: &str| {
+            judge
+                .judgements()
+                .find(|(k, _)| {
+                    k.candidate == version
+                        && k.endpoint == endpoint("/chat")
+                        && k.rule == Rule::Relative
+                })
+                .map(|(_, j)| Severity::ALL.map(|s| j.alert(s).state == AlertState::Firing))
+                .unwrap()
+        };
+        // [warning, critical]: the verbose one warns, the slow one pages.
+        assert_eq!(request("m3"), [true, false]);
+        assert_eq!(request("m2"), [true, true]);
     }
 
     #[test]

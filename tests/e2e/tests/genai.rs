@@ -162,6 +162,36 @@ async fn judged_per_phase(collector: &Collector, service: &str, versions: [&str;
             .any(|(p, _)| p == "per_output_token" || p == "request"),
         "{queued}: only its queue moved: {queue:?}"
     );
+    // The verbose one is told from a slow one in its evidence.
+    let r = collector
+        .json(&format!("/api/v1/regressions?service={service}"))
+        .await;
+    let evidence = |version: &str| -> String {
+        r["regressions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| {
+                x["candidate_version"] == version
+                    && x["phase"] == "request"
+                    && x["rule"] == "relative"
+                    && x["endpoint"] != "*"
+            })
+            .map(|x| {
+                x["evidence"]["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .unwrap_or_default()
+    };
+    let told = evidence(verbose);
+    assert!(told.contains("verbose, not slower"), "{verbose}: {told}");
+    let slow_evidence = evidence(decode);
+    assert!(
+        !slow_evidence.contains("verbose"),
+        "{decode}: {slow_evidence}"
+    );
     let fired = firing(collector, service, baseline).await;
     assert!(fired.is_empty(), "the baseline never fires: {fired:?}");
 
