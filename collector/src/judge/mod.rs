@@ -1304,10 +1304,11 @@ mod tests {
         v
     }
 
-    #[test]
-    fn each_phase_is_judged_against_the_baselines_same_phase() {
-        let mut config = JudgeConfig::default();
-        // Answers take seconds: the request's SLA is the team's, not 150 ms.
+    /// A chat service judged by `config` (its SLA raised to 30 s: answers
+    /// take seconds): baseline `m1` (100 tokens at 20 ms, 50 ms queued)
+    /// alone for 300 requests, then 300 rounds of `m1` beside `candidates`
+    /// (version, tokens, ms per token, ms queued), judged every round.
+    fn chat(mut config: JudgeConfig, candidates: &[(&str, f64, f64, f64)]) -> Judge {
         config.sla.limit = std::time::Duration::from_secs(30);
         let (mut agg, mut judge) = setup(config);
         let mut t = T0;
@@ -1316,17 +1317,43 @@ mod tests {
             t += 100;
         }
         judge.evaluate(&agg, t);
-        // m2 decodes 1.6x slower; m3 answers 1.8x longer at the same speed;
-        // m4 waits in the queue 4x longer (its server is short of capacity).
         for i in 0..300 {
             let mut batch = generation("m1", 100.0, 20.0, 50.0, i, t);
-            batch.extend(generation("m2", 100.0, 32.0, 50.0, i, t));
-            batch.extend(generation("m3", 180.0, 20.0, 50.0, i, t));
-            batch.extend(generation("m4", 100.0, 20.0, 200.0, i, t));
+            for (version, tokens, tpot, queue) in candidates {
+                batch.extend(generation(version, *tokens, *tpot, *queue, i, t));
+            }
             agg.record(&batch, t);
             t += 100;
             judge.evaluate(&agg, t);
         }
+        judge
+    }
+
+    /// `version`'s request `relative` judgement on the chat endpoint.
+    fn request_relative<'j>(judge: &'j Judge, version: &str) -> &'j Judgement {
+        judge
+            .judgements()
+            .find(|(k, _)| {
+                k.candidate == version
+                    && k.endpoint == endpoint("/chat")
+                    && k.rule == Rule::Relative
+            })
+            .map(|(_, j)| j)
+            .unwrap()
+    }
+
+    #[test]
+    fn each_phase_is_judged_against_the_baselines_same_phase() {
+        // m2 decodes 1.6x slower; m3 answers 1.8x longer at the same speed;
+        // m4 waits in the queue 4x longer (its server is short of capacity).
+        let judge = chat(
+            JudgeConfig::default(),
+            &[
+                ("m2", 100.0, 32.0, 50.0),
+                ("m3", 180.0, 20.0, 50.0),
+                ("m4", 100.0, 20.0, 200.0),
+            ],
+        );
         assert_eq!(judge.baseline(&endpoint("/chat")), Some("m1"));
         for phase in Phase::ALL {
             assert_eq!(
@@ -1365,17 +1392,7 @@ mod tests {
         let detail = &decode.result.evidence.detail;
         assert!(detail.starts_with("time per output token: "), "{detail}");
         // A verbose model is told from a slow one in the request's evidence.
-        let request = |version: &str| {
-            judge
-                .judgements()
-                .find(|(k, _)| {
-                    k.candidate == version
-                        && k.endpoint == endpoint("/chat")
-                        && k.rule == Rule::Relative
-                })
-                .map(|(_, j)| j.result.evidence.detail.clone())
-                .unwrap()
-        };
+        let request = |version| &request_relative(&judge, version).result.evidence.detail;
         let verbose = request("m3");
         assert!(verbose.contains("verbose, not slower"), "{verbose}");
         // 1.72x end to end (the first token included) at 1.00x per token.
@@ -1393,32 +1410,14 @@ mod tests {
     #[test]
     fn a_verbose_model_only_warns_when_the_policy_says_so() {
         let mut config = JudgeConfig::default();
-        config.sla.limit = std::time::Duration::from_secs(30);
         config.phases.verbose = crate::config::VerbosePolicy::Warn;
-        let (mut agg, mut judge) = setup(config);
-        let mut t = T0;
-        for i in 0..300 {
-            agg.record(&generation("m1", 100.0, 20.0, 50.0, i, t), t);
-            t += 100;
-        }
-        for i in 0..300 {
-            let mut batch = generation("m1", 100.0, 20.0, 50.0, i, t);
-            batch.extend(generation("m2", 100.0, 32.0, 50.0, i, t));
-            batch.extend(generation("m3", 180.0, 20.0, 50.0, i, t));
-            agg.record(&batch, t);
-            t += 100;
-            judge.evaluate(&agg, t);
-        }
-        let request = |version: &str| {
-            judge
-                .judgements()
-                .find(|(k, _)| {
-                    k.candidate == version
-                        && k.endpoint == endpoint("/chat")
-                        && k.rule == Rule::Relative
-                })
-                .map(|(_, j)| Severity::ALL.map(|s| j.alert(s).state == AlertState::Firing))
-                .unwrap()
+        let judge = chat(
+            config,
+            &[("m2", 100.0, 32.0, 50.0), ("m3", 180.0, 20.0, 50.0)],
+        );
+        let request = |version| {
+            let j = request_relative(&judge, version);
+            Severity::ALL.map(|s| j.alert(s).state == AlertState::Firing)
         };
         // [warning, critical]: the verbose one warns, the slow one pages.
         assert_eq!(request("m3"), [true, false]);
