@@ -172,15 +172,7 @@ fn mib(bytes: usize) -> String {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("SCRAPE_SERIES")
-        .unwrap_or_else(|_| "1000,10000,100000".into())
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse()
-                .expect("SCRAPE_SERIES: series counts, multiples of 200")
-        })
-        .collect();
+    let sizes = modelgate_e2e::series_counts("SCRAPE_SERIES", "1000,10000,100000");
     let outcomes: usize = std::env::var("SCRAPE_OUTCOMES")
         .map_or(3, |s| s.parse().expect("SCRAPE_OUTCOMES: 1, 2 or 3"));
     println!("every series with {outcomes} outcome(s)");

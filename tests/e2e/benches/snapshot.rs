@@ -172,15 +172,7 @@ async fn measure(series: usize) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("SNAPSHOT_SERIES")
-        .unwrap_or_else(|_| "100000,1000000".into())
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse()
-                .expect("SNAPSHOT_SERIES: series counts, multiples of 200")
-        })
-        .collect();
+    let sizes = modelgate_e2e::series_counts("SNAPSHOT_SERIES", "100000,1000000");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

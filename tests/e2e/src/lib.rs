@@ -440,6 +440,20 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The series counts a bench runs at: the comma-separated list in the
+/// environment variable `var`, else `default` (the same form).
+pub fn series_counts(var: &str, default: &str) -> Vec<usize> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{var}: series counts, multiples of 200, got {s:?}"))
+        })
+        .collect()
+}
+
 /// A free localhost address: bound, noted, let go. For programs that take
 /// a port but cannot report the one they bound (the Collector, Prometheus);
 /// another process could take it in between, which on a test machine
