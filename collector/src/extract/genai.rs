@@ -38,6 +38,9 @@ pub(crate) fn phases<'a>(
 ) -> impl Iterator<Item = SampleRef<'a>> {
     let names = &config.genai;
     let mut found: [Option<SampleRef<'a>>; 3] = [None, None, None];
+    if !attrs.may_carry_phases() {
+        return found.into_iter().flatten();
+    }
     if let SampleKind::Request { duration, outcome } = request.kind {
         let read = |keys: &[String]| first_number(attrs, keys);
         let queue = read(&names.queue).and_then(seconds);

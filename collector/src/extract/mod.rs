@@ -342,6 +342,13 @@ pub(crate) enum Val<'a> {
 pub(crate) trait Attrs<'a> {
     fn find(&self, key: &str) -> Option<Val<'a>>;
 
+    /// False only when the list surely holds none of `extract.genai`'s
+    /// names ([`genai`] then looks none up); a reader that cannot tell
+    /// cheaply says true.
+    fn may_carry_phases(&self) -> bool {
+        true
+    }
+
     fn find_str(&self, key: &str) -> Option<&'a str> {
         match self.find(key)? {
             Val::Str(s) => Some(s),

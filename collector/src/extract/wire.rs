@@ -119,6 +119,10 @@ struct Wanted<'c> {
     keys: Vec<&'c str>,
     /// Per hash, the indices of the keys with that hash, as bits.
     by_hash: [u64; 64],
+    /// The indices of `extract.genai`'s keys, as bits: a span with none
+    /// of them has no phase to read (one test instead of a lookup per
+    /// name, on every span).
+    genai: u64,
 }
 
 impl<'c> Wanted<'c> {
@@ -126,6 +130,7 @@ impl<'c> Wanted<'c> {
         let mut wanted = Self {
             keys: Vec::new(),
             by_hash: [0; 64],
+            genai: 0,
         };
         for key in rule_keys(config) {
             if wanted.keys.len() == MAX_WANTED || wanted.index(key.as_bytes()).is_some() {
@@ -133,6 +138,11 @@ impl<'c> Wanted<'c> {
             }
             wanted.by_hash[Self::hash(key.as_bytes())] |= 1 << wanted.keys.len();
             wanted.keys.push(key);
+        }
+        for key in config.genai.keys() {
+            if let Some(i) = wanted.index(key.as_bytes()) {
+                wanted.genai |= 1 << i;
+            }
         }
         wanted
     }
@@ -247,6 +257,11 @@ impl WireAttrs<'_, '_> {
 }
 
 impl<'a> Attrs<'a> for WireAttrs<'_, 'a> {
+    #[inline(always)]
+    fn may_carry_phases(&self) -> bool {
+        self.found.present & self.wanted.genai != 0
+    }
+
     #[inline(always)]
     fn find(&self, key: &str) -> Option<Val<'a>> {
         let Some(i) = self.wanted.index_of_rule(key) else {
