@@ -16,7 +16,8 @@ use hashbrown::{HashMap, HashSet};
 
 use super::rules::{self, Candidate, Epoch, Pair, RuleResult, Verdict};
 use super::{
-    ack_key, AlertKey, Chosen, Judge, Judgement, KeyRef, ServiceState, Transition, ALL_ENDPOINTS,
+    ack_key, AlertKey, Chosen, Judge, Judgement, KeyRef, OnService, ServiceState, ServiceTimes,
+    Transition, ALL_ENDPOINTS,
 };
 use crate::aggregate::{Aggregator, Series, Versions, WindowSummary};
 use crate::config::AlertPolicy;
@@ -203,10 +204,10 @@ impl Judge {
             .collect();
         let mut decided = Vec::with_capacity(state.judgements.len() + 16);
         let mut chosen = Vec::new();
-        let last = last_requests(&endpoints);
+        let times = service_times(&endpoints);
         let mut seen: Vec<Endpoint<'a>> = endpoints
             .into_iter()
-            .map(|(key, versions)| self.see(state, agg, key, versions, &judged, &last, now_ms))
+            .map(|(key, versions)| self.see(state, agg, key, versions, &judged, &times, now_ms))
             .collect();
         // A version is judged across the service's endpoints one phase at
         // a time: the request before its phases.
@@ -301,10 +302,10 @@ impl Judge {
         key: &'a EndpointKey,
         versions: &'a Versions,
         judged: &HashSet<(&EndpointKey, &str)>,
-        last: &HashMap<&str, u64>,
+        times: &ServiceTimes<'_>,
         now_ms: u64,
     ) -> Endpoint<'a> {
-        let baseline = self.choose_baseline(state, agg, key, versions, now_ms);
+        let baseline = self.choose_baseline(state, agg, key, versions, times, now_ms);
         let base = baseline
             .as_deref()
             .and_then(|b| versions.get(b))
@@ -329,10 +330,9 @@ impl Judge {
                 epoch: Epoch::lazy(move || agg.since(series, epoch_start, now_ms)),
                 // Quiet when the version had no request on any endpoint of
                 // its service: a rollback, not an endpoint with little traffic.
-                quiet: last
+                quiet: times
                     .get(version.as_str())
-                    .copied()
-                    .unwrap_or(series.last_seen_ms)
+                    .map_or(series.last_seen_ms, |t| t.last_ms)
                     .saturating_add(quiet_ms)
                     <= now_ms,
             });
@@ -787,15 +787,21 @@ fn attribute(result: &mut RuleResult, serving: &[(&Endpoint<'_>, &Seen<'_>)], ju
 }
 
 /// Each version's latest request over a service's endpoints.
-fn last_requests<'a>(endpoints: &[(&'a EndpointKey, &'a Versions)]) -> HashMap<&'a str, u64> {
-    let mut last: HashMap<&str, u64> = HashMap::new();
+/// When each version of a service had its first and its last request on
+/// any of `endpoints` (by the requests' own time).
+fn service_times<'a>(endpoints: &[(&'a EndpointKey, &'a Versions)]) -> ServiceTimes<'a> {
+    let mut times: ServiceTimes<'a> = HashMap::new();
     for (_, versions) in endpoints {
         for (version, series) in versions.iter() {
-            let l = last.entry(version.as_str()).or_default();
-            *l = (*l).max(series.last_seen_ms);
+            let t = times.entry(version.as_str()).or_insert(OnService {
+                first_ms: series.first_seen_ms,
+                last_ms: series.last_seen_ms,
+            });
+            t.first_ms = t.first_ms.min(series.first_seen_ms);
+            t.last_ms = t.last_ms.max(series.last_seen_ms);
         }
     }
-    last
+    times
 }
 
 impl Judge {
@@ -815,15 +821,12 @@ impl Judge {
         let none = HashSet::new();
         let empty = ServiceState::default();
         let state = self.services.get(service).unwrap_or(&empty);
-        let endpoints: Vec<(&EndpointKey, &Versions)> = agg
-            .service_endpoints(service)
+        let all = agg.service_endpoints(service);
+        let times = service_times(&all);
+        let mut seen: Vec<Endpoint<'_>> = all
             .into_iter()
             .filter(|(k, v)| only.is_none_or(|e| e == k.endpoint) && v.contains_key(version))
-            .collect();
-        let last = last_requests(&endpoints);
-        let mut seen: Vec<Endpoint<'_>> = endpoints
-            .into_iter()
-            .map(|(key, versions)| self.see(state, agg, key, versions, &none, &last, now_ms))
+            .map(|(key, versions)| self.see(state, agg, key, versions, &none, &times, now_ms))
             .collect();
         if let Some(b) = baseline {
             for e in &mut seen {

@@ -2,9 +2,9 @@
 //!
 //! Per endpoint, one version is the baseline. It is, in this order: the
 //! version pinned through the API, the configured one, a candidate promoted
-//! to it, or else the incumbent: the version whose first request (by the
-//! requests' own time, not by arrival) came first, the older version name
-//! on a tie (`v1.2` before `v1.3`). Volume never makes a baseline: a
+//! to it, or else the incumbent: the version whose first request on the
+//! service (by the requests' own time, not by arrival) came first, the
+//! older version name on a tie (`v1.2` before `v1.3`). Volume never makes a baseline: a
 //! candidate is promoted only after it passed for `judge.promotion.after`
 //! while carrying `judge.promotion.min_share` of the endpoint's traffic.
 //! Every other version is a candidate.
@@ -100,6 +100,17 @@ fn sequential_thresholds(config: &JudgeConfig) -> Sequential {
         pass_power: config.pass_power,
     }
 }
+
+/// A version's first and last request on any endpoint of its service, by
+/// the requests' own time.
+#[derive(Debug, Clone, Copy)]
+struct OnService {
+    first_ms: u64,
+    last_ms: u64,
+}
+
+/// [`OnService`] of each version of one service.
+type ServiceTimes<'a> = HashMap<&'a str, OnService>;
 
 /// Version names in release order: numeric runs compare as numbers
 /// (`v1.10` after `v1.9`), the rest as text. Decides which of two versions
@@ -813,6 +824,7 @@ impl Judge {
         agg: &Aggregator,
         endpoint: &EndpointKey,
         versions: &'v Versions,
+        times: &ServiceTimes<'_>,
         now_ms: u64,
     ) -> Option<Cow<'v, str>> {
         if let Some(fixed) = self.fixed_baseline(endpoint) {
@@ -832,12 +844,17 @@ impl Judge {
                 return versions.name(&chosen.version).map(Cow::Borrowed);
             }
         }
+        // A release is a version of the service: the first on the service
+        // (the older name on a tie) is the incumbent on each of its
+        // endpoints, so two versions that started together are never each
+        // the baseline of one endpoint.
+        let first = |v: &str, s: &Series| times.get(v).map_or(s.first_seen_ms, |t| t.first_ms);
         versions
             .iter()
             .filter(|(_, s)| agg.horizon_count(s, now_ms) > 0)
             .min_by(|a, b| {
-                a.1.first_seen_ms
-                    .cmp(&b.1.first_seen_ms)
+                first(a.0, a.1)
+                    .cmp(&first(b.0, b.1))
                     .then_with(|| version_order(a.0, b.0))
             })
             .map(|(v, _)| Cow::Borrowed(v.as_str()))
@@ -1480,6 +1497,49 @@ mod tests {
         );
         judge.evaluate(&agg, T0);
         assert_eq!(judge.baseline(&endpoint("/b")), Some("v1.2"));
+    }
+
+    #[test]
+    fn versions_that_started_together_have_one_incumbent_on_every_endpoint() {
+        // An A/A start: v1 and v2 from the same moment on two endpoints,
+        // v2's first request on /embed a millisecond before v1's there, v1
+        // first on the service (/predict). One release is the baseline on
+        // both, so v2 is one candidate judged across both endpoints.
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let now = T0 + 60_000;
+        let mut batch = spread("/predict", "v1", 60.0, 400, T0, now);
+        batch.extend(spread("/predict", "v2", 60.0, 400, T0 + 5, now));
+        batch.extend(spread("/embed", "v1", 60.0, 400, T0 + 3, now));
+        batch.extend(spread("/embed", "v2", 60.0, 400, T0 + 2, now));
+        agg.record(&batch, now);
+        judge.evaluate(&agg, now);
+        for path in ["/predict", "/embed"] {
+            assert_eq!(
+                judge.baseline_of(&endpoint(path)),
+                Some(("v1", BaselineSource::Incumbent)),
+                "{path}"
+            );
+        }
+        assert!(
+            judge
+                .judgements()
+                .any(|(k, _)| k.endpoint.endpoint == ALL_ENDPOINTS && k.candidate == "v2"),
+            "v2 judged version-wide"
+        );
+        assert!(judge.judgements().all(|(k, _)| k.candidate == "v2"));
+        // The same millisecond on the service, each first on one endpoint
+        // (the tie a replay at thousands of requests a second makes): the
+        // older name on both, not each its own endpoint's first.
+        let (mut agg, mut judge) = setup(JudgeConfig::default());
+        let mut batch = spread("/predict", "v1", 60.0, 400, T0, now);
+        batch.extend(spread("/predict", "v2", 60.0, 400, T0 + 5, now));
+        batch.extend(spread("/embed", "v1", 60.0, 400, T0 + 3, now));
+        batch.extend(spread("/embed", "v2", 60.0, 400, T0, now));
+        agg.record(&batch, now);
+        judge.evaluate(&agg, now);
+        for path in ["/predict", "/embed"] {
+            assert_eq!(judge.baseline(&endpoint(path)), Some("v1"), "{path}");
+        }
     }
 
     #[test]
