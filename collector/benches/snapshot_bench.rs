@@ -10,9 +10,10 @@
 //! in process: "whole" is one pass over the state in one turn of the task
 //! (`snapshot::encode`, which is what the task did before: encode and
 //! checksum); "slices" is the `snapshot::Encoder` with the pipeline's
-//! budget (`pipeline::SNAPSHOT_SLICE_SERIES`), each slice timed (the last
-//! slice, apart: the judge's state and the dashboard's history; and the
-//! same slice with an empty judge, to tell the two apart). "write"
+//! budget (`pipeline::SNAPSHOT_SLICE_SERIES`), each slice timed: the
+//! endpoints', then the judge's services' (since format 6; before, the
+//! judge's whole state was the last slice), and the last one apart (the
+//! dashboard's history). "write"
 //! is the last snapshot of a shutdown, the writer thread taking slices as
 //! they come, fsync and rename included; "restore" is what a start does
 //! (read, check, decode, take over).
@@ -163,10 +164,6 @@ fn run(series: usize, dir: &Path, runtime: &tokio::runtime::Runtime) {
         p99 = p99.max(times[(times.len() * 99 / 100).min(times.len() - 1)]);
     }
 
-    // What of the last slice is the judge's: the same without it.
-    let (_, tail_without_judge, _) =
-        sliced(&mut agg, &Judge::new(JudgeConfig::default()), &charts, t);
-
     // The last snapshot of a shutdown: slices streamed to the writer thread.
     let mut snapshotter = Snapshotter::new(dir.to_owned());
     let started = Instant::now();
@@ -192,7 +189,7 @@ fn run(series: usize, dir: &Path, runtime: &tokio::runtime::Runtime) {
     println!(
         "snapshot-bench: series={series} size_mib={:.1} bytes_per_series={:.0} \
          before_whole_pause_ms={:.1} after_longest_slice_ms={:.2} after_p99_slice_ms={:.2} \
-         after_last_slice_ms={:.1} of_which_not_judge_ms={:.1} slices={slices} sliced_encode_ms={:.0} \
+         after_last_slice_ms={:.1} slices={slices} sliced_encode_ms={:.0} \
          shutdown_write_ms={:.0} restore_ms={:.0}",
         size as f64 / (1 << 20) as f64,
         size as f64 / series as f64,
@@ -200,7 +197,6 @@ fn run(series: usize, dir: &Path, runtime: &tokio::runtime::Runtime) {
         ms(longest),
         ms(p99),
         ms(tail),
-        ms(tail_without_judge),
         ms(sliced_total),
         ms(write),
         ms(restore),

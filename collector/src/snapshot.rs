@@ -32,19 +32,20 @@
 //! for 1.x, it is compact (varint integers), actively maintained, and
 //! already in this workspace's lock file; bincode's maintainers have ended
 //! its development. The layout of the payload is the field order of
-//! `aggregate::AggregatorState` and `judge::JudgeState` and the types
-//! inside them: changing any of them means bumping [`FORMAT_VERSION`], and
+//! `aggregate::AggregatorState`, the judge's per-service
+//! `judge::ServiceState` and the types inside them: changing any of them means bumping [`FORMAT_VERSION`], and
 //! a file of another version is refused, not misread.
 //!
 //! # Writing
 //!
 //! The pipeline task owns the state, so it serializes it, no lock, in
 //! slices ([`Encoder`]): a slice is whole endpoints up to a budget of
-//! series, each slice one turn of the task, taking its chance beside
-//! batches and questions, so a batch waits for one slice, not for the
-//! whole state (the last slice is the judge's state and the history, in
-//! one turn). The snapshot is fuzzy across endpoints: see [`Encoder`] for
-//! what that means and why a restore does not mind. The slices go over a
+//! series, then whole services of the judge up to as many entries, each
+//! slice one turn of the task, taking its chance beside batches and
+//! questions, so a batch waits for one slice, not for the whole state
+//! (the last slice ends with the history). The snapshot is fuzzy across
+//! endpoints and services: see [`Encoder`] for what that means and why a
+//! restore does not mind. The slices go over a
 //! bounded channel to a blocking thread that writes them as they come
 //! ([`SnapshotInProgress`]): neither the task nor memory holds the whole
 //! file. One snapshot at a time: a tick that finds one still being taken
@@ -75,7 +76,7 @@ use tokio::task::JoinHandle;
 
 use crate::aggregate::{Aggregator, AggregatorStateOwned, RestoreError};
 use crate::emit::history::{History, HistoryStateOwned};
-use crate::judge::{Judge, JudgeStateOwned};
+use crate::judge::{Judge, JudgeStateOwned, ServiceState};
 
 /// The snapshot's file name inside `snapshot.dir`.
 pub const FILE_NAME: &str = "modelgate.snapshot";
@@ -91,7 +92,7 @@ const REFUSED_NAME: &str = "modelgate.snapshot.refused";
 pub const MAGIC: [u8; 8] = *b"MGSNAP\r\n";
 
 /// The payload layout this build writes and reads.
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 
 /// Magic, version, reserved, length, checksum.
 const HEADER_LEN: usize = 8 + 2 + 2 + 8 + 4;
@@ -298,10 +299,11 @@ fn append<T: Serialize + ?Sized>(out: Vec<u8>, value: &T) -> Result<Vec<u8>, Sna
 /// A snapshot's payload written in slices, so that the pipeline task,
 /// which owns the state, is never held for longer than one slice.
 ///
-/// The bytes are those of the version 4 payload ([`Payload`]) as one pass
-/// would write them: the head (time, writer, the aggregator's settings and
-/// the number of endpoints), then the endpoints one by one, then the rest
-/// (overflow series, waiting database calls, judge, history). postcard
+/// The bytes are those of the payload ([`Payload`]) as one pass would
+/// write them: the head (time, writer, the aggregator's settings and the
+/// number of endpoints), then the endpoints one by one, the overflow
+/// series and waiting database calls, the number of the judge's services
+/// and the services one by one, then the history. postcard
 /// puts nothing between the fields of a struct and writes a map as its
 /// length then its entries, so concatenated pieces are the struct's
 /// encoding (a test checks the bytes against serializing [`Payload`] whole).
@@ -315,7 +317,9 @@ fn append<T: Serialize + ?Sized>(out: Vec<u8>, value: &T) -> Result<Vec<u8>, Sna
 /// The snapshot is fuzzy across endpoints: each endpoint's series are
 /// taken whole, as they were when their slice ran (never half of a
 /// batch), but two endpoints may be taken a few turns of the pipeline
-/// task apart, and the judge and history at the end. That is enough for
+/// task apart, and the judge's services (each whole, as of its slice;
+/// one emptied meanwhile is written empty and dropped at restore) and
+/// the history after them. That is enough for
 /// a restore: every time a series, an alert or a baseline keeps is its
 /// own (unix ms of its samples, since, first and last seen), so windows,
 /// idle expiry, hold and clear timers run on from each one's own times,
@@ -329,6 +333,9 @@ pub struct Encoder {
     next: usize,
     /// The number of endpoints at the start: those this snapshot writes.
     end: usize,
+    /// Once every endpoint is written: the judge's services still to
+    /// write, named when the first of them was.
+    services: Option<std::vec::IntoIter<String>>,
 }
 
 /// One slice of a snapshot's payload.
@@ -336,7 +343,8 @@ pub struct Encoder {
 pub struct Slice {
     /// The payload bytes, to append to those before.
     pub bytes: Vec<u8>,
-    /// The series written (the slice's cost against its budget).
+    /// The series (or the judge's entries) written: the slice's cost
+    /// against its budget.
     pub series: usize,
     /// Whether this was the last slice (the aggregator's positions are
     /// released).
@@ -355,12 +363,20 @@ impl Encoder {
             &(now_ms, env!("CARGO_PKG_VERSION"), slot_ms, bounds_ms, end),
         )?;
         agg.hold_positions(true);
-        Ok((Self { next: 0, end }, head))
+        Ok((
+            Self {
+                next: 0,
+                end,
+                services: None,
+            },
+            head,
+        ))
     }
 
     /// The next slice: whole endpoints until their series reach `budget`
-    /// (at least one endpoint, however many versions it has) or, once every
-    /// endpoint is written, the rest of the state, which is the last.
+    /// (at least one endpoint, however many versions it has); once every
+    /// endpoint is written, whole services of the judge until their
+    /// entries reach `budget`; the last slice ends with the history.
     pub fn slice(
         &mut self,
         agg: &mut Aggregator,
@@ -368,10 +384,11 @@ impl Encoder {
         history: &History,
         budget: usize,
     ) -> Result<Slice, SnapshotError> {
+        let budget = budget.max(1);
         let mut bytes = Vec::new();
         let mut series = 0;
         if self.next < self.end {
-            while self.next < self.end && series < budget.max(1) {
+            while self.next < self.end && series < budget {
                 let Some(entry) = agg.endpoint_at(self.next) else {
                     // Positions are held, so only a bug gets here; the
                     // count is already written: a short file would misread.
@@ -390,14 +407,39 @@ impl Encoder {
                 last: false,
             });
         }
-        let (overflow, pending_db) = agg.state_tail();
-        bytes = append(bytes, &(overflow, pending_db))?;
-        bytes = append(bytes, &judge.state())?;
+        let services = match &mut self.services {
+            Some(services) => services,
+            None => {
+                let (overflow, pending_db) = agg.state_tail();
+                bytes = append(bytes, &(overflow, pending_db))?;
+                // The judge's sequence: its length (what postcard writes
+                // for a sequence's), then each (name, state) in turn.
+                let names = judge.service_names();
+                bytes = append(bytes, &names.len())?;
+                self.services.insert(names.into_iter())
+            }
+        };
+        // A service emptied since it was named is written empty (its
+        // place is counted): the restore drops it.
+        let empty = ServiceState::default();
+        while series < budget {
+            let Some(name) = services.next() else { break };
+            let state = judge.service_state(&name).unwrap_or(&empty);
+            series += state.entries().max(1);
+            bytes = append(bytes, &(&name, state))?;
+        }
+        if services.len() > 0 {
+            return Ok(Slice {
+                bytes,
+                series,
+                last: false,
+            });
+        }
         bytes = append(bytes, &history.state())?;
         agg.hold_positions(false);
         Ok(Slice {
             bytes,
-            series: 1,
+            series: series.max(1),
             last: true,
         })
     }
@@ -1439,7 +1481,7 @@ mod tests {
 
     #[test]
     fn slices_make_the_bytes_of_the_payload_written_whole() {
-        let (mut agg, judge, t) = incident();
+        let (mut agg, mut judge, t) = incident();
         let mut charts = history();
         charts.record(&agg, &judge, &[], 1_000, t);
         for e in 0..40 {
@@ -1452,22 +1494,32 @@ mod tests {
                 agg.record(&[on(e, v)], t);
             }
         }
+        // Seven services more with judge state: the judge is written in
+        // slices too.
+        judge.evaluate(&agg, t);
+        let services = judge.service_names();
+        assert!(services.len() >= 8, "{services:?}");
         // The reference: the payload's one struct, serialized whole.
         let payload = Payload {
             written_at_ms: t,
             writer: env!("CARGO_PKG_VERSION"),
             aggregator: agg.state(),
-            judge: judge.state(),
+            judge: services
+                .iter()
+                .map(|name| (name, judge.service_state(name).unwrap()))
+                .collect::<Vec<_>>(),
             history: charts.state(),
         };
         let body = postcard::to_stdvec(&payload).unwrap();
         let whole = encode(&mut agg, &judge, &charts, t).unwrap();
         assert_eq!(&whole[HEADER_LEN..], &body[..]);
 
-        // In slices of 2 series: the same bytes, and no slice goes past
-        // its budget but by the versions of its last endpoint.
+        // In slices of 2 series (or judge entries): the same bytes, and no
+        // slice goes past its budget but by its last endpoint's versions
+        // or its last service's entries.
         let (mut encoder, mut sliced) = Encoder::begin(&mut agg, t).unwrap();
         let mut sizes = Vec::new();
+        let mut judge_slices = 0;
         loop {
             let before = encoder.next;
             let slice = encoder.slice(&mut agg, &judge, &charts, 2).unwrap();
@@ -1475,24 +1527,69 @@ mod tests {
             if slice.last {
                 break;
             }
+            if encoder.next == before {
+                judge_slices += 1;
+                continue;
+            }
             let last_endpoint = agg.endpoint_at(encoder.next - 1).unwrap().1.len();
             assert!(
                 slice.series - last_endpoint < 2,
                 "{} {last_endpoint}",
                 slice.series
             );
-            assert!(encoder.next > before);
             sizes.push(slice.series);
         }
         assert_eq!(sliced, body);
         assert!(sizes.contains(&2) && sizes.contains(&3), "{sizes:?}");
         assert_eq!(sizes.iter().sum::<usize>(), agg.series_count());
+        assert!(judge_slices >= 3, "{judge_slices} judge slices");
         let (mut agg2, mut judge2) = empty();
         decode(Path::new("s"), &whole)
             .unwrap()
             .apply(&mut agg2, &mut judge2, &mut history())
             .unwrap();
         assert_eq!(series(&agg2), series(&agg));
+        assert_eq!(alerts(&judge2), alerts(&judge));
+        assert_eq!(judge2.service_names().len(), services.len());
+    }
+
+    #[test]
+    fn a_service_emptied_while_the_judge_is_written_in_slices_is_restored_without_it() {
+        let (mut agg, mut judge, t) = incident();
+        for e in 0..14 {
+            agg.record(&[on(e, "v1"), on(e, "v2")], t);
+        }
+        judge.evaluate(&agg, t);
+        let charts = history();
+        let (mut encoder, mut bytes) = Encoder::begin(&mut agg, t).unwrap();
+        // Every endpoint, then the first service of the judge.
+        while encoder.next < encoder.end {
+            bytes.extend(encoder.slice(&mut agg, &judge, &charts, 1).unwrap().bytes);
+        }
+        bytes.extend(encoder.slice(&mut agg, &judge, &charts, 1).unwrap().bytes);
+        // A service not yet written loses everything (its series expired
+        // and were judged again) before its turn.
+        let later = encoder.services.as_ref().unwrap().as_slice()[0].clone();
+        let gone = t + 24 * 3_600_000;
+        agg.expire_service(&later, gone);
+        judge.evaluate_service(&agg, &later, gone);
+        assert!(judge.service_state(&later).is_none());
+        loop {
+            let slice = encoder.slice(&mut agg, &judge, &charts, 1).unwrap();
+            bytes.extend(slice.bytes);
+            if slice.last {
+                break;
+            }
+        }
+        let mut file = header(bytes.len() as u64, crc32fast::hash(&bytes)).to_vec();
+        file.extend(bytes);
+        let (mut agg2, mut judge2) = empty();
+        decode(Path::new("s"), &file)
+            .unwrap()
+            .apply(&mut agg2, &mut judge2, &mut history())
+            .unwrap();
+        assert!(!judge2.service_names().contains(&later));
+        assert_eq!(alerts(&judge2), alerts(&judge));
     }
 
     #[test]

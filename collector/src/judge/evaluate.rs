@@ -174,8 +174,11 @@ impl Judge {
                 },
             );
         }
-        // Endpoints the aggregator expired.
-        state.baselines.retain(|e, _| agg.versions(e).is_some());
+        // Endpoints the aggregator expired (or emptied, kept in place
+        // while a snapshot holds positions).
+        state
+            .baselines
+            .retain(|e, _| agg.versions(e).is_some_and(|v| !v.is_empty()));
         let (mut transitions, kept) = apply(&self.config.alerts, &mut state, &decided, now_ms);
         retire_unjudged(&mut state, &decided, kept, now_ms, &mut transitions);
         self.forget_acknowledgements(service, &state);

@@ -55,8 +55,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use hashbrown::{HashMap, HashSet};
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Aggregator, Series, Versions, WindowSummary};
 use crate::config::{BaselineConfig, JudgeConfig, RelativeRule, SlaRule};
@@ -365,22 +364,14 @@ pub(crate) struct Chosen {
     promoted_ms: Option<u64>,
 }
 
-/// What a snapshot keeps of a [`Judge`]: the chosen baselines, promotion
-/// progress and every alert with its state, times and latest evidence.
-/// Generic so that writing borrows ([`JudgeStateRef`]) and reading owns
-/// ([`JudgeStateOwned`]) with one wire layout.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct JudgeState<Baselines, Candidacy, Judgements> {
-    baselines: Baselines,
-    candidacy: Candidacy,
-    judgements: Judgements,
-}
-
 /// Per (endpoint, candidate): since when it has passed without a break.
 type Candidacy = HashMap<(EndpointKey, String), u64>;
 
-/// One service's part of the judge: a service is judged alone.
-#[derive(Debug, Default)]
+/// One service's part of the judge: a service is judged alone, and a
+/// snapshot keeps it as it is (its chosen baselines, promotion progress and
+/// every alert with its state, times and latest evidence), service by
+/// service, so that it can be written in slices.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct ServiceState {
     baselines: HashMap<EndpointKey, Chosen>,
     candidacy: Candidacy,
@@ -393,37 +384,17 @@ impl ServiceState {
     fn is_empty(&self) -> bool {
         self.baselines.is_empty() && self.candidacy.is_empty() && self.judgements.is_empty()
     }
-}
 
-/// One of the per-service maps of every service, written as the one map
-/// the snapshot layout has.
-pub(crate) struct Flat<'a, K, V> {
-    services: &'a HashMap<String, ServiceState>,
-    part: fn(&ServiceState) -> &HashMap<K, V>,
-}
-
-impl<K: Serialize, V: Serialize> Serialize for Flat<'_, K, V> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let len = self.services.values().map(|s| (self.part)(s).len()).sum();
-        let mut map = serializer.serialize_map(Some(len))?;
-        for state in self.services.values() {
-            for (k, v) in (self.part)(state) {
-                map.serialize_entry(k, v)?;
-            }
-        }
-        map.end()
+    /// Its entries: what writing it costs a snapshot slice.
+    pub(crate) fn entries(&self) -> usize {
+        self.baselines.len() + self.candidacy.len() + self.judgements.len()
     }
 }
 
-/// The live state, borrowed for writing.
-pub(crate) type JudgeStateRef<'a> = JudgeState<
-    Flat<'a, EndpointKey, Chosen>,
-    Flat<'a, (EndpointKey, String), u64>,
-    Flat<'a, AlertKey, Box<Judgement>>,
->;
-
-/// A state read back.
-pub(crate) type JudgeStateOwned = JudgeState<HashMap<EndpointKey, Chosen>, Candidacy, Judgements>;
+/// What a snapshot keeps of a [`Judge`], read back: a sequence of each
+/// service's (name, state), written one by one
+/// ([`Judge::service_state`]).
+pub(crate) type JudgeStateOwned = Vec<(String, ServiceState)>;
 
 /// The rules one phase is judged by: the configured ones for the request;
 /// for a generative model's phase, `relative` with the phase's smallest
@@ -767,22 +738,15 @@ impl Judge {
         wake
     }
 
-    /// The state a snapshot keeps, borrowed.
-    pub(crate) fn state(&self) -> JudgeStateRef<'_> {
-        JudgeState {
-            baselines: Flat {
-                services: &self.services,
-                part: |s| &s.baselines,
-            },
-            candidacy: Flat {
-                services: &self.services,
-                part: |s| &s.candidacy,
-            },
-            judgements: Flat {
-                services: &self.services,
-                part: |s| &s.judgements,
-            },
-        }
+    /// The services with a state, named for a snapshot to write one by
+    /// one ([`Judge::service_state`]).
+    pub(crate) fn service_names(&self) -> Vec<String> {
+        self.services.keys().cloned().collect()
+    }
+
+    /// The state of `service` a snapshot keeps (`None` once it has none).
+    pub(crate) fn service_state(&self, service: &str) -> Option<&ServiceState> {
+        self.services.get(service)
     }
 
     /// Takes over the baselines and alerts of `state` (read from a
@@ -791,19 +755,10 @@ impl Judge {
     /// service it names counts as acted on, so it is judged at the next
     /// tick.
     pub(crate) fn restore(&mut self, state: JudgeStateOwned) {
-        let mut services: HashMap<String, ServiceState> = HashMap::new();
-        for (endpoint, chosen) in state.baselines {
-            let s = services.entry(endpoint.service.clone()).or_default();
-            s.baselines.insert(endpoint, chosen);
-        }
-        for (key, since) in state.candidacy {
-            let s = services.entry(key.0.service.clone()).or_default();
-            s.candidacy.insert(key, since);
-        }
-        for (key, judgement) in state.judgements {
-            let s = services.entry(key.endpoint.service.clone()).or_default();
-            s.judgements.insert(key, judgement);
-        }
+        // A service left empty while a snapshot was written in slices is
+        // in the file with nothing.
+        let services: HashMap<String, ServiceState> =
+            state.into_iter().filter(|(_, s)| !s.is_empty()).collect();
         self.acted.extend(services.keys().cloned());
         self.services = services;
     }
