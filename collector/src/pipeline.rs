@@ -35,7 +35,9 @@ use crate::config::Config;
 use crate::emit::history::{History, HistoryLimits};
 use crate::emit::otlp::OtlpEmitter;
 use crate::extract::{Sample, SampleKind};
-use crate::judge::{AlertKey, AlertState, Judge, Judgement, Round, Schedule, Severity, Transition};
+use crate::judge::{
+    ActionError, AlertKey, AlertState, Judge, Judgement, Round, Schedule, Severity, Transition,
+};
 use crate::snapshot::{self as snapshots, SnapshotInProgress, Snapshotter, Step};
 use crate::telemetry::{RefusedReason, Telemetry};
 
@@ -263,6 +265,23 @@ impl State {
         while self.evaluating() {
             self.judge_slice(|_| true);
         }
+    }
+
+    /// Pins `version` as the baseline of `service`'s `endpoint` (every
+    /// endpoint when `None`) and judges that service at once, so the
+    /// answer and every later question see it. Only that service: a pin
+    /// at a million series must not pause ingest for a full evaluation
+    /// (a round under way goes on).
+    pub fn set_baseline(
+        &mut self,
+        service: &str,
+        endpoint: Option<&str>,
+        version: &str,
+        now: u64,
+    ) -> Result<(), ActionError> {
+        self.judge.set_baseline(service, endpoint, version)?;
+        self.judge_service(service, now);
+        Ok(())
     }
 
     /// Starts the evaluation round of the tick at `now`: what belongs to no
@@ -587,12 +606,19 @@ mod tests {
             .state
     }
 
-    fn req(service: &str, path: &str, version: &str, ms: f64, outcome: Outcome) -> Sample {
-        let key = EndpointKey {
+    fn endpoint_of(service: &str) -> EndpointKey {
+        EndpointKey {
             service: service.into(),
-            endpoint: path.into(),
+            endpoint: "/p".into(),
             dims: Vec::new(),
             phase: crate::phase::Phase::Request,
+        }
+    }
+
+    fn req(service: &str, path: &str, version: &str, ms: f64, outcome: Outcome) -> Sample {
+        let key = EndpointKey {
+            endpoint: path.into(),
+            ..endpoint_of(service)
         };
         Sample::request(key, version, Duration::from_secs_f64(ms / 1e3), outcome, 0)
     }
@@ -782,6 +808,47 @@ mod tests {
         if a != b {
             assert_eq!(format!("{a:?}"), format!("{b:?}"), "{context}");
         }
+    }
+
+    #[test]
+    fn a_pinned_baseline_judges_its_service_at_once_and_no_other() {
+        let mut state = state_of("");
+        let mut t = T0;
+        for service in ["a", "b"] {
+            for v in ["v1", "v2"] {
+                state.record(&vec![req(service, "/p", v, 40.0, Outcome::Ok); 50], t);
+            }
+        }
+        t += 1_000;
+        tick(&mut state, t, SLICE_SERIES);
+        assert_eq!(state.judge.baseline(&endpoint_of("a")), Some("v1"));
+        // b takes samples; a is pinned to v2 before the next tick.
+        state.record(&vec![req("b", "/p", "v2", 40.0, Outcome::Ok); 5], t);
+        let judged_b: Vec<_> = state
+            .judge
+            .judgements_of("b")
+            .map(|(k, j)| (k.clone(), j.clone()))
+            .collect();
+        state.set_baseline("a", None, "v2", t).unwrap();
+        assert_eq!(state.judge.baseline(&endpoint_of("a")), Some("v2"));
+        assert!(
+            state
+                .judge
+                .judgements_of("a")
+                .all(|(k, _)| k.baseline == "v2"),
+            "a judged against its pin"
+        );
+        let now_b: Vec<_> = state
+            .judge
+            .judgements_of("b")
+            .map(|(k, j)| (k.clone(), j.clone()))
+            .collect();
+        assert_eq!(now_b, judged_b, "b is not judged before its tick");
+        assert_eq!(state.aggregator.take_touched(), vec!["b".to_owned()]);
+        assert!(matches!(
+            state.set_baseline("", None, "v2", t),
+            Err(ActionError::Missing("service"))
+        ));
     }
 
     #[test]

@@ -158,11 +158,15 @@ impl Judge {
         service: &str,
         now_ms: u64,
     ) -> Vec<Transition> {
-        // Taken out while judged, so the judge's settings stay readable.
-        let (name, mut state) = self
+        // Taken out while judged, so the judge's settings stay readable;
+        // its place stays (removing and inserting every judged service
+        // leaves tombstones that make hashbrown rehash the whole map, a
+        // pause of ingest at 50,000 services).
+        let mut state = self
             .services
-            .remove_entry(service)
-            .unwrap_or_else(|| (service.to_owned(), ServiceState::default()));
+            .get_mut(service)
+            .map(std::mem::take)
+            .unwrap_or_default();
         let endpoints = agg.service_endpoints(service);
         let (decided, chosen) = self.decide(&state, agg, endpoints, now_ms);
         for (endpoint, version) in chosen {
@@ -184,8 +188,12 @@ impl Judge {
         self.forget_acknowledgements(service, &state);
         self.promote(&mut state, agg, &decided, now_ms);
         transitions.sort_by(|a, b| (&a.key, a.severity).cmp(&(&b.key, b.severity)));
-        if !state.is_empty() {
-            self.services.insert(name, state);
+        if state.is_empty() {
+            self.services.remove(service);
+        } else if let Some(place) = self.services.get_mut(service) {
+            *place = state;
+        } else {
+            self.services.insert(service.to_owned(), state);
         }
         transitions
     }

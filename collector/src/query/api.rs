@@ -339,8 +339,9 @@ pub async fn answer_regressions(
         .await?)
 }
 
-/// `SetBaseline`: pins it and judges at once, so the answer (the endpoints
-/// now known under that baseline) and every later question already see it.
+/// `SetBaseline`: pins it and judges its service at once, so the answer
+/// (the endpoints now known under that baseline) and every later question
+/// already see it.
 pub async fn answer_set_baseline(
     pipeline: &PipelineHandle,
     r: pb::SetBaselineRequest,
@@ -348,8 +349,7 @@ pub async fn answer_set_baseline(
     let answer = pipeline
         .ask(move |s, now| {
             let endpoint = (!r.endpoint.is_empty()).then_some(r.endpoint.as_str());
-            s.judge.set_baseline(&r.service, endpoint, &r.version)?;
-            s.evaluate(now);
+            s.set_baseline(&r.service, endpoint, &r.version, now)?;
             let endpoints = views::versions(&s.aggregator, &s.judge, &r.service, &r.endpoint, now);
             Ok(pb::SetBaselineResponse {
                 endpoints: endpoints.iter().map(endpoint_versions).collect(),
