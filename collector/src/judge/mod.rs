@@ -215,13 +215,14 @@ type Judgements = HashMap<AlertKey, Box<Judgement>>;
 
 /// What an acknowledgement names: an alert whatever its baseline and
 /// dimensions (service, endpoint, candidate, rule).
-type AckKey = (String, String, String, Rule);
+type AckKey = (String, String, String, Phase, Rule);
 
 fn ack_key(key: &AlertKey) -> AckKey {
     (
         key.endpoint.service.clone(),
         key.endpoint.endpoint.clone(),
         key.candidate.clone(),
+        key.endpoint.phase,
         key.rule,
     )
 }
@@ -235,8 +236,11 @@ pub enum ActionError {
     /// `rule` names no rule.
     #[error("unknown rule {0:?}: one of sla, relative, errors, fanout")]
     UnknownRule(String),
+    /// `phase` names no phase.
+    #[error("unknown phase {0:?}: one of request, queue, first_token, per_output_token")]
+    UnknownPhase(String),
     /// Nothing to acknowledge.
-    #[error("no pending or firing alert matches service {service:?}, endpoint {endpoint:?}, candidate {candidate:?}, rule {rule}")]
+    #[error("no pending or firing alert matches service {service:?}, endpoint {endpoint:?}, candidate {candidate:?}, phase {phase}, rule {rule}")]
     NoSuchAlert {
         /// The service asked for.
         service: String,
@@ -244,6 +248,8 @@ pub enum ActionError {
         endpoint: String,
         /// The candidate asked for.
         candidate: String,
+        /// The phase asked for.
+        phase: Phase,
         /// The rule asked for.
         rule: Rule,
     },
@@ -518,12 +524,14 @@ impl Judge {
 
     /// Acknowledges the pending or firing alerts of `candidate` on
     /// `service`'s `endpoint` ([`ALL_ENDPOINTS`]: version-wide) under
-    /// `rule`; returns them.
+    /// `rule`, of `phase` (a phase's alerts are alerts of their own);
+    /// returns them.
     pub fn acknowledge(
         &mut self,
         service: &str,
         endpoint: &str,
         candidate: &str,
+        phase: Phase,
         rule: Rule,
     ) -> Result<Vec<(&AlertKey, &Judgement)>, ActionError> {
         for (value, field) in [
@@ -539,6 +547,7 @@ impl Judge {
             service.to_owned(),
             endpoint.to_owned(),
             candidate.to_owned(),
+            phase,
             rule,
         );
         // The field, not `judgements_of`: the borrow must leave
@@ -555,11 +564,12 @@ impl Judge {
                 service: key.0,
                 endpoint: key.1,
                 candidate: key.2,
+                phase,
                 rule,
             });
         }
         matching.sort_by(|a, b| a.0.cmp(b.0));
-        tracing::info!(service, endpoint, candidate, %rule, "alert acknowledged");
+        tracing::info!(service, endpoint, candidate, %phase, %rule, "alert acknowledged");
         self.acknowledged.insert(key);
         Ok(matching)
     }
@@ -1181,7 +1191,7 @@ mod tests {
         let (mut agg, mut judge) = setup(JudgeConfig::default());
         let mut t = T0;
         assert!(matches!(
-            judge.acknowledge("lending-api", "/a", "v1", Rule::Sla),
+            judge.acknowledge("lending-api", "/a", "v1", Phase::Request, Rule::Sla),
             Err(ActionError::NoSuchAlert { .. })
         ));
         for _ in 0..10 {
@@ -1198,15 +1208,15 @@ mod tests {
             .clone();
         assert!(!judge.is_acknowledged(&key));
         assert_eq!(
-            judge.acknowledge("lending-api", "", "v1", Rule::Sla),
+            judge.acknowledge("lending-api", "", "v1", Phase::Request, Rule::Sla),
             Err(ActionError::Missing("endpoint"))
         );
         assert!(matches!(
-            judge.acknowledge("lending-api", "/a", "v2", Rule::Sla),
+            judge.acknowledge("lending-api", "/a", "v2", Phase::Request, Rule::Sla),
             Err(ActionError::NoSuchAlert { .. })
         ));
         let acked = judge
-            .acknowledge("lending-api", "/a", "v1", Rule::Sla)
+            .acknowledge("lending-api", "/a", "v1", Phase::Request, Rule::Sla)
             .unwrap();
         assert_eq!(acked.len(), 1);
         assert!(judge.is_acknowledged(&key));
@@ -1312,6 +1322,49 @@ mod tests {
             })
             .map(|(_, j)| j)
             .unwrap()
+    }
+
+    #[test]
+    fn a_phase_alert_is_acknowledged_on_its_own() {
+        // m2 decodes 1.6x slower: its request and its per-token relative
+        // alerts fire, two alerts an operator acknowledges one by one.
+        let mut judge = chat(JudgeConfig::default(), &[("m2", 100.0, 32.0, 50.0)]);
+        let key = |phase: Phase| {
+            judge
+                .judgements()
+                .find(|(k, _)| {
+                    k.candidate == "m2"
+                        && k.rule == Rule::Relative
+                        && k.endpoint == endpoint("/chat").with_phase(phase)
+                })
+                .unwrap()
+                .0
+                .clone()
+        };
+        let (request_key, token_key) = (key(Phase::Request), key(Phase::PerOutputToken));
+        let acked = judge
+            .acknowledge("lending-api", "/chat", "m2", Phase::Request, Rule::Relative)
+            .unwrap();
+        assert_eq!(acked.len(), 1);
+        assert!(judge.is_acknowledged(&request_key));
+        assert!(!judge.is_acknowledged(&token_key));
+        judge
+            .acknowledge(
+                "lending-api",
+                "/chat",
+                "m2",
+                Phase::PerOutputToken,
+                Rule::Relative,
+            )
+            .unwrap();
+        assert!(judge.is_acknowledged(&token_key));
+        assert!(matches!(
+            judge.acknowledge("lending-api", "/chat", "m2", Phase::Queue, Rule::Relative),
+            Err(ActionError::NoSuchAlert {
+                phase: Phase::Queue,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -600,10 +600,14 @@ struct AckBody {
     endpoint: String,
     candidate: String,
     rule: String,
+    /// A generative model's phase; the request when absent.
+    #[serde(default)]
+    phase: String,
 }
 
 impl WriteBody for AckBody {
-    const SHAPE: &'static str = r#"{"service", "endpoint", "candidate", "rule"}"#;
+    const SHAPE: &'static str =
+        r#"{"service", "endpoint", "candidate", "rule", "phase" (optional)}"#;
     type Answer = pb::AcknowledgeAlertResponse;
     fn answer(
         self,
@@ -614,6 +618,7 @@ impl WriteBody for AckBody {
             endpoint: self.endpoint,
             candidate_version: self.candidate,
             rule: self.rule,
+            phase: self.phase,
         };
         api::answer_acknowledge(pipeline, request)
     }

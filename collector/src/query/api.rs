@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::config::{JudgeOverrides, OverrideError};
 use crate::emit::views::{self, RegressionView, RuleView, ScopeVerdict, VerdictQuery, VerdictView};
 use crate::judge::{ActionError, AlertState, Evidence, Resolution, Rule, Severity, Verdict};
+use crate::phase::Phase;
 use crate::pipeline::{AlertEvent, PipelineHandle, QueryError};
 
 /// An alert state in API terms.
@@ -368,11 +369,15 @@ pub async fn answer_acknowledge(
         return Err(ActionError::Missing("rule").into());
     }
     let rule = Rule::named(&r.rule).ok_or_else(|| ActionError::UnknownRule(r.rule.clone()))?;
+    let phase = match r.phase.as_str() {
+        "" => Phase::Request,
+        name => Phase::named(name).ok_or_else(|| ActionError::UnknownPhase(r.phase.clone()))?,
+    };
     let answer = pipeline
         .ask(move |s, _| {
             let acked: Vec<_> = s
                 .judge
-                .acknowledge(&r.service, &r.endpoint, &r.candidate_version, rule)?
+                .acknowledge(&r.service, &r.endpoint, &r.candidate_version, phase, rule)?
                 .into_iter()
                 .map(|(k, j)| (k.clone(), j.clone()))
                 .collect();
