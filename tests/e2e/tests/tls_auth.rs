@@ -234,6 +234,7 @@ async fn writes_need_a_configured_token() {
             endpoint: "/risk-score".into(),
             candidate_version: "v2".into(),
             rule: "sla".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -321,6 +322,22 @@ async fn with_the_token_a_baseline_is_set_and_an_alert_acknowledged() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
+    // A phase this service has no alert of: 404; no such phase: 400.
+    let (status, body) = collector
+        .post_json(
+            "/api/v1/alerts/ack",
+            &json!({"service": "lending-api", "endpoint": "/risk-score", "candidate": "v2", "rule": "sla", "phase": "queue"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = collector
+        .post_json(
+            "/api/v1/alerts/ack",
+            &json!({"service": "lending-api", "endpoint": "/risk-score", "candidate": "v2", "rule": "sla", "phase": "decode"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("unknown phase"), "{body}");
 
     // Set the baseline to v2 over JSON: visible in versions at once.
     let (status, body) = collector
@@ -366,6 +383,7 @@ async fn with_the_token_a_baseline_is_set_and_an_alert_acknowledged() {
             endpoint: "/risk-score".into(),
             candidate_version: "v2".into(),
             rule: "sla".into(),
+            phase: "request".into(),
         }))
         .await
         .unwrap()
