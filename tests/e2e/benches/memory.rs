@@ -12,7 +12,8 @@
 //! warm-up, the last and the largest: a flat line means no growth.
 //! `-- --busy` instead fills 1k and then 10k *busy* series across the
 //! whole baseline horizon at the default slots (see [`busy`]) and prints
-//! RSS and RSS per series.
+//! RSS and RSS per series; `-- --busy --soak-secs 1800` then keeps the
+//! 10k series busy in real time for that long, RSS sampled every slot.
 //! Extra `KEY=VALUE` arguments go to the collector's environment.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -139,6 +140,57 @@ fn busy_slot(seed: u64) -> (i32, Vec<u64>) {
     (lo, counts)
 }
 
+/// Sends series `range` one delta exponential histogram point each for
+/// the 10 s slot ending at `end_ns` (slot `k` of the run: which draw of
+/// the pool each series gets), retrying while the queue is full.
+async fn busy_points(
+    client: &mut MetricsServiceClient<Channel>,
+    pool: &[(i32, Vec<u64>)],
+    range: std::ops::Range<usize>,
+    k: u64,
+    end_ns: u64,
+) {
+    let points: Vec<HistogramSpec> = range
+        .map(|i| {
+            let (offset, counts) = &pool[(i as u64 * 7 + k) as usize % pool.len()];
+            HistogramSpec::exponential("busy", "http.server.duration", "ms", 6, *offset, counts)
+                .attr(attr_str("http.route", &format!("/item/{i}")))
+                .attr(attr_str("model.version", "v1"))
+                .at(end_ns)
+        })
+        .collect();
+    for chunk in points.chunks(POINTS_PER_EXPORT) {
+        // A full queue says retry: the bench sends faster than one
+        // pipeline task records (and a deep queue of decoded points would
+        // be what RSS measures).
+        let answer = loop {
+            match client
+                .export(metrics_request_of(chunk.iter().cloned()))
+                .await
+            {
+                Ok(answer) => break answer.into_inner(),
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(status) => panic!("export failed: {status}"),
+            }
+        };
+        if let Some(partial) = answer
+            .partial_success
+            .filter(|p| p.rejected_data_points > 0)
+        {
+            panic!("points refused: {partial:?}");
+        }
+    }
+}
+
+fn unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// RSS by busy series: each series gets one delta exponential histogram
 /// point per 10 s slot over the whole 30-minute horizon, at the slot's own
 /// time (the collector takes samples up to `aggregate.allowed_lateness`,
@@ -146,7 +198,12 @@ fn busy_slot(seed: u64) -> (i32, Vec<u64>) {
 /// within that when it arrives: the horizon filled in under a minute
 /// instead of 30. A point of scale 6 in ms maps onto the sketch's buckets
 /// exactly, so a slot holds what 1,000 spans would have made of it.
-async fn busy(env: &[(&str, &str)]) {
+///
+/// With `soak_secs`, the 10,000 series then go on in real time, a point
+/// each every slot as it ends, for that long: the horizon full from the
+/// start, so RSS sampled every slot should stay flat while old slots
+/// merge and expire as new ones come.
+async fn busy(env: &[(&str, &str)], soak_secs: Option<u64>) {
     // One service holds every series, healthy: its endpoints uncapped,
     // the SLA out of reach (the shape's p95, 136 ms, is over the default
     // warning level, and a fleet in alert is not what is measured here).
@@ -174,57 +231,14 @@ async fn busy(env: &[(&str, &str)]) {
     let idle = rss_mib();
     println!("| 0 | {idle:.0} | {idle:.0} | |");
     let mut filled = 0;
+    let slots = HORIZON_S / SLOT_S;
     for target in [1_000usize, 10_000] {
-        let now_s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            / SLOT_S
-            * SLOT_S;
-        let slots = HORIZON_S / SLOT_S;
+        let now_s = unix_s() / SLOT_S * SLOT_S;
         // The oldest slot a little inside the allowed lateness.
         let first_s = now_s - HORIZON_S + 2 * SLOT_S;
         for k in 0..slots {
             let end_ns = (first_s + k * SLOT_S) * 1_000_000_000 + 5_000_000_000;
-            let points: Vec<HistogramSpec> = (filled..target)
-                .map(|i| {
-                    let (offset, counts) = &pool[(i as u64 * 7 + k) as usize % pool.len()];
-                    HistogramSpec::exponential(
-                        "busy",
-                        "http.server.duration",
-                        "ms",
-                        6,
-                        *offset,
-                        counts,
-                    )
-                    .attr(attr_str("http.route", &format!("/item/{i}")))
-                    .attr(attr_str("model.version", "v1"))
-                    .at(end_ns)
-                })
-                .collect();
-            for chunk in points.chunks(POINTS_PER_EXPORT) {
-                // A full queue says retry: the bench sends faster than
-                // one pipeline task records (and a deep queue of decoded
-                // points would be what RSS measures).
-                let answer = loop {
-                    match client
-                        .export(metrics_request_of(chunk.iter().cloned()))
-                        .await
-                    {
-                        Ok(answer) => break answer.into_inner(),
-                        Err(status) if status.code() == tonic::Code::Unavailable => {
-                            tokio::time::sleep(Duration::from_millis(2)).await;
-                        }
-                        Err(status) => panic!("export failed: {status}"),
-                    }
-                };
-                if let Some(partial) = answer
-                    .partial_success
-                    .filter(|p| p.rejected_data_points > 0)
-                {
-                    panic!("points refused: {partial:?}");
-                }
-            }
+            busy_points(&mut client, &pool, filled..target, k, end_ns).await;
         }
         arrived(&collector, "busy", &format!("/item/{}", target - 1)).await;
         // Let a slot pass (the tick merges slots once per slot).
@@ -238,6 +252,38 @@ async fn busy(env: &[(&str, &str)]) {
         "memory-busy: series={filled} kib_per_busy_series={:.1}",
         (rss_mib() - idle) * 1024.0 / filled as f64
     );
+    if let Some(seconds) = soak_secs {
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        let mut k = slots;
+        while started.elapsed() < Duration::from_secs(seconds) {
+            // The slot that just ended, every series, then wait for the
+            // next slot's end.
+            let end_s = unix_s() / SLOT_S * SLOT_S;
+            busy_points(&mut client, &pool, 0..filled, k, end_s * 1_000_000_000 - 1).await;
+            k += 1;
+            let rss = rss_mib();
+            samples.push(rss);
+            println!(
+                "busy-soak t={}s rss_mib={rss:.1}",
+                started.elapsed().as_secs()
+            );
+            let next = (end_s + SLOT_S) * 1_000 + 200;
+            let now_ms = unix_s() * 1_000;
+            tokio::time::sleep(Duration::from_millis(
+                next.saturating_sub(now_ms).min(SLOT_S * 1_000),
+            ))
+            .await;
+        }
+        let first = samples.first().copied().unwrap_or(0.0);
+        let last = samples.last().copied().unwrap_or(0.0);
+        let max = samples.iter().copied().fold(0.0, f64::max);
+        println!(
+            "memory-busy-soak: series={filled} seconds={seconds} slots_sent={} rss_mib_first={first:.1} rss_mib_last={last:.1} rss_mib_max={max:.1} kib_per_busy_series_max={:.1}",
+            samples.len(),
+            (max - idle) * 1024.0 / filled as f64
+        );
+    }
     collector.stop().await;
 }
 
@@ -285,7 +331,7 @@ async fn main() {
     };
     let env: Vec<(&str, &str)> = args.iter().filter_map(|a| a.split_once('=')).collect();
     if args.iter().any(|a| a == "--busy") {
-        return busy(&env).await;
+        return busy(&env, value("--soak-secs").map(|s| s as u64)).await;
     }
     match value("--soak-secs") {
         Some(seconds) => soak(&env, seconds as u64, value("--rate").unwrap_or(250_000.0)).await,
