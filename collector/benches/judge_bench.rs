@@ -181,6 +181,7 @@ fn endpoint(service: &str, name: &str) -> EndpointKey {
         endpoint: name.into(),
         dims: Vec::new(),
         phase: Phase::Request,
+        input: None,
     }
 }
 

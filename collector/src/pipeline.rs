@@ -593,6 +593,7 @@ mod tests {
             endpoint: path.into(),
             dims: Vec::new(),
             phase: crate::phase::Phase::Request,
+            input: None,
         };
         Sample::request(key, version, Duration::from_secs_f64(ms / 1e3), outcome, 0)
     }

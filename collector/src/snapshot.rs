@@ -15,7 +15,7 @@
 //! point of each cumulative histogram stream (after a restart a stream's
 //! next point is its reference: one export interval of it is not judged).
 //!
-//! # Format (version 5: a series is named with its phase, see `crate::phase`; version 4 made a series' slots blocks of slots, see `aggregate::slots`)
+//! # Format (version 6: a time-to-first-token series is named with its band of input sizes, see `crate::phase::InputBand`; version 5 named a series with its phase; version 4 made a series' slots blocks of slots, see `aggregate::slots`)
 //!
 //! One self-describing file, `<snapshot.dir>/modelgate.snapshot`:
 //!
@@ -91,7 +91,7 @@ const REFUSED_NAME: &str = "modelgate.snapshot.refused";
 pub const MAGIC: [u8; 8] = *b"MGSNAP\r\n";
 
 /// The payload layout this build writes and reads.
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 
 /// Magic, version, reserved, length, checksum.
 const HEADER_LEN: usize = 8 + 2 + 2 + 8 + 4;
@@ -1413,6 +1413,7 @@ mod tests {
                 endpoint: format!("/e{e}"),
                 dims: Vec::new(),
                 phase: crate::phase::Phase::Request,
+                input: None,
             },
             version,
             Duration::from_millis(40 + (e % 50) as u64),
