@@ -2,7 +2,8 @@
 //!
 //! A service at a time ([`Judge::evaluate_service`]; [`Judge::evaluate`]
 //! takes every service in turn): each endpoint's baseline is chosen and
-//! held to the absolute rules, each candidate judged against it, then every
+//! held to the absolute rules, each candidate judged against it (an
+//! endpoint's first-token bands together, band with band), then every
 //! candidate serving two endpoints or more judged across them. What was
 //! decided is then applied to the service's alerts: transitions, the
 //! retirement of alerts whose subject is gone, and promotion. Nothing of

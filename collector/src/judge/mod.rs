@@ -19,6 +19,16 @@
 //! [`ALL_ENDPOINTS`]), which is how the lending incident was understood:
 //! slow on both endpoints, so the model, not an endpoint.
 //!
+//! A generative model's phases are series of their own, each judged
+//! against the baseline's same phase. Its time to the first token may be
+//! kept per band of input tokens ([`crate::phase::InputBand`]): an
+//! endpoint's bands (and its unbanded series) are strata of one subject,
+//! sharing one baseline and one trust, and the candidate is compared band
+//! with band (the comparative rules stratified as they are by endpoint
+//! version-wide), so longer prompts are not taken for a slower prefill.
+//! Judgements and alerts name the endpoint, never a band; version-wide,
+//! every band of every endpoint is a stratum.
+//!
 //! Each result drives one alert per severity ([`AlertMachine`]). A candidate
 //! without traffic for `judge.alerts.no_traffic_resolve` keeps its last
 //! result (a regression stays one) but its alerts resolve, reason
