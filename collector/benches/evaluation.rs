@@ -56,6 +56,7 @@ fn requests(service: usize, n: usize, now: u64) -> Vec<Sample> {
                 endpoint: format!("/e{e}"),
                 dims: Vec::new(),
                 phase: modelgate_collector::phase::Phase::Request,
+                input: None,
             };
             for i in 0..n {
                 let ms = 40.0 + ((service + e * 7 + v * 3 + i) % 40) as f64;

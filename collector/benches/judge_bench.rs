@@ -29,7 +29,7 @@ use modelgate_collector::extract::{EndpointKey, Outcome, Sample};
 use modelgate_collector::judge::{
     AlertState, Judge, Resolution, Rule, Severity, Transition, Verdict, ALL_ENDPOINTS,
 };
-use modelgate_collector::phase::Phase;
+use modelgate_collector::phase::{InputBand, Phase};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -181,6 +181,7 @@ fn endpoint(service: &str, name: &str) -> EndpointKey {
         endpoint: name.into(),
         dims: Vec::new(),
         phase: Phase::Request,
+        input: None,
     }
 }
 
@@ -305,6 +306,48 @@ struct Sim {
     reference_windows: bool,
     /// What the series measure: the request, or one phase of it.
     phase: Phase,
+    /// A first token's prompts (each request's band of input sizes); none
+    /// for every other run.
+    prompts: Option<Prompts>,
+}
+
+/// A first token's input sizes in a run: each request's band drawn from
+/// [`BAND_MIX`], the candidate's one band longer with probability
+/// `longer` (3x longer prompts move a prompt 0.79 of a 4x band), its time
+/// the model's draw times its band's [`BAND_PREFILL`].
+#[derive(Debug, Clone, Copy)]
+struct Prompts {
+    longer: f64,
+    /// The samples carry their band (else all sizes mix, as before
+    /// bands).
+    banded: bool,
+}
+
+/// The baseline's share of requests per band of input sizes.
+const BAND_MIX: [f64; 4] = [0.4, 0.3, 0.2, 0.1];
+
+/// Time to the first token per band, relative to the shortest.
+const BAND_PREFILL: [f64; 5] = [1.0, 2.5, 7.0, 20.0, 50.0];
+
+impl Prompts {
+    /// One request's band, and its key.
+    fn draw(self, rng: &mut StdRng, ep: &EndpointKey, candidate: bool) -> (usize, EndpointKey) {
+        let u: f64 = rng.random();
+        let mut band = 0;
+        let mut below = BAND_MIX[0];
+        while u >= below && band + 1 < BAND_MIX.len() {
+            band += 1;
+            below += BAND_MIX[band];
+        }
+        if candidate && rng.random::<f64>() < self.longer {
+            band += 1;
+        }
+        let key = EndpointKey {
+            input: self.banded.then_some(InputBand::ALL[band]),
+            ..ep.clone()
+        };
+        (band, key)
+    }
 }
 
 struct SimResult {
@@ -359,6 +402,11 @@ fn simulate(sim: &Sim) -> SimResult {
         for (i, ep) in eps.iter().enumerate() {
             for _ in 0..arrivals(&mut rng, BASELINE_RATE * sim.base.rate(t_s)) {
                 let (ms, o) = sim.base.draw(&mut rng, t_s);
+                if let Some(p) = sim.prompts {
+                    let (band, key) = p.draw(&mut rng, ep, false);
+                    batch.push(sample(&key, "v1", ms * BAND_PREFILL[band], o, now));
+                    continue;
+                }
                 if live && raw[i].baseline.len() < sim.keep_raw * 9 {
                     raw[i].baseline.push(ms);
                 }
@@ -372,6 +420,15 @@ fn simulate(sim: &Sim) -> SimResult {
             }
             for _ in 0..arrivals(&mut rng, CANDIDATE_RATE * sim.cand.rate(t_s)) {
                 let (ms, o) = sim.cand.draw(&mut rng, t_s);
+                if let Some(p) = sim.prompts {
+                    let (band, key) = p.draw(&mut rng, ep, true);
+                    series[i].requests += 1;
+                    if version_wide {
+                        series[eps.len() + i / sim.endpoints].requests += 1;
+                    }
+                    batch.push(sample(&key, CANDIDATE, ms * BAND_PREFILL[band], o, now));
+                    continue;
+                }
                 if raw[i].candidate.len() < sim.keep_raw {
                     raw[i].candidate.push(ms);
                 }
@@ -657,6 +714,7 @@ fn aa(quick: bool) -> AaTotals {
             keep_raw: 0,
             reference_windows: true,
             phase: Phase::Request,
+            prompts: None,
         })
         .collect();
     let results = par_map(&sims, simulate);
@@ -850,6 +908,7 @@ fn detection(quick: bool) -> DetectTotals {
             keep_raw: limit as usize,
             reference_windows: false,
             phase: Phase::Request,
+            prompts: None,
         })
         .collect();
     let results = par_map(&sims, simulate);
@@ -930,6 +989,21 @@ fn detection(quick: bool) -> DetectTotals {
 struct PhaseTotals {
     aa_per_100: [f64; 2],
     critical_15_by_300: f64,
+    /// First token, the candidate's prompts 3x longer at the same speed:
+    /// alerts per 100 series-hours [warning, critical], banded and not.
+    mix_per_100: [[f64; 2]; 2],
+    /// First token 1.5x slower in each band, prompts 3x longer.
+    ttft_critical_15_by_300: f64,
+}
+
+/// A first token: lognormal, median 100 ms for the shortest prompts,
+/// sigma 0.3, times `factor` (and times its band's prefill).
+fn ttft(factor: f64) -> Model {
+    Model::LogNormal {
+        median: 100.0 * factor,
+        sigma: 0.3,
+        timeouts: 0.0,
+    }
 }
 
 /// A generative model's time per output token: lognormal, median 20 ms,
@@ -957,6 +1031,7 @@ fn phases(quick: bool) -> PhaseTotals {
         keep_raw: 0,
         reference_windows: false,
         phase: Phase::PerOutputToken,
+        prompts: None,
     }];
     let factors = [1.2, 1.5, 2.0];
     for (k, f) in factors.iter().enumerate() {
@@ -970,6 +1045,7 @@ fn phases(quick: bool) -> PhaseTotals {
             keep_raw: 0,
             reference_windows: false,
             phase: Phase::PerOutputToken,
+            prompts: None,
         });
     }
     let results = par_map(&sims, simulate);
@@ -992,6 +1068,8 @@ fn phases(quick: bool) -> PhaseTotals {
     let mut totals = PhaseTotals {
         aa_per_100: fired.map(|n| n as f64 / series_hours * 100.0),
         critical_15_by_300: 0.0,
+        mix_per_100: [[0.0; 2]; 2],
+        ttft_critical_15_by_300: 0.0,
     };
     for (f, r) in factors.iter().zip(&results[1..]) {
         let logs = &r.series;
@@ -1010,7 +1088,89 @@ fn phases(quick: bool) -> PhaseTotals {
             median(1),
         );
     }
+    first_token_mix(quick, &mut totals);
     totals
+}
+
+/// The first token when the candidate's prompts are 3x longer: A/A speed
+/// with its samples banded by input size and not (as before bands), and
+/// a 1.5x slower prefill in each band.
+fn first_token_mix(quick: bool, totals: &mut PhaseTotals) {
+    let (services, hours, runs) = if quick { (5, 1, 20) } else { (20, 2, 100) };
+    let limit = *CHECKPOINTS.last().unwrap();
+    let longer = Some(Prompts {
+        longer: 0.8,
+        banded: true,
+    });
+    let aa = |banded: bool| Sim {
+        seed: 9100,
+        services,
+        endpoints: 2,
+        base: ttft(1.0),
+        cand: ttft(1.0),
+        seconds: hours * 3600,
+        keep_raw: 0,
+        reference_windows: false,
+        phase: Phase::FirstToken,
+        prompts: Some(Prompts {
+            longer: 0.8,
+            banded,
+        }),
+    };
+    let sims = [
+        aa(true),
+        aa(false),
+        Sim {
+            seed: 9101,
+            services: runs,
+            endpoints: 1,
+            base: ttft(1.0),
+            cand: ttft(1.5),
+            seconds: (limit as f64 / CANDIDATE_RATE) as u64,
+            keep_raw: 0,
+            reference_windows: false,
+            phase: Phase::FirstToken,
+            prompts: longer,
+        },
+    ];
+    let results = par_map(&sims, simulate);
+    println!();
+    println!("## Phases: time to first token when the candidate's prompts are 3x longer (bands of input tokens {BAND_MIX:?} of the baseline's requests, each moved one band up with probability 0.8 on the candidate; per band lognormal, median 100 ms x {BAND_PREFILL:?}, sigma 0.3)");
+    println!("A/A speed: {services} services x 2 endpoints x {hours} h. Shift: {runs} runs, one endpoint, 1.5x in every band.");
+    println!();
+    println!("| run | series-hours | warning alerts (per 100 series-hours) | critical alerts (per 100 series-hours) | critical by 50 / 100 / 300 / 1000 | median requests to critical |");
+    println!("|---|---|---|---|---|---|");
+    for (k, (r, name)) in results
+        .iter()
+        .zip([
+            "same speed, banded by input size",
+            "same speed, unbanded (as before bands)",
+        ])
+        .enumerate()
+    {
+        let series_hours = r.series.len() as f64 * r.seconds as f64 / 3600.0;
+        let fired = [0, 1].map(|s| r.series.iter().map(|l| l.fired[s]).sum::<u64>());
+        totals.mix_per_100[k] = fired.map(|n| n as f64 / series_hours * 100.0);
+        println!(
+            "| {name} | {series_hours:.0} | {} ({}) | {} ({}) | | |",
+            fired[0],
+            rate_per_100(fired[0], series_hours),
+            fired[1],
+            rate_per_100(fired[1], series_hours),
+        );
+    }
+    let logs = &results[2].series;
+    let critical = alerted_by(logs, 1, runs);
+    totals.ttft_critical_15_by_300 = critical[2];
+    println!(
+        "| 1.5x in every band, banded | | | | {} | {} |",
+        critical
+            .iter()
+            .map(|x| pct(*x))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        median_to_alert(logs, 1, runs, limit),
+    );
 }
 
 /// One alert's first firing, per (scope, rule, severity), for the incident
@@ -1278,7 +1438,7 @@ fn main() {
     println!("(finished in {:.0} s)", started.elapsed().as_secs_f64());
     let per_100 = |n: u64| n as f64 / aa.series_hours * 100.0;
     println!(
-        "judge-bench: aa_false_alerts_per_100_series_hours={:.2}/{:.2} detect_1.2x_warning_by_1000={:.0}% detect_1.5x_critical_by_300={:.0}% lending_requests_to_critical={lending} ecommerce_requests_to_critical={ecommerce} aa_pass_reached={:.0}% tpot_aa_false_alerts_per_100_series_hours={:.2}/{:.2} tpot_detect_1.5x_critical_by_300={:.0}%",
+        "judge-bench: aa_false_alerts_per_100_series_hours={:.2}/{:.2} detect_1.2x_warning_by_1000={:.0}% detect_1.5x_critical_by_300={:.0}% lending_requests_to_critical={lending} ecommerce_requests_to_critical={ecommerce} aa_pass_reached={:.0}% tpot_aa_false_alerts_per_100_series_hours={:.2}/{:.2} tpot_detect_1.5x_critical_by_300={:.0}% ttft_mix_aa_false_alerts_per_100_series_hours={:.2}/{:.2} ttft_mix_unbanded_alerts_per_100_series_hours={:.2}/{:.2} ttft_detect_1.5x_critical_by_300={:.0}%",
         per_100(aa.fired[0]),
         per_100(aa.fired[1]),
         detect.warning_12_by_1000 * 100.0,
@@ -1287,5 +1447,10 @@ fn main() {
         phases.aa_per_100[0],
         phases.aa_per_100[1],
         phases.critical_15_by_300 * 100.0,
+        phases.mix_per_100[0][0],
+        phases.mix_per_100[0][1],
+        phases.mix_per_100[1][0],
+        phases.mix_per_100[1][1],
+        phases.ttft_critical_15_by_300 * 100.0,
     );
 }

@@ -69,6 +69,7 @@ fn state(series: usize) -> (Aggregator, Judge, History, u64) {
             endpoint: format!("/route/{e}"),
             dims: Vec::new(),
             phase: modelgate_collector::phase::Phase::Request,
+            input: None,
         };
         let versions: &[&str] = if e % 10 == 0 && made + 1 < series {
             &["v1", "v2"]

@@ -612,6 +612,7 @@ mod tests {
             endpoint: "/p".into(),
             dims: Vec::new(),
             phase: crate::phase::Phase::Request,
+            input: None,
         }
     }
 

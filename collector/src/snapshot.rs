@@ -15,7 +15,7 @@
 //! point of each cumulative histogram stream (after a restart a stream's
 //! next point is its reference: one export interval of it is not judged).
 //!
-//! # Format (version 5: a series is named with its phase, see `crate::phase`; version 4 made a series' slots blocks of slots, see `aggregate::slots`)
+//! # Format (version 6: a time-to-first-token series is named with its band of input sizes, see `crate::phase::InputBand`; version 5 named a series with its phase; version 4 made a series' slots blocks of slots, see `aggregate::slots`)
 //!
 //! One self-describing file, `<snapshot.dir>/modelgate.snapshot`:
 //!
@@ -1455,6 +1455,7 @@ mod tests {
                 endpoint: format!("/e{e}"),
                 dims: Vec::new(),
                 phase: crate::phase::Phase::Request,
+                input: None,
             },
             version,
             Duration::from_millis(40 + (e % 50) as u64),

@@ -17,6 +17,7 @@ pub(crate) fn endpoint(path: &str) -> EndpointKey {
         endpoint: path.into(),
         dims: Vec::new(),
         phase: crate::phase::Phase::Request,
+        input: None,
     }
 }
 

@@ -1300,6 +1300,7 @@ mod tests {
             endpoint: path.into(),
             dims: Vec::new(),
             phase: crate::phase::Phase::Request,
+            input: None,
         }
     }
 
@@ -1518,7 +1519,7 @@ mod tests {
         let mut name = |path: &str, version: &str| {
             interner.name(
                 "lending-api",
-                crate::phase::Phase::Request,
+                (crate::phase::Phase::Request, None),
                 path,
                 &[],
                 version,
@@ -1812,6 +1813,7 @@ mod tests {
                 endpoint: "/x".into(),
                 dims: Vec::new(),
                 phase: crate::phase::Phase::Request,
+                input: None,
             },
             "v1",
             Duration::from_millis(5),

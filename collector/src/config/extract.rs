@@ -150,6 +150,11 @@ impl ExtractConfig {
                 &self.genai.output_tokens,
                 MAX_GENAI_NAMES,
             ),
+            (
+                "extract.genai.input_tokens",
+                &self.genai.input_tokens,
+                MAX_GENAI_NAMES,
+            ),
         ] {
             if list.len() > most {
                 return Err(invalid(
@@ -506,6 +511,11 @@ pub struct GenAiAttributes {
     pub per_output_token: Vec<String>,
     /// Output tokens (a count, not seconds), for the derivation above.
     pub output_tokens: Vec<String>,
+    /// Input (prompt) tokens (a count): the time to the first token is
+    /// kept and compared per band of input size
+    /// (`crate::phase::InputBand`), so longer prompts are not taken for
+    /// a slower prefill. Empty: one first-token series, all sizes mixed.
+    pub input_tokens: Vec<String>,
 }
 
 impl Default for GenAiAttributes {
@@ -526,6 +536,8 @@ impl Default for GenAiAttributes {
                 "gen_ai.usage.output_tokens",
                 "gen_ai.usage.completion_tokens",
             ]),
+            // The second is the older name, and vLLM's server span's.
+            input_tokens: names(&["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"]),
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::extract::{EndpointKey, Outcome};
 use crate::judge::{
     AlertKey, AlertState, Condition, Evidence, Judge, Resolution, Rule, Severity, Transition,
 };
-use crate::phase::Phase;
+use crate::phase::{InputBand, Phase};
 
 /// How much history is kept; see [`AdminConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +176,10 @@ pub struct EndpointHistory {
     pub dims: Vec<String>,
     /// The whole request, or the phase of it charted.
     pub phase: Phase,
+    /// The band of input tokens of a first-token series that has one
+    /// (`crate::phase::InputBand`): each band is charted apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<InputBand>,
     /// The judge's current baseline, empty when none.
     pub baseline_version: String,
     /// By version name.
@@ -516,6 +520,7 @@ impl History {
                     endpoint: key.endpoint.clone(),
                     dims: key.dims.clone(),
                     phase: key.phase,
+                    input_tokens: key.input,
                     baseline_version: baseline.to_owned(),
                     versions: versions
                         .iter()

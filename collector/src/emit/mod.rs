@@ -94,15 +94,19 @@ pub fn snapshot(
     prometheus: PrometheusConfig,
     now_ms: u64,
 ) -> MetricsSnapshot {
-    // Every series identity carries its dimensions and its phase (unless
-    // it is the whole request): without them two series that differ only
-    // there would be one duplicated line.
+    // Every series identity carries its dimensions, its phase (unless it
+    // is the whole request) and its band of input sizes (a first token's,
+    // when read): without them two series that differ only there would be
+    // one duplicated line.
     let named = |mut labels: Labels, endpoint: &EndpointKey| {
         for (name, value) in dimensions.iter().zip(&endpoint.dims) {
             labels.push((Cow::Owned(name.clone()), value.clone()));
         }
         if !endpoint.phase.is_request() {
             labels.push(("phase".into(), endpoint.phase.as_str().to_owned()));
+        }
+        if let Some(band) = endpoint.input {
+            labels.push(("input_tokens".into(), band.as_str().to_owned()));
         }
         labels
     };

@@ -199,14 +199,18 @@ impl OtlpEmitter {
         }
     }
 
-    /// The series' `extract.dimensions`, named, and its phase unless it
-    /// is the whole request, so series that differ only by them stay apart.
+    /// The series' `extract.dimensions`, named, its phase unless it is the
+    /// whole request and its band of input sizes when it has one, so
+    /// series that differ only by them stay apart.
     fn push_dimensions(&self, attrs: &mut Vec<KeyValue>, endpoint: &EndpointKey) {
         for (name, value) in self.dimensions.iter().zip(&endpoint.dims) {
             attrs.push(KeyValue::new(name.clone(), value.clone()));
         }
         if !endpoint.phase.is_request() {
             attrs.push(KeyValue::new("phase", endpoint.phase.as_str()));
+        }
+        if let Some(band) = endpoint.input {
+            attrs.push(KeyValue::new("input_tokens", band.as_str()));
         }
     }
 

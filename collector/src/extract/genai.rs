@@ -17,6 +17,16 @@
 //! output token is derived where only the duration, the time to the first
 //! token and the output tokens are given: `(duration - ttft) / (tokens - 1)`.
 //!
+//! The time to the first token grows with the prompt: prefill reads all
+//! of it. A span that carries its input tokens (`extract.genai.input_tokens`)
+//! puts its first-token sample in the series of its band of input sizes
+//! ([`InputBand`], in the series key), so a version whose traffic brings
+//! longer prompts is compared band with band, not blamed for its prompts
+//! (the judge judges the bands of one endpoint as one, [`crate::judge`]). A
+//! span without one, and a histogram (`vllm:time_to_first_token_seconds`
+//! carries no input size), makes the endpoint's unbanded first-token
+//! series, all sizes mixed.
+//!
 //! Pure, like every reader: it never drops the request for a phase it
 //! cannot read. A phase value that is not a finite, plausible duration
 //! (negative, NaN, longer than `extract.max_duration`) makes no phase
@@ -25,7 +35,7 @@
 
 use std::time::Duration;
 
-use super::{Attrs, Phase, SampleKind, SampleRef, Val};
+use super::{Attrs, InputBand, Phase, SampleKind, SampleRef, Val};
 use crate::config::{ExtractConfig, GenAiAttributes};
 
 /// The phase samples of one request span: `request` is its request sample,
@@ -48,6 +58,8 @@ pub(crate) fn phases<'a>(
         let tpot = read(&names.per_output_token)
             .and_then(seconds)
             .or_else(|| derived_tpot(duration, ttft?, read(&names.output_tokens)?));
+        // Only a first token needs the input size.
+        let input = ttft.and_then(|_| read(&names.input_tokens).and_then(InputBand::of));
         for (slot, (phase, value)) in found.iter_mut().zip([
             (Phase::Queue, queue),
             (Phase::FirstToken, ttft),
@@ -57,6 +69,7 @@ pub(crate) fn phases<'a>(
                 .filter(|v| *v <= config.max_duration)
                 .map(|value| SampleRef {
                     phase,
+                    input: (phase == Phase::FirstToken).then_some(input).flatten(),
                     kind: SampleKind::Request {
                         duration: value,
                         outcome,
@@ -104,6 +117,7 @@ impl GenAiAttributes {
             &self.first_token,
             &self.per_output_token,
             &self.output_tokens,
+            &self.input_tokens,
         ]
         .into_iter()
         .flatten()
@@ -123,6 +137,7 @@ mod tests {
         SampleRef {
             service: "llm",
             phase: Phase::Request,
+            input: None,
             endpoint: Cow::Borrowed("chat"),
             dims: Vec::new(),
             version: "m2",
@@ -202,6 +217,57 @@ mod tests {
                 (Phase::PerOutputToken, Duration::from_millis(30)),
             ]
         );
+    }
+
+    /// The input band of each phase sample `attrs` make.
+    fn bands_of(attrs: &[KeyValue]) -> Vec<(Phase, Option<InputBand>)> {
+        let config = ExtractConfig::default();
+        phases(&attrs, &request(1_000), &config)
+            .map(|s| (s.phase, s.input))
+            .collect()
+    }
+
+    #[test]
+    fn the_first_token_is_banded_by_input_tokens_under_either_name() {
+        let ttft = || kv("gen_ai.latency.time_to_first_token", V::DoubleValue(0.3));
+        let queue = || kv("gen_ai.latency.time_in_queue", V::DoubleValue(0.1));
+        // The current name; only the first token carries the band.
+        assert_eq!(
+            bands_of(&[
+                queue(),
+                ttft(),
+                kv("gen_ai.usage.input_tokens", V::IntValue(2_000))
+            ]),
+            [
+                (Phase::Queue, None),
+                (Phase::FirstToken, Some(InputBand::To4k))
+            ]
+        );
+        // The older name (vLLM's), as a string.
+        assert_eq!(
+            bands_of(&[
+                kv("gen_ai.usage.prompt_tokens", V::StringValue("100".into())),
+                ttft()
+            ]),
+            [(Phase::FirstToken, Some(InputBand::Under256))]
+        );
+        // The first name present wins.
+        assert_eq!(
+            bands_of(&[
+                kv("gen_ai.usage.prompt_tokens", V::IntValue(100)),
+                kv("gen_ai.usage.input_tokens", V::IntValue(20_000)),
+                ttft()
+            ]),
+            [(Phase::FirstToken, Some(InputBand::From16k))]
+        );
+        // No input size, or no count: the unbanded series.
+        assert_eq!(bands_of(&[ttft()]), [(Phase::FirstToken, None)]);
+        assert_eq!(
+            bands_of(&[kv("gen_ai.usage.input_tokens", V::IntValue(-5)), ttft()]),
+            [(Phase::FirstToken, None)]
+        );
+        // An input size alone makes no phase.
+        assert!(bands_of(&[kv("gen_ai.usage.input_tokens", V::IntValue(9))]).is_empty());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::{EndpointKey, Phase, Sample, SampleRef};
+use super::{EndpointKey, InputBand, Phase, Sample, SampleRef};
 
 /// What a series is called: its endpoint key and version. Database calls
 /// are named by service and version only (empty endpoint, no dimensions).
@@ -74,7 +74,7 @@ impl Interner {
         Sample {
             series: self.name(
                 sample.service,
-                sample.phase,
+                (sample.phase, sample.input),
                 &sample.endpoint,
                 &sample.dims,
                 sample.version,
@@ -85,11 +85,12 @@ impl Interner {
         }
     }
 
-    /// The shared name of (service, phase, endpoint, dims, version).
+    /// The shared name of (service, phase and input band, endpoint, dims,
+    /// version).
     pub fn name(
         &mut self,
         service: &str,
-        phase: Phase,
+        (phase, input): (Phase, Option<InputBand>),
         endpoint: &str,
         dims: &[Cow<'_, str>],
         version: &str,
@@ -97,7 +98,7 @@ impl Interner {
         let hash = hash_parts(
             &self.hasher,
             service,
-            phase,
+            (phase, input),
             endpoint,
             dims.iter().map(|d| d.as_ref()),
             version,
@@ -105,6 +106,7 @@ impl Interner {
         let found = self.table.find(hash, |n| {
             n.endpoint.service == service
                 && n.endpoint.phase == phase
+                && n.endpoint.input == input
                 && n.endpoint.endpoint == endpoint
                 && n.version == version
                 && n.endpoint.dims.len() == dims.len()
@@ -122,6 +124,7 @@ impl Interner {
                 endpoint: endpoint.to_owned(),
                 dims: dims.iter().map(|d| d.as_ref().to_owned()).collect(),
                 phase,
+                input,
             },
             version: version.to_owned(),
         });
@@ -130,7 +133,7 @@ impl Interner {
             hash_parts(
                 hasher,
                 &n.endpoint.service,
-                n.endpoint.phase,
+                (n.endpoint.phase, n.endpoint.input),
                 &n.endpoint.endpoint,
                 n.endpoint.dims.iter().map(String::as_str),
                 &n.version,
@@ -144,7 +147,7 @@ impl Interner {
 fn hash_parts<'d>(
     build: &DefaultHashBuilder,
     service: &str,
-    phase: Phase,
+    phase: (Phase, Option<InputBand>),
     endpoint: &str,
     dims: impl ExactSizeIterator<Item = &'d str>,
     version: &str,
@@ -172,6 +175,7 @@ mod tests {
         SampleRef {
             service,
             phase: Phase::Request,
+            input: None,
             endpoint: Cow::Borrowed(endpoint),
             dims: vec![Cow::Borrowed("eu")],
             version,
@@ -214,6 +218,7 @@ mod tests {
         let db = interner.intern(SampleRef {
             service: "s",
             phase: Phase::Request,
+            input: None,
             endpoint: Cow::Borrowed(""),
             dims: Vec::new(),
             version: "v1",

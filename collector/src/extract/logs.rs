@@ -183,6 +183,7 @@ fn mapped_sample<'a>(
         .collect();
     let mut sample = SampleRef {
         phase: Phase::Request,
+        input: None,
         service: mapped
             .service
             .as_deref()

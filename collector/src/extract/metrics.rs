@@ -549,6 +549,9 @@ impl<'a> Reader<'a> {
         Ok(Some(SampleRef {
             service,
             phase: self.mapping.phase,
+            // A histogram carries no input size: its first token is never
+            // banded.
+            input: None,
             endpoint: self.endpoint(&lookup_str),
             dims,
             version,

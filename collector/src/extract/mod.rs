@@ -31,7 +31,7 @@ pub mod metrics;
 pub mod template;
 pub mod wire;
 
-pub use crate::phase::Phase;
+pub use crate::phase::{InputBand, Phase};
 pub use intern::{Interner, SeriesName};
 
 /// The version label of spans that carry none of the configured version
@@ -103,13 +103,38 @@ pub struct EndpointKey {
     /// The whole request, or one phase of a generative model's
     /// ([`genai`]): each phase is a series of its own.
     pub phase: Phase,
+    /// The band of input tokens of a time-to-first-token series read from
+    /// spans that carry the input size; `None` for every other series.
+    /// Each band is a series of its own; the judge compares band with band
+    /// and judges the endpoint's first token as one ([`crate::judge`]).
+    pub input: Option<InputBand>,
 }
 
 impl EndpointKey {
-    /// The same endpoint, measuring `phase`.
+    /// The same endpoint, measuring `phase` (of every input size).
     pub fn with_phase(&self, phase: Phase) -> EndpointKey {
         EndpointKey {
             phase,
+            input: None,
+            ..self.clone()
+        }
+    }
+
+    /// The same series but for the input band: the bands of one
+    /// endpoint's phase (and its unbanded series) are one subject.
+    pub fn same_subject(&self, other: &EndpointKey) -> bool {
+        self.phase == other.phase
+            && self.endpoint == other.endpoint
+            && self.service == other.service
+            && self.dims == other.dims
+    }
+
+    /// The endpoint's series of every input size: the key its judgements
+    /// and alerts name (a band is a stratum of it, never an alert's
+    /// subject).
+    pub fn unbanded(&self) -> EndpointKey {
+        EndpointKey {
+            input: None,
             ..self.clone()
         }
     }
@@ -219,6 +244,7 @@ impl Sample {
                     endpoint: String::new(),
                     dims: Vec::new(),
                     phase: Phase::Request,
+                    input: None,
                 },
                 version: UNKNOWN_VERSION.to_owned(),
             }),
@@ -276,6 +302,8 @@ pub struct SampleRef<'a> {
     pub service: &'a str,
     /// What of the request it measures ([`genai`]).
     pub phase: Phase,
+    /// See [`EndpointKey::input`].
+    pub input: Option<InputBand>,
     /// `http.route`, else `url.path` / `http.target` as a template, else
     /// the span name; empty for a database call.
     pub endpoint: Cow<'a, str>,
@@ -580,6 +608,7 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
         return Ok(Some(SampleRef {
             service,
             phase: Phase::Request,
+            input: None,
             endpoint: Cow::Borrowed(""),
             dims: Vec::new(),
             version,
@@ -611,6 +640,7 @@ pub(crate) fn sample_of<'a, A: Attrs<'a>, R: Attrs<'a>>(
     Ok(Some(SampleRef {
         service,
         phase: Phase::Request,
+        input: None,
         endpoint: endpoint_of(span, &config.endpoints),
         dims,
         version,

@@ -755,6 +755,9 @@ mod tests {
         "db.system.name",
         "model.version",
         "gen_ai.request.model",
+        // A phase and the input size that bands it.
+        "gen_ai.latency.time_to_first_token",
+        "gen_ai.usage.prompt_tokens",
         "service.version",
         "region",
         "tier",
@@ -924,6 +927,32 @@ mod tests {
     }
 
     #[test]
+    fn the_wire_reader_bands_a_first_token_as_the_decode_does() {
+        use modelgate_fixture::attr_int;
+        let request = SpanSpec::server("llm", "chat", 900)
+            .attr(attr_int("gen_ai.latency.time_to_first_token", 1))
+            .attr(attr_int("gen_ai.usage.prompt_tokens", 3_000))
+            .into_request();
+        let (reference, wire) = both(&request, &ExtractConfig::default());
+        let bands: Vec<_> = reference
+            .1
+            .iter()
+            .map(|s| (s.series.endpoint.phase, s.series.endpoint.input))
+            .collect();
+        assert_eq!(
+            bands,
+            [
+                (
+                    crate::phase::Phase::FirstToken,
+                    Some(crate::phase::InputBand::To4k)
+                ),
+                (crate::phase::Phase::Request, None),
+            ]
+        );
+        assert_eq!(Ok(reference), wire);
+    }
+
+    #[test]
     fn every_key_a_valid_configuration_names_has_an_index() {
         use crate::config::{
             GenAiAttributes, MAX_DIMENSIONS, MAX_GENAI_NAMES, MAX_VERSION_ATTRIBUTES,
@@ -939,6 +968,7 @@ mod tests {
                 first_token: names("ttft"),
                 per_output_token: names("tpot"),
                 output_tokens: names("tokens"),
+                input_tokens: names("prompt"),
             },
             version_attributes: (0..MAX_VERSION_ATTRIBUTES)
                 .map(|i| format!("v{i}.version"))

@@ -2,7 +2,8 @@
 //!
 //! A service at a time ([`Judge::evaluate_service`]; [`Judge::evaluate`]
 //! takes every service in turn): each endpoint's baseline is chosen and
-//! held to the absolute rules, each candidate judged against it, then every
+//! held to the absolute rules, each candidate judged against it (an
+//! endpoint's first-token bands together, band with band), then every
 //! candidate serving two endpoints or more judged across them. What was
 //! decided is then applied to the service's alerts: transitions, the
 //! retirement of alerts whose subject is gone, and promotion. Nothing of
@@ -16,8 +17,8 @@ use hashbrown::{HashMap, HashSet};
 
 use super::rules::{self, Candidate, Epoch, Pair, RuleResult, Verdict};
 use super::{
-    ack_key, AlertKey, Chosen, Judge, Judgement, KeyRef, OnService, ServiceState, ServiceTimes,
-    Transition, ALL_ENDPOINTS,
+    ack_key, version_order, AlertKey, Chosen, Judge, Judgement, KeyRef, OnService, ServiceState,
+    ServiceTimes, Transition, ALL_ENDPOINTS,
 };
 use crate::aggregate::{Aggregator, Series, Versions, WindowSummary};
 use crate::config::AlertPolicy;
@@ -60,12 +61,12 @@ struct Endpoint<'a> {
     versions: Vec<Seen<'a>>,
 }
 
-impl Endpoint<'_> {
+impl<'a> Endpoint<'a> {
     fn is_baseline(&self, version: &str) -> bool {
         self.baseline.as_deref() == Some(version)
     }
 
-    fn seen(&self, version: &str) -> Option<&Seen<'_>> {
+    fn seen(&self, version: &str) -> Option<&Seen<'a>> {
         self.versions.iter().find(|s| s.version == version)
     }
 }
@@ -216,13 +217,14 @@ impl Judge {
         let mut decided = Vec::with_capacity(state.judgements.len() + 16);
         let mut chosen = Vec::new();
         let times = service_times(&endpoints);
-        let mut seen: Vec<Endpoint<'a>> = endpoints
+        let seen: Vec<Endpoint<'a>> = endpoints
             .into_iter()
             .map(|(key, versions)| self.see(state, agg, key, versions, &judged, &times, now_ms))
             .collect();
         // A version is judged across the service's endpoints one phase at
         // a time: the request before its phases.
-        seen.sort_by_key(|e| e.key.phase);
+        let mut seen = by_phase_and_subject(seen);
+        self.band_together(&mut seen, agg, &times, now_ms);
         for e in &seen {
             if let Some(b) = &e.baseline {
                 let fixed = self.fixed_baseline(e.key).is_some();
@@ -235,7 +237,9 @@ impl Judge {
                     chosen.push((e.key.clone(), b.clone().into_owned()));
                 }
             }
-            self.judge_endpoint(state, e, &mut decided);
+        }
+        for strata in seen.chunk_by(|a, b| a.key.same_subject(b.key)) {
+            self.judge_endpoint(state, strata, &mut decided);
         }
         for same_phase in seen.chunk_by(|a, b| a.key.phase == b.key.phase) {
             self.judge_versions(same_phase, &judged, now_ms, &mut decided);
@@ -330,7 +334,11 @@ impl Judge {
             // A version with no recent traffic is judged only while it has
             // judgements: they hold its last verdict.
             if window.count() == 0 && !judged.contains(&(key, version.as_str())) {
-                continue;
+                // A band's judgements are its endpoint's.
+                let unbanded = key.input.map(|_| key.unbanded());
+                if unbanded.is_none_or(|k| !judged.contains(&(&k, version.as_str()))) {
+                    continue;
+                }
             }
             let age = now_ms.saturating_sub(series.first_seen_ms);
             let epoch_start = series.first_seen_ms + age / epoch_ms * epoch_ms;
@@ -355,19 +363,68 @@ impl Judge {
             untrusted: None,
             versions: seen,
         };
-        endpoint.untrusted = self.distrust(&endpoint);
+        endpoint.untrusted = self.distrust(std::slice::from_ref(&endpoint));
         endpoint
     }
 
-    /// Why `e`'s baseline cannot be compared with: no traffic over the
-    /// horizon, or it breaches an absolute rule itself (critically).
-    fn distrust(&self, e: &Endpoint<'_>) -> Option<String> {
+    /// The input-size bands of one endpoint's first token
+    /// ([`crate::phase::InputBand`]) are strata of one subject: they share
+    /// one baseline (the one `choose_baseline` would pick over them all:
+    /// the first on the service among their baselines; a band it has no
+    /// traffic in is not compared) and one trust. `seen` is in
+    /// [`by_phase_and_subject`] order.
+    fn band_together<'a>(
+        &self,
+        seen: &mut [Endpoint<'a>],
+        agg: &'a Aggregator,
+        times: &ServiceTimes<'_>,
+        now_ms: u64,
+    ) {
+        for strata in seen.chunk_by_mut(|a, b| a.key.same_subject(b.key)) {
+            if strata.iter().all(|e| e.key.input.is_none()) {
+                continue;
+            }
+            let first = |v: &str| times.get(v).map(|t| t.first_ms);
+            let shared = strata
+                .iter()
+                .filter_map(|e| e.baseline.clone())
+                .min_by(|a, b| first(a).cmp(&first(b)).then_with(|| version_order(a, b)));
+            for e in strata.iter_mut() {
+                if e.baseline != shared {
+                    e.base = shared
+                        .as_deref()
+                        .and_then(|b| agg.versions(e.key)?.get(b))
+                        .map(|s| self.baseline_window(agg, s, now_ms))
+                        .unwrap_or_default();
+                    e.baseline = shared.clone();
+                }
+            }
+            let untrusted = self.distrust(strata);
+            for e in strata.iter_mut() {
+                e.untrusted = untrusted.clone();
+            }
+        }
+    }
+
+    /// Why the baseline of one endpoint (`strata`: its series, or its
+    /// bands, sharing one baseline) cannot be compared with: no traffic
+    /// over the horizon, or it breaches an absolute rule itself
+    /// (critically).
+    fn distrust(&self, strata: &[Endpoint<'_>]) -> Option<String> {
+        let e = strata.first()?;
         let b = e.baseline.as_deref()?;
-        if e.base.count() == 0 {
+        if strata.iter().all(|e| e.base.count() == 0) {
             return Some(format!("baseline {b} has no traffic to compare with"));
         }
-        let seen = e.seen(b)?;
-        let own = rules_for(self, e.key.phase, &[candidate(seen)], Err(String::new()));
+        let own: Vec<Candidate<'_>> = strata
+            .iter()
+            .filter_map(|e| e.seen(b))
+            .map(candidate)
+            .collect();
+        if own.is_empty() {
+            return None;
+        }
+        let own = rules_for(self, e.key.phase, &own, Err(String::new()));
         own.iter()
             .find(|r| r.conditions.at(rules::Severity::Critical) == rules::Condition::Breach)
             .map(|r| {
@@ -378,41 +435,63 @@ impl Judge {
             })
     }
 
-    /// Every version of one endpoint: the baseline by the absolute rules,
-    /// each candidate against the baseline.
+    /// Every version of one endpoint (`strata`: its series, or the bands
+    /// of its first token, sharing one baseline): the baseline by the
+    /// absolute rules, each candidate against the baseline, stratum with
+    /// stratum. Judgements name the endpoint, never a band.
     fn judge_endpoint<'a>(
         &self,
         state: &ServiceState,
-        e: &Endpoint<'a>,
+        strata: &[Endpoint<'a>],
         out: &mut Vec<(KeyRef<'a>, Update)>,
     ) {
-        for seen in &e.versions {
-            let is_baseline = e.is_baseline(seen.version);
+        let Some(e) = strata.first() else {
+            return;
+        };
+        let subject: Cow<'a, EndpointKey> = match strata {
+            [one] if one.key.input.is_none() => Cow::Borrowed(one.key),
+            _ => Cow::Owned(e.key.unbanded()),
+        };
+        let mut versions: Vec<&str> = Vec::with_capacity(e.versions.len());
+        for s in strata.iter().flat_map(|e| &e.versions) {
+            if !versions.contains(&s.version) {
+                versions.push(s.version);
+            }
+        }
+        for version in versions {
+            let serving: Vec<(&Endpoint<'a>, &Seen<'a>)> = strata
+                .iter()
+                .filter_map(|e| Some((e, e.seen(version)?)))
+                .collect();
+            let is_baseline = e.is_baseline(version);
             let compared_with = match (&e.baseline, is_baseline) {
                 (Some(b), false) => b.clone(),
                 _ => Cow::Borrowed(""),
             };
             let key = |rule| KeyRef {
-                endpoint: Cow::Borrowed(e.key),
-                candidate: seen.version,
+                endpoint: subject.clone(),
+                candidate: version,
                 baseline: compared_with.clone(),
                 rule,
             };
-            if seen.quiet {
+            if serving.iter().all(|(_, s)| s.quiet) {
+                let last = serving.iter().map(|(_, s)| s.series.last_seen_ms).max();
                 for rule in Rule::ALL {
-                    out.push((key(rule), Update::Quiet(seen.series.last_seen_ms)));
+                    out.push((key(rule), Update::Quiet(last.unwrap_or_default())));
                 }
                 continue;
             }
-            let c = candidate(seen);
+            let cands: Vec<Candidate<'_>> = serving.iter().map(|(_, s)| candidate(s)).collect();
             let results = if is_baseline {
                 // The baseline: absolute rules only.
-                rules_for(self, e.key.phase, &[c], Err(String::new()))
+                rules_for(self, e.key.phase, &cands, Err(String::new()))
                     .into_iter()
                     .filter(|r| !r.rule.comparative() || r.rule == Rule::Errors)
                     .collect()
             } else {
-                rules_for(self, e.key.phase, &[c], compared(e, c))
+                let mut results = rules_for(self, e.key.phase, &cands, compared(&serving));
+                within_bands(&mut results, &serving);
+                results
             };
             for r in results {
                 let key = key(r.rule);
@@ -449,6 +528,7 @@ impl Judge {
             endpoint: ALL_ENDPOINTS.to_owned(),
             dims: Vec::new(),
             phase: first.key.phase,
+            input: None,
         };
         let mut candidates: BTreeMap<&str, Vec<(&Endpoint<'a>, &Seen<'a>)>> = BTreeMap::new();
         for e in endpoints {
@@ -460,7 +540,10 @@ impl Judge {
         }
         for (version, serving) in candidates {
             let held = judged.contains(&(&all, version));
-            if serving.len() < 2 && !held {
+            let subjects = serving
+                .chunk_by(|a, b| a.0.key.same_subject(b.0.key))
+                .count();
+            if subjects < 2 && !held {
                 continue;
             }
             let baselines = common_baseline(&serving);
@@ -482,7 +565,9 @@ impl Judge {
             let cands: Vec<Candidate<'_>> = active.iter().map(|(_, s)| candidate(s)).collect();
             let pairs: Vec<Pair<'_>> = active
                 .iter()
-                .filter(|(e, _)| e.untrusted.is_none() && e.baseline.is_some())
+                .filter(|(e, _)| {
+                    e.untrusted.is_none() && e.baseline.is_some() && e.base.count() > 0
+                })
                 .map(|(e, s)| Pair {
                     candidate: candidate(s),
                     baseline: &e.base,
@@ -493,7 +578,10 @@ impl Judge {
             } else {
                 Ok((baselines.as_str(), pairs))
             };
-            for mut r in rules_for(self, first.key.phase, &cands, compared) {
+            let mut results = rules_for(self, first.key.phase, &cands, compared);
+            let strata: Vec<(&Endpoint<'a>, &Seen<'a>)> = active.iter().map(|x| **x).collect();
+            within_bands(&mut results, &strata);
+            for mut r in results {
                 attribute(&mut r, &serving, self);
                 out.push((key(r.rule), Update::Judged(Box::new(r))));
             }
@@ -724,18 +812,66 @@ fn candidate<'s>(seen: &'s Seen<'_>) -> Candidate<'s> {
     }
 }
 
-/// What `seen`'s comparative rules compare with on `e`, or why they cannot.
-fn compared<'a>(e: &'a Endpoint<'_>, c: Candidate<'a>) -> Result<(&'a str, Vec<Pair<'a>>), String> {
+/// What a candidate's comparative rules compare with on one endpoint
+/// (`serving`: its series, or its bands, with the candidate's traffic in
+/// each), or why they cannot. A band the baseline has no traffic in is
+/// not compared.
+fn compared<'a>(
+    serving: &[(&'a Endpoint<'_>, &'a Seen<'_>)],
+) -> Result<(&'a str, Vec<Pair<'a>>), String> {
+    let Some((e, _)) = serving.first() else {
+        return Err("the candidate has no traffic here".into());
+    };
     match (&e.baseline, &e.untrusted) {
         (None, _) => Err("no baseline distinct from the candidate".into()),
         (Some(_), Some(why)) => Err(why.clone()),
-        (Some(b), None) => Ok((
-            b.as_ref(),
-            vec![Pair {
-                candidate: c,
-                baseline: &e.base,
-            }],
-        )),
+        (Some(b), None) => {
+            let pairs: Vec<Pair<'a>> = serving
+                .iter()
+                .filter(|(e, _)| e.base.count() > 0)
+                .map(|(e, s)| Pair {
+                    candidate: candidate(s),
+                    baseline: &e.base,
+                })
+                .collect();
+            if pairs.is_empty() {
+                return Err(format!(
+                    "baseline {b} has no traffic in the candidate's input-size bands"
+                ));
+            }
+            Ok((b.as_ref(), pairs))
+        }
+    }
+}
+
+/// When `serving` holds input-size bands, `relative`'s evidence says it
+/// compared band with band, and where the candidate moved most: the ratio
+/// at the headline quantile in the worst band both sides have.
+fn within_bands(results: &mut [RuleResult], serving: &[(&Endpoint<'_>, &Seen<'_>)]) {
+    if serving.iter().all(|(e, _)| e.key.input.is_none()) {
+        return;
+    }
+    for r in results.iter_mut().filter(|r| r.rule == Rule::Relative) {
+        let q = r.evidence.quantile;
+        let worst = serving
+            .iter()
+            .filter_map(|(e, s)| {
+                let c = s.window.latency.quantile(q)?;
+                let b = e.base.latency.quantile(q)?;
+                Some((rules::ratio(c, b), e.key.input))
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let words = match worst {
+            Some((ratio, band)) => format!(
+                "; compared within input-size bands: {ratio:.2}x at {} in {}",
+                rules::pct(q),
+                band.map_or("requests without an input size".into(), |b| format!(
+                    "{b} input tokens"
+                )),
+            ),
+            None => "; compared within input-size bands".into(),
+        };
+        r.evidence.detail.push_str(&words);
     }
 }
 
@@ -770,13 +906,13 @@ fn attribute(result: &mut RuleResult, serving: &[(&Endpoint<'_>, &Seen<'_>)], ju
         return;
     };
     let mut slower = Vec::new();
-    for (e, seen) in serving {
-        let own = rules_for(
-            judge,
-            e.key.phase,
-            &[candidate(seen)],
-            compared(e, candidate(seen)),
-        );
+    let mut n = 0;
+    // An endpoint's input-size bands are one endpoint.
+    for strata in serving.chunk_by(|a, b| a.0.key.same_subject(b.0.key)) {
+        n += 1;
+        let cands: Vec<Candidate<'_>> = strata.iter().map(|(_, s)| candidate(s)).collect();
+        let (e, _) = strata[0];
+        let own = rules_for(judge, e.key.phase, &cands, compared(strata));
         let breached = own.iter().any(|r| {
             r.rule == result.rule && r.conditions.at(severity) == rules::Condition::Breach
         });
@@ -784,7 +920,6 @@ fn attribute(result: &mut RuleResult, serving: &[(&Endpoint<'_>, &Seen<'_>)], ju
             slower.push(e.key.endpoint.as_str());
         }
     }
-    let n = serving.len();
     let k = slower.len();
     let words = match k {
         0 => format!(
@@ -795,6 +930,29 @@ fn attribute(result: &mut RuleResult, serving: &[(&Endpoint<'_>, &Seen<'_>)], ju
         _ => format!("; on {k} of {n} endpoints ({})", slower.join(", ")),
     };
     result.evidence.detail.push_str(&words);
+}
+
+/// `seen` by phase (the request before its phases), each endpoint's
+/// input-size bands next to each other where the first of them was; else
+/// in the order given.
+fn by_phase_and_subject(seen: Vec<Endpoint<'_>>) -> Vec<Endpoint<'_>> {
+    let mut first_of: HashMap<EndpointKey, usize> = HashMap::new();
+    let mut keyed: Vec<((Phase, usize), Endpoint<'_>)> = seen
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            // Only a first token has bands (and an unbanded series beside
+            // them); no other key is copied.
+            let at = if e.key.phase == Phase::FirstToken {
+                *first_of.entry(e.key.unbanded()).or_insert(i)
+            } else {
+                i
+            };
+            ((e.key.phase, at), e)
+        })
+        .collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    keyed.into_iter().map(|(_, e)| e).collect()
 }
 
 /// Each version's latest request over a service's endpoints.
@@ -847,15 +1005,22 @@ impl Judge {
                     .and_then(|v| v.get(b))
                     .map(|s| self.baseline_window(agg, s, now_ms))
                     .unwrap_or_default();
-                e.untrusted = self.distrust(e);
+                e.untrusted = self.distrust(std::slice::from_ref(e));
             }
         }
+        // Bands as one endpoint, as `decide` does.
+        let mut seen = by_phase_and_subject(seen);
+        self.band_together(&mut seen, agg, &times, now_ms);
         let mut decided = Vec::new();
-        for e in &seen {
-            let Some(s) = e.versions.iter().find(|s| s.version == version) else {
+        for strata in seen.chunk_by(|a, b| a.key.same_subject(b.key)) {
+            let serving: Vec<(&Endpoint<'_>, &Seen<'_>)> = strata
+                .iter()
+                .filter_map(|e| Some((e, e.seen(version)?)))
+                .collect();
+            let Some((e, _)) = serving.first() else {
                 continue;
             };
-            let c = candidate(s);
+            let cands: Vec<Candidate<'_>> = serving.iter().map(|(_, s)| candidate(s)).collect();
             // Judged as a candidate even when it is the baseline itself: its
             // comparative rules then say there is nothing to compare with.
             let (label, compared) = if e.is_baseline(version) {
@@ -866,12 +1031,14 @@ impl Judge {
             } else {
                 (
                     e.baseline.as_deref().unwrap_or_default().to_owned(),
-                    compared(e, c),
+                    compared(&serving),
                 )
             };
-            for r in rules_for(self, e.key.phase, &[c], compared) {
+            let mut results = rules_for(self, e.key.phase, &cands, compared);
+            within_bands(&mut results, &serving);
+            for r in results {
                 let key = AlertKey {
-                    endpoint: e.key.clone(),
+                    endpoint: e.key.unbanded(),
                     candidate: version.to_owned(),
                     baseline: label.clone(),
                     rule: r.rule,
@@ -882,7 +1049,6 @@ impl Judge {
         if only.is_none() {
             let mut versions = Vec::new();
             // Across endpoints one phase at a time, as `decide` does.
-            seen.sort_by_key(|e| e.key.phase);
             for same_phase in seen.chunk_by(|a, b| a.key.phase == b.key.phase) {
                 self.judge_versions(same_phase, &none, now_ms, &mut versions);
             }

@@ -19,6 +19,16 @@
 //! [`ALL_ENDPOINTS`]), which is how the lending incident was understood:
 //! slow on both endpoints, so the model, not an endpoint.
 //!
+//! A generative model's phases are series of their own, each judged
+//! against the baseline's same phase. Its time to the first token may be
+//! kept per band of input tokens ([`crate::phase::InputBand`]): an
+//! endpoint's bands (and its unbanded series) are strata of one subject,
+//! sharing one baseline and one trust, and the candidate is compared band
+//! with band (the comparative rules stratified as they are by endpoint
+//! version-wide), so longer prompts are not taken for a slower prefill.
+//! Judgements and alerts name the endpoint, never a band; version-wide,
+//! every band of every endpoint is a stratum.
+//!
 //! Each result drives one alert per severity ([`AlertMachine`]). A candidate
 //! without traffic for `judge.alerts.no_traffic_resolve` keeps its last
 //! result (a regression stays one) but its alerts resolve, reason
@@ -1064,6 +1074,7 @@ mod tests {
                 endpoint: "/a".into(),
                 dims: vec!["eu".into(), String::new()],
                 phase: crate::phase::Phase::Request,
+                input: None,
             },
             candidate: "v2".into(),
             baseline: "v1".into(),
@@ -1468,6 +1479,125 @@ mod tests {
             .any(|(p, r)| *r == Rule::Sla && *p != Phase::FirstToken));
     }
 
+    /// Time to the first token of a prompt of `tokens` on a model
+    /// `slower` times the baseline's, ms: prefill by band (the same in
+    /// every band for the same model), jittered.
+    fn prefill_ms(tokens: u64, slower: f64, i: u64) -> f64 {
+        let band = crate::phase::InputBand::of(tokens as f64).unwrap();
+        let ms = match band {
+            crate::phase::InputBand::Under256 => 100.0,
+            crate::phase::InputBand::To1k => 250.0,
+            crate::phase::InputBand::To4k => 700.0,
+            crate::phase::InputBand::To16k => 2000.0,
+            crate::phase::InputBand::From16k => 5000.0,
+        };
+        ms * slower * (1.0 + (i % 7) as f64 / 50.0)
+    }
+
+    /// Two chat endpoints' first tokens: baseline `m1` alone for 300
+    /// requests an endpoint, then 300 rounds of `m1` beside `m2`, whose
+    /// prompts are `longer` times `m1`'s and whose prefill is `slower`.
+    /// `banded`: the spans carry their input size (else all sizes mix, as
+    /// before input bands).
+    fn prefill(banded: bool, longer: u64, slower: f64) -> Judge {
+        let mut config = JudgeConfig::default();
+        config.sla.limit = std::time::Duration::from_secs(30);
+        let (mut agg, mut judge) = setup(config);
+        let prompts = [100, 200, 400, 800, 1500];
+        let first_token = |path: &str, version: &str, tokens: u64, slower: f64, i, t| {
+            let mut key = endpoint(path).with_phase(Phase::FirstToken);
+            key.input = banded
+                .then(|| crate::phase::InputBand::of(tokens as f64))
+                .flatten();
+            let ms = prefill_ms(tokens, slower, i);
+            Sample::request(
+                key,
+                version,
+                std::time::Duration::from_secs_f64(ms / 1e3),
+                Outcome::Ok,
+                t,
+            )
+        };
+        let mut t = T0;
+        for i in 0..300 {
+            let tokens = prompts[i as usize % prompts.len()];
+            let batch = ["/chat", "/complete"].map(|p| first_token(p, "m1", tokens, 1.0, i, t));
+            agg.record(&batch, t);
+            t += 100;
+        }
+        judge.evaluate(&agg, t);
+        for i in 0..300 {
+            let tokens = prompts[i as usize % prompts.len()];
+            let mut batch = Vec::new();
+            for path in ["/chat", "/complete"] {
+                batch.push(first_token(path, "m1", tokens, 1.0, i, t));
+                batch.push(first_token(path, "m2", tokens * longer, slower, i, t));
+            }
+            agg.record(&batch, t);
+            t += 100;
+            judge.evaluate(&agg, t);
+        }
+        judge
+    }
+
+    /// `m2`'s first-token `relative` alerts, [warning, critical] firing,
+    /// per endpoint (`*` version-wide), and the evidence of `/chat`'s.
+    fn prefill_alerts(judge: &Judge) -> (Vec<(String, [bool; 2])>, String) {
+        let mut alerts = Vec::new();
+        let mut detail = String::new();
+        for (k, j) in judge.judgements() {
+            if k.candidate != "m2" || k.rule != Rule::Relative {
+                continue;
+            }
+            assert_eq!(k.endpoint.phase, Phase::FirstToken);
+            assert_eq!(k.endpoint.input, None, "an alert names no band");
+            let firing = Severity::ALL.map(|s| j.alert(s).state == AlertState::Firing);
+            alerts.push((k.endpoint.endpoint.clone(), firing));
+            if k.endpoint.endpoint == "/chat" {
+                detail = j.result.evidence.detail.clone();
+            }
+        }
+        alerts.sort();
+        (alerts, detail)
+    }
+
+    #[test]
+    fn longer_prompts_at_the_same_prefill_speed_are_not_a_first_token_regression() {
+        let quiet = |endpoint: &str| (endpoint.to_owned(), [false, false]);
+        // m2's prompts are 3x m1's, each band as fast: read per band, it
+        // is not slower, on either endpoint or version-wide.
+        let (alerts, detail) = prefill_alerts(&prefill(true, 3, 1.0));
+        assert_eq!(alerts, [quiet("*"), quiet("/chat"), quiet("/complete")]);
+        assert!(
+            detail.starts_with("time to first token: ")
+                && detail.contains("compared within input-size bands"),
+            "{detail}"
+        );
+        // The same traffic without input sizes (as before bands): its
+        // longer prompts are blamed on it.
+        let (unbanded, _) = prefill_alerts(&prefill(false, 3, 1.0));
+        let paged = |endpoint: &str| (endpoint.to_owned(), [true, true]);
+        assert_eq!(unbanded, [paged("*"), paged("/chat"), paged("/complete")]);
+    }
+
+    #[test]
+    fn a_slower_prefill_within_bands_pages_whatever_the_prompt_mix() {
+        let paged = |endpoint: &str| (endpoint.to_owned(), [true, true]);
+        for longer in [1, 3] {
+            let (alerts, detail) = prefill_alerts(&prefill(true, longer, 1.5));
+            assert_eq!(
+                alerts,
+                [paged("*"), paged("/chat"), paged("/complete")],
+                "{longer}x prompts"
+            );
+            // 1.5x in each band both sides have.
+            assert!(
+                detail.contains("compared within input-size bands: 1.5"),
+                "{detail}"
+            );
+        }
+    }
+
     #[test]
     fn version_names_order_as_releases_do() {
         let mut v = ["v1.10", "v1.9", "v1.2", "v1.3", "v2", "v1.2.1", "v01.2"];
@@ -1711,6 +1841,7 @@ mod tests {
                 endpoint: ALL_ENDPOINTS.into(),
                 dims: Vec::new(),
                 phase: crate::phase::Phase::Request,
+                input: None,
             },
             candidate: "v1.3".into(),
             baseline: "v1.2".into(),

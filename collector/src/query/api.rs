@@ -155,6 +155,11 @@ pub fn endpoint_versions(v: &views::EndpointVersions) -> pb::EndpointVersions {
             .unwrap_or_default(),
         baseline_distrust: v.distrust.clone().unwrap_or_default(),
         phase: v.key.phase.as_str().to_owned(),
+        input_tokens: v
+            .key
+            .input
+            .map(|b| b.as_str().to_owned())
+            .unwrap_or_default(),
         versions: v
             .versions
             .iter()

@@ -14,6 +14,11 @@
 //!   more of a 2.2 s answer does not move the end to end), never per
 //!   output token.
 //!
+//! From spans, beside them, `m5` is as fast as `m1` for a prompt of each
+//! size but its prompts are 3x longer: its first token comes later, and
+//! it is compared band of input sizes with band, never blamed for its
+//! prompts (`gen_ai.usage.prompt_tokens`, as vLLM's span carries it).
+//!
 //! Every answer names the phase: the API's `phase`, `/metrics`' `phase`
 //! label, the evidence's words.
 
@@ -37,6 +42,8 @@ struct Model {
     queue_ms: f64,
     tpot_ms: f64,
     tokens: u64,
+    /// Its prompts are this many times [`PROMPTS`].
+    prompt_scale: u64,
 }
 
 const BASELINE: Model = Model {
@@ -44,6 +51,18 @@ const BASELINE: Model = Model {
     queue_ms: 50.0,
     tpot_ms: 20.0,
     tokens: 100,
+    prompt_scale: 1,
+};
+
+/// The baseline's prompt sizes, tokens, one request after the other.
+const PROMPTS: [u64; 5] = [100, 200, 400, 800, 1_500];
+
+/// As fast as the baseline for a prompt of each size; its prompts 3x
+/// longer.
+const LONGER_PROMPTS: Model = Model {
+    name: "m5",
+    prompt_scale: 3,
+    ..BASELINE
 };
 
 /// The three candidates, each slower in one way.
@@ -66,12 +85,24 @@ const CANDIDATES: [Model; 3] = [
 ];
 
 impl Model {
+    /// Request `i`'s prompt, tokens.
+    fn prompt(&self, i: u64) -> u64 {
+        PROMPTS[i as usize % PROMPTS.len()] * self.prompt_scale
+    }
+
     /// Request `i`'s phases, ms: queue, first token (queue included, as
-    /// vLLM measures it from arrival), per output token, end to end.
+    /// vLLM measures it from arrival; prefill longer for a longer prompt,
+    /// the same for every model), per output token, end to end.
     fn phases(&self, i: u64) -> [f64; 4] {
         let jitter = (i % 7) as f64;
         let queue = self.queue_ms + jitter;
-        let ttft = queue + 150.0 + jitter;
+        let prefill = match self.prompt(i) {
+            0..256 => 150.0,
+            256..1024 => 250.0,
+            1024..4096 => 400.0,
+            _ => 700.0,
+        };
+        let ttft = queue + prefill + jitter;
         let tpot = self.tpot_ms + jitter / 10.0;
         let e2e = ttft + tpot * (self.tokens - 1) as f64;
         [queue, ttft, tpot, e2e]
@@ -96,6 +127,10 @@ fn span(model: &Model, i: u64) -> SpanSpec {
         .attr(seconds("gen_ai.latency.time_in_queue", queue))
         .attr(seconds("gen_ai.latency.time_to_first_token", ttft))
         .attr(attr_int("gen_ai.usage.output_tokens", model.tokens as i64))
+        .attr(attr_int(
+            "gen_ai.usage.prompt_tokens",
+            model.prompt(i) as i64,
+        ))
 }
 
 fn config() -> Vec<(&'static str, &'static str)> {
@@ -239,6 +274,7 @@ async fn each_phase_is_judged_from_spans() {
     for i in 0..300 {
         spans.push(span(&BASELINE, i));
         spans.extend(CANDIDATES.iter().map(|m| span(m, i)));
+        spans.push(span(&LONGER_PROMPTS, i));
     }
     for chunk in spans.chunks(500) {
         let body = request_of(chunk.iter().cloned()).encode_to_vec();
@@ -248,6 +284,73 @@ async fn each_phase_is_judged_from_spans() {
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     }
     judged_per_phase(&collector, "chat-api", ["m1", "m2", "m3", "m4"]).await;
+    not_blamed_for_its_prompts(&collector, "chat-api", LONGER_PROMPTS.name).await;
+}
+
+/// `candidate`, whose prompts are longer at the same prefill speed, is
+/// judged on its first token band with band and does not regress there;
+/// each band is a series of its own.
+async fn not_blamed_for_its_prompts(collector: &Collector, service: &str, candidate: &str) {
+    let url = format!("/api/v1/verdict?service={service}&candidate={candidate}");
+    // Judged, and passing with enough requests, in every scope of its
+    // first token (its endpoint and version-wide).
+    let scopes = eventually(Duration::from_secs(60), || async {
+        let v = collector.json(&url).await;
+        let scopes: Vec<serde_json::Value> = v["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["phase"] == "first_token")
+            .cloned()
+            .collect();
+        let judged = !scopes.is_empty()
+            && scopes
+                .iter()
+                .all(|e| e["outcome"] == "VERDICT_OUTCOME_PASS");
+        judged.then_some(scopes)
+    })
+    .await;
+    let Some(scopes) = scopes else {
+        let v = collector.json(&url).await;
+        panic!(
+            "{candidate}'s first token never passed: {v}\n{}",
+            collector.log()
+        );
+    };
+    let detail = scopes[0]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["rule"] == "relative")
+        .map(|r| {
+            r["evidence"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .unwrap_or_default();
+    assert!(
+        detail.contains("compared within input-size bands"),
+        "{detail}"
+    );
+    let fired = firing(collector, service, candidate).await;
+    assert!(
+        !fired.iter().any(|(p, _)| p == "first_token"),
+        "{candidate} is as fast for each prompt size: {fired:?}"
+    );
+    // Its bands are series of their own, named in the API.
+    let versions = collector
+        .json(&format!("/api/v1/versions?service={service}"))
+        .await;
+    let mut bands: Vec<String> = versions["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["phase"] == "first_token")
+        .map(|e| e["input_tokens"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    bands.sort();
+    assert_eq!(bands, ["1k-4k", "256-1k", "4k-16k", "<256"], "{versions}");
 }
 
 #[tokio::test]

@@ -466,7 +466,7 @@ impl Sequential {
 /// Ratios are exported as gauges; keep them finite.
 const MAX_RATIO: f64 = 1e6;
 
-fn ratio(a: f64, b: f64) -> f64 {
+pub(in crate::judge) fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
         (a / b).min(MAX_RATIO)
     } else if a > 0.0 {
@@ -476,7 +476,7 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
-fn pct(q: f64) -> String {
+pub(in crate::judge) fn pct(q: f64) -> String {
     format!("p{}", (q * 100.0 * 10.0).round() / 10.0)
 }
 

@@ -268,10 +268,12 @@
     per_output_token: "time per output token",
   };
 
-  // A series' dimensions and its phase (nothing for the whole request).
+  // A series' dimensions, its phase (nothing for the whole request) and
+  // its band of input tokens (a first token's, when spans carry it).
   function extras(x) {
     const parts = x.dims.slice();
     if (x.phase && x.phase !== "request") parts.push(PHASE_WORDS[x.phase] || x.phase);
+    if (x.input_tokens) parts.push(x.input_tokens + " input tokens");
     return parts.length ? " · " + parts.join(", ") : "";
   }
 
@@ -675,7 +677,8 @@
   // held, keep at most `points_limit` per series, and drop the series the
   // collector no longer lists.
   function merge(held, update) {
-    const key = (ep) => [ep.service, ep.endpoint, ep.phase, ...ep.dims].join("\u0000");
+    const key = (ep) =>
+      [ep.service, ep.endpoint, ep.phase, ep.input_tokens || "", ...ep.dims].join("\u0000");
     const old = new Map(held.endpoints.map((ep) => [key(ep), ep]));
     for (const ep of update.endpoints) {
       const before = old.get(key(ep));
