@@ -10,7 +10,7 @@
 //! the lines) and copies the rows only of the groups whose fingerprint
 //! differs from the last page's. Off the pipeline task, [`Pages::page`]
 //! encodes those groups, on every core, each family's lines of a group
-//! compressed on their own (a piece of deflate stream, see [`Member`]),
+//! compressed on their own (a piece of deflate stream, see `Member`),
 //! and assembles the page from the pieces it keeps into one gzip member:
 //! an unchanged group costs a copy of its compressed bytes and a CRC
 //! combination. Families stay whole (each descriptor once, then every
