@@ -245,6 +245,20 @@ impl Series {
         summary
     }
 
+    /// Database calls per request in the blocks overlapping the slots
+    /// `oldest ..`: [`WindowSummary::db_calls_per_request`] of
+    /// [`Series::summary`] without merging sketches (a `/metrics` page
+    /// reads it for every series).
+    fn db_calls_per_request(&self, oldest: u64) -> f64 {
+        let (calls, requests) = self
+            .slots
+            .newer_than(oldest)
+            .fold((0, 0), |(calls, requests), slot| {
+                (calls + slot.db_calls, requests + slot.latency.count())
+            });
+        ratio(calls, requests)
+    }
+
     /// Requests in the blocks overlapping the slots `oldest ..`, without
     /// merging sketches.
     fn count(&self, oldest: u64) -> u64 {
@@ -1059,6 +1073,12 @@ impl Aggregator {
         series.summary(self.oldest(now_ms, self.window_slots))
     }
 
+    /// Database calls per request of `series` in the candidate window at
+    /// `now_ms`: what [`Aggregator::window`] says, at the cost of a sum.
+    pub fn window_db_calls(&self, series: &Series, now_ms: u64) -> f64 {
+        series.db_calls_per_request(self.oldest(now_ms, self.window_slots))
+    }
+
     /// The first slot index of a stretch of `slots` slots ending at `now_ms`.
     fn oldest(&self, now_ms: u64, slots: u64) -> u64 {
         (now_ms / self.slot_ms + 1).saturating_sub(slots)
@@ -1484,6 +1504,12 @@ mod tests {
         let w = window_of(&agg, "/checkout", "v2", T0 + 5);
         assert_eq!(w.db_calls, 4);
         assert_eq!(w.db_calls_per_request(), 2.0);
+        let series = &agg.versions(&endpoint("/checkout")).unwrap()["v2"];
+        assert_eq!(agg.window_db_calls(series, T0 + 5), 2.0);
+        // Out of the window: the same 0 as the merged summary.
+        let later = T0 + 3_600_000;
+        assert_eq!(agg.window_db_calls(series, later), 0.0);
+        assert_eq!(agg.window(series, later).db_calls_per_request(), 0.0);
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //!
 //! - [`catalogue`]: every metric's OTLP and Prometheus name, type, unit and help.
 //! - [`prometheus`]: the `/metrics` text, from a [`MetricsSnapshot`].
+//! - [`scrape`]: `/metrics` pages that cost what changed since the last
+//!   one: fingerprints and rows copied in slices of the pipeline task,
+//!   groups of series encoded and compressed only when they changed.
 //! - [`otlp`]: OTLP metrics push through the OpenTelemetry SDK (optional).
 //! - [`history`]: the bounded per-series history and past regressions the
 //!   dashboard draws, kept by the pipeline task.
@@ -14,13 +17,13 @@ pub mod catalogue;
 pub mod history;
 pub mod otlp;
 pub mod prometheus;
+pub mod scrape;
 pub mod views;
 
-use crate::aggregate::{Aggregator, Cumulative};
+use crate::aggregate::{Aggregator, Cumulative, Versions};
 use crate::config::{OutcomeSplit, PrometheusConfig};
 use crate::extract::{EndpointKey, Outcome};
-use crate::judge::{AlertState, Judge, Severity, Verdict};
-use crate::telemetry::Telemetry;
+use crate::judge::{AlertKey, AlertState, Judgement, Severity, Verdict};
 use std::borrow::Cow;
 
 use prometheus::{HistogramRow, Labels, MetricsSnapshot, RegressionRow};
@@ -83,108 +86,105 @@ fn histogram_rows(
     }
 }
 
-/// Copies what `/metrics` shows out of the pipeline's state, trimmed as
-/// `prometheus` (`emit.prometheus`) says.
-pub fn snapshot(
+/// A series identity's labels with its dimensions, its phase (unless it
+/// is the whole request) and its band of input sizes (a first token's,
+/// when read): without them two series that differ only there would be
+/// one duplicated line.
+fn named(mut labels: Labels, dimensions: &[String], endpoint: &EndpointKey) -> Labels {
+    for (name, value) in dimensions.iter().zip(&endpoint.dims) {
+        labels.push((Cow::Owned(name.clone()), value.clone()));
+    }
+    if !endpoint.phase.is_request() {
+        labels.push(("phase".into(), endpoint.phase.as_str().to_owned()));
+    }
+    if let Some(band) = endpoint.input {
+        labels.push(("input_tokens".into(), band.as_str().to_owned()));
+    }
+    labels
+}
+
+/// The labels of one series of `endpoint`.
+fn series_labels(dimensions: &[String], endpoint: &EndpointKey, version: &str) -> Labels {
+    named(
+        vec![
+            ("service.name".into(), endpoint.service.clone()),
+            ("endpoint".into(), endpoint.endpoint.clone()),
+            ("model.version".into(), version.to_owned()),
+        ],
+        dimensions,
+        endpoint,
+    )
+}
+
+/// Copies what `/metrics` shows of one endpoint's series into `out`
+/// (latency histograms trimmed as `prometheus` says; database calls per
+/// request in the window at `now_ms`).
+fn endpoint_rows(
     agg: &Aggregator,
-    judge: &Judge,
-    telemetry: &Telemetry,
-    bounds_ms: &[f64],
+    endpoint: &EndpointKey,
+    versions: &Versions,
     dimensions: &[String],
     prometheus: PrometheusConfig,
     now_ms: u64,
-) -> MetricsSnapshot {
-    // Every series identity carries its dimensions, its phase (unless it
-    // is the whole request) and its band of input sizes (a first token's,
-    // when read): without them two series that differ only there would be
-    // one duplicated line.
-    let named = |mut labels: Labels, endpoint: &EndpointKey| {
-        for (name, value) in dimensions.iter().zip(&endpoint.dims) {
-            labels.push((Cow::Owned(name.clone()), value.clone()));
-        }
+    out: &mut MetricsSnapshot,
+) {
+    for (version, series) in versions.iter() {
+        let labels = series_labels(dimensions, endpoint, version);
+        histogram_rows(
+            &series.histograms,
+            prometheus.outcomes,
+            || labels.clone(),
+            &mut out.histograms,
+        );
         if !endpoint.phase.is_request() {
-            labels.push(("phase".into(), endpoint.phase.as_str().to_owned()));
+            // Database calls are counted per request, not per phase.
+            continue;
         }
-        if let Some(band) = endpoint.input {
-            labels.push(("input_tokens".into(), band.as_str().to_owned()));
-        }
-        labels
-    };
-    let mut histograms = Vec::new();
-    let mut db_calls = Vec::new();
-    for (endpoint, versions) in agg.endpoints() {
-        for (version, series) in versions.iter() {
-            let dims = named(Labels::new(), endpoint);
-            histogram_rows(
-                &series.histograms,
-                prometheus.outcomes,
-                || {
-                    let mut labels: Labels = vec![
-                        ("service.name".into(), endpoint.service.clone()),
-                        ("endpoint".into(), endpoint.endpoint.clone()),
-                        ("model.version".into(), version.clone()),
-                    ];
-                    labels.extend(dims.iter().cloned());
-                    labels
-                },
-                &mut histograms,
-            );
-            if !endpoint.phase.is_request() {
-                // Database calls are counted per request, not per phase.
-                continue;
-            }
-            db_calls.push((
-                named(
-                    vec![
-                        ("service.name".into(), endpoint.service.clone()),
-                        ("endpoint".into(), endpoint.endpoint.clone()),
-                        ("model.version".into(), version.clone()),
-                    ],
-                    endpoint,
-                ),
-                agg.window(series, now_ms).db_calls_per_request(),
-            ));
-        }
+        out.db_calls
+            .push((labels, agg.window_db_calls(series, now_ms)));
     }
-    histograms.sort_by(|a, b| a.labels.cmp(&b.labels));
-    db_calls.sort_by(|a, b| a.0.cmp(&b.0));
-    // The overflow series last; split, its rows differ by outcome too.
+}
+
+/// What `/metrics` shows of one judgement, as a row without labels.
+fn judged(judgement: &Judgement) -> RegressionRow {
+    RegressionRow {
+        labels: Labels::new(),
+        active: Severity::ALL.map(|s| judgement.alert(s).state == AlertState::Firing),
+        ratio: judgement.result.evidence.ratio,
+        difference: judgement.result.evidence.difference,
+        firings: Severity::ALL.map(|s| judgement.alert(s).firings),
+        verdict: verdict_of(judgement.verdict()),
+    }
+}
+
+/// The row `/metrics` shows of one judgement.
+fn regression_row(key: &AlertKey, judgement: &Judgement, dimensions: &[String]) -> RegressionRow {
+    RegressionRow {
+        labels: named(
+            vec![
+                ("service.name".into(), key.endpoint.service.clone()),
+                ("endpoint".into(), key.endpoint.endpoint.clone()),
+                ("candidate.version".into(), key.candidate.clone()),
+                ("baseline.version".into(), key.baseline.clone()),
+                ("rule".into(), key.rule.as_str().to_owned()),
+            ],
+            dimensions,
+            &key.endpoint,
+        ),
+        ..judged(judgement)
+    }
+}
+
+/// The overflow series' latency histogram rows (split, they differ by
+/// outcome too).
+fn overflow_rows(agg: &Aggregator, prometheus: PrometheusConfig, out: &mut Vec<HistogramRow>) {
     let overflow = vec![("otel.metric.overflow".into(), "true".to_owned())];
     histogram_rows(
         &agg.overflow().histograms,
         prometheus.outcomes,
         || overflow.clone(),
-        &mut histograms,
+        out,
     );
-    let mut regressions: Vec<RegressionRow> = judge
-        .judgements()
-        .map(|(k, j)| RegressionRow {
-            labels: named(
-                vec![
-                    ("service.name".into(), k.endpoint.service.clone()),
-                    ("endpoint".into(), k.endpoint.endpoint.clone()),
-                    ("candidate.version".into(), k.candidate.clone()),
-                    ("baseline.version".into(), k.baseline.clone()),
-                    ("rule".into(), k.rule.as_str().to_owned()),
-                ],
-                &k.endpoint,
-            ),
-            active: Severity::ALL.map(|s| j.alert(s).state == AlertState::Firing),
-            ratio: j.result.evidence.ratio,
-            difference: j.result.evidence.difference,
-            firings: Severity::ALL.map(|s| j.alert(s).firings),
-            verdict: verdict_of(j.verdict()),
-        })
-        .collect();
-    regressions.sort_by(|a, b| a.labels.cmp(&b.labels));
-    MetricsSnapshot {
-        bounds_ms: bounds_ms.to_vec(),
-        histograms,
-        regressions,
-        db_calls,
-        readings: telemetry.readings(),
-        verdicts: prometheus.verdicts,
-    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! The Prometheus/OpenMetrics text of `/metrics`.
 //!
-//! The pipeline task copies what is to be shown into a [`MetricsSnapshot`]
-//! (cheap: counts, not sketches) and the HTTP handler encodes it here with
-//! `prometheus-client`, off the pipeline task. Names and help texts come
-//! from [`super::catalogue`].
+//! The pipeline task copies what is to be shown into [`MetricsSnapshot`]s
+//! (cheap: counts, not sketches; one per group of series that changed,
+//! see [`super::scrape`]) and the HTTP handler encodes them here with
+//! `prometheus-client`, off the pipeline task, a [`Family`] at a time so
+//! that a page can be put together from groups encoded at different
+//! times. Names and help texts come from [`super::catalogue`].
 
 use std::borrow::Cow;
 
@@ -88,48 +90,89 @@ pub fn encode(snapshot: MetricsSnapshot) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
-/// Bytes a sample line takes besides its labels: the family name, the
-/// `le` of a bucket, the value and punctuation (an upper estimate).
-const LINE_BYTES: usize = 96;
+/// The families of `/metrics`, in the order the page lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `modelgate_request_duration_seconds`, a histogram per series and outcome.
+    RequestDuration,
+    /// `modelgate_regression_active`, per judged rule and severity.
+    RegressionActive,
+    /// `modelgate_regression_ratio`, per judged rule.
+    RegressionRatio,
+    /// `modelgate_regression_difference`, per judged rule.
+    RegressionDifference,
+    /// `modelgate_regression_verdict`, per judged rule (and verdict).
+    RegressionVerdict,
+    /// `modelgate_alerts_total`, per judged rule and severity.
+    Alerts,
+    /// `modelgate_db_calls_per_request`, per series.
+    DbCalls,
+    /// modelgate's own figures (several families), last.
+    SelfTelemetry,
+}
 
-/// Leaves out the latency histograms of the last series until the page's
-/// estimated size fits `max_bytes` (`admin.metrics_max_bytes`); the
-/// regression, database and self-telemetry families always stay. Returns
-/// how many series were left out.
-pub fn bound(snapshot: &mut MetricsSnapshot, max_bytes: usize) -> u64 {
-    fn labels_len(labels: &Labels) -> usize {
-        labels.iter().map(|(k, v)| k.len() + v.len() + 4).sum()
+impl Family {
+    /// The families whose lines come from series and judgements, in page
+    /// order: all but the self-telemetry, which comes last.
+    pub const PER_SERIES: [Family; 7] = [
+        Family::RequestDuration,
+        Family::RegressionActive,
+        Family::RegressionRatio,
+        Family::RegressionDifference,
+        Family::RegressionVerdict,
+        Family::Alerts,
+        Family::DbCalls,
+    ];
+}
+
+/// One family of a snapshot, for a registry of its own.
+#[derive(Debug)]
+struct Only {
+    snapshot: std::sync::Arc<MetricsSnapshot>,
+    family: Family,
+}
+
+impl Collector for Only {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.snapshot.encode_family(self.family, &mut encoder)
     }
-    // Per regression: active and alerts per severity, ratio, difference,
-    // one or three verdicts.
-    let lines = 6 + snapshot.verdict_lines();
-    let regressions: usize = snapshot
-        .regressions
-        .iter()
-        .map(|r| lines * (LINE_BYTES + labels_len(&r.labels) + 24))
-        .sum();
-    let db: usize = snapshot
-        .db_calls
-        .iter()
-        .map(|(l, _)| LINE_BYTES + labels_len(l))
-        .sum();
-    // Descriptors and self-telemetry.
-    let fixed = 16 << 10;
-    let per_row =
-        |labels: &Labels| (snapshot.bounds_ms.len() + 3) * (LINE_BYTES + labels_len(labels));
-    let mut total = regressions + db + fixed;
-    let mut keep = 0;
-    for row in &snapshot.histograms {
-        let n = per_row(&row.labels);
-        if total + n > max_bytes {
-            break;
-        }
-        total += n;
-        keep += 1;
+}
+
+/// `family` of `snapshot` as a page of its own: its descriptor, its
+/// lines, `# EOF`.
+pub fn encode_family(
+    snapshot: std::sync::Arc<MetricsSnapshot>,
+    family: Family,
+) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Only { snapshot, family }));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// The end of every page.
+pub const EOF: &str = "# EOF\n";
+
+/// The sample lines of a page of one family ([`encode_family`]): without
+/// its descriptor (the lines starting with `#`, which no sample line
+/// does) and without the end of page.
+pub fn samples_of(page: &str) -> &str {
+    let body = page.strip_suffix(EOF).unwrap_or(page);
+    let mut start = 0;
+    while body[start..].starts_with('#') {
+        start = body[start..]
+            .find('\n')
+            .map_or(body.len(), |end| start + end + 1);
     }
-    let omitted = snapshot.histograms.len() - keep;
-    snapshot.histograms.truncate(keep);
-    omitted as u64
+    &body[start..]
+}
+
+/// The descriptor of a page of one family: its lines starting with `#`,
+/// without the end of page.
+pub fn descriptor_of(page: &str) -> &str {
+    let body = page.strip_suffix(EOF).unwrap_or(page);
+    &body[..body.len() - samples_of(page).len()]
 }
 
 fn labels(pairs: &[(Cow<'static, str>, String)]) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
@@ -140,14 +183,6 @@ fn labels(pairs: &[(Cow<'static, str>, String)]) -> Vec<(Cow<'static, str>, Cow<
 }
 
 impl MetricsSnapshot {
-    /// `modelgate_regression_verdict` lines per judged rule.
-    fn verdict_lines(&self) -> usize {
-        match self.verdicts {
-            VerdictSet::All => VERDICTS.len(),
-            VerdictSet::Current => 1,
-        }
-    }
-
     /// Every regression row once per severity.
     fn per_severity(&self) -> impl Iterator<Item = (&RegressionRow, Severity)> {
         self.regressions
@@ -183,77 +218,97 @@ fn descriptor<'a>(
 
 impl Collector for MetricsSnapshot {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        {
-            let mut m = descriptor(&mut encoder, &catalogue::REQUEST_DURATION)?;
-            for row in &self.histograms {
-                let h = &row.histogram;
-                // Per-bucket counts: the encoder makes them cumulative.
-                let buckets: Vec<(f64, u64)> = h
-                    .buckets
-                    .iter()
-                    .enumerate()
-                    .map(|(i, n)| {
-                        (
-                            self.bounds_ms.get(i).map_or(f64::INFINITY, |ms| ms / 1e3),
-                            *n,
-                        )
-                    })
-                    .collect();
-                let set = labels(&row.labels);
-                m.encode_family(&set)?.encode_histogram::<NoLabelSet>(
-                    h.sum_ms / 1e3,
-                    h.count,
-                    &buckets,
-                    None,
-                )?;
-            }
+        for family in Family::PER_SERIES {
+            self.encode_family(family, &mut encoder)?;
         }
-        {
-            let mut m = descriptor(&mut encoder, &catalogue::REGRESSION_ACTIVE)?;
-            for (r, severity) in self.per_severity() {
-                let set = with_severity(&r.labels, severity);
-                m.encode_family(&set)?
-                    .encode_gauge(&i64::from(r.active[severity.index()]))?;
-            }
-        }
-        gauge_family(
-            &mut encoder,
-            &catalogue::REGRESSION_RATIO,
-            self.regressions.iter().map(|r| (&r.labels, r.ratio)),
-        )?;
-        gauge_family(
-            &mut encoder,
-            &catalogue::REGRESSION_DIFFERENCE,
-            self.regressions.iter().map(|r| (&r.labels, r.difference)),
-        )?;
-        {
-            let mut m = descriptor(&mut encoder, &catalogue::REGRESSION_VERDICT)?;
-            for r in &self.regressions {
-                let shown = VERDICTS
-                    .into_iter()
-                    .filter(|v| self.verdicts == VerdictSet::All || *v == r.verdict);
-                for verdict in shown {
-                    let mut set = labels(&r.labels);
-                    set.push((Cow::Borrowed("verdict"), Cow::Borrowed(verdict)));
-                    m.encode_family(&set)?
-                        .encode_gauge(&i64::from(r.verdict == verdict))?;
+        self.encode_family(Family::SelfTelemetry, &mut encoder)
+    }
+}
+
+impl MetricsSnapshot {
+    /// Writes one family: its descriptor and its lines.
+    fn encode_family(
+        &self,
+        family: Family,
+        encoder: &mut DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        match family {
+            Family::RequestDuration => {
+                let mut m = descriptor(encoder, &catalogue::REQUEST_DURATION)?;
+                for row in &self.histograms {
+                    let h = &row.histogram;
+                    // Per-bucket counts: the encoder makes them cumulative.
+                    let buckets: Vec<(f64, u64)> = h
+                        .buckets
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| {
+                            (
+                                self.bounds_ms.get(i).map_or(f64::INFINITY, |ms| ms / 1e3),
+                                *n,
+                            )
+                        })
+                        .collect();
+                    let set = labels(&row.labels);
+                    m.encode_family(&set)?.encode_histogram::<NoLabelSet>(
+                        h.sum_ms / 1e3,
+                        h.count,
+                        &buckets,
+                        None,
+                    )?;
                 }
+                Ok(())
             }
-        }
-        {
-            let mut m = descriptor(&mut encoder, &catalogue::ALERTS)?;
-            for (r, severity) in self.per_severity() {
-                let set = with_severity(&r.labels, severity);
-                m.encode_family(&set)?
-                    .encode_counter::<NoLabelSet, _, f64>(&r.firings[severity.index()], None)?;
+            Family::RegressionActive => {
+                let mut m = descriptor(encoder, &catalogue::REGRESSION_ACTIVE)?;
+                for (r, severity) in self.per_severity() {
+                    let set = with_severity(&r.labels, severity);
+                    m.encode_family(&set)?
+                        .encode_gauge(&i64::from(r.active[severity.index()]))?;
+                }
+                Ok(())
             }
+            Family::RegressionRatio => gauge_family(
+                encoder,
+                &catalogue::REGRESSION_RATIO,
+                self.regressions.iter().map(|r| (&r.labels, r.ratio)),
+            ),
+            Family::RegressionDifference => gauge_family(
+                encoder,
+                &catalogue::REGRESSION_DIFFERENCE,
+                self.regressions.iter().map(|r| (&r.labels, r.difference)),
+            ),
+            Family::RegressionVerdict => {
+                let mut m = descriptor(encoder, &catalogue::REGRESSION_VERDICT)?;
+                for r in &self.regressions {
+                    let shown = VERDICTS
+                        .into_iter()
+                        .filter(|v| self.verdicts == VerdictSet::All || *v == r.verdict);
+                    for verdict in shown {
+                        let mut set = labels(&r.labels);
+                        set.push((Cow::Borrowed("verdict"), Cow::Borrowed(verdict)));
+                        m.encode_family(&set)?
+                            .encode_gauge(&i64::from(r.verdict == verdict))?;
+                    }
+                }
+                Ok(())
+            }
+            Family::Alerts => {
+                let mut m = descriptor(encoder, &catalogue::ALERTS)?;
+                for (r, severity) in self.per_severity() {
+                    let set = with_severity(&r.labels, severity);
+                    m.encode_family(&set)?
+                        .encode_counter::<NoLabelSet, _, f64>(&r.firings[severity.index()], None)?;
+                }
+                Ok(())
+            }
+            Family::DbCalls => gauge_family(
+                encoder,
+                &catalogue::DB_CALLS_PER_REQUEST,
+                self.db_calls.iter().map(|(l, v)| (l, *v)),
+            ),
+            Family::SelfTelemetry => encode_readings(encoder, &self.readings),
         }
-        gauge_family(
-            &mut encoder,
-            &catalogue::DB_CALLS_PER_REQUEST,
-            self.db_calls.iter().map(|(l, v)| (l, *v)),
-        )?;
-        encode_readings(&mut encoder, &self.readings)
     }
 }
 
@@ -304,34 +359,6 @@ fn gauge_family<'a, V: EncodeGaugeValue>(
 mod tests {
     use super::*;
     use crate::telemetry::{DroppedReason, RefusedReason, Telemetry};
-
-    #[test]
-    fn the_page_is_bounded_by_bytes() {
-        let row = |i: usize| HistogramRow {
-            labels: vec![
-                ("service.name".into(), "s".into()),
-                ("endpoint".into(), format!("/{}", "x".repeat(1000 + i))),
-                ("model.version".into(), "v1".into()),
-                ("outcome".into(), "ok".into()),
-            ],
-            histogram: Cumulative {
-                buckets: vec![1, 0, 0],
-                sum_ms: 1.0,
-                count: 1,
-            },
-        };
-        let mut snapshot = MetricsSnapshot {
-            bounds_ms: vec![100.0, 150.0],
-            histograms: (0..1000).map(row).collect(),
-            ..MetricsSnapshot::default()
-        };
-        let max = 256 << 10;
-        let omitted = bound(&mut snapshot, max);
-        assert!(omitted > 900 && omitted < 1000, "{omitted}");
-        let text = encode(snapshot).unwrap();
-        assert!(text.len() <= max, "{}", text.len());
-        assert!(text.ends_with("# EOF\n"));
-    }
 
     #[test]
     fn renders_names_labels_and_buckets_as_prometheus_expects() {

@@ -40,7 +40,7 @@ use futures_util::{Stream, StreamExt};
 use modelgate_proto::v1 as pb;
 use serde::Deserialize;
 
-use crate::emit::prometheus;
+use crate::emit::{prometheus, scrape};
 use crate::judge::ActionError;
 use crate::pipeline::PipelineHandle;
 use crate::query::api::{self, ApiError};
@@ -49,18 +49,27 @@ use crate::query::dashboard;
 /// How long `/readyz` waits for the pipeline task.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `/metrics`: one encoding per `admin.metrics_interval`, shared by every
+/// `/metrics`: one page per `admin.metrics_interval`, shared by every
 /// scraper (and bounded by `admin.metrics_max_bytes`), so thirty scrapers,
-/// stalled or not, cost one page of memory.
+/// stalled or not, cost one page of memory. Each page is made from the
+/// last one, re-encoding only what changed ([`scrape`]).
 #[derive(Debug)]
 pub struct MetricsPage {
     interval: Duration,
     max_bytes: usize,
     /// What is shown of each series (`emit.prometheus`).
     prometheus: crate::config::PrometheusConfig,
-    /// The page, when it was encoded, and its gzip; locked while one is
-    /// encoded, so the others wait for it instead of encoding their own.
-    page: tokio::sync::Mutex<Option<(tokio::time::Instant, Page)>>,
+    /// The page, when it was made, and the groups it was made of; locked
+    /// while one is made, so the others wait for it instead of making
+    /// their own.
+    page: tokio::sync::Mutex<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    page: Option<(tokio::time::Instant, Page)>,
+    /// Taken while a page is made on a blocking thread.
+    pages: scrape::Pages,
 }
 
 impl MetricsPage {
@@ -74,17 +83,89 @@ impl MetricsPage {
             interval: config.metrics_interval,
             max_bytes: config.metrics_max_bytes,
             prometheus,
-            page: tokio::sync::Mutex::new(None),
+            page: tokio::sync::Mutex::new(Shared::default()),
         }
     }
 }
 
-/// One encoding of `/metrics`, as it is and gzip-compressed (Prometheus
-/// asks for gzip): compressed once, not once per scraper.
+/// One page of `/metrics`, gzip-compressed (Prometheus asks for gzip):
+/// compressed once, not once per scraper; as text only once a scraper
+/// asks for it so.
 #[derive(Debug, Clone)]
 struct Page {
-    text: Bytes,
     gzip: Bytes,
+    /// Its length as text.
+    text_len: usize,
+    text: Arc<tokio::sync::OnceCell<Bytes>>,
+}
+
+/// Why `/metrics` has no page to send.
+#[derive(Debug, thiserror::Error)]
+enum PageFailure {
+    /// The pipeline task is gone.
+    #[error("the pipeline is not running")]
+    Unavailable,
+    /// Encoding or compressing failed.
+    #[error(transparent)]
+    Page(#[from] scrape::PageError),
+    /// The blocking thread making it panicked or was cancelled.
+    #[error("the page's thread failed")]
+    Thread,
+}
+
+/// Makes a page: the pipeline task's slices, one turn each, then the
+/// encoding on a blocking thread (on every core).
+async fn make_page(
+    pipeline: &PipelineHandle,
+    metrics: &MetricsPage,
+    shared: &mut Shared,
+) -> Result<Page, PageFailure> {
+    let prometheus = metrics.prometheus;
+    let known = Arc::new(shared.pages.known());
+    let mut slices = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let known = Arc::clone(&known);
+        let from = after.take();
+        let slice = pipeline
+            .ask(move |s, now| {
+                let shape = scrape::Shape {
+                    bounds_ms: &s.bounds_ms,
+                    dimensions: &s.dimensions,
+                    prometheus,
+                };
+                scrape::slice(&s.aggregator, &s.judge, shape, &known, from.as_deref(), now)
+            })
+            .await
+            .map_err(|_| PageFailure::Unavailable)?;
+        after = slice.next.clone();
+        slices.push(slice);
+        if after.is_none() {
+            break;
+        }
+    }
+    let max_bytes = metrics.max_bytes;
+    let telemetry = pipeline.telemetry().clone();
+    let mut pages = std::mem::take(&mut shared.pages);
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let (pages, made) = tokio::task::spawn_blocking(move || {
+        let made = pages.page(slices, telemetry.readings(), max_bytes, threads);
+        if let Ok(page) = &made {
+            if page.omitted > 0 {
+                telemetry.metrics_omitted(page.omitted);
+            }
+        }
+        (pages, made)
+    })
+    .await
+    .map_err(|_| PageFailure::Thread)?;
+    shared.pages = pages;
+    let made = made?;
+    Ok(Page {
+        gzip: made.gzip,
+        text_len: made.text_len,
+        text: Arc::default(),
+    })
 }
 
 /// Whether `Accept-Encoding` takes gzip (a `q=0` refuses it).
@@ -104,18 +185,6 @@ fn accepts_gzip(request: &HeaderMap) -> bool {
             });
             (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
         })
-}
-
-fn gzip(text: &[u8]) -> std::io::Result<Vec<u8>> {
-    use std::io::Write;
-    // The fastest level: a scrape page is label sets repeated, which even
-    // it cuts about tenfold, at a fraction of the default level's time.
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(text.len() / 8),
-        flate2::Compression::fast(),
-    );
-    encoder.write_all(text)?;
-    encoder.finish()
 }
 
 /// What the admin handlers share.
@@ -244,55 +313,27 @@ async fn metrics(
     State(metrics): State<Arc<MetricsPage>>,
     request: HeaderMap,
 ) -> Response {
-    let mut page = metrics.page.lock().await;
-    let fresh = page
+    let mut shared = metrics.page.lock().await;
+    let fresh = shared
+        .page
         .as_ref()
         .filter(|(at, _)| at.elapsed() < metrics.interval)
         .map(|(_, page)| page.clone());
     let encoded = match fresh {
         Some(encoded) => encoded,
-        None => {
-            let prometheus = metrics.prometheus;
-            let snapshot = pipeline
-                .ask(move |s, now| {
-                    crate::emit::snapshot(
-                        &s.aggregator,
-                        &s.judge,
-                        &s.telemetry,
-                        &s.bounds_ms,
-                        &s.dimensions,
-                        prometheus,
-                        now,
-                    )
-                })
-                .await;
-            let Ok(mut snapshot) = snapshot else {
-                return unavailable();
-            };
-            let max_bytes = metrics.max_bytes;
-            let telemetry = pipeline.telemetry().clone();
-            // Encoding 100k series takes a while: on a blocking thread.
-            let encoded = tokio::task::spawn_blocking(move || {
-                let omitted = prometheus::bound(&mut snapshot, max_bytes);
-                if omitted > 0 {
-                    telemetry.metrics_omitted(omitted);
-                }
-                let text = prometheus::encode(snapshot).ok()?;
-                let gzip = gzip(text.as_bytes()).ok()?;
-                Some(Page {
-                    text: Bytes::from(text),
-                    gzip: Bytes::from(gzip),
-                })
-            })
-            .await;
-            let Ok(Some(encoded)) = encoded else {
+        None => match make_page(&pipeline, &metrics, &mut shared).await {
+            Ok(page) => {
+                shared.page = Some((tokio::time::Instant::now(), page.clone()));
+                page
+            }
+            Err(PageFailure::Unavailable) => return unavailable(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make /metrics");
                 return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode /metrics");
-            };
-            *page = Some((tokio::time::Instant::now(), encoded.clone()));
-            encoded
-        }
+            }
+        },
     };
-    drop(page);
+    drop(shared);
     let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
     let content_type = (
         header::CONTENT_TYPE,
@@ -300,9 +341,23 @@ async fn metrics(
     );
     if accepts_gzip(&request) {
         let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        ([content_type, encoding, vary], encoded.gzip).into_response()
-    } else {
-        ([content_type, vary], encoded.text).into_response()
+        return ([content_type, encoding, vary], encoded.gzip).into_response();
+    }
+    let (gzip, text_len) = (encoded.gzip.clone(), encoded.text_len);
+    // Its members inflated as one stream.
+    let text = encoded
+        .text
+        .get_or_try_init(|| async move {
+            let inflate = move || crate::receive::gunzip(&gzip, text_len);
+            match tokio::task::spawn_blocking(inflate).await {
+                Ok(Ok(text)) => Ok(Bytes::from(text)),
+                _ => Err(()),
+            }
+        })
+        .await;
+    match text {
+        Ok(text) => ([content_type, vary], text.clone()).into_response(),
+        Err(()) => error(StatusCode::INTERNAL_SERVER_ERROR, "cannot decode /metrics"),
     }
 }
 
@@ -684,7 +739,7 @@ mod tests {
         assert!(!accepts_gzip(&headers("identity, br")));
         assert!(!accepts_gzip(&HeaderMap::new()));
         let text = "modelgate_request_duration_seconds_bucket{le=\"0.1\"} 1\n".repeat(1000);
-        let packed = gzip(text.as_bytes()).unwrap();
+        let packed = scrape::gzip(text.as_bytes()).unwrap();
         assert!(packed.len() * 10 < text.len(), "{}", packed.len());
         let out = crate::receive::gunzip(&packed, text.len()).unwrap();
         assert_eq!(out, text.as_bytes());

@@ -5,18 +5,27 @@
 //! each `emit.prometheus` setting side by side in one run.
 //!
 //! For each: sample lines, bytes as text and as sent (gzip), and the time
-//! of a scrape that encodes a fresh page (encode + compress; one per
-//! `admin.metrics_interval`) and of one served from the shared page.
+//! of a scrape that makes a fresh page (one per `admin.metrics_interval`)
+//! when every series took requests since the last page, when one service
+//! in 100 did (the "busy few, idle many" shape) and when none did, and of
+//! one served from the shared page; while each fresh page is made a probe
+//! asks `/readyz` back to back (it waits for a turn of the pipeline task):
+//! its longest answer is the longest ingest pause the page caused.
 //!
 //! `cargo build --release -p modelgate && cargo bench -p modelgate-e2e --bench scrape`
 //! (`SCRAPE_SERIES=1000,10000` to run fewer sizes; `SCRAPE_OUTCOMES=1` for
 //! series that only ever succeed, instead of the worst case of all three
-//! outcomes on every series).
+//! outcomes on every series; `SCRAPE_SETTINGS=defaults` for fewer
+//! settings, by the first word of their name). A/B in one run:
+//! `SCRAPE_BEFORE=/path/to/old/modelgate` runs every setting on that build
+//! too, before this one.
 
 // Bench code: a panic with a message is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use modelgate_e2e::fleet::Fleet;
@@ -59,9 +68,22 @@ struct Scrape {
     lines: usize,
     text: usize,
     gzip: usize,
-    fresh: Duration,
+    /// Fresh page, every series changed since the last one.
+    everything: Fresh,
+    /// Fresh page, one service in 100 changed (median of [`SCRAPES`]).
+    few: Fresh,
+    /// Fresh page, nothing changed (median of [`SCRAPES`]).
+    idle: Fresh,
     cached: Duration,
     omitted: f64,
+}
+
+/// A scrape of a fresh page: its time and the longest the pipeline task
+/// kept the probe waiting meanwhile.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Fresh {
+    time: Duration,
+    stall: Duration,
 }
 
 async fn get_gzip(collector: &Collector, client: &reqwest::Client) -> (Vec<u8>, Duration) {
@@ -77,9 +99,62 @@ async fn get_gzip(collector: &Collector, client: &reqwest::Client) -> (Vec<u8>, 
     (body, start.elapsed())
 }
 
-async fn measure(series: usize, outcomes: usize, setting: &Setting) -> Scrape {
+/// A scrape past `admin.metrics_interval` (a fresh page), `/readyz` asked
+/// back to back meanwhile.
+async fn fresh(collector: &Collector, client: &reqwest::Client) -> (Vec<u8>, Fresh) {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let done = AtomicBool::new(false);
+    let scrape = async {
+        let got = get_gzip(collector, client).await;
+        done.store(true, Ordering::Relaxed);
+        got
+    };
+    // `/readyz` answers 503 after waiting 2 s for the pipeline task: a
+    // stall is from the start of the first answer that was not a ready
+    // one to the end of the next ready one.
+    let probe = async {
+        let mut stall = Duration::ZERO;
+        let mut waiting: Option<Instant> = None;
+        while !done.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let ready = client
+                .get(collector.admin_url("/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            let since = *waiting.get_or_insert(started);
+            if ready {
+                stall = stall.max(since.elapsed());
+                waiting = None;
+            }
+        }
+        stall.max(waiting.map_or(Duration::ZERO, |since| since.elapsed()))
+    };
+    let ((body, time), stall) = tokio::join!(scrape, probe);
+    (body, Fresh { time, stall })
+}
+
+fn median(mut runs: Vec<Fresh>) -> Fresh {
+    runs.sort();
+    runs[runs.len() / 2]
+}
+
+async fn measure(
+    program: Option<&Path>,
+    series: usize,
+    outcomes: usize,
+    setting: &Setting,
+) -> Scrape {
+    // Room for every series, and for 1,000,000 (5,000 endpoints a
+    // service) without the endpoint cap's overflow.
+    let max_series = (2 * series).max(200_000).to_string();
+    let max_endpoints = (series / 200 + 10).max(500).to_string();
     let mut env: Vec<(&str, &str)> = vec![
-        ("MODELGATE_AGGREGATE__MAX_SERIES", "200000"),
+        ("MODELGATE_AGGREGATE__MAX_SERIES", &max_series),
+        (
+            "MODELGATE_EXTRACT__ENDPOINTS__MAX_PER_SERVICE",
+            &max_endpoints,
+        ),
         ("MODELGATE_ADMIN__METRICS_MAX_BYTES", "2147483648"),
         ("MODELGATE_ADMIN__METRICS_INTERVAL", "1s"),
         // Judging 50,000 candidates every second keeps the pipeline task
@@ -89,7 +164,10 @@ async fn measure(series: usize, outcomes: usize, setting: &Setting) -> Scrape {
         ("MODELGATE_JUDGE__EVALUATION_INTERVAL", "5s"),
     ];
     env.extend_from_slice(setting.env);
-    let collector = Collector::start(&env).await;
+    let collector = match program {
+        Some(program) => Collector::start_program(program, &env).await,
+        None => Collector::start(&env).await,
+    };
     let fleet = Fleet {
         services: 100,
         endpoints: series / 200,
@@ -129,18 +207,31 @@ async fn measure(series: usize, outcomes: usize, setting: &Setting) -> Scrape {
     // Two evaluation ticks: every candidate judged.
     tokio::time::sleep(Duration::from_secs(11)).await;
 
-    let mut fresh = Vec::new();
+    let mut idle = Vec::new();
     let mut cached = Vec::new();
     let mut body = Vec::new();
     for _ in 0..SCRAPES {
-        // Past admin.metrics_interval: this scrape encodes a new page.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let (b, t) = get_gzip(&collector, &client).await;
-        fresh.push(t);
+        let (b, f) = fresh(&collector, &client).await;
+        idle.push(f);
         body = b;
         cached.push(get_gzip(&collector, &client).await.1);
     }
-    fresh.sort();
+    // One service of 100 (svc-000) takes a round: 1% of the series.
+    let busy = Fleet {
+        services: 1,
+        ..fleet
+    };
+    let mut few = Vec::new();
+    for round in 2..2 + SCRAPES as u64 {
+        busy.feed(&collector, round..round + 1, Duration::from_millis(1))
+            .await;
+        few.push(fresh(&collector, &client).await.1);
+    }
+    let round = 2 + SCRAPES as u64;
+    fleet
+        .feed(&collector, round..round + 1, Duration::from_millis(1))
+        .await;
+    let everything = fresh(&collector, &client).await.1;
     cached.sort();
     let text = gunzip(&body);
     let omitted = metric(&text, "modelgate_metrics_omitted_total", &[]).unwrap_or(0.0);
@@ -153,7 +244,9 @@ async fn measure(series: usize, outcomes: usize, setting: &Setting) -> Scrape {
         lines,
         text: text.len(),
         gzip: body.len(),
-        fresh: fresh[SCRAPES / 2],
+        everything,
+        few: median(few),
+        idle: median(idle),
         cached: cached[SCRAPES / 2],
         omitted,
     }
@@ -171,39 +264,71 @@ fn mib(bytes: usize) -> String {
     format!("{:.2} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
 fn main() {
     let sizes = modelgate_e2e::series_counts("SCRAPE_SERIES", "1000,10000,100000");
     let outcomes: usize = std::env::var("SCRAPE_OUTCOMES")
         .map_or(3, |s| s.parse().expect("SCRAPE_OUTCOMES: 1, 2 or 3"));
+    let chosen: Option<Vec<String>> = std::env::var("SCRAPE_SETTINGS")
+        .ok()
+        .map(|s| s.split(',').map(str::to_owned).collect());
+    let settings: Vec<&Setting> = SETTINGS
+        .iter()
+        .filter(|s| {
+            chosen.as_ref().is_none_or(|c| {
+                c.iter()
+                    .any(|c| s.name.split([' ', ':']).next() == Some(c.as_str()))
+            })
+        })
+        .collect();
+    assert!(
+        !settings.is_empty(),
+        "SCRAPE_SETTINGS: before, defaults, outcomes, merged"
+    );
+    let before = std::env::var_os("SCRAPE_BEFORE").map(PathBuf::from);
+    let builds: Vec<(&str, Option<&Path>)> = match &before {
+        Some(path) => vec![("before", Some(path.as_path())), ("this", None)],
+        None => vec![("this", None)],
+    };
     println!("every series with {outcomes} outcome(s)");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    println!("| series | setting | Prometheus series (lines) | per modelgate series | text | sent (gzip) | scrape, fresh page (encode + gzip) | scrape, shared page |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| series | build | setting | Prometheus series (lines) | per modelgate series | text | sent (gzip) | fresh page, every series changed | fresh page, 1% changed | fresh page, none changed | shared page | longest pipeline hold: every / 1% / none |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for series in sizes {
-        for setting in &SETTINGS {
-            let s = runtime.block_on(measure(series, outcomes, setting));
-            println!(
-                "| {series} | {} | {} | {:.1} | {} | {} | {:.0} ms | {:.0} ms |{}",
-                setting.name,
-                s.lines,
-                s.lines as f64 / series as f64,
-                mib(s.text),
-                mib(s.gzip),
-                s.fresh.as_secs_f64() * 1e3,
-                s.cached.as_secs_f64() * 1e3,
-                if s.omitted > 0.0 {
-                    format!(
-                        " {} histograms omitted (admin.metrics_max_bytes)",
-                        s.omitted
-                    )
-                } else {
-                    String::new()
-                },
-            );
+        for setting in &settings {
+            for (build, program) in &builds {
+                let s = runtime.block_on(measure(*program, series, outcomes, setting));
+                println!(
+                    "| {series} | {build} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} / {} / {} |{}",
+                    setting.name,
+                    s.lines,
+                    s.lines as f64 / series as f64,
+                    mib(s.text),
+                    mib(s.gzip),
+                    ms(s.everything.time),
+                    ms(s.few.time),
+                    ms(s.idle.time),
+                    ms(s.cached),
+                    ms(s.everything.stall),
+                    ms(s.few.stall),
+                    ms(s.idle.stall),
+                    if s.omitted > 0.0 {
+                        format!(
+                            " {} histograms omitted (admin.metrics_max_bytes)",
+                            s.omitted
+                        )
+                    } else {
+                        String::new()
+                    },
+                );
+            }
         }
     }
 }

@@ -22,7 +22,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,13 +49,19 @@ pub const EPHEMERAL: [SocketAddr; 3] =
 /// harness's), the client tools read the OTLP exporter's, and a developer's
 /// own settings must not change what a test measures.
 pub fn modelgate_command(cpu: Option<usize>) -> std::process::Command {
+    program_command(&modelgate_bin(), cpu)
+}
+
+/// [`modelgate_command`] of the binary at `program` (another build, the
+/// "before" of an A/B benchmark).
+pub fn program_command(program: &Path, cpu: Option<usize>) -> std::process::Command {
     let mut command = match cpu {
         Some(cpu) => {
             let mut taskset = std::process::Command::new("taskset");
-            taskset.arg("-c").arg(cpu.to_string()).arg(modelgate_bin());
+            taskset.arg("-c").arg(cpu.to_string()).arg(program);
             taskset
         }
-        None => std::process::Command::new(modelgate_bin()),
+        None => std::process::Command::new(program),
     };
     for (key, _) in std::env::vars_os() {
         let key_text = key.to_string_lossy();
@@ -125,6 +131,11 @@ impl Collector {
     /// it listens.
     pub async fn start(env: &[(&str, &str)]) -> Self {
         Self::start_command(modelgate_command(None).into(), env, EPHEMERAL).await
+    }
+
+    /// [`Collector::start`] of the binary at `program` (another build).
+    pub async fn start_program(program: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_command(program_command(program, None).into(), env, EPHEMERAL).await
     }
 
     /// [`Collector::start`] on given addresses (gRPC, HTTP, admin): to
