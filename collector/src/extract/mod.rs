@@ -552,9 +552,9 @@ pub fn extract(
                 let fields = SpanFields::of(span);
                 let result = sample_of(&fields, service, &resource_attrs, config);
                 if let Some(sample) = tally.count(&fields, result) {
-                    for phase in genai::phases(&fields.attributes, &sample, config) {
+                    genai::phases(&fields.attributes, &sample, config, |phase| {
                         out.push(interner.intern(phase));
-                    }
+                    });
                     out.push(interner.intern(sample));
                 }
             }

@@ -524,9 +524,7 @@ fn scan_resource_spans<'a>(
                                 return Err(e);
                             }
                             if let Some(sample) = tally.count(&span, result) {
-                                for phase in genai::phases(&span.attributes, &sample, config) {
-                                    sink(phase);
-                                }
+                                genai::phases(&span.attributes, &sample, config, &mut *sink);
                                 if let Some(e) = bad.take() {
                                     return Err(e);
                                 }
