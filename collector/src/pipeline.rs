@@ -594,7 +594,7 @@ mod tests {
     use super::*;
     use crate::extract::{EndpointKey, Outcome};
     use crate::judge::{Resolution, Rule};
-    use crate::testing::{endpoint, request};
+    use crate::testing::{endpoint, request, Rng};
 
     const T0: u64 = 1_763_658_000_000;
 
@@ -762,21 +762,6 @@ mod tests {
         assert_eq!(state.judge_slice(|_| true), 6);
         assert!(!state.evaluating());
         assert_eq!(state.judge_slice(|_| true), 0, "no round, no work");
-    }
-
-    /// Minimal deterministic generator (SplitMix64).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
     }
 
     /// What a state decided: every judgement, every endpoint's baseline,

@@ -856,7 +856,7 @@ mod tests {
     use crate::extract::Outcome;
     use crate::extract::Sample;
     use crate::judge::{AlertState, Resolution, Severity, Verdict};
-    use crate::testing::{endpoint, lending_incident, request};
+    use crate::testing::{endpoint, lending_incident, request, Rng};
 
     const T0: u64 = 1_763_658_000_000;
 
@@ -883,18 +883,6 @@ mod tests {
             .collect();
         v.sort();
         v
-    }
-
-    /// Minimal deterministic generator (SplitMix64) so tests need no seed crate.
-    struct Rng(u64);
-    impl Rng {
-        fn next_f64(&mut self) -> f64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        }
     }
 
     #[test]
