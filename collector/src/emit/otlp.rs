@@ -187,14 +187,14 @@ impl OtlpEmitter {
             .filter(|(e, _)| e.phase.is_request());
         for (endpoint, versions) in requests {
             for (version, series) in versions.iter() {
-                let w = agg.window(series, now_ms);
                 let mut attrs = vec![
                     KeyValue::new("service.name", endpoint.service.clone()),
                     KeyValue::new("endpoint", endpoint.endpoint.clone()),
                     KeyValue::new("model.version", version.clone()),
                 ];
                 self.push_dimensions(&mut attrs, endpoint);
-                self.db_calls.record(w.db_calls_per_request(), &attrs);
+                self.db_calls
+                    .record(agg.window_db_calls(series, now_ms), &attrs);
             }
         }
     }
